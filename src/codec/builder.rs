@@ -1,0 +1,235 @@
+//! Encodes uncompressed v2 batches the way a Kafka producer does.
+//!
+//! Invariants: while records are pending, `buf` holds a 61-byte header placeholder followed by
+//! exactly the encoded records; each record's length varint is computed from its fields before
+//! writing, so no second buffer or back-patching is needed. The header (counts, timestamps,
+//! CRC) is written only by `finish`. Offset deltas are the record's index and timestamp deltas
+//! are wrapping differences from the first record's timestamp.
+
+use crate::codec::varint::{put_varint, put_varlong, varint_size, varlong_size};
+use crate::codec::{
+    BatchHeader, CRC_OFFSET, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID, NO_SEQUENCE, NO_TIMESTAMP, RECORD_BATCH_OVERHEAD, compute_crc,
+};
+
+/// Largest batch the format can describe: `batchLength` is an i32.
+const MAX_ENCODED_BATCH: usize = LOG_OVERHEAD + i32::MAX as usize;
+
+/// Builds one uncompressed v2 batch, the way a Kafka producer does: `baseOffset` 0,
+/// `partitionLeaderEpoch` -1, producer id/epoch/sequence -1 (settable), `CreateTime`,
+/// `offsetDelta` = index, `timestampDelta` relative to the first record's timestamp.
+///
+/// Reusable: one buffer is kept across batches. [`BatchBuilder::finish`] and
+/// [`BatchBuilder::clear`] return it to the state of a new builder (producer fields included).
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    /// Capacity to reserve when a batch starts (the buffer may have been handed out).
+    capacity: usize,
+    count: usize,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Encoded size of a length-prefixed optional byte string.
+#[inline]
+fn nullable_size(len: Option<usize>) -> usize {
+    match len {
+        None => 1,
+        Some(n) => varint_size(n as i32) + n,
+    }
+}
+
+/// Encoded size of the headers count and headers.
+#[inline]
+fn headers_size(headers: &[(&str, Option<&[u8]>)]) -> usize {
+    let each: usize = headers
+        .iter()
+        .map(|(k, v)| nullable_size(Some(k.len())) + nullable_size(v.map(<[u8]>::len)))
+        .sum();
+    varint_size(headers.len() as i32) + each
+}
+
+#[inline]
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+impl BatchBuilder {
+    /// An empty builder; the buffer is allocated on the first push.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty builder that reserves `bytes` of buffer for each batch.
+    pub fn with_capacity(bytes: usize) -> Self {
+        BatchBuilder {
+            buf: Vec::with_capacity(bytes),
+            capacity: bytes,
+            count: 0,
+            base_timestamp: NO_TIMESTAMP,
+            max_timestamp: NO_TIMESTAMP,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+        }
+    }
+
+    /// Sets the idempotent producer fields of the batch being built.
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
+
+    /// Appends one record. `timestamp` is the `CreateTime` (`NO_TIMESTAMP` allowed).
+    ///
+    /// # Panics
+    /// If the batch would exceed the format's limit of `i32::MAX` bytes after the length field.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        if self.count == 0 {
+            self.buf.clear();
+            self.buf.reserve(self.capacity.max(RECORD_BATCH_OVERHEAD));
+            self.buf.resize(RECORD_BATCH_OVERHEAD, 0);
+            self.base_timestamp = timestamp;
+        }
+        let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
+        // Bounded by the size assertion below: every record takes at least 7 bytes.
+        let offset_delta = self.count as i32;
+        let body = 1
+            + varlong_size(timestamp_delta)
+            + varint_size(offset_delta)
+            + nullable_size(key.map(<[u8]>::len))
+            + nullable_size(value.map(<[u8]>::len))
+            + headers_size(headers);
+        let total = varint_size(body as i32) + body;
+        assert!(
+            i32::try_from(body).is_ok() && self.buf.len() + total <= MAX_ENCODED_BATCH,
+            "record batch would exceed {MAX_ENCODED_BATCH} bytes"
+        );
+        self.buf.reserve(total);
+        let start = self.buf.len();
+        put_varint(&mut self.buf, body as i32);
+        self.buf.push(0); // record attributes: unused in v2
+        put_varlong(&mut self.buf, timestamp_delta);
+        put_varint(&mut self.buf, offset_delta);
+        put_nullable(&mut self.buf, key);
+        put_nullable(&mut self.buf, value);
+        put_varint(&mut self.buf, headers.len() as i32);
+        for (k, v) in headers {
+            put_nullable(&mut self.buf, Some(k.as_bytes()));
+            put_nullable(&mut self.buf, *v);
+        }
+        debug_assert_eq!(self.buf.len() - start, total);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+    }
+
+    /// Number of records pushed since the last `finish`/`clear`.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if no record is pending.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size so far, including the 61-byte header (61 when empty).
+    pub fn size_in_bytes(&self) -> usize {
+        if self.count == 0 {
+            RECORD_BATCH_OVERHEAD
+        } else {
+            self.buf.len()
+        }
+    }
+
+    /// Size a record would add, for batch-size decisions. An upper bound: it assumes the
+    /// widest timestamp and offset deltas, so it exceeds the exact size by at most 14 bytes.
+    pub fn estimate_record_size(
+        key_len: Option<usize>,
+        value_len: Option<usize>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> usize {
+        let body = 1
+            + 10 // timestamp delta
+            + 5 // offset delta
+            + nullable_size(key_len)
+            + nullable_size(value_len)
+            + headers_size(headers);
+        varint_size(body.min(i32::MAX as usize) as i32) + body
+    }
+
+    /// Fills the header (`lastOffsetDelta`, base/max timestamp, count, CRC) and returns the
+    /// finished batch, borrowed from the internal buffer until the next `push` or `clear`.
+    /// The builder is then empty and reusable. `None` if no record was pushed.
+    pub fn finish(&mut self) -> Option<&[u8]> {
+        if self.count == 0 {
+            return None;
+        }
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length: (self.buf.len() - LOG_OVERHEAD) as i32,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: (self.count - 1) as i32,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            records_count: self.count as i32,
+        };
+        header.write_to(&mut self.buf);
+        let crc = compute_crc(&self.buf);
+        self.buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        self.reset();
+        Some(&self.buf)
+    }
+
+    /// As [`BatchBuilder::finish`], handing over the buffer itself (no copy); the next batch
+    /// allocates a new one.
+    pub fn finish_vec(&mut self) -> Option<Vec<u8>> {
+        self.finish()?;
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// Drops pending records and producer fields; keeps the buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.reset();
+    }
+
+    /// Back to a new builder's state, leaving `buf`'s contents alone.
+    fn reset(&mut self) {
+        self.count = 0;
+        self.base_timestamp = NO_TIMESTAMP;
+        self.max_timestamp = NO_TIMESTAMP;
+        self.producer_id = NO_PRODUCER_ID;
+        self.producer_epoch = NO_PRODUCER_EPOCH;
+        self.base_sequence = NO_SEQUENCE;
+    }
+}

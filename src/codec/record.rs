@@ -1,0 +1,514 @@
+//! Records inside an uncompressed v2 batch: borrowed views, an iterator that checks framing as
+//! it reads and allocates nothing, and owned records that share the batch's `Bytes`.
+//!
+//! Invariants: [`RecordIter`] yields a view only after checking that record's whole framing
+//! (length field equal to the bytes its fields use, offset delta strictly above the previous one
+//! and at most `lastOffsetDelta`, every header framed and its key UTF-8). So a [`HeadersView`]
+//! it yields iterates without error. After its first error it yields nothing more. Error
+//! positions are relative to the batch start.
+
+use bytes::Bytes;
+
+use crate::codec::batch::check_uncompressed;
+use crate::codec::varint::{VarintError, read_varint, read_varlong};
+use crate::codec::{BatchHeader, LENGTH_OFFSET, RECORD_BATCH_OVERHEAD, TimestampType, corruption};
+use crate::error::{Error, Result};
+
+/// A failed read; the error itself is in [`Reader::error`]. Zero-sized so that the readers'
+/// results fit in registers on the hot path, where an `Error` would be moved through memory.
+struct Failed;
+
+/// Result of a [`Reader`] method.
+type Read<T> = std::result::Result<T, Failed>;
+
+/// A cursor over `buf` whose errors report `base + pos`, so that a sub-slice (a record, a
+/// header section) still names positions in the whole input.
+#[derive(Debug)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+    /// Set exactly when a method returns `Err(Failed)`.
+    error: Option<Error>,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn new(buf: &'a [u8], pos: usize, base: usize) -> Self {
+        Reader {
+            buf,
+            pos,
+            base,
+            error: None,
+        }
+    }
+
+    /// The error of the last failed read.
+    fn take_error(&mut self) -> Error {
+        self.error.take().unwrap_or_else(|| {
+            corruption(
+                self.base + self.pos,
+                "record",
+                "unreported read failure".into(),
+            )
+        })
+    }
+
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    /// Records a corruption at `at` (relative to `buf`).
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, at: usize, what: &'static str, detail: std::fmt::Arguments<'_>) -> Failed {
+        self.error = Some(corruption(self.base + at, what, detail.to_string()));
+        Failed
+    }
+
+    /// [`Reader::fail`] for bytes that are not a varint.
+    #[cold]
+    #[inline(never)]
+    fn fail_varint(&mut self, what: &'static str, e: VarintError) -> Failed {
+        self.fail(self.pos, what, format_args!("{}", e.detail()))
+    }
+
+    /// [`Reader::fail`] for a byte string running past the end of `buf`.
+    #[cold]
+    #[inline(never)]
+    fn fail_short(&mut self, what: &'static str, n: usize) -> Failed {
+        let remaining = self.remaining();
+        self.fail(
+            self.pos,
+            what,
+            format_args!("{n} bytes needed, {remaining} remain"),
+        )
+    }
+
+    #[inline]
+    fn varint(&mut self, what: &'static str) -> Read<i32> {
+        match read_varint(self.buf, self.pos) {
+            Ok((v, end)) => {
+                self.pos = end;
+                Ok(v)
+            }
+            Err(e) => Err(self.fail_varint(what, e)),
+        }
+    }
+
+    #[inline]
+    fn varlong(&mut self, what: &'static str) -> Read<i64> {
+        match read_varlong(self.buf, self.pos) {
+            Ok((v, end)) => {
+                self.pos = end;
+                Ok(v)
+            }
+            Err(e) => Err(self.fail_varint(what, e)),
+        }
+    }
+
+    /// The next `n` bytes.
+    #[inline]
+    fn bytes(&mut self, n: usize, what: &'static str) -> Read<&'a [u8]> {
+        // `get(pos..)` then `get(..n)` so that no `pos + n` can overflow.
+        if let Some(b) = self.buf.get(self.pos..).and_then(|rest| rest.get(..n)) {
+            self.pos += n;
+            Ok(b)
+        } else {
+            Err(self.fail_short(what, n))
+        }
+    }
+
+    /// A varint length (`-1` = null) followed by that many bytes.
+    #[inline]
+    fn nullable(&mut self, len_what: &'static str, what: &'static str) -> Read<Option<&'a [u8]>> {
+        let len_pos = self.pos;
+        let len = self.varint(len_what)?;
+        match usize::try_from(len) {
+            Ok(n) => self.bytes(n, what).map(Some),
+            Err(_) if len == -1 => Ok(None),
+            Err(_) => Err(self.fail(len_pos, len_what, format_args!("length {len} is below -1"))),
+        }
+    }
+}
+
+/// A borrowed view of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Absolute offset: `baseOffset + offsetDelta`.
+    pub offset: i64,
+    /// `maxTimestamp` for `LogAppendTime` batches, else `baseTimestamp + timestampDelta`.
+    pub timestamp: i64,
+    /// The key, `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// The value, `None` for a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// The record's headers.
+    pub headers: HeadersView<'a>,
+}
+
+/// The raw header bytes of a record and their count; iterate with [`HeadersView::iter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadersView<'a> {
+    bytes: &'a [u8],
+    count: usize,
+    position: usize,
+}
+
+impl<'a> HeadersView<'a> {
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if the record has no headers.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Iterates `(key, value)` pairs in wire order.
+    pub fn iter(&self) -> HeaderIter<'a> {
+        HeaderIter {
+            reader: Reader::new(self.bytes, 0, self.position),
+            remaining: self.count,
+        }
+    }
+}
+
+impl<'a> IntoIterator for HeadersView<'a> {
+    type Item = Result<(&'a str, Option<&'a [u8]>)>;
+    type IntoIter = HeaderIter<'a>;
+
+    fn into_iter(self) -> HeaderIter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &HeadersView<'a> {
+    type Item = Result<(&'a str, Option<&'a [u8]>)>;
+    type IntoIter = HeaderIter<'a>;
+
+    fn into_iter(self) -> HeaderIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over a record's headers, yielding `(key, value)`; a framing error is yielded once,
+/// then `None`.
+#[derive(Debug)]
+pub struct HeaderIter<'a> {
+    reader: Reader<'a>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = Result<(&'a str, Option<&'a [u8]>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if let Ok(header) = read_header(&mut self.reader) {
+            self.remaining -= 1;
+            Some(Ok(header))
+        } else {
+            // One error, then the end.
+            self.remaining = 0;
+            Some(Err(self.reader.take_error()))
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+impl std::iter::FusedIterator for HeaderIter<'_> {}
+
+/// One header: key length (>= 0), UTF-8 key, nullable value.
+fn read_header<'a>(r: &mut Reader<'a>) -> Read<(&'a str, Option<&'a [u8]>)> {
+    let len_pos = r.pos;
+    let key_len = r.varint("record header key length")?;
+    let Ok(key_len) = usize::try_from(key_len) else {
+        let detail = format_args!("negative length {key_len}; header keys cannot be null");
+        return Err(r.fail(len_pos, "record header key length", detail));
+    };
+    let key_pos = r.pos;
+    let key = r.bytes(key_len, "record header key")?;
+    let key = match std::str::from_utf8(key) {
+        Ok(key) => key,
+        Err(e) => return Err(r.fail(key_pos, "record header key", format_args!("not UTF-8: {e}"))),
+    };
+    let value = r.nullable("record header value length", "record header value")?;
+    Ok((key, value))
+}
+
+/// Reads the headers count and walks every header so the record's length can be checked and
+/// the view is known good. The reader is bounded by the record's end.
+fn read_headers<'a>(r: &mut Reader<'a>) -> Read<HeadersView<'a>> {
+    let count_pos = r.pos;
+    let count = r.varint("record headers count")?;
+    // Each header takes at least 2 bytes, so a larger count cannot be honest; checked before
+    // anyone sizes a Vec by it.
+    let count = match usize::try_from(count) {
+        Ok(n) if n <= r.remaining() / 2 => n,
+        _ => {
+            let left = r.remaining();
+            let detail = format_args!("{count} headers in {left} remaining bytes");
+            return Err(r.fail(count_pos, "record headers count", detail));
+        }
+    };
+    let start = r.pos;
+    for _ in 0..count {
+        read_header(r)?;
+    }
+    Ok(HeadersView {
+        bytes: &r.buf[start..r.pos],
+        count,
+        position: r.base + start,
+    })
+}
+
+/// Iterates records of one whole batch whose header was already validated (and CRC checked by
+/// the caller if wanted). Yields `Err(Corruption)` once on bad framing, then `None`.
+/// Positions in errors are relative to the batch start.
+#[derive(Debug)]
+pub struct RecordIter<'a> {
+    /// The batch, cut at the header's size.
+    buf: &'a [u8],
+    pos: usize,
+    /// Records still expected.
+    remaining: usize,
+    /// Records read so far, for error messages.
+    read: usize,
+    /// Offset delta of the previous record; -1 before the first.
+    prev_delta: i64,
+    last_offset_delta: i32,
+    base_offset: i64,
+    base_timestamp: i64,
+    /// `Some(maxTimestamp)` for a `LogAppendTime` batch.
+    append_time: Option<i64>,
+    /// An error found when the iterator was made (compression, size), yielded first.
+    pending: Option<Error>,
+    done: bool,
+}
+
+/// Iterates the records of `batch`, one whole batch described by `header`. A compressed
+/// batch yields `UnsupportedCompression` once. If `batch` is longer than `header.size()`
+/// the extra bytes are ignored; if shorter, Corruption (`"batch length"`) is yielded.
+pub fn records<'a>(batch: &'a [u8], header: &BatchHeader) -> RecordIter<'a> {
+    let mut iter = RecordIter {
+        buf: &[],
+        pos: RECORD_BATCH_OVERHEAD,
+        remaining: header.records_count.max(0) as usize,
+        read: 0,
+        prev_delta: -1,
+        last_offset_delta: header.last_offset_delta,
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+        append_time: match header.timestamp_type() {
+            TimestampType::CreateTime => None,
+            TimestampType::LogAppendTime => Some(header.max_timestamp),
+        },
+        pending: None,
+        done: false,
+    };
+    match usable_bytes(batch, header) {
+        Ok(buf) => iter.buf = buf,
+        Err(e) => iter.pending = Some(e),
+    }
+    iter
+}
+
+/// The part of `batch` the records live in, after checks that guard against a header that
+/// was not parsed from these bytes.
+fn usable_bytes<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8]> {
+    check_uncompressed(header)?;
+    let size = header.size();
+    if size < RECORD_BATCH_OVERHEAD || batch.len() < size {
+        let detail = format!("batch of {size} bytes, buffer holds {}", batch.len());
+        return Err(corruption(LENGTH_OFFSET, "batch length", detail));
+    }
+    Ok(&batch[..size])
+}
+
+impl<'a> RecordIter<'a> {
+    /// One record, moving past it on success.
+    fn read_record(&mut self) -> Result<RecordView<'a>> {
+        let mut r = Reader::new(self.buf, self.pos, 0);
+        if let Ok(view) = self.read_framed(&mut r) {
+            self.pos = r.pos;
+            Ok(view)
+        } else {
+            Err(r.take_error())
+        }
+    }
+
+    /// A record's length varint, then its body within exactly that many bytes.
+    #[inline]
+    fn read_framed(&mut self, r: &mut Reader<'a>) -> Read<RecordView<'a>> {
+        let start = r.pos;
+        let len = r.varint("record length")?;
+        let body = r.pos;
+        let end = match usize::try_from(len) {
+            Ok(n) if n <= r.remaining() => body + n,
+            _ => {
+                let left = r.remaining();
+                let detail = format_args!("length {len}, {left} bytes left in the batch");
+                return Err(r.fail(start, "record length", detail));
+            }
+        };
+        // Bound the reader so no field can run into the next record.
+        r.buf = &r.buf[..end];
+        let view = self.read_body(r)?;
+        if r.pos != end {
+            let used = r.pos - body;
+            let detail = format_args!("length {len}, but the fields use {used} bytes");
+            return Err(r.fail(start, "record length", detail));
+        }
+        Ok(view)
+    }
+
+    /// The fields after the length, read through `r`, which ends at the record's end.
+    #[inline]
+    fn read_body(&mut self, r: &mut Reader<'a>) -> Read<RecordView<'a>> {
+        // Record attributes are unused in v2; Kafka ignores their value and so does tarnlog.
+        r.bytes(1, "record attributes")?;
+        let timestamp_delta = r.varlong("record timestamp delta")?;
+        let delta_pos = r.pos;
+        let offset_delta = r.varint("record offset delta")?;
+        if i64::from(offset_delta) <= self.prev_delta || offset_delta > self.last_offset_delta {
+            let (prev, last) = (self.prev_delta, self.last_offset_delta);
+            let detail = format_args!("offset delta {offset_delta} after {prev} (last {last})");
+            return Err(r.fail(delta_pos, "record offset delta", detail));
+        }
+        self.prev_delta = i64::from(offset_delta);
+        let key = r.nullable("record key length", "record key")?;
+        let value = r.nullable("record value length", "record value")?;
+        let headers = read_headers(r)?;
+        // Wrapping: Kafka's Java arithmetic wraps, and a builder's delta is a wrapping difference.
+        let timestamp = match self.append_time {
+            Some(ts) => ts,
+            None => self.base_timestamp.wrapping_add(timestamp_delta),
+        };
+        Ok(RecordView {
+            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+    }
+
+    /// The check after the last expected record: no bytes may follow it.
+    fn check_end(&self) -> Result<()> {
+        if self.pos == self.buf.len() {
+            return Ok(());
+        }
+        let detail = format!(
+            "{} bytes follow the last of {} records",
+            self.buf.len() - self.pos,
+            self.read
+        );
+        Err(corruption(self.pos, "records count", detail))
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordView<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.pending.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.remaining == 0 {
+            self.done = true;
+            return self.check_end().err().map(Err);
+        }
+        if self.pos == self.buf.len() {
+            self.done = true;
+            let detail = format!(
+                "the header says {} records, the bytes end after {}",
+                self.read + self.remaining,
+                self.read
+            );
+            return Some(Err(corruption(self.pos, "records count", detail)));
+        }
+        let item = self.read_record();
+        match item {
+            Ok(_) => {
+                self.remaining -= 1;
+                self.read += 1;
+            }
+            Err(_) => self.done = true,
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            (0, Some(self.remaining.saturating_add(1)))
+        }
+    }
+}
+
+impl std::iter::FusedIterator for RecordIter<'_> {}
+
+/// A record header with an owned key and a zero-copy value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header key.
+    pub key: String,
+    /// The header value, `None` for null.
+    pub value: Option<Bytes>,
+}
+
+/// An owned record: key, value and header values are `Bytes` slices of the batch (zero-copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Absolute offset.
+    pub offset: i64,
+    /// Timestamp, meaning given by `timestamp_type`.
+    pub timestamp: i64,
+    /// The batch's timestamp type.
+    pub timestamp_type: TimestampType,
+    /// The key, `None` for null.
+    pub key: Option<Bytes>,
+    /// The value, `None` for null (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in wire order.
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Copies a view's fields, slicing `bytes` (the buffer the view borrows) for the payloads.
+    pub(crate) fn from_view(
+        bytes: &Bytes,
+        view: &RecordView<'_>,
+        timestamp_type: TimestampType,
+    ) -> Result<Record> {
+        let mut headers = Vec::with_capacity(view.headers.len());
+        for header in view.headers {
+            let (key, value) = header?;
+            headers.push(Header {
+                key: key.to_owned(),
+                value: value.map(|v| bytes.slice_ref(v)),
+            });
+        }
+        Ok(Record {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            timestamp_type,
+            key: view.key.map(|k| bytes.slice_ref(k)),
+            value: view.value.map(|v| bytes.slice_ref(v)),
+            headers,
+        })
+    }
+}

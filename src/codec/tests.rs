@@ -1,0 +1,545 @@
+//! Tests of the codec as a whole: a batch written by hand from the format description, round
+//! trips through the builder, and corruption (bit flips, truncation, random bytes, crafted
+//! fields) that must always be an error and never a panic.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::{Error, Location};
+
+const MAX: usize = 1 << 20;
+const T0: i64 = 1_700_000_000_000;
+
+/// Recomputes the CRC after a test has edited CRC-covered bytes.
+fn fix_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The `what` and position of a corruption error.
+fn what_at(result: Result<impl std::fmt::Debug, Error>) -> (&'static str, usize) {
+    match result {
+        Err(Error::Corruption {
+            location: Location::Buffer { position },
+            what,
+            ..
+        }) => (what, position),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// Two records written byte by byte from the format description.
+fn hand_built() -> Vec<u8> {
+    let records: &[u8] = &[
+        // record 0: length 13, attributes, tsDelta 0, offsetDelta 0, key "k", value "v1",
+        // 1 header ("h", "x")
+        0x1A, 0x00, 0x00, 0x00, 0x02, b'k', 0x04, b'v', b'1', 0x02, 0x02, b'h', 0x02, b'x',
+        // record 1: length 10, attributes, tsDelta 5, offsetDelta 1, key "k", value null,
+        // 1 header ("h", null)
+        0x14, 0x00, 0x0A, 0x02, 0x02, b'k', 0x01, 0x02, 0x02, b'h', 0x01,
+    ];
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
+    b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes()); // batchLength
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
+    b.push(2); // magic
+    b.extend_from_slice(&[0; 4]); // crc, filled below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&1i32.to_be_bytes()); // lastOffsetDelta
+    b.extend_from_slice(&T0.to_be_bytes()); // baseTimestamp
+    b.extend_from_slice(&(T0 + 5).to_be_bytes()); // maxTimestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+    b.extend_from_slice(&2i32.to_be_bytes()); // recordsCount
+    b.extend_from_slice(records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A batch with the given records area, count and last offset delta; length and CRC correct.
+fn craft(records_area: &[u8], count: i32, last_offset_delta: i32) -> Vec<u8> {
+    let mut b = vec![0u8; RECORD_BATCH_OVERHEAD];
+    b.extend_from_slice(records_area);
+    let header = BatchHeader {
+        base_offset: 0,
+        batch_length: (b.len() - LOG_OVERHEAD) as i32,
+        partition_leader_epoch: -1,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta,
+        base_timestamp: T0,
+        max_timestamp: T0,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records_count: count,
+    };
+    header.write_to(&mut b);
+    fix_crc(&mut b);
+    b
+}
+
+#[test]
+fn crc32c_vector() {
+    assert_eq!(crc32c::crc32c(b"Some String"), 608_512_271);
+}
+
+#[test]
+fn builder_matches_hand_built_batch() {
+    let mut builder = BatchBuilder::new();
+    builder.push(T0, Some(b"k"), Some(b"v1"), &[("h", Some(b"x"))]);
+    builder.push(T0 + 5, Some(b"k"), None, &[("h", None)]);
+    assert_eq!(builder.len(), 2);
+    assert_eq!(builder.size_in_bytes(), 86);
+    let built = builder.finish().unwrap().to_vec();
+    assert_eq!(built, hand_built());
+    assert!(builder.is_empty());
+    assert_eq!(builder.finish(), None);
+}
+
+#[test]
+fn hand_built_batch_decodes() {
+    let bytes = hand_built();
+    let header = validate_batch(&bytes, MAX).unwrap();
+    assert_eq!(header.size(), 86);
+    assert_eq!((header.last_offset(), header.next_offset()), (1, 2));
+    assert_eq!(header.compression().unwrap(), Compression::None);
+    assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+    assert!(!header.is_transactional() && !header.is_control());
+    assert_eq!(peek_batch_size(&bytes[..17]), Some(86));
+    assert_eq!(peek_batch_size(&bytes[..16]), None);
+
+    let views: Vec<RecordView<'_>> = records(&bytes, &header).map(Result::unwrap).collect();
+    assert_eq!(views.len(), 2);
+    assert_eq!((views[0].offset, views[0].timestamp), (0, T0));
+    assert_eq!(views[0].key, Some(&b"k"[..]));
+    assert_eq!(views[0].value, Some(&b"v1"[..]));
+    let h0: Vec<_> = views[0].headers.iter().map(Result::unwrap).collect();
+    assert_eq!(h0, [("h", Some(&b"x"[..]))]);
+    assert_eq!(
+        (views[1].offset, views[1].timestamp, views[1].value),
+        (1, T0 + 5, None)
+    );
+    let h1: Vec<_> = (&views[1].headers)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(h1, [("h", None)]);
+
+    let batch = Batch::new(Bytes::from(bytes), MAX).unwrap();
+    assert_eq!(
+        (batch.len(), batch.base_offset(), batch.last_offset()),
+        (2, 0, 1)
+    );
+    let owned: Vec<Record> = batch.records().map(Result::unwrap).collect();
+    assert_eq!(
+        owned[0].headers,
+        [Header {
+            key: "h".into(),
+            value: Some(Bytes::from_static(b"x"))
+        }]
+    );
+    assert_eq!(owned[1].value, None);
+    assert_eq!(owned[1].timestamp_type, TimestampType::CreateTime);
+}
+
+#[test]
+fn patches_keep_the_crc_valid() {
+    let mut bytes = hand_built();
+    set_base_offset(&mut bytes, 1000);
+    set_partition_leader_epoch(&mut bytes, 7);
+    let header = validate_batch(&bytes, MAX).unwrap();
+    assert_eq!(
+        (header.base_offset, header.partition_leader_epoch),
+        (1000, 7)
+    );
+    set_log_append_time(&mut bytes, 42);
+    let header = validate_batch(&bytes, MAX).unwrap();
+    assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+    let ts: Vec<i64> = records(&bytes, &header)
+        .map(|r| r.unwrap().timestamp)
+        .collect();
+    assert_eq!(ts, [42, 42]);
+}
+
+#[test]
+fn corruption_names_the_field() {
+    let good = hand_built();
+    let mut b = good.clone();
+    b[MAGIC_OFFSET] = 1;
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("batch magic", 16));
+
+    let mut b = good.clone();
+    b[40] ^= 1;
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("batch CRC", 17));
+    assert_eq!(what_at(Batch::new(Bytes::from(b), MAX)), ("batch CRC", 17));
+
+    assert_eq!(
+        what_at(validate_batch(&good[..60], MAX)),
+        ("batch header", 0)
+    );
+    assert_eq!(
+        what_at(validate_batch(&good[..70], MAX)),
+        ("batch length", 8)
+    );
+    assert_eq!(what_at(validate_batch(&good, 85)), ("batch length", 8));
+    assert!(validate_batch(&good, 86).is_ok());
+
+    let mut b = good.clone();
+    set_base_offset(&mut b, -5);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("base offset", 0));
+    set_base_offset(&mut b, i64::MAX);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("last offset delta", 23));
+
+    let mut b = good.clone();
+    b[ATTRIBUTES_OFFSET] = 0x01; // bit 8
+    fix_crc(&mut b);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("batch attributes", 21));
+
+    for (count, position) in [(3, 86), (1, 75)] {
+        let mut b = good.clone();
+        b[RECORDS_COUNT_OFFSET..RECORD_BATCH_OVERHEAD].copy_from_slice(&i32::to_be_bytes(count));
+        fix_crc(&mut b);
+        assert_eq!(
+            what_at(validate_batch(&b, MAX)),
+            ("records count", position),
+            "{count}"
+        );
+    }
+    let mut b = good.clone();
+    b[RECORDS_COUNT_OFFSET..RECORD_BATCH_OVERHEAD].copy_from_slice(&(-1i32).to_be_bytes());
+    fix_crc(&mut b);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("records count", 57));
+}
+
+#[test]
+fn record_corruption_names_the_field() {
+    let good = hand_built();
+    let edit = |at: usize, byte: u8| {
+        let mut b = good.clone();
+        b[at] = byte;
+        fix_crc(&mut b);
+        what_at(validate_batch(&b, MAX))
+    };
+    assert_eq!(edit(72, 0xFF), ("record header key", 72)); // not UTF-8
+    assert_eq!(edit(71, 0x01), ("record header key length", 71)); // -1
+    assert_eq!(edit(78, 0x00), ("record offset delta", 78)); // not increasing
+    assert_eq!(edit(78, 0x04), ("record offset delta", 78)); // above lastOffsetDelta
+    assert_eq!(edit(61, 0x1C), ("record length", 61)); // 14, fields use 13
+    assert_eq!(edit(61, 0x18), ("record header value", 74)); // 12: value cut off
+    assert_eq!(edit(61, 0x01), ("record length", 61)); // -1
+    assert_eq!(edit(65, 0x03), ("record key length", 65)); // -2
+    assert_eq!(edit(70, 0x7E), ("record headers count", 70)); // 63 headers in 4 bytes
+
+    // An overlong varint where the record length should be.
+    let b = craft(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0, 0, 0, 0], 1, 0);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("record length", 61));
+    // A truncated timestamp delta inside a record.
+    let b = craft(&[0x04, 0x00, 0x80], 1, 0);
+    assert_eq!(
+        what_at(validate_batch(&b, MAX)),
+        ("record timestamp delta", 63)
+    );
+    // Trailing bytes after the last record.
+    let b = craft(&[0x0C, 0, 0, 0, 1, 1, 0, 0xAA], 1, 0);
+    assert_eq!(what_at(validate_batch(&b, MAX)), ("records count", 68));
+    // An empty batch is fine (Kafka keeps them after compaction).
+    assert_eq!(
+        validate_batch(&craft(&[], 0, 0), MAX)
+            .unwrap()
+            .records_count,
+        0
+    );
+}
+
+#[test]
+fn compressed_batches_are_unsupported() {
+    for (bits, name) in [(1, "gzip"), (2, "snappy"), (3, "lz4"), (4, "zstd")] {
+        let mut b = hand_built();
+        b[ATTRIBUTES_OFFSET + 1] = bits;
+        fix_crc(&mut b);
+        match validate_batch(&b, MAX) {
+            Err(Error::UnsupportedCompression { codec }) => assert_eq!(codec, name),
+            other => panic!("{other:?}"),
+        }
+        let batch = Batch::new(Bytes::from(b), MAX).unwrap();
+        let items: Vec<_> = batch.iter().collect();
+        assert_eq!(items.len(), 1);
+        assert!(matches!(
+            items[0],
+            Err(Error::UnsupportedCompression { .. })
+        ));
+    }
+    for bits in 5..=7 {
+        let mut b = hand_built();
+        b[ATTRIBUTES_OFFSET + 1] = bits;
+        fix_crc(&mut b);
+        assert_eq!(what_at(validate_batch(&b, MAX)), ("batch compression", 21));
+    }
+}
+
+#[test]
+fn records_ignores_bytes_after_the_batch_and_rejects_short_buffers() {
+    let mut buf = hand_built();
+    let header = BatchHeader::parse(&buf, MAX).unwrap();
+    buf.extend_from_slice(&[0xEE; 10]);
+    assert_eq!(records(&buf, &header).flatten().count(), 2);
+    let mut iter = records(&buf[..80], &header);
+    assert_eq!(what_at(iter.next().unwrap()), ("batch length", 8));
+    assert!(iter.next().is_none());
+}
+
+#[test]
+fn builder_is_reusable_and_sets_producer_fields() {
+    let mut builder = BatchBuilder::with_capacity(4096);
+    builder.set_producer(77, 3, 1000);
+    builder.push(5, None, Some(b"a"), &[]);
+    let first = builder.finish_vec().unwrap();
+    let header = validate_batch(&first, MAX).unwrap();
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (77, 3, 1000)
+    );
+    assert_eq!(builder.finish_vec(), None);
+
+    builder.push(T0, Some(b"k"), Some(b"v1"), &[("h", Some(b"x"))]);
+    builder.push(T0 + 5, Some(b"k"), None, &[("h", None)]);
+    assert_eq!(builder.finish().unwrap(), hand_built().as_slice());
+
+    builder.push(1, None, None, &[]);
+    builder.clear();
+    assert_eq!((builder.len(), builder.size_in_bytes()), (0, 61));
+    assert_eq!(builder.finish(), None);
+    let mut fresh = BatchBuilder::default();
+    fresh.push(NO_TIMESTAMP, None, None, &[]);
+    let b = fresh.finish().unwrap();
+    let header = validate_batch(b, MAX).unwrap();
+    assert_eq!(
+        (header.base_timestamp, header.max_timestamp),
+        (NO_TIMESTAMP, NO_TIMESTAMP)
+    );
+}
+
+/// One record as the tests generate it.
+#[derive(Debug, Clone)]
+struct Input {
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+fn input(max_bytes: usize, base: i64) -> impl Strategy<Value = Input> {
+    let bytes = move || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=max_bytes));
+    let header = (
+        "\\PC{0,6}",
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+    );
+    (
+        -(1i64 << 40)..=(1i64 << 40),
+        bytes(),
+        bytes(),
+        proptest::collection::vec(header, 0..=3),
+    )
+        .prop_map(move |(delta, key, value, headers)| Input {
+            timestamp: base.wrapping_add(delta),
+            key,
+            value,
+            headers,
+        })
+}
+
+fn inputs(max_records: usize, max_bytes: usize) -> impl Strategy<Value = Vec<Input>> {
+    prop_oneof![Just(0i64), any::<i64>(), Just(T0)].prop_flat_map(move |base| {
+        proptest::collection::vec(input(max_bytes, base), 1..=max_records)
+    })
+}
+
+fn build(inputs: &[Input]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for r in inputs {
+        let headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let before = builder.size_in_bytes();
+        let estimate = BatchBuilder::estimate_record_size(
+            r.key.as_ref().map(Vec::len),
+            r.value.as_ref().map(Vec::len),
+            &headers,
+        );
+        builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
+        let added = builder.size_in_bytes() - before;
+        assert!(
+            added <= estimate && estimate <= added + 14,
+            "{added} vs {estimate}"
+        );
+    }
+    let size = builder.size_in_bytes();
+    let bytes = builder.finish_vec().unwrap();
+    assert_eq!(bytes.len(), size);
+    bytes
+}
+
+fn expected(inputs: &[Input], base_offset: i64, append_time: Option<i64>) -> Vec<Record> {
+    let opt = |v: &Option<Vec<u8>>| v.clone().map(Bytes::from);
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            offset: base_offset + i as i64,
+            timestamp: append_time.unwrap_or(r.timestamp),
+            timestamp_type: if append_time.is_some() {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            key: opt(&r.key),
+            value: opt(&r.value),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: k.clone(),
+                    value: opt(v),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<Record>, Error> {
+    Batch::new(Bytes::copy_from_slice(bytes), MAX)?
+        .records()
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn round_trip(inputs in inputs(8, 300), base_offset in 0i64..(1 << 50), epoch: i32) {
+        let mut bytes = build(&inputs);
+        let header = validate_batch(&bytes, MAX).unwrap();
+        prop_assert_eq!(header.records_count as usize, inputs.len());
+        prop_assert_eq!(header.last_offset_delta as usize, inputs.len() - 1);
+        prop_assert_eq!(header.base_timestamp, inputs[0].timestamp);
+        let max_ts = inputs.iter().map(|r| r.timestamp).fold(NO_TIMESTAMP, i64::max);
+        prop_assert_eq!(header.max_timestamp, max_ts);
+        prop_assert_eq!(decode(&bytes).unwrap(), expected(&inputs, 0, None));
+
+        set_base_offset(&mut bytes, base_offset);
+        set_partition_leader_epoch(&mut bytes, epoch);
+        let header = validate_batch(&bytes, MAX).unwrap();
+        prop_assert_eq!(header.partition_leader_epoch, epoch);
+        prop_assert_eq!(header.last_offset(), base_offset + inputs.len() as i64 - 1);
+        prop_assert_eq!(decode(&bytes).unwrap(), expected(&inputs, base_offset, None));
+    }
+
+    #[test]
+    fn log_append_time_overrides_timestamps(inputs in inputs(6, 40), ts: i64) {
+        let mut bytes = build(&inputs);
+        set_log_append_time(&mut bytes, ts);
+        prop_assert!(verify_crc(&bytes).is_ok());
+        let header = validate_batch(&bytes, MAX).unwrap();
+        prop_assert_eq!(header.max_timestamp, ts);
+        prop_assert_eq!(decode(&bytes).unwrap(), expected(&inputs, 0, Some(ts)));
+    }
+
+    #[test]
+    fn every_bit_flip_is_caught(inputs in inputs(3, 8)) {
+        let good = build(&inputs);
+        let original = decode(&good).unwrap();
+        for bit in 0..good.len() * 8 {
+            let mut b = good.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            let outside_crc = bit / 8 < LENGTH_OFFSET
+                || (PARTITION_LEADER_EPOCH_OFFSET..MAGIC_OFFSET).contains(&(bit / 8));
+            let validated = validate_batch(&b, MAX);
+            let decoded = decode(&b);
+            prop_assert_eq!(validated.is_ok(), decoded.is_ok(), "bit {}", bit);
+            if !outside_crc {
+                prop_assert!(validated.is_err(), "bit {} not caught", bit);
+            } else if let Ok(records) = decoded {
+                prop_assert_eq!(records.len(), original.len());
+                for (got, want) in records.iter().zip(&original) {
+                    prop_assert_eq!(
+                        (&got.key, &got.value, &got.headers, got.timestamp),
+                        (&want.key, &want.value, &want.headers, want.timestamp)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_caught(inputs in inputs(3, 20)) {
+        let good = build(&inputs);
+        for len in 0..good.len() {
+            prop_assert!(validate_batch(&good[..len], MAX).is_err());
+            prop_assert!(decode(&good[..len]).is_err());
+            // Also with the length and CRC made to fit: the record framing must catch it.
+            if len >= RECORD_BATCH_OVERHEAD {
+                let mut b = good[..len].to_vec();
+                b[LENGTH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET]
+                    .copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
+                fix_crc(&mut b);
+                prop_assert!(validate_batch(&b, MAX).is_err(), "len {}", len);
+                prop_assert!(decode(&b).is_err(), "len {}", len);
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = peek_batch_size(&bytes);
+        let _ = validate_batch(&bytes, MAX);
+        let _ = decode(&bytes);
+        if let Ok(header) = BatchHeader::parse(&bytes, MAX) {
+            let _ = header.compression();
+            prop_assert!(records(&bytes, &header).count() <= header.records_count as usize + 1);
+        }
+    }
+
+    /// Random record bytes under a valid header: never a panic, and `validate_batch` accepts
+    /// exactly when iteration yields `records_count` records and no error.
+    #[test]
+    fn random_records_are_framed_consistently(
+        area in proptest::collection::vec(any::<u8>(), 0..120),
+        count in 0i32..6,
+        last_offset_delta in 0i32..8,
+    ) {
+        let b = craft(&area, count, last_offset_delta);
+        let header = BatchHeader::parse(&b, MAX).unwrap();
+        let items: Vec<_> = records(&b, &header).collect();
+        let all_ok = items.iter().all(Result::is_ok) && items.len() == count as usize;
+        prop_assert_eq!(validate_batch(&b, MAX).is_ok(), all_ok);
+        prop_assert_eq!(decode(&b).is_ok(), all_ok);
+    }
+
+    /// A valid batch with a few bytes changed in the record area and the CRC fixed up.
+    #[test]
+    fn mutated_records_never_panic(
+        inputs in inputs(4, 16),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+    ) {
+        let mut b = build(&inputs);
+        let area = b.len() - RECORD_BATCH_OVERHEAD;
+        for (at, byte) in edits {
+            b[RECORD_BATCH_OVERHEAD + at % area] = byte;
+        }
+        fix_crc(&mut b);
+        let header = BatchHeader::parse(&b, MAX).unwrap();
+        let items: Vec<_> = records(&b, &header).collect();
+        let all_ok = items.iter().all(Result::is_ok) && items.len() == inputs.len();
+        prop_assert_eq!(validate_batch(&b, MAX).is_ok(), all_ok);
+        prop_assert_eq!(decode(&b).is_ok(), all_ok);
+    }
+}

@@ -1,0 +1,292 @@
+//! Topic configuration: Kafka's names with units last, Kafka's defaults, validated when used.
+//!
+//! Setters never panic; `validate` (run by `Log::create_topic` and on open) answers
+//! [`Error::InvalidConfig`] naming the field and its allowed range.
+
+use std::fmt::Write as _;
+
+use crate::codec::TimestampType;
+use crate::error::{Error, Result};
+
+/// When appended data is made durable with `fdatasync` (DESIGN.md §4).
+///
+/// | policy | an acknowledged record survives |
+/// |---|---|
+/// | `None` (Kafka's default) | a crash of the process (`kill -9`) |
+/// | `EveryBatch` | power loss, unless its directory is lost |
+/// | `EveryRecords(n)` / `IntervalMs(m)` | power loss, for what the last fsync covered |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// The operating system decides when to write back; data is synced at `close`/`flush`.
+    #[default]
+    None,
+    /// Sync once at least `n` records were appended since the last sync (Kafka's
+    /// `flush.messages`). The append that crosses the threshold waits for the sync.
+    EveryRecords(u64),
+    /// Sync when the oldest unsynced append is `m` milliseconds old (Kafka's `flush.ms`):
+    /// checked on append and by the log's background thread.
+    IntervalMs(u64),
+    /// Every append waits for an fsync covering it; concurrent appenders share one
+    /// `fdatasync` (group commit).
+    EveryBatch,
+}
+
+/// Configuration of one topic. Start from `TopicConfig::default()` and chain setters.
+///
+/// ```
+/// use tarnlog::{FsyncPolicy, TopicConfig};
+/// let config = TopicConfig::default()
+///     .partitions(3)
+///     .segment_bytes(64 << 20)
+///     .fsync(FsyncPolicy::EveryBatch);
+/// assert_eq!(config.partitions, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicConfig {
+    /// Number of partitions. Default 1; allowed 1..=10000.
+    pub partitions: u32,
+    /// Maximum size of a segment file (`segment.bytes`). Default 1 GiB; allowed 14..=2^31-1.
+    pub segment_bytes: u64,
+    /// Roll a segment when its first batch is this old (`segment.ms`). Default 7 days;
+    /// allowed 1..=2^63-1.
+    pub segment_ms: u64,
+    /// Maximum size of each index file (`segment.index.bytes`). Default 10 MiB;
+    /// allowed 24..=2^31-1 (room for two time-index entries).
+    pub segment_index_bytes: u64,
+    /// Log bytes between two offset-index entries (`index.interval.bytes`). Default 4096;
+    /// allowed 0..=2^31-1.
+    pub index_interval_bytes: u64,
+    /// Largest record batch accepted (`max.message.bytes`). Default 1048588;
+    /// allowed 61..=2^31-1.
+    pub max_message_bytes: u64,
+    /// Whose timestamp a record keeps (`message.timestamp.type`). Default `CreateTime`.
+    pub timestamp_type: TimestampType,
+    /// When appends are synced (`flush.messages` / `flush.ms`, and group commit).
+    /// Default `None`.
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for TopicConfig {
+    fn default() -> TopicConfig {
+        TopicConfig {
+            partitions: 1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 << 20,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            fsync: FsyncPolicy::None,
+        }
+    }
+}
+
+const I32_MAX: u64 = i32::MAX as u64;
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+}
+
+impl TopicConfig {
+    setter!(
+        /// Sets `partitions`.
+        partitions: u32
+    );
+    setter!(
+        /// Sets `segment_bytes`.
+        segment_bytes: u64
+    );
+    setter!(
+        /// Sets `segment_ms`.
+        segment_ms: u64
+    );
+    setter!(
+        /// Sets `segment_index_bytes`.
+        segment_index_bytes: u64
+    );
+    setter!(
+        /// Sets `index_interval_bytes`.
+        index_interval_bytes: u64
+    );
+    setter!(
+        /// Sets `max_message_bytes`.
+        max_message_bytes: u64
+    );
+    setter!(
+        /// Sets `timestamp_type`.
+        timestamp_type: TimestampType
+    );
+    setter!(
+        /// Sets `fsync`.
+        fsync: FsyncPolicy
+    );
+
+    /// Checks every field against its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        range("partitions", u64::from(self.partitions), 1, 10_000)?;
+        range("segment_bytes", self.segment_bytes, 14, I32_MAX)?;
+        range("segment_ms", self.segment_ms, 1, i64::MAX as u64)?;
+        range("segment_index_bytes", self.segment_index_bytes, 24, I32_MAX)?;
+        range(
+            "index_interval_bytes",
+            self.index_interval_bytes,
+            0,
+            I32_MAX,
+        )?;
+        range("max_message_bytes", self.max_message_bytes, 61, I32_MAX)?;
+        match self.fsync {
+            FsyncPolicy::EveryRecords(n) => range("fsync.every_records", n, 1, u64::MAX),
+            FsyncPolicy::IntervalMs(m) => range("fsync.interval_ms", m, 1, i64::MAX as u64),
+            FsyncPolicy::None | FsyncPolicy::EveryBatch => Ok(()),
+        }
+    }
+
+    /// The config as `key=value` words, the form kept in the `meta` file.
+    pub(crate) fn to_words(&self) -> String {
+        let mut out = String::new();
+        let fsync = match self.fsync {
+            FsyncPolicy::None => "none".to_owned(),
+            FsyncPolicy::EveryBatch => "every_batch".to_owned(),
+            FsyncPolicy::EveryRecords(n) => format!("records:{n}"),
+            FsyncPolicy::IntervalMs(m) => format!("interval_ms:{m}"),
+        };
+        let ts = match self.timestamp_type {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        };
+        let _ = write!(
+            out,
+            "partitions={} segment_bytes={} segment_ms={} segment_index_bytes={} \
+             index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync}",
+            self.partitions,
+            self.segment_bytes,
+            self.segment_ms,
+            self.segment_index_bytes,
+            self.index_interval_bytes,
+            self.max_message_bytes,
+        );
+        out
+    }
+
+    /// Parses `key=value` words written by `to_words`; `None` names the bad word.
+    pub(crate) fn from_words<'a>(
+        words: impl Iterator<Item = &'a str>,
+    ) -> std::result::Result<TopicConfig, String> {
+        let mut config = TopicConfig::default();
+        for word in words {
+            let (key, value) = word.split_once('=').ok_or_else(|| word.to_owned())?;
+            let number = || value.parse::<u64>().map_err(|_| word.to_owned());
+            match key {
+                "partitions" => config.partitions = value.parse().map_err(|_| word.to_owned())?,
+                "segment_bytes" => config.segment_bytes = number()?,
+                "segment_ms" => config.segment_ms = number()?,
+                "segment_index_bytes" => config.segment_index_bytes = number()?,
+                "index_interval_bytes" => config.index_interval_bytes = number()?,
+                "max_message_bytes" => config.max_message_bytes = number()?,
+                "timestamp_type" => {
+                    config.timestamp_type = match value {
+                        "CreateTime" => TimestampType::CreateTime,
+                        "LogAppendTime" => TimestampType::LogAppendTime,
+                        _ => return Err(word.to_owned()),
+                    }
+                }
+                "fsync" => config.fsync = parse_fsync(value).ok_or_else(|| word.to_owned())?,
+                // Unknown keys come from newer versions; ignoring them keeps old data readable.
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_fsync(value: &str) -> Option<FsyncPolicy> {
+    match value {
+        "none" => Some(FsyncPolicy::None),
+        "every_batch" => Some(FsyncPolicy::EveryBatch),
+        _ => {
+            let (kind, n) = value.split_once(':')?;
+            let n = n.parse().ok()?;
+            match kind {
+                "records" => Some(FsyncPolicy::EveryRecords(n)),
+                "interval_ms" => Some(FsyncPolicy::IntervalMs(n)),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            allowed: format!("{min}..={max}"),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        let config = TopicConfig::default()
+            .partitions(7)
+            .fsync(FsyncPolicy::IntervalMs(250))
+            .timestamp_type(TimestampType::LogAppendTime);
+        let words = config.to_words();
+        assert_eq!(TopicConfig::from_words(words.split(' ')).unwrap(), config);
+    }
+
+    #[test]
+    fn out_of_range_names_the_field() {
+        let err = TopicConfig::default().partitions(0).validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "partitions",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = TopicConfig::default()
+            .segment_bytes(1 << 40)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "segment_bytes",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = TopicConfig::default()
+            .fsync(FsyncPolicy::EveryRecords(0))
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                field: "fsync.every_records",
+                ..
+            }
+        ));
+    }
+}

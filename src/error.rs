@@ -1,0 +1,212 @@
+//! The crate's one error type.
+//!
+//! `Io` and `Corruption` are always different variants: an I/O error says the device or the
+//! kernel refused an operation; corruption says bytes were read that cannot be what tarnlog
+//! wrote. No conversion turns one into the other.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout tarnlog.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where corrupt bytes were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A position inside an in-memory buffer (decoding bytes handed to the codec).
+    Buffer {
+        /// Byte position from the start of the buffer.
+        position: usize,
+    },
+    /// A position inside a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Byte position from the start of the file.
+        position: u64,
+    },
+}
+
+impl Location {
+    /// Moves a buffer location into a file: `base` is the file position of the buffer's first
+    /// byte. A file location is returned unchanged.
+    #[must_use]
+    pub fn in_file(self, path: impl Into<PathBuf>, base: u64) -> Location {
+        match self {
+            Location::Buffer { position } => Location::File {
+                path: path.into(),
+                position: base + position as u64,
+            },
+            file @ Location::File { .. } => file,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Buffer { position } => write!(f, "buffer byte {position}"),
+            Location::File { path, position } => write!(f, "{} byte {position}", path.display()),
+        }
+    }
+}
+
+/// Everything that can go wrong in tarnlog.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused an I/O operation (including `ENOSPC` for a full disk).
+    #[error("I/O error: {op} {}: {source}", path.display())]
+    Io {
+        /// What tarnlog was doing (`"write"`, `"fsync"`, `"rename"`, …).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The error from the operating system.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes were read that cannot be what tarnlog wrote.
+    #[error("corruption at {location}: {what}: {detail}")]
+    Corruption {
+        /// Where the bad bytes are.
+        location: Location,
+        /// What was being read (`"batch CRC"`, `"record key length"`, …).
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A batch uses a compression codec tarnlog cannot decode yet.
+    #[error("compressed record batches ({codec}) are not supported yet")]
+    UnsupportedCompression {
+        /// The codec named by attribute bits 0–2.
+        codec: &'static str,
+    },
+    /// An fsync failed earlier in this directory; it refuses every write until reopened.
+    #[error("storage directory {} is poisoned after a failed fsync; reopen the log", dir.display())]
+    Poisoned {
+        /// The poisoned storage directory.
+        dir: PathBuf,
+    },
+    /// Another `Log` (in this process or another) holds the directory's `LOCK`.
+    #[error("storage directory {} is locked by another Log", dir.display())]
+    Locked {
+        /// The locked directory.
+        dir: PathBuf,
+    },
+    /// A topic name breaks Kafka's rule: `[a-zA-Z0-9._-]`, 1–249 characters, not `.` or `..`.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The rejected name.
+        name: String,
+        /// Which part of the rule it breaks.
+        reason: &'static str,
+    },
+    /// A configuration value is out of its allowed range.
+    #[error("invalid config {field} = {value}: allowed {allowed}")]
+    InvalidConfig {
+        /// The field's name (Kafka's name with `_`).
+        field: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The allowed range or set.
+        allowed: String,
+    },
+    /// The topic does not exist.
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic {
+        /// The topic asked for.
+        topic: String,
+    },
+    /// A topic of that name exists already.
+    #[error("topic {topic:?} already exists")]
+    TopicExists {
+        /// The topic's name.
+        topic: String,
+    },
+    /// The partition number is not below the topic's partition count.
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// A record batch is larger than the limit that applies to it.
+    #[error("record batch of {size} bytes is larger than the maximum {max}")]
+    RecordTooLarge {
+        /// The batch's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A read asked for an offset outside `[earliest, latest]`.
+    #[error("offset {requested} is out of range [{earliest}, {latest}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        requested: u64,
+        /// The log start offset.
+        earliest: u64,
+        /// The log end offset.
+        latest: u64,
+    },
+    /// A batch handed to `append` breaks a rule a leader enforces (Kafka's `InvalidRecordException`).
+    #[error("invalid record batch: {reason}")]
+    InvalidRecord {
+        /// The rule broken.
+        reason: String,
+    },
+    /// The handle's `Log` was closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True for [`Error::Corruption`].
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+
+    /// True for errors where the same call may succeed later without reopening anything:
+    /// a full disk may be freed, a lock may be released.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            Error::Locked { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the error is the operating system's "no space left on device".
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+
+    /// Re-anchors a corruption found in a buffer at its place in a file; other errors pass.
+    pub(crate) fn in_file(self, path: &std::path::Path, base: u64) -> Error {
+        match self {
+            Error::Corruption {
+                location,
+                what,
+                detail,
+            } => Error::Corruption {
+                location: location.in_file(path, base),
+                what,
+                detail,
+            },
+            other => other,
+        }
+    }
+}

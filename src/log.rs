@@ -1,0 +1,942 @@
+//! The facade: open and close, topic administration, and the `Topic` / `Partition` handles.
+//!
+//! Invariants: administration (create/delete topic) is serialised by `admin`; `meta` is
+//! rewritten (atomically, in every directory) only after the files it names exist, and
+//! before files it no longer names are removed. Every handle operation first checks that the
+//! log is open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{BatchBuilder, NO_TIMESTAMP};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::metadata::{self, Meta, TopicMeta};
+use crate::read::LogRead;
+use crate::recovery::RecoveryReport;
+use crate::replica::{LoadOptions, ReplicaLog};
+use crate::storage::{OsStorage, Storage, StorageDir};
+use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
+
+/// Names reserved for Kafka's internal topics.
+const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// Builds a [`Log`] with more than the defaults.
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = tarnlog::Log::builder()
+///     .dir(dir.path())
+///     .default_topic_config(tarnlog::TopicConfig::default().partitions(4))
+///     .open()?;
+/// log.create_topic("events", None)?;
+/// assert_eq!(log.topic("events")?.partitions(), 4);
+/// log.close()
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogBuilder {
+    dirs: Vec<PathBuf>,
+    defaults: TopicConfig,
+    clock: Arc<dyn Clock>,
+    storage: Arc<dyn Storage>,
+    background_tick_ms: u64,
+    temp_root: Option<PathBuf>,
+}
+
+impl Default for LogBuilder {
+    fn default() -> Self {
+        LogBuilder {
+            dirs: Vec::new(),
+            defaults: TopicConfig::default(),
+            clock: Arc::new(SystemClock),
+            storage: OsStorage::shared(),
+            background_tick_ms: 100,
+            temp_root: None,
+        }
+    }
+}
+
+impl LogBuilder {
+    /// Adds a storage directory (created if missing). Partitions are spread over all of them.
+    #[must_use]
+    pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.dirs.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Sets all storage directories at once, replacing earlier ones. Their order matters:
+    /// it is recorded, and reopening with another order is refused.
+    #[must_use]
+    pub fn dirs<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
+        self.dirs = paths
+            .into_iter()
+            .map(|p| p.as_ref().to_path_buf())
+            .collect();
+        self
+    }
+
+    /// The config of topics created without one.
+    #[must_use]
+    pub fn default_topic_config(mut self, config: TopicConfig) -> Self {
+        self.defaults = config;
+        self
+    }
+
+    /// The clock every time-dependent decision reads (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The storage every file operation goes through (default: the OS). Tests pass a
+    /// [`FaultStorage`](crate::storage::FaultStorage) to inject I/O errors.
+    #[must_use]
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// How often the background thread wakes for interval fsyncs (default 100 ms;
+    /// allowed 1..=60000).
+    #[must_use]
+    pub fn background_tick_ms(mut self, ms: u64) -> Self {
+        self.background_tick_ms = ms;
+        self
+    }
+
+    /// Opens the log: locks every directory, reads the topics, and recovers every
+    /// partition (see [`Log::recovery_report`]).
+    ///
+    /// # Errors
+    /// `InvalidConfig` for no directory, a repeated or nested one, a bad default config or
+    /// a directory order that differs from the recorded one; `Locked` when another `Log`
+    /// holds a directory; `Corruption` when synced data or all copies of `meta` are damaged;
+    /// `Io` when the file system refuses.
+    pub fn open(self) -> Result<Log> {
+        self.defaults.validate()?;
+        if !(1..=60_000).contains(&self.background_tick_ms) {
+            return Err(Error::InvalidConfig {
+                field: "background_tick_ms",
+                value: self.background_tick_ms.to_string(),
+                allowed: "1..=60000".into(),
+            });
+        }
+        check_dirs(&self.dirs)?;
+        let mut dirs = Vec::with_capacity(self.dirs.len());
+        for path in &self.dirs {
+            dirs.push(Arc::new(StorageDir::open(
+                Arc::clone(&self.storage),
+                path.clone(),
+            )?));
+        }
+        let meta = load_meta(&dirs)?;
+        let mut report = RecoveryReport::default();
+        let topics = load_topics(&dirs, &meta, &self, &mut report)?;
+        let inner = Arc::new(Inner {
+            dirs,
+            clock: self.clock,
+            defaults: self.defaults,
+            state: RwLock::new(State { meta, topics }),
+            admin: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            report,
+            temp_root: self.temp_root,
+            background: Mutex::new(None),
+            wake: Condvar::new(),
+            stop: Mutex::new(false),
+            next_placement: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let tick = Duration::from_millis(self.background_tick_ms);
+        let handle = std::thread::Builder::new()
+            .name("tarnlog-background".into())
+            .spawn(move || background(&weak, tick))
+            .map_err(|e| Error::io("spawn background thread", PathBuf::new(), e))?;
+        *inner.background.lock() = Some(handle);
+        Ok(Log { inner })
+    }
+}
+
+fn check_dirs(dirs: &[PathBuf]) -> Result<()> {
+    let invalid = |value: String, allowed: &str| Error::InvalidConfig {
+        field: "dirs",
+        value,
+        allowed: allowed.into(),
+    };
+    if dirs.is_empty() {
+        return Err(invalid("[]".into(), "at least one storage directory"));
+    }
+    for (i, a) in dirs.iter().enumerate() {
+        for b in &dirs[i + 1..] {
+            if a.starts_with(b) || b.starts_with(a) {
+                return Err(invalid(
+                    format!("{} and {}", a.display(), b.display()),
+                    "distinct, non-nested directories",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The newest valid `meta` among the directories.
+fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
+    let mut best: Option<Meta> = None;
+    let mut first_error = None;
+    let mut found_any = false;
+    for (i, dir) in dirs.iter().enumerate() {
+        match metadata::read_meta(dir) {
+            Ok(None) => {}
+            Ok(Some((meta, this))) => {
+                found_any = true;
+                if this as usize != i || meta.dir_count as usize != dirs.len() {
+                    return Err(Error::InvalidConfig {
+                        field: "dirs",
+                        value: format!(
+                            "{} as directory {i} of {}",
+                            dir.path().display(),
+                            dirs.len()
+                        ),
+                        allowed: format!(
+                            "the recorded layout: directory {this} of {}",
+                            meta.dir_count
+                        ),
+                    });
+                }
+                if best.as_ref().is_none_or(|b| meta.generation > b.generation) {
+                    best = Some(meta);
+                }
+            }
+            Err(error) => {
+                found_any = true;
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match (best, first_error) {
+        (Some(meta), _) => Ok(meta),
+        (None, Some(error)) if found_any => Err(error),
+        _ => Ok(Meta {
+            generation: 0,
+            dir_count: dirs.len() as u32,
+            topics: BTreeMap::new(),
+        }),
+    }
+}
+
+type Topics = BTreeMap<String, Arc<TopicState>>;
+
+/// Recovers every partition of every topic.
+fn load_topics(
+    dirs: &[Arc<StorageDir>],
+    meta: &Meta,
+    builder: &LogBuilder,
+    report: &mut RecoveryReport,
+) -> Result<Topics> {
+    let mut hints = Vec::new();
+    for dir in dirs {
+        let clean = metadata::has_clean_marker(dir);
+        if clean {
+            &mut report.clean_dirs
+        } else {
+            &mut report.unclean_dirs
+        }
+        .push(dir.path().to_path_buf());
+        let mut read = |name: &str| {
+            metadata::read_checkpoint(dir, name).unwrap_or_else(|error| {
+                report
+                    .unreadable_checkpoints
+                    .push((dir.path().join(name), error.to_string()));
+                BTreeMap::new()
+            })
+        };
+        let recovery = read(metadata::RECOVERY_POINT);
+        let start = read(metadata::LOG_START);
+        // A clean marker whose checkpoints cannot be read proves nothing.
+        let clean = clean && report.unreadable_checkpoints.is_empty();
+        metadata::remove_clean_marker(dir)?;
+        remove_deleted_dirs(dir)?;
+        hints.push((clean, recovery, start));
+    }
+    let mut topics = BTreeMap::new();
+    for (name, topic) in &meta.topics {
+        let mut partitions = Vec::with_capacity(topic.placement.len());
+        for (p, &d) in topic.placement.iter().enumerate() {
+            let tp = TopicPartition::new(name.clone(), p as u32);
+            let (clean, recovery, start) = &hints[d as usize];
+            let options = LoadOptions {
+                tp: tp.clone(),
+                dir: Arc::clone(&dirs[d as usize]),
+                config: topic.config.clone(),
+                clock: Arc::clone(&builder.clock),
+                clean: *clean && recovery.contains_key(&tp),
+                recovery_point: recovery.get(&tp).copied(),
+                log_start: start.get(&tp).copied(),
+            };
+            let (replica, recovered) = ReplicaLog::load(options)?;
+            report.partitions.push(recovered);
+            partitions.push(Arc::new(replica));
+        }
+        topics.insert(
+            name.clone(),
+            Arc::new(TopicState::new(name.clone(), topic.clone(), partitions)),
+        );
+    }
+    Ok(topics)
+}
+
+/// Removes partition directories left by a topic deletion that a crash interrupted.
+fn remove_deleted_dirs(dir: &StorageDir) -> Result<()> {
+    let storage = dir.storage();
+    let names = storage
+        .list_dir(dir.path())
+        .map_err(|e| Error::io("list", dir.path(), e))?;
+    for name in names.iter().filter(|n| n.ends_with(".delete")) {
+        let path = dir.path().join(name);
+        storage
+            .remove_dir_all(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Shared state of a [`Log`] and its handles.
+#[derive(Debug)]
+struct Inner {
+    dirs: Vec<Arc<StorageDir>>,
+    clock: Arc<dyn Clock>,
+    defaults: TopicConfig,
+    state: RwLock<State>,
+    admin: Mutex<()>,
+    closed: AtomicBool,
+    /// Set by `Log::simulate_crash`: drop without a clean shutdown.
+    crashed: AtomicBool,
+    report: RecoveryReport,
+    temp_root: Option<PathBuf>,
+    background: Mutex<Option<JoinHandle<()>>>,
+    wake: Condvar,
+    stop: Mutex<bool>,
+    next_placement: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    meta: Meta,
+    topics: Topics,
+}
+
+/// One topic's partitions.
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    name: String,
+    meta: TopicMeta,
+    partitions: Vec<Arc<ReplicaLog>>,
+    deleted: AtomicBool,
+}
+
+impl TopicState {
+    fn new(name: String, meta: TopicMeta, partitions: Vec<Arc<ReplicaLog>>) -> TopicState {
+        TopicState {
+            name,
+            meta,
+            partitions,
+            deleted: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Runs interval fsyncs until the log stops.
+fn background(weak: &Weak<Inner>, tick: Duration) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.wake.wait_for(&mut stop, tick);
+            if *stop {
+                return;
+            }
+        }
+        let now = inner.clock.now_ms();
+        let replicas: Vec<Arc<ReplicaLog>> = inner
+            .state
+            .read()
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect();
+        for replica in replicas {
+            // A failure poisons the directory; the next append reports it.
+            let _ = replica.flush_if_due(now);
+        }
+    }
+}
+
+/// A handle on an open log: topics and partitions in one or more storage directories.
+/// Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// let log = tarnlog::Log::temp()?;
+/// log.create_topic("orders", tarnlog::TopicConfig::default().partitions(2))?;
+/// let partition = log.topic("orders")?.partition(0)?;
+/// let info = partition.append_values(["first", "second"])?;
+/// assert_eq!((info.base_offset, info.last_offset), (0, 1));
+/// let read = partition.read(0, 1 << 20)?;
+/// let values: Vec<_> = read.records().map(|r| r.unwrap().value.unwrap()).collect();
+/// assert_eq!(values, ["first", "second"]);
+/// log.close()
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl Log {
+    /// Opens (or creates) a log in one directory with default settings.
+    ///
+    /// # Errors
+    /// As [`LogBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        LogBuilder::default().dir(dir).open()
+    }
+
+    /// A builder for everything else.
+    pub fn builder() -> LogBuilder {
+        LogBuilder::default()
+    }
+
+    /// A log in a new temporary directory, removed when the last handle is dropped.
+    ///
+    /// # Errors
+    /// `Io` when the temporary directory cannot be created.
+    pub fn temp() -> Result<Log> {
+        let root = temp_dir()?;
+        let mut builder = LogBuilder::default().dir(&root);
+        builder.temp_root = Some(root);
+        builder.open()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The storage directories, in order.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.inner
+            .dirs
+            .iter()
+            .map(|d| d.path().to_path_buf())
+            .collect()
+    }
+
+    /// What opening the log found and repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Creates a topic; `None` uses the log's default topic config.
+    ///
+    /// # Errors
+    /// `InvalidTopicName` (Kafka's rule, reserved internal names, or a name that collides
+    /// with an existing one when `.` and `_` are considered equal); `InvalidConfig`;
+    /// `TopicExists`; `Io`. A rejected call changes nothing on disk.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        config: impl Into<Option<TopicConfig>>,
+    ) -> Result<Topic> {
+        self.check_open()?;
+        let config = config.into().unwrap_or_else(|| self.inner.defaults.clone());
+        metadata::validate_topic_name(name)?;
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(Error::InvalidTopicName {
+                name: name.into(),
+                reason: "reserved for an internal topic",
+            });
+        }
+        config.validate()?;
+        let _admin = self.inner.admin.lock();
+        let mut meta = {
+            let state = self.inner.state.read();
+            if state.topics.contains_key(name) {
+                return Err(Error::TopicExists { topic: name.into() });
+            }
+            let folded = name.replace('.', "_");
+            if state.topics.keys().any(|t| t.replace('.', "_") == folded) {
+                return Err(Error::InvalidTopicName {
+                    name: name.into(),
+                    reason: "collides with an existing topic ('.' and '_' collide)",
+                });
+            }
+            state.meta.clone()
+        };
+        let dirs = self.inner.dirs.len() as u64;
+        let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
+        let placement: Vec<u32> = (0..u64::from(config.partitions))
+            .map(|p| ((start + p) % dirs) as u32)
+            .collect();
+        let mut partitions = Vec::with_capacity(placement.len());
+        for (p, &d) in placement.iter().enumerate() {
+            let options = self.load_options(TopicPartition::new(name, p as u32), d, &config);
+            match ReplicaLog::create(options) {
+                Ok(replica) => partitions.push(Arc::new(replica)),
+                Err(error) => {
+                    self.remove_partition_dirs(&partitions);
+                    return Err(error);
+                }
+            }
+        }
+        let topic_meta = TopicMeta { config, placement };
+        meta.generation += 1;
+        meta.topics.insert(name.to_owned(), topic_meta.clone());
+        if let Err(error) = self.write_meta(&meta) {
+            self.remove_partition_dirs(&partitions);
+            return Err(error);
+        }
+        let state = Arc::new(TopicState::new(name.to_owned(), topic_meta, partitions));
+        let mut guard = self.inner.state.write();
+        guard.meta = meta;
+        guard.topics.insert(name.to_owned(), Arc::clone(&state));
+        Ok(Topic {
+            log: self.clone(),
+            state,
+        })
+    }
+
+    fn load_options(&self, tp: TopicPartition, dir: u32, config: &TopicConfig) -> LoadOptions {
+        LoadOptions {
+            tp,
+            dir: Arc::clone(&self.inner.dirs[dir as usize]),
+            config: config.clone(),
+            clock: Arc::clone(&self.inner.clock),
+            clean: false,
+            recovery_point: None,
+            log_start: None,
+        }
+    }
+
+    fn remove_partition_dirs(&self, partitions: &[Arc<ReplicaLog>]) {
+        for replica in partitions {
+            // Best effort: a leftover directory is removed when the name is created again.
+            let _ = replica.dir().storage().remove_dir_all(replica.path());
+        }
+    }
+
+    fn write_meta(&self, meta: &Meta) -> Result<()> {
+        for (i, dir) in self.inner.dirs.iter().enumerate() {
+            metadata::write_meta(dir, meta, i as u32)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and its data. Handles on it answer `UnknownTopic` from then on;
+    /// records already read stay valid.
+    ///
+    /// # Errors
+    /// `UnknownTopic`; `Io`.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.inner.admin.lock();
+        let (mut meta, state) = {
+            let state = self.inner.state.read();
+            let topic = state
+                .topics
+                .get(name)
+                .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
+            (state.meta.clone(), Arc::clone(topic))
+        };
+        meta.generation += 1;
+        meta.topics.remove(name);
+        self.write_meta(&meta)?;
+        state.deleted.store(true, Ordering::Release);
+        {
+            let mut guard = self.inner.state.write();
+            guard.meta = meta;
+            guard.topics.remove(name);
+        }
+        for replica in &state.partitions {
+            let storage = replica.dir().storage();
+            let doomed = replica.path().with_extension(format!(
+                "{}.delete",
+                replica
+                    .path()
+                    .extension()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            storage
+                .rename(replica.path(), &doomed)
+                .map_err(|e| Error::io("rename", replica.path(), e))?;
+            replica.dir().sync_dir(replica.dir().path())?;
+            storage
+                .remove_dir_all(&doomed)
+                .map_err(|e| Error::io("remove", &doomed, e))?;
+        }
+        Ok(())
+    }
+
+    /// Names of the topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.inner.state.read().topics.keys().cloned().collect()
+    }
+
+    /// A handle on a topic.
+    ///
+    /// # Errors
+    /// `UnknownTopic`; `Closed`.
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        self.check_open()?;
+        let state = self
+            .inner
+            .state
+            .read()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
+        Ok(Topic {
+            log: self.clone(),
+            state,
+        })
+    }
+
+    /// Syncs every partition and records the recovery points, whatever the fsync policies.
+    ///
+    /// # Errors
+    /// `Io` (the directory is then poisoned) or `Poisoned`.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.state.read().topics.values().cloned().collect();
+        for topic in &topics {
+            for replica in &topic.partitions {
+                replica.flush()?;
+            }
+        }
+        self.write_checkpoints()
+    }
+
+    fn write_checkpoints(&self) -> Result<()> {
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.state.read().topics.values().cloned().collect();
+        for dir in &self.inner.dirs {
+            let mut recovery = BTreeMap::new();
+            let mut start = BTreeMap::new();
+            let mut high = BTreeMap::new();
+            for replica in topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|r| Arc::ptr_eq(r.dir(), dir))
+            {
+                let tp = replica.topic_partition().clone();
+                recovery.insert(tp.clone(), replica.recovery_point());
+                start.insert(tp.clone(), replica.log_start_offset());
+                high.insert(tp, replica.high_watermark());
+            }
+            metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)?;
+            metadata::write_checkpoint(dir, metadata::LOG_START, &start)?;
+            metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the log cleanly: syncs everything, writes the checkpoints and the clean-shutdown
+    /// marker, so the next open rescans nothing. Other handles answer `Closed` afterwards.
+    ///
+    /// # Errors
+    /// `Io` or `Poisoned` when data could not be synced; the marker is then not written and
+    /// the next open recovers.
+    pub fn close(self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// Drops the log as a `kill -9` would: no sync, no checkpoint, no clean-shutdown marker
+    /// (written bytes stay in the page cache). For crash tests.
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        self.inner.crashed.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop_background();
+        for dir in &self.inner.dirs {
+            dir.unlock();
+        }
+    }
+}
+
+impl Inner {
+    fn stop_background(&self) {
+        *self.stop.lock() = true;
+        self.wake.notify_all();
+        if let Some(handle) = self.background.lock().take() {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    fn shutdown(self: &Arc<Self>) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_background();
+        let log = Log {
+            inner: Arc::clone(self),
+        };
+        let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
+        let mut result = Ok(());
+        for replica in topics.iter().flat_map(|t| t.partitions.iter()) {
+            if let Err(error) = replica.close() {
+                result = result.and(Err(error));
+            }
+        }
+        result?;
+        log.write_checkpoints()?;
+        for dir in &self.dirs {
+            metadata::write_clean_marker(dir)?;
+            dir.unlock();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        *self.stop.get_mut() = true;
+        self.wake.notify_all();
+        if !self.closed.load(Ordering::Acquire) && !self.crashed.load(Ordering::Acquire) {
+            // Best effort: a failure leaves the log to be recovered on the next open.
+            let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
+            let closed = topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .all(|r| r.close().is_ok());
+            if closed {
+                // Checkpoints need a `Log`; without one only the sync is done, and the next open
+                // rescans from the last checkpoint, which is safe.
+            }
+        }
+        if let Some(root) = &self.temp_root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+fn temp_dir() -> Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = base.join(format!("tarnlog-{}-{nanos}-{n}", std::process::id()));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create directory", path, e)),
+        }
+    }
+    Err(Error::io(
+        "create directory",
+        base,
+        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+    ))
+}
+
+/// A handle on a topic. Cheap to clone, `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    log: Log,
+    state: Arc<TopicState>,
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &TopicConfig {
+        &self.state.meta.config
+    }
+
+    /// Its number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.state.partitions.len() as u32
+    }
+
+    /// A handle on partition `index`.
+    ///
+    /// # Errors
+    /// `UnknownPartition` when `index` is not below the partition count.
+    pub fn partition(&self, index: u32) -> Result<Partition> {
+        let replica =
+            self.state
+                .partitions
+                .get(index as usize)
+                .ok_or_else(|| Error::UnknownPartition {
+                    topic: self.state.name.clone(),
+                    partition: index,
+                    partitions: self.partitions(),
+                })?;
+        Ok(Partition {
+            topic: self.clone(),
+            index,
+            replica: Arc::clone(replica),
+        })
+    }
+}
+
+/// A handle on one partition: an ordered log with offsets 0, 1, 2, … Cheap to clone,
+/// `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    topic: Topic,
+    index: u32,
+    replica: Arc<ReplicaLog>,
+}
+
+impl Partition {
+    fn check(&self) -> Result<()> {
+        self.topic.log.check_open()?;
+        if self.topic.state.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownTopic {
+                topic: self.topic.state.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The topic and partition number.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.name(), self.index)
+    }
+
+    /// Appends one record batch in Kafka's v2 format with base offset 0 (as built by
+    /// [`BatchBuilder`]): the log assigns its offsets, stamps the leader epoch and, under
+    /// `LogAppendTime`, the time. Returns once the topic's fsync policy is satisfied.
+    ///
+    /// # Errors
+    /// `RecordTooLarge` (over `max_message_bytes` or `segment_bytes`), `Corruption` (the
+    /// bytes are not a valid batch), `UnsupportedCompression`, `InvalidRecord` (a rule a
+    /// Kafka leader enforces), `Io` (e.g. a full disk: nothing is appended), `Poisoned`.
+    pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.check()?;
+        self.replica.append(batch)
+    }
+
+    /// Appends the values as one batch of records without keys, stamped with the clock.
+    ///
+    /// # Errors
+    /// As [`Partition::append`]; `InvalidRecord` for no values.
+    pub fn append_values<V: AsRef<[u8]>>(
+        &self,
+        values: impl IntoIterator<Item = V>,
+    ) -> Result<AppendInfo> {
+        let now = self.topic.log.inner.clock.now_ms();
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(now, None, Some(value.as_ref()), &[]);
+        }
+        let batch = builder.finish().ok_or_else(|| Error::InvalidRecord {
+            reason: "a batch needs at least one record".into(),
+        })?;
+        self.append(batch)
+    }
+
+    /// Reads whole batches from `offset` up to about `max_bytes` (the first batch is
+    /// returned even when larger), never past the high watermark.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` when `offset` is below the log start or above the log end (at
+    /// the end the read is empty); `Corruption` when a batch header on the way is damaged.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
+        self.check()?;
+        self.replica
+            .read(offset, max_bytes, self.replica.high_watermark())
+    }
+
+    /// The first record whose timestamp is at or after `timestamp` (Kafka's
+    /// `offsetsForTimes`), or `None` when every record is older.
+    ///
+    /// # Errors
+    /// `Corruption` when a batch on the way is damaged.
+    pub fn offset_for_time(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        self.check()?;
+        if timestamp == NO_TIMESTAMP {
+            return Ok(None);
+        }
+        self.replica.offset_for_time(timestamp)
+    }
+
+    /// The first offset in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.replica.log_start_offset()
+    }
+
+    /// The offset the next record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.replica.log_end_offset()
+    }
+
+    /// Records below this offset are visible to readers.
+    pub fn high_watermark(&self) -> u64 {
+        self.replica.high_watermark()
+    }
+
+    /// Syncs this partition's data now, whatever its fsync policy.
+    ///
+    /// # Errors
+    /// `Io` (the directory is then poisoned) or `Poisoned`.
+    pub fn flush(&self) -> Result<()> {
+        self.check()?;
+        self.replica.flush()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.replica.segment_count()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.replica.segment_bases()
+    }
+
+    /// This partition's directory.
+    pub fn path(&self) -> &Path {
+        self.replica.path()
+    }
+
+    /// Removes every record at or after `offset` (the whole batch holding it). For
+    /// replication, where a replica whose history diverged from its leader's must cut it;
+    /// applications rarely want this.
+    ///
+    /// # Errors
+    /// `Io`, `Poisoned`.
+    #[doc(hidden)]
+    pub fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.check()?;
+        self.replica.truncate_to(offset)
+    }
+}

@@ -1,0 +1,338 @@
+//! Topics, their configs and replica placement, kept in every storage directory as `meta`,
+//! plus the per-directory offset checkpoints. Both are framed files replaced atomically
+//! (`storage::write_framed`).
+//!
+//! `meta` body (text, one item per line):
+//! ```text
+//! generation <n>
+//! dirs <count> this <index of this directory>
+//! topic <name> placement=<dir>,<dir>,… <config words>
+//! ```
+//! The copy with the highest generation wins on open. Checkpoint bodies are Kafka's text
+//! checkpoint format: `0`, the entry count, then `<topic> <partition> <offset>` lines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Location, Result};
+use crate::storage::{StorageDir, read_framed, write_framed};
+use crate::types::TopicPartition;
+
+const META_MAGIC: [u8; 8] = *b"TNLMETA\0";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"TNLCKPT\0";
+const CLEAN_MAGIC: [u8; 8] = *b"TNLCLEAN";
+const VERSION: u32 = 1;
+
+/// Name of the clean-shutdown marker.
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+/// Recovery points (offsets below are synced).
+pub(crate) const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
+/// Log start offsets.
+pub(crate) const LOG_START: &str = "log-start-offset-checkpoint";
+/// High watermarks.
+pub(crate) const HIGH_WATERMARK: &str = "replication-offset-checkpoint";
+
+/// One topic as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TopicMeta {
+    pub config: TopicConfig,
+    /// Storage directory index of each partition's replica.
+    pub placement: Vec<u32>,
+}
+
+/// The whole picture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub generation: u64,
+    pub dir_count: u32,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl Meta {
+    fn encode(&self, this: u32) -> String {
+        let mut out = format!(
+            "generation {}\ndirs {} this {this}\n",
+            self.generation, self.dir_count
+        );
+        for (name, topic) in &self.topics {
+            let placement: Vec<String> = topic.placement.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                out,
+                "topic {name} placement={} {}",
+                placement.join(","),
+                topic.config.to_words()
+            );
+        }
+        out
+    }
+
+    fn decode(body: &str, path: &Path) -> Result<(Meta, u32)> {
+        let mut meta = Meta::default();
+        let mut this = None;
+        let mut position = 0;
+        for line in body.lines() {
+            let bad = |what: &'static str| Error::Corruption {
+                location: Location::File {
+                    path: path.to_path_buf(),
+                    position: position as u64,
+                },
+                what,
+                detail: format!("line {line:?}"),
+            };
+            let mut words = line.split(' ');
+            match words.next() {
+                Some("generation") => {
+                    meta.generation = words
+                        .next()
+                        .and_then(|w| w.parse().ok())
+                        .ok_or_else(|| bad("meta generation"))?
+                }
+                Some("dirs") => {
+                    let numbers: Vec<&str> = words.collect();
+                    let [count, "this", index] = numbers[..] else {
+                        return Err(bad("meta dirs"));
+                    };
+                    meta.dir_count = count.parse().map_err(|_| bad("meta dirs"))?;
+                    this = Some(index.parse().map_err(|_| bad("meta dirs"))?);
+                }
+                Some("topic") => {
+                    let name = words.next().ok_or_else(|| bad("meta topic"))?.to_owned();
+                    let placement = words
+                        .next()
+                        .and_then(|w| w.strip_prefix("placement="))
+                        .ok_or_else(|| bad("meta placement"))?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<std::result::Result<Vec<u32>, _>>()
+                        .map_err(|_| bad("meta placement"))?;
+                    let config =
+                        TopicConfig::from_words(words).map_err(|_| bad("meta topic config"))?;
+                    if placement.len() != config.partitions as usize || config.validate().is_err() {
+                        return Err(bad("meta topic config"));
+                    }
+                    meta.topics.insert(name, TopicMeta { config, placement });
+                }
+                _ if line.is_empty() => {}
+                _ => return Err(bad("meta line")),
+            }
+            position += line.len() + 1;
+        }
+        let this = this.ok_or_else(|| Error::Corruption {
+            location: Location::File {
+                path: path.to_path_buf(),
+                position: 0,
+            },
+            what: "meta dirs",
+            detail: "missing".into(),
+        })?;
+        Ok((meta, this))
+    }
+}
+
+/// Writes `meta` into directory number `this`.
+pub(crate) fn write_meta(dir: &StorageDir, meta: &Meta, this: u32) -> Result<()> {
+    write_framed(
+        dir,
+        Path::new(""),
+        "meta",
+        META_MAGIC,
+        VERSION,
+        meta.encode(this).as_bytes(),
+    )
+}
+
+/// Reads a directory's `meta`: `None` when there is none; `(meta, this)` otherwise.
+pub(crate) fn read_meta(dir: &StorageDir) -> Result<Option<(Meta, u32)>> {
+    let path = dir.path().join("meta");
+    let Some((_, body)) = read_framed(dir, &path, META_MAGIC, VERSION)? else {
+        return Ok(None);
+    };
+    let body = String::from_utf8(body).map_err(|e| Error::Corruption {
+        location: Location::File {
+            path: path.clone(),
+            position: 20 + e.utf8_error().valid_up_to() as u64,
+        },
+        what: "meta text",
+        detail: "not UTF-8".into(),
+    })?;
+    Meta::decode(&body, &path).map(Some)
+}
+
+/// Writes a checkpoint file.
+pub(crate) fn write_checkpoint(
+    dir: &StorageDir,
+    name: &str,
+    entries: &BTreeMap<TopicPartition, u64>,
+) -> Result<()> {
+    let mut body = format!("0\n{}\n", entries.len());
+    for (tp, offset) in entries {
+        let _ = writeln!(body, "{} {} {offset}", tp.topic, tp.partition);
+    }
+    write_framed(
+        dir,
+        Path::new(""),
+        name,
+        CHECKPOINT_MAGIC,
+        VERSION,
+        body.as_bytes(),
+    )
+}
+
+/// Reads a checkpoint file (empty when missing).
+pub(crate) fn read_checkpoint(
+    dir: &StorageDir,
+    name: &str,
+) -> Result<BTreeMap<TopicPartition, u64>> {
+    let path = dir.path().join(name);
+    let Some((_, body)) = read_framed(dir, &path, CHECKPOINT_MAGIC, VERSION)? else {
+        return Ok(BTreeMap::new());
+    };
+    let bad = |detail: String| Error::Corruption {
+        location: Location::File {
+            path: path.clone(),
+            position: 20,
+        },
+        what: "checkpoint entry",
+        detail,
+    };
+    let text = String::from_utf8(body).map_err(|_| bad("not UTF-8".into()))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err(bad("version is not 0".into()));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| bad("entry count".into()))?;
+    let mut entries = BTreeMap::new();
+    for line in lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [topic, partition, offset] = parts[..] else {
+            return Err(bad(format!("line {line:?}")));
+        };
+        let partition = partition
+            .parse()
+            .map_err(|_| bad(format!("line {line:?}")))?;
+        let offset = offset.parse().map_err(|_| bad(format!("line {line:?}")))?;
+        entries.insert(TopicPartition::new(topic, partition), offset);
+    }
+    if entries.len() != count {
+        return Err(bad(format!(
+            "{} entries, header says {count}",
+            entries.len()
+        )));
+    }
+    Ok(entries)
+}
+
+/// Writes the clean-shutdown marker.
+pub(crate) fn write_clean_marker(dir: &StorageDir) -> Result<()> {
+    write_framed(
+        dir,
+        Path::new(""),
+        CLEAN_SHUTDOWN,
+        CLEAN_MAGIC,
+        VERSION,
+        b"",
+    )
+}
+
+/// Whether a valid clean-shutdown marker exists.
+pub(crate) fn has_clean_marker(dir: &StorageDir) -> bool {
+    matches!(
+        read_framed(dir, &dir.path().join(CLEAN_SHUTDOWN), CLEAN_MAGIC, VERSION),
+        Ok(Some(_))
+    )
+}
+
+/// Removes the clean-shutdown marker (before anything is written) and syncs the directory.
+pub(crate) fn remove_clean_marker(dir: &StorageDir) -> Result<()> {
+    let path = dir.path().join(CLEAN_SHUTDOWN);
+    if dir.storage().exists(&path) {
+        dir.storage()
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        dir.sync_dir(dir.path())?;
+    }
+    Ok(())
+}
+
+/// Checks a topic name against Kafka's rule.
+pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
+    let fail = |reason: &'static str| {
+        Err(Error::InvalidTopicName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return fail("empty");
+    }
+    if name == "." || name == ".." {
+        return fail("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return fail("longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return fail("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for good in ["a", "orders", "a.b-c_d", &"x".repeat(249)] {
+            validate_topic_name(good).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "..\\x",
+            "/etc/passwd",
+            "a\0b",
+            "é",
+            "a b",
+            &"x".repeat(250),
+        ] {
+            assert!(
+                matches!(
+                    validate_topic_name(bad),
+                    Err(Error::InvalidTopicName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let mut meta = Meta {
+            generation: 7,
+            dir_count: 2,
+            topics: BTreeMap::new(),
+        };
+        meta.topics.insert(
+            "t".into(),
+            TopicMeta {
+                config: TopicConfig::default().partitions(2),
+                placement: vec![0, 1],
+            },
+        );
+        let path = Path::new("meta");
+        assert_eq!(Meta::decode(&meta.encode(1), path).unwrap(), (meta, 1));
+    }
+}

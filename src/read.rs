@@ -1,0 +1,138 @@
+//! The result of a read: whole record batches as one zero-copy `Bytes` slice of a segment
+//! mapping, with the offsets a consumer needs next to them.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+use crate::codec::{self, Batch, Record};
+use crate::error::Result;
+
+/// Whole record batches read from a partition, starting with the batch that holds the
+/// requested offset (so the first batch may begin before it, as in Kafka).
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    requested: u64,
+    bytes: Bytes,
+    segment: PathBuf,
+    position: u64,
+    log_start_offset: u64,
+    log_end_offset: u64,
+    high_watermark: u64,
+}
+
+impl LogRead {
+    pub(crate) fn new(
+        requested: u64,
+        bytes: Bytes,
+        segment: PathBuf,
+        position: u64,
+        log_start_offset: u64,
+        log_end_offset: u64,
+        high_watermark: u64,
+    ) -> LogRead {
+        LogRead {
+            requested,
+            bytes,
+            segment,
+            position,
+            log_start_offset,
+            log_end_offset,
+            high_watermark,
+        }
+    }
+
+    /// The offset that was asked for.
+    pub fn requested_offset(&self) -> u64 {
+        self.requested
+    }
+
+    /// The raw batches (Kafka RecordBatch v2 bytes), zero-copy.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// True when no batch was returned (the offset is at the high watermark).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The log start offset when the read was made.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
+    }
+
+    /// The log end offset when the read was made.
+    pub fn log_end_offset(&self) -> u64 {
+        self.log_end_offset
+    }
+
+    /// The high watermark when the read was made.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// The batches, each checked (header, length, CRC) as it is reached; a bad one yields
+    /// `Error::Corruption` located in its segment file, and iteration stops.
+    pub fn batches(&self) -> Batches {
+        Batches {
+            rest: self.bytes.clone(),
+            segment: self.segment.clone(),
+            position: self.position,
+            failed: false,
+        }
+    }
+
+    /// The records at or after the requested offset, owned and zero-copy.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record>> + '_ {
+        let requested = self.requested;
+        let segment = self.segment.clone();
+        self.batches().flat_map(move |batch| {
+            let items: Vec<Result<Record>> = match batch {
+                Err(e) => vec![Err(e)],
+                Ok(batch) => {
+                    let base = self.position;
+                    batch
+                        .records()
+                        .map(|r| r.map_err(|e| e.in_file(&segment, base)))
+                        .filter(|r| r.as_ref().map_or(true, |r| r.offset as u64 >= requested))
+                        .collect()
+                }
+            };
+            items
+        })
+    }
+}
+
+/// Iterator over the batches of a [`LogRead`].
+#[derive(Debug)]
+pub struct Batches {
+    rest: Bytes,
+    segment: PathBuf,
+    position: u64,
+    failed: bool,
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        let size = codec::peek_batch_size(&self.rest)
+            .filter(|&s| s <= self.rest.len())
+            .unwrap_or(self.rest.len());
+        let bytes = self.rest.split_to(size);
+        match Batch::new(bytes, size.max(codec::RECORD_BATCH_OVERHEAD)) {
+            Ok(batch) => {
+                self.position += size as u64;
+                Some(Ok(batch))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(error.in_file(&self.segment, self.position)))
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What opening a log found and repaired: returned by `Log::recovery_report`.
+
+use std::path::PathBuf;
+
+use crate::types::TopicPartition;
+
+/// What `Log::open` did to bring every partition to a consistent state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Storage directories that were closed cleanly (no data was rescanned in them).
+    pub clean_dirs: Vec<PathBuf>,
+    /// Storage directories that were not closed cleanly.
+    pub unclean_dirs: Vec<PathBuf>,
+    /// Checkpoint files that could not be read, so their hints were ignored.
+    pub unreadable_checkpoints: Vec<(PathBuf, String)>,
+    /// One entry per partition.
+    pub partitions: Vec<PartitionRecovery>,
+}
+
+impl RecoveryReport {
+    /// Every truncation, across partitions.
+    pub fn truncations(&self) -> impl Iterator<Item = &Truncation> {
+        self.partitions.iter().filter_map(|p| p.truncation.as_ref())
+    }
+
+    /// True when nothing was truncated, rebuilt or removed.
+    pub fn is_clean(&self) -> bool {
+        self.partitions.iter().all(|p| {
+            p.truncation.is_none()
+                && p.rebuilt_indexes.is_empty()
+                && p.removed_files.is_empty()
+                && !p.created
+        })
+    }
+}
+
+/// What recovery did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecovery {
+    /// The partition.
+    pub topic_partition: TopicPartition,
+    /// Its directory.
+    pub path: PathBuf,
+    /// The recovery point it started from (offsets below it were known synced).
+    pub recovery_point: u64,
+    /// Segments whose bytes were scanned and checked.
+    pub segments_scanned: usize,
+    /// The torn or corrupt tail that was cut, if any.
+    pub truncation: Option<Truncation>,
+    /// Index files rebuilt from the log because they were missing or wrong.
+    pub rebuilt_indexes: Vec<PathBuf>,
+    /// Leftover files removed (temporary files of interrupted operations, orphan indexes).
+    pub removed_files: Vec<PathBuf>,
+    /// The partition's directory was missing and was created empty.
+    pub created: bool,
+    /// The log end offset after recovery.
+    pub log_end_offset: u64,
+}
+
+/// A cut tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file that was cut.
+    pub segment: PathBuf,
+    /// Byte position of the cut (the end of the valid prefix).
+    pub position: u64,
+    /// Non-zero bytes discarded after the cut in that segment (preallocated zeros are not
+    /// counted).
+    pub bytes_discarded: u64,
+    /// The offset the log ends at after the cut.
+    pub offset: u64,
+    /// Later segment files deleted because they followed the cut.
+    pub deleted_segments: Vec<PathBuf>,
+    /// Why the valid prefix ended there.
+    pub reason: String,
+}

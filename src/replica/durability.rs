@@ -1,0 +1,170 @@
+//! When appended bytes become durable: the fsync policies and group commit.
+//!
+//! Group commit: an append that must be synced calls `sync_to(end)`. If a sync is already
+//! running it waits; otherwise it becomes the syncer, snapshots the current log end
+//! (covering every append so far, its own and others'), runs one `fdatasync`, and wakes
+//! everyone. Each appender is acknowledged only after a sync that started after its bytes
+//! were stored. A failed sync poisons the directory: the syncer gets the I/O error, the
+//! waiters `Poisoned`, and nothing is acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::ReplicaLog;
+use crate::config::FsyncPolicy;
+use crate::error::Result;
+use crate::segment::Segment;
+
+/// Sync bookkeeping of one replica.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    /// Offsets below this are durable.
+    pub synced_to: u64,
+    /// A sync is running.
+    pub in_progress: bool,
+    /// Records appended since the last sync (`EveryRecords`).
+    pub unsynced_records: u64,
+    /// When the oldest unsynced append happened (`IntervalMs`).
+    pub oldest_unsynced_ms: Option<i64>,
+}
+
+impl ReplicaLog {
+    /// Applies the fsync policy after an append that ended at `end`.
+    pub(super) fn after_append(&self, end: u64, records: u64) -> Result<()> {
+        let due = {
+            let mut state = self.sync.lock();
+            state.unsynced_records += records;
+            let now = self.clock.now_ms();
+            let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
+            match self.config.fsync {
+                FsyncPolicy::None => false,
+                FsyncPolicy::EveryBatch => true,
+                FsyncPolicy::EveryRecords(n) => state.unsynced_records >= n,
+                FsyncPolicy::IntervalMs(m) => now - oldest >= m.min(i64::MAX as u64) as i64,
+            }
+        };
+        if due { self.sync_to(end) } else { Ok(()) }
+    }
+
+    /// Returns once every offset below `target` is durable (group commit).
+    pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        let mut state = self.sync.lock();
+        loop {
+            self.dir.check()?;
+            if state.synced_to >= target {
+                return Ok(());
+            }
+            if state.in_progress {
+                self.synced.wait(&mut state);
+                continue;
+            }
+            state.in_progress = true;
+            drop(state);
+            let result = self.sync_active();
+            state = self.sync.lock();
+            state.in_progress = false;
+            match result {
+                Ok(upto) => {
+                    state.synced_to = state.synced_to.max(upto);
+                    state.unsynced_records = 0;
+                    state.oldest_unsynced_ms = None;
+                    self.recovery_point.fetch_max(upto, Ordering::AcqRel);
+                    self.synced.notify_all();
+                }
+                Err(error) => {
+                    self.synced.notify_all();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// fdatasyncs the active segment; returns the log end it covers. Sealed segments were
+    /// synced when they were rolled (under a policy other than `None`) or are synced by
+    /// `flush`.
+    fn sync_active(&self) -> Result<u64> {
+        let (segment, upto, pending) = {
+            let mut w = self.writer.lock();
+            (
+                Arc::clone(&w.active),
+                w.next_offset,
+                std::mem::take(&mut w.pending_sync),
+            )
+        };
+        for path in pending {
+            // Sealed under policy `None`: its data, trim and directory entry become durable now.
+            // A file deleted since (truncation) needs nothing.
+            let Ok(file) = self
+                .dir
+                .storage()
+                .open(&path, crate::storage::OpenMode::Read)
+            else {
+                continue;
+            };
+            self.dir.sync("fsync", &path, || file.sync_all())?;
+        }
+        if let Some(file) = segment.log_file() {
+            self.dir
+                .sync("fdatasync", segment.log_path(), || file.sync_data())?;
+        }
+        Ok(upto)
+    }
+
+    /// fsyncs a segment's log and index files (data and metadata: used before sealing).
+    pub(super) fn sync_segment_files(&self, segment: &Segment) -> Result<()> {
+        if let Some(file) = segment.log_file() {
+            self.dir
+                .sync("fsync", segment.log_path(), || file.sync_all())?;
+        }
+        for index in [&segment.index, &segment.time_index] {
+            if let Some(file) = index.file() {
+                self.dir.sync("fsync", index.path(), || file.sync_all())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs everything appended so far, whatever the policy (`Log::flush`, `close`).
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.sync_to(self.log_end_offset())
+    }
+
+    /// Under `IntervalMs`, syncs when the oldest unsynced append is old enough
+    /// (called by the log's background thread).
+    pub(crate) fn flush_if_due(&self, now: i64) -> Result<()> {
+        let FsyncPolicy::IntervalMs(interval) = self.config.fsync else {
+            return Ok(());
+        };
+        let due = self
+            .sync
+            .lock()
+            .oldest_unsynced_ms
+            .is_some_and(|oldest| now - oldest >= interval.min(i64::MAX as u64) as i64);
+        if due { self.flush() } else { Ok(()) }
+    }
+}
+
+impl ReplicaLog {
+    /// Syncs everything and trims the active segment's files to their data, so that a clean
+    /// open finds exact lengths. Appends answer `Closed` afterwards.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.flush()?;
+        let mut w = self.writer.lock();
+        if w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        let active = Arc::clone(&w.active);
+        if let Some(entry) = w.index_state.time_entry() {
+            active.time_index.push(&entry)?;
+        }
+        // Only bytes beyond the published end are cut; no reader touches them.
+        active.trim_files()?;
+        w.allocated = active.size();
+        self.sync_segment_files(&active)?;
+        let end = w.next_offset;
+        drop(w);
+        self.recovery_point.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+}

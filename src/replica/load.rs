@@ -1,0 +1,691 @@
+//! Opening a replica (recovery) and truncating one.
+//!
+//! Recovery rules (docs/DESIGN.md "Recovery"):
+//! 1. Leftovers of interrupted operations (`*.swap`, `*.tmp`, `*.deleted`) and index files
+//!    without a `.log` are removed.
+//! 2. After a clean close nothing is rescanned: sealed indexes are sanity-checked, and the
+//!    active segment is read from its last index entry to its end.
+//! 3. Otherwise every segment from the one holding the recovery point on is scanned: the
+//!    longest valid prefix is kept, indexes are rebuilt, a torn tail is cut and later
+//!    segments are deleted — unless the damage lies below the recovery point, which is
+//!    `Error::Corruption` with its location (acknowledged-synced data is never cut).
+//! 4. A missing or insane index of a trusted segment is rebuilt by a strict scan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::{ReplicaLog, SyncState, Writer};
+use crate::clock::Clock;
+use crate::codec::{self, NO_TIMESTAMP};
+use crate::config::TopicConfig;
+use crate::error::{Error, Location, Result};
+use crate::recovery::{PartitionRecovery, Truncation};
+use crate::segment::scan::{self, IndexState, ScanLimits, ScanOutcome};
+use crate::segment::{Index, IndexKind, Segment, file_name, parse_file_name};
+use crate::storage::{MappedFile, OpenMode, StorageDir};
+use crate::types::TopicPartition;
+
+/// What a replica is opened with.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadOptions {
+    pub tp: TopicPartition,
+    pub dir: Arc<StorageDir>,
+    pub config: TopicConfig,
+    pub clock: Arc<dyn Clock>,
+    /// The directory was closed cleanly.
+    pub clean: bool,
+    /// From `recovery-point-offset-checkpoint`.
+    pub recovery_point: Option<u64>,
+    /// From `log-start-offset-checkpoint`.
+    pub log_start: Option<u64>,
+}
+
+/// A replica's directory name: `<topic>-<partition>`.
+pub(crate) fn partition_dir_name(tp: &TopicPartition) -> String {
+    format!("{}-{}", tp.topic, tp.partition)
+}
+
+/// Segments found and the recovery decisions made while loading.
+struct Loaded {
+    sealed: Vec<Arc<Segment>>,
+    writer: Writer,
+    report: PartitionRecovery,
+}
+
+impl ReplicaLog {
+    /// Creates a new, empty replica (a new topic's partition).
+    pub(crate) fn create(options: LoadOptions) -> Result<ReplicaLog> {
+        let path = options.dir.path().join(partition_dir_name(&options.tp));
+        let storage = options.dir.storage();
+        if storage.exists(&path) {
+            // A leftover of a topic deleted before a crash: nothing of it is wanted.
+            storage
+                .remove_dir_all(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+        storage
+            .create_dir_all(&path)
+            .map_err(|e| Error::io("create directory", &path, e))?;
+        let (log, _) = Self::load(options)?;
+        Ok(log)
+    }
+
+    /// Opens (and when needed recovers) a replica.
+    pub(crate) fn load(options: LoadOptions) -> Result<(ReplicaLog, PartitionRecovery)> {
+        let path = options.dir.path().join(partition_dir_name(&options.tp));
+        let storage = options.dir.storage();
+        let created = !storage.exists(&path);
+        if created {
+            storage
+                .create_dir_all(&path)
+                .map_err(|e| Error::io("create directory", &path, e))?;
+        }
+        let mut loaded = load_segments(&options, &path)?;
+        loaded.report.created = created;
+        let writer = loaded.writer;
+        let next = writer.next_offset;
+        let first_base = loaded
+            .sealed
+            .first()
+            .map_or(writer.active.base_offset, |s| s.base_offset);
+        let log_start = options.log_start.unwrap_or(0).max(first_base).min(next);
+        let recovery_point = if options.clean {
+            next
+        } else {
+            options.recovery_point.unwrap_or(0).min(next)
+        };
+        let mut segments = BTreeMap::new();
+        for segment in loaded.sealed {
+            segments.insert(segment.base_offset, segment);
+        }
+        segments.insert(writer.active.base_offset, Arc::clone(&writer.active));
+        loaded.report.log_end_offset = next;
+        let log = ReplicaLog {
+            tp: options.tp,
+            dir: options.dir,
+            path,
+            config: options.config,
+            clock: options.clock,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(writer),
+            log_end: AtomicU64::new(next),
+            log_start: AtomicU64::new(log_start),
+            high_watermark: AtomicU64::new(next),
+            recovery_point: AtomicU64::new(recovery_point),
+            leader_epoch: AtomicI32::new(0),
+            sync: Mutex::new(SyncState {
+                synced_to: recovery_point,
+                ..SyncState::default()
+            }),
+            synced: Condvar::new(),
+        };
+        Ok((log, loaded.report))
+    }
+}
+
+/// Lists the directory, removes leftovers, and returns the segment base offsets found.
+fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> Result<Vec<u64>> {
+    let storage = dir.storage();
+    let names = storage
+        .list_dir(path)
+        .map_err(|e| Error::io("list", path, e))?;
+    let mut logs = BTreeMap::new();
+    let mut indexes = Vec::new();
+    for name in &names {
+        let leftover = [".swap", ".tmp", ".deleted", ".cleaned"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        match parse_file_name(name) {
+            _ if leftover => {
+                let file = path.join(name);
+                storage
+                    .remove_file(&file)
+                    .map_err(|e| Error::io("remove", &file, e))?;
+                removed.push(file);
+            }
+            Some((base, "log")) => {
+                logs.insert(base, ());
+            }
+            Some((base, "index" | "timeindex")) => indexes.push((base, name)),
+            _ => {}
+        }
+    }
+    for (base, name) in indexes {
+        if !logs.contains_key(&base) {
+            let file = path.join(name);
+            storage
+                .remove_file(&file)
+                .map_err(|e| Error::io("remove", &file, e))?;
+            removed.push(file);
+        }
+    }
+    Ok(logs.into_keys().collect())
+}
+
+fn limits(config: &TopicConfig) -> ScanLimits {
+    ScanLimits {
+        max_batch_bytes: config.segment_bytes as usize,
+        max_offset_entries: config.segment_index_bytes as usize / 8,
+        max_time_entries: config.segment_index_bytes as usize / 12,
+    }
+}
+
+fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
+    let dir = &options.dir;
+    let mut report = PartitionRecovery {
+        topic_partition: options.tp.clone(),
+        path: path.to_path_buf(),
+        recovery_point: options.recovery_point.unwrap_or(0),
+        segments_scanned: 0,
+        truncation: None,
+        rebuilt_indexes: Vec::new(),
+        removed_files: Vec::new(),
+        created: false,
+        log_end_offset: 0,
+    };
+    let bases = list_segments(dir, path, &mut report.removed_files)?;
+    let now = options.clock.now_ms();
+    if bases.is_empty() {
+        let base = options.log_start.unwrap_or(0);
+        let active = Segment::create(dir, path, base, sizes(&options.config))?;
+        dir.sync_dir(path)?;
+        return Ok(Loaded {
+            sealed: Vec::new(),
+            writer: new_writer(active, &options.config, base, now),
+            report,
+        });
+    }
+    let recovery_point = if options.clean {
+        u64::MAX
+    } else {
+        options.recovery_point.unwrap_or(0)
+    };
+    // Segments before `first_scanned` lie wholly below the recovery point.
+    let first_scanned = bases
+        .iter()
+        .rposition(|&b| b <= recovery_point)
+        .unwrap_or(0);
+    let mut sealed = Vec::new();
+    let last = bases.len() - 1;
+    for (i, &base) in bases.iter().enumerate().take(first_scanned.min(last)) {
+        sealed.push(Arc::new(open_trusted_sealed(
+            options,
+            path,
+            base,
+            bases[i + 1],
+            &mut report,
+        )?));
+    }
+    if options.clean {
+        let writer = open_trusted_active(options, path, bases[last], now, &mut report)?;
+        return Ok(Loaded {
+            sealed,
+            writer,
+            report,
+        });
+    }
+    let mut i = first_scanned;
+    loop {
+        let base = bases[i];
+        let outcome = scan_file(dir, path, base, &options.config)?;
+        report.segments_scanned += 1;
+        let gap = i < last && outcome.stop.is_none() && outcome.next_offset != bases[i + 1];
+        if outcome.stop.is_some() || gap {
+            let reason = stop_reason(&outcome, gap, bases.get(i + 1).copied());
+            if outcome.next_offset < recovery_point {
+                return Err(below_recovery_point(
+                    path,
+                    base,
+                    &outcome,
+                    reason,
+                    recovery_point,
+                ));
+            }
+            let deleted = delete_segments(dir, path, &bases[i + 1..])?;
+            report.truncation = Some(Truncation {
+                segment: path.join(file_name(base, "log")),
+                position: outcome.valid_len as u64,
+                bytes_discarded: (outcome.garbage_end - outcome.valid_len) as u64,
+                offset: outcome.next_offset,
+                deleted_segments: deleted,
+                reason,
+            });
+            let writer = active_from_scan(options, path, base, outcome, now)?;
+            return Ok(Loaded {
+                sealed,
+                writer,
+                report,
+            });
+        }
+        if i == last {
+            let writer = active_from_scan(options, path, base, outcome, now)?;
+            return Ok(Loaded {
+                sealed,
+                writer,
+                report,
+            });
+        }
+        let [_, index_path, time_path] = Segment::paths(path, base);
+        let index = Index::write_sealed(dir, index_path, IndexKind::Offset, &outcome.offset_index)?;
+        let time_index =
+            Index::write_sealed(dir, time_path, IndexKind::Time, &finish_time_index(outcome))?;
+        sealed.push(Arc::new(Segment::open_sealed(
+            dir, path, base, index, time_index,
+        )?));
+        i += 1;
+    }
+}
+
+fn stop_reason(outcome: &ScanOutcome, gap: bool, next_base: Option<u64>) -> String {
+    match (&outcome.stop, gap) {
+        (Some(error), _) => error.to_string(),
+        (None, _) => format!(
+            "segment ends at offset {} but the next segment starts at {}",
+            outcome.next_offset,
+            next_base.unwrap_or_default()
+        ),
+    }
+}
+
+fn below_recovery_point(
+    path: &Path,
+    base: u64,
+    outcome: &ScanOutcome,
+    reason: String,
+    recovery_point: u64,
+) -> Error {
+    let file = path.join(file_name(base, "log"));
+    match &outcome.stop {
+        Some(Error::Corruption {
+            location,
+            what,
+            detail,
+        }) => Error::Corruption {
+            location: location.clone().in_file(&file, 0),
+            what,
+            detail: format!(
+                "{detail} (below the recovery point {recovery_point}: synced data is damaged)"
+            ),
+        },
+        _ => Error::Corruption {
+            location: Location::File {
+                path: file,
+                position: outcome.valid_len as u64,
+            },
+            what: "segment sequence",
+            detail: format!("{reason} (below the recovery point {recovery_point})"),
+        },
+    }
+}
+
+/// The time index of a segment being sealed: its entries plus the final one for its
+/// largest timestamp (Kafka's `onBecomeInactiveSegment`).
+fn finish_time_index(mut outcome: ScanOutcome) -> Vec<u8> {
+    if let Some(entry) = outcome.index_state.time_entry() {
+        outcome.time_index.extend_from_slice(&entry);
+    }
+    outcome.time_index
+}
+
+fn sizes(config: &TopicConfig) -> crate::segment::SegmentSizes {
+    crate::segment::SegmentSizes {
+        segment_bytes: config.segment_bytes,
+        index_bytes: config.segment_index_bytes,
+    }
+}
+
+fn new_writer(active: Segment, config: &TopicConfig, next_offset: u64, now: i64) -> Writer {
+    Writer {
+        allocated: active.size(),
+        active: Arc::new(active),
+        index_state: IndexState::new(config.index_interval_bytes),
+        first_batch_timestamp: NO_TIMESTAMP,
+        created_ms: now,
+        next_offset,
+        pending_sync: Vec::new(),
+        closed: false,
+    }
+}
+
+/// Maps a whole log file read-only (nothing else maps it yet).
+fn map_log(dir: &StorageDir, path: &Path, base: u64) -> Result<MappedFile> {
+    let file_path = path.join(file_name(base, "log"));
+    let file = dir
+        .storage()
+        .open(&file_path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &file_path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &file_path, e))?;
+    file.map_read_only(len as usize)
+        .map_err(|e| Error::io("mmap", &file_path, e))
+}
+
+fn scan_file(
+    dir: &StorageDir,
+    path: &Path,
+    base: u64,
+    config: &TopicConfig,
+) -> Result<ScanOutcome> {
+    let map = map_log(dir, path, base)?;
+    let bytes = map.slice(0, map.published());
+    Ok(scan::scan(
+        bytes,
+        base,
+        0,
+        base,
+        IndexState::new(config.index_interval_bytes),
+        limits(config),
+    ))
+}
+
+/// Turns a scanned segment into the active one, cutting it to its valid prefix.
+fn active_from_scan(
+    options: &LoadOptions,
+    path: &Path,
+    base: u64,
+    outcome: ScanOutcome,
+    now: i64,
+) -> Result<Writer> {
+    let active = Segment::reopen_active(
+        &options.dir,
+        path,
+        base,
+        outcome.valid_len,
+        &outcome.offset_index,
+        &outcome.time_index,
+        sizes(&options.config),
+    )?;
+    Ok(Writer {
+        allocated: outcome.valid_len,
+        active: Arc::new(active),
+        index_state: outcome.index_state,
+        first_batch_timestamp: outcome.first_batch_timestamp,
+        created_ms: now,
+        next_offset: outcome.next_offset,
+        pending_sync: Vec::new(),
+        closed: false,
+    })
+}
+
+/// Deletes whole segments (log and indexes); returns the log files removed.
+fn delete_segments(dir: &StorageDir, path: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
+    let storage = dir.storage();
+    let mut deleted = Vec::new();
+    for &base in bases.iter().rev() {
+        for file in Segment::paths(path, base) {
+            if storage.exists(&file) {
+                storage
+                    .remove_file(&file)
+                    .map_err(|e| Error::io("remove", &file, e))?;
+            }
+        }
+        deleted.push(path.join(file_name(base, "log")));
+    }
+    deleted.reverse();
+    if !bases.is_empty() {
+        dir.sync_dir(path)?;
+    }
+    Ok(deleted)
+}
+
+/// Opens a sealed segment below the recovery point, rebuilding bad indexes strictly.
+fn open_trusted_sealed(
+    options: &LoadOptions,
+    path: &Path,
+    base: u64,
+    next_base: u64,
+    report: &mut PartitionRecovery,
+) -> Result<Segment> {
+    let dir = &options.dir;
+    let [log_path, index_path, time_path] = Segment::paths(path, base);
+    let log_len = dir
+        .storage()
+        .open(&log_path, OpenMode::Read)
+        .and_then(|f| f.len())
+        .map_err(|e| Error::io("stat", &log_path, e))?;
+    let max_relative =
+        (next_base.saturating_sub(base).saturating_sub(1)).min(u64::from(u32::MAX)) as u32;
+    let index = sane_index(dir, &index_path, IndexKind::Offset, log_len, max_relative);
+    let time_index = sane_index(dir, &time_path, IndexKind::Time, log_len, max_relative);
+    if let (Some(index), Some(time_index)) = (index, time_index) {
+        return Segment::open_sealed(dir, path, base, index, time_index);
+    }
+    let outcome = strict_scan(dir, path, base, &options.config)?;
+    report.rebuilt_indexes.push(index_path.clone());
+    report.rebuilt_indexes.push(time_path.clone());
+    let index = Index::write_sealed(dir, index_path, IndexKind::Offset, &outcome.offset_index)?;
+    let time_index =
+        Index::write_sealed(dir, time_path, IndexKind::Time, &finish_time_index(outcome))?;
+    Segment::open_sealed(dir, path, base, index, time_index)
+}
+
+/// A sealed index that exists and passes its sanity check, else `None`.
+fn sane_index(
+    dir: &StorageDir,
+    path: &Path,
+    kind: IndexKind,
+    log_len: u64,
+    max_relative: u32,
+) -> Option<Index> {
+    let index = Index::open_sealed(dir, path.to_path_buf(), kind).ok()??;
+    index.sanity_check(log_len, max_relative).ok()?;
+    Some(index)
+}
+
+/// Scans a segment that must be wholly valid: any damage is `Corruption` in the file.
+fn strict_scan(
+    dir: &StorageDir,
+    path: &Path,
+    base: u64,
+    config: &TopicConfig,
+) -> Result<ScanOutcome> {
+    let mut outcome = scan_file(dir, path, base, config)?;
+    if let Some(error) = outcome.stop.take() {
+        return Err(error.in_file(&path.join(file_name(base, "log")), 0));
+    }
+    if outcome.garbage_end > outcome.valid_len {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: path.join(file_name(base, "log")),
+                position: outcome.valid_len as u64,
+            },
+            what: "segment tail",
+            detail: "non-zero bytes after the last valid batch".into(),
+        });
+    }
+    Ok(outcome)
+}
+
+/// Opens the active segment after a clean close: reads only from its last index entry on.
+fn open_trusted_active(
+    options: &LoadOptions,
+    path: &Path,
+    base: u64,
+    now: i64,
+    report: &mut PartitionRecovery,
+) -> Result<Writer> {
+    let dir = &options.dir;
+    let [_, index_path, time_path] = Segment::paths(path, base);
+    let map = map_log(dir, path, base)?;
+    let bytes = map.slice(0, map.published());
+    let max_relative = i32::MAX as u32;
+    let index = sane_index(
+        dir,
+        &index_path,
+        IndexKind::Offset,
+        bytes.len() as u64,
+        max_relative,
+    );
+    let time_index = sane_index(
+        dir,
+        &time_path,
+        IndexKind::Time,
+        bytes.len() as u64,
+        max_relative,
+    );
+    let tail = match (&index, &time_index) {
+        (Some(index), Some(time_index)) => {
+            tail_scan(bytes, base, index, time_index, &options.config)
+        }
+        _ => None,
+    };
+    let outcome = match tail {
+        Some(outcome) => outcome,
+        None => {
+            report.rebuilt_indexes.push(index_path);
+            report.rebuilt_indexes.push(time_path);
+            let mut outcome = scan::scan(
+                bytes,
+                base,
+                0,
+                base,
+                IndexState::new(options.config.index_interval_bytes),
+                limits(&options.config),
+            );
+            if let Some(error) = outcome.stop.take() {
+                return Err(error.in_file(&path.join(file_name(base, "log")), 0));
+            }
+            outcome
+        }
+    };
+    drop(map);
+    if outcome.garbage_end > outcome.valid_len {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: path.join(file_name(base, "log")),
+                position: outcome.valid_len as u64,
+            },
+            what: "segment tail",
+            detail: "non-zero bytes after the last valid batch of a cleanly closed segment".into(),
+        });
+    }
+    active_from_scan(options, path, base, outcome, now)
+}
+
+/// Scans a cleanly closed active segment from its last offset-index entry; `None` when
+/// that fails (the caller falls back to a full scan).
+fn tail_scan(
+    bytes: &[u8],
+    base: u64,
+    index: &Index,
+    time_index: &Index,
+    config: &TopicConfig,
+) -> Option<ScanOutcome> {
+    let position = index.last_offset_entry().map_or(0, |(_, p)| p as usize);
+    let mut state = IndexState::new(config.index_interval_bytes);
+    if let Some((ts, rel)) = time_index.last_time_entry() {
+        state.max_timestamp = ts;
+        state.offset_of_max_timestamp = rel;
+        state.last_time_entry = Some(ts);
+    }
+    let expected = if position == 0 {
+        base
+    } else {
+        codec::BatchHeader::parse(bytes.get(position..)?, bytes.len())
+            .ok()?
+            .base_offset as u64
+    };
+    let mut outcome = scan::scan(bytes, base, position, expected, state, limits(config));
+    if outcome.stop.is_some() {
+        return None;
+    }
+    let mut offset_index = index.bytes().to_vec();
+    offset_index.extend_from_slice(&outcome.offset_index);
+    outcome.offset_index = offset_index;
+    let mut times = time_index.bytes().to_vec();
+    times.extend_from_slice(&outcome.time_index);
+    outcome.time_index = times;
+    if position != 0 {
+        outcome.first_batch_timestamp = codec::BatchHeader::parse(bytes, bytes.len())
+            .ok()?
+            .max_timestamp;
+    }
+    Some(outcome)
+}
+
+/// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`).
+pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
+    let dir = &log.dir;
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    let bases: Vec<u64> = segments.iter().map(|s| s.base_offset).collect();
+    let keep = segments.iter().rposition(|s| s.base_offset <= offset);
+    let Some(keep) = keep else {
+        // Everything goes: start afresh at `offset`.
+        delete_segments(dir, &log.path, &bases)?;
+        let active = Segment::create(dir, &log.path, offset, log.sizes())?;
+        dir.sync_dir(&log.path)?;
+        *w = new_writer(active, &log.config, offset, now);
+        log.log_start
+            .store(offset, std::sync::atomic::Ordering::Release);
+        return finish_truncate(log, w, BTreeMap::new());
+    };
+    let containing = &segments[keep];
+    let cut = containing
+        .translate_offset(offset)?
+        .map_or(containing.size(), |(position, _)| position);
+    delete_segments(dir, &log.path, &bases[keep + 1..])?;
+    let base = containing.base_offset;
+    if cut < containing.size() || containing.log_file().is_none() {
+        rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
+    }
+    let outcome = scan::scan(
+        &containing.bytes()[..cut],
+        base,
+        0,
+        base,
+        IndexState::new(log.config.index_interval_bytes),
+        limits(&log.config),
+    );
+    let options = LoadOptions {
+        tp: log.tp.clone(),
+        dir: Arc::clone(dir),
+        config: log.config.clone(),
+        clock: Arc::clone(&log.clock),
+        clean: false,
+        recovery_point: None,
+        log_start: None,
+    };
+    *w = active_from_scan(&options, &log.path, base, outcome, now)?;
+    let kept = segments[..keep]
+        .iter()
+        .map(|s| (s.base_offset, Arc::clone(s)))
+        .collect();
+    finish_truncate(log, w, kept)
+}
+
+/// Writes `bytes` as the new content of a segment's log: `.swap`, fsync, rename, fsync dir.
+fn rewrite_prefix(dir: &StorageDir, path: &Path, base: u64, bytes: &[u8]) -> Result<()> {
+    let target = path.join(file_name(base, "log"));
+    let swap = path.join(format!("{}.swap", file_name(base, "log")));
+    let file = dir
+        .storage()
+        .open(&swap, OpenMode::Truncate)
+        .map_err(|e| Error::io("create", &swap, e))?;
+    crate::storage::write_all_at(file.as_ref(), bytes, 0)
+        .map_err(|e| Error::io("write", &swap, e))?;
+    dir.sync("fsync", &swap, || file.sync_all())?;
+    dir.storage()
+        .rename(&swap, &target)
+        .map_err(|e| Error::io("rename", &target, e))?;
+    dir.sync_dir(path)
+}
+
+fn finish_truncate(
+    log: &ReplicaLog,
+    w: &Writer,
+    mut segments: BTreeMap<u64, Arc<Segment>>,
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    segments.insert(w.active.base_offset, Arc::clone(&w.active));
+    *log.segments.write() = segments;
+    let end = w.next_offset;
+    log.log_end.store(end, Ordering::Release);
+    log.high_watermark.fetch_min(end, Ordering::AcqRel);
+    log.recovery_point.fetch_min(end, Ordering::AcqRel);
+    let mut sync = log.sync.lock();
+    sync.synced_to = sync.synced_to.min(end);
+    Ok(())
+}

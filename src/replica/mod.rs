@@ -1,0 +1,481 @@
+//! One replica of one partition in one storage directory: its segments, append, read,
+//! roll, truncation and durability.
+//!
+//! Concurrency: one writer at a time (the `writer` lock) stores bytes above the active
+//! segment's published end, publishes them, then advances `log_end` (Release). Readers load
+//! `log_end`/`high_watermark` (Acquire), clone the segment `Arc`s they need under a brief
+//! read lock, and read published bytes only, so a read never blocks an append for long and
+//! never sees a torn batch. A sealed or deleted segment stays mapped while a reader holds it.
+
+mod durability;
+mod load;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::clock::Clock;
+use crate::codec::{
+    self, BatchHeader, LAST_OFFSET_DELTA_OFFSET, NO_TIMESTAMP, RECORD_BATCH_OVERHEAD, TimestampType,
+};
+use crate::config::{FsyncPolicy, TopicConfig};
+use crate::error::{Error, Result};
+use crate::read::LogRead;
+use crate::segment::scan::IndexState;
+use crate::segment::{Segment, SegmentSizes};
+use crate::storage::StorageDir;
+use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
+
+pub(crate) use durability::SyncState;
+pub(crate) use load::LoadOptions;
+
+/// Largest growth step of an active segment file.
+const LOG_CHUNK_MAX: usize = 16 << 20;
+/// Smallest growth step.
+const LOG_CHUNK_MIN: usize = 64 << 10;
+
+/// The writer's state, behind the writer lock.
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    /// Bytes of the active log file known to be allocated.
+    allocated: usize,
+    index_state: IndexState,
+    /// Largest timestamp of the active segment's first batch (the time-roll clock).
+    first_batch_timestamp: i64,
+    /// When the active segment was created (for segments whose first batch has no time).
+    created_ms: i64,
+    next_offset: u64,
+    /// Files sealed without a sync (policy `None`) that `flush` must still sync.
+    pending_sync: Vec<PathBuf>,
+    /// Set by `close`: the files are trimmed, nothing more may be written.
+    closed: bool,
+}
+
+/// One partition replica.
+#[derive(Debug)]
+pub(crate) struct ReplicaLog {
+    tp: TopicPartition,
+    dir: Arc<StorageDir>,
+    path: PathBuf,
+    config: TopicConfig,
+    clock: Arc<dyn Clock>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    log_end: AtomicU64,
+    log_start: AtomicU64,
+    high_watermark: AtomicU64,
+    recovery_point: AtomicU64,
+    leader_epoch: AtomicI32,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+impl ReplicaLog {
+    pub(crate) fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    pub(crate) fn dir(&self) -> &Arc<StorageDir> {
+        &self.dir
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next offset to be assigned.
+    pub(crate) fn log_end_offset(&self) -> u64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// The first offset still in the log.
+    pub(crate) fn log_start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are visible to consumers. With one replica it equals the log end.
+    pub(crate) fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are known to be synced.
+    pub(crate) fn recovery_point(&self) -> u64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Number of segments.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.read().len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub(crate) fn segment_bases(&self) -> Vec<u64> {
+        self.segments.read().keys().copied().collect()
+    }
+
+    fn sizes(&self) -> SegmentSizes {
+        SegmentSizes {
+            segment_bytes: self.config.segment_bytes,
+            index_bytes: self.config.segment_index_bytes,
+        }
+    }
+
+    /// Appends one client batch (Kafka v2, base offset 0): assigns offsets, stamps the leader
+    /// epoch and, under `LogAppendTime`, the append time; then waits for the durability the
+    /// topic's fsync policy asks for.
+    pub(crate) fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+        let header = self.validate_client_batch(batch)?;
+        let info = self.append_validated(batch, &header)?;
+        self.after_append(info.last_offset + 1, u64::from(info.record_count))?;
+        Ok(info)
+    }
+
+    /// Kafka's leader-side checks of a client batch (`LogValidator`).
+    fn validate_client_batch(&self, batch: &[u8]) -> Result<BatchHeader> {
+        let max = self.config.max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(Error::RecordTooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        let segment_bytes = self.config.segment_bytes as usize;
+        if batch.len() > segment_bytes {
+            return Err(Error::RecordTooLarge {
+                size: batch.len(),
+                max: segment_bytes,
+            });
+        }
+        let header = codec::validate_batch(batch, max)?;
+        let invalid = |reason: &str| {
+            Err(Error::InvalidRecord {
+                reason: reason.to_owned(),
+            })
+        };
+        if header.base_offset != 0 {
+            return invalid("a client batch must have base offset 0");
+        }
+        if header.records_count <= 0 || header.last_offset_delta + 1 != header.records_count {
+            return invalid(
+                "last offset delta + 1 must equal the record count, which must be positive",
+            );
+        }
+        if header.is_control() {
+            return invalid("clients may not append control batches");
+        }
+        if header.timestamp_type() == TimestampType::LogAppendTime {
+            return invalid("clients may not set the LogAppendTime attribute");
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return invalid("an idempotent batch needs a base sequence");
+        }
+        Ok(header)
+    }
+
+    /// Writes a validated batch at the log end.
+    fn append_validated(&self, batch: &[u8], header: &BatchHeader) -> Result<AppendInfo> {
+        let now = self.clock.now_ms();
+        let log_append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
+        let mut w = self.writer.lock();
+        if w.closed {
+            return Err(Error::Closed);
+        }
+        self.dir.check()?;
+        if self.should_roll(&w, header, batch.len(), max_timestamp, now) {
+            self.roll(&mut w, now)?;
+        }
+        let position = w.active.size();
+        self.ensure_allocated(&mut w, position + batch.len())?;
+        let base_offset = w.next_offset;
+        let head = patched_header(
+            batch,
+            base_offset,
+            self.leader_epoch.load(Ordering::Relaxed),
+            log_append_time,
+        );
+        w.active.write(position, &head)?;
+        w.active.write(
+            position + RECORD_BATCH_OVERHEAD,
+            &batch[RECORD_BATCH_OVERHEAD..],
+        )?;
+        w.active.publish(position + batch.len());
+        if position == 0 {
+            w.first_batch_timestamp = max_timestamp;
+        }
+        let last_offset = base_offset + header.last_offset_delta as u64;
+        w.next_offset = last_offset + 1;
+        self.log_end.store(w.next_offset, Ordering::Release);
+        self.high_watermark.store(w.next_offset, Ordering::Release);
+        // The batch is visible; index entries are hints, pushed after it.
+        let index_result =
+            self.index_batch(&mut w, last_offset, position, batch.len(), max_timestamp);
+        drop(w);
+        index_result?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            record_count: header.records_count as u32,
+            max_timestamp,
+            log_append_time,
+            size_bytes: batch.len() as u32,
+        })
+    }
+
+    fn index_batch(
+        &self,
+        w: &mut Writer,
+        last_offset: u64,
+        position: usize,
+        size: usize,
+        max_timestamp: i64,
+    ) -> Result<()> {
+        let active = Arc::clone(&w.active);
+        let offset_room = active.index.entries() < active.index.max_entries();
+        let time_room = active.time_index.entries() + 1 < active.time_index.max_entries();
+        let relative = (last_offset - active.base_offset) as u32;
+        let entries = w.index_state.on_batch(
+            relative,
+            position as u32,
+            size as u64,
+            max_timestamp,
+            offset_room,
+            time_room,
+        );
+        if let Some(entry) = entries.offset {
+            active.index.push(&entry)?;
+        }
+        if let Some(entry) = entries.time {
+            active.time_index.push(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's `shouldRoll`: size, time (first-batch timestamp rule), full index, or a
+    /// relative offset that would not fit. An empty segment never rolls.
+    fn should_roll(
+        &self,
+        w: &Writer,
+        header: &BatchHeader,
+        size: usize,
+        max_timestamp: i64,
+        now: i64,
+    ) -> bool {
+        let active = &w.active;
+        let current = active.size();
+        if current == 0 {
+            return false;
+        }
+        let waited = if w.first_batch_timestamp == NO_TIMESTAMP {
+            now - w.created_ms
+        } else {
+            max_timestamp - w.first_batch_timestamp
+        };
+        let last = w.next_offset + header.last_offset_delta as u64;
+        current + size > self.config.segment_bytes as usize
+            || waited > self.config.segment_ms.min(i64::MAX as u64) as i64
+            || active.index.entries() >= active.index.max_entries()
+            || active.time_index.entries() + 1 >= active.time_index.max_entries()
+            || last - active.base_offset > i32::MAX as u64
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
+        let old = Arc::clone(&w.active);
+        let new_base = w.next_offset;
+        let fresh = Arc::new(Segment::create(
+            &self.dir,
+            &self.path,
+            new_base,
+            self.sizes(),
+        )?);
+        if let Some(entry) = w.index_state.time_entry() {
+            old.time_index.push(&entry)?;
+        }
+        let durable = self.config.fsync != FsyncPolicy::None;
+        if durable {
+            self.sync_segment_files(&old)?;
+        } else {
+            w.pending_sync.extend([
+                old.log_path().to_path_buf(),
+                old.index.path().to_path_buf(),
+                old.time_index.path().to_path_buf(),
+            ]);
+            w.pending_sync.push(self.path.clone());
+        }
+        let sealed = old.seal();
+        // Whatever happened, the old file may now be cut to its data.
+        w.allocated = old.size();
+        let sealed = Arc::new(sealed?);
+        if durable {
+            self.dir.sync_dir(&self.path)?;
+        }
+        {
+            let mut segments = self.segments.write();
+            segments.insert(old.base_offset, sealed);
+            segments.insert(new_base, Arc::clone(&fresh));
+        }
+        w.active = fresh;
+        w.allocated = 0;
+        w.index_state = IndexState::new(self.config.index_interval_bytes);
+        w.first_batch_timestamp = NO_TIMESTAMP;
+        w.created_ms = now;
+        Ok(())
+    }
+
+    /// Allocates the active file ahead of a store up to `end`.
+    fn ensure_allocated(&self, w: &mut Writer, end: usize) -> Result<()> {
+        if end <= w.allocated {
+            return Ok(());
+        }
+        let capacity = w.active.capacity();
+        let chunk = (capacity / 8).clamp(LOG_CHUNK_MIN, LOG_CHUNK_MAX);
+        let target = end
+            .div_ceil(chunk)
+            .saturating_mul(chunk)
+            .min(capacity)
+            .max(end);
+        let Some(file) = w.active.log_file() else {
+            unreachable!("the active segment has its file open")
+        };
+        file.allocate(target as u64)
+            .map_err(|e| Error::io("allocate", w.active.log_path(), e))?;
+        w.allocated = target;
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` up to `max_bytes` (at least one batch), never past
+    /// `upper` (the high watermark for consumers, the log end for followers).
+    pub(crate) fn read(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<LogRead> {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        let high_watermark = self.high_watermark();
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                earliest: start,
+                latest: end,
+            });
+        }
+        let upper = upper.min(end);
+        let empty = |bytes: Bytes, path: PathBuf, position: u64| {
+            LogRead::new(offset, bytes, path, position, start, end, high_watermark)
+        };
+        if offset >= upper {
+            return Ok(empty(Bytes::new(), self.path.clone(), 0));
+        }
+        let mut cursor = self
+            .segments
+            .read()
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| Arc::clone(s));
+        while let Some(segment) = cursor {
+            if let Some((position, first)) = segment.translate_offset(offset)? {
+                if first.base_offset as u64 >= upper {
+                    break;
+                }
+                let len = batches_within(&segment, position, first, max_bytes, upper)?;
+                let bytes = segment.view(position, len);
+                return Ok(empty(
+                    bytes,
+                    segment.log_path().to_path_buf(),
+                    position as u64,
+                ));
+            }
+            // Nothing at or after `offset` here (a gap): continue in the next segment.
+            cursor = self
+                .segments
+                .read()
+                .range((Bound::Excluded(segment.base_offset), Bound::Unbounded))
+                .next()
+                .map(|(_, s)| Arc::clone(s));
+        }
+        Ok(empty(Bytes::new(), self.path.clone(), 0))
+    }
+
+    /// The first record with timestamp ≥ `timestamp` below the high watermark.
+    pub(crate) fn offset_for_time(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let start = self.log_start_offset();
+        let upper = self.high_watermark();
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        for segment in segments {
+            if let Some(found) = segment.find_offset_by_timestamp(timestamp, start)? {
+                return Ok((found.offset < upper).then_some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every record at or after `offset` (the whole batch holding it), for a replica
+    /// whose history diverged. Readers holding older views keep them: the cut segment is
+    /// rewritten to a new file and swapped in, never shortened under a mapping.
+    pub(crate) fn truncate_to(&self, offset: u64) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.dir.check()?;
+        if offset >= w.next_offset {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        load::truncate(self, &mut w, offset, now)
+    }
+}
+
+/// The 61-byte header of `batch` with the log's fields stamped in.
+fn patched_header(
+    batch: &[u8],
+    base_offset: u64,
+    epoch: i32,
+    log_append_time: Option<i64>,
+) -> [u8; RECORD_BATCH_OVERHEAD] {
+    let mut head = [0u8; RECORD_BATCH_OVERHEAD];
+    head.copy_from_slice(&batch[..RECORD_BATCH_OVERHEAD]);
+    codec::set_base_offset(&mut head, base_offset as i64);
+    codec::set_partition_leader_epoch(&mut head, epoch);
+    if let Some(time) = log_append_time {
+        // Attributes and maxTimestamp are covered by the CRC: recompute it over the new
+        // header tail and the unchanged records.
+        let attributes = i16::from_be_bytes([
+            head[codec::ATTRIBUTES_OFFSET],
+            head[codec::ATTRIBUTES_OFFSET + 1],
+        ]) | 0x08;
+        head[codec::ATTRIBUTES_OFFSET..LAST_OFFSET_DELTA_OFFSET]
+            .copy_from_slice(&attributes.to_be_bytes());
+        head[codec::MAX_TIMESTAMP_OFFSET..codec::PRODUCER_ID_OFFSET]
+            .copy_from_slice(&time.to_be_bytes());
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&head[codec::ATTRIBUTES_OFFSET..]),
+            &batch[RECORD_BATCH_OVERHEAD..],
+        );
+        head[codec::CRC_OFFSET..codec::ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    }
+    head
+}
+
+/// Bytes of the whole batches from `position` that fit `max_bytes` (at least the first)
+/// and end at or below `upper`.
+fn batches_within(
+    segment: &Segment,
+    position: usize,
+    first: BatchHeader,
+    max_bytes: usize,
+    upper: u64,
+) -> Result<usize> {
+    let mut len = first.size();
+    let size = segment.size();
+    while position + len < size {
+        let header = segment.header_at(position + len)?;
+        if len + header.size() > max_bytes || header.next_offset() as u64 > upper {
+            break;
+        }
+        len += header.size();
+    }
+    Ok(len)
+}

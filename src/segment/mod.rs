@@ -1,0 +1,345 @@
+//! A segment: `<base offset, 20 digits>.log` with its `.index` and `.timeindex`.
+//!
+//! The `.log` file is a plain concatenation of Kafka v2 record batches. An active segment
+//! is mapped at `segment_bytes` and its file is allocated ahead of the writer in chunks, so a
+//! full disk shows up as `ENOSPC` from `allocate`, never as SIGBUS from a store. A sealed
+//! segment is trimmed to its data, mapped read-only and holds no file descriptor.
+
+pub(crate) mod index;
+pub(crate) mod scan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::{self, BatchHeader};
+use crate::error::{Error, Result};
+use crate::storage::{MappedFile, OpenMode, StorageDir, StorageFile};
+use crate::types::TimestampOffset;
+
+pub(crate) use index::{Index, IndexKind};
+
+/// `<base offset, 20 digits>.<extension>`.
+pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Parses a segment file name: `Some((base offset, extension))`.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, extension) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, extension))
+}
+
+/// One segment's files.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_offset: u64,
+    log_path: PathBuf,
+    /// Open only while the segment is active.
+    log_file: Option<Arc<dyn StorageFile>>,
+    log: Arc<MappedFile>,
+    pub(crate) index: Index,
+    pub(crate) time_index: Index,
+}
+
+/// Sizes an active segment is created with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentSizes {
+    pub segment_bytes: u64,
+    pub index_bytes: u64,
+}
+
+impl Segment {
+    /// Paths of the three files.
+    pub(crate) fn paths(partition_dir: &Path, base_offset: u64) -> [PathBuf; 3] {
+        ["log", "index", "timeindex"].map(|ext| partition_dir.join(file_name(base_offset, ext)))
+    }
+
+    /// Creates a new, empty, active segment.
+    pub(crate) fn create(
+        dir: &StorageDir,
+        partition_dir: &Path,
+        base_offset: u64,
+        sizes: SegmentSizes,
+    ) -> Result<Segment> {
+        let [log_path, index_path, time_path] = Self::paths(partition_dir, base_offset);
+        let file = dir
+            .storage()
+            .open(&log_path, OpenMode::Truncate)
+            .map_err(|e| Error::io("create", &log_path, e))?;
+        let index = Index::create(dir, index_path, IndexKind::Offset, sizes.index_bytes)?;
+        let time_index = Index::create(dir, time_path, IndexKind::Time, sizes.index_bytes)?;
+        Self::active(base_offset, log_path, file, 0, index, time_index, sizes)
+    }
+
+    /// Opens the log of an active segment whose first `valid_len` bytes are valid, with
+    /// its indexes rewritten from `offset_entries` / `time_entries`.
+    pub(crate) fn reopen_active(
+        dir: &StorageDir,
+        partition_dir: &Path,
+        base_offset: u64,
+        valid_len: usize,
+        offset_entries: &[u8],
+        time_entries: &[u8],
+        sizes: SegmentSizes,
+    ) -> Result<Segment> {
+        let [log_path, index_path, time_path] = Self::paths(partition_dir, base_offset);
+        let file = dir
+            .storage()
+            .open(&log_path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &log_path, e))?;
+        let index = Index::recreate(
+            dir,
+            index_path,
+            IndexKind::Offset,
+            sizes.index_bytes,
+            offset_entries,
+        )?;
+        let time_index = Index::recreate(
+            dir,
+            time_path,
+            IndexKind::Time,
+            sizes.index_bytes,
+            time_entries,
+        )?;
+        Self::active(
+            base_offset,
+            log_path,
+            file,
+            valid_len,
+            index,
+            time_index,
+            sizes,
+        )
+    }
+
+    fn active(
+        base_offset: u64,
+        log_path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        valid_len: usize,
+        index: Index,
+        time_index: Index,
+        sizes: SegmentSizes,
+    ) -> Result<Segment> {
+        let len = file.len().map_err(|e| Error::io("stat", &log_path, e))?;
+        if len != valid_len as u64 {
+            // Nothing maps this file yet, so cutting it cannot fault a reader.
+            file.set_len(valid_len as u64)
+                .map_err(|e| Error::io("truncate", &log_path, e))?;
+        }
+        let map = file
+            .map_writable(sizes.segment_bytes as usize, valid_len)
+            .map_err(|e| Error::io("mmap", &log_path, e))?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log_file: Some(file),
+            log: Arc::new(map),
+            index,
+            time_index,
+        })
+    }
+
+    /// Opens a sealed segment read-only, with the indexes found on disk (the caller checks
+    /// them and rebuilds them when they fail).
+    pub(crate) fn open_sealed(
+        dir: &StorageDir,
+        partition_dir: &Path,
+        base_offset: u64,
+        index: Index,
+        time_index: Index,
+    ) -> Result<Segment> {
+        let [log_path, ..] = Self::paths(partition_dir, base_offset);
+        let file = dir
+            .storage()
+            .open(&log_path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &log_path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat", &log_path, e))?;
+        let map = file
+            .map_read_only(len as usize)
+            .map_err(|e| Error::io("mmap", &log_path, e))?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log_file: None,
+            log: Arc::new(map),
+            index,
+            time_index,
+        })
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The open log file of an active segment.
+    pub(crate) fn log_file(&self) -> Option<&Arc<dyn StorageFile>> {
+        self.log_file.as_ref()
+    }
+
+    /// Published bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.log.published()
+    }
+
+    /// Bytes the mapping can take (the segment size limit).
+    pub(crate) fn capacity(&self) -> usize {
+        self.log.capacity()
+    }
+
+    /// All published bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.log.slice(0, self.size())
+    }
+
+    /// A zero-copy view of published bytes.
+    pub(crate) fn view(&self, position: usize, len: usize) -> Bytes {
+        self.log.view(position, len)
+    }
+
+    /// Stores bytes above the published end (the writer's lock is held).
+    pub(crate) fn write(&self, position: usize, data: &[u8]) -> Result<()> {
+        let Some(file) = &self.log_file else {
+            unreachable!("write to a sealed segment")
+        };
+        file.write_mapped(&self.log, position, data)
+            .map_err(|e| Error::io("write", &self.log_path, e))
+    }
+
+    /// Makes `[0, end)` visible to readers.
+    pub(crate) fn publish(&self, end: usize) {
+        self.log.publish(end);
+    }
+
+    /// Trims the files to their data and reopens everything read-only.
+    pub(crate) fn seal(&self) -> Result<Segment> {
+        let Some(file) = &self.log_file else {
+            unreachable!("seal of a sealed segment")
+        };
+        let len = self.size();
+        // Readers of the old mapping only touch [0, len), which stays in the file.
+        file.set_len(len as u64)
+            .map_err(|e| Error::io("truncate", &self.log_path, e))?;
+        let map = file
+            .map_read_only(len)
+            .map_err(|e| Error::io("mmap", &self.log_path, e))?;
+        Ok(Segment {
+            base_offset: self.base_offset,
+            log_path: self.log_path.clone(),
+            log_file: None,
+            log: Arc::new(map),
+            index: self.index.seal()?,
+            time_index: self.time_index.seal()?,
+        })
+    }
+
+    /// Cuts the active files to their published data (clean close).
+    pub(crate) fn trim_files(&self) -> Result<()> {
+        if let Some(file) = &self.log_file {
+            file.set_len(self.size() as u64)
+                .map_err(|e| Error::io("truncate", &self.log_path, e))?;
+        }
+        for index in [&self.index, &self.time_index] {
+            if let Some(file) = index.file() {
+                file.set_len(index.bytes().len() as u64)
+                    .map_err(|e| Error::io("truncate", index.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the header of the batch at `position` (a published position).
+    pub(crate) fn header_at(&self, position: usize) -> Result<BatchHeader> {
+        let bytes = self.bytes();
+        codec::BatchHeader::parse(&bytes[position..], self.capacity().max(bytes.len()))
+            .and_then(|h| {
+                if position + h.size() > bytes.len() {
+                    Err(Error::Corruption {
+                        location: crate::error::Location::Buffer { position: 8 },
+                        what: "batch length",
+                        detail: format!(
+                            "{} bytes run past the segment end {}",
+                            h.size(),
+                            bytes.len()
+                        ),
+                    })
+                } else {
+                    Ok(h)
+                }
+            })
+            .map_err(|e| e.in_file(&self.log_path, position as u64))
+    }
+
+    /// Position and header of the first batch whose last offset is ≥ `offset`, scanning
+    /// from the index's floor entry (Kafka's `translateOffset`). `None` when no batch in this
+    /// segment reaches `offset`.
+    pub(crate) fn translate_offset(&self, offset: u64) -> Result<Option<(usize, BatchHeader)>> {
+        let relative = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
+        let (_, start) = self.index.lookup_offset(relative);
+        self.scan_from(start as usize, |h| h.last_offset() as u64 >= offset)
+    }
+
+    /// Walks batch headers from `position` to the first one `stop` accepts.
+    fn scan_from(
+        &self,
+        mut position: usize,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(usize, BatchHeader)>> {
+        let size = self.size();
+        while position < size {
+            let header = self.header_at(position)?;
+            if stop(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += header.size();
+        }
+        Ok(None)
+    }
+
+    /// First record with timestamp ≥ `timestamp` and offset ≥ `starting_offset`
+    /// (Kafka's `findOffsetByTimestamp`).
+    pub(crate) fn find_offset_by_timestamp(
+        &self,
+        timestamp: i64,
+        starting_offset: u64,
+    ) -> Result<Option<TimestampOffset>> {
+        let from = self
+            .time_index
+            .lookup_time(timestamp)
+            .map_or(self.base_offset, |(_, rel)| {
+                self.base_offset + u64::from(rel)
+            })
+            .max(starting_offset);
+        let relative = from
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
+        let (_, mut position) = self.index.lookup_offset(relative);
+        let size = self.size();
+        while (position as usize) < size {
+            let header = self.header_at(position as usize)?;
+            let end = position as usize + header.size();
+            if header.max_timestamp >= timestamp && header.last_offset() as u64 >= starting_offset {
+                let bytes = &self.bytes()[position as usize..end];
+                for record in codec::records(bytes, &header) {
+                    let record =
+                        record.map_err(|e| e.in_file(&self.log_path, u64::from(position)))?;
+                    if record.timestamp >= timestamp && record.offset as u64 >= starting_offset {
+                        return Ok(Some(TimestampOffset {
+                            timestamp: record.timestamp,
+                            offset: record.offset as u64,
+                        }));
+                    }
+                }
+            }
+            position = end as u32;
+        }
+        Ok(None)
+    }
+}

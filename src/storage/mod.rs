@@ -1,0 +1,222 @@
+//! Files and directories: the `Storage` seam every byte of I/O goes through, the mapping
+//! wrapper, atomic replacement of small files, and per-directory health.
+//!
+//! Invariants:
+//! - every write, fsync, rename and removal goes through a [`Storage`]; tests swap in
+//!   [`FaultStorage`] to fail any one of them;
+//! - a failed fsync poisons its [`StorageDir`]: from then on every mutation there answers
+//!   [`Error::Poisoned`] (Linux may have dropped the dirty pages, so a retry proves nothing).
+
+mod atomic;
+mod fault;
+pub(crate) mod mmap;
+mod os;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub(crate) use atomic::{read_framed, write_framed};
+pub use fault::{FaultKind, FaultStorage, OpKind};
+pub use mmap::MappedFile;
+pub use os::OsStorage;
+
+use crate::error::{Error, Result};
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read-only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; created when missing, kept when present.
+    Create,
+    /// Read and write; created empty, replacing any file of that name.
+    Truncate,
+}
+
+/// Directory-level operations: the seam through which tarnlog reaches the file system.
+///
+/// [`OsStorage`] is the real one; [`FaultStorage`] wraps another and fails chosen calls.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Names of the entries of a directory (not sorted).
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether a path exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Atomically renames a file, replacing the target.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes a directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of a directory; `ErrorKind::WouldBlock` when another
+    /// holder (this process or another) has it. The lock lasts as long as the guard.
+    fn lock(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads at `position`; returns how many bytes were read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
+    /// Writes at `position`; may write fewer bytes than asked.
+    fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize>;
+    /// Sets the length, cutting or zero-extending.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk blocks so that the file is at least `len` bytes long and writes through
+    /// a mapping below `len` cannot fail for want of space (`ENOSPC` is returned here).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: the file's data and the metadata needed to read it are durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fsync`: data and all metadata are durable.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Maps `capacity` bytes for writing; `published` bytes are valid already.
+    fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile>;
+    /// Maps the first `len` bytes read-only.
+    fn map_read_only(&self, len: usize) -> io::Result<MappedFile>;
+    /// Copies `data` into `map` at `position` (a store into the page cache). A fault-injecting
+    /// storage may fail here, or copy a prefix and then fail.
+    fn write_mapped(&self, map: &MappedFile, position: usize, data: &[u8]) -> io::Result<()> {
+        map.write(position, data);
+        Ok(())
+    }
+}
+
+/// Writes all of `buf` at `position`, retrying short writes.
+pub(crate) fn write_all_at(
+    file: &dyn StorageFile,
+    mut buf: &[u8],
+    mut position: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, position) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+            Ok(n) => {
+                buf = &buf[n..];
+                position += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes at `position`, or fails with `UnexpectedEof`.
+pub(crate) fn read_exact_at(
+    file: &dyn StorageFile,
+    mut buf: &mut [u8],
+    mut position: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, position) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                position += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One storage directory: its path, its storage, its lock and its health.
+#[derive(Debug)]
+pub struct StorageDir {
+    path: PathBuf,
+    storage: Arc<dyn Storage>,
+    poisoned: AtomicBool,
+    lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
+}
+
+impl StorageDir {
+    /// Creates the directory if needed and takes its `LOCK`.
+    pub(crate) fn open(storage: Arc<dyn Storage>, path: PathBuf) -> Result<StorageDir> {
+        storage
+            .create_dir_all(&path)
+            .map_err(|e| Error::io("create directory", &path, e))?;
+        let lock = storage.lock(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Error::Locked { dir: path.clone() }
+            } else {
+                Error::io("lock", path.join("LOCK"), e)
+            }
+        })?;
+        Ok(StorageDir {
+            path,
+            storage,
+            poisoned: AtomicBool::new(false),
+            lock: parking_lot::Mutex::new(Some(lock)),
+        })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The storage this directory lives on.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// `Err(Poisoned)` once an fsync here has failed.
+    pub fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned {
+                dir: self.path.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Releases the directory's `LOCK` (the log is closed; stale handles may live on).
+    pub(crate) fn unlock(&self) {
+        self.lock.lock().take();
+    }
+
+    /// Whether an fsync here has failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Marks the directory failed.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Runs an fsync-like call; its failure poisons the directory.
+    pub(crate) fn sync(
+        &self,
+        op: &'static str,
+        path: &Path,
+        call: impl FnOnce() -> io::Result<()>,
+    ) -> Result<()> {
+        self.check()?;
+        call().map_err(|e| {
+            self.poison();
+            Error::io(op, path, e)
+        })
+    }
+
+    /// fsyncs a directory inside this one (or itself).
+    pub(crate) fn sync_dir(&self, path: &Path) -> Result<()> {
+        self.sync("fsync directory", path, || self.storage.sync_dir(path))
+    }
+}

@@ -1,0 +1,181 @@
+//! The real file system.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{LockGuard, MappedFile, OpenMode, Storage, StorageFile};
+
+/// Storage on the operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsStorage;
+
+impl OsStorage {
+    /// The shared instance.
+    pub fn shared() -> Arc<dyn Storage> {
+        Arc::new(OsStorage)
+    }
+}
+
+#[derive(Debug)]
+struct OsFile(File);
+
+#[derive(Debug)]
+struct FileLock(#[expect(dead_code, reason = "held for its Drop, which releases the lock")] File);
+
+impl LockGuard for FileLock {}
+
+impl Storage for OsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                options.write(true);
+            }
+            OpenMode::Create => {
+                options.write(true).create(true);
+            }
+            OpenMode::Truncate => {
+                options.write(true).create(true).truncate(true);
+            }
+        }
+        Ok(Arc::new(OsFile(options.open(path)?)))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn lock(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("LOCK"))?;
+        // flock: per open file description, so a second open in this process conflicts too.
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(FileLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl StorageFile for OsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.0.read_at(buf, position)
+    }
+
+    fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize> {
+        self.0.write_at(buf, position)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        allocate(&self.0, len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
+        MappedFile::writable(&self.0, capacity, published)
+    }
+
+    fn map_read_only(&self, len: usize) -> io::Result<MappedFile> {
+        MappedFile::read_only(&self.0, len)
+    }
+}
+
+/// Reserves blocks up to `len` so stores through a mapping never meet a full disk.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let current = file.metadata()?.len();
+    if len <= current {
+        return Ok(());
+    }
+    loop {
+        match rustix::fs::fallocate(
+            file,
+            rustix::fs::FallocateFlags::empty(),
+            current,
+            len - current,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            // File systems without fallocate: writing zeros also allocates, and reports
+            // ENOSPC the same way.
+            Err(rustix::io::Errno::OPNOTSUPP) => return zero_fill(file, current, len),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let current = file.metadata()?.len();
+    if len <= current {
+        return Ok(());
+    }
+    zero_fill(file, current, len)
+}
+
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let zeros = [0u8; CHUNK];
+    let mut position = from;
+    while position < to {
+        let n = ((to - position) as usize).min(CHUNK);
+        file.write_all_at(&zeros[..n], position)?;
+        position += n as u64;
+    }
+    Ok(())
+}
