@@ -1,7 +1,7 @@
 //! # tarnlog
 //!
 //! Apache Kafka's log model as an embeddable Rust library: topics, partitions and offsets
-//! over memory-mapped segment files, byte-compatible with Kafka's RecordBatch v2 format.
+//! over memory-mapped segment files, byte-compatible with Kafka's `RecordBatch` v2 format.
 //! No broker, no network, no JVM.
 //!
 //! ```
@@ -67,4 +67,41 @@ pub use types::{AppendInfo, TimestampOffset, TopicPartition};
 pub mod testing {
     //! Internals exposed for fuzz targets and tests; not part of the stable API.
     pub use crate::segment::scan::{IndexState, ScanLimits, ScanOutcome, scan};
+
+    /// Fuzz oracle for `decode_batch`: never panics; an accepted batch decodes fully, to
+    /// exactly its record count, with offsets inside its range.
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_decode_batch(data: &[u8]) {
+        let Ok(header) = crate::codec::validate_batch(data, 1 << 20) else {
+            return;
+        };
+        let batch = crate::codec::Batch::new(bytes::Bytes::copy_from_slice(data), 1 << 20)
+            .expect("validate_batch accepted it, so Batch::new must");
+        let mut count = 0;
+        for record in batch.records() {
+            let record = record.expect("validate_batch accepted every record");
+            assert!(record.offset >= header.base_offset && record.offset <= header.last_offset());
+            count += 1;
+        }
+        assert_eq!(count, header.records_count);
+    }
+
+    /// Fuzz oracle for `recover_segment`: never panics; the valid prefix is self-consistent
+    /// (scanning just the prefix accepts all of it with the same end offset).
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_recover_segment(data: &[u8]) {
+        let limits = ScanLimits { max_batch_bytes: 1 << 20, max_offset_entries: 1024, max_time_entries: 1024 };
+        let outcome = scan(data, 0, 0, 0, IndexState::new(64), limits);
+        assert!(outcome.valid_len <= data.len());
+        assert!(outcome.garbage_end >= outcome.valid_len && outcome.garbage_end <= data.len());
+        let again = scan(&data[..outcome.valid_len], 0, 0, 0, IndexState::new(64), limits);
+        assert!(again.stop.is_none());
+        assert_eq!(again.valid_len, outcome.valid_len);
+        assert_eq!(again.next_offset, outcome.next_offset);
+        assert_eq!(again.offset_index, outcome.offset_index);
+    }
 }

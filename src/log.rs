@@ -500,7 +500,7 @@ impl Log {
             match ReplicaLog::create(options) {
                 Ok(replica) => partitions.push(Arc::new(replica)),
                 Err(error) => {
-                    self.remove_partition_dirs(&partitions);
+                    Self::remove_partition_dirs(&partitions);
                     return Err(error);
                 }
             }
@@ -509,7 +509,7 @@ impl Log {
         meta.generation += 1;
         meta.topics.insert(name.to_owned(), topic_meta.clone());
         if let Err(error) = self.write_meta(&meta) {
-            self.remove_partition_dirs(&partitions);
+            Self::remove_partition_dirs(&partitions);
             return Err(error);
         }
         let state = Arc::new(TopicState::new(name.to_owned(), topic_meta, partitions));
@@ -534,7 +534,7 @@ impl Log {
         }
     }
 
-    fn remove_partition_dirs(&self, partitions: &[Arc<ReplicaLog>]) {
+    fn remove_partition_dirs(partitions: &[Arc<ReplicaLog>]) {
         for replica in partitions {
             // Best effort: a leftover directory is removed when the name is created again.
             let _ = replica.dir().storage().remove_dir_all(replica.path());
@@ -686,10 +686,9 @@ impl Inner {
     fn stop_background(&self) {
         *self.stop.lock() = true;
         self.wake.notify_all();
-        if let Some(handle) = self.background.lock().take() {
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
-            }
+        let handle = self.background.lock().take();
+        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
+            let _ = handle.join();
         }
     }
 

@@ -87,7 +87,7 @@ impl Meta {
                     meta.generation = words
                         .next()
                         .and_then(|w| w.parse().ok())
-                        .ok_or_else(|| bad("meta generation"))?
+                        .ok_or_else(|| bad("meta generation"))?;
                 }
                 Some("dirs") => {
                     let numbers: Vec<&str> = words.collect();

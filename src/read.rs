@@ -47,7 +47,7 @@ impl LogRead {
         self.requested
     }
 
-    /// The raw batches (Kafka RecordBatch v2 bytes), zero-copy.
+    /// The raw batches (Kafka `RecordBatch` v2 bytes), zero-copy.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }

@@ -133,7 +133,7 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
     let names = storage
         .list_dir(path)
         .map_err(|e| Error::io("list", path, e))?;
-    let mut logs = BTreeMap::new();
+    let mut logs = std::collections::BTreeSet::new();
     let mut indexes = Vec::new();
     for name in &names {
         let leftover = [".swap", ".tmp", ".deleted", ".cleaned"]
@@ -148,14 +148,14 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
                 removed.push(file);
             }
             Some((base, "log")) => {
-                logs.insert(base, ());
+                logs.insert(base);
             }
             Some((base, "index" | "timeindex")) => indexes.push((base, name)),
             _ => {}
         }
     }
     for (base, name) in indexes {
-        if !logs.contains_key(&base) {
+        if !logs.contains(&base) {
             let file = path.join(name);
             storage
                 .remove_file(&file)
@@ -163,7 +163,7 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
             removed.push(file);
         }
     }
-    Ok(logs.into_keys().collect())
+    Ok(logs.into_iter().collect())
 }
 
 fn limits(config: &TopicConfig) -> ScanLimits {
@@ -237,11 +237,7 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
         if outcome.stop.is_some() || gap {
             let reason = stop_reason(&outcome, gap, bases.get(i + 1).copied());
             if outcome.next_offset < recovery_point {
-                return Err(below_recovery_point(
-                    path,
-                    base,
-                    &outcome,
-                    reason,
+                return Err(below_recovery_point(path, base, &outcome, &reason,
                     recovery_point,
                 ));
             }
@@ -295,7 +291,7 @@ fn below_recovery_point(
     path: &Path,
     base: u64,
     outcome: &ScanOutcome,
-    reason: String,
+    reason: &str,
     recovery_point: u64,
 ) -> Error {
     let file = path.join(file_name(base, "log"));
@@ -532,9 +528,10 @@ fn open_trusted_active(
         }
         _ => None,
     };
-    let outcome = match tail {
-        Some(outcome) => outcome,
-        None => {
+    let outcome = if let Some(outcome) = tail {
+        outcome
+    } else {
+        {
             report.rebuilt_indexes.push(index_path);
             report.rebuilt_indexes.push(time_path);
             let mut outcome = scan::scan(
@@ -620,7 +617,8 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         *w = new_writer(active, &log.config, offset, now);
         log.log_start
             .store(offset, std::sync::atomic::Ordering::Release);
-        return finish_truncate(log, w, BTreeMap::new());
+        finish_truncate(log, w, BTreeMap::new());
+        return Ok(());
     };
     let containing = &segments[keep];
     let cut = containing
@@ -653,7 +651,8 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         .iter()
         .map(|s| (s.base_offset, Arc::clone(s)))
         .collect();
-    finish_truncate(log, w, kept)
+    finish_truncate(log, w, kept);
+    Ok(())
 }
 
 /// Writes `bytes` as the new content of a segment's log: `.swap`, fsync, rename, fsync dir.
@@ -677,7 +676,7 @@ fn finish_truncate(
     log: &ReplicaLog,
     w: &Writer,
     mut segments: BTreeMap<u64, Arc<Segment>>,
-) -> Result<()> {
+) {
     use std::sync::atomic::Ordering;
     segments.insert(w.active.base_offset, Arc::clone(&w.active));
     *log.segments.write() = segments;
@@ -687,5 +686,4 @@ fn finish_truncate(
     log.recovery_point.fetch_min(end, Ordering::AcqRel);
     let mut sync = log.sync.lock();
     sync.synced_to = sync.synced_to.min(end);
-    Ok(())
 }

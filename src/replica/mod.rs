@@ -193,7 +193,7 @@ impl ReplicaLog {
             self.roll(&mut w, now)?;
         }
         let position = w.active.size();
-        self.ensure_allocated(&mut w, position + batch.len())?;
+        Self::ensure_allocated(&mut w, position + batch.len())?;
         let base_offset = w.next_offset;
         let head = patched_header(
             batch,
@@ -216,7 +216,7 @@ impl ReplicaLog {
         self.high_watermark.store(w.next_offset, Ordering::Release);
         // The batch is visible; index entries are hints, pushed after it.
         let index_result =
-            self.index_batch(&mut w, last_offset, position, batch.len(), max_timestamp);
+            Self::index_batch(&mut w, last_offset, position, batch.len(), max_timestamp);
         drop(w);
         index_result?;
         Ok(AppendInfo {
@@ -230,7 +230,6 @@ impl ReplicaLog {
     }
 
     fn index_batch(
-        &self,
         w: &mut Writer,
         last_offset: u64,
         position: usize,
@@ -331,7 +330,7 @@ impl ReplicaLog {
     }
 
     /// Allocates the active file ahead of a store up to `end`.
-    fn ensure_allocated(&self, w: &mut Writer, end: usize) -> Result<()> {
+    fn ensure_allocated(w: &mut Writer, end: usize) -> Result<()> {
         if end <= w.allocated {
             return Ok(());
         }

@@ -74,7 +74,7 @@ impl Index {
     ) -> Result<Index> {
         let size = kind.entry_size();
         let capacity = (max_bytes as usize / size) * size;
-        debug_assert!(entries.len() <= capacity && entries.len() % size == 0);
+        debug_assert!(entries.len() <= capacity && entries.len().is_multiple_of(size));
         file.set_len(0)
             .map_err(|e| Error::io("truncate", &path, e))?;
         let allocated = chunk_len(entries.len(), capacity);
@@ -110,7 +110,7 @@ impl Index {
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open", &path, e))?;
         let len = file.len().map_err(|e| Error::io("stat", &path, e))? as usize;
-        if len % kind.entry_size() != 0 {
+        if !len.is_multiple_of(kind.entry_size()) {
             return Err(corrupt(
                 &path,
                 0,

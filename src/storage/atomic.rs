@@ -1,7 +1,7 @@
 //! Small files replaced atomically: tarnlog's `meta` and its checkpoints.
 //!
 //! Layout (big-endian): `magic [8] | version u32 | body_len u32 | crc32 u32 | body`, where
-//! the CRC (IEEE, `crc32fast`) covers version, body_len and body. Replacement order:
+//! the CRC (IEEE, `crc32fast`) covers version, `body_len` and body. Replacement order:
 //! write `<name>.tmp`, fsync it, rename over `<name>`, fsync the directory. A crash leaves
 //! either the old file or the new one, never a mix.
 
@@ -74,7 +74,7 @@ pub(crate) fn read_framed(
         what,
         detail,
     };
-    if len < HEADER || len > HEADER + MAX_BODY {
+    if !(HEADER..=HEADER + MAX_BODY).contains(&len) {
         return Err(corrupt(0, "file length", format!("{len} bytes")));
     }
     let mut bytes = vec![0u8; len];

@@ -1,5 +1,5 @@
-//! A storage that fails chosen calls: the fault-injection seam for tests (SQLite's countdown
-//! loop). Every mutating call (write, allocate, set_len, fsync, rename, remove) is counted;
+//! A storage that fails chosen calls: the fault-injection seam for tests (`SQLite`'s countdown
+//! loop). Every mutating call (write, allocate, `set_len`, fsync, rename, remove) is counted;
 //! the n-th one — or every one from the n-th on — fails the way the plan says.
 
 use std::io;

@@ -70,6 +70,10 @@ pub trait LockGuard: Send + Sync + fmt::Debug {}
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Reads at `position`; returns how many bytes were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
     /// Writes at `position`; may write fewer bytes than asked.

@@ -170,7 +170,7 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
 
 fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     const CHUNK: usize = 64 * 1024;
-    let zeros = [0u8; CHUNK];
+    let zeros = vec![0u8; CHUNK];
     let mut position = from;
     while position < to {
         let n = ((to - position) as usize).min(CHUNK);
