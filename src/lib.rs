@@ -94,11 +94,22 @@ pub mod testing {
     /// # Panics
     /// When the oracle finds a violation.
     pub fn fuzz_recover_segment(data: &[u8]) {
-        let limits = ScanLimits { max_batch_bytes: 1 << 20, max_offset_entries: 1024, max_time_entries: 1024 };
+        let limits = ScanLimits {
+            max_batch_bytes: 1 << 20,
+            max_offset_entries: 1024,
+            max_time_entries: 1024,
+        };
         let outcome = scan(data, 0, 0, 0, IndexState::new(64), limits);
         assert!(outcome.valid_len <= data.len());
         assert!(outcome.garbage_end >= outcome.valid_len && outcome.garbage_end <= data.len());
-        let again = scan(&data[..outcome.valid_len], 0, 0, 0, IndexState::new(64), limits);
+        let again = scan(
+            &data[..outcome.valid_len],
+            0,
+            0,
+            0,
+            IndexState::new(64),
+            limits,
+        );
         assert!(again.stop.is_none());
         assert_eq!(again.valid_len, outcome.valid_len);
         assert_eq!(again.next_offset, outcome.next_offset);

@@ -575,14 +575,7 @@ impl Log {
         }
         for replica in &state.partitions {
             let storage = replica.dir().storage();
-            let doomed = replica.path().with_extension(format!(
-                "{}.delete",
-                replica
-                    .path()
-                    .extension()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ));
+            let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
             storage
                 .rename(replica.path(), &doomed)
                 .map_err(|e| Error::io("rename", replica.path(), e))?;

@@ -109,7 +109,11 @@ impl Meta {
                         .map_err(|_| bad("meta placement"))?;
                     let config =
                         TopicConfig::from_words(words).map_err(|_| bad("meta topic config"))?;
-                    if placement.len() != config.partitions as usize || config.validate().is_err() {
+                    let placed = placement.iter().all(|&d| d < meta.dir_count);
+                    if !placed
+                        || placement.len() != config.partitions as usize
+                        || config.validate().is_err()
+                    {
                         return Err(bad("meta topic config"));
                     }
                     meta.topics.insert(name, TopicMeta { config, placement });

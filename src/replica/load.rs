@@ -237,7 +237,11 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
         if outcome.stop.is_some() || gap {
             let reason = stop_reason(&outcome, gap, bases.get(i + 1).copied());
             if outcome.next_offset < recovery_point {
-                return Err(below_recovery_point(path, base, &outcome, &reason,
+                return Err(below_recovery_point(
+                    path,
+                    base,
+                    &outcome,
+                    &reason,
                     recovery_point,
                 ));
             }
@@ -672,11 +676,7 @@ fn rewrite_prefix(dir: &StorageDir, path: &Path, base: u64, bytes: &[u8]) -> Res
     dir.sync_dir(path)
 }
 
-fn finish_truncate(
-    log: &ReplicaLog,
-    w: &Writer,
-    mut segments: BTreeMap<u64, Arc<Segment>>,
-) {
+fn finish_truncate(log: &ReplicaLog, w: &Writer, mut segments: BTreeMap<u64, Arc<Segment>>) {
     use std::sync::atomic::Ordering;
     segments.insert(w.active.base_offset, Arc::clone(&w.active));
     *log.segments.write() = segments;
