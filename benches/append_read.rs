@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use commitlog::message::MessageSet;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tarnlog::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
 

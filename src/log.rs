@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::metadata::{self, Meta, TopicMeta};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
-use crate::replica::{LoadOptions, ReplicaLog};
+use crate::replica::{LoadOptions, Prefaulter, ReplicaLog};
 use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
@@ -50,6 +50,7 @@ pub struct LogBuilder {
     storage: Arc<dyn Storage>,
     background_tick_ms: u64,
     temp_root: Option<PathBuf>,
+    prefault: Option<bool>,
 }
 
 impl Default for LogBuilder {
@@ -61,6 +62,7 @@ impl Default for LogBuilder {
             storage: OsStorage::shared(),
             background_tick_ms: 100,
             temp_root: None,
+            prefault: None,
         }
     }
 }
@@ -103,6 +105,17 @@ impl LogBuilder {
     #[must_use]
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
+        self.prefault = self.prefault.or(Some(false));
+        self
+    }
+
+    /// Whether a background thread allocates and faults in segment pages ahead of writers,
+    /// taking page faults off the append path. Default: on with the OS storage, off when a
+    /// custom [`storage`](Self::storage) is set (so fault-injection tests see a
+    /// deterministic sequence of calls).
+    #[must_use]
+    pub fn prefault(mut self, enabled: bool) -> Self {
+        self.prefault = Some(enabled);
         self
     }
 
@@ -140,8 +153,16 @@ impl LogBuilder {
             )?));
         }
         let meta = load_meta(&dirs)?;
+        let prefaulter = if self.prefault.unwrap_or(true) {
+            Some(
+                Prefaulter::start()
+                    .map_err(|e| Error::io("spawn prefault thread", PathBuf::new(), e))?,
+            )
+        } else {
+            None
+        };
         let mut report = RecoveryReport::default();
-        let topics = load_topics(&dirs, &meta, &self, &mut report)?;
+        let topics = load_topics(&dirs, &meta, &self, prefaulter.as_ref(), &mut report)?;
         let inner = Arc::new(Inner {
             dirs,
             clock: self.clock,
@@ -156,6 +177,7 @@ impl LogBuilder {
             wake: Condvar::new(),
             stop: Mutex::new(false),
             next_placement: AtomicU64::new(0),
+            prefaulter,
         });
         let weak = Arc::downgrade(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
@@ -242,6 +264,7 @@ fn load_topics(
     dirs: &[Arc<StorageDir>],
     meta: &Meta,
     builder: &LogBuilder,
+    prefaulter: Option<&Prefaulter>,
     report: &mut RecoveryReport,
 ) -> Result<Topics> {
     let mut hints = Vec::new();
@@ -283,6 +306,7 @@ fn load_topics(
                 clean: *clean && recovery.contains_key(&tp),
                 recovery_point: recovery.get(&tp).copied(),
                 log_start: start.get(&tp).copied(),
+                prefaulter: prefaulter.cloned(),
             };
             let (replica, recovered) = ReplicaLog::load(options)?;
             report.partitions.push(recovered);
@@ -328,6 +352,7 @@ struct Inner {
     wake: Condvar,
     stop: Mutex<bool>,
     next_placement: AtomicU64,
+    prefaulter: Option<Prefaulter>,
 }
 
 #[derive(Debug)]
@@ -531,6 +556,7 @@ impl Log {
             clean: false,
             recovery_point: None,
             log_start: None,
+            prefaulter: self.inner.prefaulter.clone(),
         }
     }
 

@@ -104,6 +104,9 @@ pub(crate) fn read_varint(buf: &[u8], pos: usize) -> Result<(i32, usize), Varint
     {
         return Ok((unzigzag32(u32::from(b)), pos + 1));
     }
+    if let Some(z) = two_bytes(buf, pos) {
+        return Ok((unzigzag32(z as u32), pos + 2));
+    }
     let (z, end) = read_unsigned(buf, pos, 5, 0x0F)?;
     Ok((unzigzag32(z as u32), end))
 }
@@ -116,8 +119,21 @@ pub(crate) fn read_varlong(buf: &[u8], pos: usize) -> Result<(i64, usize), Varin
     {
         return Ok((unzigzag64(u64::from(b)), pos + 1));
     }
+    if let Some(z) = two_bytes(buf, pos) {
+        return Ok((unzigzag64(z), pos + 2));
+    }
     let (z, end) = read_unsigned(buf, pos, 10, 0x01)?;
     Ok((unzigzag64(z), end))
+}
+
+/// The two-byte case (values up to 14 bits: lengths of records and values up to 8 KiB),
+/// kept off the general loop because it is the common one for record and value lengths.
+#[inline]
+fn two_bytes(buf: &[u8], pos: usize) -> Option<u64> {
+    match buf.get(pos..pos.checked_add(2)?)? {
+        &[b0, b1] if b0 >= 0x80 && b1 < 0x80 => Some(u64::from(b0 & 0x7F) | (u64::from(b1) << 7)),
+        _ => None,
+    }
 }
 
 /// The general loop: at most `max_len` bytes, the last of which must be `<= last_max`

@@ -160,7 +160,6 @@ impl ReplicaLog {
         }
         // Only bytes beyond the published end are cut; no reader touches them.
         active.trim_files()?;
-        w.allocated = active.size();
         self.sync_segment_files(&active)?;
         let end = w.next_offset;
         drop(w);

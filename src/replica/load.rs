@@ -42,6 +42,8 @@ pub(crate) struct LoadOptions {
     pub recovery_point: Option<u64>,
     /// From `log-start-offset-checkpoint`.
     pub log_start: Option<u64>,
+    /// Background allocation and prefaulting of active segments, when enabled.
+    pub prefaulter: Option<super::Prefaulter>,
 }
 
 /// A replica's directory name: `<topic>-<partition>`.
@@ -117,6 +119,7 @@ impl ReplicaLog {
             high_watermark: AtomicU64::new(next),
             recovery_point: AtomicU64::new(recovery_point),
             leader_epoch: AtomicI32::new(0),
+            prefaulter: options.prefaulter,
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,
                 ..SyncState::default()
@@ -340,7 +343,7 @@ fn sizes(config: &TopicConfig) -> crate::segment::SegmentSizes {
 
 fn new_writer(active: Segment, config: &TopicConfig, next_offset: u64, now: i64) -> Writer {
     Writer {
-        allocated: active.size(),
+        requested_ahead: 0,
         active: Arc::new(active),
         index_state: IndexState::new(config.index_interval_bytes),
         first_batch_timestamp: NO_TIMESTAMP,
@@ -399,7 +402,7 @@ fn active_from_scan(
         sizes(&options.config),
     )?;
     Ok(Writer {
-        allocated: outcome.valid_len,
+        requested_ahead: 0,
         active: Arc::new(active),
         index_state: outcome.index_state,
         first_batch_timestamp: outcome.first_batch_timestamp,
@@ -649,6 +652,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         clean: false,
         recovery_point: None,
         log_start: None,
+        prefaulter: None,
     };
     *w = active_from_scan(&options, &log.path, base, outcome, now)?;
     let kept = segments[..keep]

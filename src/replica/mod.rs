@@ -35,16 +35,16 @@ pub(crate) use durability::SyncState;
 pub(crate) use load::LoadOptions;
 
 /// Largest growth step of an active segment file.
-const LOG_CHUNK_MAX: usize = 16 << 20;
+const LOG_CHUNK_MAX: usize = 4 << 20;
 /// Smallest growth step.
-const LOG_CHUNK_MIN: usize = 64 << 10;
+const LOG_CHUNK_MIN: usize = 256 << 10;
 
 /// The writer's state, behind the writer lock.
 #[derive(Debug)]
 struct Writer {
     active: Arc<Segment>,
-    /// Bytes of the active log file known to be allocated.
-    allocated: usize,
+    /// How far background growth of the active segment was asked to go.
+    requested_ahead: usize,
     index_state: IndexState,
     /// Largest timestamp of the active segment's first batch (the time-roll clock).
     first_batch_timestamp: i64,
@@ -72,6 +72,7 @@ pub(crate) struct ReplicaLog {
     high_watermark: AtomicU64,
     recovery_point: AtomicU64,
     leader_epoch: AtomicI32,
+    prefaulter: Option<Prefaulter>,
     sync: Mutex<SyncState>,
     synced: Condvar,
 }
@@ -193,7 +194,12 @@ impl ReplicaLog {
             self.roll(&mut w, now)?;
         }
         let position = w.active.size();
-        Self::ensure_allocated(&mut w, position + batch.len())?;
+        let end = position + batch.len();
+        let chunk = allocation_chunk(w.active.capacity());
+        if end > w.active.allocated() {
+            w.active.allocate_to(end, chunk)?;
+        }
+        self.grow_ahead(&mut w, end, chunk);
         let base_offset = w.next_offset;
         let head = patched_header(
             batch,
@@ -309,10 +315,7 @@ impl ReplicaLog {
             ]);
             w.pending_sync.push(self.path.clone());
         }
-        let sealed = old.seal();
-        // Whatever happened, the old file may now be cut to its data.
-        w.allocated = old.size();
-        let sealed = Arc::new(sealed?);
+        let sealed = Arc::new(old.seal()?);
         if durable {
             self.dir.sync_dir(&self.path)?;
         }
@@ -322,32 +325,27 @@ impl ReplicaLog {
             segments.insert(new_base, Arc::clone(&fresh));
         }
         w.active = fresh;
-        w.allocated = 0;
+        w.requested_ahead = 0;
         w.index_state = IndexState::new(self.config.index_interval_bytes);
         w.first_batch_timestamp = NO_TIMESTAMP;
         w.created_ms = now;
         Ok(())
     }
 
-    /// Allocates the active file ahead of a store up to `end`.
-    fn ensure_allocated(w: &mut Writer, end: usize) -> Result<()> {
-        if end <= w.allocated {
-            return Ok(());
-        }
-        let capacity = w.active.capacity();
-        let chunk = (capacity / 8).clamp(LOG_CHUNK_MIN, LOG_CHUNK_MAX);
-        let target = end
-            .div_ceil(chunk)
-            .saturating_mul(chunk)
-            .min(capacity)
-            .max(end);
-        let Some(file) = w.active.log_file() else {
-            unreachable!("the active segment has its file open")
+    /// Asks the background prefaulter to keep two chunks allocated and faulted in ahead of
+    /// the writer (it runs on another core; the writer allocates for itself if it lags).
+    fn grow_ahead(&self, w: &mut Writer, end: usize, chunk: usize) {
+        let Some(prefaulter) = &self.prefaulter else {
+            return;
         };
-        file.allocate(target as u64)
-            .map_err(|e| Error::io("allocate", w.active.log_path(), e))?;
-        w.allocated = target;
-        Ok(())
+        let capacity = w.active.capacity();
+        if w.active.allocated() >= (end + chunk).min(capacity)
+            || w.requested_ahead >= (end + chunk).min(capacity)
+        {
+            return;
+        }
+        w.requested_ahead = (end + 2 * chunk).min(capacity);
+        prefaulter.request(&w.active, w.requested_ahead);
     }
 
     /// Reads whole batches from `offset` up to `max_bytes` (at least one batch), never past
@@ -424,6 +422,39 @@ impl ReplicaLog {
         }
         let now = self.clock.now_ms();
         load::truncate(self, &mut w, offset, now)
+    }
+}
+
+/// Growth step of an active segment file: a sixteenth of the segment, 256 KiB to 4 MiB.
+fn allocation_chunk(capacity: usize) -> usize {
+    (capacity / 16).clamp(LOG_CHUNK_MIN, LOG_CHUNK_MAX)
+}
+
+/// A background thread that allocates and faults in segment pages ahead of writers.
+#[derive(Debug, Clone)]
+pub(crate) struct Prefaulter(std::sync::mpsc::SyncSender<(std::sync::Weak<Segment>, usize)>);
+
+impl Prefaulter {
+    /// Starts the thread; it ends when the last `Prefaulter` handle is dropped.
+    pub(crate) fn start() -> std::io::Result<Prefaulter> {
+        // Bounded: at most a few requests per active segment are ever useful.
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel::<(std::sync::Weak<Segment>, usize)>(256);
+        std::thread::Builder::new()
+            .name("tarnlog-prefault".into())
+            .spawn(move || {
+                while let Ok((segment, target)) = receiver.recv() {
+                    if let Some(segment) = segment.upgrade() {
+                        segment.grow_ahead(target);
+                    }
+                }
+            })?;
+        Ok(Prefaulter(sender))
+    }
+
+    fn request(&self, segment: &Arc<Segment>, target: usize) {
+        // A full queue drops the request: the writer then allocates for itself.
+        let _ = self.0.try_send((Arc::downgrade(segment), target));
     }
 }
 

@@ -10,6 +10,9 @@ pub(crate) mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -44,6 +47,10 @@ pub(crate) struct Segment {
     log: Arc<MappedFile>,
     pub(crate) index: Index,
     pub(crate) time_index: Index,
+    /// Bytes of the active log file known to be allocated; grows until sealed.
+    allocated: AtomicUsize,
+    /// Serialises growth with sealing: `true` once the files were trimmed.
+    sealed: Mutex<bool>,
 }
 
 /// Sizes an active segment is created with.
@@ -142,6 +149,8 @@ impl Segment {
             log: Arc::new(map),
             index,
             time_index,
+            allocated: AtomicUsize::new(valid_len),
+            sealed: Mutex::new(false),
         })
     }
 
@@ -170,6 +179,8 @@ impl Segment {
             log: Arc::new(map),
             index,
             time_index,
+            allocated: AtomicUsize::new(len as usize),
+            sealed: Mutex::new(true),
         })
     }
 
@@ -202,6 +213,53 @@ impl Segment {
         self.log.view(position, len)
     }
 
+    /// Bytes of the active log file known to be allocated.
+    pub(crate) fn allocated(&self) -> usize {
+        self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Allocates the active log file up to at least `end`, in whole `chunk`s: a full disk
+    /// answers `ENOSPC` here, before any store.
+    pub(crate) fn allocate_to(&self, end: usize, chunk: usize) -> Result<()> {
+        let sealed = self.sealed.lock();
+        let current = self.allocated.load(Ordering::Acquire);
+        if end <= current {
+            return Ok(());
+        }
+        let (false, Some(file)) = (*sealed, &self.log_file) else {
+            unreachable!("allocation of a sealed segment")
+        };
+        let target = end
+            .div_ceil(chunk)
+            .saturating_mul(chunk)
+            .min(self.capacity())
+            .max(end);
+        file.allocate(target as u64)
+            .map_err(|e| Error::io("allocate", &self.log_path, e))?;
+        self.allocated.store(target, Ordering::Release);
+        Ok(())
+    }
+
+    /// Background growth: allocates up to `target` and faults the new pages in, so the writer
+    /// neither allocates nor faults. Failures are ignored: the writer allocates for itself
+    /// when it gets there and sees them then.
+    pub(crate) fn grow_ahead(&self, target: usize) {
+        let (from, to) = {
+            let sealed = self.sealed.lock();
+            let current = self.allocated.load(Ordering::Acquire);
+            let target = target.min(self.capacity());
+            let (false, Some(file)) = (*sealed, &self.log_file) else {
+                return;
+            };
+            if target <= current || file.allocate(target as u64).is_err() {
+                return;
+            }
+            self.allocated.store(target, Ordering::Release);
+            (current, target)
+        };
+        self.log.prefault(from, to);
+    }
+
     /// Stores bytes above the published end (the writer's lock is held).
     pub(crate) fn write(&self, position: usize, data: &[u8]) -> Result<()> {
         let Some(file) = &self.log_file else {
@@ -221,6 +279,8 @@ impl Segment {
         let Some(file) = &self.log_file else {
             unreachable!("seal of a sealed segment")
         };
+        let mut sealed = self.sealed.lock();
+        *sealed = true;
         let len = self.size();
         // Readers of the old mapping only touch [0, len), which stays in the file.
         file.set_len(len as u64)
@@ -235,11 +295,15 @@ impl Segment {
             log: Arc::new(map),
             index: self.index.seal()?,
             time_index: self.time_index.seal()?,
+            allocated: AtomicUsize::new(len),
+            sealed: Mutex::new(true),
         })
     }
 
     /// Cuts the active files to their published data (clean close).
     pub(crate) fn trim_files(&self) -> Result<()> {
+        let mut sealed = self.sealed.lock();
+        *sealed = true;
         if let Some(file) = &self.log_file {
             file.set_len(self.size() as u64)
                 .map_err(|e| Error::io("truncate", &self.log_path, e))?;

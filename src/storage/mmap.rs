@@ -112,6 +112,32 @@ impl MappedFile {
         }
     }
 
+    /// Faults in the pages of `[start, end)` for writing, ahead of the writer (Linux
+    /// `MADV_POPULATE_WRITE`), so its stores take no page faults. Contents do not change.
+    /// The range must lie within the file's allocated length; failures (an old kernel, a file
+    /// trimmed meanwhile) are ignored, as this is only a hint.
+    pub fn prefault(&self, start: usize, end: usize) {
+        const PAGE: usize = 4096;
+        let end = end.min(self.capacity);
+        let start = start & !(PAGE - 1);
+        let (true, Some(raw)) = (self.writable && start < end, &self.raw) else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is inside the mapping; MADV_POPULATE_WRITE only fills page tables
+        // as write faults would, without changing any byte, and returns an error (EFAULT)
+        // instead of raising SIGBUS where the file does not reach.
+        unsafe {
+            let _ = rustix::mm::madvise(
+                raw.as_mut_ptr().add(start).cast(),
+                end - start,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = raw;
+    }
+
     /// Makes `[0, end)` visible to readers. `end` never moves backwards.
     ///
     /// # Panics
