@@ -336,6 +336,10 @@ fn usable_bytes<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8]> {
 impl<'a> RecordIter<'a> {
     /// One record, moving past it on success.
     fn read_record(&mut self) -> Result<RecordView<'a>> {
+        if let Some((view, end)) = self.fast_record() {
+            self.pos = end;
+            return Ok(view);
+        }
         let mut r = Reader::new(self.buf, self.pos, 0);
         if let Ok(view) = self.read_framed(&mut r) {
             self.pos = r.pos;
@@ -343,6 +347,50 @@ impl<'a> RecordIter<'a> {
         } else {
             Err(r.take_error())
         }
+    }
+
+    /// The common record (short varints, no headers) read with no error bookkeeping; `None`
+    /// for anything else, which the full reader then handles. Accepts exactly what the full
+    /// reader accepts for such records.
+    #[inline]
+    fn fast_record(&mut self) -> Option<(RecordView<'a>, usize)> {
+        let buf = self.buf;
+        let (len, body) = small_varint(buf, self.pos)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|n| body.checked_add(n))
+            .filter(|&e| e <= buf.len())?;
+        let record = &buf[..end];
+        let (timestamp_delta, p) = read_varlong(record, body + 1).ok()?;
+        let (delta, p) = small_varint(record, p)?;
+        if delta <= self.prev_delta || delta > i64::from(self.last_offset_delta) {
+            return None;
+        }
+        let (key, p) = small_nullable(record, p)?;
+        let (value, p) = small_nullable(record, p)?;
+        if record.get(p) != Some(&0) || p + 1 != end {
+            return None;
+        }
+        self.prev_delta = delta;
+        let timestamp = match self.append_time {
+            Some(ts) => ts,
+            None => self.base_timestamp.wrapping_add(timestamp_delta),
+        };
+        let headers = HeadersView {
+            bytes: &record[p..p],
+            count: 0,
+            position: p,
+        };
+        Some((
+            RecordView {
+                offset: self.base_offset.wrapping_add(delta),
+                timestamp,
+                key,
+                value,
+                headers,
+            },
+            end,
+        ))
     }
 
     /// A record's length varint, then its body within exactly that many bytes.
@@ -563,6 +611,20 @@ pub(crate) fn framing_is_valid(buf: &[u8], header: &BatchHeader) -> bool {
         pos = end;
     }
     pos == buf.len()
+}
+
+/// A nullable byte string with a short length varint, inside `record`; `None` when unsure.
+#[inline]
+fn small_nullable(record: &[u8], pos: usize) -> Option<(Option<&[u8]>, usize)> {
+    let (n, p) = small_varint(record, pos)?;
+    match n {
+        -1 => Some((None, p)),
+        n if n >= 0 => {
+            let end = p.checked_add(n as usize)?;
+            Some((Some(record.get(p..end)?), end))
+        }
+        _ => None,
+    }
 }
 
 /// A varint of at most two bytes, zig-zag decoded; `None` for anything longer.
