@@ -289,13 +289,8 @@ fn load_topics(
 ) -> Result<Topics> {
     let mut hints = Vec::new();
     for dir in dirs {
-        let clean = metadata::has_clean_marker(dir);
-        if clean {
-            &mut report.clean_dirs
-        } else {
-            &mut report.unclean_dirs
-        }
-        .push(dir.path().to_path_buf());
+        let marker = metadata::has_clean_marker(dir);
+        let unreadable_before = report.unreadable_checkpoints.len();
         let mut read = |name: &str| {
             metadata::read_checkpoint(dir, name).unwrap_or_else(|error| {
                 report
@@ -307,7 +302,13 @@ fn load_topics(
         let recovery = read(metadata::RECOVERY_POINT);
         let start = read(metadata::LOG_START);
         // A clean marker whose checkpoints cannot be read proves nothing.
-        let clean = clean && report.unreadable_checkpoints.is_empty();
+        let clean = marker && report.unreadable_checkpoints.len() == unreadable_before;
+        if clean {
+            &mut report.clean_dirs
+        } else {
+            &mut report.unclean_dirs
+        }
+        .push(dir.path().to_path_buf());
         metadata::remove_clean_marker(dir)?;
         remove_deleted_dirs(dir)?;
         hints.push((clean, recovery, start));
@@ -569,6 +570,12 @@ impl Log {
                 }
             }
         }
+        // Checkpoints may still name an earlier topic of this name: rewrite them without it,
+        // so a crash cannot apply its recovery point to the new partitions.
+        if let Err(error) = self.write_checkpoints() {
+            Self::remove_partition_dirs(&partitions);
+            return Err(error);
+        }
         let topic_meta = TopicMeta { config, placement };
         meta.generation += 1;
         meta.topics.insert(name.to_owned(), topic_meta.clone());
@@ -638,6 +645,7 @@ impl Log {
             guard.meta = meta;
             guard.topics.remove(name);
         }
+        self.write_checkpoints()?;
         for replica in &state.partitions {
             let storage = replica.dir().storage();
             let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
@@ -995,6 +1003,8 @@ impl Partition {
     #[doc(hidden)]
     pub fn truncate_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        self.replica.truncate_to(offset)
+        self.replica.truncate_to(offset)?;
+        // The recovery point may have moved down: a crash must not trust the old one.
+        self.topic.log.write_checkpoints()
     }
 }

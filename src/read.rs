@@ -83,23 +83,40 @@ impl LogRead {
         }
     }
 
-    /// The records at or after the requested offset, owned and zero-copy.
+    /// The records at or after the requested offset, owned and zero-copy. A damaged batch
+    /// or record yields `Error::Corruption` located in its segment file, then iteration stops.
     pub fn records(&self) -> impl Iterator<Item = Result<Record>> + '_ {
         let requested = self.requested;
-        let segment = self.segment.clone();
-        self.batches().flat_map(move |batch| {
-            let items: Vec<Result<Record>> = match batch {
-                Err(e) => vec![Err(e)],
-                Ok(batch) => {
-                    let base = self.position;
-                    batch
-                        .records()
-                        .map(|r| r.map_err(|e| e.in_file(&segment, base)))
-                        .filter(|r| r.as_ref().map_or(true, |r| r.offset as u64 >= requested))
-                        .collect()
+        let mut batches = self.batches();
+        // The current batch's records, decoded together (a batch's records borrow it).
+        let mut current: Option<(u64, std::vec::IntoIter<Result<Record>>)> = None;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            while !failed {
+                if let Some((position, records)) = &mut current {
+                    match records.next() {
+                        None => current = None,
+                        Some(Ok(record)) if (record.offset as u64) < requested => {}
+                        Some(Ok(record)) => return Some(Ok(record)),
+                        Some(Err(error)) => {
+                            failed = true;
+                            return Some(Err(error.in_file(&self.segment, *position)));
+                        }
+                    }
+                    continue;
                 }
-            };
-            items
+                let position = batches.position;
+                match batches.next()? {
+                    Ok(batch) => {
+                        current = Some((position, batch.records().collect::<Vec<_>>().into_iter()));
+                    }
+                    Err(error) => {
+                        failed = true;
+                        return Some(Err(error));
+                    }
+                }
+            }
+            None
         })
     }
 }

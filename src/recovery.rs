@@ -64,8 +64,8 @@ pub struct Truncation {
     pub segment: PathBuf,
     /// Byte position of the cut (the end of the valid prefix).
     pub position: u64,
-    /// Non-zero bytes discarded after the cut in that segment (preallocated zeros are not
-    /// counted).
+    /// Bytes discarded after the cut in that segment, up to its last non-zero byte; runs of
+    /// 64 or more zeros (preallocated space) are not counted.
     pub bytes_discarded: u64,
     /// The offset the log ends at after the cut.
     pub offset: u64,

@@ -231,13 +231,42 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
             report,
         });
     }
-    let mut i = first_scanned;
-    loop {
-        let base = bases[i];
+    let writer = scan_segments(
+        options,
+        path,
+        &bases[first_scanned..],
+        recovery_point,
+        now,
+        &mut sealed,
+        &mut report,
+    )?;
+    Ok(Loaded {
+        sealed,
+        writer,
+        report,
+    })
+}
+
+/// Scans `bases` (the segments from the one holding the recovery point on), sealing each
+/// complete one, and returns the writer of the last one kept. Damage, or an end of data,
+/// below the recovery point is `Corruption`; above it, the tail is cut.
+fn scan_segments(
+    options: &LoadOptions,
+    path: &Path,
+    bases: &[u64],
+    recovery_point: u64,
+    now: i64,
+    sealed: &mut Vec<Arc<Segment>>,
+    report: &mut PartitionRecovery,
+) -> Result<Writer> {
+    let dir = &options.dir;
+    let last = bases.len() - 1;
+    for (i, &base) in bases.iter().enumerate() {
         let outcome = scan_file(dir, path, base, &options.config)?;
         report.segments_scanned += 1;
         let gap = i < last && outcome.stop.is_none() && outcome.next_offset != bases[i + 1];
-        if outcome.stop.is_some() || gap {
+        let short = i == last && outcome.next_offset < recovery_point;
+        if outcome.stop.is_some() || gap || short {
             let reason = stop_reason(&outcome, gap, bases.get(i + 1).copied());
             if outcome.next_offset < recovery_point {
                 return Err(below_recovery_point(
@@ -252,25 +281,15 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
             report.truncation = Some(Truncation {
                 segment: path.join(file_name(base, "log")),
                 position: outcome.valid_len as u64,
-                bytes_discarded: (outcome.garbage_end - outcome.valid_len) as u64,
+                bytes_discarded: outcome.garbage_bytes as u64,
                 offset: outcome.next_offset,
                 deleted_segments: deleted,
                 reason,
             });
-            let writer = active_from_scan(options, path, base, outcome, now)?;
-            return Ok(Loaded {
-                sealed,
-                writer,
-                report,
-            });
+            return active_from_scan(options, path, base, outcome, now);
         }
         if i == last {
-            let writer = active_from_scan(options, path, base, outcome, now)?;
-            return Ok(Loaded {
-                sealed,
-                writer,
-                report,
-            });
+            return active_from_scan(options, path, base, outcome, now);
         }
         let [_, index_path, time_path] = Segment::paths(path, base);
         let index = Index::write_sealed(dir, index_path, IndexKind::Offset, &outcome.offset_index)?;
@@ -279,14 +298,15 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
         sealed.push(Arc::new(Segment::open_sealed(
             dir, path, base, index, time_index,
         )?));
-        i += 1;
     }
+    unreachable!("the last segment returns from the loop")
 }
 
 fn stop_reason(outcome: &ScanOutcome, gap: bool, next_base: Option<u64>) -> String {
     match (&outcome.stop, gap) {
         (Some(error), _) => error.to_string(),
-        (None, _) => format!(
+        (None, false) => format!("the data ends at offset {}", outcome.next_offset),
+        (None, true) => format!(
             "segment ends at offset {} but the next segment starts at {}",
             outcome.next_offset,
             next_base.unwrap_or_default()

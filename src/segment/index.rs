@@ -258,15 +258,11 @@ impl Index {
     }
 
     /// Largest entry with relative offset ≤ `relative`: its (relative offset, position),
-    /// or `(0, 0)` when there is none (Kafka's `lookup`).
-    pub(crate) fn lookup_offset(&self, relative: u32) -> (u32, u32) {
+    /// or `None` when there is none (Kafka's `lookup` answers the segment start then).
+    pub(crate) fn lookup_offset(&self, relative: u32) -> Option<(u32, u32)> {
         let n = self.entries();
         let count = partition_point(n, |i| self.offset_entry(i).0 <= relative);
-        if count == 0 {
-            (0, 0)
-        } else {
-            self.offset_entry(count - 1)
-        }
+        count.checked_sub(1).map(|i| self.offset_entry(i))
     }
 
     /// The last offset entry.

@@ -346,22 +346,52 @@ impl Segment {
         let relative = offset
             .saturating_sub(self.base_offset)
             .min(u64::from(u32::MAX)) as u32;
-        let (_, start) = self.index.lookup_offset(relative);
-        self.scan_from(start as usize, |h| h.last_offset() as u64 >= offset)
+        let entry = self.index.lookup_offset(relative);
+        let start = entry.map_or(0, |(_, position)| position as usize);
+        // An entry names the last offset of the batch at its position: checked, so that a
+        // damaged index or header is reported rather than followed.
+        let entry_last = entry.map(|(rel, _)| self.base_offset + u64::from(rel));
+        self.scan_from(start, entry_last, |h| h.last_offset() as u64 >= offset)
     }
 
     /// Walks batch headers from `position` to the first one `stop` accepts.
+    ///
+    /// Every batch stepped over has its CRC checked (at most about one index interval of
+    /// bytes), offsets must increase (gaps are legal, as after compaction), and the first
+    /// batch must match the index entry that led to it: a damaged length or offset field is
+    /// reported where it is, never followed.
     fn scan_from(
         &self,
         mut position: usize,
+        entry_last: Option<u64>,
         stop: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(usize, BatchHeader)>> {
         let size = self.size();
+        let mut expected: Option<u64> = None;
         while position < size {
             let header = self.header_at(position)?;
+            let (base, last) = (header.base_offset as u64, header.last_offset() as u64);
+            let fits = match (expected, entry_last) {
+                (Some(next), _) => base >= next,
+                (None, Some(entry)) => last == entry,
+                (None, None) => base >= self.base_offset,
+            };
+            if !fits {
+                return Err(index::corrupt(
+                    &self.log_path,
+                    position as u64,
+                    "batch offsets",
+                    format!(
+                        "batch {base}..={last} does not continue the batch before it (expected {expected:?}, index {entry_last:?})"
+                    ),
+                ));
+            }
             if stop(&header) {
                 return Ok(Some((position, header)));
             }
+            let batch = &self.bytes()[position..position + header.size()];
+            codec::verify_crc(batch).map_err(|e| e.in_file(&self.log_path, position as u64))?;
+            expected = Some(last + 1);
             position += header.size();
         }
         Ok(None)
@@ -384,7 +414,7 @@ impl Segment {
         let relative = from
             .saturating_sub(self.base_offset)
             .min(u64::from(u32::MAX)) as u32;
-        let (_, mut position) = self.index.lookup_offset(relative);
+        let mut position = self.index.lookup_offset(relative).map_or(0, |(_, p)| p);
         let size = self.size();
         while (position as usize) < size {
             let header = self.header_at(position as usize)?;

@@ -112,6 +112,8 @@ pub struct ScanOutcome {
     pub stop: Option<Error>,
     /// End of the non-zero bytes after the valid prefix (`valid_len` when only zeros follow).
     pub garbage_end: usize,
+    /// Non-zero bytes after the valid prefix (preallocated zeros are not garbage).
+    pub garbage_bytes: usize,
 }
 
 /// Limits of a scan.
@@ -201,6 +203,7 @@ pub fn scan(
     if garbage_end == position {
         stop = None;
     }
+    let garbage_bytes = discarded_bytes(&bytes[position..garbage_end]);
     ScanOutcome {
         valid_len: position,
         next_offset: next,
@@ -211,7 +214,28 @@ pub fn scan(
         first_batch_timestamp,
         stop,
         garbage_end,
+        garbage_bytes,
     }
+}
+
+/// Bytes of a cut tail that held something: all of them except runs of 64 or more zeros,
+/// which are preallocated space rather than written data (random or torn bytes almost never
+/// hold such a run; a record of zeros would be undercounted, which only affects the report).
+fn discarded_bytes(tail: &[u8]) -> usize {
+    const RUN: usize = 64;
+    let (mut count, mut zeros) = (0, 0);
+    for &b in tail {
+        if b == 0 {
+            zeros += 1;
+        } else {
+            if zeros < RUN {
+                count += zeros;
+            }
+            zeros = 0;
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Checks the batch at the start of `rest`: returns (size, last offset, max timestamp).
