@@ -146,7 +146,7 @@ fn read(c: &mut Criterion) {
                 let read = partition.read(offset, 1 << 20).unwrap();
                 for batch in read.batches() {
                     let batch = batch.unwrap();
-                    for record in batch.iter() {
+                    for record in &batch {
                         let record = record.unwrap();
                         bytes += record.value.map_or(0, <[u8]>::len);
                     }

@@ -291,7 +291,10 @@ fn scan_segments(
         if i == last {
             return active_from_scan(options, path, base, outcome, now);
         }
-        let [_, index_path, time_path] = Segment::paths(path, base);
+        let [log_path, index_path, time_path] = Segment::paths(path, base);
+        // A crash while rolling can leave a sealed segment at its allocated length: cut the
+        // zeros after its data (nothing maps it yet), or reads would run into them.
+        cut_to(dir, &log_path, outcome.valid_len as u64)?;
         let index = Index::write_sealed(dir, index_path, IndexKind::Offset, &outcome.offset_index)?;
         let time_index =
             Index::write_sealed(dir, time_path, IndexKind::Time, &finish_time_index(outcome))?;
@@ -300,6 +303,19 @@ fn scan_segments(
         )?));
     }
     unreachable!("the last segment returns from the loop")
+}
+
+/// Cuts a file that nothing maps to `len` bytes, when it is longer.
+fn cut_to(dir: &StorageDir, path: &Path, len: u64) -> Result<()> {
+    let file = dir
+        .storage()
+        .open(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", path, e))?;
+    if file.len().map_err(|e| Error::io("stat", path, e))? > len {
+        file.set_len(len)
+            .map_err(|e| Error::io("truncate", path, e))?;
+    }
+    Ok(())
 }
 
 fn stop_reason(outcome: &ScanOutcome, gap: bool, next_base: Option<u64>) -> String {

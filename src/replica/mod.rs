@@ -305,7 +305,10 @@ impl ReplicaLog {
             old.time_index.push(&entry)?;
         }
         let durable = self.config.fsync != FsyncPolicy::None;
+        // A half-sealed segment can take no more writes: the directory goes offline.
+        let sealed = Arc::new(old.seal().inspect_err(|_| self.dir.poison())?);
         if durable {
+            // After the trim, so that the files' final lengths are durable too.
             self.sync_segment_files(&old)?;
         } else {
             w.pending_sync.extend([
@@ -315,7 +318,6 @@ impl ReplicaLog {
             ]);
             w.pending_sync.push(self.path.clone());
         }
-        let sealed = Arc::new(old.seal()?);
         if durable {
             self.dir.sync_dir(&self.path)?;
         }

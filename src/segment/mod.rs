@@ -227,7 +227,12 @@ impl Segment {
             return Ok(());
         }
         let (false, Some(file)) = (*sealed, &self.log_file) else {
-            unreachable!("allocation of a sealed segment")
+            // Only after a failed seal, which poisoned the directory.
+            return Err(Error::io(
+                "allocate",
+                &self.log_path,
+                std::io::Error::other("the segment was sealed by a failed roll"),
+            ));
         };
         let target = end
             .div_ceil(chunk)
