@@ -522,7 +522,7 @@ fn test_find_offset_by_timestamp() {
 // ------------------------------------------------------------------------------------------
 
 /// Ten single-record batches of the same size with an index entry for each but the first:
-/// Kafka's OffsetIndexTest fixture (entries 1..9), with position = offset × batch size.
+/// Kafka's `OffsetIndexTest` fixture (entries 1..9), with position = offset × batch size.
 fn index_fixture(root: &Path) -> (Log, Partition, usize) {
     let (log, p) = create(root, TopicConfig::default().index_interval_bytes(0));
     let mut size = 0;
