@@ -162,7 +162,12 @@ impl LogBuilder {
                 allowed: format!("1..={}", i64::MAX),
             });
         }
-        check_dirs(&self.dirs)?;
+        let canonical: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .map(|d| canonical_dir(d))
+            .collect::<Result<_>>()?;
+        check_dirs(&canonical)?;
         let mut dirs = Vec::with_capacity(self.dirs.len());
         for path in &self.dirs {
             dirs.push(Arc::new(StorageDir::open(
@@ -208,6 +213,36 @@ impl LogBuilder {
         *inner.background.lock() = Some(handle);
         Ok(Log { inner })
     }
+}
+
+/// The path with symlinks and `..` resolved as far as it exists, made absolute, so that one
+/// directory spelled two ways is seen as one. Nothing is created.
+fn canonical_dir(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
+    let mut existing = PathBuf::new();
+    let mut rest = Vec::new();
+    for component in absolute.components() {
+        if rest.is_empty() && existing.join(component).exists() {
+            existing.push(component);
+        } else {
+            rest.push(component);
+        }
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", &existing, e))?;
+    // What does not exist yet holds no symlink: `..` there is plain text.
+    for component in rest {
+        match component {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::Normal(name) => resolved.push(name),
+            _ => {}
+        }
+    }
+    Ok(resolved)
 }
 
 fn check_dirs(dirs: &[PathBuf]) -> Result<()> {
@@ -540,6 +575,10 @@ impl Log {
         }
         config.validate()?;
         let _admin = self.inner.admin.lock();
+        // A poisoned directory takes no change at all, not even a cleanup.
+        for dir in &self.inner.dirs {
+            dir.check()?;
+        }
         let mut meta = {
             let state = self.inner.state.read();
             if state.topics.contains_key(name) {
@@ -628,6 +667,9 @@ impl Log {
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.check_open()?;
         let _admin = self.inner.admin.lock();
+        for dir in &self.inner.dirs {
+            dir.check()?;
+        }
         let (mut meta, state) = {
             let state = self.inner.state.read();
             let topic = state
@@ -763,6 +805,16 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let result = self.clean_shutdown();
+        // Whatever happened, the directories are free again: reopening is how a failed log
+        // is recovered.
+        for dir in &self.dirs {
+            dir.unlock();
+        }
+        result
+    }
+
+    fn clean_shutdown(self: &Arc<Self>) -> Result<()> {
         self.stop_background();
         let log = Log {
             inner: Arc::clone(self),
@@ -778,7 +830,6 @@ impl Inner {
         log.write_checkpoints()?;
         for dir in &self.dirs {
             metadata::write_clean_marker(dir)?;
-            dir.unlock();
         }
         Ok(())
     }

@@ -490,7 +490,9 @@ fn open_trusted_sealed(
     let index = sane_index(dir, &index_path, IndexKind::Offset, log_len, max_relative);
     let time_index = sane_index(dir, &time_path, IndexKind::Time, log_len, max_relative);
     if let (Some(index), Some(time_index)) = (index, time_index) {
-        return Segment::open_sealed(dir, path, base, index, time_index);
+        let segment = Segment::open_sealed(dir, path, base, index, time_index)?;
+        check_sealed_end(&segment, next_base)?;
+        return Ok(segment);
     }
     let outcome = strict_scan(dir, path, base, &options.config)?;
     report.rebuilt_indexes.push(index_path.clone());
@@ -498,7 +500,37 @@ fn open_trusted_sealed(
     let index = Index::write_sealed(dir, index_path, IndexKind::Offset, &outcome.offset_index)?;
     let time_index =
         Index::write_sealed(dir, time_path, IndexKind::Time, &finish_time_index(outcome))?;
-    Segment::open_sealed(dir, path, base, index, time_index)
+    let segment = Segment::open_sealed(dir, path, base, index, time_index)?;
+    check_sealed_end(&segment, next_base)?;
+    Ok(segment)
+}
+
+/// A trusted sealed segment must end at whole batches and must not reach into the next
+/// segment's offsets (reads only its tail: from the last index entry to the end).
+fn check_sealed_end(segment: &Segment, next_base: u64) -> Result<()> {
+    let mut position = segment
+        .index
+        .last_offset_entry()
+        .map_or(0, |(_, p)| p as usize);
+    let mut next = segment.base_offset;
+    while position < segment.size() {
+        let header = segment.header_at(position)?;
+        next = header.next_offset() as u64;
+        position += header.size();
+    }
+    if next > next_base {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: segment.log_path().to_path_buf(),
+                position: position as u64,
+            },
+            what: "segment sequence",
+            detail: format!(
+                "the segment ends at offset {next} but the next segment starts at {next_base}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A sealed index that exists and passes its sanity check, else `None`.

@@ -295,15 +295,17 @@ impl ReplicaLog {
     fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
         let old = Arc::clone(&w.active);
         let new_base = w.next_offset;
-        let fresh = Arc::new(Segment::create(
-            &self.dir,
-            &self.path,
-            new_base,
-            self.sizes(),
-        )?);
         if let Some(entry) = w.index_state.time_entry() {
             old.time_index.push(&entry)?;
         }
+        let fresh = match Segment::create(&self.dir, &self.path, new_base, self.sizes()) {
+            Ok(segment) => Arc::new(segment),
+            Err(error) => {
+                // A stale segment file would later claim offsets the old segment still takes.
+                self.discard_segment_files(new_base);
+                return Err(error);
+            }
+        };
         let durable = self.config.fsync != FsyncPolicy::None;
         // A half-sealed segment can take no more writes: the directory goes offline.
         let sealed = Arc::new(old.seal().inspect_err(|_| self.dir.poison())?);
@@ -332,6 +334,17 @@ impl ReplicaLog {
         w.first_batch_timestamp = NO_TIMESTAMP;
         w.created_ms = now;
         Ok(())
+    }
+
+    /// Removes the files of a segment that failed to come into use; when that fails too, the
+    /// directory goes offline rather than keep a file that recovery would misread.
+    fn discard_segment_files(&self, base: u64) {
+        let storage = self.dir.storage();
+        for path in Segment::paths(&self.path, base) {
+            if storage.exists(&path) && storage.remove_file(&path).is_err() {
+                self.dir.poison();
+            }
+        }
     }
 
     /// Asks the background prefaulter to keep two chunks allocated and faulted in ahead of
