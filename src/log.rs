@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -203,15 +203,16 @@ impl LogBuilder {
             prefaulter,
             checkpoint_lock: Mutex::new(()),
         });
-        let weak = Arc::downgrade(&inner);
+        let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
         let checkpoint_every = self.checkpoint_interval_ms as i64;
         let handle = std::thread::Builder::new()
             .name("tarnlog-background".into())
-            .spawn(move || background(&weak, tick, checkpoint_every))
+            .spawn(move || background(&worker, tick, checkpoint_every))
             .map_err(|e| Error::io("spawn background thread", PathBuf::new(), e))?;
         *inner.background.lock() = Some(handle);
-        Ok(Log { inner })
+        let open = Arc::new(OpenToken(Arc::clone(&inner)));
+        Ok(Log { inner, _open: open })
     }
 }
 
@@ -439,12 +440,12 @@ impl TopicState {
     }
 }
 
-/// Runs interval fsyncs and periodic checkpoints until the log stops.
-fn background(weak: &Weak<Inner>, tick: Duration, checkpoint_every_ms: i64) {
-    let mut last_checkpoint = weak.upgrade().map_or(0, |inner| inner.clock.now_ms());
+/// Runs interval fsyncs and periodic checkpoints until the log stops (`stop` is set when it
+/// closes, crashes or loses its last user handle; the thread is then joined).
+fn background(inner: &Arc<Inner>, tick: Duration, checkpoint_every_ms: i64) {
+    let mut last_checkpoint = inner.clock.now_ms();
     let mut checkpointed: Vec<u64> = Vec::new();
     loop {
-        let Some(inner) = weak.upgrade() else { return };
         {
             let mut stop = inner.stop.lock();
             if *stop {
@@ -472,12 +473,7 @@ fn background(weak: &Weak<Inner>, tick: Duration, checkpoint_every_ms: i64) {
             let points: Vec<u64> = replicas.iter().map(|r| r.recovery_point()).collect();
             if points != checkpointed {
                 // A failure here leaves the older checkpoint: recovery then rescans more.
-                if (Log {
-                    inner: Arc::clone(&inner),
-                })
-                .write_checkpoints()
-                .is_ok()
-                {
+                if inner.write_checkpoints().is_ok() {
                     checkpointed = points;
                 }
             }
@@ -504,6 +500,32 @@ fn background(weak: &Weak<Inner>, tick: Duration, checkpoint_every_ms: i64) {
 #[derive(Debug, Clone)]
 pub struct Log {
     inner: Arc<Inner>,
+    /// Shared by every user handle (`Log`, `Topic`, `Partition`), never by the log's own
+    /// threads: when the last one goes, the log closes at once.
+    _open: Arc<OpenToken>,
+}
+
+/// Closes the log when the last user handle is dropped.
+#[derive(Debug)]
+struct OpenToken(Arc<Inner>);
+
+impl Drop for OpenToken {
+    fn drop(&mut self) {
+        let inner = &self.0;
+        if inner.closed.load(Ordering::Acquire) {
+            inner.stop_background();
+            for dir in &inner.dirs {
+                dir.unlock();
+            }
+        } else {
+            // Best effort, as `close` would: a failure leaves the log to be recovered on the
+            // next open. Never panics; bounded by one sync per partition.
+            let _ = inner.shutdown();
+        }
+        if let Some(root) = &inner.temp_root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
 }
 
 impl Log {
@@ -744,28 +766,7 @@ impl Log {
     }
 
     fn write_checkpoints(&self) -> Result<()> {
-        let _writer = self.inner.checkpoint_lock.lock();
-        let topics: Vec<Arc<TopicState>> =
-            self.inner.state.read().topics.values().cloned().collect();
-        for dir in &self.inner.dirs {
-            let mut recovery = BTreeMap::new();
-            let mut start = BTreeMap::new();
-            let mut high = BTreeMap::new();
-            for replica in topics
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .filter(|r| Arc::ptr_eq(r.dir(), dir))
-            {
-                let tp = replica.topic_partition().clone();
-                recovery.insert(tp.clone(), replica.recovery_point());
-                start.insert(tp.clone(), replica.log_start_offset());
-                high.insert(tp, replica.high_watermark());
-            }
-            metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)?;
-            metadata::write_checkpoint(dir, metadata::LOG_START, &start)?;
-            metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high)?;
-        }
-        Ok(())
+        self.inner.write_checkpoints()
     }
 
     /// Closes the log cleanly: syncs everything, writes the checkpoints and the clean-shutdown
@@ -792,6 +793,30 @@ impl Log {
 }
 
 impl Inner {
+    fn write_checkpoints(&self) -> Result<()> {
+        let _writer = self.checkpoint_lock.lock();
+        let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
+        for dir in &self.dirs {
+            let mut recovery = BTreeMap::new();
+            let mut start = BTreeMap::new();
+            let mut high = BTreeMap::new();
+            for replica in topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|r| Arc::ptr_eq(r.dir(), dir))
+            {
+                let tp = replica.topic_partition().clone();
+                recovery.insert(tp.clone(), replica.recovery_point());
+                start.insert(tp.clone(), replica.log_start_offset());
+                high.insert(tp, replica.high_watermark());
+            }
+            metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)?;
+            metadata::write_checkpoint(dir, metadata::LOG_START, &start)?;
+            metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high)?;
+        }
+        Ok(())
+    }
+
     fn stop_background(&self) {
         *self.stop.lock() = true;
         self.wake.notify_all();
@@ -816,9 +841,6 @@ impl Inner {
 
     fn clean_shutdown(self: &Arc<Self>) -> Result<()> {
         self.stop_background();
-        let log = Log {
-            inner: Arc::clone(self),
-        };
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let mut result = Ok(());
         for replica in topics.iter().flat_map(|t| t.partitions.iter()) {
@@ -827,33 +849,11 @@ impl Inner {
             }
         }
         result?;
-        log.write_checkpoints()?;
+        self.write_checkpoints()?;
         for dir in &self.dirs {
             metadata::write_clean_marker(dir)?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        *self.stop.get_mut() = true;
-        self.wake.notify_all();
-        if !self.closed.load(Ordering::Acquire) && !self.crashed.load(Ordering::Acquire) {
-            // Best effort: a failure leaves the log to be recovered on the next open.
-            let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
-            let closed = topics
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .all(|r| r.close().is_ok());
-            if closed {
-                // Checkpoints need a `Log`; without one only the sync is done, and the next open
-                // rescans from the last checkpoint, which is safe.
-            }
-        }
-        if let Some(root) = &self.temp_root {
-            let _ = std::fs::remove_dir_all(root);
-        }
     }
 }
 

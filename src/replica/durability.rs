@@ -59,8 +59,9 @@ impl ReplicaLog {
                 continue;
             }
             state.in_progress = true;
+            let from = state.synced_to;
             drop(state);
-            let result = self.sync_active();
+            let result = self.sync_active(from);
             state = self.sync.lock();
             state.in_progress = false;
             match result {
@@ -82,32 +83,57 @@ impl ReplicaLog {
     /// fdatasyncs the active segment; returns the log end it covers. Sealed segments were
     /// synced when they were rolled (under a policy other than `None`) or are synced by
     /// `flush`.
-    fn sync_active(&self) -> Result<u64> {
-        let (segment, upto, pending) = {
-            let mut w = self.writer.lock();
-            (
-                Arc::clone(&w.active),
-                w.next_offset,
-                std::mem::take(&mut w.pending_sync),
-            )
+    fn sync_active(&self, synced_to: u64) -> Result<u64> {
+        let (active, upto) = {
+            let w = self.writer.lock();
+            (Arc::clone(&w.active), w.next_offset)
         };
-        for path in pending {
-            // Sealed under policy `None`: its data, trim and directory entry become durable now.
-            // A file deleted since (truncation) needs nothing.
-            let Ok(file) = self
-                .dir
-                .storage()
-                .open(&path, crate::storage::OpenMode::Read)
-            else {
-                continue;
-            };
-            self.dir.sync("fsync", &path, || file.sync_all())?;
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        // Sealed segments holding offsets at or above `synced_to` may never have been synced:
+        // sealed under policy `None`, or found by recovery. Their data, trimmed lengths and
+        // directory entries become durable here.
+        let mut new_entries = active.base_offset >= synced_to && upto > active.base_offset;
+        for pair in segments.windows(2) {
+            let (segment, next) = (&pair[0], &pair[1]);
+            if next.base_offset > synced_to && segment.log_file().is_none() {
+                for path in [
+                    segment.log_path(),
+                    segment.index.path(),
+                    segment.time_index.path(),
+                ] {
+                    self.sync_path(path)?;
+                }
+                new_entries = true;
+            }
         }
-        if let Some(file) = segment.log_file() {
+        if let Some(file) = active.log_file() {
             self.dir
-                .sync("fdatasync", segment.log_path(), || file.sync_data())?;
+                .sync("fdatasync", active.log_path(), || file.sync_data())?;
+        }
+        if new_entries {
+            self.dir.sync_dir(&self.path)?;
         }
         Ok(upto)
+    }
+
+    /// fsyncs a file by path (one of a sealed segment, which keeps no descriptor). A file
+    /// removed meanwhile (truncation) needs nothing.
+    fn sync_path(&self, path: &std::path::Path) -> Result<()> {
+        let Ok(file) = self
+            .dir
+            .storage()
+            .open(path, crate::storage::OpenMode::Read)
+        else {
+            return Ok(());
+        };
+        self.dir.sync("fsync", path, || file.sync_all())
+    }
+
+    /// Records that every offset below `end` is durable (a roll synced them).
+    pub(super) fn note_synced(&self, end: u64) {
+        let mut state = self.sync.lock();
+        state.synced_to = state.synced_to.max(end);
+        self.recovery_point.fetch_max(end, Ordering::AcqRel);
     }
 
     /// fsyncs a segment's log and index files (data and metadata: used before sealing).

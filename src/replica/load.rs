@@ -385,7 +385,6 @@ fn new_writer(active: Segment, config: &TopicConfig, next_offset: u64, now: i64)
         first_batch_timestamp: NO_TIMESTAMP,
         created_ms: now,
         next_offset,
-        pending_sync: Vec::new(),
         closed: false,
     }
 }
@@ -444,7 +443,6 @@ fn active_from_scan(
         first_batch_timestamp: outcome.first_batch_timestamp,
         created_ms: now,
         next_offset: outcome.next_offset,
-        pending_sync: Vec::new(),
         closed: false,
     })
 }

@@ -51,8 +51,6 @@ struct Writer {
     /// When the active segment was created (for segments whose first batch has no time).
     created_ms: i64,
     next_offset: u64,
-    /// Files sealed without a sync (policy `None`) that `flush` must still sync.
-    pending_sync: Vec<PathBuf>,
     /// Set by `close`: the files are trimmed, nothing more may be written.
     closed: bool,
 }
@@ -309,19 +307,12 @@ impl ReplicaLog {
         let durable = self.config.fsync != FsyncPolicy::None;
         // A half-sealed segment can take no more writes: the directory goes offline.
         let sealed = Arc::new(old.seal().inspect_err(|_| self.dir.poison())?);
+        // Under `None` the next flush syncs what this roll leaves unsynced (see `sync_active`).
         if durable {
             // After the trim, so that the files' final lengths are durable too.
             self.sync_segment_files(&old)?;
-        } else {
-            w.pending_sync.extend([
-                old.log_path().to_path_buf(),
-                old.index.path().to_path_buf(),
-                old.time_index.path().to_path_buf(),
-            ]);
-            w.pending_sync.push(self.path.clone());
-        }
-        if durable {
             self.dir.sync_dir(&self.path)?;
+            self.note_synced(new_base);
         }
         {
             let mut segments = self.segments.write();
