@@ -3,6 +3,8 @@
 
 use tarnlog::{BatchBuilder, Error, FsyncPolicy, Log, TopicConfig};
 
+// Append across segment rolls, read every offset, close and reopen cleanly; prevents a clean
+// reopen that rescans or loses the tail.
 #[test]
 fn append_read_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,15 +50,11 @@ fn append_read_reopen() {
     assert!(!all.is_empty());
     p.append_values(["after"]).unwrap();
     assert_eq!(p.log_end_offset(), 101);
-    p.simulate_crash_check();
-    drop(log);
+    log.close().unwrap();
 }
 
-trait Noop {
-    fn simulate_crash_check(&self) {}
-}
-impl Noop for tarnlog::Partition {}
-
+// A simulated kill after synced appends reopens unclean with every record and a working time
+// index, and the directory lock keeps a second opener out; prevents lost acknowledged data.
 #[test]
 fn crash_reopen_recovers() {
     let dir = tempfile::tempdir().unwrap();
