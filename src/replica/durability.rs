@@ -30,11 +30,15 @@ pub(crate) struct SyncState {
 
 impl ReplicaLog {
     /// Applies the fsync policy after an append that ended at `end`.
-    pub(super) fn after_append(&self, end: u64, records: u64) -> Result<()> {
+    /// `now` is the time the append read (one clock read per append).
+    pub(super) fn after_append(&self, end: u64, records: u64, now: i64) -> Result<()> {
+        if self.config.fsync == FsyncPolicy::None {
+            // Nothing to count: `flush`/`close` sync whatever is there.
+            return Ok(());
+        }
         let due = {
             let mut state = self.sync.lock();
             state.unsynced_records += records;
-            let now = self.clock.now_ms();
             let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
             match self.config.fsync {
                 FsyncPolicy::None => false,

@@ -130,8 +130,9 @@ impl ReplicaLog {
     /// topic's fsync policy asks for.
     pub(crate) fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
         let header = self.validate_client_batch(batch)?;
-        let info = self.append_validated(batch, &header)?;
-        self.after_append(info.last_offset + 1, u64::from(info.record_count))?;
+        let now = self.clock.now_ms();
+        let info = self.append_validated(batch, &header, now)?;
+        self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
         Ok(info)
     }
 
@@ -178,8 +179,7 @@ impl ReplicaLog {
     }
 
     /// Writes a validated batch at the log end.
-    fn append_validated(&self, batch: &[u8], header: &BatchHeader) -> Result<AppendInfo> {
-        let now = self.clock.now_ms();
+    fn append_validated(&self, batch: &[u8], header: &BatchHeader, now: i64) -> Result<AppendInfo> {
         let log_append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
