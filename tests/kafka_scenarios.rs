@@ -20,44 +20,10 @@ use tarnlog::{BatchBuilder, Clock as _, Error, Log, LogRead, ManualClock, Partit
 // Helpers (self-contained).
 // ------------------------------------------------------------------------------------------
 
+mod common;
+use common::{Rng, seed};
+
 const TOPIC: &str = "t";
-
-/// The seed of a randomized test: `TARNLOG_SEED` or the time. Printed, so a failure replays.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("TARNLOG_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            nanos ^ (u64::from(std::process::id()) << 32)
-        });
-    println!("{test}: TARNLOG_SEED={seed}");
-    seed
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
 
 /// One single-record batch, as `TestUtils.singletonRecords` builds it.
 fn single(ts: i64, value: &[u8]) -> Vec<u8> {
