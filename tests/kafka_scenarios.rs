@@ -21,9 +21,7 @@ use tarnlog::{BatchBuilder, Clock as _, Error, Log, LogRead, ManualClock, Partit
 // ------------------------------------------------------------------------------------------
 
 mod common;
-use common::{Rng, seed};
-
-const TOPIC: &str = "t";
+use common::{Rng, TOPIC, create, reopen, seed};
 
 /// One single-record batch, as `TestUtils.singletonRecords` builds it.
 fn single(ts: i64, value: &[u8]) -> Vec<u8> {
@@ -34,22 +32,6 @@ fn single(ts: i64, value: &[u8]) -> Vec<u8> {
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-fn create(root: &Path, config: TopicConfig) -> (Log, Partition) {
-    let log = Log::open(root).unwrap();
-    let p = log
-        .create_topic(TOPIC, config)
-        .unwrap()
-        .partition(0)
-        .unwrap();
-    (log, p)
-}
-
-fn reopen(root: &Path) -> (Log, Partition) {
-    let log = Log::open(root).unwrap();
-    let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
-    (log, p)
 }
 
 fn close(log: Log, p: Partition) {

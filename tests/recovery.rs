@@ -22,9 +22,7 @@ use tarnlog::{BatchBuilder, Error, Location, Log, LogRead, Partition, TopicConfi
 // ------------------------------------------------------------------------------------------
 
 mod common;
-use common::{Rng, seed};
-
-const TOPIC: &str = "t";
+use common::{Rng, TOPIC, create, reopen, seed};
 
 /// One record as the tests expect to read it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,22 +155,6 @@ fn config() -> TopicConfig {
         .segment_bytes(4096)
         .index_interval_bytes(200)
         .segment_index_bytes(4096)
-}
-
-fn create(root: &Path, config: TopicConfig) -> (Log, Partition) {
-    let log = Log::open(root).unwrap();
-    let p = log
-        .create_topic(TOPIC, config)
-        .unwrap()
-        .partition(0)
-        .unwrap();
-    (log, p)
-}
-
-fn reopen(root: &Path) -> (Log, Partition) {
-    let log = Log::open(root).unwrap();
-    let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
-    (log, p)
 }
 
 /// `kill -9`: nothing synced, no checkpoint, no clean-shutdown marker.

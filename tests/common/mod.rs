@@ -1,6 +1,31 @@
 //! Helpers shared by the integration tests: a replayable seed and a small PRNG.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::path::Path;
+
+use tarnlog::{Log, Partition, TopicConfig};
+
+/// The topic the single-partition tests use.
+pub const TOPIC: &str = "t";
+
+/// A new log in `root` with topic `TOPIC` and its partition 0.
+pub fn create(root: &Path, config: TopicConfig) -> (Log, Partition) {
+    let log = Log::open(root).unwrap();
+    let p = log
+        .create_topic(TOPIC, config)
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    (log, p)
+}
+
+/// The log in `root` reopened, and partition 0 of `TOPIC`.
+pub fn reopen(root: &Path) -> (Log, Partition) {
+    let log = Log::open(root).unwrap();
+    let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
+    (log, p)
+}
+
 /// The seed of a randomized test: `TARNLOG_SEED` or the time. Printed, so a failure replays.
 pub fn seed(test: &str) -> u64 {
     let seed = std::env::var("TARNLOG_SEED")
