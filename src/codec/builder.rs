@@ -6,7 +6,7 @@
 //! CRC) is written only by `finish`. Offset deltas are the record's index and timestamp deltas
 //! are wrapping differences from the first record's timestamp.
 
-use crate::codec::varint::{put_varint, put_varlong, varint_size, varlong_size};
+use crate::codec::varint::{varint_size, varlong_size, write_varint_at, write_varlong_at};
 use crate::codec::{
     BatchHeader, CRC_OFFSET, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID, NO_SEQUENCE, NO_TIMESTAMP, RECORD_BATCH_OVERHEAD, compute_crc,
@@ -59,13 +59,15 @@ fn headers_size(headers: &[(&str, Option<&[u8]>)]) -> usize {
     varint_size(headers.len() as i32) + each
 }
 
+/// Writes a length-prefixed optional byte string at `out[at..]`, returning the position after.
 #[inline]
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+fn write_nullable_at(out: &mut [u8], at: usize, bytes: Option<&[u8]>) -> usize {
     match bytes {
-        None => put_varint(out, -1),
+        None => write_varint_at(out, at, -1),
         Some(b) => {
-            put_varint(out, b.len() as i32);
-            out.extend_from_slice(b);
+            let at = write_varint_at(out, at, b.len() as i32);
+            out[at..at + b.len()].copy_from_slice(b);
+            at + b.len()
         }
     }
 }
@@ -128,20 +130,23 @@ impl BatchBuilder {
             i32::try_from(body).is_ok() && self.buf.len() + total <= MAX_ENCODED_BATCH,
             "record batch would exceed {MAX_ENCODED_BATCH} bytes"
         );
-        self.buf.reserve(total);
+        // Sized first, then filled in place: one bounds-checked slice instead of a capacity
+        // check per byte pushed.
         let start = self.buf.len();
-        put_varint(&mut self.buf, body as i32);
-        self.buf.push(0); // record attributes: unused in v2
-        put_varlong(&mut self.buf, timestamp_delta);
-        put_varint(&mut self.buf, offset_delta);
-        put_nullable(&mut self.buf, key);
-        put_nullable(&mut self.buf, value);
-        put_varint(&mut self.buf, headers.len() as i32);
+        self.buf.resize(start + total, 0);
+        let out = &mut self.buf[start..];
+        let mut at = write_varint_at(out, 0, body as i32);
+        at += 1; // record attributes: unused in v2, already zero
+        at = write_varlong_at(out, at, timestamp_delta);
+        at = write_varint_at(out, at, offset_delta);
+        at = write_nullable_at(out, at, key);
+        at = write_nullable_at(out, at, value);
+        at = write_varint_at(out, at, headers.len() as i32);
         for (k, v) in headers {
-            put_nullable(&mut self.buf, Some(k.as_bytes()));
-            put_nullable(&mut self.buf, *v);
+            at = write_nullable_at(out, at, Some(k.as_bytes()));
+            at = write_nullable_at(out, at, *v);
         }
-        debug_assert_eq!(self.buf.len() - start, total);
+        debug_assert_eq!(at, total);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
     }

@@ -43,26 +43,28 @@ pub(crate) fn varlong_size(v: i64) -> usize {
     bits.div_ceil(7)
 }
 
-/// Appends `v` as a varint.
+/// Writes `v` as a varint at `out[at..]`, returning the position after it. The caller sized
+/// `out` with [`varint_size`]; a short slice panics (a bug, never input-driven).
 #[inline]
-pub(crate) fn put_varint(out: &mut Vec<u8>, v: i32) {
-    put_unsigned(out, u64::from(zigzag32(v)));
+pub(crate) fn write_varint_at(out: &mut [u8], at: usize, v: i32) -> usize {
+    write_unsigned_at(out, at, u64::from(zigzag32(v)))
 }
 
-/// Appends `v` as a varlong.
+/// Writes `v` as a varlong at `out[at..]`, returning the position after it.
 #[inline]
-pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    put_unsigned(out, zigzag64(v));
+pub(crate) fn write_varlong_at(out: &mut [u8], at: usize, v: i64) -> usize {
+    write_unsigned_at(out, at, zigzag64(v))
 }
 
 #[inline]
-fn put_unsigned(out: &mut Vec<u8>, mut z: u64) {
-    // Byte-wise pushes: a copy from a scratch array would call `memcpy` for every varint.
+fn write_unsigned_at(out: &mut [u8], mut at: usize, mut z: u64) -> usize {
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out[at] = (z as u8) | 0x80;
         z >>= 7;
+        at += 1;
     }
-    out.push(z as u8);
+    out[at] = z as u8;
+    at + 1
 }
 
 /// Why bytes are not a varint; the caller names the field and its position.
@@ -168,6 +170,20 @@ fn read_unsigned(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Appends `v` as a varint, sized exactly by `varint_size`.
+    fn put_varint(out: &mut Vec<u8>, v: i32) {
+        let at = out.len();
+        out.resize(at + varint_size(v), 0);
+        assert_eq!(write_varint_at(out, at, v), out.len());
+    }
+
+    /// Appends `v` as a varlong, sized exactly by `varlong_size`.
+    fn put_varlong(out: &mut Vec<u8>, v: i64) {
+        let at = out.len();
+        out.resize(at + varlong_size(v), 0);
+        assert_eq!(write_varlong_at(out, at, v), out.len());
+    }
 
     const VECTORS: &[(i32, &[u8])] = &[
         (0, &[0x00]),
