@@ -162,6 +162,21 @@ pub enum Error {
     /// The handle's `Log` was closed.
     #[error("the log is closed")]
     Closed,
+    /// A blocking call gave up after its time limit (e.g. a producer `send` waiting for
+    /// buffer memory beyond `max_block_ms`, Kafka's `TimeoutException`).
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout {
+        /// What the call was waiting for.
+        what: &'static str,
+        /// The limit that passed, in milliseconds.
+        ms: u64,
+    },
+    /// Clients may not write to an internal topic such as `__consumer_offsets`.
+    #[error("topic {topic:?} is internal; clients cannot write to it")]
+    InternalTopic {
+        /// The topic.
+        topic: String,
+    },
 }
 
 impl Error {
@@ -192,6 +207,82 @@ impl Error {
     /// True when the error is the operating system's "no space left on device".
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+
+    /// An equal error for a second receiver (one failed batch answers every record's
+    /// future). An `Io` source keeps its OS error code, or else its kind and message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: source.raw_os_error().map_or_else(
+                    || io::Error::new(source.kind(), source.to_string()),
+                    io::Error::from_raw_os_error,
+                ),
+            },
+            Error::Corruption {
+                location,
+                what,
+                detail,
+            } => Error::Corruption {
+                location: location.clone(),
+                what,
+                detail: detail.clone(),
+            },
+            Error::UnsupportedCompression { codec } => Error::UnsupportedCompression { codec },
+            Error::Poisoned { dir } => Error::Poisoned { dir: dir.clone() },
+            Error::Locked { dir } => Error::Locked { dir: dir.clone() },
+            Error::InvalidTopicName { name, reason } => Error::InvalidTopicName {
+                name: name.clone(),
+                reason,
+            },
+            Error::InvalidConfig {
+                field,
+                value,
+                allowed,
+            } => Error::InvalidConfig {
+                field,
+                value: value.clone(),
+                allowed: allowed.clone(),
+            },
+            Error::UnknownTopic { topic } => Error::UnknownTopic {
+                topic: topic.clone(),
+            },
+            Error::TopicExists { topic } => Error::TopicExists {
+                topic: topic.clone(),
+            },
+            Error::UnknownPartition {
+                topic,
+                partition,
+                partitions,
+            } => Error::UnknownPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                partitions: *partitions,
+            },
+            Error::RecordTooLarge { size, max } => Error::RecordTooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::OffsetOutOfRange {
+                requested,
+                earliest,
+                latest,
+            } => Error::OffsetOutOfRange {
+                requested: *requested,
+                earliest: *earliest,
+                latest: *latest,
+            },
+            Error::InvalidRecord { reason } => Error::InvalidRecord {
+                reason: reason.clone(),
+            },
+            Error::Closed => Error::Closed,
+            Error::Timeout { what, ms } => Error::Timeout { what, ms: *ms },
+            Error::InternalTopic { topic } => Error::InternalTopic {
+                topic: topic.clone(),
+            },
+        }
     }
 
     /// Re-anchors a corruption found in a buffer at its place in a file; other errors pass.

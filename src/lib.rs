@@ -47,6 +47,7 @@ mod config;
 mod error;
 mod log;
 mod metadata;
+mod producer;
 mod read;
 mod recovery;
 mod replica;
@@ -59,6 +60,10 @@ pub use codec::{Batch, BatchBuilder, Compression, Header, Record, TimestampType}
 pub use config::{FsyncPolicy, TopicConfig};
 pub use error::{Error, Location, Result};
 pub use log::{Log, LogBuilder, Partition, Topic};
+pub use producer::{
+    Acks, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    RoundRobinPartitioner, SendFuture, murmur2, partition_for_key, to_positive,
+};
 pub use read::{Batches, LogRead};
 pub use recovery::{PartitionRecovery, RecoveryReport, Truncation};
 pub use types::{AppendInfo, TimestampOffset, TopicPartition};

@@ -19,6 +19,7 @@ use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::metadata::{self, Meta, TopicMeta};
+use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
 use crate::replica::{LoadOptions, Prefaulter, ReplicaLog};
@@ -52,6 +53,7 @@ pub struct LogBuilder {
     temp_root: Option<PathBuf>,
     prefault: Option<bool>,
     checkpoint_interval_ms: u64,
+    auto_create_topics: bool,
 }
 
 impl Default for LogBuilder {
@@ -65,6 +67,7 @@ impl Default for LogBuilder {
             temp_root: None,
             prefault: None,
             checkpoint_interval_ms: 60_000,
+            auto_create_topics: false,
         }
     }
 }
@@ -118,6 +121,15 @@ impl LogBuilder {
     #[must_use]
     pub fn prefault(mut self, enabled: bool) -> Self {
         self.prefault = Some(enabled);
+        self
+    }
+
+    /// Whether a producer sending to a topic that does not exist creates it with the
+    /// [default topic config](Self::default_topic_config) (Kafka's
+    /// `auto.create.topics.enable`). Default `false`: such sends fail with `UnknownTopic`.
+    #[must_use]
+    pub fn auto_create_topics(mut self, enabled: bool) -> Self {
+        self.auto_create_topics = enabled;
         self
     }
 
@@ -196,6 +208,7 @@ impl LogBuilder {
             crashed: AtomicBool::new(false),
             report,
             temp_root: self.temp_root,
+            auto_create_topics: self.auto_create_topics,
             background: Mutex::new(None),
             wake: Condvar::new(),
             stop: Mutex::new(false),
@@ -405,6 +418,7 @@ struct Inner {
     crashed: AtomicBool,
     report: RecoveryReport,
     temp_root: Option<PathBuf>,
+    auto_create_topics: bool,
     background: Mutex<Option<JoinHandle<()>>>,
     wake: Condvar,
     stop: Mutex<bool>,
@@ -551,6 +565,39 @@ impl Log {
         let mut builder = LogBuilder::default().dir(&root);
         builder.temp_root = Some(root);
         builder.open()
+    }
+
+    /// A producer writing to this log's topics (Kafka's `KafkaProducer`); see [`Producer`].
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a field out of range; `Closed`; `Io` when its sender thread
+    /// cannot start.
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        self.check_open()?;
+        Producer::start(self.clone(), config)
+    }
+
+    /// The log's clock, in milliseconds since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// A handle on topic `name` for a client that writes to it: internal topics are
+    /// refused, and a missing topic is created when the log auto-creates topics (a
+    /// concurrent creation of the same topic is fine).
+    pub(crate) fn topic_for_write(&self, name: &str) -> Result<Topic> {
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(Error::InternalTopic { topic: name.into() });
+        }
+        match self.topic(name) {
+            Err(Error::UnknownTopic { .. }) if self.inner.auto_create_topics => {
+                match self.create_topic(name, None) {
+                    Err(Error::TopicExists { .. }) => self.topic(name),
+                    created => created,
+                }
+            }
+            found => found,
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -960,6 +1007,22 @@ impl Partition {
     pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
         self.check()?;
         self.replica.append(batch)
+    }
+
+    /// As [`Partition::append`], calling `on_appended` once the batch is in the log and
+    /// visible, before waiting for the fsync policy (a producer's `acks = Leader`).
+    pub(crate) fn append_then(
+        &self,
+        batch: &[u8],
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<AppendInfo> {
+        self.check()?;
+        self.replica.append_then(batch, on_appended)
+    }
+
+    /// The topic's configuration.
+    pub(crate) fn config(&self) -> &TopicConfig {
+        self.topic.config()
     }
 
     /// Appends the values as one batch of records without keys, stamped with the clock.

@@ -59,6 +59,22 @@ fn headers_size(headers: &[(&str, Option<&[u8]>)]) -> usize {
     varint_size(headers.len() as i32) + each
 }
 
+/// Encoded size of a record's body (everything after its length varint).
+#[inline]
+fn record_body_size(
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key_len: Option<usize>,
+    value_len: Option<usize>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> usize {
+    1 + varlong_size(timestamp_delta)
+        + varint_size(offset_delta)
+        + nullable_size(key_len)
+        + nullable_size(value_len)
+        + headers_size(headers)
+}
+
 /// Writes a length-prefixed optional byte string at `out[at..]`, returning the position after.
 #[inline]
 fn write_nullable_at(out: &mut [u8], at: usize, bytes: Option<&[u8]>) -> usize {
@@ -119,12 +135,13 @@ impl BatchBuilder {
         let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
         // Bounded by the size assertion below: every record takes at least 7 bytes.
         let offset_delta = self.count as i32;
-        let body = 1
-            + varlong_size(timestamp_delta)
-            + varint_size(offset_delta)
-            + nullable_size(key.map(<[u8]>::len))
-            + nullable_size(value.map(<[u8]>::len))
-            + headers_size(headers);
+        let body = record_body_size(
+            timestamp_delta,
+            offset_delta,
+            key.map(<[u8]>::len),
+            value.map(<[u8]>::len),
+            headers,
+        );
         let total = varint_size(body as i32) + body;
         assert!(
             i32::try_from(body).is_ok() && self.buf.len() + total <= MAX_ENCODED_BATCH,
@@ -149,6 +166,28 @@ impl BatchBuilder {
         debug_assert_eq!(at, total);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
+    }
+
+    /// Exact bytes a record would add if pushed next (Kafka's `DefaultRecord.sizeInBytes`
+    /// with this batch's next offset delta and timestamp delta), for deciding whether it
+    /// still fits a batch.
+    pub fn next_record_size(
+        &self,
+        timestamp: i64,
+        key_len: Option<usize>,
+        value_len: Option<usize>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> usize {
+        let (timestamp_delta, offset_delta) = if self.count == 0 {
+            (0, 0)
+        } else {
+            (
+                timestamp.wrapping_sub(self.base_timestamp),
+                self.count.min(i32::MAX as usize) as i32,
+            )
+        };
+        let body = record_body_size(timestamp_delta, offset_delta, key_len, value_len, headers);
+        varint_size(body.min(i32::MAX as usize) as i32) + body
     }
 
     /// Number of records pushed since the last `finish`/`clear`.

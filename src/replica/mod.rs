@@ -129,9 +129,21 @@ impl ReplicaLog {
     /// epoch and, under `LogAppendTime`, the append time; then waits for the durability the
     /// topic's fsync policy asks for.
     pub(crate) fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.append_then(batch, |_| {})
+    }
+
+    /// As [`ReplicaLog::append`], calling `on_appended` between the append and the wait for
+    /// durability. When the sync then fails the batch stays in the log (as in Kafka, where
+    /// an `acks=1` write can outlive a failed flush) and the error is returned.
+    pub(crate) fn append_then(
+        &self,
+        batch: &[u8],
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<AppendInfo> {
         let header = self.validate_client_batch(batch)?;
         let now = self.clock.now_ms();
         let info = self.append_validated(batch, &header, now)?;
+        on_appended(&info);
         self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
         Ok(info)
     }

@@ -1,0 +1,892 @@
+//! The producer: Kafka's `KafkaProducer` in process — partitioning, batching per partition
+//! with `batch_size` and `linger_ms`, `acks`, and back-pressure with `buffer_memory` and
+//! `max_block_ms`.
+//!
+//! Design: `send` validates the record, chooses its partition and adds it to that
+//! partition's open batch, built once in Kafka's v2 form (`BatchBuilder`). One sender
+//! thread per producer takes batches that are full, whose linger passed, or that a `flush`
+//! or `close` released, appends each as-is to its partition and completes the records'
+//! futures. Batches of one partition are taken and appended in the order they were
+//! opened, so records of one partition keep their send order.
+//!
+//! Invariants: every byte counted in `State::used` belongs to a record in an open, full or
+//! in-flight batch; a batch's futures complete exactly once, after its append (and, for
+//! `acks = All`, after the fsync policy is satisfied).
+
+mod partitioner;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+pub use partitioner::{
+    Partitioner, RoundRobinPartitioner, murmur2, partition_for_key, to_positive,
+};
+
+use crate::codec::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::log::{Log, Partition};
+use crate::types::{AppendInfo, TopicPartition};
+use partitioner::Sticky;
+
+/// When a send counts as successful (Kafka's `acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// `acks=0`: the future completes as soon as the record is accepted into a batch, with
+    /// no offset; a later failure to append is not reported. Lost with the process.
+    None,
+    /// `acks=1`: the future completes once the batch is in the log and visible to readers,
+    /// before the topic's fsync policy runs. Survives a crash of the process; may be lost
+    /// with power if the policy's fsync then fails or never ran.
+    Leader,
+    /// `acks=all` (Kafka's default): the future completes once the batch is durable as the
+    /// topic's fsync policy promises (with `EveryBatch`, after the `fdatasync` covering it).
+    #[default]
+    All,
+}
+
+/// Producer settings, named and defaulted as Kafka's `ProducerConfig`. Set fields directly
+/// or with the same-named builder methods; [`ProducerConfig::validate`] runs at
+/// [`Log::producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// When a send is acknowledged. Default [`Acks::All`].
+    pub acks: Acks,
+    /// Bytes at which a partition's batch is sent (`batch.size`), default 16384; 0 sends
+    /// every record in its own batch. A record larger than this gets a batch of its own.
+    pub batch_size: usize,
+    /// How long a batch that is not full waits for more records (`linger.ms`). Default 0:
+    /// batches form while the sender is busy with earlier ones. (Kafka 4.0 moved its default
+    /// to 5; in process, 0 gives the lowest latency at no cost in throughput under load.)
+    pub linger_ms: u64,
+    /// Bytes of records sent but not yet acknowledged (`buffer.memory`), default 32 MiB.
+    pub buffer_memory: usize,
+    /// How long `send` blocks for buffer memory before failing with `Timeout`
+    /// (`max.block.ms`), default 60000.
+    pub max_block_ms: u64,
+    /// Largest record, with its batch header, that `send` accepts (`max.request.size`),
+    /// default 1048576.
+    pub max_request_size: usize,
+    /// A custom partitioner (`partitioner.class`); `None` uses Kafka's built-in rule:
+    /// murmur2 of the key, sticky for records without one.
+    pub partitioner: Option<Arc<dyn Partitioner>>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_size: 16_384,
+            linger_ms: 0,
+            buffer_memory: 32 << 20,
+            max_block_ms: 60_000,
+            max_request_size: 1 << 20,
+            partitioner: None,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Sets [`acks`](Self::acks).
+    #[must_use]
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    /// Sets [`batch_size`](Self::batch_size).
+    #[must_use]
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = bytes;
+        self
+    }
+
+    /// Sets [`linger_ms`](Self::linger_ms).
+    #[must_use]
+    pub fn linger_ms(mut self, ms: u64) -> Self {
+        self.linger_ms = ms;
+        self
+    }
+
+    /// Sets [`buffer_memory`](Self::buffer_memory).
+    #[must_use]
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.buffer_memory = bytes;
+        self
+    }
+
+    /// Sets [`max_block_ms`](Self::max_block_ms).
+    #[must_use]
+    pub fn max_block_ms(mut self, ms: u64) -> Self {
+        self.max_block_ms = ms;
+        self
+    }
+
+    /// Sets [`max_request_size`](Self::max_request_size).
+    #[must_use]
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes;
+        self
+    }
+
+    /// Sets a custom [`partitioner`](Self::partitioner), e.g. [`RoundRobinPartitioner`].
+    #[must_use]
+    pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = Some(partitioner);
+        self
+    }
+
+    /// Checks every field against its allowed range.
+    ///
+    /// # Errors
+    /// `InvalidConfig` naming the first field out of range and the range.
+    pub fn validate(&self) -> Result<()> {
+        let max_i32 = i32::MAX as usize;
+        let checks: [(&'static str, u64, u64, u64); 5] = [
+            ("batch_size", self.batch_size as u64, 0, max_i32 as u64),
+            ("linger_ms", self.linger_ms, 0, MAX_WAIT_MS),
+            (
+                "buffer_memory",
+                self.buffer_memory as u64,
+                1,
+                usize::MAX as u64,
+            ),
+            ("max_block_ms", self.max_block_ms, 0, MAX_WAIT_MS),
+            (
+                "max_request_size",
+                self.max_request_size as u64,
+                RECORD_BATCH_OVERHEAD as u64 + 1,
+                max_i32 as u64,
+            ),
+        ];
+        for (field, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(Error::InvalidConfig {
+                    field,
+                    value: value.to_string(),
+                    allowed: format!("{min}..={max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest wait a config may ask for: about 292 million years fits an `Instant` anywhere.
+const MAX_WAIT_MS: u64 = i64::MAX as u64 / 1_000_000;
+
+/// A record to send (Kafka's `ProducerRecord`). Key, value and header values are
+/// [`Bytes`]: pass `Vec<u8>`, `String`, `&'static [u8]` or `Bytes` without copying.
+///
+/// ```
+/// use tarnlog::ProducerRecord;
+/// let record = ProducerRecord::new("orders")
+///     .key("user-7")
+///     .value(r#"{"pizza":"margherita"}"#)
+///     .header("source", "web");
+/// assert_eq!(record.partition, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// An explicit partition; `None` lets the partitioner choose.
+    pub partition: Option<u32>,
+    /// The key; records with equal keys go to the same partition.
+    pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone (for compacted topics).
+    pub value: Option<Bytes>,
+    /// Headers, in order; a header value may be null.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// The `CreateTime` in ms since the epoch; `None` takes the log's clock at `send`.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key, a null value and no headers.
+    pub fn new(topic: impl Into<String>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Sends the record to this partition.
+    #[must_use]
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the `CreateTime`.
+    #[must_use]
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Where an acknowledged record landed (Kafka's `RecordMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset; `None` under [`Acks::None`] (Kafka reports -1).
+    pub offset: Option<u64>,
+    /// The record's timestamp: the append time on `LogAppendTime` topics, else its
+    /// `CreateTime`.
+    pub timestamp: i64,
+}
+
+impl RecordMetadata {
+    /// The topic and partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+}
+
+/// How a batch ended.
+#[derive(Debug)]
+enum Outcome {
+    Appended {
+        base_offset: u64,
+        log_append_time: Option<i64>,
+    },
+    Failed(Error),
+}
+
+/// The completion shared by the futures of one batch's records.
+#[derive(Debug, Default)]
+struct Completion {
+    state: Mutex<CompletionState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct CompletionState {
+    outcome: Option<Outcome>,
+    wakers: Vec<Waker>,
+}
+
+impl Completion {
+    /// Sets the outcome unless one is set already, and wakes every waiter.
+    fn complete(&self, outcome: Outcome) {
+        let wakers = {
+            let mut state = self.state.lock();
+            if state.outcome.is_some() {
+                return;
+            }
+            state.outcome = Some(outcome);
+            std::mem::take(&mut state.wakers)
+        };
+        self.done.notify_all();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    fn appended(&self, info: &AppendInfo) {
+        self.complete(Outcome::Appended {
+            base_offset: info.base_offset,
+            log_append_time: info.log_append_time,
+        });
+    }
+
+    fn wait(&self) {
+        let mut state = self.state.lock();
+        while state.outcome.is_none() {
+            self.done.wait(&mut state);
+        }
+    }
+}
+
+/// The answer to one [`Producer::send`]: wait for it with [`SendFuture::wait`] or `.await`
+/// it (it needs no particular executor).
+#[derive(Debug)]
+#[must_use = "a send's failure is reported only through its future"]
+pub struct SendFuture {
+    pending: Option<Pending>,
+    ready: Option<Result<RecordMetadata>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    completion: Arc<Completion>,
+    /// The record's index in its batch: its offset is the batch's base offset plus this.
+    index: u32,
+    topic: Arc<str>,
+    partition: u32,
+    timestamp: i64,
+}
+
+impl Pending {
+    fn result(&self, outcome: &Outcome) -> Result<RecordMetadata> {
+        match outcome {
+            Outcome::Appended {
+                base_offset,
+                log_append_time,
+            } => Ok(RecordMetadata {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                offset: Some(base_offset + u64::from(self.index)),
+                timestamp: log_append_time.unwrap_or(self.timestamp),
+            }),
+            Outcome::Failed(error) => Err(error.duplicate()),
+        }
+    }
+}
+
+impl SendFuture {
+    fn ready(result: Result<RecordMetadata>) -> SendFuture {
+        SendFuture {
+            pending: None,
+            ready: Some(result),
+        }
+    }
+
+    /// Blocks until the send is acknowledged or fails.
+    ///
+    /// # Errors
+    /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`, or a batch
+    /// the log refused (`RecordTooLarge`, `InvalidRecord`).
+    pub fn wait(mut self) -> Result<RecordMetadata> {
+        if let Some(result) = self.ready.take() {
+            return result;
+        }
+        let Some(pending) = self.pending.take() else {
+            return Err(Error::Closed);
+        };
+        pending.completion.wait();
+        let state = pending.completion.state.lock();
+        let outcome = state
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("wait returns once an outcome is set"));
+        pending.result(outcome)
+    }
+
+    /// True once [`wait`](Self::wait) would return without blocking.
+    pub fn is_done(&self) -> bool {
+        self.ready.is_some()
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.completion.state.lock().outcome.is_some())
+    }
+}
+
+impl Future for SendFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(result) = self.ready.take() {
+            return Poll::Ready(result);
+        }
+        let Some(pending) = &self.pending else {
+            // Polled after it completed: the futures contract makes this the caller's bug.
+            return Poll::Ready(Err(Error::Closed));
+        };
+        let result = {
+            let mut state = pending.completion.state.lock();
+            let Some(outcome) = &state.outcome else {
+                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            };
+            pending.result(outcome)
+        };
+        self.pending = None;
+        Poll::Ready(result)
+    }
+}
+
+/// A partition's batch that is still taking records.
+#[derive(Debug)]
+struct OpenBatch {
+    partition: Partition,
+    builder: BatchBuilder,
+    completion: Arc<Completion>,
+    /// Opening order, across partitions.
+    seq: u64,
+    /// When it opened, by the log's clock (linger is measured on it).
+    created_ms: i64,
+    /// Largest size this batch may reach.
+    limit: usize,
+    /// Buffer memory its records hold.
+    reserved: usize,
+}
+
+/// Accumulator state, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    /// Open batches by (topic, partition).
+    open: HashMap<(Arc<str>, u32), OpenBatch>,
+    /// Batches closed for records, in the order they closed: sent before any open batch.
+    closed_batches: VecDeque<OpenBatch>,
+    /// Batches the sender took and has not finished.
+    in_flight: Vec<Arc<Completion>>,
+    /// Buffer memory held by records not yet acknowledged.
+    used: usize,
+    /// The next batch's `seq`.
+    next_seq: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    log: Log,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    /// Wakes the sender: a batch is ready, or the producer closes.
+    work: Condvar,
+    /// Wakes senders blocked for buffer memory, and flushes.
+    space: Condvar,
+    sticky: Sticky,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Handle {
+    fn close(&self) {
+        {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            release_open(&mut state);
+        }
+        self.shared.work.notify_all();
+        self.shared.space.notify_all();
+        if let Some(sender) = self.sender.lock().take() {
+            // The sender only ends by returning; a panic there is a bug already reported.
+            let _ = sender.join();
+        }
+    }
+}
+
+/// Moves every open batch to the closed list, in a stable order per partition.
+fn release_open(state: &mut State) {
+    let mut open: Vec<OpenBatch> = state.open.drain().map(|(_, batch)| batch).collect();
+    open.sort_by_key(|batch| batch.seq);
+    state.closed_batches.extend(open);
+}
+
+/// Kafka's producer in process: `Send + Sync`, cheap to clone; the clones share one
+/// accumulator and one sender thread. Dropping the last clone closes it (as
+/// [`Producer::close`]).
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// use tarnlog::{Log, ProducerConfig, ProducerRecord, TopicConfig};
+///
+/// let log = Log::temp()?;
+/// log.create_topic("orders", TopicConfig::default().partitions(3))?;
+/// let producer = log.producer(ProducerConfig::default())?;
+/// let sent = producer.send(ProducerRecord::new("orders").key("user-7").value("pizza"))?;
+/// let metadata = sent.wait()?;
+/// // Equal keys always land in the same partition, as in Kafka.
+/// assert_eq!(metadata.partition, tarnlog::partition_for_key(b"user-7", 3));
+/// assert_eq!(metadata.offset, Some(0));
+/// producer.close()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+/// A record checked and placed, ready to join its partition's batch.
+struct Placed {
+    topic: Arc<str>,
+    partition: Partition,
+    index: u32,
+    size: usize,
+    timestamp: i64,
+    record: ProducerRecord,
+}
+
+impl Producer {
+    pub(crate) fn start(log: Log, config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        let shared = Arc::new(Shared {
+            log,
+            config,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            sticky: Sticky::new(seed),
+        });
+        let for_thread = Arc::clone(&shared);
+        let sender = std::thread::Builder::new()
+            .name("tarnlog-producer".into())
+            .spawn(move || run_sender(&for_thread))
+            .map_err(|e| Error::io("spawn producer thread", std::path::PathBuf::new(), e))?;
+        Ok(Producer {
+            handle: Arc::new(Handle {
+                shared,
+                sender: Mutex::new(Some(sender)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The producer's configuration.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared().config
+    }
+
+    /// Adds the record to its partition's batch and returns its future. Blocks only while
+    /// buffer memory is exhausted, up to `max_block_ms`.
+    ///
+    /// # Errors
+    /// Nothing is sent when `send` fails: `UnknownTopic` (unless the log auto-creates
+    /// topics), `InternalTopic`, `UnknownPartition` (explicit or from a custom
+    /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
+    /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
+    /// `max_block_ms`), `Closed`.
+    pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
+        let placed = self.place(record)?;
+        self.enqueue(placed)
+    }
+
+    /// Sends the records in order. Every record is checked first: if any would fail
+    /// [`send`](Self::send)'s checks, none is sent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); a `Timeout` or `Closed` while waiting for buffer memory
+    /// leaves the records before it sent (their futures are then dropped unawaited).
+    pub fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = ProducerRecord>,
+    ) -> Result<Vec<SendFuture>> {
+        let placed: Vec<Placed> = records
+            .into_iter()
+            .map(|record| self.place(record))
+            .collect::<Result<_>>()?;
+        placed.into_iter().map(|p| self.enqueue(p)).collect()
+    }
+
+    /// Makes every batch sendable now and returns once every record sent before the call
+    /// is acknowledged or failed (their futures say which).
+    ///
+    /// # Errors
+    /// `Closed` when the producer was closed before the call.
+    pub fn flush(&self) -> Result<()> {
+        let shared = self.shared();
+        let waiting: Vec<Arc<Completion>> = {
+            let mut state = shared.state.lock();
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            release_open(&mut state);
+            state
+                .closed_batches
+                .iter()
+                .map(|b| Arc::clone(&b.completion))
+                .chain(state.in_flight.iter().cloned())
+                .collect()
+        };
+        shared.work.notify_all();
+        for completion in waiting {
+            completion.wait();
+        }
+        Ok(())
+    }
+
+    /// Sends everything pending, waits for it, and stops the sender thread. Later sends
+    /// fail with `Closed`. Other clones of this producer are closed too.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for failures of a clean shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.handle.close();
+        Ok(())
+    }
+
+    /// Checks a record and chooses its partition, without touching the accumulator.
+    fn place(&self, record: ProducerRecord) -> Result<Placed> {
+        let shared = self.shared();
+        if shared.state.lock().closed {
+            return Err(Error::Closed);
+        }
+        let topic = shared.log.topic_for_write(&record.topic)?;
+        let partitions = topic.partitions();
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let size = BatchBuilder::estimate_record_size(
+            record.key.as_ref().map(Bytes::len),
+            record.value.as_ref().map(Bytes::len),
+            &headers,
+        );
+        let with_header = size + RECORD_BATCH_OVERHEAD;
+        let limits = [
+            shared.config.max_request_size,
+            topic.config().max_message_bytes as usize,
+            shared.config.buffer_memory,
+        ];
+        if let Some(&max) = limits.iter().filter(|&&max| with_header > max).min() {
+            return Err(Error::RecordTooLarge {
+                size: with_header,
+                max,
+            });
+        }
+        let index = match (record.partition, &shared.config.partitioner, &record.key) {
+            (Some(p), _, _) => p,
+            (None, Some(custom), key) => custom.partition(
+                topic.name(),
+                key.as_deref(),
+                record.value.as_deref(),
+                partitions,
+            ),
+            (None, None, Some(key)) => partition_for_key(key, partitions),
+            (None, None, None) => {
+                shared
+                    .sticky
+                    .partition(topic.name(), partitions, size, shared.config.batch_size)
+            }
+        };
+        let partition = topic.partition(index)?;
+        let timestamp = record.timestamp.unwrap_or_else(|| shared.log.now_ms());
+        Ok(Placed {
+            topic: Arc::from(topic.name()),
+            partition,
+            index,
+            size,
+            timestamp,
+            record,
+        })
+    }
+
+    /// Waits for buffer memory, then adds the record to its partition's open batch.
+    fn enqueue(&self, placed: Placed) -> Result<SendFuture> {
+        let shared = self.shared();
+        let config = &shared.config;
+        let mut state = shared.state.lock();
+        let deadline = Instant::now().checked_add(Duration::from_millis(config.max_block_ms));
+        while state.used + placed.size > config.buffer_memory {
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            let timed_out = if let Some(deadline) = deadline {
+                shared.space.wait_until(&mut state, deadline).timed_out()
+            } else {
+                shared.space.wait(&mut state);
+                false
+            };
+            if timed_out && state.used + placed.size > config.buffer_memory {
+                return Err(Error::Timeout {
+                    what: "producer buffer memory",
+                    ms: config.max_block_ms,
+                });
+            }
+        }
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let key = (Arc::clone(&placed.topic), placed.index);
+        let needed = placed.size;
+        let record = &placed.record;
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let full = state.open.get(&key).is_some_and(|open| {
+            let exact = open.builder.next_record_size(
+                placed.timestamp,
+                record.key.as_ref().map(Bytes::len),
+                record.value.as_ref().map(Bytes::len),
+                &headers,
+            );
+            open.builder.size_in_bytes() + exact > open.limit
+        });
+        if full && let Some(batch) = state.open.remove(&key) {
+            state.closed_batches.push_back(batch);
+        }
+        let max_message_bytes = placed.partition.config().max_message_bytes as usize;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let created_ms = shared.log.now_ms();
+        let batch = state.open.entry(key.clone()).or_insert_with(|| OpenBatch {
+            limit: config
+                .batch_size
+                .max(needed + RECORD_BATCH_OVERHEAD)
+                .min(config.max_request_size)
+                .min(max_message_bytes),
+            partition: placed.partition.clone(),
+            builder: BatchBuilder::new(),
+            completion: Arc::new(Completion::default()),
+            seq,
+            created_ms,
+            reserved: 0,
+        });
+        let index_in_batch = batch.builder.len() as u32;
+        batch.builder.push(
+            placed.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
+        batch.reserved += needed;
+        let completion = Arc::clone(&batch.completion);
+        let now_full = batch.builder.size_in_bytes() >= config.batch_size;
+        if now_full && let Some(batch) = state.open.remove(&key) {
+            state.closed_batches.push_back(batch);
+        }
+        state.used += needed;
+        drop(state);
+        if now_full || full || config.linger_ms == 0 {
+            shared.work.notify_one();
+        }
+        if config.acks == Acks::None {
+            return Ok(SendFuture::ready(Ok(RecordMetadata {
+                topic: placed.topic.to_string(),
+                partition: placed.index,
+                offset: None,
+                timestamp: placed.timestamp,
+            })));
+        }
+        Ok(SendFuture {
+            pending: Some(Pending {
+                completion,
+                index: index_in_batch,
+                topic: placed.topic,
+                partition: placed.index,
+                timestamp: placed.timestamp,
+            }),
+            ready: None,
+        })
+    }
+}
+
+/// Longest the sender sleeps while a batch lingers, so that a manual clock's advance is
+/// seen promptly.
+const LINGER_POLL: Duration = Duration::from_millis(10);
+
+/// The sender thread: takes ready batches, appends them, completes their futures.
+fn run_sender(shared: &Shared) {
+    let linger = shared.config.linger_ms.min(i64::MAX as u64) as i64;
+    loop {
+        let batches = {
+            let mut state = shared.state.lock();
+            loop {
+                let now = shared.log.now_ms();
+                let lingered = |b: &OpenBatch| now.saturating_sub(b.created_ms) >= linger;
+                let ready: Vec<(Arc<str>, u32)> = state
+                    .open
+                    .iter()
+                    .filter(|(_, b)| lingered(b))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let mut ready: Vec<OpenBatch> =
+                    ready.iter().filter_map(|k| state.open.remove(k)).collect();
+                ready.sort_by_key(|b| b.seq);
+                state.closed_batches.extend(ready);
+                if !state.closed_batches.is_empty() {
+                    break;
+                }
+                if state.closed {
+                    return;
+                }
+                let oldest = state.open.values().map(|b| b.created_ms).min();
+                if let Some(created) = oldest {
+                    let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
+                    let wait = Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL);
+                    shared.work.wait_for(&mut state, wait);
+                } else {
+                    shared.work.wait(&mut state);
+                }
+            }
+            let batches: Vec<OpenBatch> = state.closed_batches.drain(..).collect();
+            state
+                .in_flight
+                .extend(batches.iter().map(|b| Arc::clone(&b.completion)));
+            batches
+        };
+        let mut released = 0;
+        for mut batch in batches {
+            released += batch.reserved;
+            send_batch(shared.config.acks, &mut batch);
+        }
+        let mut state = shared.state.lock();
+        state.used -= released;
+        state.in_flight.retain(|c| c.state.lock().outcome.is_none());
+        drop(state);
+        shared.space.notify_all();
+    }
+}
+
+/// Appends one batch and completes its futures.
+fn send_batch(acks: Acks, batch: &mut OpenBatch) {
+    let Some(bytes) = batch.builder.finish() else {
+        batch
+            .completion
+            .complete(Outcome::Failed(Error::InvalidRecord {
+                reason: "empty producer batch".into(),
+            }));
+        return;
+    };
+    let completion = &batch.completion;
+    let result = batch.partition.append_then(bytes, |info| {
+        if acks != Acks::All {
+            completion.appended(info);
+        }
+    });
+    match result {
+        Ok(info) => completion.appended(&info),
+        Err(error) => completion.complete(Outcome::Failed(error)),
+    }
+}

@@ -1,0 +1,909 @@
+//! The producer: partitioning (murmur2, sticky, custom), batching with `batch_size` and
+//! `linger_ms` on an injected clock, `flush`, acks, back-pressure, bad input, restarts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use tarnlog::storage::{FaultKind, FaultStorage, OpKind, OsStorage};
+use tarnlog::{
+    Acks, BatchBuilder, Error, FsyncPolicy, Log, ManualClock, Partitioner, Producer,
+    ProducerConfig, ProducerRecord, Record, RoundRobinPartitioner, SendFuture, TimestampType,
+    TopicConfig, partition_for_key,
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+/// Every record of a partition, in offset order (a read returns one segment's batches at
+/// most, as a Kafka fetch does, so this reads on to the log end).
+fn read_all(log: &Log, topic: &str, partition: u32) -> Vec<Record> {
+    let p = log.topic(topic).unwrap().partition(partition).unwrap();
+    let mut records = Vec::new();
+    let mut offset = p.log_start_offset();
+    while offset < p.high_watermark() {
+        for record in p.read(offset, usize::MAX).unwrap().records() {
+            let record = record.unwrap();
+            offset = record.offset as u64 + 1;
+            records.push(record);
+        }
+    }
+    records
+}
+
+/// How many batches partition `partition` holds.
+fn batch_count(log: &Log, topic: &str, partition: u32) -> usize {
+    let p = log.topic(topic).unwrap().partition(partition).unwrap();
+    p.read(0, usize::MAX).unwrap().batches().count()
+}
+
+fn value_of(record: &Record) -> String {
+    String::from_utf8(record.value.as_deref().unwrap().to_vec()).unwrap()
+}
+
+/// Every file under `root` with its bytes.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, &mut out);
+    out
+}
+
+/// A manual clock and a log in `root` that reads it.
+fn log_with_clock(root: &Path) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::builder()
+        .dir(root)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    (log, clock)
+}
+
+#[test]
+fn producer_and_log_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Producer>();
+    send_sync::<Log>();
+    send::<SendFuture>();
+}
+
+#[test]
+fn keyed_records_land_where_kafka_puts_them_in_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("orders", TopicConfig::default().partitions(4))
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let mut futures = Vec::new();
+    for i in 0..300 {
+        let user = users[i % users.len()];
+        let record = ProducerRecord::new("orders")
+            .key(user)
+            .value(format!("{user}-{i}"))
+            .header("n", i.to_string())
+            .timestamp(T0 + i as i64);
+        futures.push((user, i, producer.send(record).unwrap()));
+    }
+    let mut next_offset = [0u64; 4];
+    for (user, i, future) in futures {
+        let metadata = future.wait().unwrap();
+        assert_eq!(metadata.topic, "orders");
+        assert_eq!(metadata.partition, partition_for_key(user.as_bytes(), 4));
+        assert_eq!(metadata.timestamp, T0 + i as i64);
+        // Offsets per partition follow send order.
+        let p = metadata.partition as usize;
+        assert_eq!(metadata.offset, Some(next_offset[p]), "record {i}");
+        next_offset[p] += 1;
+    }
+    for partition in 0..4 {
+        for record in read_all(&log, "orders", partition) {
+            let user = std::str::from_utf8(record.key.as_deref().unwrap()).unwrap();
+            assert_eq!(partition_for_key(user.as_bytes(), 4), partition);
+            assert!(value_of(&record).starts_with(user));
+            assert_eq!(record.headers.len(), 1);
+            assert_eq!(record.timestamp_type, TimestampType::CreateTime);
+        }
+    }
+    producer.close().unwrap();
+    log.close().unwrap();
+}
+
+#[test]
+fn order_within_a_partition_holds_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic_config = TopicConfig::default().partitions(3);
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", topic_config).unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().batch_size(500))
+            .unwrap();
+        for i in 0..200 {
+            let record = ProducerRecord::new("t")
+                .key(format!("k{}", i % 7))
+                .value(i.to_string());
+            drop(producer.send(record).unwrap());
+        }
+        producer.flush().unwrap();
+        producer.close().unwrap();
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    for i in 200..300 {
+        let record = ProducerRecord::new("t")
+            .key(format!("k{}", i % 7))
+            .value(i.to_string());
+        drop(producer.send(record).unwrap());
+    }
+    producer.flush().unwrap();
+    let mut per_key: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    let mut total = 0;
+    for partition in 0..3 {
+        let records = read_all(&log, "t", partition);
+        for (expected_offset, record) in records.iter().enumerate() {
+            assert_eq!(
+                record.offset as usize, expected_offset,
+                "offsets are contiguous"
+            );
+            let n: u64 = value_of(record).parse().unwrap();
+            per_key
+                .entry(record.key.as_deref().unwrap().to_vec())
+                .or_default()
+                .push(n);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 300);
+    for (key, values) in per_key {
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "key {key:?} out of order: {values:?}"
+        );
+    }
+}
+
+#[test]
+fn records_without_key_stick_to_a_partition_for_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(4))
+        .unwrap();
+    // About 1000 bytes per batch: about 8 records of 100 bytes stick together.
+    let producer = log
+        .producer(ProducerConfig::default().batch_size(1000).linger_ms(60_000))
+        .unwrap();
+    let mut partitions = Vec::new();
+    let mut futures = Vec::new();
+    for _ in 0..400 {
+        let future = producer
+            .send(ProducerRecord::new("t").value(vec![1u8; 100]))
+            .unwrap();
+        futures.push(future);
+    }
+    producer.flush().unwrap();
+    for future in futures {
+        partitions.push(future.wait().unwrap().partition);
+    }
+    // Runs of one partition, each about a batch long, and every partition used.
+    let mut runs = Vec::new();
+    let mut run = 1;
+    for pair in partitions.windows(2) {
+        if pair[0] == pair[1] {
+            run += 1;
+        } else {
+            runs.push(run);
+            run = 1;
+        }
+    }
+    runs.push(run);
+    assert!(runs.len() > 10, "sticky never moved: {runs:?}");
+    assert!(
+        runs[..runs.len() - 1]
+            .iter()
+            .all(|&r| (7..=10).contains(&r)),
+        "runs are not batch-sized: {runs:?}"
+    );
+    for p in 0..4 {
+        assert!(partitions.contains(&p), "partition {p} never chosen");
+    }
+    drop(clock);
+}
+
+#[test]
+fn linger_holds_a_batch_until_the_clock_passes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(1_000))
+        .unwrap();
+    let futures: Vec<SendFuture> = (0..3)
+        .map(|i| {
+            producer
+                .send(ProducerRecord::new("t").value(format!("v{i}")))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let p = log.topic("t").unwrap().partition(0).unwrap();
+    // The clock has not moved: the batch cannot have been sent.
+    assert!(futures.iter().all(|f| !f.is_done()));
+    assert_eq!(p.log_end_offset(), 0);
+    clock.advance(999);
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(futures.iter().all(|f| !f.is_done()));
+    clock.advance(1);
+    let offsets: Vec<_> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+    // The three records went as one batch.
+    assert_eq!(batch_count(&log, "t", 0), 1);
+}
+
+#[test]
+fn a_full_batch_goes_without_waiting_for_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    // Each record takes 109 bytes after the 61-byte header: three fit a 400-byte batch.
+    let producer = log
+        .producer(ProducerConfig::default().batch_size(400).linger_ms(60_000))
+        .unwrap();
+    let futures: Vec<SendFuture> = (0..7)
+        .map(|_| {
+            producer
+                .send(ProducerRecord::new("t").partition(0).value(vec![0u8; 100]))
+                .unwrap()
+        })
+        .collect();
+    let mut futures = futures.into_iter();
+    // The 4th and 7th records found their batch full: the first two batches were sent
+    // although the clock stands still.
+    for expected in 0..6 {
+        let offset = futures.next().unwrap().wait().unwrap().offset;
+        assert_eq!(offset, Some(expected));
+    }
+    let last = futures.next().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(!last.is_done(), "a lingering batch of one went early");
+    producer.flush().unwrap();
+    assert_eq!(last.wait().unwrap().offset, Some(6));
+    assert_eq!(batch_count(&log, "t", 0), 3);
+    let p = log.topic("t").unwrap().partition(0).unwrap();
+    for batch in p.read(0, usize::MAX).unwrap().batches() {
+        assert!(batch.unwrap().bytes().len() <= 400);
+    }
+}
+
+#[test]
+fn batch_size_zero_sends_each_record_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().batch_size(0).linger_ms(60_000))
+        .unwrap();
+    let futures: Vec<SendFuture> = (0..5)
+        .map(|_| producer.send(ProducerRecord::new("t").value("x")).unwrap())
+        .collect();
+    for future in futures {
+        future.wait().unwrap();
+    }
+    assert_eq!(batch_count(&log, "t", 0), 5);
+}
+
+#[test]
+fn flush_waits_for_everything_sent_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(3))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let futures: Vec<SendFuture> = (0..100)
+        .map(|i| {
+            producer
+                .send(ProducerRecord::new("t").key(format!("{i}")).value("v"))
+                .unwrap()
+        })
+        .collect();
+    producer.flush().unwrap();
+    assert!(futures.iter().all(SendFuture::is_done));
+    let total: u64 = (0..3)
+        .map(|p| {
+            log.topic("t")
+                .unwrap()
+                .partition(p)
+                .unwrap()
+                .log_end_offset()
+        })
+        .sum();
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn acks_none_leader_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().fsync(FsyncPolicy::EveryBatch))
+        .unwrap();
+    let none = log
+        .producer(ProducerConfig::default().acks(Acks::None))
+        .unwrap();
+    let metadata = none
+        .send(ProducerRecord::new("t").value("a").timestamp(T0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        metadata.offset, None,
+        "acks=0 reports no offset, as Kafka's -1"
+    );
+    assert_eq!(metadata.timestamp, T0);
+    none.flush().unwrap();
+    let leader = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let offset = leader
+        .send(ProducerRecord::new("t").value("b"))
+        .unwrap()
+        .wait()
+        .unwrap()
+        .offset;
+    assert_eq!(offset, Some(1));
+    let all = log.producer(ProducerConfig::default()).unwrap();
+    let offset = all
+        .send(ProducerRecord::new("t").value("c"))
+        .unwrap()
+        .wait()
+        .unwrap()
+        .offset;
+    assert_eq!(offset, Some(2));
+    // acks=All under EveryBatch: acknowledged means synced, so a crash keeps it.
+    drop((none, leader, all));
+    log.simulate_crash();
+    let log = Log::open(dir.path()).unwrap();
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values, ["a", "b", "c"]);
+}
+
+#[test]
+fn acks_all_fails_when_the_fsync_fails_but_leader_was_already_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dir(dir.path())
+        .storage(faults.shared())
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default().fsync(FsyncPolicy::EveryBatch))
+        .unwrap();
+    let leader = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let all = log.producer(ProducerConfig::default()).unwrap();
+    // acks=All: answered after its fsync, so no call of it is still running.
+    all.send(ProducerRecord::new("t").value("warm-up"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    // One more append shows where its fsync falls among its storage calls.
+    let before = faults.ops();
+    // acks=All: answered after its fsync, so no call of it is still running.
+    all.send(ProducerRecord::new("t").value("warm-up"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let sync_at = faults
+        .op_log()
+        .iter()
+        .find(|&&(n, kind)| n > before && kind == OpKind::Sync)
+        .map(|&(n, _)| n - before)
+        .unwrap();
+    // Fail that fsync of the next append: the directory is poisoned from then on.
+    faults.fail_at(faults.ops() + sync_at, FaultKind::Eio, true);
+    let answered = leader
+        .send(ProducerRecord::new("t").value("appended"))
+        .unwrap()
+        .wait();
+    assert!(
+        answered.is_ok(),
+        "acks=1 answers once appended: {answered:?}"
+    );
+    let failed = all
+        .send(ProducerRecord::new("t").value("never durable"))
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(failed, Err(Error::Poisoned { .. } | Error::Io { .. })),
+        "{failed:?}"
+    );
+    assert!(
+        faults
+            .op_log()
+            .iter()
+            .any(|&(_, kind)| kind == OpKind::Sync),
+        "the fault hit a sync"
+    );
+}
+
+#[test]
+fn back_pressure_times_out_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    // Room for five 100-byte records (memory is counted by the upper-bound estimate of
+    // each record); batches linger, so nothing frees memory.
+    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .buffer_memory(5 * each + each / 2)
+                .linger_ms(3_600_000)
+                .max_block_ms(50),
+        )
+        .unwrap();
+    let mut held = Vec::new();
+    let error = loop {
+        match producer.send(ProducerRecord::new("t").value(vec![9u8; 100])) {
+            Ok(future) => held.push(future),
+            Err(error) => break error,
+        }
+        assert!(held.len() < 10, "buffer_memory never blocked");
+    };
+    assert!(matches!(error, Error::Timeout { ms: 50, .. }), "{error:?}");
+    assert_eq!(held.len(), 5);
+    // The waiting records still go, and the refused one never appears.
+    producer.flush().unwrap();
+    let offsets: Vec<_> = held.into_iter().map(|f| f.wait().unwrap().offset).collect();
+    assert_eq!(offsets, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(read_all(&log, "t", 0).len(), 5);
+    // With memory free again, sends work.
+    let future = producer
+        .send(ProducerRecord::new("t").value(vec![9u8; 100]))
+        .unwrap();
+    producer.flush().unwrap();
+    assert_eq!(future.wait().unwrap().offset, Some(5));
+}
+
+#[test]
+fn a_blocked_send_proceeds_when_memory_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .buffer_memory(2 * each + each / 2)
+                .linger_ms(1_000)
+                .max_block_ms(60_000),
+        )
+        .unwrap();
+    let first = producer
+        .send(ProducerRecord::new("t").value(vec![1u8; 100]))
+        .unwrap();
+    let second = producer
+        .send(ProducerRecord::new("t").value(vec![2u8; 100]))
+        .unwrap();
+    let blocked = {
+        let producer = producer.clone();
+        std::thread::spawn(move || {
+            producer
+                .send(ProducerRecord::new("t").value(vec![3u8; 100]))
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !blocked.is_finished(),
+        "the third send should wait for memory"
+    );
+    clock.advance(1_000);
+    let third = blocked.join().unwrap();
+    producer.flush().unwrap();
+    let offsets: Vec<_> = [first, second, third]
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+}
+
+#[derive(Debug)]
+struct Fixed(u32);
+
+impl Partitioner for Fixed {
+    fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> u32 {
+        self.0
+    }
+}
+
+#[test]
+fn custom_and_round_robin_partitioners() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(3))
+        .unwrap();
+    let fixed = log
+        .producer(ProducerConfig::default().partitioner(Arc::new(Fixed(2))))
+        .unwrap();
+    let metadata = fixed
+        .send(ProducerRecord::new("t").key("k").value("v"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        metadata.partition, 2,
+        "a custom partitioner overrides the key hash"
+    );
+    // An explicit partition still wins.
+    let metadata = fixed
+        .send(ProducerRecord::new("t").partition(0).value("v"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(metadata.partition, 0);
+    let round_robin = log
+        .producer(ProducerConfig::default().partitioner(Arc::new(RoundRobinPartitioner::default())))
+        .unwrap();
+    let chosen: Vec<u32> = (0..6)
+        .map(|_| {
+            round_robin
+                .send(ProducerRecord::new("t").key("same").value("v"))
+                .unwrap()
+                .wait()
+                .unwrap()
+                .partition
+        })
+        .collect();
+    assert_eq!(chosen, [0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn log_append_time_topics_report_the_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic(
+        "t",
+        TopicConfig::default().timestamp_type(TimestampType::LogAppendTime),
+    )
+    .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    clock.set(T0 + 5_000);
+    let metadata = producer
+        .send(ProducerRecord::new("t").value("v").timestamp(T0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(metadata.timestamp, T0 + 5_000);
+    let record = &read_all(&log, "t", 0)[0];
+    assert_eq!(record.timestamp, T0 + 5_000);
+    assert_eq!(record.timestamp_type, TimestampType::LogAppendTime);
+    // A record without a timestamp takes the log's clock as its CreateTime.
+    log.create_topic("c", None).unwrap();
+    let metadata = producer
+        .send(ProducerRecord::new("c").value("v"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(metadata.timestamp, T0 + 5_000);
+}
+
+#[test]
+fn tombstones_and_null_headers_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", None).unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let mut record = ProducerRecord::new("t").key("gone");
+    record.headers.push(("null-header".into(), None));
+    producer.send(record).unwrap().wait().unwrap();
+    let read = &read_all(&log, "t", 0)[0];
+    assert_eq!(read.value, None);
+    assert_eq!(read.key.as_deref(), Some(&b"gone"[..]));
+    assert_eq!(read.headers[0].value, None);
+}
+
+#[test]
+fn send_from_many_threads_keeps_each_keys_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(4))
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                let futures: Vec<SendFuture> = (0..2_000)
+                    .map(|i| {
+                        producer
+                            .send(
+                                ProducerRecord::new("t")
+                                    .key(format!("thread-{t}"))
+                                    .value(format!("{i}")),
+                            )
+                            .unwrap()
+                    })
+                    .collect();
+                futures
+                    .into_iter()
+                    .map(|f| f.wait().unwrap().offset.unwrap())
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    for thread in threads {
+        let offsets = thread.join().unwrap();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    }
+    let mut seen = BTreeMap::<Vec<u8>, Vec<u64>>::new();
+    for p in 0..4 {
+        for record in read_all(&log, "t", p) {
+            seen.entry(record.key.as_deref().unwrap().to_vec())
+                .or_default()
+                .push(value_of(&record).parse().unwrap());
+        }
+    }
+    assert_eq!(seen.len(), 4);
+    for values in seen.values() {
+        assert_eq!(values, &(0..2_000).collect::<Vec<u64>>());
+    }
+}
+
+/// A waker that unparks the polling thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn send_future_can_be_awaited_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(500))
+        .unwrap();
+    let future = producer.send(ProducerRecord::new("t").value("v")).unwrap();
+    let advance = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        clock.advance(500);
+    });
+    let metadata = block_on(future).unwrap();
+    assert_eq!(metadata.offset, Some(0));
+    advance.join().unwrap();
+}
+
+#[test]
+fn auto_creation_is_off_by_default_and_uses_the_defaults_when_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        let error = producer
+            .send(ProducerRecord::new("new").value("v"))
+            .unwrap_err();
+        assert!(matches!(error, Error::UnknownTopic { .. }), "{error:?}");
+        assert!(log.topics().is_empty());
+    }
+    let log = Log::builder()
+        .dir(dir.path())
+        .default_topic_config(TopicConfig::default().partitions(2))
+        .auto_create_topics(true)
+        .open()
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    producer
+        .send(ProducerRecord::new("new").key("k").value("v"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.topic("new").unwrap().partitions(), 2);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(
+        "t",
+        TopicConfig::default()
+            .partitions(2)
+            .max_message_bytes(2_000),
+    )
+    .unwrap();
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .max_request_size(1_500)
+                .buffer_memory(1_200),
+        )
+        .unwrap();
+    let bad = log
+        .producer(ProducerConfig::default().partitioner(Arc::new(Fixed(7))))
+        .unwrap();
+    log.flush().unwrap();
+    let before = files(dir.path());
+    let cases: Vec<(&str, tarnlog::Result<SendFuture>)> = vec![
+        (
+            "unknown topic",
+            producer.send(ProducerRecord::new("nope").value("v")),
+        ),
+        (
+            "internal topic",
+            producer.send(ProducerRecord::new("__consumer_offsets").value("v")),
+        ),
+        (
+            "partition out of range",
+            producer.send(ProducerRecord::new("t").partition(2).value("v")),
+        ),
+        (
+            "custom partitioner out of range",
+            bad.send(ProducerRecord::new("t").value("v")),
+        ),
+        (
+            "over buffer_memory",
+            producer.send(ProducerRecord::new("t").value(vec![0u8; 1_300])),
+        ),
+        (
+            "over max_request_size",
+            log.producer(ProducerConfig::default().max_request_size(1_500))
+                .unwrap()
+                .send(ProducerRecord::new("t").value(vec![0u8; 1_600])),
+        ),
+        (
+            "over the topic's max_message_bytes",
+            log.producer(ProducerConfig::default())
+                .unwrap()
+                .send(ProducerRecord::new("t").value(vec![0u8; 2_100])),
+        ),
+    ];
+    for (case, result) in cases {
+        let error = result.map(|_| ()).unwrap_err();
+        let expected = match case {
+            "unknown topic" => matches!(error, Error::UnknownTopic { .. }),
+            "internal topic" => matches!(error, Error::InternalTopic { .. }),
+            "partition out of range" | "custom partitioner out of range" => {
+                matches!(error, Error::UnknownPartition { partitions: 2, .. })
+            }
+            "over buffer_memory" => matches!(error, Error::RecordTooLarge { max: 1_200, .. }),
+            "over max_request_size" => matches!(error, Error::RecordTooLarge { max: 1_500, .. }),
+            _ => matches!(error, Error::RecordTooLarge { max: 2_000, .. }),
+        };
+        assert!(expected, "{case}: {error:?}");
+    }
+    // A batch with one bad record sends none of them.
+    let error = producer
+        .send_batch([
+            ProducerRecord::new("t").value("ok"),
+            ProducerRecord::new("t").partition(9).value("bad"),
+        ])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownPartition { .. }), "{error:?}");
+    producer.flush().unwrap();
+    bad.flush().unwrap();
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "a refused send changed the directory"
+    );
+    for p in 0..2 {
+        assert_eq!(
+            log.topic("t")
+                .unwrap()
+                .partition(p)
+                .unwrap()
+                .log_end_offset(),
+            0
+        );
+    }
+}
+
+#[test]
+fn invalid_config_names_the_field() {
+    let log = Log::temp().unwrap();
+    let cases = [
+        ("buffer_memory", ProducerConfig::default().buffer_memory(0)),
+        (
+            "max_request_size",
+            ProducerConfig::default().max_request_size(10),
+        ),
+        (
+            "batch_size",
+            ProducerConfig::default().batch_size(i32::MAX as usize + 1),
+        ),
+        ("linger_ms", ProducerConfig::default().linger_ms(u64::MAX)),
+        (
+            "max_block_ms",
+            ProducerConfig::default().max_block_ms(u64::MAX),
+        ),
+    ];
+    for (field, config) in cases {
+        match log.producer(config) {
+            Err(Error::InvalidConfig {
+                field: f, allowed, ..
+            }) => {
+                assert_eq!(f, field);
+                assert!(allowed.contains("..="), "{allowed}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn close_sends_what_is_pending_and_then_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let clone = producer.clone();
+    let pending = producer.send(ProducerRecord::new("t").value("v")).unwrap();
+    producer.close().unwrap();
+    assert_eq!(pending.wait().unwrap().offset, Some(0));
+    let error = clone.send(ProducerRecord::new("t").value("v")).unwrap_err();
+    assert!(matches!(error, Error::Closed), "{error:?}");
+    assert!(matches!(clone.flush(), Err(Error::Closed)));
+    // Dropping a producer with pending records sends them too.
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let pending = producer.send(ProducerRecord::new("t").value("w")).unwrap();
+    drop(producer);
+    assert_eq!(pending.wait().unwrap().offset, Some(1));
+}
+
+#[test]
+fn a_closed_log_fails_pending_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let pending = producer.send(ProducerRecord::new("t").value("v")).unwrap();
+    log.close().unwrap();
+    producer.flush().unwrap();
+    let error = pending.wait().unwrap_err();
+    assert!(matches!(error, Error::Closed), "{error:?}");
+}
