@@ -171,6 +171,34 @@ pub enum Error {
         /// The limit that passed, in milliseconds.
         ms: u64,
     },
+    /// A commit's metadata is longer than Kafka's `offset.metadata.max.bytes` (4096).
+    #[error("offset metadata of {size} bytes is larger than the maximum {max}")]
+    OffsetMetadataTooLarge {
+        /// The metadata's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A consumer has no position for a partition, no committed offset, and
+    /// `auto_offset_reset` is `None` (Kafka's `NoOffsetForPartitionException`).
+    #[error("no offset for {topic}-{partition}: nothing committed and auto_offset_reset is none")]
+    NoOffsetForPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A consumer call named a partition that is not assigned to it.
+    #[error("{topic}-{partition} is not assigned to this consumer")]
+    NotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// `poll` on a consumer with no assigned partition.
+    #[error("the consumer has no assigned partition; call assign first")]
+    NoAssignment,
     /// Clients may not write to an internal topic such as `__consumer_offsets`.
     #[error("topic {topic:?} is internal; clients cannot write to it")]
     InternalTopic {
@@ -281,6 +309,19 @@ impl Error {
             Error::Timeout { what, ms } => Error::Timeout { what, ms: *ms },
             Error::InternalTopic { topic } => Error::InternalTopic {
                 topic: topic.clone(),
+            },
+            Error::NotAssigned { topic, partition } => Error::NotAssigned {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Error::NoAssignment => Error::NoAssignment,
+            Error::OffsetMetadataTooLarge { size, max } => Error::OffsetMetadataTooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::NoOffsetForPartition { topic, partition } => Error::NoOffsetForPartition {
+                topic: topic.clone(),
+                partition: *partition,
             },
         }
     }

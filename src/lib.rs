@@ -44,9 +44,12 @@
 mod clock;
 pub mod codec;
 mod config;
+mod consumer;
 mod error;
 mod log;
 mod metadata;
+mod notify;
+mod offsets;
 mod producer;
 mod read;
 mod recovery;
@@ -58,8 +61,15 @@ mod types;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Batch, BatchBuilder, Compression, Header, Record, TimestampType};
 pub use config::{FsyncPolicy, TopicConfig};
+pub use consumer::{
+    AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
+    Iter,
+};
 pub use error::{Error, Location, Result};
 pub use log::{Log, LogBuilder, Partition, Topic};
+pub use offsets::{
+    CONSUMER_OFFSETS, OFFSET_METADATA_MAX_BYTES, OffsetAndMetadata, partition_for_group,
+};
 pub use producer::{
     Acks, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     RoundRobinPartitioner, SendFuture, murmur2, partition_for_key, to_positive,

@@ -17,8 +17,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
+use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::metadata::{self, Meta, TopicMeta};
+use crate::notify::Notifier;
+use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
 use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
@@ -54,6 +57,7 @@ pub struct LogBuilder {
     prefault: Option<bool>,
     checkpoint_interval_ms: u64,
     auto_create_topics: bool,
+    offsets_topic_partitions: u32,
 }
 
 impl Default for LogBuilder {
@@ -68,6 +72,7 @@ impl Default for LogBuilder {
             prefault: None,
             checkpoint_interval_ms: 60_000,
             auto_create_topics: false,
+            offsets_topic_partitions: 50,
         }
     }
 }
@@ -133,6 +138,15 @@ impl LogBuilder {
         self
     }
 
+    /// Partitions of `__consumer_offsets` when the first commit creates it (Kafka's
+    /// `offsets.topic.num.partitions`). Default 50; allowed 1..=1000. An existing topic
+    /// keeps its count.
+    #[must_use]
+    pub fn offsets_topic_partitions(mut self, partitions: u32) -> Self {
+        self.offsets_topic_partitions = partitions;
+        self
+    }
+
     /// How often the recovery points are checkpointed by the background thread (Kafka's
     /// `log.flush.offset.checkpoint.interval.ms`). Default 60000; allowed 1..=2^63-1. After a
     /// crash, recovery rescans from the last checkpoint.
@@ -165,6 +179,13 @@ impl LogBuilder {
                 field: "background_tick_ms",
                 value: self.background_tick_ms.to_string(),
                 allowed: "1..=60000".into(),
+            });
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err(Error::InvalidConfig {
+                field: "offsets_topic_partitions",
+                value: self.offsets_topic_partitions.to_string(),
+                allowed: "1..=1000".into(),
             });
         }
         if !(1..=i64::MAX as u64).contains(&self.checkpoint_interval_ms) {
@@ -209,6 +230,8 @@ impl LogBuilder {
             report,
             temp_root: self.temp_root,
             auto_create_topics: self.auto_create_topics,
+            offsets: OffsetStore::new(self.offsets_topic_partitions),
+            appended: Notifier::default(),
             background: Mutex::new(None),
             wake: Condvar::new(),
             stop: Mutex::new(false),
@@ -225,7 +248,9 @@ impl LogBuilder {
             .map_err(|e| Error::io("spawn background thread", PathBuf::new(), e))?;
         *inner.background.lock() = Some(handle);
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
-        Ok(Log { inner, _open: open })
+        let log = Log { inner, _open: open };
+        log.inner.offsets.load(&log)?;
+        Ok(log)
     }
 }
 
@@ -419,6 +444,10 @@ struct Inner {
     report: RecoveryReport,
     temp_root: Option<PathBuf>,
     auto_create_topics: bool,
+    /// Committed offsets of consumer groups.
+    offsets: OffsetStore,
+    /// Signalled after every append, for consumers waiting in `poll`.
+    appended: Notifier,
     background: Mutex<Option<JoinHandle<()>>>,
     wake: Condvar,
     stop: Mutex<bool>,
@@ -633,15 +662,32 @@ impl Log {
         name: &str,
         config: impl Into<Option<TopicConfig>>,
     ) -> Result<Topic> {
-        self.check_open()?;
         let config = config.into().unwrap_or_else(|| self.inner.defaults.clone());
-        metadata::validate_topic_name(name)?;
         if INTERNAL_TOPICS.contains(&name) {
             return Err(Error::InvalidTopicName {
                 name: name.into(),
                 reason: "reserved for an internal topic",
             });
         }
+        self.create_any_topic(name, config)
+    }
+
+    /// Creates `__consumer_offsets` (Kafka's internal-topic settings: 100 MiB segments;
+    /// every batch synced, as a commit is acknowledged only once durable).
+    pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
+        let config = TopicConfig::default()
+            .partitions(partitions)
+            .segment_bytes(100 << 20)
+            .fsync(crate::config::FsyncPolicy::EveryBatch);
+        match self.create_any_topic(CONSUMER_OFFSETS, config) {
+            Err(Error::TopicExists { .. }) => self.topic(CONSUMER_OFFSETS),
+            created => created,
+        }
+    }
+
+    fn create_any_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        self.check_open()?;
+        metadata::validate_topic_name(name)?;
         config.validate()?;
         let _admin = self.inner.admin.lock();
         // A poisoned directory takes no change at all, not even a cleanup.
@@ -734,6 +780,9 @@ impl Log {
     /// # Errors
     /// `UnknownTopic`; `Io`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(Error::InternalTopic { topic: name.into() });
+        }
         self.check_open()?;
         let _admin = self.inner.admin.lock();
         for dir in &self.inner.dirs {
@@ -771,9 +820,66 @@ impl Log {
         Ok(())
     }
 
-    /// Names of the topics, sorted.
+    /// Names of the topics, sorted, without internal ones such as `__consumer_offsets`.
     pub fn topics(&self) -> Vec<String> {
+        self.inner
+            .state
+            .read()
+            .topics
+            .keys()
+            .filter(|name| !INTERNAL_TOPICS.contains(&name.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Names of every topic, internal ones included, sorted.
+    pub fn topics_with_internal(&self) -> Vec<String> {
         self.inner.state.read().topics.keys().cloned().collect()
+    }
+
+    /// A consumer of this log's topics (Kafka's `KafkaConsumer`); see [`Consumer`].
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a field out of range; `Closed`.
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        self.check_open()?;
+        Consumer::new(self.clone(), config)
+    }
+
+    /// The offset `group` committed for `tp` (Kafka's `OffsetFetch`), if any.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for an empty or over-long group id; `Closed`.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+    ) -> Result<Option<OffsetAndMetadata>> {
+        self.check_open()?;
+        crate::offsets::check_group_id(group)?;
+        Ok(self.inner.offsets.committed(group, tp))
+    }
+
+    /// Commits offsets for `group` (Kafka's `OffsetCommit`): one atomic record batch in
+    /// `__consumer_offsets`, returned once durable. The data each offset covers is synced
+    /// first, so after any crash a recovered commit never points past recovered data.
+    ///
+    /// # Errors
+    /// `UnknownTopic`/`UnknownPartition`; `OffsetOutOfRange` for an offset above the high
+    /// watermark; `OffsetMetadataTooLarge`; `InvalidConfig` for a bad group id; `Io`,
+    /// `Poisoned`, `Closed`. A refused commit writes nothing.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.check_open()?;
+        self.inner.offsets.commit(self, group, offsets)
+    }
+
+    /// The append signal consumers wait on.
+    pub(crate) fn appended(&self) -> &Notifier {
+        &self.inner.appended
     }
 
     /// A handle on a topic.
@@ -1005,8 +1111,7 @@ impl Partition {
     /// bytes are not a valid batch), `UnsupportedCompression`, `InvalidRecord` (a rule a
     /// Kafka leader enforces), `Io` (e.g. a full disk: nothing is appended), `Poisoned`.
     pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
-        self.check()?;
-        self.replica.append(batch)
+        self.append_then(batch, |_| {})
     }
 
     /// As [`Partition::append`], calling `on_appended` once the batch is in the log and
@@ -1017,7 +1122,38 @@ impl Partition {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         self.check()?;
-        self.replica.append_then(batch, on_appended)
+        if INTERNAL_TOPICS.contains(&self.topic.name()) {
+            return Err(Error::InternalTopic {
+                topic: self.topic.name().into(),
+            });
+        }
+        self.append_unchecked(batch, on_appended)
+    }
+
+    /// Appends to any topic, internal ones included (the log's own writers).
+    pub(crate) fn append_internal(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.check()?;
+        self.append_unchecked(batch, |_| {})
+    }
+
+    fn append_unchecked(
+        &self,
+        batch: &[u8],
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<AppendInfo> {
+        let appended = self.topic.log.appended();
+        self.replica.append_then(batch, |info| {
+            appended.notify();
+            on_appended(info);
+        })
+    }
+
+    /// Returns once every offset below `offset` (at most the log end) is durable,
+    /// whatever the fsync policy.
+    pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
+        self.check()?;
+        self.replica
+            .sync_to(offset.min(self.replica.log_end_offset()))
     }
 
     /// The topic's configuration.

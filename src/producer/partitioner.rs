@@ -157,6 +157,7 @@ fn random_below(state: &mut u64, n: u32) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -127,13 +127,8 @@ impl ReplicaLog {
 
     /// Appends one client batch (Kafka v2, base offset 0): assigns offsets, stamps the leader
     /// epoch and, under `LogAppendTime`, the append time; then waits for the durability the
-    /// topic's fsync policy asks for.
-    pub(crate) fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
-        self.append_then(batch, |_| {})
-    }
-
-    /// As [`ReplicaLog::append`], calling `on_appended` between the append and the wait for
-    /// durability. When the sync then fails the batch stays in the log (as in Kafka, where
+    /// topic's fsync policy asks for, calling `on_appended` in between (once the batch is
+    /// visible). When the sync then fails the batch stays in the log (as in Kafka, where
     /// an `acks=1` write can outlive a failed flush) and the error is returned.
     pub(crate) fn append_then(
         &self,

@@ -1,0 +1,881 @@
+//! The consumer: Kafka's `KafkaConsumer` over assigned partitions — positions, `poll`,
+//! `seek`, pause, and committed offsets in `__consumer_offsets`.
+//!
+//! Design: a consumer owns one state per assigned partition (its position, a pending
+//! reset, paused or not). `poll` resolves missing positions (committed offset, else
+//! `auto_offset_reset`), reads zero-copy from the partitions in turn — starting after the
+//! partition that last returned records, so every partition gets its share — and, when
+//! nothing is there, sleeps on the log's append signal until data or the timeout.
+//! Records are only ever read below the high watermark.
+//!
+//! Invariant: a partition's position is the offset after the last record `poll` returned
+//! for it (or where a seek or reset put it); auto-commit commits only such positions, so
+//! what it commits was already handed out (Kafka's at-least-once behaviour).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{Header, Record, TimestampType};
+use crate::error::{Error, Result};
+use crate::log::{Log, Partition};
+use crate::offsets::OffsetAndMetadata;
+use crate::types::{TimestampOffset, TopicPartition};
+
+/// Where a consumer starts when it has no position and its group no committed offset
+/// (Kafka's `auto.offset.reset`), and what it does when its position leaves the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoOffsetReset {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: only records appended from now on (Kafka's default).
+    #[default]
+    Latest,
+    /// No reset: `poll` fails with `NoOffsetForPartition` or `OffsetOutOfRange`.
+    None,
+}
+
+/// Consumer settings, named and defaulted as Kafka's `ConsumerConfig`. Set fields directly
+/// or with the same-named builder methods.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group whose committed offsets this consumer reads and writes. Without
+    /// one, nothing can be committed and auto-commit is off.
+    pub group_id: Option<String>,
+    /// See [`AutoOffsetReset`]. Default `Latest`.
+    pub auto_offset_reset: AutoOffsetReset,
+    /// Commit positions every `auto_commit_interval_ms` from within `poll`, and on close.
+    /// Default `true` (it needs a `group_id`).
+    pub enable_auto_commit: bool,
+    /// Default 5000, measured on the log's clock.
+    pub auto_commit_interval_ms: u64,
+    /// Most records one `poll` returns. Default 500.
+    pub max_poll_records: usize,
+    /// About the most bytes one `poll` reads over all partitions (a first batch larger than
+    /// it is still returned). Default 52428800.
+    pub fetch_max_bytes: usize,
+    /// About the most bytes one `poll` reads from one partition. Default 1048576.
+    pub max_partition_fetch_bytes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group_id: None,
+            auto_offset_reset: AutoOffsetReset::Latest,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            max_poll_records: 500,
+            fetch_max_bytes: 52_428_800,
+            max_partition_fetch_bytes: 1_048_576,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Sets [`group_id`](Self::group_id).
+    #[must_use]
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// Sets [`auto_offset_reset`](Self::auto_offset_reset).
+    #[must_use]
+    pub fn auto_offset_reset(mut self, reset: AutoOffsetReset) -> Self {
+        self.auto_offset_reset = reset;
+        self
+    }
+
+    /// Sets [`enable_auto_commit`](Self::enable_auto_commit).
+    #[must_use]
+    pub fn enable_auto_commit(mut self, enabled: bool) -> Self {
+        self.enable_auto_commit = enabled;
+        self
+    }
+
+    /// Sets [`auto_commit_interval_ms`](Self::auto_commit_interval_ms).
+    #[must_use]
+    pub fn auto_commit_interval_ms(mut self, ms: u64) -> Self {
+        self.auto_commit_interval_ms = ms;
+        self
+    }
+
+    /// Sets [`max_poll_records`](Self::max_poll_records).
+    #[must_use]
+    pub fn max_poll_records(mut self, records: usize) -> Self {
+        self.max_poll_records = records;
+        self
+    }
+
+    /// Sets [`fetch_max_bytes`](Self::fetch_max_bytes).
+    #[must_use]
+    pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
+        self.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_partition_fetch_bytes`](Self::max_partition_fetch_bytes).
+    #[must_use]
+    pub fn max_partition_fetch_bytes(mut self, bytes: usize) -> Self {
+        self.max_partition_fetch_bytes = bytes;
+        self
+    }
+
+    /// Checks every field against its allowed range.
+    ///
+    /// # Errors
+    /// `InvalidConfig` naming the first field out of range and the range.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(group) = &self.group_id {
+            crate::offsets::check_group_id(group)?;
+        }
+        let checks: [(&'static str, u64, u64, u64); 4] = [
+            (
+                "auto_commit_interval_ms",
+                self.auto_commit_interval_ms,
+                1,
+                i64::MAX as u64,
+            ),
+            (
+                "max_poll_records",
+                self.max_poll_records as u64,
+                1,
+                i32::MAX as u64,
+            ),
+            (
+                "fetch_max_bytes",
+                self.fetch_max_bytes as u64,
+                1,
+                i32::MAX as u64,
+            ),
+            (
+                "max_partition_fetch_bytes",
+                self.max_partition_fetch_bytes as u64,
+                1,
+                i32::MAX as u64,
+            ),
+        ];
+        for (field, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(Error::InvalidConfig {
+                    field,
+                    value: value.to_string(),
+                    allowed: format!("{min}..={max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One record as `poll` returns it (Kafka's `ConsumerRecord`). Key, value and header
+/// values are zero-copy slices of the log's mapping; they stay valid after the log moves on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: u64,
+    /// Its timestamp, meaning given by `timestamp_type`.
+    pub timestamp: i64,
+    /// `CreateTime` or `LogAppendTime`.
+    pub timestamp_type: TimestampType,
+    /// The key; `None` for null.
+    pub key: Option<Bytes>,
+    /// The value; `None` for null (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+}
+
+impl ConsumerRecord {
+    /// The record's topic and partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+}
+
+/// What one `poll` returned, in partition-then-offset order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerRecords {
+    records: Vec<ConsumerRecord>,
+}
+
+impl ConsumerRecords {
+    /// How many records.
+    pub fn count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the poll returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConsumerRecord> {
+        self.records.iter()
+    }
+
+    /// The records of one partition, in offset order.
+    pub fn records(&self, tp: &TopicPartition) -> Vec<&ConsumerRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.partition == tp.partition && *r.topic == *tp.topic)
+            .collect()
+    }
+
+    /// The partitions with records in this poll.
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        let mut out: Vec<TopicPartition> = Vec::new();
+        for record in &self.records {
+            let tp = record.topic_partition();
+            if !out.contains(&tp) {
+                out.push(tp);
+            }
+        }
+        out
+    }
+}
+
+impl IntoIterator for ConsumerRecords {
+    type Item = ConsumerRecord;
+    type IntoIter = std::vec::IntoIter<ConsumerRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConsumerRecords {
+    type Item = &'a ConsumerRecord;
+    type IntoIter = std::slice::Iter<'a, ConsumerRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter()
+    }
+}
+
+/// A reset asked for by `seek_to_beginning`/`seek_to_end`, resolved at the next use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    Beginning,
+    End,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    topic: Arc<str>,
+    partition: Partition,
+    position: Option<u64>,
+    reset: Option<Reset>,
+    paused: bool,
+}
+
+/// Called with the outcome of a [`Consumer::commit_async`].
+pub type CommitCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Kafka's consumer in process. `Send`, used from one thread at a time (as Kafka's).
+/// Dropping it closes it (as [`Consumer::close`], errors ignored).
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// use std::time::Duration;
+/// use tarnlog::{AutoOffsetReset, ConsumerConfig, Log, ProducerConfig, ProducerRecord, TopicPartition};
+///
+/// let log = Log::temp()?;
+/// log.create_topic("events", None)?;
+/// let producer = log.producer(ProducerConfig::default())?;
+/// producer.send(ProducerRecord::new("events").value("hello"))?.wait()?;
+///
+/// let mut consumer = log.consumer(
+///     ConsumerConfig::default()
+///         .group_id("readers")
+///         .auto_offset_reset(AutoOffsetReset::Earliest),
+/// )?;
+/// consumer.assign([TopicPartition::new("events", 0)])?;
+/// let records = consumer.poll(Duration::from_secs(1))?;
+/// assert_eq!(records.iter().next().unwrap().value.as_deref(), Some(&b"hello"[..]));
+/// consumer.commit_sync()?; // the group resumes at offset 1
+/// # Ok(())
+/// # }
+/// ```
+pub struct Consumer {
+    log: Log,
+    config: ConsumerConfig,
+    /// Assigned partitions, in assignment order.
+    assignment: Vec<TopicPartition>,
+    states: HashMap<TopicPartition, PartitionState>,
+    /// Index in `assignment` where the next fetch starts.
+    next_start: usize,
+    last_auto_commit_ms: i64,
+    pending_async: VecDeque<(Vec<(TopicPartition, OffsetAndMetadata)>, CommitCallback)>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .field("assignment", &self.assignment)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.close_inner();
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(log: Log, config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        let now = log.now_ms();
+        Ok(Consumer {
+            log,
+            config,
+            assignment: Vec::new(),
+            states: HashMap::new(),
+            next_start: 0,
+            last_auto_commit_ms: now,
+            pending_async: VecDeque::new(),
+            closed: false,
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The consumer's configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Reads exactly these partitions from now on (Kafka's manual `assign`). Partitions
+    /// kept from the previous assignment keep their positions; an empty list unassigns.
+    ///
+    /// # Errors
+    /// `UnknownTopic` / `UnknownPartition` (the assignment is then unchanged); `Closed`.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
+        self.check_open()?;
+        let mut assignment: Vec<TopicPartition> = Vec::new();
+        let mut states = HashMap::new();
+        for tp in partitions {
+            if assignment.contains(&tp) {
+                continue;
+            }
+            let state = match self.states.remove(&tp) {
+                Some(state) => state,
+                None => PartitionState {
+                    topic: Arc::from(tp.topic.as_str()),
+                    partition: self.log.topic(&tp.topic)?.partition(tp.partition)?,
+                    position: None,
+                    reset: None,
+                    paused: false,
+                },
+            };
+            states.insert(tp.clone(), state);
+            assignment.push(tp);
+        }
+        self.assignment = assignment;
+        self.states = states;
+        self.next_start = 0;
+        Ok(())
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.clone()
+    }
+
+    fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
+        self.states.get_mut(tp).ok_or_else(|| Error::NotAssigned {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+    }
+
+    /// Returns records after the positions of the assigned, unpaused partitions — at
+    /// least one if any arrive before `timeout`, at most `max_poll_records` — and moves
+    /// the positions past them. Runs due auto-commits and pending async commits first.
+    ///
+    /// # Errors
+    /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` under
+    /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned` from reads or commits;
+    /// `Closed`.
+    pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
+        self.check_open()?;
+        if self.assignment.is_empty() {
+            return Err(Error::NoAssignment);
+        }
+        self.run_async_commits();
+        self.maybe_auto_commit()?;
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let seen = self.log.appended().seq();
+            let records = self.fetch()?;
+            if !records.is_empty() {
+                return Ok(ConsumerRecords { records });
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(ConsumerRecords::default());
+            }
+            let wake_by = deadline.unwrap_or(now + Duration::from_secs(3600));
+            self.log.appended().wait_until(seen, wake_by);
+        }
+    }
+
+    /// A blocking iterator over records for simple loops: it polls again whenever its
+    /// buffer is empty, forever; stop by breaking out of the loop.
+    pub fn iter(&mut self) -> Iter<'_> {
+        Iter {
+            consumer: self,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// One pass over the partitions, in turn from `next_start`.
+    fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
+        let n = self.assignment.len();
+        let mut out = Vec::new();
+        let mut bytes_left = self.config.fetch_max_bytes;
+        let mut last_with_records = None;
+        for step in 0..n {
+            if out.len() >= self.config.max_poll_records || bytes_left == 0 {
+                break;
+            }
+            let index = (self.next_start + step) % n;
+            let tp = self.assignment[index].clone();
+            if self.state(&tp)?.paused {
+                continue;
+            }
+            let before = out.len();
+            bytes_left =
+                bytes_left.saturating_sub(self.fetch_partition(&tp, bytes_left, &mut out)?);
+            if out.len() > before {
+                last_with_records = Some(index);
+            }
+        }
+        if let Some(index) = last_with_records {
+            self.next_start = (index + 1) % n;
+        }
+        Ok(out)
+    }
+
+    /// Reads records of `tp` into `out`, returning the bytes read.
+    fn fetch_partition(
+        &mut self,
+        tp: &TopicPartition,
+        bytes_left: usize,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<usize> {
+        let position = self.resolve_position(tp)?;
+        let limit = self.config.max_partition_fetch_bytes.min(bytes_left);
+        let max_records = self.config.max_poll_records;
+        let reset = self.config.auto_offset_reset;
+        let state = self.state(tp)?;
+        let read = match state.partition.read(position, limit) {
+            Ok(read) => read,
+            Err(Error::OffsetOutOfRange {
+                requested,
+                earliest,
+                latest,
+            }) => {
+                state.position = Some(match reset {
+                    AutoOffsetReset::Earliest => earliest,
+                    AutoOffsetReset::Latest => state.partition.high_watermark(),
+                    AutoOffsetReset::None => {
+                        return Err(Error::OffsetOutOfRange {
+                            requested,
+                            earliest,
+                            latest,
+                        });
+                    }
+                });
+                return Ok(0);
+            }
+            Err(error) => return Err(error),
+        };
+        let mut next = position;
+        'batches: for batch in read.batches() {
+            let batch = batch?;
+            let timestamp_type = batch.header().timestamp_type();
+            for view in &batch {
+                let view = view?;
+                let offset = view.offset as u64;
+                if offset < next {
+                    continue;
+                }
+                if out.len() >= max_records {
+                    break 'batches;
+                }
+                let record = Record::from_view(batch.bytes(), &view, timestamp_type)?;
+                out.push(ConsumerRecord {
+                    topic: Arc::clone(&state.topic),
+                    partition: tp.partition,
+                    offset,
+                    timestamp: record.timestamp,
+                    timestamp_type: record.timestamp_type,
+                    key: record.key,
+                    value: record.value,
+                    headers: record.headers,
+                });
+                next = offset + 1;
+            }
+            // Past the whole batch, including offsets it no longer holds.
+            next = next.max(batch.next_offset() as u64);
+        }
+        state.position = Some(next);
+        Ok(read.bytes().len())
+    }
+
+    /// The position of `tp`, resolving a pending reset, the committed offset or
+    /// `auto_offset_reset` when it has none.
+    fn resolve_position(&mut self, tp: &TopicPartition) -> Result<u64> {
+        if let Some(position) = self.state(tp)?.position {
+            return Ok(position);
+        }
+        let committed = match &self.config.group_id {
+            Some(group) => self.log.committed_offset(group, tp)?,
+            None => None,
+        };
+        let reset = self.config.auto_offset_reset;
+        let state = self.state(tp)?;
+        let partition = &state.partition;
+        let position = match (state.reset.take(), committed, reset) {
+            (Some(Reset::Beginning), _, _) | (None, None, AutoOffsetReset::Earliest) => {
+                partition.log_start_offset()
+            }
+            (Some(Reset::End), _, _) | (None, None, AutoOffsetReset::Latest) => {
+                partition.high_watermark()
+            }
+            (None, Some(commit), _) => commit.offset,
+            (None, None, AutoOffsetReset::None) => {
+                return Err(Error::NoOffsetForPartition {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                });
+            }
+        };
+        state.position = Some(position);
+        Ok(position)
+    }
+
+    /// Sets the next offset `poll` returns for `tp`. A position outside the log is
+    /// handled by `auto_offset_reset` at the next poll, as in Kafka.
+    ///
+    /// # Errors
+    /// `NotAssigned`; `Closed`.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
+        self.check_open()?;
+        let state = self.state(tp)?;
+        state.position = Some(offset);
+        state.reset = None;
+        Ok(())
+    }
+
+    /// Moves to the log start of each partition (all assigned ones for an empty list),
+    /// resolved at the next `poll` or `position`.
+    ///
+    /// # Errors
+    /// `NotAssigned`; `Closed`.
+    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_lazily(partitions, Reset::Beginning)
+    }
+
+    /// Moves to the high watermark of each partition (all assigned ones for an empty
+    /// list), resolved at the next `poll` or `position`.
+    ///
+    /// # Errors
+    /// `NotAssigned`; `Closed`.
+    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_lazily(partitions, Reset::End)
+    }
+
+    fn seek_lazily(&mut self, partitions: &[TopicPartition], reset: Reset) -> Result<()> {
+        self.check_open()?;
+        let all = if partitions.is_empty() {
+            self.assignment.clone()
+        } else {
+            partitions.to_vec()
+        };
+        for tp in &all {
+            self.state(tp)?;
+        }
+        for tp in &all {
+            let state = self.state(tp)?;
+            state.position = None;
+            state.reset = Some(reset);
+        }
+        Ok(())
+    }
+
+    /// The offset of the next record `poll` would return for `tp`.
+    ///
+    /// # Errors
+    /// `NotAssigned`; `NoOffsetForPartition` under `AutoOffsetReset::None`; `Closed`.
+    pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
+        self.check_open()?;
+        self.resolve_position(tp)
+    }
+
+    /// Stops fetching from these partitions until [`resume`](Self::resume); positions
+    /// stay.
+    ///
+    /// # Errors
+    /// `NotAssigned` (nothing is paused then); `Closed`.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Fetches from these partitions again.
+    ///
+    /// # Errors
+    /// `NotAssigned` (nothing is resumed then); `Closed`.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, false)
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
+        self.check_open()?;
+        for tp in partitions {
+            self.state(tp)?;
+        }
+        for tp in partitions {
+            self.state(tp)?.paused = paused;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions, in assignment order.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.assignment
+            .iter()
+            .filter(|tp| self.states.get(*tp).is_some_and(|s| s.paused))
+            .cloned()
+            .collect()
+    }
+
+    /// For each partition, the first record at or after the timestamp below the high
+    /// watermark (Kafka's `offsetsForTimes`), `None` when there is none. Partitions need
+    /// not be assigned.
+    ///
+    /// # Errors
+    /// `UnknownTopic` / `UnknownPartition`; `Corruption`; `Closed`.
+    pub fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<HashMap<TopicPartition, Option<TimestampOffset>>> {
+        self.check_open()?;
+        let mut out = HashMap::new();
+        for (tp, timestamp) in query {
+            let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
+            let found = partition
+                .offset_for_time(*timestamp)?
+                .filter(|found| found.offset < partition.high_watermark());
+            out.insert(tp.clone(), found);
+        }
+        Ok(out)
+    }
+
+    /// The log start offset of each partition.
+    ///
+    /// # Errors
+    /// `UnknownTopic` / `UnknownPartition`; `Closed`.
+    pub fn beginning_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, Partition::log_start_offset)
+    }
+
+    /// The high watermark of each partition: the offset the next visible record gets
+    /// (Kafka's `endOffsets` under `read_uncommitted`).
+    ///
+    /// # Errors
+    /// `UnknownTopic` / `UnknownPartition`; `Closed`.
+    pub fn end_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, Partition::high_watermark)
+    }
+
+    fn offsets_of(
+        &self,
+        partitions: &[TopicPartition],
+        offset: fn(&Partition) -> u64,
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        self.check_open()?;
+        partitions
+            .iter()
+            .map(|tp| {
+                let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
+                Ok((tp.clone(), offset(&partition)))
+            })
+            .collect()
+    }
+
+    fn group(&self) -> Result<&str> {
+        self.config
+            .group_id
+            .as_deref()
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "group_id",
+                value: "None".into(),
+                allowed: "a group id, to commit or fetch committed offsets".into(),
+            })
+    }
+
+    /// The positions of assigned partitions that have one, within the log (a seek past
+    /// the high watermark is not committed until records there are consumed).
+    fn positions(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        self.assignment
+            .iter()
+            .filter_map(|tp| {
+                let state = self.states.get(tp)?;
+                let position = state.position?;
+                (position <= state.partition.high_watermark())
+                    .then(|| (tp.clone(), OffsetAndMetadata::new(position)))
+            })
+            .collect()
+    }
+
+    /// Commits the current positions of the assigned partitions for the group, durably.
+    /// Pending async commits run first, so commits apply in call order.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; as [`Log::commit_offsets`]; `Closed`.
+    pub fn commit_sync(&mut self) -> Result<()> {
+        self.check_open()?;
+        let offsets = self.positions();
+        self.commit_sync_offsets(offsets)
+    }
+
+    /// Commits the given offsets (each the next offset to consume) for the group.
+    ///
+    /// # Errors
+    /// As [`commit_sync`](Self::commit_sync).
+    pub fn commit_sync_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<()> {
+        self.check_open()?;
+        let group = self.group()?.to_owned();
+        self.run_async_commits();
+        let offsets: Vec<_> = offsets.into_iter().collect();
+        self.log.commit_offsets(&group, &offsets)
+    }
+
+    /// Commits the current positions without blocking the caller: the commit runs at the
+    /// next `poll`, `commit_sync` or `close`, and `callback` then gets its outcome (as
+    /// Kafka runs `commitAsync` callbacks from `poll`). Commits apply in call order.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; `Closed`.
+    pub fn commit_async(
+        &mut self,
+        callback: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.check_open()?;
+        self.group()?;
+        let offsets = self.positions();
+        self.pending_async.push_back((offsets, Box::new(callback)));
+        Ok(())
+    }
+
+    fn run_async_commits(&mut self) {
+        let Some(group) = self.config.group_id.clone() else {
+            return;
+        };
+        while let Some((offsets, callback)) = self.pending_async.pop_front() {
+            callback(self.log.commit_offsets(&group, &offsets));
+        }
+    }
+
+    /// Commits positions when auto-commit is on and its interval has passed.
+    fn maybe_auto_commit(&mut self) -> Result<()> {
+        let (true, Some(group)) = (self.config.enable_auto_commit, &self.config.group_id) else {
+            return Ok(());
+        };
+        let now = self.log.now_ms();
+        let interval = self.config.auto_commit_interval_ms.min(i64::MAX as u64) as i64;
+        if now.saturating_sub(self.last_auto_commit_ms) < interval {
+            return Ok(());
+        }
+        let group = group.clone();
+        let offsets = self.positions();
+        self.log.commit_offsets(&group, &offsets)?;
+        self.last_auto_commit_ms = now;
+        Ok(())
+    }
+
+    /// The offset the group committed for `tp`, if any.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; `Closed`.
+    pub fn committed(&self, tp: &TopicPartition) -> Result<Option<OffsetAndMetadata>> {
+        self.check_open()?;
+        self.log.committed_offset(self.group()?, tp)
+    }
+
+    /// Runs pending async commits and, with auto-commit on, commits the positions; later
+    /// calls fail with `Closed`.
+    ///
+    /// # Errors
+    /// The auto-commit's error (the consumer is closed regardless).
+    pub fn close(mut self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.run_async_commits();
+        match (&self.config.group_id, self.config.enable_auto_commit) {
+            (Some(group), true) => {
+                let offsets = self.positions();
+                self.log.commit_offsets(group, &offsets)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The blocking iterator of [`Consumer::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    consumer: &'a mut Consumer,
+    buffer: VecDeque<ConsumerRecord>,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<ConsumerRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(record) = self.buffer.pop_front() {
+                return Some(Ok(record));
+            }
+            match self.consumer.poll(Duration::from_secs(1)) {
+                Ok(records) => self.buffer.extend(records),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! Committed offsets, kept as Kafka keeps them: records in the internal, compacted topic
+//! `__consumer_offsets`, one partition per group by Kafka's hash rule, with Kafka's
+//! `OffsetCommitKey` (v1) / `OffsetCommitValue` (v3) schemas (reference §7).
+//!
+//! Invariants: the in-memory cache equals the replay of the topic's records in offset
+//! order (latest record per key wins, a null value removes the key); a commit is appended
+//! (and synced) before the cache changes; before a commit of offset `o` for a partition is
+//! appended, that partition's data below `o` is synced, so after any crash a recovered
+//! commit never points past recovered data.
+
+use std::collections::HashMap;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{BatchBuilder, Record};
+use crate::error::{Error, Location, Result};
+use crate::log::{Log, Topic};
+use crate::types::TopicPartition;
+
+/// The internal topic's name.
+pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
+
+/// Kafka's `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// A committed position (Kafka's `OffsetAndMetadata`): the next offset to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    /// The next offset the group will consume.
+    pub offset: u64,
+    /// Free text stored with the commit (at most 4096 bytes).
+    pub metadata: String,
+    /// The leader epoch of the last consumed record, if known.
+    pub leader_epoch: Option<i32>,
+    /// When the commit was made, by the log's clock (ms since the epoch); set by the log.
+    pub commit_timestamp: i64,
+}
+
+impl OffsetAndMetadata {
+    /// A commit of `offset` with no metadata.
+    pub fn new(offset: u64) -> OffsetAndMetadata {
+        OffsetAndMetadata {
+            offset,
+            metadata: String::new(),
+            leader_epoch: None,
+            commit_timestamp: -1,
+        }
+    }
+
+    /// Sets the metadata string.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+}
+
+/// Kafka's group-to-partition rule: `abs(groupId.hashCode()) % partitions`, with Java's
+/// `String.hashCode` over UTF-16 code units and `abs(Integer.MIN_VALUE) = 0`.
+pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive.unsigned_abs() % partitions
+}
+
+/// `OffsetCommitKey` v1: group, topic, partition.
+pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + group.len() + tp.topic.len());
+    out.extend_from_slice(&1i16.to_be_bytes());
+    put_string(&mut out, group);
+    put_string(&mut out, &tp.topic);
+    out.extend_from_slice(&(tp.partition as i32).to_be_bytes());
+    out
+}
+
+/// `OffsetCommitValue` v3: offset, leader epoch, metadata, commit timestamp.
+pub(crate) fn encode_value(commit: &OffsetAndMetadata) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + commit.metadata.len());
+    out.extend_from_slice(&3i16.to_be_bytes());
+    out.extend_from_slice(&(commit.offset as i64).to_be_bytes());
+    out.extend_from_slice(&commit.leader_epoch.unwrap_or(-1).to_be_bytes());
+    put_string(&mut out, &commit.metadata);
+    out.extend_from_slice(&commit.commit_timestamp.to_be_bytes());
+    out
+}
+
+/// Kafka's `STRING`: int16 length, then UTF-8. Callers bound the length (topic names are
+/// at most 249 bytes, group ids and metadata are checked).
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len().min(i16::MAX as usize) as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// What one record of the offsets topic says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// An offset commit; `None` is a tombstone.
+    Offset {
+        group: String,
+        tp: TopicPartition,
+        commit: Option<OffsetAndMetadata>,
+    },
+    /// A record kind this version does not keep (group metadata, KIP-848 records).
+    Other,
+}
+
+/// A cursor over Kafka's big-endian schema types that names what it failed to read.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let Some(end) = end else {
+            return Err(Error::Corruption {
+                location: Location::Buffer { position: self.pos },
+                what: self.what,
+                detail: format!(
+                    "{field} needs {n} bytes, {} left",
+                    self.buf.len() - self.pos
+                ),
+            });
+        };
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn i16(&mut self, field: &str) -> Result<i16> {
+        let b = self.take(2, field)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self, field: &str) -> Result<i32> {
+        let b = self.take(4, field)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i64(&mut self, field: &str) -> Result<i64> {
+        let b = self.take(8, field)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_be_bytes(a))
+    }
+
+    fn string(&mut self, field: &str) -> Result<String> {
+        let len = self.i16(field)?;
+        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
+        let bytes = self.take(len, field)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.bad(field, "not UTF-8"))
+    }
+
+    fn bad(&self, field: &str, why: &str) -> Error {
+        Error::Corruption {
+            location: Location::Buffer { position: self.pos },
+            what: self.what,
+            detail: format!("{field}: {why}"),
+        }
+    }
+}
+
+/// Decodes one record of the offsets topic. Unknown key versions are ignored, as Kafka's
+/// loader does; a known key or value that does not parse is corruption.
+pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> {
+    let Some(key) = key else {
+        return Err(Error::Corruption {
+            location: Location::Buffer { position: 0 },
+            what: "offsets topic key",
+            detail: "a record without a key".into(),
+        });
+    };
+    let mut k = Cursor {
+        buf: key,
+        pos: 0,
+        what: "offsets topic key",
+    };
+    let version = k.i16("key version")?;
+    if !(0..=1).contains(&version) {
+        return Ok(Entry::Other);
+    }
+    let group = k.string("group")?;
+    let topic = k.string("topic")?;
+    let partition = k.i32("partition")?;
+    let partition = u32::try_from(partition).map_err(|_| k.bad("partition", "negative"))?;
+    let tp = TopicPartition::new(topic, partition);
+    let Some(value) = value else {
+        return Ok(Entry::Offset {
+            group,
+            tp,
+            commit: None,
+        });
+    };
+    let mut v = Cursor {
+        buf: value,
+        pos: 0,
+        what: "offsets topic value",
+    };
+    let version = v.i16("value version")?;
+    let offset = v.i64("offset")?;
+    let offset = u64::try_from(offset).map_err(|_| v.bad("offset", "negative"))?;
+    let commit = match version {
+        0 | 2 => {
+            let metadata = v.string("metadata")?;
+            let commit_timestamp = v.i64("commit timestamp")?;
+            OffsetAndMetadata {
+                offset,
+                metadata,
+                leader_epoch: None,
+                commit_timestamp,
+            }
+        }
+        1 => {
+            let metadata = v.string("metadata")?;
+            let commit_timestamp = v.i64("commit timestamp")?;
+            let _expire = v.i64("expire timestamp")?;
+            OffsetAndMetadata {
+                offset,
+                metadata,
+                leader_epoch: None,
+                commit_timestamp,
+            }
+        }
+        3 => {
+            let epoch = v.i32("leader epoch")?;
+            let metadata = v.string("metadata")?;
+            let commit_timestamp = v.i64("commit timestamp")?;
+            OffsetAndMetadata {
+                offset,
+                metadata,
+                leader_epoch: (epoch >= 0).then_some(epoch),
+                commit_timestamp,
+            }
+        }
+        other => return Err(v.bad("value version", &format!("unsupported version {other}"))),
+    };
+    Ok(Entry::Offset {
+        group,
+        tp,
+        commit: Some(commit),
+    })
+}
+
+/// The committed offsets of every group, and the topic that keeps them.
+#[derive(Debug)]
+pub(crate) struct OffsetStore {
+    /// Partition count used when the topic is first created.
+    partitions: u32,
+    cache: RwLock<HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>>,
+    /// Serialises commits, so that cache updates follow append order.
+    commit_lock: Mutex<()>,
+}
+
+impl OffsetStore {
+    pub(crate) fn new(partitions: u32) -> OffsetStore {
+        OffsetStore {
+            partitions,
+            cache: RwLock::new(HashMap::new()),
+            commit_lock: Mutex::new(()),
+        }
+    }
+
+    /// Rebuilds the cache from the topic, when it exists.
+    pub(crate) fn load(&self, log: &Log) -> Result<()> {
+        let Ok(topic) = log.topic(CONSUMER_OFFSETS) else {
+            return Ok(());
+        };
+        let mut cache = HashMap::new();
+        for p in 0..topic.partitions() {
+            let partition = topic.partition(p)?;
+            let mut offset = partition.log_start_offset();
+            while offset < partition.high_watermark() {
+                let read = partition.read(offset, 1 << 20)?;
+                let mut advanced = false;
+                for batch in read.batches() {
+                    let batch = batch?;
+                    for record in batch.records() {
+                        let record = record?;
+                        if (record.offset as u64) < offset {
+                            continue;
+                        }
+                        apply(&mut cache, &record).map_err(|e| at_record(e, p, &record))?;
+                    }
+                    offset = batch.next_offset() as u64;
+                    advanced = true;
+                }
+                if !advanced {
+                    break;
+                }
+            }
+        }
+        *self.cache.write() = cache;
+        Ok(())
+    }
+
+    /// The committed offset of `group` for `tp`.
+    pub(crate) fn committed(&self, group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
+        self.cache.read().get(group)?.get(tp).cloned()
+    }
+
+    /// Commits `offsets` for `group` atomically (one batch), after syncing the data they
+    /// cover. Returns once the commit is durable.
+    pub(crate) fn commit(
+        &self,
+        log: &Log,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        check_group_id(group)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let now = log.now_ms();
+        // Checks first: a refused commit writes nothing.
+        let mut data = Vec::with_capacity(offsets.len());
+        for (tp, commit) in offsets {
+            if commit.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                return Err(Error::OffsetMetadataTooLarge {
+                    size: commit.metadata.len(),
+                    max: OFFSET_METADATA_MAX_BYTES,
+                });
+            }
+            let partition = log.topic(&tp.topic)?.partition(tp.partition)?;
+            let high_watermark = partition.high_watermark();
+            if commit.offset > high_watermark {
+                return Err(Error::OffsetOutOfRange {
+                    requested: commit.offset,
+                    earliest: partition.log_start_offset(),
+                    latest: high_watermark,
+                });
+            }
+            data.push(partition);
+        }
+        let _serial = self.commit_lock.lock();
+        // The data first: a recovered commit must never point past recovered data.
+        for (partition, (_, commit)) in data.iter().zip(offsets) {
+            partition.sync_to(commit.offset)?;
+        }
+        let topic = self.topic(log)?;
+        let index = partition_for_group(group, topic.partitions());
+        let mut builder = BatchBuilder::new();
+        let mut stamped = Vec::with_capacity(offsets.len());
+        for (tp, commit) in offsets {
+            let commit = OffsetAndMetadata {
+                commit_timestamp: now,
+                ..commit.clone()
+            };
+            builder.push(
+                now,
+                Some(&encode_key(group, tp)),
+                Some(&encode_value(&commit)),
+                &[],
+            );
+            stamped.push((tp.clone(), commit));
+        }
+        let batch = builder
+            .finish()
+            .unwrap_or_else(|| unreachable!("at least one offset was pushed"));
+        topic.partition(index)?.append_internal(batch)?;
+        let mut cache = self.cache.write();
+        let group_offsets = cache.entry(group.to_owned()).or_default();
+        for (tp, commit) in stamped {
+            group_offsets.insert(tp, commit);
+        }
+        Ok(())
+    }
+
+    /// The offsets topic, created on first use.
+    fn topic(&self, log: &Log) -> Result<Topic> {
+        match log.topic(CONSUMER_OFFSETS) {
+            Err(Error::UnknownTopic { .. }) => log.create_offsets_topic(self.partitions),
+            found => found,
+        }
+    }
+}
+
+/// Group ids: non-empty, at most 255 bytes (Kafka accepts longer ones, but they must fit
+/// an `int16` string here with room to spare).
+pub(crate) fn check_group_id(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 255 {
+        return Err(Error::InvalidConfig {
+            field: "group_id",
+            value: format!("{group:?}"),
+            allowed: "1 to 255 bytes".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Names the record a schema error was found in.
+fn at_record(error: Error, partition: u32, record: &Record) -> Error {
+    match error {
+        Error::Corruption {
+            location,
+            what,
+            detail,
+        } => Error::Corruption {
+            location,
+            what,
+            detail: format!(
+                "{detail} (record at offset {} of {CONSUMER_OFFSETS}-{partition})",
+                record.offset
+            ),
+        },
+        other => other,
+    }
+}
+
+/// Applies one replayed record to the cache.
+fn apply(
+    cache: &mut HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>,
+    record: &Record,
+) -> Result<()> {
+    match decode(record.key.as_deref(), record.value.as_deref())? {
+        Entry::Offset {
+            group,
+            tp,
+            commit: Some(commit),
+        } => {
+            cache.entry(group).or_default().insert(tp, commit);
+        }
+        Entry::Offset {
+            group,
+            tp,
+            commit: None,
+        } => {
+            if let Some(offsets) = cache.get_mut(&group) {
+                offsets.remove(&tp);
+                if offsets.is_empty() {
+                    cache.remove(&group);
+                }
+            }
+        }
+        Entry::Other => {}
+    }
+    Ok(())
+}
+
+/// A tombstone value, for tests of replay.
+#[cfg(test)]
+fn tombstone() -> Option<bytes::Bytes> {
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_partition_follows_java_hash_code() {
+        // Java: "group".hashCode() == 98629247; "".hashCode() == 0.
+        assert_eq!(partition_for_group("group", 50), 98_629_247 % 50);
+        assert_eq!(partition_for_group("", 50), 0);
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE: abs gives 0 in Kafka.
+        assert_eq!(partition_for_group("polygenelubricants", 50), 0);
+        // Negative hash codes are made positive by abs: "zzzzzzzz".hashCode() < 0.
+        let h = "zzzzzzzz"
+            .bytes()
+            .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
+        assert!(h < 0);
+        assert_eq!(partition_for_group("zzzzzzzz", 50), h.unsigned_abs() % 50);
+        // Non-ASCII counts UTF-16 code units, as Java does.
+        let java: i32 = "é€𝄞"
+            .encode_utf16()
+            .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+        assert_eq!(partition_for_group("é€𝄞", 7), java.unsigned_abs() % 7);
+    }
+
+    #[test]
+    fn key_and_value_bytes_match_kafkas_schema() {
+        let key = encode_key("g", &TopicPartition::new("t", 3));
+        assert_eq!(key, [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]);
+        let value = encode_value(&OffsetAndMetadata {
+            offset: 5,
+            metadata: "m".into(),
+            leader_epoch: None,
+            commit_timestamp: 7,
+        });
+        let mut expected = vec![0, 3];
+        expected.extend_from_slice(&5i64.to_be_bytes());
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        expected.extend_from_slice(&[0, 1, b'm']);
+        expected.extend_from_slice(&7i64.to_be_bytes());
+        assert_eq!(value, expected);
+    }
+
+    #[test]
+    fn decode_round_trips_and_reads_older_value_versions() {
+        let tp = TopicPartition::new("orders", 2);
+        let commit = OffsetAndMetadata {
+            offset: 42,
+            metadata: "ok".into(),
+            leader_epoch: Some(3),
+            commit_timestamp: 1_000,
+        };
+        let entry = decode(Some(&encode_key("g", &tp)), Some(&encode_value(&commit))).unwrap();
+        assert_eq!(
+            entry,
+            Entry::Offset {
+                group: "g".into(),
+                tp: tp.clone(),
+                commit: Some(commit)
+            }
+        );
+        // v1 value: offset, metadata, commit timestamp, expire timestamp.
+        let mut v1 = vec![0, 1];
+        v1.extend_from_slice(&9i64.to_be_bytes());
+        v1.extend_from_slice(&[0, 0]);
+        v1.extend_from_slice(&11i64.to_be_bytes());
+        v1.extend_from_slice(&99i64.to_be_bytes());
+        let Entry::Offset {
+            commit: Some(c), ..
+        } = decode(Some(&encode_key("g", &tp)), Some(&v1)).unwrap()
+        else {
+            panic!("not an offset");
+        };
+        assert_eq!((c.offset, c.commit_timestamp), (9, 11));
+        // Tombstone.
+        let entry = decode(Some(&encode_key("g", &tp)), tombstone().as_deref()).unwrap();
+        assert!(matches!(entry, Entry::Offset { commit: None, .. }));
+        // Group metadata (key v2) and unknown versions are skipped.
+        assert_eq!(
+            decode(Some(&[0, 2, 0, 1, b'g']), None).unwrap(),
+            Entry::Other
+        );
+        assert_eq!(decode(Some(&[0, 9]), Some(&[1])).unwrap(), Entry::Other);
+    }
+
+    #[test]
+    fn malformed_records_are_corruption_never_a_panic() {
+        let tp = TopicPartition::new("t", 0);
+        let key = encode_key("group", &tp);
+        let value = encode_value(&OffsetAndMetadata::new(1));
+        for cut in 0..key.len() {
+            let result = decode(Some(&key[..cut]), Some(&value));
+            assert!(result.is_err_and(|e| e.is_corruption()), "key cut at {cut}");
+        }
+        for cut in 0..value.len() {
+            let result = decode(Some(&key), Some(&value[..cut]));
+            assert!(
+                result.is_err_and(|e| e.is_corruption()),
+                "value cut at {cut}"
+            );
+        }
+        assert!(decode(None, Some(&value)).is_err());
+        let mut negative = value.clone();
+        negative[2] = 0xff;
+        assert!(decode(Some(&key), Some(&negative)).is_err());
+        let mut bad_version = value;
+        bad_version[1] = 8;
+        assert!(decode(Some(&key), Some(&bad_version)).is_err());
+    }
+}

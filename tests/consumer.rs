@@ -1,0 +1,719 @@
+//! The consumer: assign, poll (limits, fairness, wake-up, high watermark), seek and the
+//! offset queries, `auto_offset_reset`, pause, and committed offsets in
+//! `__consumer_offsets` (sync, async, auto-commit, restart, crash ordering, bad input).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+use tarnlog::{
+    AutoOffsetReset, CONSUMER_OFFSETS, Consumer, ConsumerConfig, ConsumerRecord, Error, Log,
+    ManualClock, OffsetAndMetadata, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+    partition_for_group, partition_for_key,
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn tp(topic: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+/// A log in `root` on a manual clock, with a small offsets topic (fast to create).
+fn open(root: &Path) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::builder()
+        .dir(root)
+        .clock(clock.clone())
+        .offsets_topic_partitions(3)
+        .open()
+        .unwrap();
+    (log, clock)
+}
+
+/// Appends `values` to partition `p` of `topic`, one record per batch, timestamps T0 + i.
+fn fill(log: &Log, topic: &str, p: u32, values: &[&str]) {
+    let partition = log.topic(topic).unwrap().partition(p).unwrap();
+    for value in values {
+        partition.append_values([value.as_bytes()]).unwrap();
+    }
+}
+
+fn earliest(group: Option<&str>) -> ConsumerConfig {
+    let config = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
+    match group {
+        Some(group) => config.group_id(group),
+        None => config,
+    }
+}
+
+fn values(records: &[ConsumerRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.value.as_deref().unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+fn poll(consumer: &mut Consumer) -> Vec<ConsumerRecord> {
+    consumer
+        .poll(Duration::from_millis(100))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Every file under `root` with its bytes.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, &mut out);
+    out
+}
+
+#[test]
+fn consumer_is_send() {
+    fn send<T: Send>() {}
+    send::<Consumer>();
+}
+
+#[test]
+fn produced_records_come_back_in_order_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("orders", TopicConfig::default().partitions(3))
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    for i in 0..90 {
+        let user = format!("user-{}", i % 9);
+        let record = ProducerRecord::new("orders")
+            .key(user)
+            .value(format!("{i}"))
+            .header("h", "x")
+            .timestamp(T0 + i);
+        drop(producer.send(record).unwrap());
+    }
+    producer.flush().unwrap();
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign((0..3).map(|p| tp("orders", p))).unwrap();
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut total = 0;
+    while total < 90 {
+        for record in consumer.poll(Duration::from_secs(5)).unwrap() {
+            let key = String::from_utf8(record.key.as_deref().unwrap().to_vec()).unwrap();
+            assert_eq!(record.partition, partition_for_key(key.as_bytes(), 3));
+            assert_eq!(record.headers[0].key, "h");
+            let n: i64 = std::str::from_utf8(record.value.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(record.timestamp, T0 + n);
+            seen.entry(key).or_default().push(n);
+            total += 1;
+        }
+    }
+    for (key, ns) in seen {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key}: {ns:?}");
+        assert_eq!(ns.len(), 10);
+    }
+}
+
+/// Kafka's `FetcherTest.testFetchMaxPollRecords`: `max.poll.records` splits the records
+/// over polls, in order, the position following what was returned.
+#[test]
+fn max_poll_records_splits_records_across_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition
+        .append_values(["0", "1", "2", "3", "4", "5"])
+        .unwrap();
+    let mut consumer = log.consumer(earliest(None).max_poll_records(2)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    consumer.seek(&tp("t", 0), 1).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["1", "2"]);
+    assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 3);
+    assert_eq!(values(&poll(&mut consumer)), ["3", "4"]);
+    assert_eq!(values(&poll(&mut consumer)), ["5"]);
+    assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 6);
+    assert!(poll(&mut consumer).is_empty());
+}
+
+#[test]
+fn polls_take_turns_over_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(3))
+        .unwrap();
+    for p in 0..3 {
+        let batch: Vec<String> = (0..50).map(|i| format!("{p}-{i}")).collect();
+        log.topic("t")
+            .unwrap()
+            .partition(p)
+            .unwrap()
+            .append_values(&batch)
+            .unwrap();
+    }
+    let mut consumer = log.consumer(earliest(None).max_poll_records(20)).unwrap();
+    consumer.assign((0..3).map(|p| tp("t", p))).unwrap();
+    let firsts: Vec<u32> = (0..6).map(|_| poll(&mut consumer)[0].partition).collect();
+    assert_eq!(
+        firsts,
+        [0, 1, 2, 0, 1, 2],
+        "each poll starts after the last served"
+    );
+    // A fetch_max_bytes smaller than a batch still returns that batch (progress).
+    let mut small = log.consumer(earliest(None).fetch_max_bytes(1)).unwrap();
+    small.assign([tp("t", 0)]).unwrap();
+    assert_eq!(poll(&mut small).len(), 50);
+}
+
+#[test]
+fn a_waiting_poll_wakes_on_append_and_a_quiet_one_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let start = Instant::now();
+    assert!(consumer.poll(Duration::from_millis(50)).unwrap().is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    let producer_log = log.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let producer = producer_log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t").value("wake"))
+            .unwrap()
+            .wait()
+            .unwrap();
+    });
+    let start = Instant::now();
+    let records = consumer.poll(Duration::from_secs(30)).unwrap();
+    assert_eq!(values(&records.into_iter().collect::<Vec<_>>()), ["wake"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "poll slept through the append"
+    );
+    writer.join().unwrap();
+}
+
+#[test]
+fn seek_positions_and_offset_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    for i in 0..5 {
+        clock.set(T0 + 10 * i);
+        partition.append_values([format!("{i}")]).unwrap();
+    }
+    let t0 = tp("t", 0);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    assert_eq!(consumer.position(&t0).unwrap(), 0);
+    consumer.seek(&t0, 3).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["3", "4"]);
+    consumer.seek_to_beginning(&[]).unwrap();
+    assert_eq!(consumer.position(&t0).unwrap(), 0);
+    consumer.seek_to_end(std::slice::from_ref(&t0)).unwrap();
+    assert_eq!(consumer.position(&t0).unwrap(), 5);
+    assert!(poll(&mut consumer).is_empty());
+    let times = consumer
+        .offsets_for_times(&[(t0.clone(), T0 + 15), (t0.clone(), T0 + 20)])
+        .unwrap();
+    // One answer per partition: the later query wins in the map.
+    assert_eq!(times[&t0].unwrap().offset, 2);
+    let times = consumer
+        .offsets_for_times(&[(t0.clone(), T0 + 15)])
+        .unwrap();
+    assert_eq!(times[&t0].unwrap().offset, 2);
+    assert_eq!(times[&t0].unwrap().timestamp, T0 + 20);
+    let none = consumer
+        .offsets_for_times(&[(t0.clone(), T0 + 1_000)])
+        .unwrap();
+    assert_eq!(none[&t0], None);
+    assert_eq!(
+        consumer
+            .beginning_offsets(std::slice::from_ref(&t0))
+            .unwrap()[&t0],
+        0
+    );
+    assert_eq!(
+        consumer.end_offsets(std::slice::from_ref(&t0)).unwrap()[&t0],
+        5
+    );
+    // Calls on partitions that are not assigned are refused.
+    let other = tp("t", 1);
+    assert!(matches!(
+        consumer.seek(&other, 0),
+        Err(Error::NotAssigned { partition: 1, .. })
+    ));
+    assert!(matches!(
+        consumer.pause(std::slice::from_ref(&other)),
+        Err(Error::NotAssigned { .. })
+    ));
+    let unknown = consumer.end_offsets(&[tp("nope", 0)]).unwrap_err();
+    assert!(matches!(unknown, Error::UnknownTopic { .. }), "{unknown:?}");
+}
+
+#[test]
+fn auto_offset_reset_earliest_latest_and_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let t0 = tp("t", 0);
+    let mut latest = log.consumer(ConsumerConfig::default()).unwrap();
+    latest.assign([t0.clone()]).unwrap();
+    assert_eq!(latest.position(&t0).unwrap(), 2, "latest is the default");
+    fill(&log, "t", 0, &["c"]);
+    assert_eq!(values(&poll(&mut latest)), ["c"]);
+    let mut none = log
+        .consumer(ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::None))
+        .unwrap();
+    none.assign([t0.clone()]).unwrap();
+    let error = none.poll(Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(error, Error::NoOffsetForPartition { partition: 0, .. }),
+        "{error:?}"
+    );
+    // Out of range under `None`: the typed error with the valid range.
+    none.seek(&t0, 10).unwrap();
+    match none.poll(Duration::ZERO) {
+        Err(Error::OffsetOutOfRange {
+            requested: 10,
+            earliest: 0,
+            latest: 3,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Out of range with a reset policy: the position moves and polling goes on.
+    let mut reset = log.consumer(earliest(None)).unwrap();
+    reset.assign([t0.clone()]).unwrap();
+    reset.seek(&t0, 99).unwrap();
+    assert!(reset.poll(Duration::ZERO).unwrap().is_empty());
+    assert_eq!(reset.position(&t0).unwrap(), 0);
+    assert_eq!(values(&poll(&mut reset)), ["a", "b", "c"]);
+    // No assignment: Kafka's IllegalStateException, typed.
+    let mut idle = log.consumer(ConsumerConfig::default()).unwrap();
+    assert!(matches!(
+        idle.poll(Duration::ZERO),
+        Err(Error::NoAssignment)
+    ));
+}
+
+#[test]
+fn paused_partitions_are_skipped_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    fill(&log, "t", 0, &["p0"]);
+    fill(&log, "t", 1, &["p1"]);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
+    consumer.pause(&[tp("t", 0)]).unwrap();
+    assert_eq!(consumer.paused(), [tp("t", 0)]);
+    assert_eq!(values(&poll(&mut consumer)), ["p1"]);
+    assert!(poll(&mut consumer).is_empty());
+    consumer.resume(&[tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["p0"]);
+}
+
+#[test]
+fn the_blocking_iterator_yields_records_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["1", "2", "3"]);
+    let mut consumer = log.consumer(earliest(None).max_poll_records(2)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let got: Vec<u64> = consumer.iter().take(3).map(|r| r.unwrap().offset).collect();
+    assert_eq!(got, [0, 1, 2]);
+}
+
+#[test]
+fn a_group_resumes_after_its_committed_offset_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = tp("t", 0);
+    {
+        let (log, _clock) = open(dir.path());
+        log.create_topic("t", None).unwrap();
+        fill(&log, "t", 0, &["a", "b", "c", "d"]);
+        let mut consumer = log
+            .consumer(
+                earliest(Some("g"))
+                    .max_poll_records(2)
+                    .enable_auto_commit(false),
+            )
+            .unwrap();
+        consumer.assign([t0.clone()]).unwrap();
+        assert_eq!(values(&poll(&mut consumer)), ["a", "b"]);
+        consumer.commit_sync().unwrap();
+        assert_eq!(consumer.committed(&t0).unwrap().unwrap().offset, 2);
+        // Read on without committing: a restart replays from the commit.
+        assert_eq!(values(&poll(&mut consumer)), ["c", "d"]);
+        consumer.close().unwrap();
+        log.close().unwrap();
+    }
+    let (log, _clock) = open(dir.path());
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["c", "d"]);
+    // Another group is independent.
+    let mut other = log.consumer(earliest(Some("other"))).unwrap();
+    other.assign([t0]).unwrap();
+    assert_eq!(values(&poll(&mut other)), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn commit_async_runs_at_the_next_poll_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let t0 = tp("t", 0);
+    let mut consumer = log
+        .consumer(
+            earliest(Some("g"))
+                .max_poll_records(1)
+                .enable_auto_commit(false),
+        )
+        .unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    assert_eq!(values(&poll(&mut consumer)), ["a"]);
+    for _ in 0..2 {
+        let outcomes = Arc::clone(&outcomes);
+        let position = consumer.position(&t0).unwrap();
+        consumer
+            .commit_async(move |result| outcomes.lock().unwrap().push((position, result.is_ok())))
+            .unwrap();
+        // A seek runs no commit; the second commit_async takes the new position.
+        consumer.seek(&t0, position + 1).unwrap();
+    }
+    assert!(
+        outcomes.lock().unwrap().is_empty(),
+        "async commits wait for poll"
+    );
+    assert_eq!(consumer.committed(&t0).unwrap(), None);
+    assert_eq!(values(&poll(&mut consumer)), ["d"]);
+    assert_eq!(*outcomes.lock().unwrap(), [(1, true), (2, true)]);
+    assert_eq!(consumer.committed(&t0).unwrap().unwrap().offset, 2);
+}
+
+/// Auto-commit commits, from within `poll`, only positions that earlier polls already
+/// returned: at-least-once.
+#[test]
+fn auto_commit_commits_what_poll_already_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let t0 = tp("t", 0);
+    let mut consumer = log
+        .consumer(
+            earliest(Some("g"))
+                .max_poll_records(1)
+                .auto_commit_interval_ms(1_000),
+        )
+        .unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a"]);
+    assert_eq!(values(&poll(&mut consumer)), ["b"]);
+    assert_eq!(
+        log.committed_offset("g", &t0).unwrap(),
+        None,
+        "interval not passed"
+    );
+    clock.advance(1_000);
+    // This poll commits offset 2 (a and b were returned) before returning c.
+    assert_eq!(values(&poll(&mut consumer)), ["c"]);
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    assert_eq!(values(&poll(&mut consumer)), ["d"]);
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    // Closing commits the final position.
+    consumer.close().unwrap();
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 4);
+    // Without a group there is nothing to commit to.
+    let mut lone = log.consumer(earliest(None)).unwrap();
+    lone.assign([t0.clone()]).unwrap();
+    assert!(matches!(
+        lone.commit_sync(),
+        Err(Error::InvalidConfig {
+            field: "group_id",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn offsets_live_in_consumer_offsets_with_kafkas_schema_and_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let commit = OffsetAndMetadata::new(2).with_metadata("m");
+    log.commit_offsets("billing", &[(tp("t", 0), commit)])
+        .unwrap();
+    assert_eq!(log.topics(), ["t"], "internal topics are hidden");
+    assert_eq!(log.topics_with_internal(), [CONSUMER_OFFSETS, "t"]);
+    let offsets = log.topic(CONSUMER_OFFSETS).unwrap();
+    assert_eq!(offsets.partitions(), 3);
+    let home = partition_for_group("billing", 3);
+    for p in 0..3 {
+        let end = offsets.partition(p).unwrap().log_end_offset();
+        assert_eq!(end, u64::from(p == home), "partition {p}");
+    }
+    let record = offsets
+        .partition(home)
+        .unwrap()
+        .read(0, 1 << 20)
+        .unwrap()
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    // OffsetCommitKey v1: version, group, topic, partition.
+    let mut key = vec![0, 1, 0, 7];
+    key.extend_from_slice(b"billing");
+    key.extend_from_slice(&[0, 1, b't', 0, 0, 0, 0]);
+    assert_eq!(record.key.as_deref(), Some(&key[..]));
+    // OffsetCommitValue v3: version, offset, leader epoch, metadata, commit timestamp.
+    let value = record.value.unwrap();
+    assert_eq!(&value[..2], [0, 3]);
+    assert_eq!(&value[2..10], 2i64.to_be_bytes());
+    assert_eq!(&value[10..14], (-1i32).to_be_bytes());
+    assert_eq!(&value[14..17], [0, 1, b'm']);
+    assert_eq!(&value[17..], T0.to_be_bytes());
+}
+
+#[test]
+fn the_offsets_topic_cannot_be_written_created_or_deleted_by_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a"]);
+    log.commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(1))])
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let sent = producer.send(ProducerRecord::new(CONSUMER_OFFSETS).value("x"));
+    assert!(matches!(sent, Err(Error::InternalTopic { .. })));
+    let partition = log.topic(CONSUMER_OFFSETS).unwrap().partition(0).unwrap();
+    let appended = partition.append_values(["x"]);
+    assert!(
+        matches!(appended, Err(Error::InternalTopic { .. })),
+        "{appended:?}"
+    );
+    assert!(matches!(
+        log.delete_topic(CONSUMER_OFFSETS),
+        Err(Error::InternalTopic { .. })
+    ));
+    assert!(matches!(
+        log.create_topic(CONSUMER_OFFSETS, None),
+        Err(Error::InvalidTopicName { .. })
+    ));
+}
+
+/// A refused commit: its name, group and offsets.
+type BadCommit = (
+    &'static str,
+    &'static str,
+    Vec<(TopicPartition, OffsetAndMetadata)>,
+);
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn bad_commits_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    log.commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(1))])
+        .unwrap();
+    log.flush().unwrap();
+    let before = files(dir.path());
+    let oversized = "x".repeat(4097);
+    let cases: Vec<BadCommit> = vec![
+        (
+            "metadata",
+            "g",
+            vec![(
+                tp("t", 0),
+                OffsetAndMetadata::new(1).with_metadata(oversized),
+            )],
+        ),
+        (
+            "past the high watermark",
+            "g",
+            vec![(tp("t", 0), OffsetAndMetadata::new(3))],
+        ),
+        (
+            "unknown topic",
+            "g",
+            vec![(tp("nope", 0), OffsetAndMetadata::new(0))],
+        ),
+        (
+            "unknown partition",
+            "g",
+            vec![(tp("t", 5), OffsetAndMetadata::new(0))],
+        ),
+        (
+            "empty group",
+            "",
+            vec![(tp("t", 0), OffsetAndMetadata::new(0))],
+        ),
+        (
+            "one bad among good",
+            "g",
+            vec![
+                (tp("t", 0), OffsetAndMetadata::new(2)),
+                (tp("t", 9), OffsetAndMetadata::new(0)),
+            ],
+        ),
+    ];
+    for (case, group, offsets) in cases {
+        let error = log.commit_offsets(group, &offsets).unwrap_err();
+        let expected = match case {
+            "metadata" => matches!(
+                error,
+                Error::OffsetMetadataTooLarge {
+                    size: 4097,
+                    max: 4096
+                }
+            ),
+            "past the high watermark" => matches!(
+                error,
+                Error::OffsetOutOfRange {
+                    requested: 3,
+                    latest: 2,
+                    ..
+                }
+            ),
+            "unknown topic" => matches!(error, Error::UnknownTopic { .. }),
+            "empty group" => matches!(
+                error,
+                Error::InvalidConfig {
+                    field: "group_id",
+                    ..
+                }
+            ),
+            _ => matches!(error, Error::UnknownPartition { .. }),
+        };
+        assert!(expected, "{case}: {error:?}");
+    }
+    assert!(matches!(
+        log.consumer(ConsumerConfig::default().group_id("")),
+        Err(Error::InvalidConfig {
+            field: "group_id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.consumer(ConsumerConfig::default().max_poll_records(0)),
+        Err(Error::InvalidConfig {
+            field: "max_poll_records",
+            ..
+        })
+    ));
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "a refused commit changed the directory"
+    );
+    assert_eq!(
+        log.committed_offset("g", &tp("t", 0))
+            .unwrap()
+            .unwrap()
+            .offset,
+        1
+    );
+}
+
+/// The data a commit covers is synced before the commit is written: when that sync fails,
+/// the commit fails and no commit record exists, before or after a reopen.
+#[test]
+fn a_commit_is_never_durable_before_the_data_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultStorage::new(OsStorage::shared());
+    {
+        let log = Log::builder()
+            .dir(dir.path())
+            .storage(faults.shared())
+            .offsets_topic_partitions(1)
+            .open()
+            .unwrap();
+        // Policy None: appends are never synced on their own.
+        log.create_topic("t", None).unwrap();
+        fill(&log, "t", 0, &["a", "b"]);
+        // The next storage call is the data partition's fdatasync: fail it.
+        faults.fail_at(faults.ops() + 1, FaultKind::Eio, false);
+        let error = log
+            .commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(2))])
+            .unwrap_err();
+        assert!(matches!(error, Error::Io { .. }), "{error:?}");
+        assert_eq!(log.committed_offset("g", &tp("t", 0)).unwrap(), None);
+        assert!(
+            !log.topics_with_internal()
+                .contains(&CONSUMER_OFFSETS.to_owned())
+        );
+        log.simulate_crash();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.committed_offset("g", &tp("t", 0)).unwrap(), None);
+}
+
+#[test]
+fn a_damaged_offsets_record_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _clock) = open(dir.path());
+        log.create_topic("t", None).unwrap();
+        fill(&log, "t", 0, &["a"]);
+        log.commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(1))])
+            .unwrap();
+        log.close().unwrap();
+    }
+    // Replace the commit batch with a valid batch of the same size whose value does not
+    // follow the schema (a metadata string longer than the value).
+    let home = partition_for_group("g", 3);
+    let segment = dir
+        .path()
+        .join(format!("{CONSUMER_OFFSETS}-{home}"))
+        .join("00000000000000000000.log");
+    let mut data = std::fs::read(&segment).unwrap();
+    let original = 12 + i32::from_be_bytes(data[8..12].try_into().unwrap()) as usize;
+    let key = [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 0];
+    let mut value = vec![0, 3];
+    value.extend_from_slice(&1i64.to_be_bytes());
+    value.extend_from_slice(&(-1i32).to_be_bytes());
+    value.extend_from_slice(&[0x7f, 0xff]);
+    value.extend_from_slice(&T0.to_be_bytes());
+    let mut batch = tarnlog::BatchBuilder::new();
+    batch.push(T0, Some(&key), Some(&value), &[]);
+    let bytes = batch.finish().unwrap().to_vec();
+    assert_eq!(bytes.len(), original);
+    data[..original].copy_from_slice(&bytes);
+    std::fs::write(&segment, &data).unwrap();
+    let error = Log::open(dir.path()).unwrap_err();
+    assert!(error.is_corruption(), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("metadata"), "{message}");
+    assert!(
+        message.contains(&format!("record at offset 0 of {CONSUMER_OFFSETS}-{home}")),
+        "{message}"
+    );
+}
