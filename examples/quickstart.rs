@@ -1,11 +1,16 @@
-//! Quick start: create a topic in a local data directory, append records, read them back,
-//! close, reopen, and show that everything survived.
+//! Quick start: open a log in a local data directory, produce keyed records with a
+//! producer, read them with a consumer in a group that commits its position, close,
+//! reopen, and show that the records and the group's offsets survived.
 //!
 //! Run with `cargo run --release --example quickstart [DATA_DIR]` (default `./tarnlog-data`).
+//! Run it twice: the second run's consumer continues where the first one committed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tarnlog::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
+use tarnlog::{
+    Acks, AutoOffsetReset, ConsumerConfig, FsyncPolicy, Log, ProducerConfig, ProducerRecord,
+    TopicConfig, TopicPartition,
+};
 
 fn main() -> tarnlog::Result<()> {
     let data_dir = std::env::args()
@@ -16,7 +21,6 @@ fn main() -> tarnlog::Result<()> {
         "opened log in {data_dir}: {} topic(s) already there",
         log.topics().len()
     );
-
     let topic = match log.topic("orders") {
         Ok(topic) => topic,
         Err(tarnlog::Error::UnknownTopic { .. }) => {
@@ -29,62 +33,57 @@ fn main() -> tarnlog::Result<()> {
         Err(e) => return Err(e),
     };
 
-    // One batch of keyed records per partition, built once in Kafka's v2 format.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    // A producer: records with the same key land in the same partition (Kafka's murmur2),
+    // batched per partition; acks=All answers once the batch is synced.
+    let producer = log.producer(ProducerConfig::default().acks(Acks::All))?;
     let started = Instant::now();
-    for p in 0..topic.partitions() {
-        let partition = topic.partition(p)?;
-        let mut batch = BatchBuilder::new();
-        for i in 0..1000 {
-            let key = format!("user-{}", i % 10);
-            let value = format!(
-                r#"{{"order":{i},"partition":{p},"amount":{}}}"#,
-                i * 7 % 100
-            );
-            batch.push(
-                now,
-                Some(key.as_bytes()),
-                Some(value.as_bytes()),
-                &[("source", Some(b"quickstart"))],
-            );
-        }
-        let info = partition.append(batch.finish().expect("the batch has records"))?;
-        println!(
-            "partition {p}: appended offsets {}..={} ({} bytes) and synced",
-            info.base_offset, info.last_offset, info.size_bytes
-        );
+    let mut sends = Vec::new();
+    for i in 0..3000 {
+        let record = ProducerRecord::new("orders")
+            .key(format!("user-{}", i % 10))
+            .value(format!(r#"{{"order":{i},"amount":{}}}"#, i * 7 % 100))
+            .header("source", "quickstart");
+        sends.push(producer.send(record)?);
     }
+    let last = sends.pop().expect("3000 sends").wait()?;
+    producer.flush()?;
     println!(
-        "appended and synced 3000 records in {:?}",
-        started.elapsed()
+        "produced and synced 3000 records in {:?}; the last went to partition {} at offset {:?}",
+        started.elapsed(),
+        last.partition,
+        last.offset
     );
+    producer.close()?;
 
-    // Read partition 0 back from its first offset: zero-copy records straight from the mapping.
-    let partition = topic.partition(0)?;
-    let read = partition.read(partition.log_start_offset(), 64 * 1024)?;
-    let mut shown = 0;
-    for record in read.records() {
-        let record = record?;
-        if shown < 3 {
+    // A consumer in group "billing": it starts where the group committed, or at the start.
+    let mut consumer = log.consumer(
+        ConsumerConfig::default()
+            .group_id("billing")
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .enable_auto_commit(false),
+    )?;
+    consumer.assign((0..topic.partitions()).map(|p| TopicPartition::new("orders", p)))?;
+    let mut read_count = 0;
+    loop {
+        let records = consumer.poll(Duration::from_millis(100))?;
+        if records.is_empty() {
+            break;
+        }
+        for record in records.iter().take(3 - read_count.min(3)) {
             println!(
-                "  offset {} key {} value {}",
+                "  {}-{} offset {} key {} value {}",
+                record.topic,
+                record.partition,
                 record.offset,
                 String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()),
                 String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()),
             );
         }
-        shown += 1;
+        read_count += records.count();
     }
-    println!(
-        "read {shown} records of partition 0 in one fetch (high watermark {})",
-        read.high_watermark()
-    );
-
-    if let Some(found) = partition.offset_for_time(now)? {
-        println!("first record at or after {now}: offset {}", found.offset);
-    }
+    consumer.commit_sync()?;
+    println!("group 'billing' read_count {read_count} new records and committed its positions");
+    consumer.close()?;
 
     let ends: Vec<u64> = (0..topic.partitions())
         .map(|p| topic.partition(p).map(|p| p.log_end_offset()))
@@ -93,24 +92,19 @@ fn main() -> tarnlog::Result<()> {
     println!("closed cleanly; log end offsets {ends:?}");
 
     let log = Log::open(&data_dir)?;
-    let reopened: Vec<u64> = (0..3)
-        .map(|p| {
-            log.topic("orders")?
-                .partition(p)
-                .map(|p| p.log_end_offset())
-        })
-        .collect::<tarnlog::Result<_>>()?;
-    println!(
-        "reopened: log end offsets {reopened:?}, rescanned segments: {}",
-        log.recovery_report()
-            .partitions
-            .iter()
-            .map(|p| p.segments_scanned)
-            .sum::<usize>()
-    );
+    let mut reopened = Vec::new();
+    for p in 0..3 {
+        let end = log.topic("orders")?.partition(p)?.log_end_offset();
+        let committed = log
+            .committed_offset("billing", &TopicPartition::new("orders", p))?
+            .map(|c| c.offset);
+        println!("  orders-{p}: log end {end}, committed by 'billing' {committed:?}");
+        assert_eq!(committed, Some(end), "the group's commit survived");
+        reopened.push(end);
+    }
     assert_eq!(ends, reopened, "everything acknowledged survived");
     println!(
-        "data lives in {}",
+        "reopened with everything in place; data lives in {}",
         std::path::Path::new(&data_dir).join("orders-0").display()
     );
     log.close()
