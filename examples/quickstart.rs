@@ -82,7 +82,7 @@ fn main() -> tarnlog::Result<()> {
         read_count += records.count();
     }
     consumer.commit_sync()?;
-    println!("group 'billing' read_count {read_count} new records and committed its positions");
+    println!("group 'billing' read {read_count} new records and committed its positions");
     consumer.close()?;
 
     let ends: Vec<u64> = (0..topic.partitions())
