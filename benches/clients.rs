@@ -32,12 +32,16 @@ fn topic_config(partitions: u32) -> TopicConfig {
 
 /// Sends `records` values of 100 bytes without keys (sticky partitioning) over 4
 /// partitions, then flushes.
-fn send(records: u64, keyed: bool) -> Duration {
+fn send(records: u64, keyed: bool, linger_ms: u64) -> Duration {
     let dir = scratch();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("bench", topic_config(4)).unwrap();
     let producer = log
-        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .producer(
+            ProducerConfig::default()
+                .acks(Acks::Leader)
+                .linger_ms(linger_ms),
+        )
         .unwrap();
     let value = Bytes::from_static(&[7u8; 100]);
     let keys: Vec<Bytes> = (0..64).map(|k| Bytes::from(format!("key-{k}"))).collect();
@@ -63,8 +67,11 @@ fn producer(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
-    group.bench_function("unkeyed_sticky", |b| b.iter_custom(|n| send(n, false)));
-    group.bench_function("keyed_murmur2", |b| b.iter_custom(|n| send(n, true)));
+    group.bench_function("unkeyed_sticky", |b| b.iter_custom(|n| send(n, false, 0)));
+    group.bench_function("keyed_murmur2", |b| b.iter_custom(|n| send(n, true, 0)));
+    group.bench_function("keyed_murmur2_linger_5ms", |b| {
+        b.iter_custom(|n| send(n, true, 5));
+    });
     group.finish();
 }
 

@@ -1050,6 +1050,11 @@ impl Topic {
         &self.state.meta.config
     }
 
+    /// True once the topic was deleted (handles then fail with `UnknownTopic`).
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.state.deleted.load(Ordering::Acquire)
+    }
+
     /// Its number of partitions.
     pub fn partitions(&self) -> u32 {
         self.state.partitions.len() as u32
@@ -1154,11 +1159,6 @@ impl Partition {
         self.check()?;
         self.replica
             .sync_to(offset.min(self.replica.log_end_offset()))
-    }
-
-    /// The topic's configuration.
-    pub(crate) fn config(&self) -> &TopicConfig {
-        self.topic.config()
     }
 
     /// Appends the values as one batch of records without keys, stamped with the clock.

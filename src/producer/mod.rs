@@ -15,16 +15,19 @@
 
 mod partitioner;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 pub use partitioner::{
     Partitioner, RoundRobinPartitioner, murmur2, partition_for_key, to_positive,
@@ -32,7 +35,7 @@ pub use partitioner::{
 
 use crate::codec::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::log::{Log, Partition};
+use crate::log::{Log, Partition, Topic};
 use crate::types::{AppendInfo, TopicPartition};
 use partitioner::Sticky;
 
@@ -435,6 +438,43 @@ impl Future for SendFuture {
     }
 }
 
+/// A topic as the producer last looked it up: the handles `send` needs, without a lookup
+/// in the log per record.
+#[derive(Debug)]
+struct CachedTopic {
+    /// Key of the topic's open batches in `State::open`.
+    id: u32,
+    name: Arc<str>,
+    topic: Topic,
+    partitions: Vec<Partition>,
+    max_message_bytes: usize,
+}
+
+/// A hasher for small integer keys (topic id, partition): one multiply per word, as
+/// `FxHash` does; the keys are the producer's own, so no hash flooding is possible.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// A partition's batch that is still taking records.
 #[derive(Debug)]
 struct OpenBatch {
@@ -454,8 +494,8 @@ struct OpenBatch {
 /// Accumulator state, under one lock.
 #[derive(Debug, Default)]
 struct State {
-    /// Open batches by (topic, partition).
-    open: HashMap<(Arc<str>, u32), OpenBatch>,
+    /// Open batches by (cached topic id, partition).
+    open: HashMap<(u32, u32), OpenBatch, BuildHasherDefault<IdHasher>>,
     /// Batches closed for records, in the order they closed: sent before any open batch.
     closed_batches: VecDeque<OpenBatch>,
     /// Batches the sender took and has not finished.
@@ -464,6 +504,8 @@ struct State {
     used: usize,
     /// The next batch's `seq`.
     next_seq: u64,
+    /// The sender thread waits for work: the next ready batch must wake it.
+    sender_idle: bool,
     closed: bool,
 }
 
@@ -477,6 +519,11 @@ struct Shared {
     /// Wakes senders blocked for buffer memory, and flushes.
     space: Condvar,
     sticky: Sticky,
+    /// Topics looked up so far, by name.
+    topics: RwLock<HashMap<String, Arc<CachedTopic>>>,
+    next_topic_id: AtomicU32,
+    /// Mirrors `State::closed`, for checks without the lock.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -496,6 +543,7 @@ impl Handle {
         {
             let mut state = self.shared.state.lock();
             state.closed = true;
+            self.shared.closed.store(true, Ordering::Release);
             release_open(&mut state);
         }
         self.shared.work.notify_all();
@@ -541,8 +589,7 @@ pub struct Producer {
 
 /// A record checked and placed, ready to join its partition's batch.
 struct Placed {
-    topic: Arc<str>,
-    partition: Partition,
+    topic: Arc<CachedTopic>,
     index: u32,
     size: usize,
     timestamp: i64,
@@ -562,6 +609,9 @@ impl Producer {
             work: Condvar::new(),
             space: Condvar::new(),
             sticky: Sticky::new(seed),
+            topics: RwLock::new(HashMap::new()),
+            next_topic_id: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
         let sender = std::thread::Builder::new()
@@ -596,7 +646,7 @@ impl Producer {
     /// `max_block_ms`), `Closed`.
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let placed = self.place(record)?;
-        self.enqueue(placed)
+        self.enqueue(&placed)
     }
 
     /// Sends the records in order. Every record is checked first: if any would fail
@@ -613,7 +663,7 @@ impl Producer {
             .into_iter()
             .map(|record| self.place(record))
             .collect::<Result<_>>()?;
-        placed.into_iter().map(|p| self.enqueue(p)).collect()
+        placed.iter().map(|p| self.enqueue(p)).collect()
     }
 
     /// Makes every batch sendable now and returns once every record sent before the call
@@ -656,11 +706,11 @@ impl Producer {
     /// Checks a record and chooses its partition, without touching the accumulator.
     fn place(&self, record: ProducerRecord) -> Result<Placed> {
         let shared = self.shared();
-        if shared.state.lock().closed {
+        if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let topic = shared.log.topic_for_write(&record.topic)?;
-        let partitions = topic.partitions();
+        let topic = self.cached_topic(&record.topic)?;
+        let partitions = topic.partitions.len() as u32;
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
@@ -674,7 +724,7 @@ impl Producer {
         let with_header = size + RECORD_BATCH_OVERHEAD;
         let limits = [
             shared.config.max_request_size,
-            topic.config().max_message_bytes as usize,
+            topic.max_message_bytes,
             shared.config.buffer_memory,
         ];
         if let Some(&max) = limits.iter().filter(|&&max| with_header > max).min() {
@@ -686,7 +736,7 @@ impl Producer {
         let index = match (record.partition, &shared.config.partitioner, &record.key) {
             (Some(p), _, _) => p,
             (None, Some(custom), key) => custom.partition(
-                topic.name(),
+                &topic.name,
                 key.as_deref(),
                 record.value.as_deref(),
                 partitions,
@@ -695,14 +745,16 @@ impl Producer {
             (None, None, None) => {
                 shared
                     .sticky
-                    .partition(topic.name(), partitions, size, shared.config.batch_size)
+                    .partition(&topic.name, partitions, size, shared.config.batch_size)
             }
         };
-        let partition = topic.partition(index)?;
+        if index >= partitions {
+            // The log's own error, with the topic's partition count.
+            topic.topic.partition(index)?;
+        }
         let timestamp = record.timestamp.unwrap_or_else(|| shared.log.now_ms());
         Ok(Placed {
-            topic: Arc::from(topic.name()),
-            partition,
+            topic,
             index,
             size,
             timestamp,
@@ -710,33 +762,45 @@ impl Producer {
         })
     }
 
+    /// The topic's cached handles, looked up (or auto-created) on first use and again
+    /// after the topic was deleted.
+    fn cached_topic(&self, name: &str) -> Result<Arc<CachedTopic>> {
+        let shared = self.shared();
+        if let Some(cached) = shared.topics.read().get(name)
+            && !cached.topic.is_deleted()
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let topic = shared.log.topic_for_write(name)?;
+        let partitions = (0..topic.partitions())
+            .map(|p| topic.partition(p))
+            .collect::<Result<Vec<_>>>()?;
+        let cached = Arc::new(CachedTopic {
+            id: shared.next_topic_id.fetch_add(1, Ordering::Relaxed),
+            name: Arc::from(name),
+            max_message_bytes: topic.config().max_message_bytes as usize,
+            topic,
+            partitions,
+        });
+        shared
+            .topics
+            .write()
+            .insert(name.to_owned(), Arc::clone(&cached));
+        Ok(cached)
+    }
+
     /// Waits for buffer memory, then adds the record to its partition's open batch.
-    fn enqueue(&self, placed: Placed) -> Result<SendFuture> {
+    fn enqueue(&self, placed: &Placed) -> Result<SendFuture> {
         let shared = self.shared();
         let config = &shared.config;
         let mut state = shared.state.lock();
-        let deadline = Instant::now().checked_add(Duration::from_millis(config.max_block_ms));
-        while state.used + placed.size > config.buffer_memory {
-            if state.closed {
-                return Err(Error::Closed);
-            }
-            let timed_out = if let Some(deadline) = deadline {
-                shared.space.wait_until(&mut state, deadline).timed_out()
-            } else {
-                shared.space.wait(&mut state);
-                false
-            };
-            if timed_out && state.used + placed.size > config.buffer_memory {
-                return Err(Error::Timeout {
-                    what: "producer buffer memory",
-                    ms: config.max_block_ms,
-                });
-            }
+        if state.used + placed.size > config.buffer_memory {
+            self.wait_for_memory(&mut state, placed.size)?;
         }
         if state.closed {
             return Err(Error::Closed);
         }
-        let key = (Arc::clone(&placed.topic), placed.index);
+        let key = (placed.topic.id, placed.index);
         let needed = placed.size;
         let record = &placed.record;
         let headers: Vec<(&str, Option<&[u8]>)> = record
@@ -744,35 +808,52 @@ impl Producer {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
-        let full = state.open.get(&key).is_some_and(|open| {
-            let exact = open.builder.next_record_size(
+        let exact_size = |open: &OpenBatch| {
+            open.builder.next_record_size(
                 placed.timestamp,
                 record.key.as_ref().map(Bytes::len),
                 record.value.as_ref().map(Bytes::len),
                 &headers,
-            );
-            open.builder.size_in_bytes() + exact > open.limit
-        });
-        if full && let Some(batch) = state.open.remove(&key) {
-            state.closed_batches.push_back(batch);
-        }
-        let max_message_bytes = placed.partition.config().max_message_bytes as usize;
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let created_ms = shared.log.now_ms();
-        let batch = state.open.entry(key.clone()).or_insert_with(|| OpenBatch {
-            limit: config
+            )
+        };
+        let new_batch = |seq: u64| {
+            let limit = config
                 .batch_size
                 .max(needed + RECORD_BATCH_OVERHEAD)
                 .min(config.max_request_size)
-                .min(max_message_bytes),
-            partition: placed.partition.clone(),
-            builder: BatchBuilder::new(),
-            completion: Arc::new(Completion::default()),
-            seq,
-            created_ms,
-            reserved: 0,
-        });
+                .min(placed.topic.max_message_bytes);
+            OpenBatch {
+                limit,
+                partition: placed.topic.partitions[placed.index as usize].clone(),
+                builder: BatchBuilder::with_capacity(limit),
+                completion: Arc::new(Completion::default()),
+                seq,
+                created_ms: shared.log.now_ms(),
+                reserved: 0,
+            }
+        };
+        let State {
+            open,
+            closed_batches,
+            next_seq,
+            ..
+        } = &mut *state;
+        let mut full = false;
+        let batch = match open.entry(key) {
+            Entry::Occupied(entry) => {
+                let batch = entry.into_mut();
+                if batch.builder.size_in_bytes() + exact_size(batch) > batch.limit {
+                    full = true;
+                    *next_seq += 1;
+                    closed_batches.push_back(std::mem::replace(batch, new_batch(*next_seq)));
+                }
+                batch
+            }
+            Entry::Vacant(entry) => {
+                *next_seq += 1;
+                entry.insert(new_batch(*next_seq))
+            }
+        };
         let index_in_batch = batch.builder.len() as u32;
         batch.builder.push(
             placed.timestamp,
@@ -783,32 +864,67 @@ impl Producer {
         batch.reserved += needed;
         let completion = Arc::clone(&batch.completion);
         let now_full = batch.builder.size_in_bytes() >= config.batch_size;
-        if now_full && let Some(batch) = state.open.remove(&key) {
-            state.closed_batches.push_back(batch);
+        if now_full && let Some(batch) = open.remove(&key) {
+            closed_batches.push_back(batch);
         }
         state.used += needed;
+        // Wake the sender only when it waits and has something to take.
+        let wake = state.sender_idle && (now_full || full || config.linger_ms == 0);
+        if wake {
+            state.sender_idle = false;
+        }
         drop(state);
-        if now_full || full || config.linger_ms == 0 {
+        if wake {
             shared.work.notify_one();
         }
-        if config.acks == Acks::None {
-            return Ok(SendFuture::ready(Ok(RecordMetadata {
-                topic: placed.topic.to_string(),
-                partition: placed.index,
-                offset: None,
-                timestamp: placed.timestamp,
-            })));
+        Ok(future_for(config.acks, placed, completion, index_in_batch))
+    }
+
+    /// Blocks until `size` bytes of buffer memory are free, up to `max_block_ms`.
+    fn wait_for_memory(&self, state: &mut MutexGuard<'_, State>, size: usize) -> Result<()> {
+        let shared = self.shared();
+        let config = &shared.config;
+        let deadline = Instant::now().checked_add(Duration::from_millis(config.max_block_ms));
+        while state.used + size > config.buffer_memory {
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            let timed_out = if let Some(deadline) = deadline {
+                shared.space.wait_until(state, deadline).timed_out()
+            } else {
+                shared.space.wait(state);
+                false
+            };
+            if timed_out && state.used + size > config.buffer_memory {
+                return Err(Error::Timeout {
+                    what: "producer buffer memory",
+                    ms: config.max_block_ms,
+                });
+            }
         }
-        Ok(SendFuture {
-            pending: Some(Pending {
-                completion,
-                index: index_in_batch,
-                topic: placed.topic,
-                partition: placed.index,
-                timestamp: placed.timestamp,
-            }),
-            ready: None,
-        })
+        Ok(())
+    }
+}
+
+/// The future `send` returns for a record at `index` of the batch behind `completion`.
+fn future_for(acks: Acks, placed: &Placed, completion: Arc<Completion>, index: u32) -> SendFuture {
+    if acks == Acks::None {
+        return SendFuture::ready(Ok(RecordMetadata {
+            topic: placed.topic.name.to_string(),
+            partition: placed.index,
+            offset: None,
+            timestamp: placed.timestamp,
+        }));
+    }
+    SendFuture {
+        pending: Some(Pending {
+            completion,
+            index,
+            topic: Arc::clone(&placed.topic.name),
+            partition: placed.index,
+            timestamp: placed.timestamp,
+        }),
+        ready: None,
     }
 }
 
@@ -825,11 +941,11 @@ fn run_sender(shared: &Shared) {
             loop {
                 let now = shared.log.now_ms();
                 let lingered = |b: &OpenBatch| now.saturating_sub(b.created_ms) >= linger;
-                let ready: Vec<(Arc<str>, u32)> = state
+                let ready: Vec<(u32, u32)> = state
                     .open
                     .iter()
                     .filter(|(_, b)| lingered(b))
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| *k)
                     .collect();
                 let mut ready: Vec<OpenBatch> =
                     ready.iter().filter_map(|k| state.open.remove(k)).collect();
@@ -842,6 +958,7 @@ fn run_sender(shared: &Shared) {
                     return;
                 }
                 let oldest = state.open.values().map(|b| b.created_ms).min();
+                state.sender_idle = true;
                 if let Some(created) = oldest {
                     let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
                     let wait = Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL);
@@ -850,6 +967,7 @@ fn run_sender(shared: &Shared) {
                     shared.work.wait(&mut state);
                 }
             }
+            state.sender_idle = false;
             let batches: Vec<OpenBatch> = state.closed_batches.drain(..).collect();
             state
                 .in_flight
