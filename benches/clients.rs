@@ -81,8 +81,13 @@ fn consumer(c: &mut Criterion) {
     let dir = scratch();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("bench", topic_config(1)).unwrap();
+    // Large batches, as a producer under load makes them.
     let producer = log
-        .producer(ProducerConfig::default().batch_size(128 << 10))
+        .producer(
+            ProducerConfig::default()
+                .batch_size(128 << 10)
+                .linger_ms(100),
+        )
         .unwrap();
     let value = Bytes::from_static(&[7u8; 100]);
     for _ in 0..POLL_RECORDS {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Header, Record, TimestampType};
+use crate::codec::{Batch, Header, Record, TimestampType};
 use crate::error::{Error, Result};
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
@@ -275,6 +275,9 @@ struct PartitionState {
     position: Option<u64>,
     reset: Option<Reset>,
     paused: bool,
+    /// Batches read and checked but not yet returned in full, so the next poll goes on
+    /// without reading (and checking) them again. Cleared by every seek.
+    buffered: VecDeque<Batch>,
 }
 
 /// Called with the outcome of a [`Consumer::commit_async`].
@@ -384,6 +387,7 @@ impl Consumer {
                     position: None,
                     reset: None,
                     paused: false,
+                    buffered: VecDeque::new(),
                 },
             };
             states.insert(tp.clone(), state);
@@ -450,7 +454,7 @@ impl Consumer {
     /// One pass over the partitions, in turn from `next_start`.
     fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
         let n = self.assignment.len();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.config.max_poll_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
         for step in 0..n {
@@ -487,40 +491,54 @@ impl Consumer {
         let max_records = self.config.max_poll_records;
         let reset = self.config.auto_offset_reset;
         let state = self.state(tp)?;
-        let read = match state.partition.read(position, limit) {
-            Ok(read) => read,
-            Err(Error::OffsetOutOfRange {
-                requested,
-                earliest,
-                latest,
-            }) => {
-                state.position = Some(match reset {
-                    AutoOffsetReset::Earliest => earliest,
-                    AutoOffsetReset::Latest => state.partition.high_watermark(),
-                    AutoOffsetReset::None => {
-                        return Err(Error::OffsetOutOfRange {
-                            requested,
-                            earliest,
-                            latest,
-                        });
-                    }
-                });
-                return Ok(0);
+        if state
+            .buffered
+            .front()
+            .is_some_and(|b| b.base_offset() as u64 > position)
+        {
+            state.buffered.clear();
+        }
+        let mut bytes = 0;
+        if state.buffered.is_empty() {
+            let read = match state.partition.read(position, limit) {
+                Ok(read) => read,
+                Err(Error::OffsetOutOfRange {
+                    requested,
+                    earliest,
+                    latest,
+                }) => {
+                    state.position = Some(match reset {
+                        AutoOffsetReset::Earliest => earliest,
+                        AutoOffsetReset::Latest => state.partition.high_watermark(),
+                        AutoOffsetReset::None => {
+                            return Err(Error::OffsetOutOfRange {
+                                requested,
+                                earliest,
+                                latest,
+                            });
+                        }
+                    });
+                    return Ok(0);
+                }
+                Err(error) => return Err(error),
+            };
+            bytes = read.bytes().len();
+            for batch in read.batches() {
+                state.buffered.push_back(batch?);
             }
-            Err(error) => return Err(error),
-        };
+        }
         let mut next = position;
-        'batches: for batch in read.batches() {
-            let batch = batch?;
+        while let Some(batch) = state.buffered.front() {
             let timestamp_type = batch.header().timestamp_type();
-            for view in &batch {
+            for view in batch {
                 let view = view?;
                 let offset = view.offset as u64;
                 if offset < next {
                     continue;
                 }
                 if out.len() >= max_records {
-                    break 'batches;
+                    state.position = Some(next);
+                    return Ok(bytes);
                 }
                 let record = Record::from_view(batch.bytes(), &view, timestamp_type)?;
                 out.push(ConsumerRecord {
@@ -537,9 +555,10 @@ impl Consumer {
             }
             // Past the whole batch, including offsets it no longer holds.
             next = next.max(batch.next_offset() as u64);
+            state.buffered.pop_front();
         }
         state.position = Some(next);
-        Ok(read.bytes().len())
+        Ok(bytes)
     }
 
     /// The position of `tp`, resolving a pending reset, the committed offset or
@@ -584,6 +603,7 @@ impl Consumer {
         let state = self.state(tp)?;
         state.position = Some(offset);
         state.reset = None;
+        state.buffered.clear();
         Ok(())
     }
 
@@ -619,6 +639,7 @@ impl Consumer {
             let state = self.state(tp)?;
             state.position = None;
             state.reset = Some(reset);
+            state.buffered.clear();
         }
         Ok(())
     }
