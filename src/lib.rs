@@ -25,6 +25,8 @@
 //! # }
 //! ```
 //!
+//! Producers and consumers work as Kafka's clients do: see [`Producer`] and [`Consumer`].
+//!
 //! ## Durability
 //!
 //! | fsync policy of the topic | an acknowledged record survives |
@@ -32,6 +34,11 @@
 //! | [`FsyncPolicy::None`] (Kafka's default) | a crash of the process (`kill -9`) |
 //! | [`FsyncPolicy::EveryBatch`] (group commit) | power loss, unless its directory is lost |
 //! | [`FsyncPolicy::EveryRecords`] / [`FsyncPolicy::IntervalMs`] | power loss, for what the last fsync covered |
+//!
+//! A [`Producer`]'s [`Acks`] say when a send is answered: `None` at acceptance, `Leader` once
+//! appended and visible, `All` (the default) once the topic's fsync policy covers it. A
+//! committed consumer offset ([`Consumer::commit_sync`]) is durable when the call returns,
+//! and never points past data that a crash could lose.
 //!
 //! A failed fsync poisons its directory ([`Error::Poisoned`] until reopened). A full disk is
 //! an [`Error::Io`] (`ENOSPC`), never SIGBUS: segment files are allocated before they are
