@@ -91,7 +91,11 @@ fn consumer(c: &mut Criterion) {
         .unwrap();
     let value = Bytes::from_static(&[7u8; 100]);
     for _ in 0..POLL_RECORDS {
-        drop(producer.send(ProducerRecord::new("bench").value(value.clone())).unwrap());
+        drop(
+            producer
+                .send(ProducerRecord::new("bench").value(value.clone()))
+                .unwrap(),
+        );
     }
     producer.close().unwrap();
     let mut group = c.benchmark_group("consumer_poll");

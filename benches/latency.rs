@@ -94,7 +94,11 @@ fn send_to_poll(dir: &Path, rate: u64, seconds: u64) {
         wait_until(base + Duration::from_nanos(scheduled));
         let mut value = vec![0u8; 100];
         value[..8].copy_from_slice(&scheduled.to_le_bytes());
-        drop(producer.send(ProducerRecord::new("lat").value(value)).unwrap());
+        drop(
+            producer
+                .send(ProducerRecord::new("lat").value(value))
+                .unwrap(),
+        );
     }
     let h = reader.join().unwrap();
     print(

@@ -91,7 +91,10 @@ fn main() -> tarnlog::Result<()> {
     );
     let mut billing = consumer(&log, "billing")?;
     let rest = drain(&mut billing, usize::MAX)?;
-    println!("billing restarted and read the remaining {} orders", rest.len());
+    println!(
+        "billing restarted and read the remaining {} orders",
+        rest.len()
+    );
     billing_seen.extend(rest);
 
     for (group, mut seen) in [
