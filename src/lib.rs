@@ -53,6 +53,7 @@ pub mod codec;
 mod config;
 mod consumer;
 mod error;
+pub mod group;
 mod log;
 mod metadata;
 mod notify;

@@ -1,0 +1,3 @@
+//! Consumer groups (issue 4): assignors today; the coordinator follows.
+
+pub mod assignor;
