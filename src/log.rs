@@ -663,7 +663,11 @@ impl Log {
         config: impl Into<Option<TopicConfig>>,
     ) -> Result<Topic> {
         let config = config.into().unwrap_or_else(|| self.inner.defaults.clone());
-        if INTERNAL_TOPICS.contains(&name) {
+        let folded = name.replace('.', "_");
+        if INTERNAL_TOPICS
+            .iter()
+            .any(|t| t.replace('.', "_") == folded)
+        {
             return Err(Error::InvalidTopicName {
                 name: name.into(),
                 reason: "reserved for an internal topic",
@@ -774,8 +778,8 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes a topic and its data. Handles on it answer `UnknownTopic` from then on;
-    /// records already read stay valid.
+    /// Deletes a topic and its data, and every group's committed offsets for it. Handles on
+    /// it answer `UnknownTopic` from then on; records already read stay valid.
     ///
     /// # Errors
     /// `UnknownTopic`; `Io`.
@@ -784,6 +788,13 @@ impl Log {
             return Err(Error::InternalTopic { topic: name.into() });
         }
         self.check_open()?;
+        self.remove_topic(name)?;
+        // Committed offsets of the topic go too, so that a topic created again under this
+        // name is read from its start (Kafka removes a deleted partition's offsets).
+        self.inner.offsets.forget_topic(self, name)
+    }
+
+    fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
         for dir in &self.inner.dirs {
             dir.check()?;
@@ -938,6 +949,7 @@ impl Log {
     pub fn simulate_crash(self) {
         self.inner.crashed.store(true, Ordering::Release);
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.appended.notify();
         self.inner.stop_background();
         for dir in &self.inner.dirs {
             dir.unlock();
@@ -983,6 +995,8 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Consumers asleep in `poll` wake up to find the log closed.
+        self.appended.notify();
         let result = self.clean_shutdown();
         // Whatever happened, the directories are free again: reopening is how a failed log
         // is recovered.
@@ -1102,6 +1116,11 @@ impl Partition {
         Ok(())
     }
 
+    /// True once its topic was deleted.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.topic.is_deleted()
+    }
+
     /// The topic and partition number.
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.name(), self.index)
@@ -1135,10 +1154,15 @@ impl Partition {
         self.append_unchecked(batch, on_appended)
     }
 
-    /// Appends to any topic, internal ones included (the log's own writers).
-    pub(crate) fn append_internal(&self, batch: &[u8]) -> Result<AppendInfo> {
+    /// Appends to any topic, internal ones included (the log's own writers), calling
+    /// `on_appended` once the batch is in the log.
+    pub(crate) fn append_internal(
+        &self,
+        batch: &[u8],
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<AppendInfo> {
         self.check()?;
-        self.append_unchecked(batch, |_| {})
+        self.append_unchecked(batch, on_appended)
     }
 
     fn append_unchecked(

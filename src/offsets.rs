@@ -250,7 +250,7 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
 pub(crate) struct OffsetStore {
     /// Partition count used when the topic is first created.
     partitions: u32,
-    cache: RwLock<HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>>,
+    cache: RwLock<Cache>,
     /// Serialises commits, so that cache updates follow append order.
     commit_lock: Mutex<()>,
 }
@@ -293,6 +293,11 @@ impl OffsetStore {
                 }
             }
         }
+        // Offsets of topics deleted before their tombstones were written.
+        for offsets in cache.values_mut() {
+            offsets.retain(|tp, _| log.topic(&tp.topic).is_ok());
+        }
+        cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
         Ok(())
     }
@@ -360,11 +365,53 @@ impl OffsetStore {
         let batch = builder
             .finish()
             .unwrap_or_else(|| unreachable!("at least one offset was pushed"));
-        topic.partition(index)?.append_internal(batch)?;
-        let mut cache = self.cache.write();
-        let group_offsets = cache.entry(group.to_owned()).or_default();
-        for (tp, commit) in stamped {
-            group_offsets.insert(tp, commit);
+        // The cache changes once the batch is in the log, even if a later step fails, so
+        // that it always equals what a replay would find.
+        topic.partition(index)?.append_internal(batch, |_| {
+            let mut cache = self.cache.write();
+            let group_offsets = cache.entry(group.to_owned()).or_default();
+            for (tp, commit) in stamped {
+                group_offsets.insert(tp, commit);
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Removes every group's offsets for `topic` (deleted), with tombstones in the offsets
+    /// topic, as Kafka does for deleted partitions.
+    pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
+        let _serial = self.commit_lock.lock();
+        let doomed: Vec<(String, Vec<TopicPartition>)> = self
+            .cache
+            .read()
+            .iter()
+            .map(|(group, offsets)| {
+                let tps: Vec<TopicPartition> = offsets
+                    .keys()
+                    .filter(|tp| tp.topic == topic)
+                    .cloned()
+                    .collect();
+                (group.clone(), tps)
+            })
+            .filter(|(_, tps)| !tps.is_empty())
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let offsets_topic = self.topic(log)?;
+        let now = log.now_ms();
+        for (group, tps) in doomed {
+            let mut builder = BatchBuilder::new();
+            for tp in &tps {
+                builder.push(now, Some(&encode_key(&group, tp)), None, &[]);
+            }
+            let batch = builder
+                .finish()
+                .unwrap_or_else(|| unreachable!("at least one tombstone was pushed"));
+            let index = partition_for_group(&group, offsets_topic.partitions());
+            offsets_topic
+                .partition(index)?
+                .append_internal(batch, |_| remove(&mut self.cache.write(), &group, &tps))?;
         }
         Ok(())
     }
@@ -410,11 +457,23 @@ fn at_record(error: Error, partition: u32, record: &Record) -> Error {
     }
 }
 
+/// Removes `group`'s offsets of `tps` from the cache.
+fn remove(cache: &mut Cache, group: &str, tps: &[TopicPartition]) {
+    if let Some(offsets) = cache.get_mut(group) {
+        for tp in tps {
+            offsets.remove(tp);
+        }
+        if offsets.is_empty() {
+            cache.remove(group);
+        }
+    }
+}
+
+/// Committed offsets by group, then partition.
+type Cache = HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>;
+
 /// Applies one replayed record to the cache.
-fn apply(
-    cache: &mut HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>,
-    record: &Record,
-) -> Result<()> {
+fn apply(cache: &mut Cache, record: &Record) -> Result<()> {
     match decode(record.key.as_deref(), record.value.as_deref())? {
         Entry::Offset {
             group,
@@ -427,14 +486,7 @@ fn apply(
             group,
             tp,
             commit: None,
-        } => {
-            if let Some(offsets) = cache.get_mut(&group) {
-                offsets.remove(&tp);
-                if offsets.is_empty() {
-                    cache.remove(&group);
-                }
-            }
-        }
+        } => remove(cache, &group, std::slice::from_ref(&tp)),
         Entry::Other => {}
     }
     Ok(())

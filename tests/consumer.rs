@@ -303,9 +303,10 @@ fn auto_offset_reset_earliest_latest_and_none() {
     let mut reset = log.consumer(earliest(None)).unwrap();
     reset.assign([t0.clone()]).unwrap();
     reset.seek(&t0, 99).unwrap();
-    assert!(reset.poll(Duration::ZERO).unwrap().is_empty());
-    assert_eq!(reset.position(&t0).unwrap(), 0);
-    assert_eq!(values(&poll(&mut reset)), ["a", "b", "c"]);
+    // The same poll resets and returns what is at the new position.
+    let records: Vec<_> = reset.poll(Duration::ZERO).unwrap().into_iter().collect();
+    assert_eq!(values(&records), ["a", "b", "c"]);
+    assert_eq!(reset.position(&t0).unwrap(), 3);
     // No assignment: Kafka's IllegalStateException, typed.
     let mut idle = log.consumer(ConsumerConfig::default()).unwrap();
     assert!(matches!(
@@ -716,4 +717,124 @@ fn a_damaged_offsets_record_is_reported_not_skipped() {
         message.contains(&format!("record at offset 0 of {CONSUMER_OFFSETS}-{home}")),
         "{message}"
     );
+}
+
+/// An error met after records were read from another partition is raised by the next
+/// poll: the records are returned first, so none is skipped.
+#[test]
+fn records_read_before_an_error_are_returned_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let mut consumer = log
+        .consumer(ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::None))
+        .unwrap();
+    consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
+    consumer.seek(&tp("t", 0), 0).unwrap();
+    // Partition 1 has no position and no reset policy.
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b"]);
+    let error = consumer.poll(Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(error, Error::NoOffsetForPartition { partition: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 2);
+}
+
+#[test]
+fn a_failed_assign_leaves_the_assignment_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b"]);
+    let error = consumer.assign([tp("t", 0), tp("missing", 0)]).unwrap_err();
+    assert!(matches!(error, Error::UnknownTopic { .. }), "{error:?}");
+    assert_eq!(consumer.assignment(), [tp("t", 0)]);
+    assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 2);
+    fill(&log, "t", 0, &["c"]);
+    assert_eq!(values(&poll(&mut consumer)), ["c"]);
+}
+
+/// Deleting a topic removes its committed offsets (Kafka's deleted-partition cleanup): a
+/// topic created again under the name is read from its start, also after a restart.
+#[test]
+fn deleting_a_topic_forgets_its_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = tp("t", 0);
+    {
+        let (log, _clock) = open(dir.path());
+        log.create_topic("t", None).unwrap();
+        log.create_topic("kept", None).unwrap();
+        fill(&log, "t", 0, &["a", "b", "c"]);
+        fill(&log, "kept", 0, &["k"]);
+        log.commit_offsets(
+            "g",
+            &[
+                (t0.clone(), OffsetAndMetadata::new(3)),
+                (tp("kept", 0), OffsetAndMetadata::new(1)),
+            ],
+        )
+        .unwrap();
+        log.delete_topic("t").unwrap();
+        assert_eq!(log.committed_offset("g", &t0).unwrap(), None);
+        log.create_topic("t", None).unwrap();
+        fill(&log, "t", 0, &["new-a", "new-b"]);
+        let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+        consumer.assign([t0.clone()]).unwrap();
+        assert_eq!(values(&poll(&mut consumer)), ["new-a", "new-b"]);
+        consumer.close().unwrap();
+        log.close().unwrap();
+    }
+    let (log, _clock) = open(dir.path());
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    assert_eq!(
+        log.committed_offset("g", &tp("kept", 0))
+            .unwrap()
+            .unwrap()
+            .offset,
+        1
+    );
+}
+
+#[test]
+fn closing_the_log_wakes_a_waiting_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let waiting = std::thread::spawn(move || {
+        let start = Instant::now();
+        let result = consumer.poll(Duration::from_secs(60));
+        (result.map(|r| r.count()), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    log.close().unwrap();
+    let (result, waited) = waiting.join().unwrap();
+    assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "poll slept through the close"
+    );
+}
+
+#[test]
+fn names_that_collide_with_internal_topics_are_reserved() {
+    let log = Log::temp().unwrap();
+    for name in [
+        CONSUMER_OFFSETS,
+        "__consumer.offsets",
+        "__transaction.state",
+    ] {
+        let error = log.create_topic(name, None).unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidTopicName { .. }),
+            "{name}: {error:?}"
+        );
+    }
 }

@@ -448,13 +448,23 @@ fn acks_all_fails_when_the_fsync_fails_but_leader_was_already_answered() {
     );
 }
 
+/// A waker that blocks the thread that wakes it (the producer's sender) until released:
+/// while it blocks, the sender frees no buffer memory.
+struct Gate(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.lock().unwrap().recv();
+    }
+}
+
 #[test]
 fn back_pressure_times_out_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _clock) = log_with_clock(dir.path());
     log.create_topic("t", None).unwrap();
     // Room for five 100-byte records (memory is counted by the upper-bound estimate of
-    // each record); batches linger, so nothing frees memory.
+    // each record).
     let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
     let producer = log
         .producer(
@@ -464,70 +474,130 @@ fn back_pressure_times_out_and_loses_nothing_acknowledged() {
                 .max_block_ms(50),
         )
         .unwrap();
-    let mut held = Vec::new();
-    let error = loop {
-        match producer.send(ProducerRecord::new("t").value(vec![9u8; 100])) {
-            Ok(future) => held.push(future),
-            Err(error) => break error,
-        }
-        assert!(held.len() < 10, "buffer_memory never blocked");
-    };
+    let value = || ProducerRecord::new("t").value(vec![9u8; 100]);
+    // The first record's future holds a waker that stalls the sender once it completes.
+    let (release, gate) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
+    let mut first = producer.send(value()).unwrap();
+    assert!(
+        std::pin::Pin::new(&mut first)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    let mut held = vec![first];
+    for _ in 0..4 {
+        held.push(producer.send(value()).unwrap());
+    }
+    // The buffer is full: the sixth send makes the batch ready (as Kafka does for a
+    // waiting send), the sender appends it and stalls in the waker before it frees
+    // memory, so the send gives up after max_block_ms.
+    let error = producer.send(value()).map(|_| ()).unwrap_err();
     assert!(matches!(error, Error::Timeout { ms: 50, .. }), "{error:?}");
-    assert_eq!(held.len(), 5);
-    // The waiting records still go, and the refused one never appears.
-    producer.flush().unwrap();
+    release.send(()).unwrap();
+    // The five records were acknowledged, and the refused one never appears.
     let offsets: Vec<_> = held.into_iter().map(|f| f.wait().unwrap().offset).collect();
     assert_eq!(offsets, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+    producer.flush().unwrap();
     assert_eq!(read_all(&log, "t", 0).len(), 5);
     // With memory free again, sends work.
-    let future = producer
-        .send(ProducerRecord::new("t").value(vec![9u8; 100]))
-        .unwrap();
+    let future = producer.send(value()).unwrap();
     producer.flush().unwrap();
     assert_eq!(future.wait().unwrap().offset, Some(5));
 }
 
+/// Kafka's accumulator: while a send waits for memory, lingering batches are sent at once.
 #[test]
-fn a_blocked_send_proceeds_when_memory_frees() {
+fn a_send_waiting_for_memory_releases_lingering_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, clock) = log_with_clock(dir.path());
+    let (log, _clock) = log_with_clock(dir.path());
     log.create_topic("t", None).unwrap();
     let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
     let producer = log
         .producer(
             ProducerConfig::default()
                 .buffer_memory(2 * each + each / 2)
-                .linger_ms(1_000)
+                .linger_ms(3_600_000)
                 .max_block_ms(60_000),
         )
         .unwrap();
-    let first = producer
-        .send(ProducerRecord::new("t").value(vec![1u8; 100]))
-        .unwrap();
-    let second = producer
-        .send(ProducerRecord::new("t").value(vec![2u8; 100]))
-        .unwrap();
-    let blocked = {
-        let producer = producer.clone();
-        std::thread::spawn(move || {
-            producer
-                .send(ProducerRecord::new("t").value(vec![3u8; 100]))
-                .unwrap()
-        })
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        !blocked.is_finished(),
-        "the third send should wait for memory"
-    );
-    clock.advance(1_000);
-    let third = blocked.join().unwrap();
+    let value = |n: u8| ProducerRecord::new("t").value(vec![n; 100]);
+    let first = producer.send(value(1)).unwrap();
+    let second = producer.send(value(2)).unwrap();
+    // The clock never moves: only the waiting send can release the batch.
+    let third = producer.send(value(3)).unwrap();
     producer.flush().unwrap();
     let offsets: Vec<_> = [first, second, third]
         .into_iter()
         .map(|f| f.wait().unwrap().offset)
         .collect();
     assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+    assert_eq!(batch_count(&log, "t", 0), 2);
+}
+
+/// A record sent to an idle producer with a linger goes out once the linger passes, with
+/// no flush and no full batch (a lost wake-up here would stall it forever).
+#[test]
+fn a_lone_record_goes_out_after_its_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", None).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(5))
+        .unwrap();
+    for round in 0..3u64 {
+        // Let the sender go idle first.
+        std::thread::sleep(Duration::from_millis(30));
+        let future = producer.send(ProducerRecord::new("t").value("x")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(future.wait()));
+        let result = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the lingering record was never sent");
+        assert_eq!(result.unwrap().offset, Some(round));
+    }
+}
+
+#[test]
+fn batches_never_exceed_a_small_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().segment_bytes(1_024))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let futures: Vec<SendFuture> = (0..10)
+        .map(|_| {
+            producer
+                .send(ProducerRecord::new("t").value(vec![0u8; 200]))
+                .unwrap()
+        })
+        .collect();
+    producer.flush().unwrap();
+    for (i, future) in futures.into_iter().enumerate() {
+        assert_eq!(future.wait().unwrap().offset, Some(i as u64));
+    }
+    // A record that cannot fit a segment at all is refused at send.
+    let error = producer
+        .send(ProducerRecord::new("t").value(vec![0u8; 1_000]))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::RecordTooLarge { max: 1_024, .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn negative_timestamps_are_refused() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", None).unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let error = producer
+        .send(ProducerRecord::new("t").value("v").timestamp(-5))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidRecord { .. }), "{error:?}");
 }
 
 #[derive(Debug)]

@@ -261,6 +261,15 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
     }
 }
 
+/// What one partition's fetch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    /// Read this many bytes from the log (0 when served from buffered batches).
+    Read(usize),
+    /// The position was out of range and was reset.
+    Reset,
+}
+
 /// A reset asked for by `seek_to_beginning`/`seek_to_end`, resolved at the next use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reset {
@@ -318,6 +327,10 @@ pub struct Consumer {
     next_start: usize,
     last_auto_commit_ms: i64,
     pending_async: VecDeque<(Vec<(TopicPartition, OffsetAndMetadata)>, CommitCallback)>,
+    /// An error met by a `poll` that had records to return first: the next `poll` raises it.
+    deferred: Option<Error>,
+    /// The last auto-commit's failure, if it failed (auto-commit does not fail `poll`).
+    auto_commit_error: Option<Error>,
     closed: bool,
 }
 
@@ -349,6 +362,8 @@ impl Consumer {
             next_start: 0,
             last_auto_commit_ms: now,
             pending_async: VecDeque::new(),
+            deferred: None,
+            auto_commit_error: None,
             closed: false,
         })
     }
@@ -374,24 +389,40 @@ impl Consumer {
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
         self.check_open()?;
         let mut assignment: Vec<TopicPartition> = Vec::new();
-        let mut states = HashMap::new();
         for tp in partitions {
-            if assignment.contains(&tp) {
-                continue;
+            if !assignment.contains(&tp) {
+                assignment.push(tp);
             }
-            let state = match self.states.remove(&tp) {
-                Some(state) => state,
-                None => PartitionState {
+        }
+        // Every new partition is looked up before anything changes.
+        let mut fresh = HashMap::new();
+        for tp in &assignment {
+            let kept = self
+                .states
+                .get(tp)
+                .is_some_and(|s| !s.partition.is_deleted());
+            if !kept {
+                let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
+                fresh.insert(tp.clone(), partition);
+            }
+        }
+        let mut states = HashMap::new();
+        for tp in &assignment {
+            let state = match fresh.remove(tp) {
+                Some(partition) => PartitionState {
                     topic: Arc::from(tp.topic.as_str()),
-                    partition: self.log.topic(&tp.topic)?.partition(tp.partition)?,
+                    partition,
                     position: None,
                     reset: None,
                     paused: false,
                     buffered: VecDeque::new(),
                 },
+                None => self
+                    .states
+                    .remove(tp)
+                    .unwrap_or_else(|| unreachable!("kept states exist")),
             };
             states.insert(tp.clone(), state);
-            assignment.push(tp);
         }
         self.assignment = assignment;
         self.states = states;
@@ -424,14 +455,23 @@ impl Consumer {
         if self.assignment.is_empty() {
             return Err(Error::NoAssignment);
         }
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
         self.run_async_commits();
-        self.maybe_auto_commit()?;
+        self.maybe_auto_commit();
         let deadline = Instant::now().checked_add(timeout);
+        let mut refetched = false;
         loop {
             let seen = self.log.appended().seq();
-            let records = self.fetch()?;
+            let (records, moved) = self.fetch()?;
             if !records.is_empty() {
                 return Ok(ConsumerRecords { records });
+            }
+            if moved && !refetched {
+                // A position was reset: there may be records at the new one already.
+                refetched = true;
+                continue;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -451,12 +491,15 @@ impl Consumer {
         }
     }
 
-    /// One pass over the partitions, in turn from `next_start`.
-    fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
+    /// One pass over the partitions, in turn from `next_start`: the records, and whether a
+    /// position was reset on the way. An error after some records were read is kept for
+    /// the next `poll`, so that records whose positions moved are never dropped.
+    fn fetch(&mut self) -> Result<(Vec<ConsumerRecord>, bool)> {
         let n = self.assignment.len();
         let mut out = Vec::with_capacity(self.config.max_poll_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
+        let mut moved = false;
         for step in 0..n {
             if out.len() >= self.config.max_poll_records || bytes_left == 0 {
                 break;
@@ -467,8 +510,15 @@ impl Consumer {
                 continue;
             }
             let before = out.len();
-            bytes_left =
-                bytes_left.saturating_sub(self.fetch_partition(&tp, bytes_left, &mut out)?);
+            match self.fetch_partition(&tp, bytes_left, &mut out) {
+                Ok(Fetched::Read(bytes)) => bytes_left = bytes_left.saturating_sub(bytes),
+                Ok(Fetched::Reset) => moved = true,
+                Err(error) if out.is_empty() => return Err(error),
+                Err(error) => {
+                    self.deferred = Some(error);
+                    break;
+                }
+            }
             if out.len() > before {
                 last_with_records = Some(index);
             }
@@ -476,16 +526,16 @@ impl Consumer {
         if let Some(index) = last_with_records {
             self.next_start = (index + 1) % n;
         }
-        Ok(out)
+        Ok((out, moved))
     }
 
-    /// Reads records of `tp` into `out`, returning the bytes read.
+    /// Reads records of `tp` into `out`.
     fn fetch_partition(
         &mut self,
         tp: &TopicPartition,
         bytes_left: usize,
         out: &mut Vec<ConsumerRecord>,
-    ) -> Result<usize> {
+    ) -> Result<Fetched> {
         let position = self.resolve_position(tp)?;
         let limit = self.config.max_partition_fetch_bytes.min(bytes_left);
         let max_records = self.config.max_poll_records;
@@ -518,7 +568,7 @@ impl Consumer {
                             });
                         }
                     });
-                    return Ok(0);
+                    return Ok(Fetched::Reset);
                 }
                 Err(error) => return Err(error),
             };
@@ -538,7 +588,7 @@ impl Consumer {
                 }
                 if out.len() >= max_records {
                     state.position = Some(next);
-                    return Ok(bytes);
+                    return Ok(Fetched::Read(bytes));
                 }
                 let record = Record::from_view(batch.bytes(), &view, timestamp_type)?;
                 out.push(ConsumerRecord {
@@ -558,7 +608,7 @@ impl Consumer {
             state.buffered.pop_front();
         }
         state.position = Some(next);
-        Ok(bytes)
+        Ok(Fetched::Read(bytes))
     }
 
     /// The position of `tp`, resolving a pending reset, the committed offset or
@@ -769,6 +819,9 @@ impl Consumer {
             .filter_map(|tp| {
                 let state = self.states.get(tp)?;
                 let position = state.position?;
+                if state.partition.is_deleted() {
+                    return None;
+                }
                 (position <= state.partition.high_watermark())
                     .then(|| (tp.clone(), OffsetAndMetadata::new(position)))
             })
@@ -827,21 +880,27 @@ impl Consumer {
         }
     }
 
-    /// Commits positions when auto-commit is on and its interval has passed.
-    fn maybe_auto_commit(&mut self) -> Result<()> {
+    /// Commits positions when auto-commit is on and its interval has passed. As in Kafka a
+    /// failure does not fail `poll`: it is kept for `auto_commit_error` and the next
+    /// interval tries again.
+    fn maybe_auto_commit(&mut self) {
         let (true, Some(group)) = (self.config.enable_auto_commit, &self.config.group_id) else {
-            return Ok(());
+            return;
         };
         let now = self.log.now_ms();
         let interval = self.config.auto_commit_interval_ms.min(i64::MAX as u64) as i64;
         if now.saturating_sub(self.last_auto_commit_ms) < interval {
-            return Ok(());
+            return;
         }
         let group = group.clone();
         let offsets = self.positions();
-        self.log.commit_offsets(&group, &offsets)?;
+        self.auto_commit_error = self.log.commit_offsets(&group, &offsets).err();
         self.last_auto_commit_ms = now;
-        Ok(())
+    }
+
+    /// Why the last auto-commit failed, if it did (`None` after a successful one).
+    pub fn auto_commit_error(&self) -> Option<&Error> {
+        self.auto_commit_error.as_ref()
     }
 
     /// The offset the group committed for `tp`, if any.

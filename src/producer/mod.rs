@@ -447,7 +447,8 @@ struct CachedTopic {
     name: Arc<str>,
     topic: Topic,
     partitions: Vec<Partition>,
-    max_message_bytes: usize,
+    /// Largest batch the topic takes: `max_message_bytes`, and no more than a segment.
+    max_batch_bytes: usize,
 }
 
 /// A hasher for small integer keys (topic id, partition): one multiply per word, as
@@ -506,6 +507,9 @@ struct State {
     next_seq: u64,
     /// The sender thread waits for work: the next ready batch must wake it.
     sender_idle: bool,
+    /// Sends blocked for buffer memory: while there are any, every batch is ready (as
+    /// Kafka's accumulator does), so that memory comes free.
+    memory_waiters: usize,
     closed: bool,
 }
 
@@ -724,7 +728,7 @@ impl Producer {
         let with_header = size + RECORD_BATCH_OVERHEAD;
         let limits = [
             shared.config.max_request_size,
-            topic.max_message_bytes,
+            topic.max_batch_bytes,
             shared.config.buffer_memory,
         ];
         if let Some(&max) = limits.iter().filter(|&&max| with_header > max).min() {
@@ -752,7 +756,15 @@ impl Producer {
             // The log's own error, with the topic's partition count.
             topic.topic.partition(index)?;
         }
-        let timestamp = record.timestamp.unwrap_or_else(|| shared.log.now_ms());
+        let timestamp = match record.timestamp {
+            Some(t) if t < 0 => {
+                return Err(Error::InvalidRecord {
+                    reason: format!("invalid timestamp {t}: timestamps may not be negative"),
+                });
+            }
+            Some(t) => t,
+            None => shared.log.now_ms(),
+        };
         Ok(Placed {
             topic,
             index,
@@ -775,17 +787,23 @@ impl Producer {
         let partitions = (0..topic.partitions())
             .map(|p| topic.partition(p))
             .collect::<Result<Vec<_>>>()?;
+        let mut topics = shared.topics.write();
+        // Another thread may have cached it meanwhile: one entry per live topic, so that a
+        // partition never has two open batches.
+        if let Some(cached) = topics.get(name)
+            && !cached.topic.is_deleted()
+        {
+            return Ok(Arc::clone(cached));
+        }
         let cached = Arc::new(CachedTopic {
             id: shared.next_topic_id.fetch_add(1, Ordering::Relaxed),
             name: Arc::from(name),
-            max_message_bytes: topic.config().max_message_bytes as usize,
+            max_batch_bytes: (topic.config().max_message_bytes as usize)
+                .min(topic.config().segment_bytes as usize),
             topic,
             partitions,
         });
-        shared
-            .topics
-            .write()
-            .insert(name.to_owned(), Arc::clone(&cached));
+        topics.insert(name.to_owned(), Arc::clone(&cached));
         Ok(cached)
     }
 
@@ -821,7 +839,7 @@ impl Producer {
                 .batch_size
                 .max(needed + RECORD_BATCH_OVERHEAD)
                 .min(config.max_request_size)
-                .min(placed.topic.max_message_bytes);
+                .min(placed.topic.max_batch_bytes);
             OpenBatch {
                 limit,
                 partition: placed.topic.partitions[placed.index as usize].clone(),
@@ -838,18 +856,20 @@ impl Producer {
             next_seq,
             ..
         } = &mut *state;
-        let mut full = false;
+        // `opened`: a new batch, whose linger the sender must start timing.
+        let (mut full, mut opened) = (false, false);
         let batch = match open.entry(key) {
             Entry::Occupied(entry) => {
                 let batch = entry.into_mut();
                 if batch.builder.size_in_bytes() + exact_size(batch) > batch.limit {
-                    full = true;
+                    (full, opened) = (true, true);
                     *next_seq += 1;
                     closed_batches.push_back(std::mem::replace(batch, new_batch(*next_seq)));
                 }
                 batch
             }
             Entry::Vacant(entry) => {
+                opened = true;
                 *next_seq += 1;
                 entry.insert(new_batch(*next_seq))
             }
@@ -869,7 +889,7 @@ impl Producer {
         }
         state.used += needed;
         // Wake the sender only when it waits and has something to take.
-        let wake = state.sender_idle && (now_full || full || config.linger_ms == 0);
+        let wake = state.sender_idle && (now_full || full || opened || config.linger_ms == 0);
         if wake {
             state.sender_idle = false;
         }
@@ -885,10 +905,15 @@ impl Producer {
         let shared = self.shared();
         let config = &shared.config;
         let deadline = Instant::now().checked_add(Duration::from_millis(config.max_block_ms));
-        while state.used + size > config.buffer_memory {
-            if state.closed {
-                return Err(Error::Closed);
+        state.memory_waiters += 1;
+        let result = loop {
+            if state.used + size <= config.buffer_memory {
+                break Ok(());
             }
+            if state.closed {
+                break Err(Error::Closed);
+            }
+            shared.work.notify_one();
             let timed_out = if let Some(deadline) = deadline {
                 shared.space.wait_until(state, deadline).timed_out()
             } else {
@@ -896,13 +921,14 @@ impl Producer {
                 false
             };
             if timed_out && state.used + size > config.buffer_memory {
-                return Err(Error::Timeout {
+                break Err(Error::Timeout {
                     what: "producer buffer memory",
                     ms: config.max_block_ms,
                 });
             }
-        }
-        Ok(())
+        };
+        state.memory_waiters -= 1;
+        result
     }
 }
 
@@ -940,7 +966,9 @@ fn run_sender(shared: &Shared) {
             let mut state = shared.state.lock();
             loop {
                 let now = shared.log.now_ms();
-                let lingered = |b: &OpenBatch| now.saturating_sub(b.created_ms) >= linger;
+                let drain_all = state.memory_waiters > 0;
+                let lingered =
+                    |b: &OpenBatch| drain_all || now.saturating_sub(b.created_ms) >= linger;
                 let ready: Vec<(u32, u32)> = state
                     .open
                     .iter()

@@ -137,8 +137,10 @@ impl ReplicaLog {
     ) -> Result<AppendInfo> {
         let header = self.validate_client_batch(batch)?;
         let now = self.clock.now_ms();
-        let info = self.append_validated(batch, &header, now)?;
+        let (info, index_result) = self.append_validated(batch, &header, now)?;
+        // The batch is in the log and visible even when an index entry failed.
         on_appended(&info);
+        index_result?;
         self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
         Ok(info)
     }
@@ -185,8 +187,14 @@ impl ReplicaLog {
         Ok(header)
     }
 
-    /// Writes a validated batch at the log end.
-    fn append_validated(&self, batch: &[u8], header: &BatchHeader, now: i64) -> Result<AppendInfo> {
+    /// Writes a validated batch at the log end. Once the batch is visible the append has
+    /// happened: a failure to write its index entries (hints) comes back beside the info.
+    fn append_validated(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        now: i64,
+    ) -> Result<(AppendInfo, Result<()>)> {
         let log_append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
@@ -229,15 +237,15 @@ impl ReplicaLog {
         let index_result =
             Self::index_batch(&mut w, last_offset, position, batch.len(), max_timestamp);
         drop(w);
-        index_result?;
-        Ok(AppendInfo {
+        let info = AppendInfo {
             base_offset,
             last_offset,
             record_count: header.records_count as u32,
             max_timestamp,
             log_append_time,
             size_bytes: batch.len() as u32,
-        })
+        };
+        Ok((info, index_result))
     }
 
     fn index_batch(
