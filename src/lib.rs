@@ -74,6 +74,7 @@ pub use consumer::{
     Iter,
 };
 pub use error::{Error, Location, Result};
+pub use group::admin::{GroupDescription, GroupState, PartitionLag, ResetTo};
 pub use log::{Log, LogBuilder, Partition, Topic};
 pub use offsets::{
     CONSUMER_OFFSETS, OFFSET_METADATA_MAX_BYTES, OffsetAndMetadata, partition_for_group,

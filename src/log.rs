@@ -19,6 +19,7 @@ use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::group::admin::{GroupDescription, GroupState, PartitionLag, ResetTo};
 use crate::metadata::{self, Meta, TopicMeta};
 use crate::notify::Notifier;
 use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
@@ -886,6 +887,102 @@ impl Log {
     ) -> Result<()> {
         self.check_open()?;
         self.inner.offsets.commit(self, group, offsets)
+    }
+
+    /// Groups with committed offsets, sorted (Kafka's `ListGroups`; groups with members
+    /// come with the coordinator of issue 4).
+    pub fn list_groups(&self) -> Vec<String> {
+        self.inner.offsets.groups()
+    }
+
+    /// A group's state and, for each partition it committed, the committed offset, the
+    /// end offset and the lag. An unknown group is `Dead` with no offsets, as in Kafka.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad group id; `Closed`.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        self.check_open()?;
+        crate::offsets::check_group_id(group)?;
+        let committed = self.inner.offsets.group_offsets(group);
+        let state = if committed.is_empty() {
+            GroupState::Dead
+        } else {
+            GroupState::Empty
+        };
+        let offsets = committed
+            .into_iter()
+            .map(|(tp, committed)| {
+                let end_offset = self
+                    .topic(&tp.topic)
+                    .and_then(|t| t.partition(tp.partition))
+                    .map_or(0, |p| p.high_watermark());
+                let lag = end_offset.saturating_sub(committed.offset);
+                PartitionLag {
+                    tp,
+                    committed,
+                    end_offset,
+                    lag,
+                }
+            })
+            .collect();
+        Ok(GroupDescription {
+            group_id: group.to_owned(),
+            state,
+            offsets,
+        })
+    }
+
+    /// Moves `group`'s committed offsets of `partitions` (all partitions it committed, when
+    /// empty) to `to`, as `kafka-consumer-groups --reset-offsets --execute` does, and
+    /// returns the new offsets. One atomic commit.
+    ///
+    /// # Errors
+    /// `UnknownTopic` / `UnknownPartition`; `Corruption` from a timestamp lookup; as
+    /// [`Log::commit_offsets`]. Nothing changes on error.
+    pub fn reset_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        to: ResetTo,
+    ) -> Result<Vec<(TopicPartition, u64)>> {
+        self.check_open()?;
+        crate::offsets::check_group_id(group)?;
+        let targets: Vec<TopicPartition> = if partitions.is_empty() {
+            self.inner
+                .offsets
+                .group_offsets(group)
+                .into_keys()
+                .collect()
+        } else {
+            partitions.to_vec()
+        };
+        let mut commits = Vec::with_capacity(targets.len());
+        for tp in targets {
+            let partition = self.topic(&tp.topic)?.partition(tp.partition)?;
+            let (start, end) = (partition.log_start_offset(), partition.high_watermark());
+            let offset = match to {
+                ResetTo::Earliest => start,
+                ResetTo::Latest => end,
+                ResetTo::Offset(offset) => offset.clamp(start, end),
+                ResetTo::Timestamp(timestamp) => partition
+                    .offset_for_time(timestamp)?
+                    .map_or(end, |found| found.offset.min(end)),
+            };
+            commits.push((tp, OffsetAndMetadata::new(offset)));
+        }
+        self.commit_offsets(group, &commits)?;
+        Ok(commits.into_iter().map(|(tp, c)| (tp, c.offset)).collect())
+    }
+
+    /// Deletes a group: tombstones for all its committed offsets. `Ok(false)` when it had
+    /// none.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad group id; `Io`, `Poisoned`, `Closed`.
+    pub fn delete_group(&self, group: &str) -> Result<bool> {
+        self.check_open()?;
+        crate::offsets::check_group_id(group)?;
+        self.inner.offsets.delete_group(self, group)
     }
 
     /// The append signal consumers wait on.

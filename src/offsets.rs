@@ -395,25 +395,64 @@ impl OffsetStore {
             })
             .filter(|(_, tps)| !tps.is_empty())
             .collect();
-        if doomed.is_empty() {
-            return Ok(());
-        }
-        let offsets_topic = self.topic(log)?;
-        let now = log.now_ms();
         for (group, tps) in doomed {
-            let mut builder = BatchBuilder::new();
-            for tp in &tps {
-                builder.push(now, Some(&encode_key(&group, tp)), None, &[]);
-            }
-            let batch = builder
-                .finish()
-                .unwrap_or_else(|| unreachable!("at least one tombstone was pushed"));
-            let index = partition_for_group(&group, offsets_topic.partitions());
-            offsets_topic
-                .partition(index)?
-                .append_internal(batch, |_| remove(&mut self.cache.write(), &group, &tps))?;
+            self.tombstone(log, &group, &tps)?;
         }
         Ok(())
+    }
+
+    /// Removes all of `group`'s offsets, with tombstones; `false` if it had none.
+    pub(crate) fn delete_group(&self, log: &Log, group: &str) -> Result<bool> {
+        let _serial = self.commit_lock.lock();
+        let tps: Vec<TopicPartition> = match self.cache.read().get(group) {
+            Some(offsets) => offsets.keys().cloned().collect(),
+            None => return Ok(false),
+        };
+        self.tombstone(log, group, &tps)?;
+        Ok(true)
+    }
+
+    /// Writes tombstones for `group`'s offsets of `tps` (one batch) and drops them from the
+    /// cache once the batch is in the log. The caller holds `commit_lock`.
+    fn tombstone(&self, log: &Log, group: &str, tps: &[TopicPartition]) -> Result<()> {
+        let offsets_topic = self.topic(log)?;
+        let now = log.now_ms();
+        let mut builder = BatchBuilder::new();
+        for tp in tps {
+            builder.push(now, Some(&encode_key(group, tp)), None, &[]);
+        }
+        let Some(batch) = builder.finish() else {
+            return Ok(());
+        };
+        let index = partition_for_group(group, offsets_topic.partitions());
+        offsets_topic
+            .partition(index)?
+            .append_internal(batch, |_| remove(&mut self.cache.write(), group, tps))?;
+        Ok(())
+    }
+
+    /// The groups with committed offsets, sorted.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.cache.read().keys().cloned().collect();
+        groups.sort();
+        groups
+    }
+
+    /// Every offset `group` committed, by partition.
+    pub(crate) fn group_offsets(
+        &self,
+        group: &str,
+    ) -> std::collections::BTreeMap<TopicPartition, OffsetAndMetadata> {
+        self.cache
+            .read()
+            .get(group)
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The offsets topic, created on first use.

@@ -1,3 +1,5 @@
-//! Consumer groups (issue 4): assignors today; the coordinator follows.
+//! Consumer groups (issue 4): the admin view of groups and the partition assignors; the
+//! coordinator follows.
 
+pub mod admin;
 pub mod assignor;

@@ -1,0 +1,144 @@
+//! Admin calls on consumer groups: list, describe with lag, reset offsets, delete — and
+//! that each survives a restart.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tarnlog::{
+    AutoOffsetReset, ConsumerConfig, Error, GroupState, Log, ManualClock, OffsetAndMetadata,
+    ResetTo, TopicConfig, TopicPartition,
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn tp(topic: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+/// A log with topic "t" (2 partitions): partition 0 holds 10 records stamped T0 + 10 i,
+/// partition 1 holds 4.
+fn setup(root: &Path) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::builder()
+        .dir(root)
+        .clock(clock.clone())
+        .offsets_topic_partitions(2)
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let p0 = log.topic("t").unwrap().partition(0).unwrap();
+    for i in 0..10 {
+        clock.set(T0 + 10 * i);
+        p0.append_values([format!("{i}")]).unwrap();
+    }
+    let p1 = log.topic("t").unwrap().partition(1).unwrap();
+    p1.append_values(["a", "b", "c", "d"]).unwrap();
+    (log, clock)
+}
+
+#[test]
+fn list_and_describe_groups_with_their_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = setup(dir.path());
+    assert!(log.list_groups().is_empty());
+    log.commit_offsets(
+        "billing",
+        &[
+            (tp("t", 0), OffsetAndMetadata::new(4)),
+            (tp("t", 1), OffsetAndMetadata::new(4)),
+        ],
+    )
+    .unwrap();
+    log.commit_offsets("audit", &[(tp("t", 0), OffsetAndMetadata::new(10))])
+        .unwrap();
+    assert_eq!(log.list_groups(), ["audit", "billing"]);
+    let billing = log.describe_group("billing").unwrap();
+    assert_eq!(billing.state, GroupState::Empty);
+    let lags: Vec<(u32, u64, u64, u64)> = billing
+        .offsets
+        .iter()
+        .map(|p| (p.tp.partition, p.committed.offset, p.end_offset, p.lag))
+        .collect();
+    assert_eq!(lags, [(0, 4, 10, 6), (1, 4, 4, 0)]);
+    assert_eq!(billing.total_lag(), 6);
+    assert_eq!(log.describe_group("audit").unwrap().total_lag(), 0);
+    let unknown = log.describe_group("nobody").unwrap();
+    assert_eq!(unknown.state, GroupState::Dead);
+    assert!(unknown.offsets.is_empty());
+    assert!(matches!(
+        log.describe_group(""),
+        Err(Error::InvalidConfig {
+            field: "group_id",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn reset_offsets_to_each_target_and_a_consumer_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = setup(dir.path());
+    let t0 = tp("t", 0);
+    log.commit_offsets("g", &[(t0.clone(), OffsetAndMetadata::new(7))])
+        .unwrap();
+    let reset = |to| log.reset_offsets("g", &[], to).unwrap();
+    assert_eq!(reset(ResetTo::Earliest), [(t0.clone(), 0)]);
+    assert_eq!(reset(ResetTo::Latest), [(t0.clone(), 10)]);
+    // Offsets outside the log are clamped, as Kafka's tool does.
+    assert_eq!(reset(ResetTo::Offset(99)), [(t0.clone(), 10)]);
+    assert_eq!(reset(ResetTo::Offset(3)), [(t0.clone(), 3)]);
+    // The first record at or after T0 + 25 is offset 3 (T0 + 30).
+    assert_eq!(reset(ResetTo::Timestamp(T0 + 25)), [(t0.clone(), 3)]);
+    assert_eq!(reset(ResetTo::Timestamp(T0 + 1_000)), [(t0.clone(), 10)]);
+    // Named partitions may be ones the group never committed.
+    let both = log
+        .reset_offsets("g", &[t0.clone(), tp("t", 1)], ResetTo::Offset(2))
+        .unwrap();
+    assert_eq!(both, [(t0.clone(), 2), (tp("t", 1), 2)]);
+    let mut consumer = log
+        .consumer(
+            ConsumerConfig::default()
+                .group_id("g")
+                .auto_offset_reset(AutoOffsetReset::None),
+        )
+        .unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    let first = consumer.poll(Duration::from_millis(100)).unwrap();
+    assert_eq!(first.iter().next().unwrap().offset, 2);
+    // An unknown partition refuses the whole reset.
+    let error = log
+        .reset_offsets("g", &[t0.clone(), tp("t", 7)], ResetTo::Earliest)
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownPartition { .. }), "{error:?}");
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+}
+
+#[test]
+fn deleted_groups_are_gone_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _clock) = setup(dir.path());
+        log.commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(5))])
+            .unwrap();
+        log.commit_offsets("h", &[(tp("t", 1), OffsetAndMetadata::new(1))])
+            .unwrap();
+        assert!(log.delete_group("g").unwrap());
+        assert!(!log.delete_group("g").unwrap(), "nothing left to delete");
+        assert_eq!(log.list_groups(), ["h"]);
+        assert_eq!(log.describe_group("g").unwrap().state, GroupState::Dead);
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.list_groups(), ["h"]);
+    assert_eq!(log.committed_offset("g", &tp("t", 0)).unwrap(), None);
+    assert_eq!(
+        log.committed_offset("h", &tp("t", 1))
+            .unwrap()
+            .unwrap()
+            .offset,
+        1
+    );
+}
