@@ -3,8 +3,9 @@
 //! open a 1 GiB log after a clean close and after a kill. Figures go to BENCHMARKS.md.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use commitlog::message::MessageSet;
@@ -14,16 +15,6 @@ use tarnlog::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
 const VALUE: [u8; 100] = [7u8; 100];
 const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
 
-/// A fresh directory on tmpfs when there is one (no writeback noise), else in /tmp.
-fn scratch() -> tempfile::TempDir {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
 fn topic_config() -> TopicConfig {
     TopicConfig::default()
         .segment_bytes(256 << 20)
@@ -32,7 +23,7 @@ fn topic_config() -> TopicConfig {
 
 /// Appends `batches` batches of `per_batch` records, building each batch as a producer would.
 fn tarnlog_append(batches: u64, per_batch: usize) -> Duration {
-    let dir = scratch();
+    let dir = common::scratch();
     let log = Log::open(dir.path()).unwrap();
     let partition = log
         .create_topic("bench", topic_config())
@@ -54,7 +45,7 @@ fn tarnlog_append(batches: u64, per_batch: usize) -> Duration {
 
 fn commitlog_append(batches: u64, per_batch: usize) -> Duration {
     use commitlog::message::MessageBuf;
-    let dir = scratch();
+    let dir = common::scratch();
     let mut options = commitlog::LogOptions::new(dir.path());
     options.segment_max_bytes(256 << 20);
     options.message_max_bytes(1 << 24);
@@ -105,7 +96,7 @@ fn append(c: &mut Criterion) {
 const READ_RECORDS: u64 = 1 << 20;
 
 fn read(c: &mut Criterion) {
-    let dir = scratch();
+    let dir = common::scratch();
     let log = Log::open(dir.path()).unwrap();
     let partition = log
         .create_topic("bench", topic_config())
@@ -119,7 +110,7 @@ fn read(c: &mut Criterion) {
         }
         partition.append(builder.finish().unwrap()).unwrap();
     }
-    let peer_dir = scratch();
+    let peer_dir = common::scratch();
     let mut options = commitlog::LogOptions::new(peer_dir.path());
     options.segment_max_bytes(256 << 20);
     options.message_max_bytes(1 << 24);

@@ -3,8 +3,9 @@
 //! BENCHMARKS.md.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,16 +14,6 @@ use tarnlog::{
     Acks, AutoOffsetReset, ConsumerConfig, Log, ProducerConfig, ProducerRecord, TopicConfig,
     TopicPartition,
 };
-
-/// A fresh directory on tmpfs when there is one (no writeback noise), else in /tmp.
-fn scratch() -> tempfile::TempDir {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
 
 fn topic_config(partitions: u32) -> TopicConfig {
     TopicConfig::default()
@@ -33,7 +24,7 @@ fn topic_config(partitions: u32) -> TopicConfig {
 /// Sends `records` values of 100 bytes without keys (sticky partitioning) over 4
 /// partitions, then flushes.
 fn send(records: u64, keyed: bool, linger_ms: u64) -> Duration {
-    let dir = scratch();
+    let dir = common::scratch();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("bench", topic_config(4)).unwrap();
     let producer = log
@@ -78,7 +69,7 @@ fn producer(c: &mut Criterion) {
 const POLL_RECORDS: u64 = 1 << 20;
 
 fn consumer(c: &mut Criterion) {
-    let dir = scratch();
+    let dir = common::scratch();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("bench", topic_config(1)).unwrap();
     // Large batches, as a producer under load makes them.

@@ -223,7 +223,8 @@ fn parse_fsync(value: &str) -> Option<FsyncPolicy> {
     }
 }
 
-fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+/// `InvalidConfig` naming `field` and the range unless `min <= value <= max`.
+pub(crate) fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {

@@ -201,42 +201,27 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
         what: "offsets topic value",
     };
     let version = v.i16("value version")?;
+    if !(0..=3).contains(&version) {
+        return Err(v.bad("value version", &format!("unsupported version {version}")));
+    }
     let offset = v.i64("offset")?;
     let offset = u64::try_from(offset).map_err(|_| v.bad("offset", "negative"))?;
-    let commit = match version {
-        0 | 2 => {
-            let metadata = v.string("metadata")?;
-            let commit_timestamp = v.i64("commit timestamp")?;
-            OffsetAndMetadata {
-                offset,
-                metadata,
-                leader_epoch: None,
-                commit_timestamp,
-            }
-        }
-        1 => {
-            let metadata = v.string("metadata")?;
-            let commit_timestamp = v.i64("commit timestamp")?;
-            let _expire = v.i64("expire timestamp")?;
-            OffsetAndMetadata {
-                offset,
-                metadata,
-                leader_epoch: None,
-                commit_timestamp,
-            }
-        }
-        3 => {
-            let epoch = v.i32("leader epoch")?;
-            let metadata = v.string("metadata")?;
-            let commit_timestamp = v.i64("commit timestamp")?;
-            OffsetAndMetadata {
-                offset,
-                metadata,
-                leader_epoch: (epoch >= 0).then_some(epoch),
-                commit_timestamp,
-            }
-        }
-        other => return Err(v.bad("value version", &format!("unsupported version {other}"))),
+    // v3 adds the leader epoch before the metadata; v1 alone has an expire timestamp.
+    let epoch = if version == 3 {
+        v.i32("leader epoch")?
+    } else {
+        -1
+    };
+    let metadata = v.string("metadata")?;
+    let commit_timestamp = v.i64("commit timestamp")?;
+    if version == 1 {
+        v.i64("expire timestamp")?;
+    }
+    let commit = OffsetAndMetadata {
+        offset,
+        metadata,
+        leader_epoch: (epoch >= 0).then_some(epoch),
+        commit_timestamp,
     };
     Ok(Entry::Offset {
         group,

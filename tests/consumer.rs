@@ -3,8 +3,10 @@
 //! `__consumer_offsets` (sync, async, auto-commit, restart, crash ordering, bad input).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,23 +64,6 @@ fn poll(consumer: &mut Consumer) -> Vec<ConsumerRecord> {
         .unwrap()
         .into_iter()
         .collect()
-}
-
-/// Every file under `root` with its bytes.
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, &mut out);
-    out
 }
 
 #[test]
@@ -546,7 +531,7 @@ fn bad_commits_are_refused_and_write_nothing() {
     log.commit_offsets("g", &[(tp("t", 0), OffsetAndMetadata::new(1))])
         .unwrap();
     log.flush().unwrap();
-    let before = files(dir.path());
+    let before = common::files(dir.path());
     let oversized = "x".repeat(4097);
     let cases: Vec<BadCommit> = vec![
         (
@@ -631,7 +616,7 @@ fn bad_commits_are_refused_and_write_nothing() {
         })
     ));
     assert_eq!(
-        files(dir.path()),
+        common::files(dir.path()),
         before,
         "a refused commit changed the directory"
     );

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -44,23 +44,6 @@ fn batch_count(log: &Log, topic: &str, partition: u32) -> usize {
 
 fn value_of(record: &Record) -> String {
     String::from_utf8(record.value.as_deref().unwrap().to_vec()).unwrap()
-}
-
-/// Every file under `root` with its bytes.
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, &mut out);
-    out
 }
 
 /// A manual clock and a log in `root` that reads it.
@@ -458,22 +441,25 @@ impl Wake for Gate {
     }
 }
 
+/// A producer with buffer memory for `records` 100-byte records (memory is counted by the
+/// upper-bound estimate of each record) and batches that linger for an hour.
+fn small_buffer(log: &Log, records: usize, max_block_ms: u64) -> Producer {
+    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
+    log.producer(
+        ProducerConfig::default()
+            .buffer_memory(records * each + each / 2)
+            .linger_ms(3_600_000)
+            .max_block_ms(max_block_ms),
+    )
+    .unwrap()
+}
+
 #[test]
 fn back_pressure_times_out_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _clock) = log_with_clock(dir.path());
     log.create_topic("t", None).unwrap();
-    // Room for five 100-byte records (memory is counted by the upper-bound estimate of
-    // each record).
-    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
-    let producer = log
-        .producer(
-            ProducerConfig::default()
-                .buffer_memory(5 * each + each / 2)
-                .linger_ms(3_600_000)
-                .max_block_ms(50),
-        )
-        .unwrap();
+    let producer = small_buffer(&log, 5, 50);
     let value = || ProducerRecord::new("t").value(vec![9u8; 100]);
     // The first record's future holds a waker that stalls the sender once it completes.
     let (release, gate) = std::sync::mpsc::channel();
@@ -511,15 +497,7 @@ fn a_send_waiting_for_memory_releases_lingering_batches() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _clock) = log_with_clock(dir.path());
     log.create_topic("t", None).unwrap();
-    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
-    let producer = log
-        .producer(
-            ProducerConfig::default()
-                .buffer_memory(2 * each + each / 2)
-                .linger_ms(3_600_000)
-                .max_block_ms(60_000),
-        )
-        .unwrap();
+    let producer = small_buffer(&log, 2, 60_000);
     let value = |n: u8| ProducerRecord::new("t").value(vec![n; 100]);
     let first = producer.send(value(1)).unwrap();
     let second = producer.send(value(2)).unwrap();
@@ -830,7 +808,7 @@ fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
         .producer(ProducerConfig::default().partitioner(Arc::new(Fixed(7))))
         .unwrap();
     log.flush().unwrap();
-    let before = files(dir.path());
+    let before = common::files(dir.path());
     let cases: Vec<(&str, tarnlog::Result<SendFuture>)> = vec![
         (
             "unknown topic",
@@ -891,7 +869,7 @@ fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
     producer.flush().unwrap();
     bad.flush().unwrap();
     assert_eq!(
-        files(dir.path()),
+        common::files(dir.path()),
         before,
         "a refused send changed the directory"
     );

@@ -159,13 +159,7 @@ impl ConsumerConfig {
             ),
         ];
         for (field, value, min, max) in checks {
-            if !(min..=max).contains(&value) {
-                return Err(Error::InvalidConfig {
-                    field,
-                    value: value.to_string(),
-                    allowed: format!("{min}..={max}"),
-                });
-            }
+            crate::config::range(field, value, min, max)?;
         }
         Ok(())
     }
