@@ -199,6 +199,35 @@ pub enum Error {
     /// `poll` on a consumer with no assigned partition.
     #[error("the consumer has no assigned partition; call assign first")]
     NoAssignment,
+    /// The consumer group is rebalancing: rejoin (`poll` does) before committing.
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    /// A member's generation is not the group's (Kafka's `ILLEGAL_GENERATION`): it missed a
+    /// rebalance, and its commit is refused.
+    #[error("generation {generation} is not the group's current generation {current}")]
+    IllegalGeneration {
+        /// The member's generation.
+        generation: i32,
+        /// The group's.
+        current: i32,
+    },
+    /// The member is not (or no longer) in the group (Kafka's `UNKNOWN_MEMBER_ID`), or a
+    /// client outside the group committed while the group has members.
+    #[error("unknown member of the group")]
+    UnknownMemberId,
+    /// An admin change that needs a group without members (reset, delete).
+    #[error("group {group:?} has active members")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+    },
+    /// A call that does not fit the consumer's state (Kafka's `IllegalStateException`), such
+    /// as `assign` after `subscribe`.
+    #[error("illegal state: {reason}")]
+    IllegalState {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Clients may not write to an internal topic such as `__consumer_offsets`.
     #[error("topic {topic:?} is internal; clients cannot write to it")]
     InternalTopic {
@@ -315,6 +344,19 @@ impl Error {
                 partition: *partition,
             },
             Error::NoAssignment => Error::NoAssignment,
+            Error::RebalanceInProgress => Error::RebalanceInProgress,
+            Error::IllegalGeneration {
+                generation,
+                current,
+            } => Error::IllegalGeneration {
+                generation: *generation,
+                current: *current,
+            },
+            Error::UnknownMemberId => Error::UnknownMemberId,
+            Error::GroupNotEmpty { group } => Error::GroupNotEmpty {
+                group: group.clone(),
+            },
+            Error::IllegalState { reason } => Error::IllegalState { reason },
             Error::OffsetMetadataTooLarge { size, max } => Error::OffsetMetadataTooLarge {
                 size: *size,
                 max: *max,

@@ -71,10 +71,14 @@ pub use codec::{Batch, BatchBuilder, Compression, Header, Record, TimestampType}
 pub use config::{FsyncPolicy, TopicConfig};
 pub use consumer::{
     AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
-    Iter,
+    Iter, RebalanceListener,
 };
 pub use error::{Error, Location, Result};
-pub use group::admin::{GroupDescription, GroupState, PartitionLag, ResetTo};
+pub use group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
+pub use group::assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol, RoundRobinAssignor,
+    StickyAssignor, Subscription,
+};
 pub use log::{Log, LogBuilder, Partition, Topic};
 pub use offsets::{
     CONSUMER_OFFSETS, OFFSET_METADATA_MAX_BYTES, OffsetAndMetadata, partition_for_group,

@@ -19,7 +19,8 @@ use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
-use crate::group::admin::{GroupDescription, GroupState, PartitionLag, ResetTo};
+use crate::group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
+use crate::group::coordinator::Coordinator;
 use crate::metadata::{self, Meta, TopicMeta};
 use crate::notify::Notifier;
 use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
@@ -59,6 +60,7 @@ pub struct LogBuilder {
     checkpoint_interval_ms: u64,
     auto_create_topics: bool,
     offsets_topic_partitions: u32,
+    group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for LogBuilder {
@@ -74,6 +76,7 @@ impl Default for LogBuilder {
             checkpoint_interval_ms: 60_000,
             auto_create_topics: false,
             offsets_topic_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -145,6 +148,15 @@ impl LogBuilder {
     #[must_use]
     pub fn offsets_topic_partitions(mut self, partitions: u32) -> Self {
         self.offsets_topic_partitions = partitions;
+        self
+    }
+
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`), so that consumers starting together share one
+    /// generation. Default 3000, on the log's clock; 0 assigns at once.
+    #[must_use]
+    pub fn group_initial_rebalance_delay_ms(mut self, ms: u64) -> Self {
+        self.group_initial_rebalance_delay_ms = ms;
         self
     }
 
@@ -232,6 +244,7 @@ impl LogBuilder {
             temp_root: self.temp_root,
             auto_create_topics: self.auto_create_topics,
             offsets: OffsetStore::new(self.offsets_topic_partitions),
+            coordinator: Coordinator::new(self.group_initial_rebalance_delay_ms),
             appended: Notifier::default(),
             background: Mutex::new(None),
             wake: Condvar::new(),
@@ -447,6 +460,8 @@ struct Inner {
     auto_create_topics: bool,
     /// Committed offsets of consumer groups.
     offsets: OffsetStore,
+    /// Membership of subscribed consumers' groups.
+    coordinator: Coordinator,
     /// Signalled after every append, for consumers waiting in `poll`.
     appended: Notifier,
     background: Mutex<Option<JoinHandle<()>>>,
@@ -885,14 +900,38 @@ impl Log {
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<()> {
+        self.commit_offsets_as(group, None, offsets)
+    }
+
+    /// Commits as a member `(member id, generation)` of the group, or as a client outside
+    /// it (`None`, allowed only while the group has no members), fenced by the coordinator.
+    pub(crate) fn commit_offsets_as(
+        &self,
+        group: &str,
+        member: Option<(&str, i32)>,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
         self.check_open()?;
+        crate::offsets::check_group_id(group)?;
+        self.inner
+            .coordinator
+            .check_commit(group, member, self.now_ms())?;
         self.inner.offsets.commit(self, group, offsets)
+    }
+
+    /// The group coordinator.
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.inner.coordinator
     }
 
     /// Groups with committed offsets, sorted (Kafka's `ListGroups`; groups with members
     /// come with the coordinator of issue 4).
     pub fn list_groups(&self) -> Vec<String> {
-        self.inner.offsets.groups()
+        let mut groups = self.inner.offsets.groups();
+        groups.extend(self.inner.coordinator.active_groups());
+        groups.sort();
+        groups.dedup();
+        groups
     }
 
     /// A group's state and, for each partition it committed, the committed offset, the
@@ -904,11 +943,19 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         let committed = self.inner.offsets.group_offsets(group);
-        let state = if committed.is_empty() {
-            GroupState::Dead
-        } else {
-            GroupState::Empty
+        let active = self.inner.coordinator.describe(group);
+        let (state, generation, members) = match active {
+            Some((state, generation, members)) => (state, Some(generation), members),
+            None if committed.is_empty() => (GroupState::Dead, None, Vec::new()),
+            None => (GroupState::Empty, None, Vec::new()),
         };
+        let members = members
+            .into_iter()
+            .map(|m| MemberDescription {
+                member_id: m.member_id,
+                assignment: m.assignment,
+            })
+            .collect();
         let offsets = committed
             .into_iter()
             .map(|(tp, committed)| {
@@ -928,6 +975,8 @@ impl Log {
         Ok(GroupDescription {
             group_id: group.to_owned(),
             state,
+            generation,
+            members,
             offsets,
         })
     }
@@ -947,6 +996,7 @@ impl Log {
     ) -> Result<Vec<(TopicPartition, u64)>> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
+        self.check_group_empty(group)?;
         let targets: Vec<TopicPartition> = if partitions.is_empty() {
             self.inner
                 .offsets
@@ -982,7 +1032,18 @@ impl Log {
     pub fn delete_group(&self, group: &str) -> Result<bool> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
+        self.check_group_empty(group)?;
         self.inner.offsets.delete_group(self, group)
+    }
+
+    /// `GroupNotEmpty` while `group` has members.
+    fn check_group_empty(&self, group: &str) -> Result<()> {
+        if self.inner.coordinator.describe(group).is_some() {
+            return Err(Error::GroupNotEmpty {
+                group: group.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The append signal consumers wait on.

@@ -20,6 +20,8 @@ use bytes::Bytes;
 
 use crate::codec::{Batch, Header, Record, TimestampType};
 use crate::error::{Error, Result};
+use crate::group::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor};
+use crate::group::coordinator::{JoinOutcome, JoinRequest};
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
 use crate::types::{TimestampOffset, TopicPartition};
@@ -58,6 +60,16 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: usize,
     /// About the most bytes one `poll` reads from one partition. Default 1048576.
     pub max_partition_fetch_bytes: usize,
+    /// A subscribed member that does not `poll` for this long is removed from its group
+    /// (`poll` sends the heartbeats; there is no background thread). Default 45000.
+    pub session_timeout_ms: u64,
+    /// Also the longest gap between polls before the member is removed, and how long a
+    /// rebalance waits for members to rejoin. Default 300000.
+    pub max_poll_interval_ms: u64,
+    /// Assignors in preference order (`partition.assignment.strategy`); the group uses the
+    /// leader's first one that every member has. Default range, then cooperative-sticky.
+    /// Rebalancing is eager for now: cooperative-sticky assigns as sticky does.
+    pub partition_assignment_strategy: Vec<Arc<dyn Assignor>>,
 }
 
 impl Default for ConsumerConfig {
@@ -70,6 +82,12 @@ impl Default for ConsumerConfig {
             max_poll_records: 500,
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
+            session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
+            partition_assignment_strategy: vec![
+                Arc::new(RangeAssignor),
+                Arc::new(CooperativeStickyAssignor),
+            ],
         }
     }
 }
@@ -124,6 +142,27 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets [`session_timeout_ms`](Self::session_timeout_ms).
+    #[must_use]
+    pub fn session_timeout_ms(mut self, ms: u64) -> Self {
+        self.session_timeout_ms = ms;
+        self
+    }
+
+    /// Sets [`max_poll_interval_ms`](Self::max_poll_interval_ms).
+    #[must_use]
+    pub fn max_poll_interval_ms(mut self, ms: u64) -> Self {
+        self.max_poll_interval_ms = ms;
+        self
+    }
+
+    /// Sets [`partition_assignment_strategy`](Self::partition_assignment_strategy).
+    #[must_use]
+    pub fn partition_assignment_strategy(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
+        self.partition_assignment_strategy = assignors;
+        self
+    }
+
     /// Checks every field against its allowed range.
     ///
     /// # Errors
@@ -132,6 +171,15 @@ impl ConsumerConfig {
         if let Some(group) = &self.group_id {
             crate::offsets::check_group_id(group)?;
         }
+        if self.partition_assignment_strategy.is_empty() {
+            return Err(Error::InvalidConfig {
+                field: "partition_assignment_strategy",
+                value: "[]".into(),
+                allowed: "at least one assignor".into(),
+            });
+        }
+        crate::config::range("session_timeout_ms", self.session_timeout_ms, 1, MAX_MS)?;
+        crate::config::range("max_poll_interval_ms", self.max_poll_interval_ms, 1, MAX_MS)?;
         let checks: [(&'static str, u64, u64, u64); 4] = [
             (
                 "auto_commit_interval_ms",
@@ -163,6 +211,36 @@ impl ConsumerConfig {
         }
         Ok(())
     }
+}
+
+/// Longest timeout a consumer config takes (about 292 years).
+const MAX_MS: u64 = i64::MAX as u64 / 1_000_000;
+
+/// Callbacks around a subscribed consumer's rebalances (Kafka's
+/// `ConsumerRebalanceListener`). They run inside `poll` (and `close`), with the consumer, so
+/// they can commit, seek or read positions.
+pub trait RebalanceListener: Send {
+    /// Before the partitions are taken away in a rebalance: commit what was processed here.
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]);
+
+    /// After a rebalance, with the partitions now assigned.
+    fn on_partitions_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]);
+
+    /// When the member found itself out of the group (its session expired): the partitions
+    /// may already be someone else's, so committing is pointless. Kafka's default calls
+    /// `on_partitions_revoked`; so does this one.
+    fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        self.on_partitions_revoked(consumer, partitions);
+    }
+}
+
+/// A subscribed consumer's place in its group.
+#[derive(Debug, Clone, Default)]
+struct Membership {
+    topics: Vec<String>,
+    member_id: Option<String>,
+    /// The generation whose assignment the consumer holds; `None` while (re)joining.
+    generation: Option<i32>,
 }
 
 /// One record as `poll` returns it (Kafka's `ConsumerRecord`). Key, value and header
@@ -325,6 +403,9 @@ pub struct Consumer {
     deferred: Option<Error>,
     /// The last auto-commit's failure, if it failed (auto-commit does not fail `poll`).
     auto_commit_error: Option<Error>,
+    /// Set by `subscribe`: the group hands out the assignment.
+    membership: Option<Membership>,
+    listener: Option<Box<dyn RebalanceListener>>,
     closed: bool,
 }
 
@@ -358,6 +439,8 @@ impl Consumer {
             pending_async: VecDeque::new(),
             deferred: None,
             auto_commit_error: None,
+            membership: None,
+            listener: None,
             closed: false,
         })
     }
@@ -382,6 +465,19 @@ impl Consumer {
     /// `UnknownTopic` / `UnknownPartition` (the assignment is then unchanged); `Closed`.
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
         self.check_open()?;
+        if self.membership.is_some() {
+            return Err(Error::IllegalState {
+                reason: "assign and subscribe are exclusive: unsubscribe first",
+            });
+        }
+        self.set_assignment(partitions)
+    }
+
+    /// Replaces the assignment, keeping the states of partitions that stay.
+    fn set_assignment(
+        &mut self,
+        partitions: impl IntoIterator<Item = TopicPartition>,
+    ) -> Result<()> {
         let mut assignment: Vec<TopicPartition> = Vec::new();
         for tp in partitions {
             if !assignment.contains(&tp) {
@@ -446,7 +542,12 @@ impl Consumer {
     /// `Closed`.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
-        if self.assignment.is_empty() {
+        let deadline = Instant::now().checked_add(timeout);
+        if self.membership.is_some() {
+            if !self.ensure_member(deadline)? {
+                return Ok(ConsumerRecords::default());
+            }
+        } else if self.assignment.is_empty() {
             return Err(Error::NoAssignment);
         }
         if let Some(error) = self.deferred.take() {
@@ -454,7 +555,6 @@ impl Consumer {
         }
         self.run_async_commits();
         self.maybe_auto_commit();
-        let deadline = Instant::now().checked_add(timeout);
         let mut refetched = false;
         loop {
             let seen = self.log.appended().seq();
@@ -845,7 +945,26 @@ impl Consumer {
         let group = self.group()?.to_owned();
         self.run_async_commits();
         let offsets: Vec<_> = offsets.into_iter().collect();
-        self.log.commit_offsets(&group, &offsets)
+        self.commit(&group, &offsets)
+    }
+
+    /// Commits as this consumer: as a member of its generation when subscribed (fenced by
+    /// the coordinator), else as a client outside the group.
+    fn commit(&self, group: &str, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match &self.membership {
+            None => self.log.commit_offsets(group, offsets),
+            Some(Membership {
+                member_id: Some(id),
+                generation: Some(generation),
+                ..
+            }) => self
+                .log
+                .commit_offsets_as(group, Some((id.as_str(), *generation)), offsets),
+            Some(_) => Err(Error::RebalanceInProgress),
+        }
     }
 
     /// Commits the current positions without blocking the caller: the commit runs at the
@@ -870,7 +989,7 @@ impl Consumer {
             return;
         };
         while let Some((offsets, callback)) = self.pending_async.pop_front() {
-            callback(self.log.commit_offsets(&group, &offsets));
+            callback(self.commit(&group, &offsets));
         }
     }
 
@@ -888,7 +1007,7 @@ impl Consumer {
         }
         let group = group.clone();
         let offsets = self.positions();
-        self.auto_commit_error = self.log.commit_offsets(&group, &offsets).err();
+        self.auto_commit_error = self.commit(&group, &offsets).err();
         self.last_auto_commit_ms = now;
     }
 
@@ -919,14 +1038,226 @@ impl Consumer {
         if self.closed {
             return Ok(());
         }
-        self.closed = true;
         self.run_async_commits();
-        match (&self.config.group_id, self.config.enable_auto_commit) {
-            (Some(group), true) => {
-                let offsets = self.positions();
-                self.log.commit_offsets(group, &offsets)
+        let result = if self.membership.is_some() {
+            // Revocation commits (auto-commit) and tells the listener; then leave at once.
+            let result = self.revoke_all();
+            self.leave_group();
+            result
+        } else {
+            match (&self.config.group_id, self.config.enable_auto_commit) {
+                (Some(group), true) => self.commit(group, &self.positions()),
+                _ => Ok(()),
             }
-            _ => Ok(()),
+        };
+        self.closed = true;
+        result
+    }
+
+    /// Joins the group for `topics`: the group assigns partitions at the next `poll`
+    /// (Kafka's `subscribe`). Replaces an earlier subscription.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; `IllegalState` after `assign`; `Closed`.
+    pub fn subscribe<S: Into<String>>(
+        &mut self,
+        topics: impl IntoIterator<Item = S>,
+    ) -> Result<()> {
+        self.check_open()?;
+        self.group()?;
+        if self.membership.is_none() && !self.assignment.is_empty() {
+            return Err(Error::IllegalState {
+                reason: "assign and subscribe are exclusive: assign an empty list first",
+            });
+        }
+        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        topics.sort();
+        topics.dedup();
+        let membership = self.membership.get_or_insert_with(Membership::default);
+        if membership.topics != topics {
+            membership.topics = topics;
+            // The next poll rejoins with the new subscription.
+            membership.generation = None;
+        }
+        Ok(())
+    }
+
+    /// As [`subscribe`](Self::subscribe), with callbacks around rebalances.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub fn subscribe_with_listener<S: Into<String>>(
+        &mut self,
+        topics: impl IntoIterator<Item = S>,
+        listener: impl RebalanceListener + 'static,
+    ) -> Result<()> {
+        self.subscribe(topics)?;
+        self.listener = Some(Box::new(listener));
+        Ok(())
+    }
+
+    /// Leaves the group and drops the assignment (Kafka's `unsubscribe`).
+    ///
+    /// # Errors
+    /// The revocation's auto-commit error; `Closed`.
+    pub fn unsubscribe(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.membership.is_none() {
+            return self.set_assignment([]);
+        }
+        let result = self.revoke_all();
+        self.leave_group();
+        self.membership = None;
+        self.listener = None;
+        result
+    }
+
+    /// The topics subscribed to (empty when assigned manually).
+    pub fn subscription(&self) -> Vec<String> {
+        self.membership
+            .as_ref()
+            .map(|m| m.topics.clone())
+            .unwrap_or_default()
+    }
+
+    /// The member id and generation while the consumer is in its group.
+    pub fn group_membership(&self) -> Option<(String, i32)> {
+        let membership = self.membership.as_ref()?;
+        Some((membership.member_id.clone()?, membership.generation?))
+    }
+
+    /// Makes sure this subscribed consumer holds the assignment of the group's current
+    /// generation, rejoining when the group rebalances; `false` when `deadline` came first.
+    fn ensure_member(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        let group = self.group()?.to_owned();
+        let log = self.log.clone();
+        let partitions = |topic: &str| log.topic(topic).ok().map(|t| t.partitions());
+        loop {
+            let now = self.log.now_ms();
+            let membership = self.membership.clone().unwrap_or_default();
+            if let (Some(id), Some(generation)) = (&membership.member_id, membership.generation) {
+                match self
+                    .log
+                    .coordinator()
+                    .heartbeat(&group, id, generation, now, &partitions)
+                {
+                    Ok(()) => return Ok(true),
+                    Err(Error::RebalanceInProgress | Error::IllegalGeneration { .. }) => {
+                        // Eager: give everything up, then rejoin.
+                        if let Err(error) = self.revoke_all() {
+                            self.auto_commit_error = Some(error);
+                        }
+                    }
+                    Err(Error::UnknownMemberId) => self.lose_all(),
+                    Err(error) => return Err(error),
+                }
+            }
+            let request = JoinRequest {
+                member_id: self.membership.as_ref().and_then(|m| m.member_id.clone()),
+                topics: membership.topics.clone(),
+                assignors: self.config.partition_assignment_strategy.clone(),
+                session_timeout_ms: self
+                    .config
+                    .session_timeout_ms
+                    .min(self.config.max_poll_interval_ms),
+                rebalance_timeout_ms: self.config.max_poll_interval_ms,
+            };
+            match self
+                .log
+                .coordinator()
+                .join(&group, request, now, &partitions)
+            {
+                Ok(JoinOutcome::Joined {
+                    member_id,
+                    generation,
+                    assignment,
+                }) => {
+                    if let Some(m) = &mut self.membership {
+                        m.member_id = Some(member_id);
+                        m.generation = Some(generation);
+                    }
+                    self.set_assignment(assignment.iter().cloned())?;
+                    self.with_listener(|l, c| l.on_partitions_assigned(c, &assignment));
+                    return Ok(true);
+                }
+                Ok(JoinOutcome::Pending { member_id }) => {
+                    if let Some(m) = &mut self.membership {
+                        m.member_id = Some(member_id);
+                    }
+                }
+                Err(Error::UnknownMemberId) => {
+                    if let Some(m) = &mut self.membership {
+                        m.member_id = None;
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            self.log.coordinator().wait(wait_until);
+        }
+    }
+
+    /// Eager revocation before a rebalance: auto-commit (synchronously, as Kafka's
+    /// `onJoinPrepare`), the listener, then no assignment and no generation.
+    fn revoke_all(&mut self) -> Result<()> {
+        let owned = self.assignment.clone();
+        let mut result = Ok(());
+        let holds_generation = self
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.generation.is_some());
+        if self.config.enable_auto_commit
+            && holds_generation
+            && let Some(group) = self.config.group_id.clone()
+        {
+            result = self.commit(&group, &self.positions());
+        }
+        if !owned.is_empty() {
+            self.with_listener(|l, c| l.on_partitions_revoked(c, &owned));
+        }
+        self.drop_assignment();
+        result
+    }
+
+    /// The member was removed from its group: its partitions are lost, not revoked.
+    fn lose_all(&mut self) {
+        let owned = self.assignment.clone();
+        if !owned.is_empty() {
+            self.with_listener(|l, c| l.on_partitions_lost(c, &owned));
+        }
+        self.drop_assignment();
+        if let Some(m) = &mut self.membership {
+            m.member_id = None;
+        }
+    }
+
+    fn drop_assignment(&mut self) {
+        self.assignment.clear();
+        self.states.clear();
+        self.next_start = 0;
+        if let Some(m) = &mut self.membership {
+            m.generation = None;
+        }
+    }
+
+    fn leave_group(&mut self) {
+        let member_id = self.membership.as_mut().and_then(|m| m.member_id.take());
+        if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
+            self.log.coordinator().leave(group, &id, self.log.now_ms());
+        }
+    }
+
+    /// Runs `call` with the listener taken out, so that it may use the consumer.
+    fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
+        if let Some(mut listener) = self.listener.take() {
+            call(listener.as_mut(), self);
+            if self.listener.is_none() {
+                self.listener = Some(listener);
+            }
         }
     }
 }

@@ -37,6 +37,15 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
+/// A member in a [`GroupDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// Its member id.
+    pub member_id: String,
+    /// Its partitions in the current generation (empty while the group rebalances).
+    pub assignment: Vec<TopicPartition>,
+}
+
 /// A group as [`Log::describe_group`](crate::Log::describe_group) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
@@ -44,6 +53,10 @@ pub struct GroupDescription {
     pub group_id: String,
     /// Its state.
     pub state: GroupState,
+    /// Its generation, while it has members.
+    pub generation: Option<i32>,
+    /// Its members, by member id.
+    pub members: Vec<MemberDescription>,
     /// Its committed partitions, sorted, with their end offsets and lag.
     pub offsets: Vec<PartitionLag>,
 }

@@ -1,5 +1,6 @@
-//! Consumer groups (issue 4): the admin view of groups and the partition assignors; the
-//! coordinator follows.
+//! Consumer groups (issue 4): the in-process coordinator, the partition assignors and the
+//! admin view of groups.
 
 pub mod admin;
 pub mod assignor;
+pub(crate) mod coordinator;

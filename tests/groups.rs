@@ -1,0 +1,371 @@
+//! Consumer groups through `subscribe`: generations, queue and publish/subscribe semantics,
+//! leaving, session expiry, the rebalance listener, commit fencing, admin views, restarts.
+//! All time is the log's `ManualClock`; consumers of one test are polled from one thread
+//! with short timeouts, so a rebalance completes as each member polls in turn.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tarnlog::{
+    AutoOffsetReset, Consumer, ConsumerConfig, Error, GroupState, Log, ManualClock,
+    RebalanceListener, ResetTo, RoundRobinAssignor, TopicConfig, TopicPartition,
+};
+
+const T0: i64 = 1_700_000_000_000;
+const SHORT: Duration = Duration::from_millis(20);
+
+fn open(root: &Path) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::builder()
+        .dir(root)
+        .clock(clock.clone())
+        .offsets_topic_partitions(2)
+        .group_initial_rebalance_delay_ms(0)
+        .open()
+        .unwrap();
+    (log, clock)
+}
+
+fn config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::default()
+        .group_id(group)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .session_timeout_ms(10_000)
+        .max_poll_interval_ms(30_000)
+}
+
+fn member(log: &Log, group: &str, topics: &[&str]) -> Consumer {
+    let mut consumer = log.consumer(config(group)).unwrap();
+    consumer.subscribe(topics.iter().copied()).unwrap();
+    consumer
+}
+
+/// Polls every consumer in turn until each holds an assignment of one generation; returns
+/// the generation and the values the polls returned meanwhile.
+fn settle(consumers: &mut [&mut Consumer]) -> (i32, Vec<String>) {
+    let mut read = Vec::new();
+    for _ in 0..200 {
+        for consumer in consumers.iter_mut() {
+            for record in consumer.poll(SHORT).unwrap() {
+                read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        let generations: BTreeSet<Option<i32>> = consumers
+            .iter()
+            .map(|c| c.group_membership().map(|(_, g)| g))
+            .collect();
+        if generations.len() == 1 && !generations.contains(&None) {
+            return (generations.into_iter().next().flatten().unwrap(), read);
+        }
+    }
+    panic!("the group never settled");
+}
+
+fn fill(log: &Log, topic: &str, partitions: u32, per_partition: usize) {
+    for p in 0..partitions {
+        let values: Vec<String> = (0..per_partition).map(|i| format!("{p}-{i}")).collect();
+        log.topic(topic)
+            .unwrap()
+            .partition(p)
+            .unwrap()
+            .append_values(&values)
+            .unwrap();
+    }
+}
+
+fn partitions_of(consumer: &Consumer) -> BTreeSet<TopicPartition> {
+    consumer.assignment().into_iter().collect()
+}
+
+#[test]
+fn generations_increment_and_partitions_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    let mut a = member(&log, "workers", &["jobs"]);
+    assert_eq!(settle(&mut [&mut a]).0, 1);
+    assert_eq!(a.assignment().len(), 4);
+    let mut b = member(&log, "workers", &["jobs"]);
+    assert_eq!(settle(&mut [&mut a, &mut b]).0, 2);
+    let (pa, pb) = (partitions_of(&a), partitions_of(&b));
+    assert_eq!(pa.len() + pb.len(), 4);
+    assert!(pa.is_disjoint(&pb), "one owner per partition");
+    let description = log.describe_group("workers").unwrap();
+    assert_eq!(description.state, GroupState::Stable);
+    assert_eq!(description.generation, Some(2));
+    assert_eq!(description.members.len(), 2);
+    assert_eq!(log.list_groups(), ["workers"]);
+}
+
+#[test]
+fn a_group_is_a_queue_and_groups_are_publish_subscribe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    let mut a = member(&log, "workers", &["jobs"]);
+    let mut b = member(&log, "workers", &["jobs"]);
+    let mut audit = member(&log, "audit", &["jobs"]);
+    settle(&mut [&mut a, &mut b]);
+    settle(&mut [&mut audit]);
+    fill(&log, "jobs", 4, 25);
+    let mut by_worker: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut audited = Vec::new();
+    for _ in 0..50 {
+        for (i, consumer) in [&mut a, &mut b].into_iter().enumerate() {
+            for r in consumer.poll(SHORT).unwrap() {
+                by_worker[i].push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        for r in audit.poll(SHORT).unwrap() {
+            audited.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    let workers: BTreeSet<&String> = by_worker.iter().flatten().collect();
+    assert_eq!(
+        by_worker[0].len() + by_worker[1].len(),
+        100,
+        "each job once"
+    );
+    assert_eq!(workers.len(), 100);
+    assert!(!by_worker[0].is_empty() && !by_worker[1].is_empty());
+    assert_eq!(audited.len(), 100, "another group sees every record");
+}
+
+#[test]
+fn extra_members_stay_idle_and_take_over_when_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(2))
+        .unwrap();
+    let mut a = member(&log, "g", &["jobs"]);
+    let mut b = member(&log, "g", &["jobs"]);
+    let mut c = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a, &mut b, &mut c]);
+    let counts: Vec<usize> = [&a, &b, &c].iter().map(|m| m.assignment().len()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 2);
+    assert_eq!(counts.iter().filter(|&&n| n == 0).count(), 1, "{counts:?}");
+    // The first member leaves by closing: the others rebalance at once, no timeout.
+    let before = log.describe_group("g").unwrap().generation.unwrap();
+    a.close().unwrap();
+    let (generation, _) = settle(&mut [&mut b, &mut c]);
+    assert_eq!(generation, before + 1);
+    assert_eq!(b.assignment().len() + c.assignment().len(), 2);
+    assert_eq!(b.assignment().len(), 1);
+}
+
+#[derive(Default, Clone)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl RebalanceListener for Recorder {
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        // Revocation comes before the partitions go: the member may still commit.
+        let committed = consumer.commit_sync().is_ok();
+        self.0.lock().unwrap().push(format!(
+            "revoked {} commit_ok={committed}",
+            partitions.len()
+        ));
+    }
+
+    fn on_partitions_assigned(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("assigned {}", partitions.len()));
+    }
+
+    fn on_partitions_lost(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("lost {}", partitions.len()));
+    }
+}
+
+#[test]
+fn the_listener_hears_revocation_before_assignment_and_may_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    let events = Recorder::default();
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    settle(&mut [&mut a]);
+    fill(&log, "jobs", 4, 3);
+    let mut read = 0;
+    while read < 12 {
+        read += a.poll(SHORT).unwrap().count();
+    }
+    let mut b = member(&log, "g", &["jobs"]);
+    let (_, reread) = settle(&mut [&mut a, &mut b]);
+    assert!(reread.is_empty(), "nothing is read twice: {reread:?}");
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        ["assigned 4", "revoked 4 commit_ok=true", "assigned 2"]
+    );
+    // The commit made in the revocation callback stuck: b resumes after it.
+    let end: u64 = b
+        .assignment()
+        .iter()
+        .map(|tp| log.committed_offset("g", tp).unwrap().unwrap().offset)
+        .sum();
+    assert_eq!(end, 6);
+    assert!(b.poll(SHORT).unwrap().is_empty(), "nothing is read twice");
+}
+
+/// `GroupCoordinatorTest.testSessionTimeout` through consumers: a member that stops polling
+/// is removed after its session timeout; the survivor takes everything, and the stale
+/// member learns it lost its partitions, with its commits refused.
+#[test]
+fn a_silent_member_is_removed_and_its_commits_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    fill(&log, "jobs", 4, 2);
+    let events = Recorder::default();
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let mut b = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a, &mut b]);
+    // Only b polls while the clock passes a's session timeout.
+    for _ in 0..4 {
+        clock.advance(4_000);
+        b.poll(SHORT).unwrap();
+    }
+    settle(&mut [&mut b]);
+    assert_eq!(b.assignment().len(), 4);
+    // a's commit is fenced: it is no longer a member.
+    assert!(matches!(a.commit_sync(), Err(Error::UnknownMemberId)));
+    // Its next poll finds it out of the group: lost, not revoked; then it rejoins.
+    settle(&mut [&mut a, &mut b]);
+    assert!(
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("lost"))
+    );
+    assert_eq!(a.assignment().len() + b.assignment().len(), 4);
+}
+
+#[test]
+fn clients_outside_the_group_cannot_commit_or_reset_while_it_has_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", None).unwrap();
+    fill(&log, "jobs", 1, 5);
+    let mut a = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a]);
+    let tp = TopicPartition::new("jobs", 0);
+    let commit = [(tp.clone(), tarnlog::OffsetAndMetadata::new(1))];
+    assert!(matches!(
+        log.commit_offsets("g", &commit),
+        Err(Error::UnknownMemberId)
+    ));
+    assert!(matches!(
+        log.reset_offsets("g", std::slice::from_ref(&tp), ResetTo::Earliest),
+        Err(Error::GroupNotEmpty { .. })
+    ));
+    assert!(matches!(
+        log.delete_group("g"),
+        Err(Error::GroupNotEmpty { .. })
+    ));
+    // A consumer using assign with the same group id is such a client too.
+    let mut simple = log.consumer(config("g")).unwrap();
+    simple.assign([tp.clone()]).unwrap();
+    simple.poll(SHORT).unwrap();
+    assert!(matches!(simple.commit_sync(), Err(Error::UnknownMemberId)));
+    drop(simple);
+    a.close().unwrap();
+    log.commit_offsets("g", &commit).unwrap();
+    assert_eq!(log.describe_group("g").unwrap().state, GroupState::Empty);
+}
+
+#[test]
+fn assign_and_subscribe_are_exclusive() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", None).unwrap();
+    let mut consumer = log.consumer(config("g")).unwrap();
+    consumer.subscribe(["t"]).unwrap();
+    assert!(matches!(
+        consumer.assign([TopicPartition::new("t", 0)]),
+        Err(Error::IllegalState { .. })
+    ));
+    consumer.unsubscribe().unwrap();
+    consumer.assign([TopicPartition::new("t", 0)]).unwrap();
+    assert!(matches!(
+        consumer.subscribe(["t"]),
+        Err(Error::IllegalState { .. })
+    ));
+    let mut lone = log.consumer(ConsumerConfig::default()).unwrap();
+    assert!(matches!(
+        lone.subscribe(["t"]),
+        Err(Error::InvalidConfig {
+            field: "group_id",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_leaders_assignor_is_used_when_all_members_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("a", TopicConfig::default().partitions(3))
+        .unwrap();
+    log.create_topic("b", TopicConfig::default().partitions(3))
+        .unwrap();
+    let round_robin =
+        || config("g").partition_assignment_strategy(vec![Arc::new(RoundRobinAssignor)]);
+    let mut x = log.consumer(round_robin()).unwrap();
+    x.subscribe(["a", "b"]).unwrap();
+    let mut y = log.consumer(round_robin()).unwrap();
+    y.subscribe(["a", "b"]).unwrap();
+    settle(&mut [&mut x, &mut y]);
+    // Round robin over a0 a1 a2 b0 b1 b2: 3 each, alternating.
+    let (px, py) = (partitions_of(&x), partitions_of(&y));
+    assert_eq!((px.len(), py.len()), (3, 3));
+    let topics_x: BTreeSet<&str> = px.iter().map(|tp| tp.topic.as_str()).collect();
+    assert_eq!(topics_x.len(), 2, "round robin mixes topics: {px:?}");
+}
+
+#[test]
+fn offsets_survive_a_restart_and_the_group_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _clock) = open(dir.path());
+        log.create_topic("jobs", TopicConfig::default().partitions(2))
+            .unwrap();
+        let mut a = member(&log, "g", &["jobs"]);
+        let (_, early) = settle(&mut [&mut a]);
+        assert!(early.is_empty());
+        fill(&log, "jobs", 2, 10);
+        let mut read = 0;
+        while read < 20 {
+            read += a.poll(SHORT).unwrap().count();
+        }
+        a.commit_sync().unwrap();
+        a.close().unwrap();
+        log.close().unwrap();
+    }
+    let (log, _clock) = open(dir.path());
+    fill(&log, "jobs", 2, 1);
+    let mut a = member(&log, "g", &["jobs"]);
+    let (_, mut values) = settle(&mut [&mut a]);
+    for _ in 0..10 {
+        for r in a.poll(SHORT).unwrap() {
+            values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    values.sort();
+    assert_eq!(values, ["0-0", "1-0"], "only the records after the commit");
+}
