@@ -121,5 +121,150 @@ fn consumer(c: &mut Criterion) {
     log.close().unwrap();
 }
 
-criterion_group!(benches, producer, consumer);
+/// A consumer of group `group` subscribed to "bench", reading from the start.
+fn member(log: &Log, group: &str) -> tarnlog::Consumer {
+    let mut consumer = log
+        .consumer(
+            ConsumerConfig::default()
+                .group_id(group)
+                .auto_offset_reset(AutoOffsetReset::Earliest)
+                .enable_auto_commit(false)
+                .max_poll_records(10_000),
+        )
+        .unwrap();
+    consumer.subscribe(["bench"]).unwrap();
+    consumer
+}
+
+/// Polls the members in turn (zero timeouts) until all hold one generation's assignment;
+/// returns how many records those polls returned.
+fn settle(members: &mut [tarnlog::Consumer]) -> u64 {
+    let mut read = 0;
+    loop {
+        for m in members.iter_mut() {
+            read += m.poll(Duration::ZERO).unwrap().count() as u64;
+        }
+        let generations: std::collections::BTreeSet<Option<i32>> = members
+            .iter()
+            .map(|m| m.group_membership().map(|(_, g)| g))
+            .collect();
+        if generations.len() == 1 && !generations.contains(&None) {
+            return read;
+        }
+    }
+}
+
+/// Rebalance time: 8 members join a group over 256 partitions, from the first join to all
+/// members stable.
+fn rebalance(c: &mut Criterion) {
+    let dir = common::scratch();
+    let log = Log::builder()
+        .dir(dir.path())
+        .group_initial_rebalance_delay_ms(0)
+        .offsets_topic_partitions(1)
+        .open()
+        .unwrap();
+    log.create_topic("bench", topic_config(256)).unwrap();
+    let mut group = c.benchmark_group("group");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut round = 0u64;
+    group.bench_function("rebalance_8_members_256_partitions", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let name = format!("g{round}");
+                let start = Instant::now();
+                let mut members: Vec<_> = (0..8).map(|_| member(&log, &name)).collect();
+                black_box(settle(&mut members));
+                total += start.elapsed();
+                for m in members {
+                    m.close().unwrap();
+                }
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+/// Group throughput: 4 member threads against 1, draining 16 partitions.
+fn group_throughput(c: &mut Criterion) {
+    const PER_PARTITION: u64 = 1 << 16;
+    let mut round = 0u64;
+    let dir = common::scratch();
+    let log = Log::builder()
+        .dir(dir.path())
+        .group_initial_rebalance_delay_ms(0)
+        .offsets_topic_partitions(1)
+        .open()
+        .unwrap();
+    log.create_topic("bench", topic_config(16)).unwrap();
+    let mut builder = tarnlog::BatchBuilder::new();
+    for p in 0..16 {
+        let partition = log.topic("bench").unwrap().partition(p).unwrap();
+        for _ in 0..PER_PARTITION / 1024 {
+            for _ in 0..1024 {
+                builder.push(1_700_000_000_000, None, Some(&[7u8; 100]), &[]);
+            }
+            partition.append(builder.finish().unwrap()).unwrap();
+        }
+    }
+    let mut group = c.benchmark_group("group_throughput");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(16 * PER_PARTITION));
+    for consumers in [1usize, 4] {
+        group.bench_function(format!("{consumers}_consumers_16_partitions"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    let name = format!("t{round}");
+                    let mut members: Vec<_> = (0..consumers).map(|_| member(&log, &name)).collect();
+                    let early = settle(&mut members);
+                    let start = Instant::now();
+                    let threads: Vec<_> = members
+                        .into_iter()
+                        .map(|mut m| {
+                            std::thread::spawn(move || {
+                                let mut n = 0u64;
+                                let mut idle = 0;
+                                while idle < 3 {
+                                    let got = m.poll(Duration::from_millis(5)).unwrap().count();
+                                    n += got as u64;
+                                    idle = if got == 0 { idle + 1 } else { 0 };
+                                }
+                                (n, m)
+                            })
+                        })
+                        .collect();
+                    let mut read = early;
+                    let mut done = Vec::new();
+                    for t in threads {
+                        let (n, m) = t.join().unwrap();
+                        read += n;
+                        done.push(m);
+                    }
+                    total += start.elapsed();
+                    // At least once: records read while the group settled (before any
+                    // commit) are read again by their final owner.
+                    assert!(read >= 16 * PER_PARTITION, "read {read}");
+                    for m in done {
+                        m.close().unwrap();
+                    }
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, producer, consumer, rebalance, group_throughput);
 criterion_main!(benches);
