@@ -369,3 +369,81 @@ fn offsets_survive_a_restart_and_the_group_resumes() {
     values.sort();
     assert_eq!(values, ["0-0", "1-0"], "only the records after the commit");
 }
+
+#[test]
+fn a_static_member_that_restarts_in_time_gets_its_partitions_back_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    let static_config = || config("g").group_instance_id("worker-1");
+    let mut a = log.consumer(static_config()).unwrap();
+    a.subscribe(["jobs"]).unwrap();
+    let mut b = member(&log, "g", &["jobs"]);
+    let (generation, _) = settle(&mut [&mut a, &mut b]);
+    let before = partitions_of(&a);
+    // A static member's close does not leave the group.
+    a.close().unwrap();
+    clock.advance(5_000);
+    b.poll(SHORT).unwrap();
+    let mut restarted = log.consumer(static_config()).unwrap();
+    restarted.subscribe(["jobs"]).unwrap();
+    let (again, _) = settle(&mut [&mut restarted, &mut b]);
+    assert_eq!(again, generation, "no rebalance");
+    assert_eq!(partitions_of(&restarted), before);
+    // Gone for longer than its session: removed, and the others rebalance.
+    drop(restarted);
+    for _ in 0..3 {
+        clock.advance(5_000);
+        b.poll(SHORT).unwrap();
+    }
+    let (later, _) = settle(&mut [&mut b]);
+    assert!(later > generation);
+    assert_eq!(b.assignment().len(), 4);
+}
+
+#[test]
+fn a_pattern_subscription_picks_up_new_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("orders-eu", TopicConfig::default().partitions(2))
+        .unwrap();
+    log.create_topic("payments", None).unwrap();
+    let mut consumer = log.consumer(config("g")).unwrap();
+    consumer.subscribe_pattern("orders-.*").unwrap();
+    assert_eq!(consumer.subscription(), ["orders-eu"]);
+    let (generation, _) = settle(&mut [&mut consumer]);
+    let topics = |c: &Consumer| -> BTreeSet<String> {
+        c.assignment().into_iter().map(|tp| tp.topic).collect()
+    };
+    assert_eq!(topics(&consumer), BTreeSet::from(["orders-eu".to_owned()]));
+    log.create_topic("orders-us", TopicConfig::default().partitions(3))
+        .unwrap();
+    let (later, _) = settle(&mut [&mut consumer]);
+    assert!(later > generation);
+    assert_eq!(consumer.assignment().len(), 5);
+    assert!(topics(&consumer).contains("orders-us"));
+    assert!(matches!(
+        consumer.subscribe_pattern("orders-("),
+        Err(Error::InvalidConfig {
+            field: "pattern",
+            ..
+        })
+    ));
+    // Internal topics never match, even a pattern that would.
+    let tp = TopicPartition::new("payments", 0);
+    log.commit_offsets("other", &[(tp, tarnlog::OffsetAndMetadata::new(0))])
+        .unwrap();
+    assert!(
+        log.topics_with_internal()
+            .contains(&tarnlog::CONSUMER_OFFSETS.to_owned())
+    );
+    let mut everything = log.consumer(config("all")).unwrap();
+    everything.subscribe_pattern(".*").unwrap();
+    assert!(
+        !everything
+            .subscription()
+            .iter()
+            .any(|t| t.starts_with("__"))
+    );
+}

@@ -66,6 +66,10 @@ pub struct ConsumerConfig {
     /// Also the longest gap between polls before the member is removed, and how long a
     /// rebalance waits for members to rejoin. Default 300000.
     pub max_poll_interval_ms: u64,
+    /// Static membership (`group.instance.id`): a consumer that restarts under the same id
+    /// within the session timeout gets its partitions back without a rebalance; closing it
+    /// does not leave the group (its session expiring does). Unique within the group.
+    pub group_instance_id: Option<String>,
     /// Assignors in preference order (`partition.assignment.strategy`); the group uses the
     /// leader's first one that every member has. Default range, then cooperative-sticky.
     /// Rebalancing is eager for now: cooperative-sticky assigns as sticky does.
@@ -82,6 +86,7 @@ impl Default for ConsumerConfig {
             max_poll_records: 500,
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
+            group_instance_id: None,
             session_timeout_ms: 45_000,
             max_poll_interval_ms: 300_000,
             partition_assignment_strategy: vec![
@@ -139,6 +144,13 @@ impl ConsumerConfig {
     #[must_use]
     pub fn max_partition_fetch_bytes(mut self, bytes: usize) -> Self {
         self.max_partition_fetch_bytes = bytes;
+        self
+    }
+
+    /// Sets [`group_instance_id`](Self::group_instance_id).
+    #[must_use]
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.group_instance_id = Some(id.into());
         self
     }
 
@@ -238,6 +250,8 @@ pub trait RebalanceListener: Send {
 #[derive(Debug, Clone, Default)]
 struct Membership {
     topics: Vec<String>,
+    /// With `subscribe_pattern`: the topics are the ones matching, looked up at each poll.
+    pattern: Option<regex::Regex>,
     member_id: Option<String>,
     /// The generation whose assignment the consumer holds; `None` while (re)joining.
     generation: Option<i32>,
@@ -1074,12 +1088,68 @@ impl Consumer {
         topics.sort();
         topics.dedup();
         let membership = self.membership.get_or_insert_with(Membership::default);
+        membership.pattern = None;
         if membership.topics != topics {
             membership.topics = topics;
             // The next poll rejoins with the new subscription.
             membership.generation = None;
         }
         Ok(())
+    }
+
+    /// Subscribes to every topic whose whole name matches `pattern` (a regular expression,
+    /// as Kafka's `subscribe(Pattern)`); topics created or deleted later join or leave the
+    /// subscription at the next `poll`, which then rebalances. Internal topics never match.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a pattern that does not compile or without a `group_id`;
+    /// `IllegalState` after `assign`; `Closed`.
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        let regex =
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Error::InvalidConfig {
+                field: "pattern",
+                value: format!("{pattern:?}"),
+                allowed: format!("a regular expression ({e})"),
+            })?;
+        let topics = self.matching(&regex);
+        self.subscribe(topics)?;
+        if let Some(m) = &mut self.membership {
+            m.pattern = Some(regex);
+        }
+        Ok(())
+    }
+
+    /// The topics whose whole name matches, sorted.
+    fn matching(&self, regex: &regex::Regex) -> Vec<String> {
+        self.log
+            .topics()
+            .into_iter()
+            .filter(|topic| regex.is_match(topic))
+            .collect()
+    }
+
+    /// With a pattern subscription, takes up topics created or deleted since the last look;
+    /// a change revokes the assignment so that the next join rebalances.
+    fn refresh_pattern(&mut self) {
+        let Some(regex) = self.membership.as_ref().and_then(|m| m.pattern.clone()) else {
+            return;
+        };
+        let topics = self.matching(&regex);
+        if self.membership.as_ref().is_some_and(|m| m.topics == topics) {
+            return;
+        }
+        if self
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.generation.is_some())
+            && let Err(error) = self.revoke_all()
+        {
+            self.auto_commit_error = Some(error);
+        }
+        if let Some(m) = &mut self.membership {
+            m.topics = topics;
+            m.generation = None;
+        }
     }
 
     /// As [`subscribe`](Self::subscribe), with callbacks around rebalances.
@@ -1130,6 +1200,7 @@ impl Consumer {
     /// generation, rejoining when the group rebalances; `false` when `deadline` came first.
     fn ensure_member(&mut self, deadline: Option<Instant>) -> Result<bool> {
         let group = self.group()?.to_owned();
+        self.refresh_pattern();
         let log = self.log.clone();
         let partitions = |topic: &str| log.topic(topic).ok().map(|t| t.partitions());
         loop {
@@ -1154,6 +1225,7 @@ impl Consumer {
             }
             let request = JoinRequest {
                 member_id: self.membership.as_ref().and_then(|m| m.member_id.clone()),
+                instance_id: self.config.group_instance_id.clone(),
                 topics: membership.topics.clone(),
                 assignors: self.config.partition_assignment_strategy.clone(),
                 session_timeout_ms: self
@@ -1246,6 +1318,10 @@ impl Consumer {
 
     fn leave_group(&mut self) {
         let member_id = self.membership.as_mut().and_then(|m| m.member_id.take());
+        if self.config.group_instance_id.is_some() {
+            // A static member keeps its place until its session expires (KIP-345).
+            return;
+        }
         if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
             self.log.coordinator().leave(group, &id, self.log.now_ms());
         }

@@ -37,6 +37,9 @@ const CLOCK_POLL: Duration = Duration::from_millis(10);
 pub(crate) struct JoinRequest {
     /// The member id from an earlier join; `None` for a new member.
     pub member_id: Option<String>,
+    /// Static membership (`group_instance_id`): a member that comes back under the same
+    /// instance id takes the old member's place and assignment without a rebalance.
+    pub instance_id: Option<String>,
     pub topics: Vec<String>,
     /// Assignors in preference order.
     pub assignors: Vec<Arc<dyn Assignor>>,
@@ -59,6 +62,7 @@ pub(crate) enum JoinOutcome {
 
 #[derive(Debug)]
 struct Member {
+    instance_id: Option<String>,
     topics: Vec<String>,
     assignors: Vec<Arc<dyn Assignor>>,
     session_timeout_ms: i64,
@@ -265,10 +269,34 @@ impl Coordinator {
         let mut groups = self.groups.lock();
         let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
         g.expire(now, self.initial_delay_ms);
-        let member_id = match request.member_id {
-            Some(id) if g.members.contains_key(&id) => id,
-            Some(_) => return Err(Error::UnknownMemberId),
-            None => {
+        let known = request
+            .member_id
+            .as_ref()
+            .is_some_and(|id| g.members.contains_key(id));
+        let static_id = request.instance_id.as_ref().and_then(|instance| {
+            g.members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                .map(|(id, _)| id.clone())
+        });
+        let member_id = match (request.member_id, static_id) {
+            (Some(id), _) if known => id,
+            // A static member back under its instance id takes its old place: a new member
+            // id (the old one is fenced), the same generation and assignment.
+            (_, Some(old)) => {
+                let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+                let id = format!("{group}-member-{n}");
+                if let Some(mut member) = g.members.remove(&old) {
+                    member.last_heartbeat_ms = now;
+                    g.members.insert(id.clone(), member);
+                }
+                if g.leader.as_deref() == Some(old.as_str()) {
+                    g.leader = Some(id.clone());
+                }
+                id
+            }
+            (Some(_), None) => return Err(Error::UnknownMemberId),
+            (None, None) => {
                 let n = self.next_member.fetch_add(1, Ordering::Relaxed);
                 format!("{group}-member-{n}")
             }
@@ -286,6 +314,7 @@ impl Coordinator {
             g.members.insert(
                 member_id.clone(),
                 Member {
+                    instance_id: request.instance_id,
                     topics: request.topics,
                     assignors: request.assignors,
                     session_timeout_ms: to_ms(request.session_timeout_ms),
@@ -449,6 +478,7 @@ mod tests {
     fn request(member_id: Option<&str>) -> JoinRequest {
         JoinRequest {
             member_id: member_id.map(str::to_owned),
+            instance_id: None,
             topics: vec!["t".into()],
             assignors: vec![Arc::new(RangeAssignor)],
             session_timeout_ms: 10_000,
@@ -577,5 +607,35 @@ mod tests {
         let (_, _, b_parts) = joined(c.join("g", request(Some(&b)), 3_001, &four).unwrap());
         assert_eq!(generation, 1, "both started in one generation");
         assert_eq!((a_parts.len(), b_parts.len()), (2, 2));
+    }
+
+    /// `GroupCoordinatorTest.staticMemberRejoinAsFollowerWithUnknownMemberId`: a static
+    /// follower rejoining with an unknown member id in a stable group gets a new member id,
+    /// the same generation and its previous assignment; the group stays stable and the old
+    /// member id is fenced.
+    #[test]
+    fn a_static_member_rejoins_without_a_rebalance() {
+        let c = Coordinator::new(0);
+        let static_request = |id: Option<&str>| JoinRequest {
+            instance_id: Some("instance-a".into()),
+            ..request(id)
+        };
+        let (leader, _, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        let follower = pending(c.join("g", static_request(None), 1, &four).unwrap());
+        let (_, generation, _) = joined(c.join("g", request(Some(&leader)), 2, &four).unwrap());
+        let (_, _, before) = joined(
+            c.join("g", static_request(Some(&follower)), 3, &four)
+                .unwrap(),
+        );
+        // The follower restarts: no member id, same instance id.
+        let (new_id, again, after) = joined(c.join("g", static_request(None), 4, &four).unwrap());
+        assert_ne!(new_id, follower);
+        assert_eq!((again, &after), (generation, &before));
+        assert_eq!(c.describe("g").unwrap().0, GroupState::Stable);
+        c.heartbeat("g", &leader, generation, 5, &four).unwrap();
+        assert!(matches!(
+            c.heartbeat("g", &follower, generation, 5, &four),
+            Err(Error::UnknownMemberId)
+        ));
     }
 }
