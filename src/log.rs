@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 /// Names reserved for Kafka's internal topics.
 const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// Kafka's `offsets.retention.check.interval.ms`.
+const OFFSETS_RETENTION_CHECK_MS: i64 = 600_000;
 
 /// Builds a [`Log`] with more than the defaults.
 ///
@@ -61,6 +64,7 @@ pub struct LogBuilder {
     auto_create_topics: bool,
     offsets_topic_partitions: u32,
     group_initial_rebalance_delay_ms: u64,
+    offsets_retention_minutes: u64,
 }
 
 impl Default for LogBuilder {
@@ -77,6 +81,7 @@ impl Default for LogBuilder {
             auto_create_topics: false,
             offsets_topic_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
+            offsets_retention_minutes: 10_080,
         }
     }
 }
@@ -160,6 +165,16 @@ impl LogBuilder {
         self
     }
 
+    /// How long the committed offsets of a group without members are kept after its last
+    /// commit or after it became empty (Kafka's `offsets.retention.minutes`). Default 10080
+    /// (7 days); allowed 1..=1000000000. Expiry runs every 10 minutes of commits and at
+    /// [`Log::maintain`].
+    #[must_use]
+    pub fn offsets_retention_minutes(mut self, minutes: u64) -> Self {
+        self.offsets_retention_minutes = minutes;
+        self
+    }
+
     /// How often the recovery points are checkpointed by the background thread (Kafka's
     /// `log.flush.offset.checkpoint.interval.ms`). Default 60000; allowed 1..=2^63-1. After a
     /// crash, recovery rescans from the last checkpoint.
@@ -192,6 +207,13 @@ impl LogBuilder {
                 field: "background_tick_ms",
                 value: self.background_tick_ms.to_string(),
                 allowed: "1..=60000".into(),
+            });
+        }
+        if !(1..=1_000_000_000).contains(&self.offsets_retention_minutes) {
+            return Err(Error::InvalidConfig {
+                field: "offsets_retention_minutes",
+                value: self.offsets_retention_minutes.to_string(),
+                allowed: "1..=1000000000".into(),
             });
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
@@ -245,6 +267,8 @@ impl LogBuilder {
             auto_create_topics: self.auto_create_topics,
             offsets: OffsetStore::new(self.offsets_topic_partitions),
             coordinator: Coordinator::new(self.group_initial_rebalance_delay_ms),
+            offsets_retention_ms: (self.offsets_retention_minutes * 60_000) as i64,
+            last_offsets_expiry_ms: AtomicI64::new(i64::MIN),
             appended: Notifier::default(),
             background: Mutex::new(None),
             wake: Condvar::new(),
@@ -462,6 +486,10 @@ struct Inner {
     offsets: OffsetStore,
     /// Membership of subscribed consumers' groups.
     coordinator: Coordinator,
+    /// Kafka's `offsets.retention.minutes`, in ms.
+    offsets_retention_ms: i64,
+    /// When offsets expiry last ran (log clock).
+    last_offsets_expiry_ms: AtomicI64,
     /// Signalled after every append, for consumers waiting in `poll`.
     appended: Notifier,
     background: Mutex<Option<JoinHandle<()>>>,
@@ -913,10 +941,46 @@ impl Log {
     ) -> Result<()> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
+        let now = self.now_ms();
+        self.inner.coordinator.check_commit(group, member, now)?;
+        self.inner.offsets.commit(self, group, offsets)?;
+        // Kafka checks for expired offsets every 10 minutes (offsets.retention.check.interval.ms).
+        let last = self.inner.last_offsets_expiry_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= OFFSETS_RETENTION_CHECK_MS
+            && self
+                .inner
+                .last_offsets_expiry_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The commit succeeded; an expiry failure is met again at the next check.
+            let _ = self.expire_offsets();
+        }
+        Ok(())
+    }
+
+    /// One pass of background maintenance, for deterministic tests and embedded main
+    /// loops: today the expiry of committed offsets of groups without members (Kafka's
+    /// `offsets.retention.minutes`). Returns the groups whose offsets expired.
+    ///
+    /// # Errors
+    /// `Io`, `Poisoned` from writing tombstones; `Closed`.
+    pub fn maintain(&self) -> Result<Vec<String>> {
+        self.check_open()?;
         self.inner
-            .coordinator
-            .check_commit(group, member, self.now_ms())?;
-        self.inner.offsets.commit(self, group, offsets)
+            .last_offsets_expiry_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+        self.expire_offsets()
+    }
+
+    fn expire_offsets(&self) -> Result<Vec<String>> {
+        let now = self.now_ms();
+        let coordinator = &self.inner.coordinator;
+        self.inner
+            .offsets
+            .expire(self, self.inner.offsets_retention_ms, &|group| {
+                coordinator.idle_since(group, now)
+            })
     }
 
     /// The group coordinator.

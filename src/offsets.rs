@@ -416,6 +416,40 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Removes (with tombstones) the offsets of groups that have had no member and no commit
+    /// for `retention_ms` (Kafka's `offsets.retention.minutes` for empty groups, KIP-211):
+    /// the clock starts at the group's last commit or when it last became empty here,
+    /// whichever is later. Returns the groups removed.
+    pub(crate) fn expire(
+        &self,
+        log: &Log,
+        retention_ms: i64,
+        idle_since: &dyn Fn(&str) -> Option<i64>,
+    ) -> Result<Vec<String>> {
+        let now = log.now_ms();
+        let candidates: Vec<(String, i64)> = self
+            .cache
+            .read()
+            .iter()
+            .map(|(group, offsets)| {
+                let last_commit = offsets.values().map(|c| c.commit_timestamp).max();
+                (group.clone(), last_commit.unwrap_or(i64::MIN))
+            })
+            .collect();
+        let mut expired = Vec::new();
+        for (group, last_commit) in candidates {
+            // `None`: the group has members; their offsets stay.
+            let Some(empty_since) = idle_since(&group) else {
+                continue;
+            };
+            let since = last_commit.max(empty_since);
+            if now.saturating_sub(since) >= retention_ms && self.delete_group(log, &group)? {
+                expired.push(group);
+            }
+        }
+        Ok(expired)
+    }
+
     /// The groups with committed offsets, sorted.
     pub(crate) fn groups(&self) -> Vec<String> {
         let mut groups: Vec<String> = self.cache.read().keys().cloned().collect();

@@ -142,3 +142,69 @@ fn deleted_groups_are_gone_also_after_a_restart() {
         1
     );
 }
+
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// Kafka's `offsets.retention.minutes` (KIP-211): a group without members loses its
+/// offsets a retention period after its last commit or after it became empty; a group with
+/// members keeps them.
+#[test]
+fn offsets_of_idle_groups_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, clock) = setup(dir.path());
+        let tp0 = tp("t", 0);
+        log.commit_offsets("idle", &[(tp0.clone(), OffsetAndMetadata::new(1))])
+            .unwrap();
+        log.commit_offsets("left", &[(tp0.clone(), OffsetAndMetadata::new(2))])
+            .unwrap();
+        // "left" has a member for six days, then it leaves.
+        let mut member = log
+            .consumer(
+                ConsumerConfig::default()
+                    .group_id("left")
+                    .session_timeout_ms(u64::MAX / 4_000_000)
+                    .max_poll_interval_ms(u64::MAX / 4_000_000),
+            )
+            .unwrap();
+        member.subscribe(["t"]).unwrap();
+        member.poll(Duration::from_millis(50)).unwrap();
+        clock.advance(6 * DAY_MS);
+        member.close().unwrap();
+        clock.advance(DAY_MS - 1);
+        assert!(log.maintain().unwrap().is_empty(), "not yet");
+        clock.advance(1);
+        assert_eq!(log.maintain().unwrap(), ["idle"]);
+        assert_eq!(log.committed_offset("idle", &tp0).unwrap(), None);
+        assert_eq!(log.list_groups(), ["left"]);
+        // Seven days after it became empty, "left" goes too — here found by a commit of
+        // another group, as the expiry check runs every ten minutes of commits.
+        clock.advance(6 * DAY_MS);
+        log.commit_offsets("new", &[(tp0.clone(), OffsetAndMetadata::new(3))])
+            .unwrap();
+        assert_eq!(log.list_groups(), ["new"]);
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.list_groups(), ["new"], "expiry survives a restart");
+}
+
+#[test]
+fn offsets_retention_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Log::builder()
+        .dir(dir.path())
+        .offsets_retention_minutes(0)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidConfig {
+                field: "offsets_retention_minutes",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}

@@ -83,6 +83,8 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// When a round in progress completes even if some members have not rejoined.
     rebalance_deadline_ms: i64,
+    /// When the group last became empty (log clock), for the expiry of its offsets.
+    empty_since_ms: i64,
     /// A round of an empty group does not complete before this (Kafka's
     /// `group.initial.rebalance.delay.ms`), so that members starting together join one
     /// generation.
@@ -99,6 +101,7 @@ impl Group {
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
+            empty_since_ms: 0,
         }
     }
 
@@ -136,6 +139,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.leader = None;
             self.generation += 1;
+            self.empty_since_ms = now;
         } else if self.state == GroupState::Stable {
             self.prepare_rebalance(now, initial_delay_ms);
         }
@@ -157,6 +161,7 @@ impl Group {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.leader = None;
+            self.empty_since_ms = now;
             return true;
         }
         let leader = match &self.leader {
@@ -454,6 +459,17 @@ impl Coordinator {
             })
             .collect();
         Some((g.state, g.generation, members))
+    }
+
+    /// When `group` became empty in this process (`i64::MIN` if it never had members here),
+    /// or `None` while it has members (after expiring dead ones).
+    pub(crate) fn idle_since(&self, group: &str, now: i64) -> Option<i64> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Some(i64::MIN);
+        };
+        g.expire(now, self.initial_delay_ms);
+        g.members.is_empty().then_some(g.empty_since_ms)
     }
 
     /// Groups that have members, sorted.
