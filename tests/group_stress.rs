@@ -13,18 +13,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tarnlog::{
-    AutoOffsetReset, Consumer, ConsumerConfig, Log, ManualClock, TopicConfig, TopicPartition,
+    Assignor, AutoOffsetReset, Consumer, ConsumerConfig, CooperativeStickyAssignor, Log,
+    ManualClock, RangeAssignor, TopicConfig, TopicPartition,
 };
 
 const PARTITIONS: u32 = 16;
 const SLOTS: usize = 8;
 const SESSION_MS: u64 = 10_000;
 
-fn consumer(log: &Log) -> Consumer {
+fn consumer(log: &Log, cooperative: bool) -> Consumer {
+    let strategy: Arc<dyn Assignor> = if cooperative {
+        Arc::new(CooperativeStickyAssignor)
+    } else {
+        Arc::new(RangeAssignor)
+    };
     let mut consumer = log
         .consumer(
             ConsumerConfig::default()
                 .group_id("stress")
+                .partition_assignment_strategy(vec![strategy])
                 .auto_offset_reset(AutoOffsetReset::Earliest)
                 .enable_auto_commit(false)
                 .max_poll_records(20)
@@ -58,8 +65,17 @@ struct Slot {
 }
 
 #[test]
+fn one_owner_per_partition_and_no_record_lost_eager() {
+    stress(false);
+}
+
+#[test]
+fn one_owner_per_partition_and_no_record_lost_cooperative() {
+    stress(true);
+}
+
 #[allow(clippy::too_many_lines)] // one randomized scenario, read top to bottom
-fn one_owner_per_partition_and_no_record_lost() {
+fn stress(cooperative: bool) {
     let mut rng = common::Rng(common::seed("group_stress"));
     let rounds = if std::env::var("TARNLOG_SOAK").is_ok_and(|v| v == "1") {
         20_000
@@ -100,7 +116,7 @@ fn one_owner_per_partition_and_no_record_lost() {
             let action = rng.below(100);
             let Some(c) = &mut slot.consumer else {
                 if action < 10 {
-                    slot.consumer = Some(consumer(&log));
+                    slot.consumer = Some(consumer(&log, cooperative));
                     joins += 1;
                 }
                 continue;
@@ -167,7 +183,7 @@ fn one_owner_per_partition_and_no_record_lost() {
         }
     }
     clock.advance(SESSION_MS as i64 + 1);
-    let mut last = consumer(&log);
+    let mut last = consumer(&log, cooperative);
     for _ in 0..10_000 {
         poll_and_process(&mut last, &mut seen);
         last.commit_sync().unwrap();
@@ -188,7 +204,7 @@ fn one_owner_per_partition_and_no_record_lost() {
     );
     let generations: BTreeSet<i32> = owners.keys().map(|(g, _)| *g).collect();
     println!(
-        "group_stress: {rounds} rounds, {next_value} records, {} generations, {joins} joins, \
+        "group_stress (cooperative: {cooperative}): {rounds} rounds, {next_value} records, {} generations, {joins} joins, \
          {leaves} leaves, {kills} kills, {duplicates} duplicates (bound {at_risk})",
         generations.len()
     );

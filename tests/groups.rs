@@ -447,3 +447,61 @@ fn a_pattern_subscription_picks_up_new_topics() {
             .any(|t| t.starts_with("__"))
     );
 }
+
+/// Cooperative rebalancing (cooperative-sticky): when a member joins, only the partitions
+/// that move are revoked; the others keep their positions and are never read twice.
+#[test]
+fn a_cooperative_rebalance_revokes_only_the_partitions_that_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(4))
+        .unwrap();
+    let cooperative = || {
+        config("g")
+            .enable_auto_commit(false)
+            .partition_assignment_strategy(vec![Arc::new(tarnlog::CooperativeStickyAssignor)])
+    };
+    let events = Recorder::default();
+    let mut a = log.consumer(cooperative()).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    settle(&mut [&mut a]);
+    fill(&log, "jobs", 4, 5);
+    let mut read = 0;
+    while read < 20 {
+        read += a.poll(SHORT).unwrap().count();
+    }
+    let mut b = log.consumer(cooperative()).unwrap();
+    b.subscribe(["jobs"]).unwrap();
+    let mut reread = Vec::new();
+    for _ in 0..100 {
+        for c in [&mut a, &mut b] {
+            reread.extend(c.poll(SHORT).unwrap().into_iter().map(|r| r.offset));
+        }
+        if a.assignment().len() == 2 && b.assignment().len() == 2 {
+            break;
+        }
+    }
+    assert_eq!((a.assignment().len(), b.assignment().len()), (2, 2));
+    assert!(partitions_of(&a).is_disjoint(&partitions_of(&b)));
+    let events = events.0.lock().unwrap().clone();
+    assert_eq!(events[0], "assigned 4");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("revoked"))
+            .collect::<Vec<_>>(),
+        ["revoked 2 commit_ok=true"],
+        "only the two moving partitions are revoked: {events:?}"
+    );
+    assert!(
+        reread.is_empty(),
+        "kept partitions kept their positions: {reread:?}"
+    );
+    fill(&log, "jobs", 4, 1);
+    let (mut from_a, mut from_b) = (0, 0);
+    for _ in 0..10 {
+        from_a += a.poll(SHORT).unwrap().count();
+        from_b += b.poll(SHORT).unwrap().count();
+    }
+    assert_eq!((from_a, from_b), (2, 2));
+}

@@ -20,7 +20,9 @@ use bytes::Bytes;
 
 use crate::codec::{Batch, Header, Record, TimestampType};
 use crate::error::{Error, Result};
-use crate::group::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor};
+use crate::group::assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
+};
 use crate::group::coordinator::{JoinOutcome, JoinRequest};
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
@@ -72,7 +74,8 @@ pub struct ConsumerConfig {
     pub group_instance_id: Option<String>,
     /// Assignors in preference order (`partition.assignment.strategy`); the group uses the
     /// leader's first one that every member has. Default range, then cooperative-sticky.
-    /// Rebalancing is eager for now: cooperative-sticky assigns as sticky does.
+    /// With cooperative-sticky chosen the group rebalances incrementally: members keep the
+    /// partitions that do not move.
     pub partition_assignment_strategy: Vec<Arc<dyn Assignor>>,
 }
 
@@ -255,6 +258,11 @@ struct Membership {
     member_id: Option<String>,
     /// The generation whose assignment the consumer holds; `None` while (re)joining.
     generation: Option<i32>,
+    /// How the group rebalances, as of the last join.
+    protocol: Option<RebalanceProtocol>,
+    /// Cooperative: the member keeps its partitions (and generation, for commits) but must
+    /// join again.
+    rejoin: bool,
 }
 
 /// One record as `poll` returns it (Kafka's `ConsumerRecord`). Key, value and header
@@ -1087,6 +1095,13 @@ impl Consumer {
         let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
         topics.sort();
         topics.dedup();
+        let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
+        if changes && !self.assignment.is_empty() {
+            // The rejoin with other topics rebalances: give the partitions up first.
+            if let Err(error) = self.revoke_all() {
+                self.auto_commit_error = Some(error);
+            }
+        }
         let membership = self.membership.get_or_insert_with(Membership::default);
         membership.pattern = None;
         if membership.topics != topics {
@@ -1206,13 +1221,24 @@ impl Consumer {
         loop {
             let now = self.log.now_ms();
             let membership = self.membership.clone().unwrap_or_default();
-            if let (Some(id), Some(generation)) = (&membership.member_id, membership.generation) {
+            let cooperative = membership.protocol == Some(RebalanceProtocol::Cooperative);
+            if let (Some(id), Some(generation), false) = (
+                &membership.member_id,
+                membership.generation,
+                membership.rejoin,
+            ) {
                 match self
                     .log
                     .coordinator()
                     .heartbeat(&group, id, generation, now, &partitions)
                 {
                     Ok(()) => return Ok(true),
+                    Err(Error::RebalanceInProgress) if cooperative => {
+                        // Cooperative: keep the partitions; the round tells what moves.
+                        if let Some(m) = &mut self.membership {
+                            m.rejoin = true;
+                        }
+                    }
                     Err(Error::RebalanceInProgress | Error::IllegalGeneration { .. }) => {
                         // Eager: give everything up, then rejoin.
                         if let Err(error) = self.revoke_all() {
@@ -1233,6 +1259,7 @@ impl Consumer {
                     .session_timeout_ms
                     .min(self.config.max_poll_interval_ms),
                 rebalance_timeout_ms: self.config.max_poll_interval_ms,
+                owned: self.assignment.clone(),
             };
             match self
                 .log
@@ -1243,13 +1270,9 @@ impl Consumer {
                     member_id,
                     generation,
                     assignment,
+                    protocol,
                 }) => {
-                    if let Some(m) = &mut self.membership {
-                        m.member_id = Some(member_id);
-                        m.generation = Some(generation);
-                    }
-                    self.set_assignment(assignment.iter().cloned())?;
-                    self.with_listener(|l, c| l.on_partitions_assigned(c, &assignment));
+                    self.take_assignment(member_id, generation, &assignment, protocol)?;
                     return Ok(true);
                 }
                 Ok(JoinOutcome::Pending { member_id }) => {
@@ -1271,6 +1294,55 @@ impl Consumer {
             let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             self.log.coordinator().wait(wait_until);
         }
+    }
+
+    /// Installs the assignment of a completed round. Eager: the member held nothing, and the
+    /// listener hears the whole assignment. Cooperative: only the partitions that moved are
+    /// revoked (after a commit, if auto-commit is on) and assigned, kept ones keep their
+    /// positions, and a member that gave some up rejoins at once so that their new owners
+    /// get them.
+    fn take_assignment(
+        &mut self,
+        member_id: String,
+        generation: i32,
+        assignment: &[TopicPartition],
+        protocol: RebalanceProtocol,
+    ) -> Result<()> {
+        let revoked: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|tp| !assignment.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = assignment
+            .iter()
+            .filter(|tp| !self.assignment.contains(tp))
+            .cloned()
+            .collect();
+        if let Some(m) = &mut self.membership {
+            m.member_id = Some(member_id);
+            m.generation = Some(generation);
+            m.protocol = Some(protocol);
+            m.rejoin = protocol == RebalanceProtocol::Cooperative && !revoked.is_empty();
+        }
+        // Revoked partitions are withheld from everyone in the new generation: the member
+        // may still commit them (as the new generation) before they go.
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit
+                && let Some(group) = self.config.group_id.clone()
+                && let Err(error) = self.commit(&group, &self.positions())
+            {
+                self.auto_commit_error = Some(error);
+            }
+            self.with_listener(|l, c| l.on_partitions_revoked(c, &revoked));
+        }
+        self.set_assignment(assignment.iter().cloned())?;
+        let heard: &[TopicPartition] = match protocol {
+            RebalanceProtocol::Eager => assignment,
+            RebalanceProtocol::Cooperative => &added,
+        };
+        self.with_listener(|l, c| l.on_partitions_assigned(c, heard));
+        Ok(())
     }
 
     /// Eager revocation before a rebalance: auto-commit (synchronously, as Kafka's
@@ -1313,6 +1385,7 @@ impl Consumer {
         self.next_start = 0;
         if let Some(m) = &mut self.membership {
             m.generation = None;
+            m.rejoin = false;
         }
     }
 

@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::group::admin::GroupState;
-use crate::group::assignor::{Assignor, RebalanceProtocol, StickyAssignor, Subscription};
+use crate::group::assignor::{Assignor, RebalanceProtocol, Subscription};
 use crate::types::TopicPartition;
 
 /// How long a waiter sleeps between looks at the clock (a `ManualClock` may move).
@@ -45,6 +45,8 @@ pub(crate) struct JoinRequest {
     pub assignors: Vec<Arc<dyn Assignor>>,
     pub session_timeout_ms: u64,
     pub rebalance_timeout_ms: u64,
+    /// Partitions the member still holds (cooperative rebalancing; empty when eager).
+    pub owned: Vec<TopicPartition>,
 }
 
 /// The answer to a join.
@@ -57,6 +59,9 @@ pub(crate) enum JoinOutcome {
         member_id: String,
         generation: i32,
         assignment: Vec<TopicPartition>,
+        /// Eager, or cooperative: then partitions moving between members are withheld for
+        /// a round, and a member that gave some up rejoins at once.
+        protocol: RebalanceProtocol,
     },
 }
 
@@ -72,6 +77,8 @@ struct Member {
     joined: bool,
     /// Its assignment in the last generation.
     owned: Vec<TopicPartition>,
+    /// What it said it still holds when it last joined (sorted).
+    claimed: Vec<TopicPartition>,
 }
 
 #[derive(Debug)]
@@ -79,6 +86,7 @@ struct Group {
     state: GroupState,
     generation: i32,
     protocol: Option<&'static str>,
+    rebalance_protocol: RebalanceProtocol,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
     /// When a round in progress completes even if some members have not rejoined.
@@ -97,6 +105,7 @@ impl Group {
             state: GroupState::Empty,
             generation: 0,
             protocol: None,
+            rebalance_protocol: RebalanceProtocol::Eager,
             leader: None,
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
@@ -175,13 +184,8 @@ impl Group {
         };
         let assignor = self.choose_assignor(&leader);
         self.protocol = Some(assignor.name());
-        // Rebalancing is eager: every member gave its partitions up before rejoining, so a
-        // cooperative assignor's withheld partitions would have no owner and no follow-up
-        // round. Cooperative-sticky assigns as sticky here.
-        let assignor: Arc<dyn Assignor> = match assignor.protocol() {
-            RebalanceProtocol::Cooperative => Arc::new(StickyAssignor),
-            RebalanceProtocol::Eager => assignor,
-        };
+        let cooperative = assignor.protocol() == RebalanceProtocol::Cooperative;
+        self.rebalance_protocol = assignor.protocol();
         let mut counts = BTreeMap::new();
         for topic in self.members.values().flat_map(|m| m.topics.iter()) {
             if let Some(count) = partitions(topic) {
@@ -192,8 +196,11 @@ impl Group {
             .members
             .iter()
             .map(|(id, m)| {
+                // Cooperative members report what they still hold; eager ones gave all up,
+                // and sticky assignors remember their last assignment instead.
+                let held = if cooperative { &m.claimed } else { &m.owned };
                 let subscription = Subscription::new(m.topics.iter().cloned())
-                    .owning(m.owned.iter().cloned(), self.generation - 1);
+                    .owning(held.iter().cloned(), self.generation - 1);
                 (id.clone(), subscription)
             })
             .collect();
@@ -229,6 +236,7 @@ impl Group {
                 member_id: member_id.to_owned(),
                 generation: self.generation,
                 assignment: member.owned.clone(),
+                protocol: self.rebalance_protocol,
             },
             _ => JoinOutcome::Pending {
                 member_id: member_id.to_owned(),
@@ -307,8 +315,13 @@ impl Coordinator {
             }
         };
         let to_ms = |ms: u64| ms.min(i64::MAX as u64) as i64;
+        let mut claimed = request.owned;
+        claimed.sort();
         let changed = if let Some(member) = g.members.get_mut(&member_id) {
-            let changed = member.topics != request.topics;
+            // A cooperative member that gave partitions up rejoins holding less: that asks
+            // for the round that hands them to their new owners.
+            let changed = member.topics != request.topics || member.claimed != claimed;
+            member.claimed = claimed;
             member.topics = request.topics;
             member.assignors = request.assignors;
             member.session_timeout_ms = to_ms(request.session_timeout_ms);
@@ -327,6 +340,7 @@ impl Coordinator {
                     last_heartbeat_ms: now,
                     joined: false,
                     owned: Vec::new(),
+                    claimed,
                 },
             );
             true
@@ -495,6 +509,7 @@ mod tests {
         JoinRequest {
             member_id: member_id.map(str::to_owned),
             instance_id: None,
+            owned: Vec::new(),
             topics: vec!["t".into()],
             assignors: vec![Arc::new(RangeAssignor)],
             session_timeout_ms: 10_000,
@@ -512,6 +527,7 @@ mod tests {
                 member_id,
                 generation,
                 assignment,
+                ..
             } => (member_id, generation, assignment),
             JoinOutcome::Pending { member_id } => panic!("{member_id} still pending"),
         }
