@@ -288,6 +288,9 @@ impl LogBuilder {
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
+        for (group, meta) in log.inner.offsets.group_metas() {
+            log.inner.coordinator.restore(&group, &meta);
+        }
         Ok(log)
     }
 }
@@ -942,7 +945,9 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         let now = self.now_ms();
-        self.inner.coordinator.check_commit(group, member, now)?;
+        let checked = self.inner.coordinator.check_commit(group, member, now);
+        self.persist_groups()?;
+        checked?;
         self.inner.offsets.commit(self, group, offsets)?;
         // Kafka checks for expired offsets every 10 minutes (offsets.retention.check.interval.ms).
         let last = self.inner.last_offsets_expiry_ms.load(Ordering::Relaxed);
@@ -976,11 +981,26 @@ impl Log {
     fn expire_offsets(&self) -> Result<Vec<String>> {
         let now = self.now_ms();
         let coordinator = &self.inner.coordinator;
-        self.inner
-            .offsets
-            .expire(self, self.inner.offsets_retention_ms, &|group| {
-                coordinator.idle_since(group, now)
-            })
+        let expired =
+            self.inner
+                .offsets
+                .expire(self, self.inner.offsets_retention_ms, &|group| {
+                    coordinator.idle_since(group, now)
+                })?;
+        for group in &expired {
+            coordinator.forget(group);
+        }
+        self.persist_groups()?;
+        Ok(expired)
+    }
+
+    /// Writes the group metadata the coordinator changed (completed rounds, groups that
+    /// became empty) to `__consumer_offsets`.
+    pub(crate) fn persist_groups(&self) -> Result<()> {
+        for (group, meta) in self.inner.coordinator.take_changes() {
+            self.inner.offsets.write_group(self, &group, Some(&meta))?;
+        }
+        Ok(())
     }
 
     /// The group coordinator.
@@ -1013,6 +1033,7 @@ impl Log {
             None if committed.is_empty() => (GroupState::Dead, None, Vec::new()),
             None => (GroupState::Empty, None, Vec::new()),
         };
+        let generation = generation.filter(|&g| g > 0);
         let members = members
             .into_iter()
             .map(|m| MemberDescription {
@@ -1097,12 +1118,19 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         self.check_group_empty(group)?;
-        self.inner.offsets.delete_group(self, group)
+        let deleted = self.inner.offsets.delete_group(self, group)?;
+        self.inner.coordinator.forget(group);
+        Ok(deleted)
     }
 
     /// `GroupNotEmpty` while `group` has members.
     fn check_group_empty(&self, group: &str) -> Result<()> {
-        if self.inner.coordinator.describe(group).is_some() {
+        if self
+            .inner
+            .coordinator
+            .idle_since(group, self.now_ms())
+            .is_none()
+        {
             return Err(Error::GroupNotEmpty {
                 group: group.to_owned(),
             });

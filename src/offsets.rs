@@ -102,8 +102,128 @@ pub(crate) enum Entry {
         tp: TopicPartition,
         commit: Option<OffsetAndMetadata>,
     },
-    /// A record kind this version does not keep (group metadata, KIP-848 records).
+    /// A group's metadata (`GroupMetadataKey` v2); `None` is a tombstone.
+    Group {
+        group: String,
+        meta: Option<GroupMeta>,
+    },
+    /// A record kind this version does not keep (KIP-848 records).
     Other,
+}
+
+/// What `__consumer_offsets` keeps about a group itself (`GroupMetadataValue`): written
+/// when a rebalance completes and when the group becomes empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupMeta {
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// When the group entered its current state (log clock).
+    pub state_timestamp: i64,
+    pub members: Vec<MemberMeta>,
+}
+
+/// One member in a [`GroupMeta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberMeta {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+}
+
+/// `GroupMetadataKey` v2: the group.
+pub(crate) fn encode_group_key(group: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + group.len());
+    out.extend_from_slice(&2i16.to_be_bytes());
+    put_string(&mut out, group);
+    out
+}
+
+/// `GroupMetadataValue` v3. Member subscriptions and assignments are written empty: they
+/// live in the members' processes, which a restart ends.
+pub(crate) fn encode_group_value(meta: &GroupMeta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&3i16.to_be_bytes());
+    put_string(&mut out, "consumer");
+    out.extend_from_slice(&meta.generation.to_be_bytes());
+    put_nullable_string(&mut out, meta.protocol.as_deref());
+    put_nullable_string(&mut out, meta.leader.as_deref());
+    out.extend_from_slice(&meta.state_timestamp.to_be_bytes());
+    out.extend_from_slice(&(meta.members.len() as i32).to_be_bytes());
+    for member in &meta.members {
+        put_string(&mut out, &member.member_id);
+        put_nullable_string(&mut out, member.instance_id.as_deref());
+        put_string(&mut out, "tarnlog");
+        put_string(&mut out, "/in-process");
+        out.extend_from_slice(&member.rebalance_timeout_ms.to_be_bytes());
+        out.extend_from_slice(&member.session_timeout_ms.to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes()); // subscription
+        out.extend_from_slice(&0i32.to_be_bytes()); // assignment
+    }
+    out
+}
+
+/// Kafka's `NULLABLE_STRING`: `int16` length (-1 for null), then UTF-8.
+fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(out, s),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
+/// Decodes a `GroupMetadataValue` of versions 0 to 3.
+fn decode_group_value(v: &mut Cursor<'_>) -> Result<GroupMeta> {
+    let version = v.i16("group value version")?;
+    if !(0..=3).contains(&version) {
+        return Err(v.bad(
+            "group value version",
+            &format!("unsupported version {version}"),
+        ));
+    }
+    let _protocol_type = v.string("protocol type")?;
+    let generation = v.i32("generation")?;
+    let protocol = v.nullable_string("protocol")?;
+    let leader = v.nullable_string("leader")?;
+    let state_timestamp = if version >= 2 {
+        v.i64("current state timestamp")?
+    } else {
+        -1
+    };
+    let count = v.i32("member count")?;
+    let count = usize::try_from(count).map_err(|_| v.bad("member count", "negative"))?;
+    let mut members = Vec::new();
+    for _ in 0..count {
+        let member_id = v.string("member id")?;
+        let instance_id = if version >= 3 {
+            v.nullable_string("group instance id")?
+        } else {
+            None
+        };
+        v.string("client id")?;
+        v.string("client host")?;
+        let session_first = v.i32("timeout")?;
+        let (rebalance_timeout_ms, session_timeout_ms) = if version >= 1 {
+            (session_first, v.i32("session timeout")?)
+        } else {
+            (session_first, session_first)
+        };
+        v.bytes("subscription")?;
+        v.bytes("assignment")?;
+        members.push(MemberMeta {
+            member_id,
+            instance_id,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+        });
+    }
+    Ok(GroupMeta {
+        generation,
+        protocol,
+        leader,
+        state_timestamp,
+        members,
+    })
 }
 
 /// A cursor over Kafka's big-endian schema types that names what it failed to read.
@@ -155,6 +275,29 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.bad(field, "not UTF-8"))
     }
 
+    fn nullable_string(&mut self, field: &str) -> Result<Option<String>> {
+        let len = self.i16(field)?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
+        let bytes = self.take(len, field)?;
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| self.bad(field, "not UTF-8"))
+    }
+
+    /// Kafka's `BYTES`: `int32` length (-1 for null), then the bytes (skipped).
+    fn bytes(&mut self, field: &str) -> Result<()> {
+        let len = self.i32(field)?;
+        if len == -1 {
+            return Ok(());
+        }
+        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
+        self.take(len, field)?;
+        Ok(())
+    }
+
     fn bad(&self, field: &str, why: &str) -> Error {
         Error::Corruption {
             location: Location::Buffer { position: self.pos },
@@ -180,6 +323,18 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
         what: "offsets topic key",
     };
     let version = k.i16("key version")?;
+    if version == 2 {
+        let group = k.string("group")?;
+        let meta = match value {
+            None => None,
+            Some(value) => Some(decode_group_value(&mut Cursor {
+                buf: value,
+                pos: 0,
+                what: "offsets topic group value",
+            })?),
+        };
+        return Ok(Entry::Group { group, meta });
+    }
     if !(0..=1).contains(&version) {
         return Ok(Entry::Other);
     }
@@ -236,6 +391,7 @@ pub(crate) struct OffsetStore {
     /// Partition count used when the topic is first created.
     partitions: u32,
     cache: RwLock<Cache>,
+    groups: RwLock<Groups>,
     /// Serialises commits, so that cache updates follow append order.
     commit_lock: Mutex<()>,
 }
@@ -245,6 +401,7 @@ impl OffsetStore {
         OffsetStore {
             partitions,
             cache: RwLock::new(HashMap::new()),
+            groups: RwLock::new(HashMap::new()),
             commit_lock: Mutex::new(()),
         }
     }
@@ -255,6 +412,7 @@ impl OffsetStore {
             return Ok(());
         };
         let mut cache = HashMap::new();
+        let mut groups = HashMap::new();
         for p in 0..topic.partitions() {
             let partition = topic.partition(p)?;
             let mut offset = partition.log_start_offset();
@@ -268,7 +426,8 @@ impl OffsetStore {
                         if (record.offset as u64) < offset {
                             continue;
                         }
-                        apply(&mut cache, &record).map_err(|e| at_record(e, p, &record))?;
+                        apply(&mut cache, &mut groups, &record)
+                            .map_err(|e| at_record(e, p, &record))?;
                     }
                     offset = batch.next_offset() as u64;
                     advanced = true;
@@ -284,6 +443,7 @@ impl OffsetStore {
         }
         cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
+        *self.groups.write() = groups;
         Ok(())
     }
 
@@ -389,12 +549,70 @@ impl OffsetStore {
     /// Removes all of `group`'s offsets, with tombstones; `false` if it had none.
     pub(crate) fn delete_group(&self, log: &Log, group: &str) -> Result<bool> {
         let _serial = self.commit_lock.lock();
-        let tps: Vec<TopicPartition> = match self.cache.read().get(group) {
-            Some(offsets) => offsets.keys().cloned().collect(),
-            None => return Ok(false),
-        };
+        let tps: Vec<TopicPartition> = self
+            .cache
+            .read()
+            .get(group)
+            .map(|offsets| offsets.keys().cloned().collect())
+            .unwrap_or_default();
+        let had_meta = self.groups.read().contains_key(group);
+        if tps.is_empty() && !had_meta {
+            return Ok(false);
+        }
         self.tombstone(log, group, &tps)?;
+        if had_meta {
+            self.write_group_locked(log, group, None)?;
+        }
         Ok(true)
+    }
+
+    /// Writes `group`'s metadata record (`None`: a tombstone) and updates the cache once it
+    /// is in the log.
+    pub(crate) fn write_group(
+        &self,
+        log: &Log,
+        group: &str,
+        meta: Option<&GroupMeta>,
+    ) -> Result<()> {
+        let _serial = self.commit_lock.lock();
+        self.write_group_locked(log, group, meta)
+    }
+
+    fn write_group_locked(&self, log: &Log, group: &str, meta: Option<&GroupMeta>) -> Result<()> {
+        let offsets_topic = self.topic(log)?;
+        let mut builder = BatchBuilder::new();
+        let value = meta.map(encode_group_value);
+        builder.push(
+            log.now_ms(),
+            Some(&encode_group_key(group)),
+            value.as_deref(),
+            &[],
+        );
+        let batch = builder
+            .finish()
+            .unwrap_or_else(|| unreachable!("one record was pushed"));
+        let index = partition_for_group(group, offsets_topic.partitions());
+        offsets_topic
+            .partition(index)?
+            .append_internal(batch, |_| {
+                let mut groups = self.groups.write();
+                match meta {
+                    Some(meta) => keep_newer(&mut groups, group.to_owned(), meta.clone()),
+                    None => {
+                        groups.remove(group);
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// The metadata of every group the topic knows.
+    pub(crate) fn group_metas(&self) -> Vec<(String, GroupMeta)> {
+        self.groups
+            .read()
+            .iter()
+            .map(|(g, m)| (g.clone(), m.clone()))
+            .collect()
     }
 
     /// Writes tombstones for `group`'s offsets of `tps` (one batch) and drops them from the
@@ -427,7 +645,7 @@ impl OffsetStore {
         idle_since: &dyn Fn(&str) -> Option<i64>,
     ) -> Result<Vec<String>> {
         let now = log.now_ms();
-        let candidates: Vec<(String, i64)> = self
+        let mut candidates: HashMap<String, i64> = self
             .cache
             .read()
             .iter()
@@ -436,6 +654,10 @@ impl OffsetStore {
                 (group.clone(), last_commit.unwrap_or(i64::MIN))
             })
             .collect();
+        for (group, meta) in self.groups.read().iter() {
+            let since = candidates.entry(group.clone()).or_insert(i64::MIN);
+            *since = (*since).max(meta.state_timestamp);
+        }
         let mut expired = Vec::new();
         for (group, last_commit) in candidates {
             // `None`: the group has members; their offsets stay.
@@ -453,7 +675,9 @@ impl OffsetStore {
     /// The groups with committed offsets, sorted.
     pub(crate) fn groups(&self) -> Vec<String> {
         let mut groups: Vec<String> = self.cache.read().keys().cloned().collect();
+        groups.extend(self.groups.read().keys().cloned());
         groups.sort();
+        groups.dedup();
         groups
     }
 
@@ -530,9 +754,30 @@ fn remove(cache: &mut Cache, group: &str, tps: &[TopicPartition]) {
 /// Committed offsets by group, then partition.
 type Cache = HashMap<String, HashMap<TopicPartition, OffsetAndMetadata>>;
 
+/// Group metadata by group.
+type Groups = HashMap<String, GroupMeta>;
+
+/// Records `meta` unless a later generation is already known (records of one group may be
+/// appended by several threads in any order).
+fn keep_newer(groups: &mut Groups, group: String, meta: GroupMeta) {
+    match groups.get(&group) {
+        Some(known) if known.generation > meta.generation => {}
+        _ => {
+            groups.insert(group, meta);
+        }
+    }
+}
+
 /// Applies one replayed record to the cache.
-fn apply(cache: &mut Cache, record: &Record) -> Result<()> {
+fn apply(cache: &mut Cache, groups: &mut Groups, record: &Record) -> Result<()> {
     match decode(record.key.as_deref(), record.value.as_deref())? {
+        Entry::Group {
+            group,
+            meta: Some(meta),
+        } => keep_newer(groups, group, meta),
+        Entry::Group { group, meta: None } => {
+            groups.remove(&group);
+        }
         Entry::Offset {
             group,
             tp,
@@ -633,11 +878,42 @@ mod tests {
         // Tombstone.
         let entry = decode(Some(&encode_key("g", &tp)), tombstone().as_deref()).unwrap();
         assert!(matches!(entry, Entry::Offset { commit: None, .. }));
-        // Group metadata (key v2) and unknown versions are skipped.
+        // Group metadata (key v2): a tombstone, and a value round trip.
         assert_eq!(
             decode(Some(&[0, 2, 0, 1, b'g']), None).unwrap(),
-            Entry::Other
+            Entry::Group {
+                group: "g".into(),
+                meta: None
+            }
         );
+        let meta = GroupMeta {
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            state_timestamp: 42,
+            members: vec![MemberMeta {
+                member_id: "m-1".into(),
+                instance_id: Some("static".into()),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+            }],
+        };
+        let value = encode_group_value(&meta);
+        assert_eq!(
+            decode(Some(&encode_group_key("g")), Some(&value)).unwrap(),
+            Entry::Group {
+                group: "g".into(),
+                meta: Some(meta)
+            }
+        );
+        for cut in 0..value.len() {
+            let result = decode(Some(&encode_group_key("g")), Some(&value[..cut]));
+            assert!(
+                result.is_err_and(|e| e.is_corruption()),
+                "group value cut at {cut}"
+            );
+        }
+        // Unknown key versions (KIP-848 records) are skipped.
         assert_eq!(decode(Some(&[0, 9]), Some(&[1])).unwrap(), Entry::Other);
     }
 

@@ -505,3 +505,40 @@ fn a_cooperative_rebalance_revokes_only_the_partitions_that_move() {
     }
     assert_eq!((from_a, from_b), (2, 2));
 }
+
+/// Group metadata (`GroupMetadata` records in `__consumer_offsets`) survives a restart: the
+/// group comes back empty with its generation, and the next member continues from it.
+#[test]
+fn groups_and_generations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let (log, _clock) = open(dir.path());
+        log.create_topic("jobs", TopicConfig::default().partitions(2))
+            .unwrap();
+        let mut a = member(&log, "g", &["jobs"]);
+        let mut b = member(&log, "g", &["jobs"]);
+        settle(&mut [&mut a, &mut b]);
+        a.close().unwrap();
+        b.close().unwrap();
+        let description = log.describe_group("g").unwrap();
+        assert_eq!(description.state, GroupState::Empty);
+        log.close().unwrap();
+        description.generation.unwrap()
+    };
+    {
+        let (log, _clock) = open(dir.path());
+        let description = log.describe_group("g").unwrap();
+        assert_eq!(description.state, GroupState::Empty);
+        assert_eq!(description.generation, Some(before));
+        assert_eq!(log.list_groups(), ["g"]);
+        let mut c = member(&log, "g", &["jobs"]);
+        let (generation, _) = settle(&mut [&mut c]);
+        assert_eq!(generation, before + 1);
+        c.close().unwrap();
+        assert!(log.delete_group("g").unwrap());
+        log.close().unwrap();
+    }
+    let (log, _clock) = open(dir.path());
+    assert_eq!(log.describe_group("g").unwrap().state, GroupState::Dead);
+    assert!(log.list_groups().is_empty());
+}

@@ -1221,6 +1221,7 @@ impl Consumer {
         loop {
             let now = self.log.now_ms();
             let membership = self.membership.clone().unwrap_or_default();
+            self.log.persist_groups()?;
             let cooperative = membership.protocol == Some(RebalanceProtocol::Cooperative);
             if let (Some(id), Some(generation), false) = (
                 &membership.member_id,
@@ -1261,11 +1262,12 @@ impl Consumer {
                 rebalance_timeout_ms: self.config.max_poll_interval_ms,
                 owned: self.assignment.clone(),
             };
-            match self
+            let joined = self
                 .log
                 .coordinator()
-                .join(&group, request, now, &partitions)
-            {
+                .join(&group, request, now, &partitions);
+            self.log.persist_groups()?;
+            match joined {
                 Ok(JoinOutcome::Joined {
                     member_id,
                     generation,
@@ -1397,6 +1399,8 @@ impl Consumer {
         }
         if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
             self.log.coordinator().leave(group, &id, self.log.now_ms());
+            // The group goes on without it; a failed write shows at the next commit.
+            let _ = self.log.persist_groups();
         }
     }
 

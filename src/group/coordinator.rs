@@ -27,6 +27,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::group::admin::GroupState;
 use crate::group::assignor::{Assignor, RebalanceProtocol, Subscription};
+use crate::offsets::{GroupMeta, MemberMeta};
 use crate::types::TopicPartition;
 
 /// How long a waiter sleeps between looks at the clock (a `ManualClock` may move).
@@ -93,6 +94,8 @@ struct Group {
     rebalance_deadline_ms: i64,
     /// When the group last became empty (log clock), for the expiry of its offsets.
     empty_since_ms: i64,
+    /// A round completed or the group became empty: its metadata is to be written.
+    dirty: bool,
     /// A round of an empty group does not complete before this (Kafka's
     /// `group.initial.rebalance.delay.ms`), so that members starting together join one
     /// generation.
@@ -111,6 +114,32 @@ impl Group {
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
             empty_since_ms: 0,
+            dirty: false,
+        }
+    }
+
+    /// The metadata `__consumer_offsets` keeps for the group.
+    fn meta(&self, now: i64) -> GroupMeta {
+        let state_timestamp = if self.members.is_empty() {
+            self.empty_since_ms
+        } else {
+            now
+        };
+        GroupMeta {
+            generation: self.generation,
+            protocol: self.protocol.map(str::to_owned),
+            leader: self.leader.clone(),
+            state_timestamp,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberMeta {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms.min(i64::from(i32::MAX)) as i32,
+                    session_timeout_ms: m.session_timeout_ms.min(i64::from(i32::MAX)) as i32,
+                })
+                .collect(),
         }
     }
 
@@ -149,6 +178,7 @@ impl Group {
             self.leader = None;
             self.generation += 1;
             self.empty_since_ms = now;
+            self.dirty = true;
         } else if self.state == GroupState::Stable {
             self.prepare_rebalance(now, initial_delay_ms);
         }
@@ -167,6 +197,7 @@ impl Group {
         }
         self.members.retain(|_, m| m.joined);
         self.generation += 1;
+        self.dirty = true;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.leader = None;
@@ -256,6 +287,8 @@ pub(crate) struct MemberView {
 #[derive(Debug)]
 pub(crate) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Group metadata to write to `__consumer_offsets`, oldest first.
+    changes: Mutex<Vec<(String, GroupMeta)>>,
     changed: Condvar,
     next_member: AtomicU64,
     initial_delay_ms: i64,
@@ -265,6 +298,7 @@ impl Coordinator {
     pub(crate) fn new(initial_delay_ms: u64) -> Coordinator {
         Coordinator {
             groups: Mutex::new(HashMap::new()),
+            changes: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             next_member: AtomicU64::new(1),
             initial_delay_ms: initial_delay_ms.min(i64::MAX as u64) as i64,
@@ -361,7 +395,9 @@ impl Coordinator {
         if g.maybe_complete(now, partitions) {
             self.changed.notify_all();
         }
-        Ok(g.outcome(&member_id))
+        let outcome = g.outcome(&member_id);
+        self.collect(&mut groups, now);
+        Ok(outcome)
     }
 
     /// Records that a member is alive. `RebalanceInProgress` means it must rejoin;
@@ -383,19 +419,22 @@ impl Coordinator {
             self.changed.notify_all();
         }
         let Some(member) = g.members.get_mut(member_id) else {
+            self.collect(&mut groups, now);
             return Err(Error::UnknownMemberId);
         };
         member.last_heartbeat_ms = now;
-        if g.state == GroupState::PreparingRebalance {
-            return Err(Error::RebalanceInProgress);
-        }
-        if generation != g.generation {
-            return Err(Error::IllegalGeneration {
+        let result = if g.state == GroupState::PreparingRebalance {
+            Err(Error::RebalanceInProgress)
+        } else if generation != g.generation {
+            Err(Error::IllegalGeneration {
                 generation,
                 current: g.generation,
-            });
-        }
-        Ok(())
+            })
+        } else {
+            Ok(())
+        };
+        self.collect(&mut groups, now);
+        result
     }
 
     /// Removes a member at once (close, or drop); the others rebalance.
@@ -407,6 +446,7 @@ impl Coordinator {
             g.after_removal(now, self.initial_delay_ms);
             self.changed.notify_all();
         }
+        self.collect(&mut groups, now);
     }
 
     /// Whether a commit may be applied: from a member of the current generation, or from a
@@ -425,25 +465,21 @@ impl Coordinator {
             };
         };
         g.expire(now, self.initial_delay_ms);
-        match member {
+        let result = match member {
             None if g.members.is_empty() => Ok(()),
             None => Err(Error::UnknownMemberId),
-            Some((id, generation)) => {
-                if !g.members.contains_key(id) {
-                    return Err(Error::UnknownMemberId);
-                }
-                if g.state == GroupState::CompletingRebalance {
-                    return Err(Error::RebalanceInProgress);
-                }
-                if generation != g.generation {
-                    return Err(Error::IllegalGeneration {
-                        generation,
-                        current: g.generation,
-                    });
-                }
-                Ok(())
+            Some((id, _)) if !g.members.contains_key(id) => Err(Error::UnknownMemberId),
+            Some(_) if g.state == GroupState::CompletingRebalance => {
+                Err(Error::RebalanceInProgress)
             }
-        }
+            Some((_, generation)) if generation != g.generation => Err(Error::IllegalGeneration {
+                generation,
+                current: g.generation,
+            }),
+            Some(_) => Ok(()),
+        };
+        self.collect(&mut groups, now);
+        result
     }
 
     /// Waits until a group changes, `deadline` passes or a short while (for clock moves).
@@ -457,9 +493,6 @@ impl Coordinator {
     pub(crate) fn describe(&self, group: &str) -> Option<(GroupState, i32, Vec<MemberView>)> {
         let groups = self.groups.lock();
         let g = groups.get(group)?;
-        if g.members.is_empty() {
-            return None;
-        }
         let members = g
             .members
             .iter()
@@ -483,7 +516,41 @@ impl Coordinator {
             return Some(i64::MIN);
         };
         g.expire(now, self.initial_delay_ms);
-        g.members.is_empty().then_some(g.empty_since_ms)
+        let idle = g.members.is_empty().then_some(g.empty_since_ms);
+        self.collect(&mut groups, now);
+        idle
+    }
+
+    /// Queues the metadata of groups whose state changed, for `take_changes`.
+    fn collect(&self, groups: &mut HashMap<String, Group>, now: i64) {
+        let mut changes = self.changes.lock();
+        for (name, g) in groups.iter_mut() {
+            if std::mem::take(&mut g.dirty) {
+                changes.push((name.clone(), g.meta(now)));
+            }
+        }
+    }
+
+    /// Group metadata changed since the last call, to be written by the caller.
+    pub(crate) fn take_changes(&self) -> Vec<(String, GroupMeta)> {
+        std::mem::take(&mut self.changes.lock())
+    }
+
+    /// Brings back a group known from `__consumer_offsets` after a restart: empty (its
+    /// members were in this process), with its generation.
+    pub(crate) fn restore(&self, group: &str, meta: &GroupMeta) {
+        let mut g = Group::new();
+        g.generation = meta.generation;
+        g.empty_since_ms = meta.state_timestamp;
+        self.groups.lock().insert(group.to_owned(), g);
+    }
+
+    /// Forgets an empty group (deleted).
+    pub(crate) fn forget(&self, group: &str) {
+        let mut groups = self.groups.lock();
+        if groups.get(group).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group);
+        }
     }
 
     /// Groups that have members, sorted.
@@ -574,7 +641,9 @@ mod tests {
             c.heartbeat("g", &a, generation, 20_001, &four),
             Err(Error::UnknownMemberId)
         ));
-        assert!(c.describe("g").is_none(), "the group is empty");
+        let (state, _, members) = c.describe("g").unwrap();
+        assert_eq!(state, GroupState::Empty);
+        assert!(members.is_empty(), "the group is empty");
     }
 
     /// `ConsumerCoordinatorTest.testCommitOffsetIllegalGeneration` and the commit rules: a
