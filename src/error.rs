@@ -215,6 +215,21 @@ pub enum Error {
     /// client outside the group committed while the group has members.
     #[error("unknown member of the group")]
     UnknownMemberId,
+    /// Another consumer joined the group under this consumer's `group_instance_id` and took
+    /// its place (Kafka's `FENCED_INSTANCE_ID`): two live consumers must not share one. The
+    /// fenced consumer cannot continue; close it.
+    #[error("group instance id {instance:?} was taken over by another consumer")]
+    FencedInstanceId {
+        /// The instance id.
+        instance: String,
+    },
+    /// A member's assignors have none in common with the group's other members (Kafka's
+    /// `INCONSISTENT_GROUP_PROTOCOL`); the member is not admitted.
+    #[error("no assignor in common with the group: this member offers {offered:?}")]
+    InconsistentGroupProtocol {
+        /// The assignor names this member offered.
+        offered: Vec<String>,
+    },
     /// An admin change that needs a group without members (reset, delete).
     #[error("group {group:?} has active members")]
     GroupNotEmpty {
@@ -268,6 +283,10 @@ impl Error {
 
     /// An equal error for a second receiver (one failed batch answers every record's
     /// future). An `Io` source keeps its OS error code, or else its kind and message.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one flat arm per variant; splitting it would only scatter the list"
+    )]
     pub(crate) fn duplicate(&self) -> Error {
         match self {
             Error::Io { op, path, source } => Error::Io {
@@ -353,6 +372,12 @@ impl Error {
                 current: *current,
             },
             Error::UnknownMemberId => Error::UnknownMemberId,
+            Error::FencedInstanceId { instance } => Error::FencedInstanceId {
+                instance: instance.clone(),
+            },
+            Error::InconsistentGroupProtocol { offered } => Error::InconsistentGroupProtocol {
+                offered: offered.clone(),
+            },
             Error::GroupNotEmpty { group } => Error::GroupNotEmpty {
                 group: group.clone(),
             },

@@ -288,9 +288,11 @@ impl LogBuilder {
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
+        let now = log.now_ms();
         for (group, meta) in log.inner.offsets.group_metas() {
-            log.inner.coordinator.restore(&group, &meta);
+            log.inner.coordinator.restore(&group, &meta, now);
         }
+        log.persist_groups()?;
         Ok(log)
     }
 }
@@ -945,10 +947,15 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         let now = self.now_ms();
-        let checked = self.inner.coordinator.check_commit(group, member, now);
+        // The fence holds off the group's next round until the commit is in the log, so a
+        // commit checked against this generation can never land after a later one began.
+        let committed = self
+            .inner
+            .coordinator
+            .fence(group, member, now)
+            .and_then(|_fence| self.inner.offsets.commit(self, group, offsets));
         self.persist_groups()?;
-        checked?;
-        self.inner.offsets.commit(self, group, offsets)?;
+        committed?;
         // Kafka checks for expired offsets every 10 minutes (offsets.retention.check.interval.ms).
         let last = self.inner.last_offsets_expiry_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= OFFSETS_RETENTION_CHECK_MS
@@ -979,28 +986,21 @@ impl Log {
     }
 
     fn expire_offsets(&self) -> Result<Vec<String>> {
-        let now = self.now_ms();
-        let coordinator = &self.inner.coordinator;
-        let expired =
-            self.inner
-                .offsets
-                .expire(self, self.inner.offsets_retention_ms, &|group| {
-                    coordinator.idle_since(group, now)
-                })?;
-        for group in &expired {
-            coordinator.forget(group);
-        }
+        let expired = self.inner.offsets.expire(
+            self,
+            &self.inner.coordinator,
+            self.inner.offsets_retention_ms,
+        );
         self.persist_groups()?;
-        Ok(expired)
+        expired
     }
 
     /// Writes the group metadata the coordinator changed (completed rounds, groups that
     /// became empty) to `__consumer_offsets`.
     pub(crate) fn persist_groups(&self) -> Result<()> {
-        for (group, meta) in self.inner.coordinator.take_changes() {
-            self.inner.offsets.write_group(self, &group, Some(&meta))?;
-        }
-        Ok(())
+        self.inner
+            .offsets
+            .write_groups(self, &self.inner.coordinator)
     }
 
     /// The group coordinator.
@@ -1105,7 +1105,13 @@ impl Log {
             };
             commits.push((tp, OffsetAndMetadata::new(offset)));
         }
-        self.commit_offsets(group, &commits)?;
+        // A member that joined since the check above makes the commit unknown-member.
+        self.commit_offsets(group, &commits).map_err(|e| match e {
+            Error::UnknownMemberId => Error::GroupNotEmpty {
+                group: group.to_owned(),
+            },
+            e => e,
+        })?;
         Ok(commits.into_iter().map(|(tp, c)| (tp, c.offset)).collect())
     }
 
@@ -1118,9 +1124,12 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         self.check_group_empty(group)?;
-        let deleted = self.inner.offsets.delete_group(self, group)?;
-        self.inner.coordinator.forget(group);
-        Ok(deleted)
+        let deleted = self
+            .inner
+            .offsets
+            .delete_group(self, &self.inner.coordinator, group);
+        self.persist_groups()?;
+        deleted
     }
 
     /// `GroupNotEmpty` while `group` has members.

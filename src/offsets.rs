@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::codec::{BatchBuilder, Record};
 use crate::error::{Error, Location, Result};
+use crate::group::coordinator::Coordinator;
 use crate::log::{Log, Topic};
 use crate::types::TopicPartition;
 
@@ -89,8 +90,20 @@ pub(crate) fn encode_value(commit: &OffsetAndMetadata) -> Vec<u8> {
 /// Kafka's `STRING`: int16 length, then UTF-8. Callers bound the length (topic names are
 /// at most 249 bytes, group ids and metadata are checked).
 fn put_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len().min(i16::MAX as usize) as i16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+    // Every string written here is validated far below `i16::MAX` bytes (group and
+    // instance ids, topic names, assignor names, metadata); cut at a character boundary
+    // rather than write a length that disagrees with the bytes.
+    let mut len = s.len().min(i16::MAX as usize);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    debug_assert_eq!(
+        len,
+        s.len(),
+        "an unvalidated string reached the offsets codec"
+    );
+    out.extend_from_slice(&(len as i16).to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len]);
 }
 
 /// What one record of the offsets topic says.
@@ -546,9 +559,28 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Removes all of `group`'s offsets, with tombstones; `false` if it had none.
-    pub(crate) fn delete_group(&self, log: &Log, group: &str) -> Result<bool> {
+    /// Removes all of `group`'s offsets and its metadata, with tombstones, and makes the
+    /// coordinator forget it; `false` if it had none. `GroupNotEmpty` while it has members.
+    pub(crate) fn delete_group(
+        &self,
+        log: &Log,
+        coordinator: &Coordinator,
+        group: &str,
+    ) -> Result<bool> {
         let _serial = self.commit_lock.lock();
+        let mut fence =
+            coordinator
+                .fence(group, None, log.now_ms())
+                .map_err(|_| Error::GroupNotEmpty {
+                    group: group.to_owned(),
+                })?;
+        let deleted = self.delete_group_locked(log, group)?;
+        fence.forget();
+        Ok(deleted)
+    }
+
+    /// As `delete_group`, with `commit_lock` held and the group fenced.
+    fn delete_group_locked(&self, log: &Log, group: &str) -> Result<bool> {
         let tps: Vec<TopicPartition> = self
             .cache
             .read()
@@ -566,16 +598,21 @@ impl OffsetStore {
         Ok(true)
     }
 
-    /// Writes `group`'s metadata record (`None`: a tombstone) and updates the cache once it
-    /// is in the log.
-    pub(crate) fn write_group(
-        &self,
-        log: &Log,
-        group: &str,
-        meta: Option<&GroupMeta>,
-    ) -> Result<()> {
+    /// Writes the group metadata the coordinator queued, in order, under `commit_lock` (so
+    /// a group deleted meanwhile is not written back). What fails to be written is queued
+    /// again for the next call.
+    pub(crate) fn write_groups(&self, log: &Log, coordinator: &Coordinator) -> Result<()> {
         let _serial = self.commit_lock.lock();
-        self.write_group_locked(log, group, meta)
+        let mut changes = coordinator.take_changes().into_iter();
+        while let Some((group, meta)) = changes.next() {
+            if let Err(error) = self.write_group_locked(log, &group, Some(&meta)) {
+                let mut unwritten = vec![(group, meta)];
+                unwritten.extend(changes);
+                coordinator.requeue(unwritten);
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     fn write_group_locked(&self, log: &Log, group: &str, meta: Option<&GroupMeta>) -> Result<()> {
@@ -637,35 +674,36 @@ impl OffsetStore {
     /// Removes (with tombstones) the offsets of groups that have had no member and no commit
     /// for `retention_ms` (Kafka's `offsets.retention.minutes` for empty groups, KIP-211):
     /// the clock starts at the group's last commit or when it last became empty here,
-    /// whichever is later. Returns the groups removed.
+    /// whichever is later. Each group is checked again under `commit_lock` and fenced, so a
+    /// commit or a member arriving meanwhile keeps its offsets. Returns the groups removed.
     pub(crate) fn expire(
         &self,
         log: &Log,
+        coordinator: &Coordinator,
         retention_ms: i64,
-        idle_since: &dyn Fn(&str) -> Option<i64>,
     ) -> Result<Vec<String>> {
         let now = log.now_ms();
-        let mut candidates: HashMap<String, i64> = self
-            .cache
-            .read()
-            .iter()
-            .map(|(group, offsets)| {
-                let last_commit = offsets.values().map(|c| c.commit_timestamp).max();
-                (group.clone(), last_commit.unwrap_or(i64::MIN))
-            })
-            .collect();
-        for (group, meta) in self.groups.read().iter() {
-            let since = candidates.entry(group.clone()).or_insert(i64::MIN);
-            *since = (*since).max(meta.state_timestamp);
-        }
         let mut expired = Vec::new();
-        for (group, last_commit) in candidates {
-            // `None`: the group has members; their offsets stay.
-            let Some(empty_since) = idle_since(&group) else {
+        for group in self.groups() {
+            let _serial = self.commit_lock.lock();
+            // Members: their offsets stay.
+            let Ok(mut fence) = coordinator.fence(&group, None, now) else {
                 continue;
             };
-            let since = last_commit.max(empty_since);
-            if now.saturating_sub(since) >= retention_ms && self.delete_group(log, &group)? {
+            let last_commit = self
+                .cache
+                .read()
+                .get(&group)
+                .and_then(|offsets| offsets.values().map(|c| c.commit_timestamp).max())
+                .unwrap_or(i64::MIN);
+            let state_since = self
+                .groups
+                .read()
+                .get(&group)
+                .map_or(i64::MIN, |meta| meta.state_timestamp);
+            let since = last_commit.max(state_since).max(fence.empty_since_ms);
+            if now.saturating_sub(since) >= retention_ms && self.delete_group_locked(log, &group)? {
+                fence.forget();
                 expired.push(group);
             }
         }

@@ -20,7 +20,12 @@ const T0: i64 = 1_700_000_000_000;
 const SHORT: Duration = Duration::from_millis(20);
 
 fn open(root: &Path) -> (Log, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(T0));
+    open_at(root, T0)
+}
+
+/// The log in `root` with its clock at `at`.
+fn open_at(root: &Path, at: i64) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(at));
     let log = Log::builder()
         .dir(root)
         .clock(clock.clone())
@@ -29,6 +34,16 @@ fn open(root: &Path) -> (Log, Arc<ManualClock>) {
         .open()
         .unwrap();
     (log, clock)
+}
+
+/// A new log with topic `jobs` of `partitions` partitions (the directory lives as long as
+/// the returned guard).
+fn jobs_log(partitions: u32) -> (tempfile::TempDir, Log, Arc<ManualClock>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = open(dir.path());
+    log.create_topic("jobs", TopicConfig::default().partitions(partitions))
+        .unwrap();
+    (dir, log, clock)
 }
 
 fn config(group: &str) -> ConsumerConfig {
@@ -84,10 +99,7 @@ fn partitions_of(consumer: &Consumer) -> BTreeSet<TopicPartition> {
 
 #[test]
 fn generations_increment_and_partitions_are_shared() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, _clock) = jobs_log(4);
     let mut a = member(&log, "workers", &["jobs"]);
     assert_eq!(settle(&mut [&mut a]).0, 1);
     assert_eq!(a.assignment().len(), 4);
@@ -105,10 +117,7 @@ fn generations_increment_and_partitions_are_shared() {
 
 #[test]
 fn a_group_is_a_queue_and_groups_are_publish_subscribe() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, _clock) = jobs_log(4);
     let mut a = member(&log, "workers", &["jobs"]);
     let mut b = member(&log, "workers", &["jobs"]);
     let mut audit = member(&log, "audit", &["jobs"]);
@@ -140,10 +149,7 @@ fn a_group_is_a_queue_and_groups_are_publish_subscribe() {
 
 #[test]
 fn extra_members_stay_idle_and_take_over_when_one_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(2))
-        .unwrap();
+    let (_dir, log, _clock) = jobs_log(2);
     let mut a = member(&log, "g", &["jobs"]);
     let mut b = member(&log, "g", &["jobs"]);
     let mut c = member(&log, "g", &["jobs"]);
@@ -190,10 +196,7 @@ impl RebalanceListener for Recorder {
 
 #[test]
 fn the_listener_hears_revocation_before_assignment_and_may_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, _clock) = jobs_log(4);
     let events = Recorder::default();
     let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
     a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
@@ -225,10 +228,7 @@ fn the_listener_hears_revocation_before_assignment_and_may_commit() {
 /// member learns it lost its partitions, with its commits refused.
 #[test]
 fn a_silent_member_is_removed_and_its_commits_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, clock) = jobs_log(4);
     fill(&log, "jobs", 4, 2);
     let events = Recorder::default();
     let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
@@ -372,10 +372,7 @@ fn offsets_survive_a_restart_and_the_group_resumes() {
 
 #[test]
 fn a_static_member_that_restarts_in_time_gets_its_partitions_back_without_a_rebalance() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, clock) = jobs_log(4);
     let static_config = || config("g").group_instance_id("worker-1");
     let mut a = log.consumer(static_config()).unwrap();
     a.subscribe(["jobs"]).unwrap();
@@ -452,10 +449,7 @@ fn a_pattern_subscription_picks_up_new_topics() {
 /// that move are revoked; the others keep their positions and are never read twice.
 #[test]
 fn a_cooperative_rebalance_revokes_only_the_partitions_that_move() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("jobs", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (_dir, log, _clock) = jobs_log(4);
     let cooperative = || {
         config("g")
             .enable_auto_commit(false)
@@ -541,4 +535,275 @@ fn groups_and_generations_survive_a_restart() {
     let (log, _clock) = open(dir.path());
     assert_eq!(log.describe_group("g").unwrap().state, GroupState::Dead);
     assert!(log.list_groups().is_empty());
+}
+
+fn cooperative_config(group: &str) -> ConsumerConfig {
+    config(group)
+        .enable_auto_commit(false)
+        .partition_assignment_strategy(vec![Arc::new(tarnlog::CooperativeStickyAssignor)])
+}
+
+/// An async commit made before a rebalance runs in the generation it was made in, before
+/// the member rejoins: it is applied, not refused as "rebalance in progress".
+#[test]
+fn an_async_commit_made_before_a_rebalance_lands_in_its_generation() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut a]);
+    fill(&log, "jobs", 4, 3);
+    let mut read = 0;
+    while read < 12 {
+        read += a.poll(SHORT).unwrap().count();
+    }
+    let outcome: Arc<Mutex<Option<tarnlog::Result<()>>>> = Arc::default();
+    let slot = Arc::clone(&outcome);
+    a.commit_async(move |result| *slot.lock().unwrap() = Some(result))
+        .unwrap();
+    // b's join starts a round; a's next poll meets it.
+    let mut b = member(&log, "g", &["jobs"]);
+    assert!(b.poll(SHORT).unwrap().is_empty());
+    a.poll(SHORT).unwrap();
+    assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
+    let (_, reread) = settle(&mut [&mut a, &mut b]);
+    assert!(reread.is_empty(), "the async commit held: {reread:?}");
+    let committed: u64 = (0..4)
+        .map(|p| {
+            log.committed_offset("g", &TopicPartition::new("jobs", p))
+                .unwrap()
+                .unwrap()
+                .offset
+        })
+        .sum();
+    assert_eq!(committed, 12);
+}
+
+/// As Kafka's client: a member that offers any eager assignor rebalances eagerly (gives
+/// everything up), even when the group picks cooperative-sticky; a member offering only
+/// cooperative-sticky is refused by a group of range-only members.
+#[test]
+fn the_rebalance_protocol_follows_every_offered_assignor() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let events = Recorder::default();
+    let mixed = config("g").partition_assignment_strategy(vec![
+        Arc::new(tarnlog::CooperativeStickyAssignor),
+        Arc::new(tarnlog::RangeAssignor),
+    ]);
+    let mut a = log.consumer(mixed).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    settle(&mut [&mut a]);
+    let mut b = log
+        .consumer(config("g").partition_assignment_strategy(vec![Arc::new(tarnlog::RangeAssignor)]))
+        .unwrap();
+    b.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        ["assigned 4", "revoked 4 commit_ok=true", "assigned 2"]
+    );
+    assert!(partitions_of(&a).is_disjoint(&partitions_of(&b)));
+    let mut c = log.consumer(cooperative_config("g")).unwrap();
+    c.subscribe(["jobs"]).unwrap();
+    let error = c.poll(SHORT).unwrap_err();
+    assert!(
+        matches!(&error, Error::InconsistentGroupProtocol { offered } if offered == &["cooperative-sticky"]),
+        "{error:?}"
+    );
+}
+
+/// A subscribed topic deleted under the group does not stall its consumers: they go on
+/// with the other topics, and the deletion rebalances the group. A subscribed topic that
+/// is created later is picked up the same way.
+#[test]
+fn deleted_and_created_topics_rebalance_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    for topic in ["a", "b"] {
+        log.create_topic(topic, TopicConfig::default().partitions(2))
+            .unwrap();
+    }
+    let mut c = member(&log, "g", &["a", "b", "later"]);
+    settle(&mut [&mut c]);
+    assert_eq!(c.assignment().len(), 4);
+    let (generation, _) = settle(&mut [&mut c]);
+    log.delete_topic("b").unwrap();
+    fill(&log, "a", 2, 3);
+    let mut read = 0;
+    for _ in 0..50 {
+        read += c.poll(SHORT).unwrap().count();
+    }
+    assert_eq!(read, 6, "topic a is read on");
+    assert!(c.group_membership().unwrap().1 > generation);
+    assert!(c.assignment().iter().all(|tp| tp.topic == "a"));
+    log.create_topic("later", TopicConfig::default().partitions(3))
+        .unwrap();
+    for _ in 0..50 {
+        c.poll(SHORT).unwrap();
+        if c.assignment().len() == 5 {
+            break;
+        }
+    }
+    assert_eq!(c.assignment().len(), 5, "{:?}", c.assignment());
+}
+
+/// A cooperative member removed (session expired) while it was rejoining still holding
+/// partitions learns they are lost; it rejoins as a new member holding nothing.
+#[test]
+fn a_cooperative_member_removed_while_rejoining_loses_its_partitions() {
+    let (_dir, log, clock) = jobs_log(4);
+    let events = Recorder::default();
+    let mut a = log.consumer(cooperative_config("g")).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    settle(&mut [&mut a]);
+    let mut b = log.consumer(cooperative_config("g")).unwrap();
+    b.subscribe(["jobs"]).unwrap();
+    // b joins; a gives two partitions up and starts the round that hands them over, but
+    // b has not joined that one yet.
+    b.poll(SHORT).unwrap();
+    a.poll(SHORT).unwrap();
+    a.poll(SHORT).unwrap();
+    assert_eq!(a.assignment().len(), 2);
+    // a goes silent past its session; b carries on and takes everything.
+    for _ in 0..3 {
+        clock.advance(4_000);
+        b.poll(SHORT).unwrap();
+    }
+    for _ in 0..5 {
+        b.poll(SHORT).unwrap();
+    }
+    assert_eq!(b.assignment().len(), 4);
+    // a rejoins as a new member; b hands two partitions over in two cooperative rounds.
+    for _ in 0..100 {
+        a.poll(SHORT).unwrap();
+        b.poll(SHORT).unwrap();
+        if a.assignment().len() == 2 && b.assignment().len() == 2 {
+            break;
+        }
+    }
+    let events = events.0.lock().unwrap().clone();
+    assert!(events.contains(&"lost 2".to_owned()), "{events:?}");
+    assert!(partitions_of(&a).is_disjoint(&partitions_of(&b)));
+    assert_eq!((a.assignment().len(), b.assignment().len()), (2, 2));
+}
+
+/// Two live consumers under one `group_instance_id`: the later one takes the place, and
+/// the earlier one is fenced (Kafka's `FENCED_INSTANCE_ID`) instead of both taking turns.
+#[test]
+fn a_second_consumer_with_the_same_instance_id_fences_the_first() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let mut first = log.consumer(config("g").group_instance_id("w1")).unwrap();
+    first.subscribe(["jobs"]).unwrap();
+    let (generation, _) = settle(&mut [&mut first]);
+    let mut second = log.consumer(config("g").group_instance_id("w1")).unwrap();
+    second.subscribe(["jobs"]).unwrap();
+    let (again, _) = settle(&mut [&mut second]);
+    assert_eq!(again, generation, "no rebalance");
+    assert_eq!(second.assignment().len(), 4);
+    let error = first.poll(SHORT).unwrap_err();
+    assert!(
+        matches!(&error, Error::FencedInstanceId { instance } if instance == "w1"),
+        "{error:?}"
+    );
+    assert!(first.assignment().is_empty());
+    second.poll(SHORT).unwrap();
+    assert_eq!(second.group_membership().unwrap().1, generation);
+}
+
+#[test]
+fn group_instance_ids_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    for bad in [String::new(), "a b".into(), "x".repeat(250)] {
+        let error = log
+            .consumer(config("g").group_instance_id(bad.clone()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::InvalidConfig {
+                    field: "group_instance_id",
+                    ..
+                }
+            ),
+            "{bad:?}: {error:?}"
+        );
+    }
+    log.consumer(config("g").group_instance_id("x".repeat(249)))
+        .unwrap();
+}
+
+/// A listener that unsubscribes the consumer from its callback is gone with the
+/// subscription: a later `subscribe` without a listener does not call it.
+#[test]
+fn a_listener_that_unsubscribes_is_not_called_again() {
+    #[derive(Clone, Default)]
+    struct Quitter(Arc<Mutex<usize>>);
+    impl RebalanceListener for Quitter {
+        fn on_partitions_revoked(&mut self, _: &mut Consumer, _: &[TopicPartition]) {}
+        fn on_partitions_assigned(&mut self, consumer: &mut Consumer, _: &[TopicPartition]) {
+            *self.0.lock().unwrap() += 1;
+            consumer.unsubscribe().unwrap();
+        }
+    }
+    let (_dir, log, _clock) = jobs_log(2);
+    let calls = Quitter::default();
+    let mut c = log.consumer(config("g")).unwrap();
+    c.subscribe_with_listener(["jobs"], calls.clone()).unwrap();
+    for _ in 0..20 {
+        c.poll(SHORT).unwrap();
+        if *calls.0.lock().unwrap() > 0 {
+            break;
+        }
+    }
+    assert_eq!(*calls.0.lock().unwrap(), 1);
+    assert!(c.subscription().is_empty());
+    c.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut c]);
+    assert_eq!(*calls.0.lock().unwrap(), 1);
+}
+
+/// A group that still had members when the log stopped (a static member does not leave on
+/// close) comes back empty as of the reopen: its offsets' retention counts from then.
+#[test]
+fn a_group_restored_with_members_is_idle_from_the_reopen() {
+    const DAY_MS: i64 = 24 * 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _clock) = open_at(dir.path(), T0);
+        log.create_topic("jobs", TopicConfig::default().partitions(2))
+            .unwrap();
+        fill(&log, "jobs", 2, 1);
+        let mut c = log.consumer(config("g").group_instance_id("w1")).unwrap();
+        c.subscribe(["jobs"]).unwrap();
+        let (_, mut read) = settle(&mut [&mut c]);
+        for _ in 0..100 {
+            if read.len() == 2 {
+                break;
+            }
+            read.extend(
+                c.poll(SHORT)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.offset.to_string()),
+            );
+        }
+        assert_eq!(read.len(), 2);
+        c.commit_sync().unwrap();
+        c.close().unwrap();
+        assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
+        log.close().unwrap();
+    }
+    let (log, clock) = open_at(dir.path(), T0 + 6 * DAY_MS);
+    let description = log.describe_group("g").unwrap();
+    assert_eq!(description.state, GroupState::Empty);
+    assert!(description.members.is_empty());
+    clock.advance(2 * DAY_MS);
+    assert!(log.maintain().unwrap().is_empty(), "7 days from the reopen");
+    assert!(
+        log.committed_offset("g", &TopicPartition::new("jobs", 0))
+            .unwrap()
+            .is_some()
+    );
+    clock.advance(6 * DAY_MS);
+    assert_eq!(log.maintain().unwrap(), ["g"]);
 }

@@ -70,12 +70,17 @@ pub struct ConsumerConfig {
     pub max_poll_interval_ms: u64,
     /// Static membership (`group.instance.id`): a consumer that restarts under the same id
     /// within the session timeout gets its partitions back without a rebalance; closing it
-    /// does not leave the group (its session expiring does). Unique within the group.
+    /// does not leave the group (its session expiring does). Unique within the group: a
+    /// second consumer joining under it takes the place, and the first then fails with
+    /// `FencedInstanceId`. 1 to 249 of `[a-zA-Z0-9._-]`.
     pub group_instance_id: Option<String>,
     /// Assignors in preference order (`partition.assignment.strategy`); the group uses the
-    /// leader's first one that every member has. Default range, then cooperative-sticky.
-    /// With cooperative-sticky chosen the group rebalances incrementally: members keep the
-    /// partitions that do not move.
+    /// leader's first one that every member has (a consumer with none in common with the
+    /// group is refused with `InconsistentGroupProtocol`). Default range, then
+    /// cooperative-sticky. As in Kafka, a consumer rebalances incrementally (keeping the
+    /// partitions that do not move) only when every assignor it lists is cooperative, e.g.
+    /// `vec![Arc::new(CooperativeStickyAssignor)]`; otherwise it gives up all its
+    /// partitions at each rebalance.
     pub partition_assignment_strategy: Vec<Arc<dyn Assignor>>,
 }
 
@@ -186,12 +191,25 @@ impl ConsumerConfig {
         if let Some(group) = &self.group_id {
             crate::offsets::check_group_id(group)?;
         }
+        if let Some(instance) = &self.group_instance_id {
+            check_instance_id(instance)?;
+        }
         if self.partition_assignment_strategy.is_empty() {
             return Err(Error::InvalidConfig {
                 field: "partition_assignment_strategy",
                 value: "[]".into(),
                 allowed: "at least one assignor".into(),
             });
+        }
+        for assignor in &self.partition_assignment_strategy {
+            let name = assignor.name();
+            if name.is_empty() || name.len() > MAX_NAME_BYTES {
+                return Err(Error::InvalidConfig {
+                    field: "partition_assignment_strategy",
+                    value: format!("{name:?}"),
+                    allowed: format!("assignor names of 1 to {MAX_NAME_BYTES} bytes"),
+                });
+            }
         }
         crate::config::range("session_timeout_ms", self.session_timeout_ms, 1, MAX_MS)?;
         crate::config::range("max_poll_interval_ms", self.max_poll_interval_ms, 1, MAX_MS)?;
@@ -230,6 +248,41 @@ impl ConsumerConfig {
 
 /// Longest timeout a consumer config takes (about 292 years).
 const MAX_MS: u64 = i64::MAX as u64 / 1_000_000;
+
+/// Longest `group_instance_id` and assignor name, in bytes (Kafka's limit for names).
+const MAX_NAME_BYTES: usize = 249;
+
+/// A `group_instance_id` as Kafka accepts it: 1 to 249 of `[a-zA-Z0-9._-]`.
+fn check_instance_id(instance: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if instance.is_empty() || instance.len() > MAX_NAME_BYTES || !instance.chars().all(legal) {
+        return Err(Error::InvalidConfig {
+            field: "group_instance_id",
+            value: format!("{instance:?}"),
+            allowed: format!("1 to {MAX_NAME_BYTES} of a-z, A-Z, 0-9, '.', '_', '-'"),
+        });
+    }
+    Ok(())
+}
+
+/// An async commit waiting for the next `poll`, `commit_sync` or revocation.
+type PendingCommit = (
+    Committer,
+    Vec<(TopicPartition, OffsetAndMetadata)>,
+    CommitCallback,
+);
+
+/// Who a commit is made as: captured when an async commit is queued, so that it runs
+/// under the membership it was made in.
+#[derive(Debug, Clone)]
+enum Committer {
+    /// A consumer outside any group's membership (`assign`).
+    Outside,
+    /// A member of a generation.
+    Member(String, i32),
+    /// A subscribed consumer between generations: refused with `RebalanceInProgress`.
+    Joining,
+}
 
 /// Callbacks around a subscribed consumer's rebalances (Kafka's
 /// `ConsumerRebalanceListener`). They run inside `poll` (and `close`), with the consumer, so
@@ -420,7 +473,7 @@ pub struct Consumer {
     /// Index in `assignment` where the next fetch starts.
     next_start: usize,
     last_auto_commit_ms: i64,
-    pending_async: VecDeque<(Vec<(TopicPartition, OffsetAndMetadata)>, CommitCallback)>,
+    pending_async: VecDeque<PendingCommit>,
     /// An error met by a `poll` that had records to return first: the next `poll` raises it.
     deferred: Option<Error>,
     /// The last auto-commit's failure, if it failed (auto-commit does not fail `poll`).
@@ -565,6 +618,8 @@ impl Consumer {
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
         let deadline = Instant::now().checked_add(timeout);
+        // Before any rejoin, while the generation they were made in may still take them.
+        self.run_async_commits();
         if self.membership.is_some() {
             if !self.ensure_member(deadline)? {
                 return Ok(ConsumerRecords::default());
@@ -575,7 +630,6 @@ impl Consumer {
         if let Some(error) = self.deferred.take() {
             return Err(error);
         }
-        self.run_async_commits();
         self.maybe_auto_commit();
         let mut refetched = false;
         loop {
@@ -622,7 +676,11 @@ impl Consumer {
             }
             let index = (self.next_start + step) % n;
             let tp = self.assignment[index].clone();
-            if self.state(&tp)?.paused {
+            let subscribed = self.membership.is_some();
+            let state = self.state(&tp)?;
+            // A subscribed consumer's deleted topic leaves at the next rebalance (which
+            // its deletion starts); until then it is skipped, not an error.
+            if state.paused || subscribed && state.partition.is_deleted() {
                 continue;
             }
             let before = out.len();
@@ -970,28 +1028,49 @@ impl Consumer {
         self.commit(&group, &offsets)
     }
 
-    /// Commits as this consumer: as a member of its generation when subscribed (fenced by
-    /// the coordinator), else as a client outside the group.
-    fn commit(&self, group: &str, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
+    /// Who this consumer commits as now.
+    fn committer(&self) -> Committer {
         match &self.membership {
-            None => self.log.commit_offsets(group, offsets),
+            None => Committer::Outside,
             Some(Membership {
                 member_id: Some(id),
                 generation: Some(generation),
                 ..
-            }) => self
-                .log
-                .commit_offsets_as(group, Some((id.as_str(), *generation)), offsets),
-            Some(_) => Err(Error::RebalanceInProgress),
+            }) => Committer::Member(id.clone(), *generation),
+            Some(_) => Committer::Joining,
+        }
+    }
+
+    /// Commits as this consumer: as a member of its generation when subscribed (fenced by
+    /// the coordinator), else as a client outside the group.
+    fn commit(&self, group: &str, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
+        self.commit_as(group, &self.committer(), offsets)
+    }
+
+    fn commit_as(
+        &self,
+        group: &str,
+        committer: &Committer,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match committer {
+            Committer::Outside => self.log.commit_offsets(group, offsets),
+            Committer::Member(id, generation) => {
+                self.log
+                    .commit_offsets_as(group, Some((id.as_str(), *generation)), offsets)
+            }
+            Committer::Joining => Err(Error::RebalanceInProgress),
         }
     }
 
     /// Commits the current positions without blocking the caller: the commit runs at the
-    /// next `poll`, `commit_sync` or `close`, and `callback` then gets its outcome (as
-    /// Kafka runs `commitAsync` callbacks from `poll`). Commits apply in call order.
+    /// next `poll`, `commit_sync`, `close` or revocation, and `callback` then gets its
+    /// outcome (as Kafka runs `commitAsync` callbacks from `poll`). Commits apply in call
+    /// order, each as the group generation it was made in: one made before a rebalance is
+    /// fenced like any stale commit if the group moved on first.
     ///
     /// # Errors
     /// `InvalidConfig` without a `group_id`; `Closed`.
@@ -1002,7 +1081,8 @@ impl Consumer {
         self.check_open()?;
         self.group()?;
         let offsets = self.positions();
-        self.pending_async.push_back((offsets, Box::new(callback)));
+        self.pending_async
+            .push_back((self.committer(), offsets, Box::new(callback)));
         Ok(())
     }
 
@@ -1010,8 +1090,8 @@ impl Consumer {
         let Some(group) = self.config.group_id.clone() else {
             return;
         };
-        while let Some((offsets, callback)) = self.pending_async.pop_front() {
-            callback(self.commit(&group, &offsets));
+        while let Some((committer, offsets, callback)) = self.pending_async.pop_front() {
+            callback(self.commit_as(&group, &committer, &offsets));
         }
     }
 
@@ -1222,7 +1302,9 @@ impl Consumer {
             let now = self.log.now_ms();
             let membership = self.membership.clone().unwrap_or_default();
             self.log.persist_groups()?;
-            let cooperative = membership.protocol == Some(RebalanceProtocol::Cooperative);
+            // As Kafka's client: cooperative only when every assignor it offers is.
+            let cooperative =
+                crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
             if let (Some(id), Some(generation), false) = (
                 &membership.member_id,
                 membership.generation,
@@ -1247,9 +1329,18 @@ impl Consumer {
                         }
                     }
                     Err(Error::UnknownMemberId) => self.lose_all(),
+                    Err(error @ Error::FencedInstanceId { .. }) => {
+                        self.lose_all();
+                        return Err(error);
+                    }
                     Err(error) => return Err(error),
                 }
             }
+            let held_since = self
+                .membership
+                .as_ref()
+                .and_then(|m| m.generation)
+                .filter(|_| !self.assignment.is_empty());
             let request = JoinRequest {
                 member_id: self.membership.as_ref().and_then(|m| m.member_id.clone()),
                 instance_id: self.config.group_instance_id.clone(),
@@ -1261,6 +1352,7 @@ impl Consumer {
                     .min(self.config.max_poll_interval_ms),
                 rebalance_timeout_ms: self.config.max_poll_interval_ms,
                 owned: self.assignment.clone(),
+                generation: held_since,
             };
             let joined = self
                 .log
@@ -1283,10 +1375,13 @@ impl Consumer {
                     }
                 }
                 Err(Error::UnknownMemberId) => {
-                    if let Some(m) = &mut self.membership {
-                        m.member_id = None;
-                    }
+                    // Removed while it held partitions (a cooperative rejoin): they are lost.
+                    self.lose_all();
                     continue;
+                }
+                Err(error @ Error::FencedInstanceId { .. }) => {
+                    self.lose_all();
+                    return Err(error);
                 }
                 Err(error) => return Err(error),
             }
@@ -1310,6 +1405,18 @@ impl Consumer {
         assignment: &[TopicPartition],
         protocol: RebalanceProtocol,
     ) -> Result<()> {
+        // Partitions of topics deleted since the round are left out; the deletion starts
+        // the next round.
+        let assignment: Vec<TopicPartition> = assignment
+            .iter()
+            .filter(|tp| {
+                self.log
+                    .topic(&tp.topic)
+                    .is_ok_and(|t| tp.partition < t.partitions())
+            })
+            .cloned()
+            .collect();
+        let assignment = assignment.as_slice();
         let revoked: Vec<TopicPartition> = self
             .assignment
             .iter()
@@ -1337,6 +1444,8 @@ impl Consumer {
                 self.auto_commit_error = Some(error);
             }
             self.with_listener(|l, c| l.on_partitions_revoked(c, &revoked));
+            // Async commits made so far (the listener's too) run before the partitions go.
+            self.run_async_commits();
         }
         self.set_assignment(assignment.iter().cloned())?;
         let heard: &[TopicPartition] = match protocol {
@@ -1350,6 +1459,7 @@ impl Consumer {
     /// Eager revocation before a rebalance: auto-commit (synchronously, as Kafka's
     /// `onJoinPrepare`), the listener, then no assignment and no generation.
     fn revoke_all(&mut self) -> Result<()> {
+        self.run_async_commits();
         let owned = self.assignment.clone();
         let mut result = Ok(());
         let holds_generation = self
@@ -1365,16 +1475,20 @@ impl Consumer {
         if !owned.is_empty() {
             self.with_listener(|l, c| l.on_partitions_revoked(c, &owned));
         }
+        self.run_async_commits();
         self.drop_assignment();
         result
     }
 
     /// The member was removed from its group: its partitions are lost, not revoked.
     fn lose_all(&mut self) {
+        // Pending async commits are refused now; their callbacks hear why.
+        self.run_async_commits();
         let owned = self.assignment.clone();
         if !owned.is_empty() {
             self.with_listener(|l, c| l.on_partitions_lost(c, &owned));
         }
+        self.run_async_commits();
         self.drop_assignment();
         if let Some(m) = &mut self.membership {
             m.member_id = None;
@@ -1404,11 +1518,12 @@ impl Consumer {
         }
     }
 
-    /// Runs `call` with the listener taken out, so that it may use the consumer.
+    /// Runs `call` with the listener taken out, so that it may use the consumer. The
+    /// listener goes back unless the call unsubscribed or installed another.
     fn with_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer)) {
         if let Some(mut listener) = self.listener.take() {
             call(listener.as_mut(), self);
-            if self.listener.is_none() {
+            if self.listener.is_none() && self.membership.is_some() {
                 self.listener = Some(listener);
             }
         }

@@ -48,6 +48,8 @@ pub(crate) struct JoinRequest {
     pub rebalance_timeout_ms: u64,
     /// Partitions the member still holds (cooperative rebalancing; empty when eager).
     pub owned: Vec<TopicPartition>,
+    /// The generation in which it got `owned` (`None` when it holds nothing).
+    pub generation: Option<i32>,
 }
 
 /// The answer to a join.
@@ -66,11 +68,28 @@ pub(crate) enum JoinOutcome {
     },
 }
 
+/// Whether a member rebalances cooperatively: as Kafka's client decides, only when every
+/// assignor it offers supports it.
+pub(crate) fn cooperative(assignors: &[Arc<dyn Assignor>]) -> bool {
+    !assignors.is_empty()
+        && assignors
+            .iter()
+            .all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+}
+
+/// The generation after `generation`, wrapping past `i32::MAX` to 1 (a generation read
+/// from disk may be anything).
+fn next_generation(generation: i32) -> i32 {
+    generation.checked_add(1).filter(|g| *g > 0).unwrap_or(1)
+}
+
 #[derive(Debug)]
 struct Member {
     instance_id: Option<String>,
     topics: Vec<String>,
     assignors: Vec<Arc<dyn Assignor>>,
+    /// Every assignor it offers is cooperative: it keeps its partitions across rounds.
+    cooperative: bool,
     session_timeout_ms: i64,
     rebalance_timeout_ms: i64,
     last_heartbeat_ms: i64,
@@ -78,8 +97,9 @@ struct Member {
     joined: bool,
     /// Its assignment in the last generation.
     owned: Vec<TopicPartition>,
-    /// What it said it still holds when it last joined (sorted).
+    /// What it said it still holds when it last joined (sorted), and since which generation.
     claimed: Vec<TopicPartition>,
+    claimed_generation: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -87,7 +107,6 @@ struct Group {
     state: GroupState,
     generation: i32,
     protocol: Option<&'static str>,
-    rebalance_protocol: RebalanceProtocol,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
     /// When a round in progress completes even if some members have not rejoined.
@@ -100,6 +119,17 @@ struct Group {
     /// `group.initial.rebalance.delay.ms`), so that members starting together join one
     /// generation.
     initial_delay_until_ms: i64,
+    /// Commits and admin changes checked against the current generation and not yet in the
+    /// log: no round completes while there are any, so a fenced write can never land after
+    /// a later generation began.
+    in_flight: u32,
+    /// The partition count of each subscribed topic when the last round completed (`None`:
+    /// the topic did not exist); a change starts a round, as Kafka's leader does when the
+    /// metadata of a subscribed topic changes.
+    counts: BTreeMap<String, Option<u32>>,
+    /// Member ids replaced by a static member coming back, by member id, with their instance
+    /// id: they get `FencedInstanceId` (one per instance id is kept).
+    fenced: HashMap<String, String>,
 }
 
 impl Group {
@@ -108,13 +138,15 @@ impl Group {
             state: GroupState::Empty,
             generation: 0,
             protocol: None,
-            rebalance_protocol: RebalanceProtocol::Eager,
             leader: None,
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
             empty_since_ms: 0,
             dirty: false,
+            in_flight: 0,
+            counts: BTreeMap::new(),
+            fenced: HashMap::new(),
         }
     }
 
@@ -140,6 +172,16 @@ impl Group {
                     session_timeout_ms: m.session_timeout_ms.min(i64::from(i32::MAX)) as i32,
                 })
                 .collect(),
+        }
+    }
+
+    /// `FencedInstanceId` when `member_id` was replaced by a static member.
+    fn check_fenced(&self, member_id: &str) -> Result<()> {
+        match self.fenced.get(member_id) {
+            Some(instance) => Err(Error::FencedInstanceId {
+                instance: instance.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -174,20 +216,43 @@ impl Group {
 
     fn after_removal(&mut self, now: i64, initial_delay_ms: i64) {
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.leader = None;
-            self.generation += 1;
-            self.empty_since_ms = now;
-            self.dirty = true;
+            self.become_empty(now);
         } else if self.state == GroupState::Stable {
             self.prepare_rebalance(now, initial_delay_ms);
         }
     }
 
+    fn become_empty(&mut self, now: i64) {
+        self.state = GroupState::Empty;
+        self.leader = None;
+        self.generation = next_generation(self.generation);
+        self.empty_since_ms = now;
+        self.dirty = true;
+    }
+
+    /// A stable group whose subscribed topics changed partition count (created, deleted,
+    /// grown) since its round starts a new one.
+    fn check_topics(
+        &mut self,
+        now: i64,
+        initial_delay_ms: i64,
+        partitions: &dyn Fn(&str) -> Option<u32>,
+    ) {
+        if self.state == GroupState::Stable
+            && self
+                .counts
+                .iter()
+                .any(|(topic, count)| partitions(topic) != *count)
+        {
+            self.prepare_rebalance(now, initial_delay_ms);
+        }
+    }
+
     /// Completes the round when every member joined (after the initial delay), or when its
-    /// deadline passed (dropping the members that did not join).
+    /// deadline passed (dropping the members that did not join) — but never while a commit
+    /// checked against the current generation is in flight.
     fn maybe_complete(&mut self, now: i64, partitions: &dyn Fn(&str) -> Option<u32>) -> bool {
-        if self.state != GroupState::PreparingRebalance {
+        if self.state != GroupState::PreparingRebalance || self.in_flight > 0 {
             return false;
         }
         let all_joined = self.members.values().all(|m| m.joined);
@@ -196,14 +261,13 @@ impl Group {
             return false;
         }
         self.members.retain(|_, m| m.joined);
-        self.generation += 1;
-        self.dirty = true;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.leader = None;
-            self.empty_since_ms = now;
+            self.become_empty(now);
             return true;
         }
+        let previous = self.generation;
+        self.generation = next_generation(self.generation);
+        self.dirty = true;
         let leader = match &self.leader {
             Some(leader) if self.members.contains_key(leader) => leader.clone(),
             _ => self
@@ -215,23 +279,35 @@ impl Group {
         };
         let assignor = self.choose_assignor(&leader);
         self.protocol = Some(assignor.name());
-        let cooperative = assignor.protocol() == RebalanceProtocol::Cooperative;
-        self.rebalance_protocol = assignor.protocol();
-        let mut counts = BTreeMap::new();
-        for topic in self.members.values().flat_map(|m| m.topics.iter()) {
-            if let Some(count) = partitions(topic) {
-                counts.insert(topic.clone(), count);
-            }
-        }
+        let cooperative_assignor = assignor.protocol() == RebalanceProtocol::Cooperative;
+        self.counts = self
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter())
+            .map(|topic| (topic.clone(), partitions(topic)))
+            .collect();
+        let counts: BTreeMap<String, u32> = self
+            .counts
+            .iter()
+            .filter_map(|(topic, count)| Some((topic.clone(), (*count)?)))
+            .collect();
         let subscriptions: BTreeMap<String, Subscription> = self
             .members
             .iter()
             .map(|(id, m)| {
-                // Cooperative members report what they still hold; eager ones gave all up,
-                // and sticky assignors remember their last assignment instead.
-                let held = if cooperative { &m.claimed } else { &m.owned };
-                let subscription = Subscription::new(m.topics.iter().cloned())
-                    .owning(held.iter().cloned(), self.generation - 1);
+                let mut subscription = Subscription::new(m.topics.iter().cloned());
+                if m.cooperative {
+                    // It still holds these; a cooperative assignor withholds the ones that move.
+                    if let Some(generation) = m.claimed_generation {
+                        subscription = subscription.owning(m.claimed.iter().cloned(), generation);
+                    }
+                } else if !cooperative_assignor {
+                    // It gave everything up; sticky assignors use its last assignment.
+                    subscription = subscription.owning(m.owned.iter().cloned(), previous);
+                }
+                if let Some(instance) = &m.instance_id {
+                    subscription = subscription.with_group_instance_id(instance.clone());
+                }
                 (id.clone(), subscription)
             })
             .collect();
@@ -245,7 +321,7 @@ impl Group {
     }
 
     /// The leader's most preferred assignor that every member supports (Kafka picks the
-    /// protocol all members vote for); the leader's first one if there is none in common.
+    /// protocol all members vote for; `join` admits no member without one in common).
     fn choose_assignor(&self, leader: &str) -> Arc<dyn Assignor> {
         let leader = &self.members[leader];
         leader
@@ -261,13 +337,106 @@ impl Group {
             .unwrap_or_else(|| Arc::new(crate::group::assignor::RangeAssignor))
     }
 
+    /// A static member came back under a new member id: it takes the old member's place and
+    /// inherits what it held (so nothing moves), and the old id is fenced.
+    fn replace_static(&mut self, old: &str, id: &str, now: i64) {
+        if let Some(mut member) = self.members.remove(old) {
+            member.last_heartbeat_ms = now;
+            member.claimed.clone_from(&member.owned);
+            member.claimed_generation = Some(self.generation);
+            if let Some(instance) = &member.instance_id {
+                self.fenced.retain(|_, i| i != instance);
+                self.fenced.insert(old.to_owned(), instance.clone());
+            }
+            self.members.insert(id.to_owned(), member);
+        }
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(id.to_owned());
+        }
+        self.dirty = true;
+    }
+
+    /// Records a join's subscription for `member_id`, adding the member if new; whether it
+    /// changed anything a round must settle.
+    fn upsert_member(
+        &mut self,
+        member_id: &str,
+        request: JoinRequest,
+        replaced: bool,
+        now: i64,
+    ) -> bool {
+        let to_ms = |ms: u64| ms.min(i64::MAX as u64) as i64;
+        let cooperative = cooperative(&request.assignors);
+        let mut claimed = request.owned;
+        claimed.sort();
+        if let Some(member) = self.members.get_mut(member_id) {
+            // A cooperative member that gave partitions up rejoins holding less: that asks
+            // for the round that hands them to their new owners. A static replacement
+            // holds nothing yet and inherits the old member's partitions instead.
+            let mut changed = member.topics != request.topics;
+            if !replaced {
+                changed |= member.claimed != claimed;
+                member.claimed = claimed;
+                member.claimed_generation = request.generation;
+            }
+            member.topics = request.topics;
+            member.assignors = request.assignors;
+            member.cooperative = cooperative;
+            member.session_timeout_ms = to_ms(request.session_timeout_ms);
+            member.rebalance_timeout_ms = to_ms(request.rebalance_timeout_ms);
+            member.last_heartbeat_ms = now;
+            return changed;
+        }
+        self.members.insert(
+            member_id.to_owned(),
+            Member {
+                instance_id: request.instance_id,
+                topics: request.topics,
+                assignors: request.assignors,
+                cooperative,
+                session_timeout_ms: to_ms(request.session_timeout_ms),
+                rebalance_timeout_ms: to_ms(request.rebalance_timeout_ms),
+                last_heartbeat_ms: now,
+                joined: false,
+                owned: Vec::new(),
+                claimed,
+                claimed_generation: request.generation,
+            },
+        );
+        true
+    }
+
+    /// `InconsistentGroupProtocol` unless `assignors` share a name with every other member.
+    fn check_protocol(
+        &self,
+        member_id: Option<&str>,
+        assignors: &[Arc<dyn Assignor>],
+    ) -> Result<()> {
+        let common = assignors.iter().any(|a| {
+            self.members
+                .iter()
+                .filter(|(id, _)| Some(id.as_str()) != member_id)
+                .all(|(_, m)| m.assignors.iter().any(|b| b.name() == a.name()))
+        });
+        if common {
+            return Ok(());
+        }
+        Err(Error::InconsistentGroupProtocol {
+            offered: assignors.iter().map(|a| a.name().to_owned()).collect(),
+        })
+    }
+
     fn outcome(&self, member_id: &str) -> JoinOutcome {
         match (self.state, self.members.get(member_id)) {
             (GroupState::Stable, Some(member)) if member.joined => JoinOutcome::Joined {
                 member_id: member_id.to_owned(),
                 generation: self.generation,
                 assignment: member.owned.clone(),
-                protocol: self.rebalance_protocol,
+                protocol: if member.cooperative {
+                    RebalanceProtocol::Cooperative
+                } else {
+                    RebalanceProtocol::Eager
+                },
             },
             _ => JoinOutcome::Pending {
                 member_id: member_id.to_owned(),
@@ -294,6 +463,48 @@ pub(crate) struct Coordinator {
     initial_delay_ms: i64,
 }
 
+/// A commit or admin change checked against a group (see [`Coordinator::fence`]): while it
+/// lives no round of the group completes. Dropping it ends the hold.
+#[derive(Debug)]
+pub(crate) struct Fence<'a> {
+    coordinator: &'a Coordinator,
+    group: String,
+    /// The group entry was made for this fence (a group the coordinator did not know).
+    created: bool,
+    /// Remove the group on drop if it still has no members (it was deleted).
+    forget: bool,
+    /// When the group became empty (`i64::MIN` if it never had members here); only for
+    /// fences taken from outside the group.
+    pub empty_since_ms: i64,
+}
+
+impl Fence<'_> {
+    /// The group was deleted: forget it (and drop its queued metadata) when the fence ends,
+    /// unless a member joined meanwhile.
+    pub(crate) fn forget(&mut self) {
+        self.forget = true;
+    }
+}
+
+impl Drop for Fence<'_> {
+    fn drop(&mut self) {
+        let c = self.coordinator;
+        let mut groups = c.groups.lock();
+        let Some(g) = groups.get_mut(&self.group) else {
+            return;
+        };
+        g.in_flight = g.in_flight.saturating_sub(1);
+        let unused = self.created && g.generation == 0;
+        if g.in_flight == 0 && g.members.is_empty() && (self.forget || unused) {
+            groups.remove(&self.group);
+            if self.forget {
+                c.changes.lock().retain(|(name, _)| *name != self.group);
+            }
+        }
+        c.changed.notify_all();
+    }
+}
+
 impl Coordinator {
     pub(crate) fn new(initial_delay_ms: u64) -> Coordinator {
         Coordinator {
@@ -305,7 +516,15 @@ impl Coordinator {
         }
     }
 
+    fn new_member_id(&self, group: &str) -> String {
+        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        format!("{group}-member-{n}")
+    }
+
     /// Joins (or rejoins) `group`. `partitions` gives a topic's partition count.
+    ///
+    /// The leader's assignor runs here, under the coordinator's lock: an assignor must not
+    /// call back into the log's groups.
     pub(crate) fn join(
         &self,
         group: &str,
@@ -314,8 +533,14 @@ impl Coordinator {
         partitions: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<JoinOutcome> {
         let mut groups = self.groups.lock();
+        if request.member_id.is_some() && !groups.contains_key(group) {
+            return Err(Error::UnknownMemberId);
+        }
         let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
         g.expire(now, self.initial_delay_ms);
+        if let Some(id) = &request.member_id {
+            g.check_fenced(id)?;
+        }
         let known = request
             .member_id
             .as_ref()
@@ -326,68 +551,57 @@ impl Coordinator {
                 .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
                 .map(|(id, _)| id.clone())
         });
-        let member_id = match (request.member_id, static_id) {
+        let existing = if known {
+            request.member_id.as_deref()
+        } else {
+            static_id.as_deref()
+        };
+        let checked = g.check_protocol(existing, &request.assignors);
+        if let Err(error) = checked {
+            if g.members.is_empty() && g.generation == 0 {
+                groups.remove(group);
+            }
+            return Err(error);
+        }
+        let mut replaced = false;
+        let member_id = match (request.member_id.clone(), static_id) {
             (Some(id), _) if known => id,
+            // A member id the group does not know, under an instance id another member
+            // holds: that member replaced this one (KIP-345).
+            (Some(_), Some(_)) => {
+                return Err(Error::FencedInstanceId {
+                    instance: request.instance_id.unwrap_or_default(),
+                });
+            }
             // A static member back under its instance id takes its old place: a new member
             // id (the old one is fenced), the same generation and assignment.
-            (_, Some(old)) => {
-                let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-                let id = format!("{group}-member-{n}");
-                if let Some(mut member) = g.members.remove(&old) {
-                    member.last_heartbeat_ms = now;
-                    g.members.insert(id.clone(), member);
-                }
-                if g.leader.as_deref() == Some(old.as_str()) {
-                    g.leader = Some(id.clone());
-                }
+            (None, Some(old)) => {
+                let id = self.new_member_id(group);
+                g.replace_static(&old, &id, now);
+                replaced = true;
                 id
             }
-            (Some(_), None) => return Err(Error::UnknownMemberId),
-            (None, None) => {
-                let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-                format!("{group}-member-{n}")
+            (Some(_), None) => {
+                if g.members.is_empty() && g.generation == 0 {
+                    groups.remove(group);
+                }
+                return Err(Error::UnknownMemberId);
             }
+            (None, None) => self.new_member_id(group),
         };
-        let to_ms = |ms: u64| ms.min(i64::MAX as u64) as i64;
-        let mut claimed = request.owned;
-        claimed.sort();
-        let changed = if let Some(member) = g.members.get_mut(&member_id) {
-            // A cooperative member that gave partitions up rejoins holding less: that asks
-            // for the round that hands them to their new owners.
-            let changed = member.topics != request.topics || member.claimed != claimed;
-            member.claimed = claimed;
-            member.topics = request.topics;
-            member.assignors = request.assignors;
-            member.session_timeout_ms = to_ms(request.session_timeout_ms);
-            member.rebalance_timeout_ms = to_ms(request.rebalance_timeout_ms);
-            member.last_heartbeat_ms = now;
-            changed
-        } else {
-            g.members.insert(
-                member_id.clone(),
-                Member {
-                    instance_id: request.instance_id,
-                    topics: request.topics,
-                    assignors: request.assignors,
-                    session_timeout_ms: to_ms(request.session_timeout_ms),
-                    rebalance_timeout_ms: to_ms(request.rebalance_timeout_ms),
-                    last_heartbeat_ms: now,
-                    joined: false,
-                    owned: Vec::new(),
-                    claimed,
-                },
-            );
-            true
-        };
+        let changed = g.upsert_member(&member_id, request, replaced, now);
+        g.check_topics(now, self.initial_delay_ms, partitions);
         if changed && g.state != GroupState::PreparingRebalance {
             g.prepare_rebalance(now, self.initial_delay_ms);
         } else if !changed && g.state == GroupState::Stable {
             // A member rejoining a stable group unchanged (e.g. after a revocation it
-            // thought was needed) gets the current assignment back.
+            // thought was needed, or a static member back) gets the current assignment.
             if let Some(member) = g.members.get_mut(&member_id) {
                 member.joined = true;
             }
-            return Ok(g.outcome(&member_id));
+            let outcome = g.outcome(&member_id);
+            self.collect(&mut groups, now);
+            return Ok(outcome);
         }
         if let Some(member) = g.members.get_mut(&member_id) {
             member.joined = true;
@@ -401,7 +615,8 @@ impl Coordinator {
     }
 
     /// Records that a member is alive. `RebalanceInProgress` means it must rejoin;
-    /// `UnknownMemberId` that it was removed; `IllegalGeneration` that it is behind.
+    /// `UnknownMemberId` that it was removed; `FencedInstanceId` that a static member
+    /// replaced it; `IllegalGeneration` that it is behind.
     pub(crate) fn heartbeat(
         &self,
         group: &str,
@@ -414,7 +629,9 @@ impl Coordinator {
         let Some(g) = groups.get_mut(group) else {
             return Err(Error::UnknownMemberId);
         };
+        g.check_fenced(member_id)?;
         g.expire(now, self.initial_delay_ms);
+        g.check_topics(now, self.initial_delay_ms, partitions);
         if g.maybe_complete(now, partitions) {
             self.changed.notify_all();
         }
@@ -449,21 +666,25 @@ impl Coordinator {
         self.collect(&mut groups, now);
     }
 
-    /// Whether a commit may be applied: from a member of the current generation, or from a
-    /// client outside the group (`None`) only while the group has no members.
-    pub(crate) fn check_commit(
+    /// Checks a commit or admin change against `group`: from a member of the current
+    /// generation, or from a client outside the group (`None`) only while the group has no
+    /// members. The returned fence holds off the group's next round until it is dropped,
+    /// so the write it guards lands before any later generation can read offsets.
+    pub(crate) fn fence(
         &self,
         group: &str,
         member: Option<(&str, i32)>,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<Fence<'_>> {
         let mut groups = self.groups.lock();
-        let Some(g) = groups.get_mut(group) else {
-            return match member {
-                None => Ok(()),
-                Some(_) => Err(Error::UnknownMemberId),
-            };
-        };
+        let created = !groups.contains_key(group);
+        if created && member.is_some() {
+            return Err(Error::UnknownMemberId);
+        }
+        let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
+        if let Some((id, _)) = member {
+            g.check_fenced(id)?;
+        }
         g.expire(now, self.initial_delay_ms);
         let result = match member {
             None if g.members.is_empty() => Ok(()),
@@ -478,8 +699,19 @@ impl Coordinator {
             }),
             Some(_) => Ok(()),
         };
+        let empty_since_ms = if created { i64::MIN } else { g.empty_since_ms };
+        g.in_flight += 1;
         self.collect(&mut groups, now);
-        result
+        drop(groups);
+        // From here the fence's drop undoes the hold, on error too.
+        let fence = Fence {
+            coordinator: self,
+            group: group.to_owned(),
+            created,
+            forget: false,
+            empty_since_ms,
+        };
+        result.map(|()| fence)
     }
 
     /// Waits until a group changes, `deadline` passes or a short while (for clock moves).
@@ -489,7 +721,8 @@ impl Coordinator {
         self.changed.wait_until(&mut groups, until);
     }
 
-    /// A group's state, generation and members (`None` for a group without members).
+    /// A group's state, generation and members (`None` for a group this process does not
+    /// know).
     pub(crate) fn describe(&self, group: &str) -> Option<(GroupState, i32, Vec<MemberView>)> {
         let groups = self.groups.lock();
         let g = groups.get(group)?;
@@ -536,21 +769,26 @@ impl Coordinator {
         std::mem::take(&mut self.changes.lock())
     }
 
-    /// Brings back a group known from `__consumer_offsets` after a restart: empty (its
-    /// members were in this process), with its generation.
-    pub(crate) fn restore(&self, group: &str, meta: &GroupMeta) {
-        let mut g = Group::new();
-        g.generation = meta.generation;
-        g.empty_since_ms = meta.state_timestamp;
-        self.groups.lock().insert(group.to_owned(), g);
+    /// Puts back changes the caller could not write, ahead of newer ones.
+    pub(crate) fn requeue(&self, mut unwritten: Vec<(String, GroupMeta)>) {
+        let mut changes = self.changes.lock();
+        unwritten.append(&mut changes);
+        *changes = unwritten;
     }
 
-    /// Forgets an empty group (deleted).
-    pub(crate) fn forget(&self, group: &str) {
-        let mut groups = self.groups.lock();
-        if groups.get(group).is_some_and(|g| g.members.is_empty()) {
-            groups.remove(group);
+    /// Brings back a group known from `__consumer_offsets` after a restart, at `now`: empty
+    /// (its members were in the process that wrote it). A group that had members became
+    /// empty now, a generation later, as in Kafka when their sessions expire.
+    pub(crate) fn restore(&self, group: &str, meta: &GroupMeta, now: i64) {
+        let mut g = Group::new();
+        g.generation = meta.generation.max(0);
+        g.empty_since_ms = meta.state_timestamp;
+        if !meta.members.is_empty() {
+            g.become_empty(now);
         }
+        let mut groups = self.groups.lock();
+        groups.insert(group.to_owned(), g);
+        self.collect(&mut groups, now);
     }
 
     /// Groups that have members, sorted.
@@ -577,6 +815,7 @@ mod tests {
             member_id: member_id.map(str::to_owned),
             instance_id: None,
             owned: Vec::new(),
+            generation: None,
             topics: vec!["t".into()],
             assignors: vec![Arc::new(RangeAssignor)],
             session_timeout_ms: 10_000,
@@ -653,26 +892,23 @@ mod tests {
     fn commits_are_fenced_by_member_and_generation() {
         let c = Coordinator::new(0);
         let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
-        c.check_commit("g", Some((&a, generation)), 1).unwrap();
+        drop(c.fence("g", Some((&a, generation)), 1).unwrap());
         assert!(matches!(
-            c.check_commit("g", Some((&a, generation - 1)), 1),
+            c.fence("g", Some((&a, generation - 1)), 1),
             Err(Error::IllegalGeneration { .. })
         ));
         assert!(matches!(
-            c.check_commit("g", Some(("stranger", generation)), 1),
+            c.fence("g", Some(("stranger", generation)), 1),
             Err(Error::UnknownMemberId)
         ));
-        assert!(matches!(
-            c.check_commit("g", None, 1),
-            Err(Error::UnknownMemberId)
-        ));
+        assert!(matches!(c.fence("g", None, 1), Err(Error::UnknownMemberId)));
         // During a round the current generation may still commit (Kafka allows commits in
         // PreparingRebalance, so revocation callbacks can commit).
         pending(c.join("g", request(None), 2, &four).unwrap());
-        c.check_commit("g", Some((&a, generation)), 3).unwrap();
+        drop(c.fence("g", Some((&a, generation)), 3).unwrap());
         c.leave("g", &a, 4);
         // Unknown groups, and groups without members, take simple commits.
-        c.check_commit("other", None, 5).unwrap();
+        drop(c.fence("other", None, 5).unwrap());
     }
 
     #[test]
@@ -736,7 +972,176 @@ mod tests {
         c.heartbeat("g", &leader, generation, 5, &four).unwrap();
         assert!(matches!(
             c.heartbeat("g", &follower, generation, 5, &four),
+            Err(Error::FencedInstanceId { instance }) if instance == "instance-a"
+        ));
+        // The replaced member can neither rejoin under its old id nor commit.
+        assert!(matches!(
+            c.join("g", static_request(Some(&follower)), 6, &four),
+            Err(Error::FencedInstanceId { .. })
+        ));
+        assert!(matches!(
+            c.fence("g", Some((&follower, generation)), 6),
+            Err(Error::FencedInstanceId { .. })
+        ));
+        // The replacement's metadata (its new member id) is queued for the offsets topic.
+        let changes = c.take_changes();
+        let (_, meta) = changes.last().unwrap();
+        assert!(meta.members.iter().any(|m| m.member_id == new_id));
+    }
+
+    fn cooperative_request(member_id: Option<&str>, owned: &[TopicPartition]) -> JoinRequest {
+        JoinRequest {
+            assignors: vec![Arc::new(crate::group::assignor::CooperativeStickyAssignor)],
+            owned: owned.to_vec(),
+            generation: (!owned.is_empty()).then_some(1),
+            ..request(member_id)
+        }
+    }
+
+    /// A static cooperative member that restarts (owning nothing yet) inherits its old
+    /// partitions: no round starts.
+    #[test]
+    fn a_static_cooperative_replacement_does_not_rebalance() {
+        let c = Coordinator::new(0);
+        let with_instance = |id: Option<&str>, owned: &[TopicPartition]| JoinRequest {
+            instance_id: Some("i".into()),
+            ..cooperative_request(id, owned)
+        };
+        let (a, generation, parts) =
+            joined(c.join("g", with_instance(None, &[]), 0, &four).unwrap());
+        assert_eq!((generation, parts.len()), (1, 4));
+        let (b, again, same) = joined(c.join("g", with_instance(None, &[]), 1, &four).unwrap());
+        assert_ne!(a, b);
+        assert_eq!((again, same), (1, parts));
+        c.heartbeat("g", &b, 1, 2, &four).unwrap();
+    }
+
+    #[test]
+    fn a_member_without_a_common_assignor_is_refused() {
+        let c = Coordinator::new(0);
+        joined(c.join("g", request(None), 0, &four).unwrap());
+        let error = c
+            .join("g", cooperative_request(None, &[]), 1, &four)
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InconsistentGroupProtocol { offered } if offered == &["cooperative-sticky"]),
+            "{error:?}"
+        );
+        assert_eq!(c.describe("g").unwrap().2.len(), 1, "not admitted");
+        // Offering both is fine.
+        let both = JoinRequest {
+            assignors: vec![
+                Arc::new(crate::group::assignor::CooperativeStickyAssignor),
+                Arc::new(RangeAssignor),
+            ],
+            ..request(None)
+        };
+        pending(c.join("g", both, 2, &four).unwrap());
+    }
+
+    /// A subscribed topic's partition count changing (here: deleted, then back with more
+    /// partitions) starts a round at the next heartbeat.
+    #[test]
+    fn a_topic_change_starts_a_round() {
+        let c = Coordinator::new(0);
+        let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        let gone = |_: &str| None;
+        assert!(matches!(
+            c.heartbeat("g", &a, generation, 1, &gone),
+            Err(Error::RebalanceInProgress)
+        ));
+        let (_, generation, parts) = joined(c.join("g", request(Some(&a)), 2, &gone).unwrap());
+        assert_eq!((generation, parts.len()), (2, 0));
+        let eight = |t: &str| (t == "t").then_some(8);
+        assert!(matches!(
+            c.heartbeat("g", &a, generation, 3, &eight),
+            Err(Error::RebalanceInProgress)
+        ));
+        let (_, _, parts) = joined(c.join("g", request(Some(&a)), 4, &eight).unwrap());
+        assert_eq!(parts.len(), 8);
+    }
+
+    /// While a commit checked against generation 1 is in flight, no round completes; when
+    /// it is done the round does.
+    #[test]
+    fn a_commit_in_flight_holds_off_the_next_generation() {
+        let c = Coordinator::new(0);
+        let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        let fence = c.fence("g", Some((&a, generation)), 1).unwrap();
+        let b = pending(c.join("g", request(None), 2, &four).unwrap());
+        pending(c.join("g", request(Some(&a)), 3, &four).unwrap());
+        pending(c.join("g", request(Some(&b)), 4, &four).unwrap());
+        drop(fence);
+        let (_, generation, _) = joined(c.join("g", request(Some(&b)), 5, &four).unwrap());
+        assert_eq!(generation, 2);
+    }
+
+    #[test]
+    fn a_deleted_group_leaves_no_queued_metadata() {
+        let c = Coordinator::new(0);
+        let (a, _, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        c.leave("g", &a, 1);
+        assert!(!c.changes.lock().is_empty());
+        let mut fence = c.fence("g", None, 2).unwrap();
+        fence.forget();
+        drop(fence);
+        assert!(c.take_changes().is_empty());
+        assert!(c.describe("g").is_none());
+    }
+
+    #[test]
+    fn a_stale_member_id_does_not_create_a_group() {
+        let c = Coordinator::new(0);
+        assert!(matches!(
+            c.join("g", request(Some("ghost")), 0, &four),
             Err(Error::UnknownMemberId)
         ));
+        assert!(c.describe("g").is_none());
+        drop(c.fence("h", None, 0).unwrap());
+        assert!(
+            c.describe("h").is_none(),
+            "an unused fence leaves nothing behind"
+        );
+    }
+
+    /// A group restored with members became empty at open, a generation later; a
+    /// generation read from disk at `i32::MAX` wraps to 1 instead of overflowing.
+    #[test]
+    fn restore_empties_groups_and_guards_the_generation() {
+        let c = Coordinator::new(0);
+        let meta = GroupMeta {
+            generation: i32::MAX,
+            protocol: Some("range".into()),
+            leader: Some("old".into()),
+            state_timestamp: 5,
+            members: vec![MemberMeta {
+                member_id: "old".into(),
+                instance_id: None,
+                rebalance_timeout_ms: 1,
+                session_timeout_ms: 1,
+            }],
+        };
+        c.restore("g", &meta, 1_000);
+        assert_eq!(c.idle_since("g", 1_000), Some(1_000));
+        let (state, generation, _) = c.describe("g").unwrap();
+        assert_eq!((state, generation), (GroupState::Empty, 1));
+        let changes = c.take_changes();
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].1.members.is_empty());
+        let (_, generation, _) = joined(c.join("g", request(None), 1_001, &four).unwrap());
+        assert_eq!(generation, 2);
+    }
+
+    #[test]
+    fn requeued_changes_come_back_first() {
+        let c = Coordinator::new(0);
+        let (a, _, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        let first = c.take_changes();
+        assert_eq!(first.len(), 1);
+        c.leave("g", &a, 1);
+        c.requeue(first.clone());
+        let all = c.take_changes();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], first[0]);
     }
 }
