@@ -154,9 +154,9 @@ fn settle(members: &mut [tarnlog::Consumer]) -> u64 {
     }
 }
 
-/// Rebalance time: 8 members join a group over 256 partitions, from the first join to all
-/// members stable.
-fn rebalance(c: &mut Criterion) {
+/// A log for the group benchmarks (no initial rebalance delay) with topic `bench` of
+/// `partitions` partitions; the directory lives as long as the returned guard.
+fn group_log(partitions: u32) -> (tempfile::TempDir, Log) {
     let dir = common::scratch();
     let log = Log::builder()
         .dir(dir.path())
@@ -164,7 +164,14 @@ fn rebalance(c: &mut Criterion) {
         .offsets_topic_partitions(1)
         .open()
         .unwrap();
-    log.create_topic("bench", topic_config(256)).unwrap();
+    log.create_topic("bench", topic_config(partitions)).unwrap();
+    (dir, log)
+}
+
+/// Rebalance time: 8 members join a group over 256 partitions, from the first join to all
+/// members stable.
+fn rebalance(c: &mut Criterion) {
+    let (_dir, log) = group_log(256);
     let mut group = c.benchmark_group("group");
     group
         .sample_size(10)
@@ -195,14 +202,7 @@ fn rebalance(c: &mut Criterion) {
 fn group_throughput(c: &mut Criterion) {
     const PER_PARTITION: u64 = 1 << 16;
     let mut round = 0u64;
-    let dir = common::scratch();
-    let log = Log::builder()
-        .dir(dir.path())
-        .group_initial_rebalance_delay_ms(0)
-        .offsets_topic_partitions(1)
-        .open()
-        .unwrap();
-    log.create_topic("bench", topic_config(16)).unwrap();
+    let (_dir, log) = group_log(16);
     let mut builder = tarnlog::BatchBuilder::new();
     for p in 0..16 {
         let partition = log.topic("bench").unwrap().partition(p).unwrap();
