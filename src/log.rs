@@ -1195,11 +1195,18 @@ impl Log {
     /// Closes the log cleanly: syncs everything, writes the checkpoints and the clean-shutdown
     /// marker, so the next open rescans nothing. Other handles answer `Closed` afterwards.
     ///
+    /// Group metadata still queued (a write that failed earlier) is written first.
+    ///
     /// # Errors
-    /// `Io` or `Poisoned` when data could not be synced; the marker is then not written and
-    /// the next open recovers.
+    /// `Io` or `Poisoned` when data could not be synced or queued group metadata written;
+    /// the marker is then not written and the next open recovers.
     pub fn close(self) -> Result<()> {
-        self.inner.shutdown()
+        let groups = match self.check_open() {
+            Ok(()) => self.persist_groups(),
+            Err(_) => Ok(()),
+        };
+        let shutdown = self.inner.shutdown();
+        groups.and(shutdown)
     }
 
     /// Drops the log as a `kill -9` would: no sync, no checkpoint, no clean-shutdown marker

@@ -12,6 +12,8 @@
 //! - persistent (a dead device), continue + `simulate_crash()`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,17 +63,8 @@ fn origin(value: &[u8]) -> Option<(usize, usize)> {
     (values(attempt).get(index)?.as_slice() == value).then_some((attempt, index))
 }
 
-/// A scratch directory, on tmpfs when there is one (fsync is then cheap).
 fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::Builder::new()
-            .prefix("tarnlog-faults-")
-            .tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
+    common::scratch("tarnlog-faults-")
 }
 
 /// How a faulted run ends.

@@ -1127,11 +1127,13 @@ impl Consumer {
         self.log.committed_offset(self.group()?, tp)
     }
 
-    /// Runs pending async commits and, with auto-commit on, commits the positions; later
-    /// calls fail with `Closed`.
+    /// Runs pending async commits and, with auto-commit on, commits the positions; a
+    /// subscribed (dynamic) member then leaves its group at once. Later calls fail with
+    /// `Closed`.
     ///
     /// # Errors
-    /// The auto-commit's error (the consumer is closed regardless).
+    /// The auto-commit's error, or the failed write of the group's metadata after leaving
+    /// (it stays queued for the next write); the consumer is closed regardless.
     pub fn close(mut self) -> Result<()> {
         self.close_inner()
     }
@@ -1144,8 +1146,8 @@ impl Consumer {
         let result = if self.membership.is_some() {
             // Revocation commits (auto-commit) and tells the listener; then leave at once.
             let result = self.revoke_all();
-            self.leave_group();
-            result
+            let left = self.leave_group();
+            result.and(left)
         } else {
             match (&self.config.group_id, self.config.enable_auto_commit) {
                 (Some(group), true) => self.commit(group, &self.positions()),
@@ -1264,17 +1266,18 @@ impl Consumer {
     /// Leaves the group and drops the assignment (Kafka's `unsubscribe`).
     ///
     /// # Errors
-    /// The revocation's auto-commit error; `Closed`.
+    /// The revocation's auto-commit error, or the failed write of the group's metadata
+    /// (the consumer has left regardless); `Closed`.
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.check_open()?;
         if self.membership.is_none() {
             return self.set_assignment([]);
         }
         let result = self.revoke_all();
-        self.leave_group();
+        let left = self.leave_group();
         self.membership = None;
         self.listener = None;
-        result
+        result.and(left)
     }
 
     /// The topics subscribed to (empty when assigned manually).
@@ -1505,17 +1508,19 @@ impl Consumer {
         }
     }
 
-    fn leave_group(&mut self) {
+    /// Leaves the group at once. The member is gone either way; an error is the failed
+    /// write of the group's new metadata, which stays queued for the next write.
+    fn leave_group(&mut self) -> Result<()> {
         let member_id = self.membership.as_mut().and_then(|m| m.member_id.take());
         if self.config.group_instance_id.is_some() {
             // A static member keeps its place until its session expires (KIP-345).
-            return;
+            return Ok(());
         }
         if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
             self.log.coordinator().leave(group, &id, self.log.now_ms());
-            // The group goes on without it; a failed write shows at the next commit.
-            let _ = self.log.persist_groups();
+            return self.log.persist_groups();
         }
+        Ok(())
     }
 
     /// Runs `call` with the listener taken out, so that it may use the consumer. The

@@ -88,3 +88,15 @@ pub fn files(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<
     walk(root, &mut out);
     out
 }
+
+/// A scratch directory, on tmpfs when there is one (fsync is then cheap), named with
+/// `prefix`.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().unwrap()
+}
