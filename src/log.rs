@@ -20,7 +20,7 @@ use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
-use crate::group::coordinator::Coordinator;
+use crate::group::coordinator::{Coordinator, MemberRef, TopicShape};
 use crate::metadata::{self, Meta, TopicMeta};
 use crate::notify::Notifier;
 use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
@@ -519,15 +519,20 @@ pub(crate) struct TopicState {
     meta: TopicMeta,
     partitions: Vec<Arc<ReplicaLog>>,
     deleted: AtomicBool,
+    /// Unique in the process: a topic deleted and created again under its name is another
+    /// incarnation (groups rebalance on it).
+    incarnation: u64,
 }
 
 impl TopicState {
     fn new(name: String, meta: TopicMeta, partitions: Vec<Arc<ReplicaLog>>) -> TopicState {
+        static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
         TopicState {
             name,
             meta,
             partitions,
             deleted: AtomicBool::new(false),
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -941,19 +946,18 @@ impl Log {
     pub(crate) fn commit_offsets_as(
         &self,
         group: &str,
-        member: Option<(&str, i32)>,
+        member: Option<MemberRef<'_>>,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<()> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         let now = self.now_ms();
-        // The fence holds off the group's next round until the commit is in the log, so a
-        // commit checked against this generation can never land after a later one began.
-        let committed = self
-            .inner
-            .coordinator
-            .fence(group, member, now)
-            .and_then(|_fence| self.inner.offsets.commit(self, group, offsets));
+        // The check happens under the commit lock and its fence holds off the group's next
+        // round until the commit is in the log: a commit checked against this generation
+        // can never land after a later one began, nor after a later-checked write.
+        let committed = self.inner.offsets.commit(self, group, offsets, || {
+            self.inner.coordinator.fence(group, member, now)
+        });
         self.persist_groups()?;
         committed?;
         // Kafka checks for expired offsets every 10 minutes (offsets.retention.check.interval.ms).
@@ -1338,6 +1342,14 @@ impl Topic {
     /// Its number of partitions.
     pub fn partitions(&self) -> u32 {
         self.state.partitions.len() as u32
+    }
+
+    /// What a group coordinator watches of a subscribed topic.
+    pub(crate) fn shape(&self) -> TopicShape {
+        TopicShape {
+            partitions: self.partitions(),
+            incarnation: self.state.incarnation,
+        }
     }
 
     /// A handle on partition `index`.

@@ -67,43 +67,41 @@ pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
 }
 
 /// `OffsetCommitKey` v1: group, topic, partition.
-pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(10 + group.len() + tp.topic.len());
     out.extend_from_slice(&1i16.to_be_bytes());
-    put_string(&mut out, group);
-    put_string(&mut out, &tp.topic);
+    put_string(&mut out, group)?;
+    put_string(&mut out, &tp.topic)?;
     out.extend_from_slice(&(tp.partition as i32).to_be_bytes());
-    out
+    Ok(out)
 }
 
 /// `OffsetCommitValue` v3: offset, leader epoch, metadata, commit timestamp.
-pub(crate) fn encode_value(commit: &OffsetAndMetadata) -> Vec<u8> {
+pub(crate) fn encode_value(commit: &OffsetAndMetadata) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(24 + commit.metadata.len());
     out.extend_from_slice(&3i16.to_be_bytes());
     out.extend_from_slice(&(commit.offset as i64).to_be_bytes());
     out.extend_from_slice(&commit.leader_epoch.unwrap_or(-1).to_be_bytes());
-    put_string(&mut out, &commit.metadata);
+    put_string(&mut out, &commit.metadata)?;
     out.extend_from_slice(&commit.commit_timestamp.to_be_bytes());
-    out
+    Ok(out)
 }
 
-/// Kafka's `STRING`: int16 length, then UTF-8. Callers bound the length (topic names are
-/// at most 249 bytes, group ids and metadata are checked).
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    // Every string written here is validated far below `i16::MAX` bytes (group and
-    // instance ids, topic names, assignor names, metadata); cut at a character boundary
-    // rather than write a length that disagrees with the bytes.
-    let mut len = s.len().min(i16::MAX as usize);
-    while !s.is_char_boundary(len) {
-        len -= 1;
-    }
-    debug_assert_eq!(
-        len,
-        s.len(),
-        "an unvalidated string reached the offsets codec"
-    );
-    out.extend_from_slice(&(len as i16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..len]);
+/// Kafka's `STRING`: int16 length, then UTF-8. Every string written here is validated far
+/// below the limit (group and instance ids, topic names, assignor names, metadata); one that
+/// is not is refused rather than cut.
+fn put_string(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    let Ok(len) = i16::try_from(s.len()) else {
+        let preview: String = s.chars().take(32).collect();
+        return Err(Error::InvalidConfig {
+            field: "string in __consumer_offsets",
+            value: format!("{preview:?}… ({} bytes)", s.len()),
+            allowed: format!("at most {} bytes", i16::MAX),
+        });
+    };
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
 /// What one record of the offsets topic says.
@@ -146,43 +144,44 @@ pub(crate) struct MemberMeta {
 }
 
 /// `GroupMetadataKey` v2: the group.
-pub(crate) fn encode_group_key(group: &str) -> Vec<u8> {
+pub(crate) fn encode_group_key(group: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(4 + group.len());
     out.extend_from_slice(&2i16.to_be_bytes());
-    put_string(&mut out, group);
-    out
+    put_string(&mut out, group)?;
+    Ok(out)
 }
 
 /// `GroupMetadataValue` v3. Member subscriptions and assignments are written empty: they
 /// live in the members' processes, which a restart ends.
-pub(crate) fn encode_group_value(meta: &GroupMeta) -> Vec<u8> {
+pub(crate) fn encode_group_value(meta: &GroupMeta) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&3i16.to_be_bytes());
-    put_string(&mut out, "consumer");
+    put_string(&mut out, "consumer")?;
     out.extend_from_slice(&meta.generation.to_be_bytes());
-    put_nullable_string(&mut out, meta.protocol.as_deref());
-    put_nullable_string(&mut out, meta.leader.as_deref());
+    put_nullable_string(&mut out, meta.protocol.as_deref())?;
+    put_nullable_string(&mut out, meta.leader.as_deref())?;
     out.extend_from_slice(&meta.state_timestamp.to_be_bytes());
     out.extend_from_slice(&(meta.members.len() as i32).to_be_bytes());
     for member in &meta.members {
-        put_string(&mut out, &member.member_id);
-        put_nullable_string(&mut out, member.instance_id.as_deref());
-        put_string(&mut out, "tarnlog");
-        put_string(&mut out, "/in-process");
+        put_string(&mut out, &member.member_id)?;
+        put_nullable_string(&mut out, member.instance_id.as_deref())?;
+        put_string(&mut out, "tarnlog")?;
+        put_string(&mut out, "/in-process")?;
         out.extend_from_slice(&member.rebalance_timeout_ms.to_be_bytes());
         out.extend_from_slice(&member.session_timeout_ms.to_be_bytes());
         out.extend_from_slice(&0i32.to_be_bytes()); // subscription
         out.extend_from_slice(&0i32.to_be_bytes()); // assignment
     }
-    out
+    Ok(out)
 }
 
 /// Kafka's `NULLABLE_STRING`: `int16` length (-1 for null), then UTF-8.
-fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(out, s),
-        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) -> Result<()> {
+    if let Some(s) = s {
+        return put_string(out, s);
     }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes a `GroupMetadataValue` of versions 0 to 3.
@@ -466,18 +465,20 @@ impl OffsetStore {
     }
 
     /// Commits `offsets` for `group` atomically (one batch), after syncing the data they
-    /// cover. Returns once the commit is durable.
-    pub(crate) fn commit(
+    /// cover. Returns once the commit is durable. `check` runs under the commit lock, after
+    /// the offsets were validated and before anything is written; what it returns (a group
+    /// fence) is held until the commit is in the log.
+    pub(crate) fn commit<G>(
         &self,
         log: &Log,
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
+        check: impl FnOnce() -> Result<G>,
     ) -> Result<()> {
         check_group_id(group)?;
         if offsets.is_empty() {
             return Ok(());
         }
-        let now = log.now_ms();
         // Checks first: a refused commit writes nothing.
         let mut data = Vec::with_capacity(offsets.len());
         for (tp, commit) in offsets {
@@ -499,6 +500,8 @@ impl OffsetStore {
             data.push(partition);
         }
         let _serial = self.commit_lock.lock();
+        let _checked = check()?;
+        let now = log.now_ms();
         // The data first: a recovered commit must never point past recovered data.
         for (partition, (_, commit)) in data.iter().zip(offsets) {
             partition.sync_to(commit.offset)?;
@@ -514,8 +517,8 @@ impl OffsetStore {
             };
             builder.push(
                 now,
-                Some(&encode_key(group, tp)),
-                Some(&encode_value(&commit)),
+                Some(&encode_key(group, tp)?),
+                Some(&encode_value(&commit)?),
                 &[],
             );
             stamped.push((tp.clone(), commit));
@@ -618,13 +621,9 @@ impl OffsetStore {
     fn write_group_locked(&self, log: &Log, group: &str, meta: Option<&GroupMeta>) -> Result<()> {
         let offsets_topic = self.topic(log)?;
         let mut builder = BatchBuilder::new();
-        let value = meta.map(encode_group_value);
-        builder.push(
-            log.now_ms(),
-            Some(&encode_group_key(group)),
-            value.as_deref(),
-            &[],
-        );
+        let key = encode_group_key(group)?;
+        let value = meta.map(encode_group_value).transpose()?;
+        builder.push(log.now_ms(), Some(&key), value.as_deref(), &[]);
         let batch = builder
             .finish()
             .unwrap_or_else(|| unreachable!("one record was pushed"));
@@ -659,7 +658,7 @@ impl OffsetStore {
         let now = log.now_ms();
         let mut builder = BatchBuilder::new();
         for tp in tps {
-            builder.push(now, Some(&encode_key(group, tp)), None, &[]);
+            builder.push(now, Some(&encode_key(group, tp)?), None, &[]);
         }
         let Some(batch) = builder.finish() else {
             return Ok(());
@@ -675,7 +674,9 @@ impl OffsetStore {
     /// for `retention_ms` (Kafka's `offsets.retention.minutes` for empty groups, KIP-211):
     /// the clock starts at the group's last commit or when it last became empty here,
     /// whichever is later. Each group is checked again under `commit_lock` and fenced, so a
-    /// commit or a member arriving meanwhile keeps its offsets. Returns the groups removed.
+    /// commit arriving meanwhile keeps its offsets and a member that joined before the
+    /// check keeps them too; one joining during the deletion gets its first generation only
+    /// after it (and then starts from `auto_offset_reset`). Returns the groups removed.
     pub(crate) fn expire(
         &self,
         log: &Log,
@@ -866,14 +867,15 @@ mod tests {
 
     #[test]
     fn key_and_value_bytes_match_kafkas_schema() {
-        let key = encode_key("g", &TopicPartition::new("t", 3));
+        let key = encode_key("g", &TopicPartition::new("t", 3)).unwrap();
         assert_eq!(key, [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]);
         let value = encode_value(&OffsetAndMetadata {
             offset: 5,
             metadata: "m".into(),
             leader_epoch: None,
             commit_timestamp: 7,
-        });
+        })
+        .unwrap();
         let mut expected = vec![0, 3];
         expected.extend_from_slice(&5i64.to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes());
@@ -891,7 +893,11 @@ mod tests {
             leader_epoch: Some(3),
             commit_timestamp: 1_000,
         };
-        let entry = decode(Some(&encode_key("g", &tp)), Some(&encode_value(&commit))).unwrap();
+        let entry = decode(
+            Some(&encode_key("g", &tp).unwrap()),
+            Some(&encode_value(&commit).unwrap()),
+        )
+        .unwrap();
         assert_eq!(
             entry,
             Entry::Offset {
@@ -908,13 +914,13 @@ mod tests {
         v1.extend_from_slice(&99i64.to_be_bytes());
         let Entry::Offset {
             commit: Some(c), ..
-        } = decode(Some(&encode_key("g", &tp)), Some(&v1)).unwrap()
+        } = decode(Some(&encode_key("g", &tp).unwrap()), Some(&v1)).unwrap()
         else {
             panic!("not an offset");
         };
         assert_eq!((c.offset, c.commit_timestamp), (9, 11));
         // Tombstone.
-        let entry = decode(Some(&encode_key("g", &tp)), tombstone().as_deref()).unwrap();
+        let entry = decode(Some(&encode_key("g", &tp).unwrap()), tombstone().as_deref()).unwrap();
         assert!(matches!(entry, Entry::Offset { commit: None, .. }));
         // Group metadata (key v2): a tombstone, and a value round trip.
         assert_eq!(
@@ -936,16 +942,16 @@ mod tests {
                 session_timeout_ms: 45_000,
             }],
         };
-        let value = encode_group_value(&meta);
+        let value = encode_group_value(&meta).unwrap();
         assert_eq!(
-            decode(Some(&encode_group_key("g")), Some(&value)).unwrap(),
+            decode(Some(&encode_group_key("g").unwrap()), Some(&value)).unwrap(),
             Entry::Group {
                 group: "g".into(),
                 meta: Some(meta)
             }
         );
         for cut in 0..value.len() {
-            let result = decode(Some(&encode_group_key("g")), Some(&value[..cut]));
+            let result = decode(Some(&encode_group_key("g").unwrap()), Some(&value[..cut]));
             assert!(
                 result.is_err_and(|e| e.is_corruption()),
                 "group value cut at {cut}"
@@ -958,8 +964,8 @@ mod tests {
     #[test]
     fn malformed_records_are_corruption_never_a_panic() {
         let tp = TopicPartition::new("t", 0);
-        let key = encode_key("group", &tp);
-        let value = encode_value(&OffsetAndMetadata::new(1));
+        let key = encode_key("group", &tp).unwrap();
+        let value = encode_value(&OffsetAndMetadata::new(1)).unwrap();
         for cut in 0..key.len() {
             let result = decode(Some(&key[..cut]), Some(&value));
             assert!(result.is_err_and(|e| e.is_corruption()), "key cut at {cut}");
@@ -978,5 +984,17 @@ mod tests {
         let mut bad_version = value;
         bad_version[1] = 8;
         assert!(decode(Some(&key), Some(&bad_version)).is_err());
+    }
+
+    #[test]
+    fn an_overlong_string_is_refused_not_cut() {
+        let long = "x".repeat(i16::MAX as usize + 1);
+        assert!(matches!(
+            encode_group_key(&long),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let mut out = Vec::new();
+        put_string(&mut out, &long[1..]).unwrap();
+        assert_eq!(out.len(), 2 + i16::MAX as usize);
     }
 }

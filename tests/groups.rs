@@ -547,9 +547,23 @@ fn cooperative_config(group: &str) -> ConsumerConfig {
 /// the member rejoins: it is applied, not refused as "rebalance in progress".
 #[test]
 fn an_async_commit_made_before_a_rebalance_lands_in_its_generation() {
+    /// Sums the group's committed offsets when the partitions are revoked.
+    struct SeenAtRevocation(Arc<Mutex<Option<u64>>>);
+    impl RebalanceListener for SeenAtRevocation {
+        fn on_partitions_revoked(&mut self, consumer: &mut Consumer, parts: &[TopicPartition]) {
+            let sum = parts
+                .iter()
+                .map(|tp| consumer.committed(tp).unwrap().map_or(0, |c| c.offset))
+                .sum();
+            *self.0.lock().unwrap() = Some(sum);
+        }
+        fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {}
+    }
     let (_dir, log, _clock) = jobs_log(4);
+    let seen = Arc::new(Mutex::new(None));
     let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
-    a.subscribe(["jobs"]).unwrap();
+    a.subscribe_with_listener(["jobs"], SeenAtRevocation(Arc::clone(&seen)))
+        .unwrap();
     settle(&mut [&mut a]);
     fill(&log, "jobs", 4, 3);
     let mut read = 0;
@@ -565,6 +579,11 @@ fn an_async_commit_made_before_a_rebalance_lands_in_its_generation() {
     assert!(b.poll(SHORT).unwrap().is_empty());
     a.poll(SHORT).unwrap();
     assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(12),
+        "the async commit ran before the partitions were revoked"
+    );
     let (_, reread) = settle(&mut [&mut a, &mut b]);
     assert!(reread.is_empty(), "the async commit held: {reread:?}");
     let committed: u64 = (0..4)
@@ -644,6 +663,20 @@ fn deleted_and_created_topics_rebalance_the_group() {
         }
     }
     assert_eq!(c.assignment().len(), 5, "{:?}", c.assignment());
+    // Deleted and created again with the same partition count: another topic, which the
+    // group picks up (its records are read from the start).
+    log.delete_topic("a").unwrap();
+    log.create_topic("a", TopicConfig::default().partitions(2))
+        .unwrap();
+    fill(&log, "a", 2, 2);
+    let mut read = 0;
+    for _ in 0..50 {
+        read += c.poll(SHORT).unwrap().count();
+        if read == 4 {
+            break;
+        }
+    }
+    assert_eq!(read, 4, "the new incarnation of topic a is read");
 }
 
 /// A cooperative member removed (session expired) while it was rejoining still holding
@@ -705,8 +738,33 @@ fn a_second_consumer_with_the_same_instance_id_fences_the_first() {
         "{error:?}"
     );
     assert!(first.assignment().is_empty());
+    // Fenced for good: polling again does not take the place back.
+    for _ in 0..3 {
+        assert!(matches!(
+            first.poll(SHORT),
+            Err(Error::FencedInstanceId { .. })
+        ));
+    }
+    let (second_id, _) = second.group_membership().unwrap();
     second.poll(SHORT).unwrap();
-    assert_eq!(second.group_membership().unwrap().1, generation);
+    assert_eq!(second.group_membership().unwrap(), (second_id, generation));
+    assert_eq!(second.assignment().len(), 4);
+    // A third replaces the second; the first, two replacements back, is still fenced, and
+    // so is the second.
+    let mut third = log.consumer(config("g").group_instance_id("w1")).unwrap();
+    third.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut third]);
+    assert!(matches!(
+        second.poll(SHORT),
+        Err(Error::FencedInstanceId { .. })
+    ));
+    assert!(matches!(
+        first.commit_sync(),
+        Err(Error::FencedInstanceId { .. })
+    ));
+    third.poll(SHORT).unwrap();
+    assert_eq!(third.assignment().len(), 4);
+    assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
 }
 
 #[test]
@@ -806,4 +864,29 @@ fn a_group_restored_with_members_is_idle_from_the_reopen() {
     );
     clock.advance(6 * DAY_MS);
     assert_eq!(log.maintain().unwrap(), ["g"]);
+}
+
+/// A listener that unsubscribes the consumer from `on_partitions_revoked` leaves no member
+/// behind: the consumer does not rejoin with its old subscription.
+#[test]
+fn unsubscribing_from_a_revocation_leaves_no_member_behind() {
+    struct QuitOnRevoke;
+    impl RebalanceListener for QuitOnRevoke {
+        fn on_partitions_revoked(&mut self, consumer: &mut Consumer, _: &[TopicPartition]) {
+            consumer.unsubscribe().unwrap();
+        }
+        fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {}
+    }
+    let (_dir, log, _clock) = jobs_log(4);
+    let mut a = log.consumer(config("g")).unwrap();
+    a.subscribe_with_listener(["jobs"], QuitOnRevoke).unwrap();
+    settle(&mut [&mut a]);
+    let mut b = member(&log, "g", &["jobs"]);
+    assert!(b.poll(SHORT).unwrap().is_empty());
+    assert!(a.poll(SHORT).unwrap().is_empty());
+    assert!(a.subscription().is_empty());
+    assert!(a.assignment().is_empty());
+    settle(&mut [&mut b]);
+    assert_eq!(b.assignment().len(), 4);
+    assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
 }

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::group::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
 };
-use crate::group::coordinator::{JoinOutcome, JoinRequest};
+use crate::group::coordinator::{JoinOutcome, JoinRequest, MemberRef};
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
 use crate::types::{TimestampOffset, TopicPartition};
@@ -481,6 +481,9 @@ pub struct Consumer {
     /// Set by `subscribe`: the group hands out the assignment.
     membership: Option<Membership>,
     listener: Option<Box<dyn RebalanceListener>>,
+    /// Another consumer took this one's `group_instance_id`: every later call fails with
+    /// `FencedInstanceId` (Kafka treats it as fatal), so the two never take turns.
+    fenced: Option<String>,
     closed: bool,
 }
 
@@ -516,16 +519,21 @@ impl Consumer {
             auto_commit_error: None,
             membership: None,
             listener: None,
+            fenced: None,
             closed: false,
         })
     }
 
     fn check_open(&self) -> Result<()> {
         if self.closed {
-            Err(Error::Closed)
-        } else {
-            Ok(())
+            return Err(Error::Closed);
         }
+        if let Some(instance) = &self.fenced {
+            return Err(Error::FencedInstanceId {
+                instance: instance.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The consumer's configuration.
@@ -1059,8 +1067,12 @@ impl Consumer {
         match committer {
             Committer::Outside => self.log.commit_offsets(group, offsets),
             Committer::Member(id, generation) => {
-                self.log
-                    .commit_offsets_as(group, Some((id.as_str(), *generation)), offsets)
+                let member = MemberRef {
+                    member_id: id,
+                    generation: *generation,
+                    instance_id: self.config.group_instance_id.as_deref(),
+                };
+                self.log.commit_offsets_as(group, Some(member), offsets)
             }
             Committer::Joining => Err(Error::RebalanceInProgress),
         }
@@ -1300,10 +1312,13 @@ impl Consumer {
         let group = self.group()?.to_owned();
         self.refresh_pattern();
         let log = self.log.clone();
-        let partitions = |topic: &str| log.topic(topic).ok().map(|t| t.partitions());
+        let lookup = |topic: &str| log.topic(topic).ok().map(|t| t.shape());
         loop {
             let now = self.log.now_ms();
-            let membership = self.membership.clone().unwrap_or_default();
+            // A listener may have unsubscribed the consumer.
+            let Some(membership) = self.membership.clone() else {
+                return Ok(false);
+            };
             self.log.persist_groups()?;
             // As Kafka's client: cooperative only when every assignor it offers is.
             let cooperative =
@@ -1313,11 +1328,12 @@ impl Consumer {
                 membership.generation,
                 membership.rejoin,
             ) {
-                match self
-                    .log
-                    .coordinator()
-                    .heartbeat(&group, id, generation, now, &partitions)
-                {
+                let me = MemberRef {
+                    member_id: id,
+                    generation,
+                    instance_id: self.config.group_instance_id.as_deref(),
+                };
+                match self.log.coordinator().heartbeat(&group, me, now, &lookup) {
                     Ok(()) => return Ok(true),
                     Err(Error::RebalanceInProgress) if cooperative => {
                         // Cooperative: keep the partitions; the round tells what moves.
@@ -1332,11 +1348,12 @@ impl Consumer {
                         }
                     }
                     Err(Error::UnknownMemberId) => self.lose_all(),
-                    Err(error @ Error::FencedInstanceId { .. }) => {
-                        self.lose_all();
-                        return Err(error);
-                    }
+                    Err(error @ Error::FencedInstanceId { .. }) => return Err(self.fence(error)),
                     Err(error) => return Err(error),
+                }
+                if self.membership.is_none() {
+                    // The revocation's listener unsubscribed.
+                    return Ok(false);
                 }
             }
             let held_since = self
@@ -1357,10 +1374,7 @@ impl Consumer {
                 owned: self.assignment.clone(),
                 generation: held_since,
             };
-            let joined = self
-                .log
-                .coordinator()
-                .join(&group, request, now, &partitions);
+            let joined = self.log.coordinator().join(&group, request, now, &lookup);
             self.log.persist_groups()?;
             match joined {
                 Ok(JoinOutcome::Joined {
@@ -1382,10 +1396,7 @@ impl Consumer {
                     self.lose_all();
                     continue;
                 }
-                Err(error @ Error::FencedInstanceId { .. }) => {
-                    self.lose_all();
-                    return Err(error);
-                }
+                Err(error @ Error::FencedInstanceId { .. }) => return Err(self.fence(error)),
                 Err(error) => return Err(error),
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1481,6 +1492,16 @@ impl Consumer {
         self.run_async_commits();
         self.drop_assignment();
         result
+    }
+
+    /// Another consumer took this one's static place: its partitions are lost and every
+    /// later call fails with `error`.
+    fn fence(&mut self, error: Error) -> Error {
+        self.lose_all();
+        if let Error::FencedInstanceId { instance } = &error {
+            self.fenced = Some(instance.clone());
+        }
+        error
     }
 
     /// The member was removed from its group: its partitions are lost, not revoked.

@@ -33,6 +33,27 @@ use crate::types::TopicPartition;
 /// How long a waiter sleeps between looks at the clock (a `ManualClock` may move).
 const CLOCK_POLL: Duration = Duration::from_millis(10);
 
+/// What the coordinator knows of a subscribed topic: its partition count and which
+/// incarnation of the name it is (a topic deleted and created again is another one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicShape {
+    pub partitions: u32,
+    pub incarnation: u64,
+}
+
+/// Looks a topic up by name (`None`: it does not exist).
+pub(crate) type TopicLookup<'a> = &'a dyn Fn(&str) -> Option<TopicShape>;
+
+/// Who is committing, for [`Coordinator::fence`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemberRef<'a> {
+    pub member_id: &'a str,
+    pub generation: i32,
+    /// The member's `group_instance_id`, if static: a member id the group does not know
+    /// under an instance id another member holds is fenced, not merely unknown.
+    pub instance_id: Option<&'a str>,
+}
+
 /// What a member sends when it joins.
 #[derive(Debug, Clone)]
 pub(crate) struct JoinRequest {
@@ -123,13 +144,12 @@ struct Group {
     /// log: no round completes while there are any, so a fenced write can never land after
     /// a later generation began.
     in_flight: u32,
-    /// The partition count of each subscribed topic when the last round completed (`None`:
-    /// the topic did not exist); a change starts a round, as Kafka's leader does when the
-    /// metadata of a subscribed topic changes.
-    counts: BTreeMap<String, Option<u32>>,
-    /// Member ids replaced by a static member coming back, by member id, with their instance
-    /// id: they get `FencedInstanceId` (one per instance id is kept).
-    fenced: HashMap<String, String>,
+    /// Deleted while a fence held it: removed when the last fence ends (if still empty).
+    deleted: bool,
+    /// Each subscribed topic as it was when the last round completed (`None`: it did not
+    /// exist); a change (created, deleted, grown, deleted and created again) starts a round,
+    /// as Kafka's leader does when the metadata of a subscribed topic changes.
+    topics: BTreeMap<String, Option<TopicShape>>,
 }
 
 impl Group {
@@ -145,8 +165,8 @@ impl Group {
             empty_since_ms: 0,
             dirty: false,
             in_flight: 0,
-            counts: BTreeMap::new(),
-            fenced: HashMap::new(),
+            deleted: false,
+            topics: BTreeMap::new(),
         }
     }
 
@@ -175,14 +195,23 @@ impl Group {
         }
     }
 
-    /// `FencedInstanceId` when `member_id` was replaced by a static member.
-    fn check_fenced(&self, member_id: &str) -> Result<()> {
-        match self.fenced.get(member_id) {
-            Some(instance) => Err(Error::FencedInstanceId {
-                instance: instance.clone(),
-            }),
-            None => Ok(()),
+    /// `FencedInstanceId` when `member_id` is not a member but another member holds its
+    /// static `instance_id`: it was replaced (KIP-345).
+    fn check_fenced(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+        let Some(instance) = instance_id else {
+            return Ok(());
+        };
+        let taken = !self.members.contains_key(member_id)
+            && self
+                .members
+                .values()
+                .any(|m| m.instance_id.as_deref() == Some(instance));
+        if taken {
+            return Err(Error::FencedInstanceId {
+                instance: instance.to_owned(),
+            });
         }
+        Ok(())
     }
 
     /// Starts a round: every member must join again.
@@ -232,17 +261,12 @@ impl Group {
 
     /// A stable group whose subscribed topics changed partition count (created, deleted,
     /// grown) since its round starts a new one.
-    fn check_topics(
-        &mut self,
-        now: i64,
-        initial_delay_ms: i64,
-        partitions: &dyn Fn(&str) -> Option<u32>,
-    ) {
+    fn check_topics(&mut self, now: i64, initial_delay_ms: i64, lookup: TopicLookup<'_>) {
         if self.state == GroupState::Stable
             && self
-                .counts
+                .topics
                 .iter()
-                .any(|(topic, count)| partitions(topic) != *count)
+                .any(|(topic, shape)| lookup(topic) != *shape)
         {
             self.prepare_rebalance(now, initial_delay_ms);
         }
@@ -251,7 +275,7 @@ impl Group {
     /// Completes the round when every member joined (after the initial delay), or when its
     /// deadline passed (dropping the members that did not join) — but never while a commit
     /// checked against the current generation is in flight.
-    fn maybe_complete(&mut self, now: i64, partitions: &dyn Fn(&str) -> Option<u32>) -> bool {
+    fn maybe_complete(&mut self, now: i64, lookup: TopicLookup<'_>) -> bool {
         if self.state != GroupState::PreparingRebalance || self.in_flight > 0 {
             return false;
         }
@@ -280,16 +304,16 @@ impl Group {
         let assignor = self.choose_assignor(&leader);
         self.protocol = Some(assignor.name());
         let cooperative_assignor = assignor.protocol() == RebalanceProtocol::Cooperative;
-        self.counts = self
+        self.topics = self
             .members
             .values()
             .flat_map(|m| m.topics.iter())
-            .map(|topic| (topic.clone(), partitions(topic)))
+            .map(|topic| (topic.clone(), lookup(topic)))
             .collect();
         let counts: BTreeMap<String, u32> = self
-            .counts
+            .topics
             .iter()
-            .filter_map(|(topic, count)| Some((topic.clone(), (*count)?)))
+            .filter_map(|(topic, shape)| Some((topic.clone(), shape.as_ref()?.partitions)))
             .collect();
         let subscriptions: BTreeMap<String, Subscription> = self
             .members
@@ -338,16 +362,12 @@ impl Group {
     }
 
     /// A static member came back under a new member id: it takes the old member's place and
-    /// inherits what it held (so nothing moves), and the old id is fenced.
+    /// inherits what it held (so nothing moves); the old id is fenced from then on.
     fn replace_static(&mut self, old: &str, id: &str, now: i64) {
         if let Some(mut member) = self.members.remove(old) {
             member.last_heartbeat_ms = now;
             member.claimed.clone_from(&member.owned);
             member.claimed_generation = Some(self.generation);
-            if let Some(instance) = &member.instance_id {
-                self.fenced.retain(|_, i| i != instance);
-                self.fenced.insert(old.to_owned(), instance.clone());
-            }
             self.members.insert(id.to_owned(), member);
         }
         if self.leader.as_deref() == Some(old) {
@@ -479,10 +499,15 @@ pub(crate) struct Fence<'a> {
 }
 
 impl Fence<'_> {
-    /// The group was deleted: forget it (and drop its queued metadata) when the fence ends,
-    /// unless a member joined meanwhile.
+    /// The group was deleted: its queued metadata is dropped now (the caller holds the
+    /// offsets store's commit lock, which metadata writes take), and the group is forgotten
+    /// once no fence holds it, unless a member joined meanwhile.
     pub(crate) fn forget(&mut self) {
         self.forget = true;
+        self.coordinator
+            .changes
+            .lock()
+            .retain(|(name, _)| *name != self.group);
     }
 }
 
@@ -494,12 +519,10 @@ impl Drop for Fence<'_> {
             return;
         };
         g.in_flight = g.in_flight.saturating_sub(1);
+        g.deleted |= self.forget;
         let unused = self.created && g.generation == 0;
-        if g.in_flight == 0 && g.members.is_empty() && (self.forget || unused) {
+        if g.in_flight == 0 && g.members.is_empty() && (g.deleted || unused) {
             groups.remove(&self.group);
-            if self.forget {
-                c.changes.lock().retain(|(name, _)| *name != self.group);
-            }
         }
         c.changed.notify_all();
     }
@@ -521,7 +544,7 @@ impl Coordinator {
         format!("{group}-member-{n}")
     }
 
-    /// Joins (or rejoins) `group`. `partitions` gives a topic's partition count.
+    /// Joins (or rejoins) `group`. `lookup` finds a subscribed topic.
     ///
     /// The leader's assignor runs here, under the coordinator's lock: an assignor must not
     /// call back into the log's groups.
@@ -530,16 +553,35 @@ impl Coordinator {
         group: &str,
         request: JoinRequest,
         now: i64,
-        partitions: &dyn Fn(&str) -> Option<u32>,
+        lookup: TopicLookup<'_>,
     ) -> Result<JoinOutcome> {
         let mut groups = self.groups.lock();
+        let result = self.join_locked(&mut groups, group, request, now, lookup);
+        // A group made for a join that failed is not kept.
+        if groups
+            .get(group)
+            .is_some_and(|g| g.members.is_empty() && g.generation == 0 && g.in_flight == 0)
+        {
+            groups.remove(group);
+        }
+        result
+    }
+
+    fn join_locked(
+        &self,
+        groups: &mut HashMap<String, Group>,
+        group: &str,
+        request: JoinRequest,
+        now: i64,
+        lookup: TopicLookup<'_>,
+    ) -> Result<JoinOutcome> {
         if request.member_id.is_some() && !groups.contains_key(group) {
             return Err(Error::UnknownMemberId);
         }
         let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
         g.expire(now, self.initial_delay_ms);
         if let Some(id) = &request.member_id {
-            g.check_fenced(id)?;
+            g.check_fenced(id, request.instance_id.as_deref())?;
         }
         let known = request
             .member_id
@@ -556,13 +598,7 @@ impl Coordinator {
         } else {
             static_id.as_deref()
         };
-        let checked = g.check_protocol(existing, &request.assignors);
-        if let Err(error) = checked {
-            if g.members.is_empty() && g.generation == 0 {
-                groups.remove(group);
-            }
-            return Err(error);
-        }
+        g.check_protocol(existing, &request.assignors)?;
         let mut replaced = false;
         let member_id = match (request.member_id.clone(), static_id) {
             (Some(id), _) if known => id,
@@ -581,16 +617,11 @@ impl Coordinator {
                 replaced = true;
                 id
             }
-            (Some(_), None) => {
-                if g.members.is_empty() && g.generation == 0 {
-                    groups.remove(group);
-                }
-                return Err(Error::UnknownMemberId);
-            }
+            (Some(_), None) => return Err(Error::UnknownMemberId),
             (None, None) => self.new_member_id(group),
         };
         let changed = g.upsert_member(&member_id, request, replaced, now);
-        g.check_topics(now, self.initial_delay_ms, partitions);
+        g.check_topics(now, self.initial_delay_ms, lookup);
         if changed && g.state != GroupState::PreparingRebalance {
             g.prepare_rebalance(now, self.initial_delay_ms);
         } else if !changed && g.state == GroupState::Stable {
@@ -600,17 +631,17 @@ impl Coordinator {
                 member.joined = true;
             }
             let outcome = g.outcome(&member_id);
-            self.collect(&mut groups, now);
+            self.collect(group, g, now);
             return Ok(outcome);
         }
         if let Some(member) = g.members.get_mut(&member_id) {
             member.joined = true;
         }
-        if g.maybe_complete(now, partitions) {
+        if g.maybe_complete(now, lookup) {
             self.changed.notify_all();
         }
         let outcome = g.outcome(&member_id);
-        self.collect(&mut groups, now);
+        self.collect(group, g, now);
         Ok(outcome)
     }
 
@@ -620,23 +651,27 @@ impl Coordinator {
     pub(crate) fn heartbeat(
         &self,
         group: &str,
-        member_id: &str,
-        generation: i32,
+        member: MemberRef<'_>,
         now: i64,
-        partitions: &dyn Fn(&str) -> Option<u32>,
+        lookup: TopicLookup<'_>,
     ) -> Result<()> {
+        let MemberRef {
+            member_id,
+            generation,
+            instance_id,
+        } = member;
         let mut groups = self.groups.lock();
         let Some(g) = groups.get_mut(group) else {
             return Err(Error::UnknownMemberId);
         };
-        g.check_fenced(member_id)?;
         g.expire(now, self.initial_delay_ms);
-        g.check_topics(now, self.initial_delay_ms, partitions);
-        if g.maybe_complete(now, partitions) {
+        g.check_fenced(member_id, instance_id)?;
+        g.check_topics(now, self.initial_delay_ms, lookup);
+        if g.maybe_complete(now, lookup) {
             self.changed.notify_all();
         }
         let Some(member) = g.members.get_mut(member_id) else {
-            self.collect(&mut groups, now);
+            self.collect(group, g, now);
             return Err(Error::UnknownMemberId);
         };
         member.last_heartbeat_ms = now;
@@ -650,7 +685,7 @@ impl Coordinator {
         } else {
             Ok(())
         };
-        self.collect(&mut groups, now);
+        self.collect(group, g, now);
         result
     }
 
@@ -662,18 +697,20 @@ impl Coordinator {
         {
             g.after_removal(now, self.initial_delay_ms);
             self.changed.notify_all();
+            self.collect(group, g, now);
         }
-        self.collect(&mut groups, now);
     }
 
     /// Checks a commit or admin change against `group`: from a member of the current
     /// generation, or from a client outside the group (`None`) only while the group has no
     /// members. The returned fence holds off the group's next round until it is dropped,
-    /// so the write it guards lands before any later generation can read offsets.
+    /// so the write it guards lands before any later generation can read offsets. Callers
+    /// take it under the offsets store's commit lock and write before releasing both, so
+    /// fenced writes land in the order they were checked.
     pub(crate) fn fence(
         &self,
         group: &str,
-        member: Option<(&str, i32)>,
+        member: Option<MemberRef<'_>>,
         now: i64,
     ) -> Result<Fence<'_>> {
         let mut groups = self.groups.lock();
@@ -682,26 +719,23 @@ impl Coordinator {
             return Err(Error::UnknownMemberId);
         }
         let g = groups.entry(group.to_owned()).or_insert_with(Group::new);
-        if let Some((id, _)) = member {
-            g.check_fenced(id)?;
-        }
         g.expire(now, self.initial_delay_ms);
         let result = match member {
             None if g.members.is_empty() => Ok(()),
             None => Err(Error::UnknownMemberId),
-            Some((id, _)) if !g.members.contains_key(id) => Err(Error::UnknownMemberId),
-            Some(_) if g.state == GroupState::CompletingRebalance => {
-                Err(Error::RebalanceInProgress)
-            }
-            Some((_, generation)) if generation != g.generation => Err(Error::IllegalGeneration {
-                generation,
-                current: g.generation,
-            }),
-            Some(_) => Ok(()),
+            Some(m) => match g.check_fenced(m.member_id, m.instance_id) {
+                Err(error) => Err(error),
+                Ok(()) if !g.members.contains_key(m.member_id) => Err(Error::UnknownMemberId),
+                Ok(()) if m.generation != g.generation => Err(Error::IllegalGeneration {
+                    generation: m.generation,
+                    current: g.generation,
+                }),
+                Ok(()) => Ok(()),
+            },
         };
         let empty_since_ms = if created { i64::MIN } else { g.empty_since_ms };
         g.in_flight += 1;
-        self.collect(&mut groups, now);
+        self.collect(group, g, now);
         drop(groups);
         // From here the fence's drop undoes the hold, on error too.
         let fence = Fence {
@@ -750,17 +784,14 @@ impl Coordinator {
         };
         g.expire(now, self.initial_delay_ms);
         let idle = g.members.is_empty().then_some(g.empty_since_ms);
-        self.collect(&mut groups, now);
+        self.collect(group, g, now);
         idle
     }
 
-    /// Queues the metadata of groups whose state changed, for `take_changes`.
-    fn collect(&self, groups: &mut HashMap<String, Group>, now: i64) {
-        let mut changes = self.changes.lock();
-        for (name, g) in groups.iter_mut() {
-            if std::mem::take(&mut g.dirty) {
-                changes.push((name.clone(), g.meta(now)));
-            }
+    /// Queues the group's metadata if its state changed, for `take_changes`.
+    fn collect(&self, name: &str, g: &mut Group, now: i64) {
+        if std::mem::take(&mut g.dirty) {
+            self.changes.lock().push((name.to_owned(), g.meta(now)));
         }
     }
 
@@ -786,9 +817,8 @@ impl Coordinator {
         if !meta.members.is_empty() {
             g.become_empty(now);
         }
-        let mut groups = self.groups.lock();
-        groups.insert(group.to_owned(), g);
-        self.collect(&mut groups, now);
+        self.collect(group, &mut g, now);
+        self.groups.lock().insert(group.to_owned(), g);
     }
 
     /// Groups that have members, sorted.
@@ -823,8 +853,23 @@ mod tests {
         }
     }
 
-    fn four(topic: &str) -> Option<u32> {
-        (topic == "t").then_some(4)
+    fn shape(partitions: u32) -> TopicShape {
+        TopicShape {
+            partitions,
+            incarnation: 1,
+        }
+    }
+
+    fn four(topic: &str) -> Option<TopicShape> {
+        (topic == "t").then_some(shape(4))
+    }
+
+    fn me(member_id: &str, generation: i32) -> MemberRef<'_> {
+        MemberRef {
+            member_id,
+            generation,
+            instance_id: None,
+        }
     }
 
     fn joined(outcome: JoinOutcome) -> (String, i32, Vec<TopicPartition>) {
@@ -854,11 +899,11 @@ mod tests {
         let (a, generation, assignment) = joined(c.join("g", request(None), 0, &four).unwrap());
         assert_eq!(generation, 1);
         assert_eq!(assignment.len(), 4);
-        c.heartbeat("g", &a, 1, 1, &four).unwrap();
+        c.heartbeat("g", me(&a, 1), 1, &four).unwrap();
         // A second member starts a round; the first learns it from its heartbeat.
         let b = pending(c.join("g", request(None), 2, &four).unwrap());
         assert!(matches!(
-            c.heartbeat("g", &a, 1, 3, &four),
+            c.heartbeat("g", me(&a, 1), 3, &four),
             Err(Error::RebalanceInProgress)
         ));
         let (_, generation, a_parts) = joined(c.join("g", request(Some(&a)), 4, &four).unwrap());
@@ -875,9 +920,9 @@ mod tests {
     fn session_timeout_removes_the_member() {
         let c = Coordinator::new(0);
         let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
-        c.heartbeat("g", &a, generation, 10_000, &four).unwrap();
+        c.heartbeat("g", me(&a, generation), 10_000, &four).unwrap();
         assert!(matches!(
-            c.heartbeat("g", &a, generation, 20_001, &four),
+            c.heartbeat("g", me(&a, generation), 20_001, &four),
             Err(Error::UnknownMemberId)
         ));
         let (state, _, members) = c.describe("g").unwrap();
@@ -892,20 +937,20 @@ mod tests {
     fn commits_are_fenced_by_member_and_generation() {
         let c = Coordinator::new(0);
         let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
-        drop(c.fence("g", Some((&a, generation)), 1).unwrap());
+        drop(c.fence("g", Some(me(&a, generation)), 1).unwrap());
         assert!(matches!(
-            c.fence("g", Some((&a, generation - 1)), 1),
+            c.fence("g", Some(me(&a, generation - 1)), 1),
             Err(Error::IllegalGeneration { .. })
         ));
         assert!(matches!(
-            c.fence("g", Some(("stranger", generation)), 1),
+            c.fence("g", Some(me("stranger", generation)), 1),
             Err(Error::UnknownMemberId)
         ));
         assert!(matches!(c.fence("g", None, 1), Err(Error::UnknownMemberId)));
         // During a round the current generation may still commit (Kafka allows commits in
         // PreparingRebalance, so revocation callbacks can commit).
         pending(c.join("g", request(None), 2, &four).unwrap());
-        drop(c.fence("g", Some((&a, generation)), 3).unwrap());
+        drop(c.fence("g", Some(me(&a, generation)), 3).unwrap());
         c.leave("g", &a, 4);
         // Unknown groups, and groups without members, take simple commits.
         drop(c.fence("other", None, 5).unwrap());
@@ -928,7 +973,7 @@ mod tests {
         let (_, generation, parts) = joined(c.join("g", long(Some(&b)), 60_001, &four).unwrap());
         assert_eq!((generation, parts.len()), (2, 4));
         assert!(matches!(
-            c.heartbeat("g", &a, 1, 60_002, &four),
+            c.heartbeat("g", me(&a, 1), 60_002, &four),
             Err(Error::UnknownMemberId)
         ));
     }
@@ -969,10 +1014,19 @@ mod tests {
         assert_ne!(new_id, follower);
         assert_eq!((again, &after), (generation, &before));
         assert_eq!(c.describe("g").unwrap().0, GroupState::Stable);
-        c.heartbeat("g", &leader, generation, 5, &four).unwrap();
+        c.heartbeat("g", me(&leader, generation), 5, &four).unwrap();
+        let stale = MemberRef {
+            instance_id: Some("instance-a"),
+            ..me(&follower, generation)
+        };
         assert!(matches!(
-            c.heartbeat("g", &follower, generation, 5, &four),
+            c.heartbeat("g", stale, 5, &four),
             Err(Error::FencedInstanceId { instance }) if instance == "instance-a"
+        ));
+        // A stale id without the instance id is merely unknown.
+        assert!(matches!(
+            c.heartbeat("g", me(&follower, generation), 5, &four),
+            Err(Error::UnknownMemberId)
         ));
         // The replaced member can neither rejoin under its old id nor commit.
         assert!(matches!(
@@ -980,7 +1034,7 @@ mod tests {
             Err(Error::FencedInstanceId { .. })
         ));
         assert!(matches!(
-            c.fence("g", Some((&follower, generation)), 6),
+            c.fence("g", Some(stale), 6),
             Err(Error::FencedInstanceId { .. })
         ));
         // The replacement's metadata (its new member id) is queued for the offsets topic.
@@ -1013,7 +1067,7 @@ mod tests {
         let (b, again, same) = joined(c.join("g", with_instance(None, &[]), 1, &four).unwrap());
         assert_ne!(a, b);
         assert_eq!((again, same), (1, parts));
-        c.heartbeat("g", &b, 1, 2, &four).unwrap();
+        c.heartbeat("g", me(&b, 1), 2, &four).unwrap();
     }
 
     #[test]
@@ -1047,14 +1101,14 @@ mod tests {
         let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
         let gone = |_: &str| None;
         assert!(matches!(
-            c.heartbeat("g", &a, generation, 1, &gone),
+            c.heartbeat("g", me(&a, generation), 1, &gone),
             Err(Error::RebalanceInProgress)
         ));
         let (_, generation, parts) = joined(c.join("g", request(Some(&a)), 2, &gone).unwrap());
         assert_eq!((generation, parts.len()), (2, 0));
-        let eight = |t: &str| (t == "t").then_some(8);
+        let eight = |t: &str| (t == "t").then_some(shape(8));
         assert!(matches!(
-            c.heartbeat("g", &a, generation, 3, &eight),
+            c.heartbeat("g", me(&a, generation), 3, &eight),
             Err(Error::RebalanceInProgress)
         ));
         let (_, _, parts) = joined(c.join("g", request(Some(&a)), 4, &eight).unwrap());
@@ -1067,7 +1121,7 @@ mod tests {
     fn a_commit_in_flight_holds_off_the_next_generation() {
         let c = Coordinator::new(0);
         let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
-        let fence = c.fence("g", Some((&a, generation)), 1).unwrap();
+        let fence = c.fence("g", Some(me(&a, generation)), 1).unwrap();
         let b = pending(c.join("g", request(None), 2, &four).unwrap());
         pending(c.join("g", request(Some(&a)), 3, &four).unwrap());
         pending(c.join("g", request(Some(&b)), 4, &four).unwrap());
