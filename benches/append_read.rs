@@ -1,5 +1,6 @@
 //! Append and read throughput of tarnlog against the `commitlog` crate on the same workload
-//! (100-byte values, no fsync), group-commit throughput with `fdatasync`, and the time to
+//! (100-byte values, no fsync; appends both into a fresh log per sample, cold start
+//! included, and sustained into a long-lived one), group-commit throughput with `fdatasync`, and the time to
 //! open a 1 GiB log after a clean close and after a kill. Figures go to BENCHMARKS.md.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -65,6 +66,132 @@ fn commitlog_append(batches: u64, per_batch: usize) -> Duration {
     }
     log.flush().unwrap();
     start.elapsed()
+}
+
+/// Bytes a sustained-append log takes before it is replaced (outside the timed part), so
+/// the run stays within tmpfs while almost every sample writes into a warm, rolling log.
+const SUSTAINED_RESET_BYTES: u64 = 2 << 30;
+
+/// A long-lived tarnlog partition for the sustained benchmarks.
+struct TarnlogSink {
+    _dir: tempfile::TempDir,
+    log: Log,
+    partition: tarnlog::Partition,
+    written: u64,
+}
+
+impl TarnlogSink {
+    fn new() -> TarnlogSink {
+        let dir = common::scratch();
+        let log = Log::open(dir.path()).unwrap();
+        let partition = log
+            .create_topic("bench", topic_config())
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        TarnlogSink {
+            _dir: dir,
+            log,
+            partition,
+            written: 0,
+        }
+    }
+}
+
+/// Appends to a long-lived log (replaced every `SUSTAINED_RESET_BYTES`, untimed): the
+/// sustained rate, segment rolls included, without a fresh log's cold start in every sample.
+fn tarnlog_sustained(sink: &mut Option<TarnlogSink>, batches: u64, per_batch: usize) -> Duration {
+    if sink
+        .as_ref()
+        .is_none_or(|s| s.written > SUSTAINED_RESET_BYTES)
+    {
+        if let Some(old) = sink.take() {
+            old.log.simulate_crash();
+        }
+        *sink = Some(TarnlogSink::new());
+    }
+    let sink = sink.as_mut().unwrap();
+    let mut builder = BatchBuilder::with_capacity(per_batch * 120 + 128);
+    let start = Instant::now();
+    for _ in 0..batches {
+        for _ in 0..per_batch {
+            builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
+        }
+        black_box(sink.partition.append(builder.finish().unwrap()).unwrap());
+    }
+    let elapsed = start.elapsed();
+    sink.written += batches * per_batch as u64 * 116;
+    elapsed
+}
+
+/// The peer's long-lived log, under the same rule.
+fn commitlog_sustained(
+    sink: &mut Option<(tempfile::TempDir, commitlog::CommitLog, u64)>,
+    batches: u64,
+    per_batch: usize,
+) -> Duration {
+    use commitlog::message::MessageBuf;
+    if sink
+        .as_ref()
+        .is_none_or(|(_, _, written)| *written > SUSTAINED_RESET_BYTES)
+    {
+        *sink = None;
+        let dir = common::scratch();
+        let mut options = commitlog::LogOptions::new(dir.path());
+        options.segment_max_bytes(256 << 20);
+        options.message_max_bytes(1 << 24);
+        let log = commitlog::CommitLog::new(options).unwrap();
+        *sink = Some((dir, log, 0));
+    }
+    let (_, log, written) = sink.as_mut().unwrap();
+    let mut buf = MessageBuf::default();
+    let start = Instant::now();
+    for _ in 0..batches {
+        if per_batch == 1 {
+            black_box(log.append_msg(VALUE).unwrap());
+        } else {
+            for _ in 0..per_batch {
+                buf.push(VALUE).unwrap();
+            }
+            black_box(log.append(&mut buf).unwrap());
+            buf = MessageBuf::default();
+        }
+    }
+    log.flush().unwrap();
+    let elapsed = start.elapsed();
+    *written += batches * per_batch as u64 * 116;
+    elapsed
+}
+
+fn append_sustained(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_sustained");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for per_batch in BATCH_SIZES {
+        group.throughput(Throughput::Elements(per_batch as u64));
+        let mut ours = None;
+        group.bench_with_input(
+            BenchmarkId::new("tarnlog", per_batch),
+            &per_batch,
+            |b, &n| {
+                b.iter_custom(|iters| tarnlog_sustained(&mut ours, iters, n));
+            },
+        );
+        if let Some(sink) = ours {
+            sink.log.simulate_crash();
+        }
+        let mut peer = None;
+        group.bench_with_input(
+            BenchmarkId::new("commitlog", per_batch),
+            &per_batch,
+            |b, &n| {
+                b.iter_custom(|iters| commitlog_sustained(&mut peer, iters, n));
+            },
+        );
+    }
+    group.finish();
 }
 
 fn append(c: &mut Criterion) {
@@ -268,5 +395,5 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read, group_commit, open);
+criterion_group!(benches, append, append_sustained, read, group_commit, open);
 criterion_main!(benches);

@@ -79,6 +79,12 @@ impl Subscription {
 
 /// A partition assignment strategy, run by the group leader: Kafka's
 /// `ConsumerPartitionAssignor`.
+///
+/// In tarnlog the leader's assignor runs inside the log's group coordinator, in the `poll`
+/// that completes a round and under the coordinator's lock: it must be quick and must not
+/// call back into the log's consumer groups (that would deadlock). Its name is 1 to 249
+/// bytes. A consumer rebalances cooperatively only if every assignor it lists reports
+/// [`RebalanceProtocol::Cooperative`].
 pub trait Assignor: Send + Sync + std::fmt::Debug {
     /// The protocol name members vote with: `range`, `roundrobin`, `sticky` or
     /// `cooperative-sticky`.
