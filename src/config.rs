@@ -65,6 +65,17 @@ pub struct TopicConfig {
     /// When appends are synced (`flush.messages` / `flush.ms`, and group commit).
     /// Default `None`.
     pub fsync: FsyncPolicy,
+    /// Replicas of each partition, each in another storage directory
+    /// (`replication.factor`). Default 1; at most the log's directory count
+    /// (`Error::InvalidReplicationFactor` otherwise).
+    pub replication_factor: u32,
+    /// In-sync replicas an `acks=All` write needs (`min.insync.replicas`); below it sends
+    /// fail with `NotEnoughReplicas`. Default 1; allowed 1..=32767.
+    pub min_insync_replicas: u32,
+    /// Whether a replica that was not in sync may become leader when no in-sync one is
+    /// left, at the cost of acknowledged records (`unclean.leader.election.enable`).
+    /// Default false.
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -78,6 +89,9 @@ impl Default for TopicConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             fsync: FsyncPolicy::None,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 }
@@ -128,6 +142,18 @@ impl TopicConfig {
         /// Sets `fsync`.
         fsync: FsyncPolicy
     );
+    setter!(
+        /// Sets `replication_factor`.
+        replication_factor: u32
+    );
+    setter!(
+        /// Sets `min_insync_replicas`.
+        min_insync_replicas: u32
+    );
+    setter!(
+        /// Sets `unclean_leader_election`.
+        unclean_leader_election: bool
+    );
 
     /// Checks every field against its allowed range.
     pub fn validate(&self) -> Result<()> {
@@ -142,6 +168,18 @@ impl TopicConfig {
             I32_MAX,
         )?;
         range("max_message_bytes", self.max_message_bytes, 61, I32_MAX)?;
+        range(
+            "replication_factor",
+            u64::from(self.replication_factor),
+            1,
+            i16::MAX as u64,
+        )?;
+        range(
+            "min_insync_replicas",
+            u64::from(self.min_insync_replicas),
+            1,
+            i16::MAX as u64,
+        )?;
         match self.fsync {
             FsyncPolicy::EveryRecords(n) => range("fsync.every_records", n, 1, u64::MAX),
             FsyncPolicy::IntervalMs(m) => range("fsync.interval_ms", m, 1, i64::MAX as u64),
@@ -165,13 +203,17 @@ impl TopicConfig {
         let _ = write!(
             out,
             "partitions={} segment_bytes={} segment_ms={} segment_index_bytes={} \
-             index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync}",
+             index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync} \
+             replication_factor={} min_insync_replicas={} unclean_leader_election={}",
             self.partitions,
             self.segment_bytes,
             self.segment_ms,
             self.segment_index_bytes,
             self.index_interval_bytes,
             self.max_message_bytes,
+            self.replication_factor,
+            self.min_insync_replicas,
+            self.unclean_leader_election,
         );
         out
     }
@@ -199,6 +241,15 @@ impl TopicConfig {
                     }
                 }
                 "fsync" => config.fsync = parse_fsync(value).ok_or_else(|| word.to_owned())?,
+                "replication_factor" => {
+                    config.replication_factor = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "min_insync_replicas" => {
+                    config.min_insync_replicas = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "unclean_leader_election" => {
+                    config.unclean_leader_election = value.parse().map_err(|_| word.to_owned())?;
+                }
                 // Unknown keys come from newer versions; ignoring them keeps old data readable.
                 _ => {}
             }

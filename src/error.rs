@@ -113,6 +113,15 @@ pub enum Error {
         /// The allowed range or set.
         allowed: String,
     },
+    /// A topic asked for more replicas than the log has storage directories (Kafka's
+    /// `INVALID_REPLICATION_FACTOR`).
+    #[error("replication factor {requested} is larger than the {available} storage directories")]
+    InvalidReplicationFactor {
+        /// The replication factor asked for.
+        requested: u32,
+        /// The storage directories the log has.
+        available: u32,
+    },
     /// The topic does not exist.
     #[error("unknown topic {topic:?}")]
     UnknownTopic {
@@ -372,6 +381,13 @@ impl Error {
                 current: *current,
             },
             Error::UnknownMemberId => Error::UnknownMemberId,
+            Error::InvalidReplicationFactor {
+                requested,
+                available,
+            } => Error::InvalidReplicationFactor {
+                requested: *requested,
+                available: *available,
+            },
             Error::FencedInstanceId { instance } => Error::FencedInstanceId {
                 instance: instance.clone(),
             },

@@ -58,6 +58,7 @@ mod log;
 mod metadata;
 mod notify;
 mod offsets;
+mod placement;
 mod producer;
 mod read;
 mod recovery;

@@ -433,7 +433,9 @@ fn load_topics(
     let mut topics = BTreeMap::new();
     for (name, topic) in &meta.topics {
         let mut partitions = Vec::with_capacity(topic.placement.len());
-        for (p, &d) in topic.placement.iter().enumerate() {
+        for (p, replicas) in topic.placement.iter().enumerate() {
+            // The leader's replica (the only one until the replicated data path exists).
+            let d = replicas[0];
             let tp = TopicPartition::new(name.clone(), p as u32);
             let (clean, recovery, start) = &hints[d as usize];
             let options = LoadOptions {
@@ -766,14 +768,31 @@ impl Log {
             }
             state.meta.clone()
         };
-        let dirs = self.inner.dirs.len() as u64;
+        let dirs = self.inner.dirs.len() as u32;
+        if config.replication_factor > dirs {
+            return Err(Error::InvalidReplicationFactor {
+                requested: config.replication_factor,
+                available: dirs,
+            });
+        }
+        if config.replication_factor > 1 {
+            // Work in progress on this branch (issue 5): the replicated data path is next.
+            return Err(Error::IllegalState {
+                reason: "replication_factor above 1 is not built yet",
+            });
+        }
         let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
-        let placement: Vec<u32> = (0..u64::from(config.partitions))
-            .map(|p| ((start + p) % dirs) as u32)
-            .collect();
+        let placement = crate::placement::assign(
+            config.partitions,
+            0,
+            config.replication_factor,
+            dirs,
+            (start % u64::from(dirs)) as u32,
+        );
         let mut partitions = Vec::with_capacity(placement.len());
-        for (p, &d) in placement.iter().enumerate() {
-            let options = self.load_options(TopicPartition::new(name, p as u32), d, &config);
+        for (p, replicas) in placement.iter().enumerate() {
+            let options =
+                self.load_options(TopicPartition::new(name, p as u32), replicas[0], &config);
             match ReplicaLog::create(options) {
                 Ok(replica) => partitions.push(Arc::new(replica)),
                 Err(error) => {

@@ -6,7 +6,11 @@
 //! ```text
 //! generation <n>
 //! dirs <count> this <index of this directory>
-//! topic <name> placement=<dir>,<dir>,… <config words>
+//! topic <name> placement=<replicas>,<replicas>,… <config words>
+//! ```
+//! where each partition's `<replicas>` are directory indexes joined by `:`, preferred leader
+//! first (`0:1`); a single index (the only form before replication) is one replica.
+//! ```text
 //! ```
 //! The copy with the highest generation wins on open. Checkpoint bodies are Kafka's text
 //! checkpoint format: `0`, the entry count, then `<topic> <partition> <offset>` lines.
@@ -38,8 +42,8 @@ pub(crate) const HIGH_WATERMARK: &str = "replication-offset-checkpoint";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TopicMeta {
     pub config: TopicConfig,
-    /// Storage directory index of each partition's replica.
-    pub placement: Vec<u32>,
+    /// Storage directory indexes of each partition's replicas, preferred leader first.
+    pub placement: Vec<Vec<u32>>,
 }
 
 /// The whole picture.
@@ -57,7 +61,14 @@ impl Meta {
             self.generation, self.dir_count
         );
         for (name, topic) in &self.topics {
-            let placement: Vec<String> = topic.placement.iter().map(u32::to_string).collect();
+            let placement: Vec<String> = topic
+                .placement
+                .iter()
+                .map(|replicas| {
+                    let dirs: Vec<String> = replicas.iter().map(u32::to_string).collect();
+                    dirs.join(":")
+                })
+                .collect();
             let _ = writeln!(
                 out,
                 "topic {name} placement={} {}",
@@ -104,12 +115,24 @@ impl Meta {
                         .and_then(|w| w.strip_prefix("placement="))
                         .ok_or_else(|| bad("meta placement"))?
                         .split(',')
-                        .map(str::parse)
-                        .collect::<std::result::Result<Vec<u32>, _>>()
+                        .map(|replicas| {
+                            replicas
+                                .split(':')
+                                .map(str::parse)
+                                .collect::<std::result::Result<Vec<u32>, _>>()
+                        })
+                        .collect::<std::result::Result<Vec<Vec<u32>>, _>>()
                         .map_err(|_| bad("meta placement"))?;
                     let config =
                         TopicConfig::from_words(words).map_err(|_| bad("meta topic config"))?;
-                    let placed = placement.iter().all(|&d| d < meta.dir_count);
+                    let placed = placement.iter().all(|replicas| {
+                        let mut sorted = replicas.clone();
+                        sorted.sort_unstable();
+                        sorted.dedup();
+                        sorted.len() == replicas.len()
+                            && replicas.len() == config.replication_factor as usize
+                            && replicas.iter().all(|&d| d < meta.dir_count)
+                    });
                     if !placed
                         || placement.len() != config.partitions as usize
                         || config.validate().is_err()
@@ -333,10 +356,57 @@ mod tests {
             "t".into(),
             TopicMeta {
                 config: TopicConfig::default().partitions(2),
-                placement: vec![0, 1],
+                placement: vec![vec![0], vec![1]],
+            },
+        );
+        meta.topics.insert(
+            "replicated".into(),
+            TopicMeta {
+                config: TopicConfig::default()
+                    .partitions(2)
+                    .replication_factor(2)
+                    .min_insync_replicas(2)
+                    .unclean_leader_election(true),
+                placement: vec![vec![0, 1], vec![1, 0]],
             },
         );
         let path = Path::new("meta");
         assert_eq!(Meta::decode(&meta.encode(1), path).unwrap(), (meta, 1));
+    }
+
+    /// A `meta` written before replication (one directory per partition, no replication
+    /// words) reads as replication factor 1.
+    #[test]
+    fn meta_before_replication_still_reads() {
+        let body = "generation 3\ndirs 2 this 0\ntopic t placement=0,1 partitions=2 \
+                    segment_bytes=1073741824 segment_ms=604800000 segment_index_bytes=10485760 \
+                    index_interval_bytes=4096 max_message_bytes=1048588 \
+                    timestamp_type=CreateTime fsync=none\n";
+        let (meta, this) = Meta::decode(body, Path::new("meta")).unwrap();
+        assert_eq!(this, 0);
+        let topic = &meta.topics["t"];
+        assert_eq!(topic.placement, vec![vec![0], vec![1]]);
+        assert_eq!(topic.config.replication_factor, 1);
+        assert_eq!(topic.config.min_insync_replicas, 1);
+    }
+
+    /// Replica lists that repeat a directory, name a missing one or disagree with the
+    /// replication factor are corruption.
+    #[test]
+    fn bad_replica_lists_are_refused() {
+        let config = TopicConfig::default().partitions(1).replication_factor(2);
+        for placement in ["0:0", "0:2", "0", "0:1:1"] {
+            let body = format!(
+                "generation 1\ndirs 2 this 0\ntopic t placement={placement} {}\n",
+                config.to_words()
+            );
+            assert!(
+                matches!(
+                    Meta::decode(&body, Path::new("meta")),
+                    Err(Error::Corruption { .. })
+                ),
+                "{placement}"
+            );
+        }
     }
 }

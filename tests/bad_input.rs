@@ -346,6 +346,26 @@ fn bad_input_is_typed_and_harmless() {
         || log.create_topic("existing_", TopicConfig::default().partitions(0)),
         is_invalid_config("partitions", "0"),
     );
+    cases.reject(
+        "create_topic with more replicas than directories",
+        || log.create_topic("replicated", TopicConfig::default().replication_factor(9)),
+        |e| {
+            matches!(
+                e,
+                Error::InvalidReplicationFactor { requested: 9, available } if *available < 9
+            )
+        },
+    );
+    cases.reject(
+        "create_topic with replication_factor 0",
+        || log.create_topic("replicated", TopicConfig::default().replication_factor(0)),
+        is_invalid_config("replication_factor", "0"),
+    );
+    cases.reject(
+        "create_topic with min_insync_replicas 0",
+        || log.create_topic("replicated", TopicConfig::default().min_insync_replicas(0)),
+        is_invalid_config("min_insync_replicas", "0"),
+    );
     for name in ["existing", "a.b"] {
         cases.reject(
             &format!("create_topic({name}) again"),
