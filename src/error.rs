@@ -122,6 +122,15 @@ pub enum Error {
         /// The storage directories the log has.
         available: u32,
     },
+    /// Fewer replicas are in sync than the topic's `min_insync_replicas` (Kafka's
+    /// `NOT_ENOUGH_REPLICAS`): the write is not acknowledged.
+    #[error("{in_sync} replicas in sync, {required} required")]
+    NotEnoughReplicas {
+        /// In-sync replicas, the leader included.
+        in_sync: u32,
+        /// The topic's `min_insync_replicas`.
+        required: u32,
+    },
     /// The topic does not exist.
     #[error("unknown topic {topic:?}")]
     UnknownTopic {
@@ -381,6 +390,10 @@ impl Error {
                 current: *current,
             },
             Error::UnknownMemberId => Error::UnknownMemberId,
+            Error::NotEnoughReplicas { in_sync, required } => Error::NotEnoughReplicas {
+                in_sync: *in_sync,
+                required: *required,
+            },
             Error::InvalidReplicationFactor {
                 requested,
                 available,

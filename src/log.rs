@@ -27,7 +27,7 @@ use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
 use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
-use crate::replica::{LoadOptions, Prefaulter, ReplicaLog};
+use crate::replica::{Followers, LoadOptions, Prefaulter, ReplicaLog};
 use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
@@ -434,23 +434,25 @@ fn load_topics(
     for (name, topic) in &meta.topics {
         let mut partitions = Vec::with_capacity(topic.placement.len());
         for (p, replicas) in topic.placement.iter().enumerate() {
-            // The leader's replica (the only one until the replicated data path exists).
-            let d = replicas[0];
             let tp = TopicPartition::new(name.clone(), p as u32);
-            let (clean, recovery, start) = &hints[d as usize];
-            let options = LoadOptions {
-                tp: tp.clone(),
-                dir: Arc::clone(&dirs[d as usize]),
-                config: topic.config.clone(),
-                clock: Arc::clone(&builder.clock),
-                clean: *clean && recovery.contains_key(&tp),
-                recovery_point: recovery.get(&tp).copied(),
-                log_start: start.get(&tp).copied(),
-                prefaulter: prefaulter.cloned(),
-            };
-            let (replica, recovered) = ReplicaLog::load(options)?;
-            report.partitions.push(recovered);
-            partitions.push(Arc::new(replica));
+            let mut set = Vec::with_capacity(replicas.len());
+            for &d in replicas {
+                let (clean, recovery, start) = &hints[d as usize];
+                let options = LoadOptions {
+                    tp: tp.clone(),
+                    dir: Arc::clone(&dirs[d as usize]),
+                    config: topic.config.clone(),
+                    clock: Arc::clone(&builder.clock),
+                    clean: *clean && recovery.contains_key(&tp),
+                    recovery_point: recovery.get(&tp).copied(),
+                    log_start: start.get(&tp).copied(),
+                    prefaulter: prefaulter.cloned(),
+                };
+                let (replica, recovered) = ReplicaLog::load(options)?;
+                report.partitions.push(recovered);
+                set.push(Arc::new(replica));
+            }
+            partitions.push(set);
         }
         topics.insert(
             name.clone(),
@@ -519,7 +521,10 @@ struct State {
 pub(crate) struct TopicState {
     name: String,
     meta: TopicMeta,
+    /// Each partition's leader replica.
     partitions: Vec<Arc<ReplicaLog>>,
+    /// Each partition's followers (none without replication).
+    followers: Vec<Arc<Followers>>,
     deleted: AtomicBool,
     /// Unique in the process: a topic deleted and created again under its name is another
     /// incarnation (groups rebalance on it).
@@ -527,15 +532,36 @@ pub(crate) struct TopicState {
 }
 
 impl TopicState {
-    fn new(name: String, meta: TopicMeta, partitions: Vec<Arc<ReplicaLog>>) -> TopicState {
+    /// A topic whose partitions' replicas are `replicas` (leader first): the followers are
+    /// brought in line with their leaders.
+    fn new(name: String, meta: TopicMeta, replicas: Vec<Vec<Arc<ReplicaLog>>>) -> TopicState {
         static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
+        let min_insync = meta.config.min_insync_replicas;
+        let mut partitions = Vec::with_capacity(replicas.len());
+        let mut followers = Vec::with_capacity(replicas.len());
+        for mut set in replicas {
+            let rest = set.split_off(1.min(set.len()));
+            let Some(leader) = set.pop() else {
+                continue;
+            };
+            followers.push(Arc::new(Followers::new(&leader, rest, min_insync)));
+            partitions.push(leader);
+        }
         TopicState {
             name,
             meta,
             partitions,
+            followers,
             deleted: AtomicBool::new(false),
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Every replica of every partition, leaders first.
+    fn all_replicas(&self) -> impl Iterator<Item = &Arc<ReplicaLog>> {
+        self.partitions
+            .iter()
+            .chain(self.followers.iter().flat_map(|f| f.replicas().iter()))
     }
 }
 
@@ -561,7 +587,7 @@ fn background(inner: &Arc<Inner>, tick: Duration, checkpoint_every_ms: i64) {
             .read()
             .topics
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.all_replicas().cloned().collect::<Vec<_>>())
             .collect();
         for replica in &replicas {
             // A failure poisons the directory; the next append reports it.
@@ -775,12 +801,6 @@ impl Log {
                 available: dirs,
             });
         }
-        if config.replication_factor > 1 {
-            // Work in progress on this branch (issue 5): the replicated data path is next.
-            return Err(Error::IllegalState {
-                reason: "replication_factor above 1 is not built yet",
-            });
-        }
         let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
         let placement = crate::placement::assign(
             config.partitions,
@@ -789,29 +809,37 @@ impl Log {
             dirs,
             (start % u64::from(dirs)) as u32,
         );
+        let mut created = Vec::new();
         let mut partitions = Vec::with_capacity(placement.len());
         for (p, replicas) in placement.iter().enumerate() {
-            let options =
-                self.load_options(TopicPartition::new(name, p as u32), replicas[0], &config);
-            match ReplicaLog::create(options) {
-                Ok(replica) => partitions.push(Arc::new(replica)),
-                Err(error) => {
-                    Self::remove_partition_dirs(&partitions);
-                    return Err(error);
+            let mut set = Vec::with_capacity(replicas.len());
+            for &d in replicas {
+                let options = self.load_options(TopicPartition::new(name, p as u32), d, &config);
+                match ReplicaLog::create(options) {
+                    Ok(replica) => {
+                        let replica = Arc::new(replica);
+                        created.push(Arc::clone(&replica));
+                        set.push(replica);
+                    }
+                    Err(error) => {
+                        Self::remove_partition_dirs(&created);
+                        return Err(error);
+                    }
                 }
             }
+            partitions.push(set);
         }
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
         // so a crash cannot apply its recovery point to the new partitions.
         if let Err(error) = self.write_checkpoints() {
-            Self::remove_partition_dirs(&partitions);
+            Self::remove_partition_dirs(&created);
             return Err(error);
         }
         let topic_meta = TopicMeta { config, placement };
         meta.generation += 1;
         meta.topics.insert(name.to_owned(), topic_meta.clone());
         if let Err(error) = self.write_meta(&meta) {
-            Self::remove_partition_dirs(&partitions);
+            Self::remove_partition_dirs(&created);
             return Err(error);
         }
         let state = Arc::new(TopicState::new(name.to_owned(), topic_meta, partitions));
@@ -890,7 +918,7 @@ impl Log {
             guard.topics.remove(name);
         }
         self.write_checkpoints()?;
-        for replica in &state.partitions {
+        for replica in state.all_replicas() {
             let storage = replica.dir().storage();
             let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
             storage
@@ -1204,7 +1232,7 @@ impl Log {
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
         for topic in &topics {
-            for replica in &topic.partitions {
+            for replica in topic.all_replicas() {
                 replica.flush()?;
             }
         }
@@ -1256,7 +1284,7 @@ impl Inner {
             let mut high = BTreeMap::new();
             for replica in topics
                 .iter()
-                .flat_map(|t| t.partitions.iter())
+                .flat_map(|t| t.all_replicas())
                 .filter(|r| Arc::ptr_eq(r.dir(), dir))
             {
                 let tp = replica.topic_partition().clone();
@@ -1299,7 +1327,7 @@ impl Inner {
         self.stop_background();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let mut result = Ok(());
-        for replica in topics.iter().flat_map(|t| t.partitions.iter()) {
+        for replica in topics.iter().flat_map(|t| t.all_replicas()) {
             if let Err(error) = replica.close() {
                 result = result.and(Err(error));
             }
@@ -1389,6 +1417,7 @@ impl Topic {
             topic: self.clone(),
             index,
             replica: Arc::clone(replica),
+            followers: Arc::clone(&self.state.followers[index as usize]),
         })
     }
 }
@@ -1399,7 +1428,9 @@ impl Topic {
 pub struct Partition {
     topic: Topic,
     index: u32,
+    /// The leader replica.
     replica: Arc<ReplicaLog>,
+    followers: Arc<Followers>,
 }
 
 impl Partition {
@@ -1468,10 +1499,15 @@ impl Partition {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         let appended = self.topic.log.appended();
-        self.replica.append_then(batch, |info| {
+        let info = self.followers.append(&self.replica, batch, |info| {
             appended.notify();
             on_appended(info);
-        })
+        });
+        if !self.followers.replicas().is_empty() {
+            // The high watermark moved once the followers had the batch.
+            appended.notify();
+        }
+        info
     }
 
     /// Returns once every offset below `offset` (at most the log end) is durable,

@@ -119,6 +119,7 @@ impl ReplicaLog {
             high_watermark: AtomicU64::new(next),
             recovery_point: AtomicU64::new(recovery_point),
             leader_epoch: AtomicI32::new(0),
+            replicated: std::sync::atomic::AtomicBool::new(false),
             prefaulter: options.prefaulter,
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,

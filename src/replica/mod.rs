@@ -9,6 +9,7 @@
 
 mod durability;
 mod load;
+mod set;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -33,6 +34,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 pub(crate) use durability::SyncState;
 pub(crate) use load::LoadOptions;
+pub(crate) use set::Followers;
 
 /// Largest growth step of an active segment file.
 const LOG_CHUNK_MAX: usize = 4 << 20;
@@ -70,6 +72,9 @@ pub(crate) struct ReplicaLog {
     high_watermark: AtomicU64,
     recovery_point: AtomicU64,
     leader_epoch: AtomicI32,
+    /// Part of a replicated partition: the high watermark moves only when the replica set
+    /// says so (the smallest log end among in-sync replicas), not at each append.
+    replicated: std::sync::atomic::AtomicBool,
     prefaulter: Option<Prefaulter>,
     sync: Mutex<SyncState>,
     synced: Condvar,
@@ -137,12 +142,36 @@ impl ReplicaLog {
     ) -> Result<AppendInfo> {
         let header = self.validate_client_batch(batch)?;
         let now = self.clock.now_ms();
-        let (info, index_result) = self.append_validated(batch, &header, now)?;
+        let (info, index_result) = self.append_validated(batch, &header, now, Stamp::Leader)?;
         // The batch is in the log and visible even when an index entry failed.
         on_appended(&info);
         index_result?;
         self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
         Ok(info)
+    }
+
+    /// Appends a batch exactly as its leader stamped it (a follower's copy): same base
+    /// offset, which must be this replica's log end, same leader epoch and timestamps.
+    /// Waits for the topic's fsync policy like any append.
+    pub(crate) fn append_copy(&self, batch: &[u8]) -> Result<AppendInfo> {
+        let max = (self.config.max_message_bytes as usize).max(batch.len());
+        let header = codec::validate_batch(batch, max)?;
+        let now = self.clock.now_ms();
+        let (info, index_result) = self.append_validated(batch, &header, now, Stamp::Copy)?;
+        index_result?;
+        self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
+        Ok(info)
+    }
+
+    /// Marks the replica as part of a replicated partition (see `replicated`).
+    pub(crate) fn set_replicated(&self, replicated: bool) {
+        self.replicated.store(replicated, Ordering::Release);
+    }
+
+    /// Moves the high watermark up to `offset` (never past the log end, never down).
+    pub(crate) fn advance_high_watermark(&self, offset: u64) {
+        let offset = offset.min(self.log_end_offset());
+        self.high_watermark.fetch_max(offset, Ordering::AcqRel);
     }
 
     /// Kafka's leader-side checks of a client batch (`LogValidator`).
@@ -194,15 +223,25 @@ impl ReplicaLog {
         batch: &[u8],
         header: &BatchHeader,
         now: i64,
+        stamp: Stamp,
     ) -> Result<(AppendInfo, Result<()>)> {
-        let log_append_time =
-            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let log_append_time = (stamp == Stamp::Leader
+            && self.config.timestamp_type == TimestampType::LogAppendTime)
+            .then_some(now);
         let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
         let mut w = self.writer.lock();
         if w.closed {
             return Err(Error::Closed);
         }
         self.dir.check()?;
+        if stamp == Stamp::Copy && u64::try_from(header.base_offset) != Ok(w.next_offset) {
+            return Err(Error::InvalidRecord {
+                reason: format!(
+                    "a replica copy must start at the log end {}, not {}",
+                    w.next_offset, header.base_offset
+                ),
+            });
+        }
         if self.should_roll(&w, header, batch.len(), max_timestamp, now) {
             self.roll(&mut w, now)?;
         }
@@ -214,12 +253,11 @@ impl ReplicaLog {
         }
         self.grow_ahead(&mut w, end, chunk);
         let base_offset = w.next_offset;
-        let head = patched_header(
-            batch,
-            base_offset,
-            self.leader_epoch.load(Ordering::Relaxed),
-            log_append_time,
-        );
+        let epoch = match stamp {
+            Stamp::Leader => self.leader_epoch.load(Ordering::Relaxed),
+            Stamp::Copy => header.partition_leader_epoch,
+        };
+        let head = patched_header(batch, base_offset, epoch, log_append_time);
         w.active.write(position, &head)?;
         w.active.write(
             position + RECORD_BATCH_OVERHEAD,
@@ -232,7 +270,9 @@ impl ReplicaLog {
         let last_offset = base_offset + header.last_offset_delta as u64;
         w.next_offset = last_offset + 1;
         self.log_end.store(w.next_offset, Ordering::Release);
-        self.high_watermark.store(w.next_offset, Ordering::Release);
+        if !self.replicated.load(Ordering::Acquire) {
+            self.high_watermark.store(w.next_offset, Ordering::Release);
+        }
         // The batch is visible; index entries are hints, pushed after it.
         let index_result =
             Self::index_batch(&mut w, last_offset, position, batch.len(), max_timestamp);
@@ -444,6 +484,15 @@ impl ReplicaLog {
         let now = self.clock.now_ms();
         load::truncate(self, &mut w, offset, now)
     }
+}
+
+/// How an append stamps a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    /// A leader's append: the next offset, the leader epoch, `LogAppendTime` if configured.
+    Leader,
+    /// A follower's copy: everything as the leader stamped it.
+    Copy,
 }
 
 /// Growth step of an active segment file: a sixteenth of the segment, 256 KiB to 4 MiB.
