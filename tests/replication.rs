@@ -141,3 +141,31 @@ fn more_replicas_than_directories_is_refused() {
     ));
     assert!(log.topics().is_empty());
 }
+
+/// Fewer in-sync replicas than `min_insync_replicas`: the append is refused before
+/// anything is written (Kafka's `NOT_ENOUGH_REPLICAS` for `acks=all`).
+#[test]
+fn too_few_in_sync_replicas_refuse_the_append() {
+    let (_root, dirs) = two_dirs();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let partition = log
+        .create_topic(
+            "t",
+            TopicConfig::default()
+                .replication_factor(2)
+                .min_insync_replicas(3),
+        )
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let error = partition.append_values(["x"]).unwrap_err();
+    assert!(matches!(
+        error,
+        Error::NotEnoughReplicas {
+            in_sync: 2,
+            required: 3
+        }
+    ));
+    assert_eq!(partition.log_end_offset(), 0);
+    log.close().unwrap();
+}
