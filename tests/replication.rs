@@ -169,3 +169,97 @@ fn too_few_in_sync_replicas_refuse_the_append() {
     assert_eq!(partition.log_end_offset(), 0);
     log.close().unwrap();
 }
+
+/// Where the kill test's child writes (its presence makes `replication_kill_child` run).
+const CHILD_ENV: &str = "TARNLOG_REPLICATION_CHILD";
+
+/// The child of `a_killed_writer_loses_no_acknowledged_record`: appends to a replicated,
+/// `EveryBatch` topic forever, printing each acknowledged offset.
+#[test]
+fn replication_kill_child() {
+    use std::io::Write as _;
+    let Ok(root) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let dirs = vec![root.join("a"), root.join("b")];
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let topic = match log.topic("t") {
+        Ok(topic) => topic,
+        Err(_) => log
+            .create_topic(
+                "t",
+                TopicConfig::default()
+                    .replication_factor(2)
+                    .fsync(tarnlog::FsyncPolicy::EveryBatch),
+            )
+            .unwrap(),
+    };
+    let partition = topic.partition(0).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in partition.log_end_offset().. {
+        let info = partition.append_values([format!("v{i}")]).unwrap();
+        assert_eq!(info.base_offset, i);
+        writeln!(out, "{}", info.base_offset).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// SIGKILL a process appending to a replicated topic at random moments: after reopening,
+/// every acknowledged record is there and both replicas agree byte for byte.
+#[test]
+fn a_killed_writer_loses_no_acknowledged_record() {
+    use std::io::BufRead as _;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = vec![root.path().join("a"), root.path().join("b")];
+    let mut acked = 0u64;
+    for round in 0..8u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "replication_kill_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, root.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut last = None;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(offset) = line.trim().parse::<u64>() {
+                    last = Some(offset);
+                }
+            }
+            last
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30 + round * 17));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if let Some(last) = reader.join().unwrap() {
+            acked = acked.max(last + 1);
+        }
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        assert!(
+            partition.high_watermark() >= acked,
+            "round {round}: {} visible, {acked} acknowledged",
+            partition.high_watermark()
+        );
+        let read = partition.read(0, 64 << 20).unwrap();
+        for (i, record) in read.records().take(acked as usize).enumerate() {
+            let record = record.unwrap();
+            assert_eq!(record.offset as usize, i);
+            assert_eq!(record.value.unwrap(), format!("v{i}").as_bytes());
+        }
+        log.close().unwrap();
+        let copies = segments(&dirs, "t", 0);
+        assert_eq!(copies[0], copies[1], "round {round}: the replicas differ");
+    }
+    eprintln!("replication kill test: {acked} records acknowledged over 8 kills");
+    assert!(acked > 0, "the child acknowledged something");
+}
