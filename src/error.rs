@@ -123,9 +123,19 @@ pub enum Error {
         available: u32,
     },
     /// Fewer replicas are in sync than the topic's `min_insync_replicas` (Kafka's
-    /// `NOT_ENOUGH_REPLICAS`): the write is not acknowledged.
+    /// `NOT_ENOUGH_REPLICAS`): nothing was written.
     #[error("{in_sync} replicas in sync, {required} required")]
     NotEnoughReplicas {
+        /// In-sync replicas, the leader included.
+        in_sync: u32,
+        /// The topic's `min_insync_replicas`.
+        required: u32,
+    },
+    /// The batch was appended, but afterwards fewer replicas than the topic's
+    /// `min_insync_replicas` hold it (Kafka's `NOT_ENOUGH_REPLICAS_AFTER_APPEND`): it is in
+    /// the log and may become visible, so a retry can duplicate it.
+    #[error("appended, but only {in_sync} replicas in sync, {required} required")]
+    NotEnoughReplicasAfterAppend {
         /// In-sync replicas, the leader included.
         in_sync: u32,
         /// The topic's `min_insync_replicas`.
@@ -289,7 +299,7 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
-            Error::Locked { .. } => true,
+            Error::Locked { .. } | Error::NotEnoughReplicas { .. } => true,
             _ => false,
         }
     }
@@ -394,6 +404,12 @@ impl Error {
                 in_sync: *in_sync,
                 required: *required,
             },
+            Error::NotEnoughReplicasAfterAppend { in_sync, required } => {
+                Error::NotEnoughReplicasAfterAppend {
+                    in_sync: *in_sync,
+                    required: *required,
+                }
+            }
             Error::InvalidReplicationFactor {
                 requested,
                 available,

@@ -540,11 +540,19 @@ impl TopicState {
         let mut partitions = Vec::with_capacity(replicas.len());
         let mut followers = Vec::with_capacity(replicas.len());
         for mut set in replicas {
-            let rest = set.split_off(1.min(set.len()));
-            let Some(leader) = set.pop() else {
+            // The replica with the furthest log end leads (the preferred one on a tie):
+            // every replica holds a prefix of it, so nothing acknowledged is cut — even when
+            // the preferred leader's directory was replaced by an empty one.
+            let furthest = set
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, r)| (r.log_end_offset(), std::cmp::Reverse(*i)))
+                .map_or(0, |(i, _)| i);
+            if set.is_empty() {
                 continue;
-            };
-            followers.push(Arc::new(Followers::new(&leader, rest, min_insync)));
+            }
+            let leader = set.remove(furthest);
+            followers.push(Arc::new(Followers::new(&leader, set, min_insync)));
             partitions.push(leader);
         }
         TopicState {
@@ -1462,15 +1470,21 @@ impl Partition {
     /// `RecordTooLarge` (over `max_message_bytes` or `segment_bytes`), `Corruption` (the
     /// bytes are not a valid batch), `UnsupportedCompression`, `InvalidRecord` (a rule a
     /// Kafka leader enforces), `Io` (e.g. a full disk: nothing is appended), `Poisoned`.
+    ///
+    /// On a replicated topic it returns once every in-sync replica holds the batch (Kafka's
+    /// `acks=all`): `NotEnoughReplicas` when fewer than `min_insync_replicas` are in sync
+    /// (nothing written), `NotEnoughReplicasAfterAppend` when too few were left after it.
     pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
-        self.append_then(batch, |_| {})
+        self.append_then(batch, true, |_| {})
     }
 
-    /// As [`Partition::append`], calling `on_appended` once the batch is in the log and
-    /// visible, before waiting for the fsync policy (a producer's `acks = Leader`).
+    /// As [`Partition::append`], calling `on_appended` once the batch is in the (leader's)
+    /// log, before waiting for the fsync policy and the followers (a producer's
+    /// `acks = Leader`). `min_insync_replicas` applies only with `acks_all`, as in Kafka.
     pub(crate) fn append_then(
         &self,
         batch: &[u8],
+        acks_all: bool,
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         self.check()?;
@@ -1479,7 +1493,7 @@ impl Partition {
                 topic: self.topic.name().into(),
             });
         }
-        self.append_unchecked(batch, on_appended)
+        self.append_unchecked(batch, acks_all, on_appended)
     }
 
     /// Appends to any topic, internal ones included (the log's own writers), calling
@@ -1490,19 +1504,22 @@ impl Partition {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         self.check()?;
-        self.append_unchecked(batch, on_appended)
+        self.append_unchecked(batch, true, on_appended)
     }
 
     fn append_unchecked(
         &self,
         batch: &[u8],
+        acks_all: bool,
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         let appended = self.topic.log.appended();
-        let info = self.followers.append(&self.replica, batch, |info| {
-            appended.notify();
-            on_appended(info);
-        });
+        let info = self
+            .followers
+            .append(&self.replica, batch, acks_all, |info| {
+                appended.notify();
+                on_appended(info);
+            });
         if !self.followers.replicas().is_empty() {
             // The high watermark moved once the followers had the batch.
             appended.notify();
@@ -1514,8 +1531,10 @@ impl Partition {
     /// whatever the fsync policy.
     pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        self.replica
-            .sync_to(offset.min(self.replica.log_end_offset()))
+        for replica in std::iter::once(&self.replica).chain(self.followers.in_sync_replicas()) {
+            replica.sync_to(offset.min(replica.log_end_offset()))?;
+        }
+        Ok(())
     }
 
     /// Appends the values as one batch of records without keys, stamped with the clock.
@@ -1583,6 +1602,9 @@ impl Partition {
     /// `Io` (the directory is then poisoned) or `Poisoned`.
     pub fn flush(&self) -> Result<()> {
         self.check()?;
+        for follower in self.followers.in_sync_replicas() {
+            follower.flush()?;
+        }
         self.replica.flush()
     }
 
@@ -1610,7 +1632,7 @@ impl Partition {
     #[doc(hidden)]
     pub fn truncate_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        self.replica.truncate_to(offset)?;
+        self.followers.truncate(&self.replica, offset)?;
         // The recovery point may have moved down: a crash must not trust the old one.
         self.topic.log.write_checkpoints()
     }

@@ -10,8 +10,6 @@
 //! ```
 //! where each partition's `<replicas>` are directory indexes joined by `:`, preferred leader
 //! first (`0:1`); a single index (the only form before replication) is one replica.
-//! ```text
-//! ```
 //! The copy with the highest generation wins on open. Checkpoint bodies are Kafka's text
 //! checkpoint format: `0`, the entry count, then `<topic> <partition> <offset>` lines.
 

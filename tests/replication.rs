@@ -82,6 +82,76 @@ fn every_replica_holds_the_same_bytes() {
     log.close().unwrap();
 }
 
+/// Whichever replica a replaced (empty) directory held — the preferred leader's or a
+/// follower's — the other one keeps every record, leads, and refills it at open.
+#[test]
+fn a_lost_leader_or_follower_is_rebuilt_from_the_other() {
+    let (_root, dirs) = two_dirs();
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig::default().partitions(2).replication_factor(2),
+            )
+            .unwrap();
+        for p in 0..2 {
+            topic
+                .partition(p)
+                .unwrap()
+                .append_values(["x", "y"])
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    // Partition 0 loses its replica in the first directory, partition 1 in the second: one
+    // of the two is a preferred leader, whatever the placement's rotation.
+    std::fs::remove_dir_all(dirs[0].join("t-0")).unwrap();
+    std::fs::remove_dir_all(dirs[1].join("t-1")).unwrap();
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        for p in 0..2 {
+            assert_eq!(values(&log, "t", p), ["x", "y"], "partition {p}");
+            let partition = log.topic("t").unwrap().partition(p).unwrap();
+            partition.append_values(["z"]).unwrap();
+            assert_eq!(partition.high_watermark(), 3);
+        }
+        log.close().unwrap();
+    }
+    for p in 0..2 {
+        let copies = segments(&dirs, "t", p);
+        assert_eq!(copies[0], copies[1], "partition {p}");
+    }
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    for p in 0..2 {
+        assert_eq!(values(&log, "t", p), ["x", "y", "z"]);
+    }
+    log.close().unwrap();
+}
+
+/// Truncation cuts every replica in step, so later appends keep them identical.
+#[test]
+fn truncation_cuts_every_replica() {
+    let (_root, dirs) = two_dirs();
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let partition = log
+            .create_topic("t", TopicConfig::default().replication_factor(2))
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        for v in ["a", "b", "c", "d"] {
+            partition.append_values([v]).unwrap();
+        }
+        partition.truncate_to(2).unwrap();
+        partition.append_values(["z"]).unwrap();
+        assert_eq!(values(&log, "t", 0), ["a", "b", "z"]);
+        log.close().unwrap();
+    }
+    let copies = segments(&dirs, "t", 0);
+    assert_eq!(copies[0], copies[1]);
+}
+
 /// A replica directory replaced by an empty one (a disk swapped) is rebuilt from the other
 /// replica at open, byte for byte.
 #[test]
@@ -262,4 +332,44 @@ fn a_killed_writer_loses_no_acknowledged_record() {
     }
     eprintln!("replication kill test: {acked} records acknowledged over 8 kills");
     assert!(acked > 0, "the child acknowledged something");
+}
+
+/// `min_insync_replicas` binds `acks=All` only, as in Kafka: an `acks=Leader` producer
+/// still writes to a partition with too few in-sync replicas.
+#[test]
+fn min_insync_replicas_binds_only_acks_all() {
+    use tarnlog::{Acks, ProducerConfig, ProducerRecord};
+    let (_root, dirs) = two_dirs();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    log.create_topic(
+        "t",
+        TopicConfig::default()
+            .replication_factor(2)
+            .min_insync_replicas(3),
+    )
+    .unwrap();
+    let leader_acks = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let sent = leader_acks
+        .send(ProducerRecord::new("t").value("fine"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(sent.offset, Some(0));
+    let all_acks = log
+        .producer(ProducerConfig::default().acks(Acks::All))
+        .unwrap();
+    let refused = all_acks
+        .send(ProducerRecord::new("t").value("refused"))
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::NotEnoughReplicas { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(values(&log, "t", 0), ["fine"]);
+    drop((leader_acks, all_acks));
+    log.close().unwrap();
 }

@@ -1020,11 +1020,13 @@ fn send_batch(acks: Acks, batch: &mut OpenBatch) {
         return;
     };
     let completion = &batch.completion;
-    let result = batch.partition.append_then(bytes, |info| {
-        if acks != Acks::All {
-            completion.appended(info);
-        }
-    });
+    let result = batch
+        .partition
+        .append_then(bytes, acks == Acks::All, |info| {
+            if acks != Acks::All {
+                completion.appended(info);
+            }
+        });
     match result {
         Ok(info) => completion.appended(&info),
         Err(error) => completion.complete(Outcome::Failed(error)),

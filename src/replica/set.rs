@@ -31,9 +31,10 @@ pub(crate) struct Followers {
 }
 
 impl Followers {
-    /// Followers of `leader` (none: an unreplicated partition). Each is truncated to the
-    /// leader's log end if it is ahead (records no leader holds were never acknowledged by
-    /// all replicas), then caught up; one that cannot be starts out of sync.
+    /// Followers of `leader` (none: an unreplicated partition), each caught up from it; one
+    /// that cannot be starts out of sync. The caller makes the replica with the furthest log
+    /// end the leader, so every follower holds a prefix of the leader's log (copies are
+    /// byte-for-byte and in offset order) and nothing is cut.
     pub(crate) fn new(
         leader: &ReplicaLog,
         replicas: Vec<Arc<ReplicaLog>>,
@@ -44,7 +45,7 @@ impl Followers {
         let mut in_sync = Vec::with_capacity(replicas.len());
         for follower in &replicas {
             follower.set_replicated(true);
-            let ok = reconcile(leader, follower).is_ok();
+            let ok = catch_up(leader, follower).is_ok();
             in_sync.push(AtomicBool::new(ok));
         }
         let followers = Followers {
@@ -62,6 +63,15 @@ impl Followers {
         &self.replicas
     }
 
+    /// The followers now in sync.
+    pub(crate) fn in_sync_replicas(&self) -> impl Iterator<Item = &Arc<ReplicaLog>> {
+        self.replicas
+            .iter()
+            .zip(&self.in_sync)
+            .filter(|(_, s)| s.load(Ordering::Acquire))
+            .map(|(r, _)| r)
+    }
+
     /// How many replicas, the leader included, are in sync.
     pub(crate) fn in_sync_count(&self) -> u32 {
         1 + self
@@ -71,43 +81,67 @@ impl Followers {
             .count() as u32
     }
 
-    /// Appends `batch` on `leader` (calling `on_appended` once it is visible there, which is
-    /// what `acks=Leader` waits for), then copies it to every in-sync follower and moves the
-    /// high watermark. `NotEnoughReplicas` before anything is written when fewer than
-    /// `min_insync_replicas` replicas are in sync.
+    /// Appends `batch` on `leader` (calling `on_appended` once it is in the leader's log,
+    /// which is what `acks=Leader` waits for), then copies it to every follower that is or
+    /// can be brought in sync and moves the high watermark. With `acks_all`, fewer than
+    /// `min_insync_replicas` in-sync replicas refuse the append before anything is written
+    /// (`NotEnoughReplicas`), and too few after it answer `NotEnoughReplicasAfterAppend`
+    /// (the batch stays, as in Kafka).
     pub(crate) fn append(
         &self,
         leader: &ReplicaLog,
         batch: &[u8],
+        acks_all: bool,
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         if self.replicas.is_empty() {
             return leader.append_then(batch, on_appended);
         }
         let _order = self.order.lock();
-        let in_sync = self.in_sync_count();
-        if in_sync < self.min_insync_replicas {
-            return Err(Error::NotEnoughReplicas {
-                in_sync,
-                required: self.min_insync_replicas,
-            });
+        let required = self.min_insync_replicas;
+        if acks_all && self.in_sync_count() < required {
+            // A follower that fell out may be back: try before refusing.
+            self.copy_to_followers(leader);
+            let in_sync = self.in_sync_count();
+            if in_sync < required {
+                return Err(Error::NotEnoughReplicas { in_sync, required });
+            }
         }
-        let info = leader.append_then(batch, on_appended)?;
+        let before = leader.log_end_offset();
+        let appended = leader.append_then(batch, on_appended);
+        // A leader error after the batch became part of its log (an index entry, the
+        // fsync) still replicates it, as an unreplicated partition would show it.
+        if appended.is_ok() || leader.log_end_offset() > before {
+            self.copy_to_followers(leader);
+            self.advance_high_watermark(leader);
+        }
+        let info = appended?;
+        let in_sync = self.in_sync_count();
+        if acks_all && in_sync < required {
+            return Err(Error::NotEnoughReplicasAfterAppend { in_sync, required });
+        }
+        Ok(info)
+    }
+
+    /// Catches every follower up with the leader: in-sync ones that fail leave the set,
+    /// out-of-sync ones that succeed rejoin it.
+    fn copy_to_followers(&self, leader: &ReplicaLog) {
         for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
-            if in_sync.load(Ordering::Acquire) && catch_up(leader, follower).is_err() {
+            in_sync.store(catch_up(leader, follower).is_ok(), Ordering::Release);
+        }
+    }
+
+    /// Removes every record at or after `offset` from the leader and its followers, in
+    /// step with appends.
+    pub(crate) fn truncate(&self, leader: &ReplicaLog, offset: u64) -> Result<()> {
+        let _order = self.order.lock();
+        leader.truncate_to(offset)?;
+        for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
+            if follower.truncate_to(offset).is_err() {
                 in_sync.store(false, Ordering::Release);
             }
         }
-        self.advance_high_watermark(leader);
-        let in_sync = self.in_sync_count();
-        if in_sync < self.min_insync_replicas {
-            // The leader has the batch, but not enough replicas do: not acknowledged.
-            return Err(Error::NotEnoughReplicas {
-                in_sync,
-                required: self.min_insync_replicas,
-            });
-        }
-        Ok(info)
+        Ok(())
     }
 
     /// The smallest log end among the leader and its in-sync followers, given to all.
@@ -126,32 +160,32 @@ impl Followers {
     }
 }
 
-/// Brings a follower in line with its leader at open: cut what the leader lacks, copy what
-/// the follower lacks.
-fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
-    let end = leader.log_end_offset();
-    if follower.log_end_offset() > end {
-        follower.truncate_to(end)?;
-    }
-    if follower.log_end_offset() < leader.log_start_offset() {
-        return Err(Error::InvalidRecord {
-            reason: "the follower ends before the leader's log starts".into(),
-        });
-    }
-    catch_up(leader, follower)
-}
-
-/// Copies the leader's batches from the follower's log end to the leader's.
+/// Copies the leader's batches from the follower's log end to the leader's. A follower
+/// ahead of the leader, or ending before the leader's log starts, cannot be caught up.
 fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
+    let behind = |reason: &str| {
+        Err(Error::InvalidRecord {
+            reason: format!("{}: {reason}", follower.topic_partition()),
+        })
+    };
     loop {
         let from = follower.log_end_offset();
         let end = leader.log_end_offset();
-        if from >= end {
+        if from == end {
             return Ok(());
+        }
+        if from > end {
+            return behind("the follower is ahead of its leader");
+        }
+        if from < leader.log_start_offset() {
+            return behind("the follower ends before its leader's log starts");
         }
         let read = leader.read(from, CATCH_UP_BYTES, end)?;
         for batch in read.batches() {
             follower.append_copy(batch?.bytes())?;
+        }
+        if follower.log_end_offset() == from {
+            return behind("no progress copying from the leader");
         }
     }
 }
