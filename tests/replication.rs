@@ -51,17 +51,21 @@ fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {
         .collect()
 }
 
+/// A log over `dirs` with topic `t` of `partitions` partitions, two replicas each.
+fn replicated(dirs: &[PathBuf], partitions: u32) -> (Log, tarnlog::Topic) {
+    let log = Log::builder().dirs(dirs).open().unwrap();
+    let config = TopicConfig::default()
+        .partitions(partitions)
+        .replication_factor(2);
+    let topic = log.create_topic("t", config).unwrap();
+    (log, topic)
+}
+
 #[test]
 fn every_replica_holds_the_same_bytes() {
     let (_root, dirs) = two_dirs();
     {
-        let log = Log::builder().dirs(&dirs).open().unwrap();
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig::default().partitions(3).replication_factor(2),
-            )
-            .unwrap();
+        let (log, topic) = replicated(&dirs, 3);
         for p in 0..3 {
             let partition = topic.partition(p).unwrap();
             for i in 0..5 {
@@ -88,13 +92,7 @@ fn every_replica_holds_the_same_bytes() {
 fn a_lost_leader_or_follower_is_rebuilt_from_the_other() {
     let (_root, dirs) = two_dirs();
     {
-        let log = Log::builder().dirs(&dirs).open().unwrap();
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig::default().partitions(2).replication_factor(2),
-            )
-            .unwrap();
+        let (log, topic) = replicated(&dirs, 2);
         for p in 0..2 {
             topic
                 .partition(p)
@@ -150,49 +148,6 @@ fn truncation_cuts_every_replica() {
     }
     let copies = segments(&dirs, "t", 0);
     assert_eq!(copies[0], copies[1]);
-}
-
-/// A replica directory replaced by an empty one (a disk swapped) is rebuilt from the other
-/// replica at open, byte for byte.
-#[test]
-fn a_lost_replica_is_rebuilt_at_open() {
-    let (_root, dirs) = two_dirs();
-    {
-        let log = Log::builder().dirs(&dirs).open().unwrap();
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig::default().partitions(2).replication_factor(2),
-            )
-            .unwrap();
-        for p in 0..2 {
-            topic
-                .partition(p)
-                .unwrap()
-                .append_values(["x", "y"])
-                .unwrap();
-        }
-        log.close().unwrap();
-    }
-    let before = segments(&dirs, "t", 0);
-    // Partition 0's replica in the second directory is gone.
-    std::fs::remove_dir_all(dirs[1].join("t-0")).unwrap();
-    {
-        let log = Log::builder().dirs(&dirs).open().unwrap();
-        for p in 0..2 {
-            assert_eq!(values(&log, "t", p), ["x", "y"]);
-        }
-        log.topic("t")
-            .unwrap()
-            .partition(0)
-            .unwrap()
-            .append_values(["z"])
-            .unwrap();
-        log.close().unwrap();
-    }
-    let after = segments(&dirs, "t", 0);
-    assert_eq!(after[0], after[1]);
-    assert_ne!(after[0], before[0], "the new record is in both");
 }
 
 #[test]
