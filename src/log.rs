@@ -1531,9 +1531,9 @@ impl Partition {
     /// whatever the fsync policy.
     pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        for replica in std::iter::once(&self.replica).chain(self.followers.in_sync_replicas()) {
-            replica.sync_to(offset.min(replica.log_end_offset()))?;
-        }
+        self.replica
+            .sync_to(offset.min(self.replica.log_end_offset()))?;
+        self.followers.sync_to(offset);
         Ok(())
     }
 
@@ -1602,10 +1602,9 @@ impl Partition {
     /// `Io` (the directory is then poisoned) or `Poisoned`.
     pub fn flush(&self) -> Result<()> {
         self.check()?;
-        for follower in self.followers.in_sync_replicas() {
-            follower.flush()?;
-        }
-        self.replica.flush()
+        self.replica.flush()?;
+        self.followers.sync_to(u64::MAX);
+        Ok(())
     }
 
     /// Number of segment files.

@@ -102,10 +102,11 @@ fn a_lost_leader_or_follower_is_rebuilt_from_the_other() {
         }
         log.close().unwrap();
     }
-    // Partition 0 loses its replica in the first directory, partition 1 in the second: one
-    // of the two is a preferred leader, whatever the placement's rotation.
-    std::fs::remove_dir_all(dirs[0].join("t-0")).unwrap();
-    std::fs::remove_dir_all(dirs[1].join("t-1")).unwrap();
+    // The second directory is replaced by an empty one: the first topic's placement is
+    // partition 0 on [0, 1] and partition 1 on [1, 0], so partition 0 loses its follower
+    // and partition 1 its preferred leader.
+    std::fs::remove_dir_all(&dirs[1]).unwrap();
+    std::fs::create_dir(&dirs[1]).unwrap();
     {
         let log = Log::builder().dirs(&dirs).open().unwrap();
         for p in 0..2 {

@@ -45,7 +45,7 @@ impl Followers {
         let mut in_sync = Vec::with_capacity(replicas.len());
         for follower in &replicas {
             follower.set_replicated(true);
-            let ok = catch_up(leader, follower).is_ok();
+            let ok = catch_up(leader, follower, usize::MAX).is_ok();
             in_sync.push(AtomicBool::new(ok));
         }
         let followers = Followers {
@@ -61,15 +61,6 @@ impl Followers {
     /// Every follower, in sync or not.
     pub(crate) fn replicas(&self) -> &[Arc<ReplicaLog>] {
         &self.replicas
-    }
-
-    /// The followers now in sync.
-    pub(crate) fn in_sync_replicas(&self) -> impl Iterator<Item = &Arc<ReplicaLog>> {
-        self.replicas
-            .iter()
-            .zip(&self.in_sync)
-            .filter(|(_, s)| s.load(Ordering::Acquire))
-            .map(|(r, _)| r)
     }
 
     /// How many replicas, the leader included, are in sync.
@@ -123,11 +114,33 @@ impl Followers {
         Ok(info)
     }
 
-    /// Catches every follower up with the leader: in-sync ones that fail leave the set,
-    /// out-of-sync ones that succeed rejoin it.
+    /// Catches the in-sync followers up with the leader (one that fails leaves the set) and
+    /// moves each out-of-sync one at most one step closer (it rejoins once level), so a
+    /// returning follower's backlog is spread over appends rather than paid by one, and a
+    /// follower whose directory failed costs one check.
     fn copy_to_followers(&self, leader: &ReplicaLog) {
         for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
-            in_sync.store(catch_up(leader, follower).is_ok(), Ordering::Release);
+            let now_in_sync = if in_sync.load(Ordering::Acquire) {
+                catch_up(leader, follower, usize::MAX).is_ok()
+            } else {
+                catch_up(leader, follower, 1).is_ok()
+                    && follower.log_end_offset() == leader.log_end_offset()
+            };
+            in_sync.store(now_in_sync, Ordering::Release);
+        }
+    }
+
+    /// Syncs the in-sync followers up to `offset`; one that fails leaves the set (its
+    /// directory is poisoned by the failure) instead of failing the caller.
+    pub(crate) fn sync_to(&self, offset: u64) {
+        for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
+            if in_sync.load(Ordering::Acquire)
+                && follower
+                    .sync_to(offset.min(follower.log_end_offset()))
+                    .is_err()
+            {
+                in_sync.store(false, Ordering::Release);
+            }
         }
     }
 
@@ -138,6 +151,9 @@ impl Followers {
         leader.truncate_to(offset)?;
         for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
             if follower.truncate_to(offset).is_err() {
+                // It may still hold the cut records: it must never rejoin with them, so its
+                // directory goes offline.
+                follower.dir().poison();
                 in_sync.store(false, Ordering::Release);
             }
         }
@@ -160,15 +176,17 @@ impl Followers {
     }
 }
 
-/// Copies the leader's batches from the follower's log end to the leader's. A follower
-/// ahead of the leader, or ending before the leader's log starts, cannot be caught up.
-fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
+/// Copies the leader's batches from the follower's log end towards the leader's, in at
+/// most `steps` reads. A follower whose directory failed, ahead of the leader, or ending
+/// before the leader's log starts cannot be caught up.
+fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<()> {
     let behind = |reason: &str| {
         Err(Error::InvalidRecord {
             reason: format!("{}: {reason}", follower.topic_partition()),
         })
     };
-    loop {
+    follower.dir().check()?;
+    for _ in 0..steps {
         let from = follower.log_end_offset();
         let end = leader.log_end_offset();
         if from == end {
@@ -188,4 +206,5 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
             return behind("no progress copying from the leader");
         }
     }
+    Ok(())
 }
