@@ -293,6 +293,63 @@ fn read(c: &mut Criterion) {
     log.close().unwrap();
 }
 
+/// Replication's cost: 64-record batches into a two-directory log with replication factor 1
+/// and 2, without fsync (tmpfs) and with `EveryBatch` from 16 threads (a real disk, where
+/// replication serialises a partition's appends and each pays one fdatasync per replica).
+fn replication(c: &mut Criterion) {
+    const PER_BATCH: usize = 64;
+    const THREADS: usize = 16;
+    let mut group = c.benchmark_group("replication");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, durable) in [("no_fsync", false), ("every_batch_16_threads", true)] {
+        for rf in [1u32, 2] {
+            let root = if durable {
+                tempfile::tempdir().unwrap()
+            } else {
+                common::scratch()
+            };
+            let dirs = [root.path().join("a"), root.path().join("b")];
+            let log = Log::builder().dirs(&dirs).open().unwrap();
+            let mut config = topic_config().replication_factor(rf);
+            if durable {
+                config = config.fsync(FsyncPolicy::EveryBatch);
+            }
+            let partition = log
+                .create_topic("replicated", config)
+                .unwrap()
+                .partition(0)
+                .unwrap();
+            let threads = if durable { THREADS } else { 1 };
+            group.throughput(Throughput::Elements((threads * PER_BATCH) as u64));
+            group.bench_function(format!("{name}/replication_factor_{rf}"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            let partition = partition.clone();
+                            s.spawn(move || {
+                                let mut builder = BatchBuilder::new();
+                                for _ in 0..iters {
+                                    for _ in 0..PER_BATCH {
+                                        builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
+                                    }
+                                    partition.append(builder.finish().unwrap()).unwrap();
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                });
+            });
+            log.simulate_crash();
+        }
+    }
+    group.finish();
+}
+
 /// 16 threads appending 64-record batches with `EveryBatch`: one fdatasync serves many.
 fn group_commit(c: &mut Criterion) {
     const THREADS: usize = 16;
@@ -395,5 +452,13 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, append_sustained, read, group_commit, open);
+criterion_group!(
+    benches,
+    append,
+    append_sustained,
+    read,
+    replication,
+    group_commit,
+    open
+);
 criterion_main!(benches);
