@@ -767,11 +767,14 @@ impl Log {
     }
 
     /// Creates `__consumer_offsets` (Kafka's internal-topic settings: 100 MiB segments;
-    /// every batch synced, as a commit is acknowledged only once durable).
+    /// every batch synced, as a commit is acknowledged only once durable; replicated like
+    /// `offsets.topic.replication.factor`, 3, capped at the directory count).
     pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
+        let replicas = self.inner.dirs.len().clamp(1, 3) as u32;
         let config = TopicConfig::default()
             .partitions(partitions)
             .segment_bytes(100 << 20)
+            .replication_factor(replicas)
             .fsync(crate::config::FsyncPolicy::EveryBatch);
         match self.create_any_topic(CONSUMER_OFFSETS, config) {
             Err(Error::TopicExists { .. }) => self.topic(CONSUMER_OFFSETS),

@@ -329,3 +329,34 @@ fn min_insync_replicas_binds_only_acks_all() {
     drop((leader_acks, all_acks));
     log.close().unwrap();
 }
+
+/// `__consumer_offsets` is replicated too (factor 3 capped at the directory count): a
+/// group's committed offsets survive losing either directory.
+#[test]
+fn committed_offsets_survive_losing_a_directory() {
+    use tarnlog::{OffsetAndMetadata, TopicPartition};
+    for lost in 0..2 {
+        let (_root, dirs) = two_dirs();
+        let tp = TopicPartition::new("t", 0);
+        {
+            let (log, topic) = replicated(&dirs, 1);
+            topic
+                .partition(0)
+                .unwrap()
+                .append_values(["a", "b"])
+                .unwrap();
+            log.commit_offsets("g", &[(tp.clone(), OffsetAndMetadata::new(2))])
+                .unwrap();
+            log.close().unwrap();
+        }
+        std::fs::remove_dir_all(&dirs[lost]).unwrap();
+        std::fs::create_dir(&dirs[lost]).unwrap();
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        assert_eq!(
+            log.committed_offset("g", &tp).unwrap().map(|c| c.offset),
+            Some(2),
+            "directory {lost} lost"
+        );
+        log.close().unwrap();
+    }
+}
