@@ -293,6 +293,32 @@ fn read(c: &mut Criterion) {
     log.close().unwrap();
 }
 
+/// `threads` threads each appending `batches` batches of `per_batch` records; the time
+/// until all are done.
+fn threaded_appends(
+    partition: &tarnlog::Partition,
+    threads: usize,
+    batches: u64,
+    per_batch: usize,
+) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let partition = partition.clone();
+            s.spawn(move || {
+                let mut builder = BatchBuilder::new();
+                for _ in 0..batches {
+                    for _ in 0..per_batch {
+                        builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
+                    }
+                    partition.append(builder.finish().unwrap()).unwrap();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 /// Replication's cost: 64-record batches into a two-directory log with replication factor 1
 /// and 2, without fsync (tmpfs) and with `EveryBatch` from 16 threads (a real disk, where
 /// replication serialises a partition's appends and each pays one fdatasync per replica).
@@ -325,24 +351,7 @@ fn replication(c: &mut Criterion) {
             let threads = if durable { THREADS } else { 1 };
             group.throughput(Throughput::Elements((threads * PER_BATCH) as u64));
             group.bench_function(format!("{name}/replication_factor_{rf}"), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for _ in 0..threads {
-                            let partition = partition.clone();
-                            s.spawn(move || {
-                                let mut builder = BatchBuilder::new();
-                                for _ in 0..iters {
-                                    for _ in 0..PER_BATCH {
-                                        builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
-                                    }
-                                    partition.append(builder.finish().unwrap()).unwrap();
-                                }
-                            });
-                        }
-                    });
-                    start.elapsed()
-                });
+                b.iter_custom(|iters| threaded_appends(&partition, threads, iters, PER_BATCH));
             });
             log.simulate_crash();
         }
@@ -369,24 +378,7 @@ fn group_commit(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements((THREADS * PER_BATCH) as u64));
     group.bench_function("16_threads_x_64_records_every_batch", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..THREADS {
-                    let partition = partition.clone();
-                    s.spawn(move || {
-                        let mut builder = BatchBuilder::new();
-                        for _ in 0..iters {
-                            for _ in 0..PER_BATCH {
-                                builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
-                            }
-                            partition.append(builder.finish().unwrap()).unwrap();
-                        }
-                    });
-                }
-            });
-            start.elapsed()
-        });
+        b.iter_custom(|iters| threaded_appends(&partition, THREADS, iters, PER_BATCH));
     });
     group.finish();
     log.close().unwrap();
