@@ -44,13 +44,18 @@ fn tarnlog_append(batches: u64, per_batch: usize) -> Duration {
     elapsed
 }
 
-fn commitlog_append(batches: u64, per_batch: usize) -> Duration {
-    use commitlog::message::MessageBuf;
-    let dir = common::scratch();
-    let mut options = commitlog::LogOptions::new(dir.path());
+/// A `commitlog` log in `dir` with the benchmarks' segment and message limits.
+fn commitlog_open(dir: &std::path::Path) -> commitlog::CommitLog {
+    let mut options = commitlog::LogOptions::new(dir);
     options.segment_max_bytes(256 << 20);
     options.message_max_bytes(1 << 24);
-    let mut log = commitlog::CommitLog::new(options).unwrap();
+    commitlog::CommitLog::new(options).unwrap()
+}
+
+/// Appends `batches` message sets of `per_batch` values to the peer (single messages when
+/// `per_batch` is 1), then flushes; the time it took.
+fn commitlog_batches(log: &mut commitlog::CommitLog, batches: u64, per_batch: usize) -> Duration {
+    use commitlog::message::MessageBuf;
     let mut buf = MessageBuf::default();
     let start = Instant::now();
     for _ in 0..batches {
@@ -66,6 +71,12 @@ fn commitlog_append(batches: u64, per_batch: usize) -> Duration {
     }
     log.flush().unwrap();
     start.elapsed()
+}
+
+fn commitlog_append(batches: u64, per_batch: usize) -> Duration {
+    let dir = common::scratch();
+    let mut log = commitlog_open(dir.path());
+    commitlog_batches(&mut log, batches, per_batch)
 }
 
 /// Bytes a sustained-append log takes before it is replaced (outside the timed part), so
@@ -130,35 +141,17 @@ fn commitlog_sustained(
     batches: u64,
     per_batch: usize,
 ) -> Duration {
-    use commitlog::message::MessageBuf;
     if sink
         .as_ref()
         .is_none_or(|(_, _, written)| *written > SUSTAINED_RESET_BYTES)
     {
         *sink = None;
         let dir = common::scratch();
-        let mut options = commitlog::LogOptions::new(dir.path());
-        options.segment_max_bytes(256 << 20);
-        options.message_max_bytes(1 << 24);
-        let log = commitlog::CommitLog::new(options).unwrap();
+        let log = commitlog_open(dir.path());
         *sink = Some((dir, log, 0));
     }
     let (_, log, written) = sink.as_mut().unwrap();
-    let mut buf = MessageBuf::default();
-    let start = Instant::now();
-    for _ in 0..batches {
-        if per_batch == 1 {
-            black_box(log.append_msg(VALUE).unwrap());
-        } else {
-            for _ in 0..per_batch {
-                buf.push(VALUE).unwrap();
-            }
-            black_box(log.append(&mut buf).unwrap());
-            buf = MessageBuf::default();
-        }
-    }
-    log.flush().unwrap();
-    let elapsed = start.elapsed();
+    let elapsed = commitlog_batches(log, batches, per_batch);
     *written += batches * per_batch as u64 * 116;
     elapsed
 }
@@ -238,10 +231,7 @@ fn read(c: &mut Criterion) {
         partition.append(builder.finish().unwrap()).unwrap();
     }
     let peer_dir = common::scratch();
-    let mut options = commitlog::LogOptions::new(peer_dir.path());
-    options.segment_max_bytes(256 << 20);
-    options.message_max_bytes(1 << 24);
-    let mut peer = commitlog::CommitLog::new(options).unwrap();
+    let mut peer = commitlog_open(peer_dir.path());
     for _ in 0..READ_RECORDS / 1024 {
         let mut buf = commitlog::message::MessageBuf::default();
         for _ in 0..1024 {
