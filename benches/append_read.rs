@@ -156,12 +156,21 @@ fn commitlog_sustained(
     elapsed
 }
 
-fn append_sustained(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append_sustained");
+/// A benchmark group with this file's usual settings: 10 samples, 1 s warm-up, 3 s.
+fn group_of<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
+    group
+}
+
+fn append_sustained(c: &mut Criterion) {
+    let mut group = group_of(c, "append_sustained");
     for per_batch in BATCH_SIZES {
         group.throughput(Throughput::Elements(per_batch as u64));
         let mut ours = None;
@@ -188,11 +197,7 @@ fn append_sustained(c: &mut Criterion) {
 }
 
 fn append(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group_of(c, "append");
     for per_batch in BATCH_SIZES {
         group.throughput(Throughput::Elements(per_batch as u64));
         group.bench_with_input(
@@ -241,11 +246,7 @@ fn read(c: &mut Criterion) {
     }
     peer.flush().unwrap();
 
-    let mut group = c.benchmark_group("read");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group_of(c, "read");
     group.throughput(Throughput::Elements(READ_RECORDS));
     group.bench_function("tarnlog_zero_copy_crc_checked", |b| {
         b.iter(|| {
@@ -315,11 +316,7 @@ fn threaded_appends(
 fn replication(c: &mut Criterion) {
     const PER_BATCH: usize = 64;
     const THREADS: usize = 16;
-    let mut group = c.benchmark_group("replication");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group_of(c, "replication");
     for (name, durable) in [("no_fsync", false), ("every_batch_16_threads", true)] {
         for rf in [1u32, 2] {
             let root = if durable {
