@@ -141,6 +141,16 @@ pub enum Error {
         /// The topic's `min_insync_replicas`.
         required: u32,
     },
+    /// No replica of the partition can lead: every in-sync replica's directory is offline
+    /// (Kafka's `LEADER_NOT_AVAILABLE`; with `unclean_leader_election` a live out-of-sync
+    /// replica would lead instead). It comes back when such a directory is restored.
+    #[error("partition {topic}-{partition} is offline: no in-sync replica's directory is online")]
+    PartitionOffline {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// The topic does not exist.
     #[error("unknown topic {topic:?}")]
     UnknownTopic {
@@ -299,7 +309,9 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
-            Error::Locked { .. } | Error::NotEnoughReplicas { .. } => true,
+            Error::Locked { .. }
+            | Error::NotEnoughReplicas { .. }
+            | Error::PartitionOffline { .. } => true,
             _ => false,
         }
     }
@@ -403,6 +415,10 @@ impl Error {
             Error::NotEnoughReplicas { in_sync, required } => Error::NotEnoughReplicas {
                 in_sync: *in_sync,
                 required: *required,
+            },
+            Error::PartitionOffline { topic, partition } => Error::PartitionOffline {
+                topic: topic.clone(),
+                partition: *partition,
             },
             Error::NotEnoughReplicasAfterAppend { in_sync, required } => {
                 Error::NotEnoughReplicasAfterAppend {

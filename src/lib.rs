@@ -52,6 +52,7 @@ mod clock;
 pub mod codec;
 mod config;
 mod consumer;
+mod describe;
 mod error;
 pub mod group;
 mod log;
@@ -74,6 +75,7 @@ pub use consumer::{
     AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
     Iter, RebalanceListener,
 };
+pub use describe::{DirStatus, PartitionDescription, TopicDescription};
 pub use error::{Error, Location, Result};
 pub use group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
 pub use group::assignor::{

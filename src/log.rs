@@ -18,16 +18,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
+use crate::describe::{DirStatus, PartitionDescription, TopicDescription};
 use crate::error::{Error, Result};
 use crate::group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
 use crate::group::coordinator::{Coordinator, MemberRef, TopicShape};
-use crate::metadata::{self, Meta, TopicMeta};
+use crate::metadata::{self, Leadership, Meta, TopicMeta};
 use crate::notify::Notifier;
 use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
 use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
-use crate::replica::{Followers, LoadOptions, Prefaulter, ReplicaLog};
+use crate::replica::{LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, Standing};
 use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
@@ -276,7 +277,9 @@ impl LogBuilder {
             next_placement: AtomicU64::new(0),
             prefaulter,
             checkpoint_lock: Mutex::new(()),
+            meta_lock: Mutex::new(()),
         });
+        inner.adopt_leadership()?;
         let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
         let checkpoint_every = self.checkpoint_interval_ms as i64;
@@ -432,13 +435,13 @@ fn load_topics(
     }
     let mut topics = BTreeMap::new();
     for (name, topic) in &meta.topics {
-        let mut partitions = Vec::with_capacity(topic.placement.len());
+        let mut sets = Vec::with_capacity(topic.placement.len());
         for (p, replicas) in topic.placement.iter().enumerate() {
             let tp = TopicPartition::new(name.clone(), p as u32);
-            let mut set = Vec::with_capacity(replicas.len());
-            for &d in replicas {
+            let recorded = &topic.leadership[p];
+            let options = |d: u32| {
                 let (clean, recovery, start) = &hints[d as usize];
-                let options = LoadOptions {
+                LoadOptions {
                     tp: tp.clone(),
                     dir: Arc::clone(&dirs[d as usize]),
                     config: topic.config.clone(),
@@ -447,19 +450,104 @@ fn load_topics(
                     recovery_point: recovery.get(&tp).copied(),
                     log_start: start.get(&tp).copied(),
                     prefaulter: prefaulter.cloned(),
-                };
-                let (replica, recovered) = ReplicaLog::load(options)?;
-                report.partitions.push(recovered);
-                set.push(Arc::new(replica));
+                }
+            };
+            let mut loaded = Vec::with_capacity(replicas.len());
+            for &d in replicas {
+                loaded.push(ReplicaLog::load(options(d)));
             }
-            partitions.push(set);
+            let (set, standing) = repair_damaged(
+                &tp,
+                replicas,
+                recorded,
+                &topic.config,
+                loaded,
+                &options,
+                report,
+            )?;
+            sets.push(ReplicaSet::open(
+                tp,
+                set,
+                replicas.clone(),
+                &standing,
+                recorded,
+                &topic.config,
+            ));
         }
         topics.insert(
             name.clone(),
-            Arc::new(TopicState::new(name.clone(), topic.clone(), partitions)),
+            Arc::new(TopicState::new(name.clone(), topic.clone(), sets)),
         );
     }
     Ok(topics)
+}
+
+/// Takes the loaded replicas of one partition. A replica found damaged (a load error) is
+/// moved aside as `<partition>.damaged` and recreated empty, to be rebuilt from its leader,
+/// as long as another replica can lead — one in sync as recorded, or any live one under
+/// `unclean_leader_election`; otherwise the first error is returned (nothing is cut).
+fn repair_damaged(
+    tp: &TopicPartition,
+    dirs: &[u32],
+    recorded: &Leadership,
+    config: &TopicConfig,
+    loaded: Vec<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>,
+    options: &dyn Fn(u32) -> LoadOptions,
+    report: &mut RecoveryReport,
+) -> Result<(Vec<Arc<ReplicaLog>>, Vec<Standing>)> {
+    let can_lead = loaded.iter().zip(dirs).any(|(l, d)| match l {
+        Ok((_, recovered)) => {
+            config.unclean_leader_election || (recorded.isr.contains(d) && !recovered.created)
+        }
+        Err(_) => false,
+    });
+    let mut set = Vec::with_capacity(loaded.len());
+    let mut standing = Vec::with_capacity(loaded.len());
+    for (result, &d) in loaded.into_iter().zip(dirs) {
+        match result {
+            Ok((replica, recovered)) => {
+                standing.push(if recovered.created {
+                    Standing::Stale
+                } else {
+                    Standing::InSync
+                });
+                report.partitions.push(recovered);
+                set.push(Arc::new(replica));
+            }
+            Err(error) if dirs.len() > 1 && can_lead && !matches!(error, Error::Locked { .. }) => {
+                let options = options(d);
+                let dir = Arc::clone(&options.dir);
+                let damaged = set_aside(&dir, tp)?;
+                report.repaired.push((damaged, error.to_string()));
+                let (replica, recovered) = ReplicaLog::load(options)?;
+                report.partitions.push(recovered);
+                standing.push(Standing::Stale);
+                set.push(Arc::new(replica));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((set, standing))
+}
+
+/// Renames a damaged replica's directory to `<topic>-<partition>.damaged` (replacing an
+/// older one) and returns the new path.
+fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
+    let storage = dir.storage();
+    let path = dir.path().join(format!("{}-{}", tp.topic, tp.partition));
+    let damaged = dir
+        .path()
+        .join(format!("{}-{}.damaged", tp.topic, tp.partition));
+    if storage.exists(&damaged) {
+        storage
+            .remove_dir_all(&damaged)
+            .map_err(|e| Error::io("remove", &damaged, e))?;
+    }
+    storage
+        .rename(&path, &damaged)
+        .map_err(|e| Error::io("rename", &path, e))?;
+    dir.sync_dir(dir.path())?;
+    Ok(damaged)
 }
 
 /// Removes partition directories left by a topic deletion that a crash interrupted.
@@ -508,6 +596,9 @@ struct Inner {
     prefaulter: Option<Prefaulter>,
     /// Serialises checkpoint writers (they share `<name>.tmp`).
     checkpoint_lock: Mutex<()>,
+    /// Serialises changes of `meta` (topic administration, leadership changes): each takes
+    /// the current one, writes its successor and installs it under this lock.
+    meta_lock: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -521,10 +612,8 @@ struct State {
 pub(crate) struct TopicState {
     name: String,
     meta: TopicMeta,
-    /// Each partition's leader replica.
-    partitions: Vec<Arc<ReplicaLog>>,
-    /// Each partition's followers (none without replication).
-    followers: Vec<Arc<Followers>>,
+    /// Each partition's replicas.
+    sets: Vec<Arc<ReplicaSet>>,
     deleted: AtomicBool,
     /// Unique in the process: a topic deleted and created again under its name is another
     /// incarnation (groups rebalance on it).
@@ -532,44 +621,40 @@ pub(crate) struct TopicState {
 }
 
 impl TopicState {
-    /// A topic whose partitions' replicas are `replicas` (leader first): the followers are
-    /// brought in line with their leaders.
-    fn new(name: String, meta: TopicMeta, replicas: Vec<Vec<Arc<ReplicaLog>>>) -> TopicState {
+    /// A topic over its partitions' opened replica sets; `meta` takes their leadership.
+    fn new(name: String, mut meta: TopicMeta, sets: Vec<ReplicaSet>) -> TopicState {
         static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
-        let min_insync = meta.config.min_insync_replicas;
-        let mut partitions = Vec::with_capacity(replicas.len());
-        let mut followers = Vec::with_capacity(replicas.len());
-        for mut set in replicas {
-            // The replica with the furthest log end leads (the preferred one on a tie):
-            // every replica holds a prefix of it, so nothing acknowledged is cut — even when
-            // the preferred leader's directory was replaced by an empty one.
-            let furthest = set
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, r)| (r.log_end_offset(), std::cmp::Reverse(*i)))
-                .map_or(0, |(i, _)| i);
-            if set.is_empty() {
-                continue;
-            }
-            let leader = set.remove(furthest);
-            followers.push(Arc::new(Followers::new(&leader, set, min_insync)));
-            partitions.push(leader);
-        }
+        meta.leadership = sets.iter().map(ReplicaSet::leadership).collect();
         TopicState {
             name,
             meta,
-            partitions,
-            followers,
+            sets: sets.into_iter().map(Arc::new).collect(),
             deleted: AtomicBool::new(false),
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// Every replica of every partition, leaders first.
-    fn all_replicas(&self) -> impl Iterator<Item = &Arc<ReplicaLog>> {
-        self.partitions
-            .iter()
-            .chain(self.followers.iter().flat_map(|f| f.replicas().iter()))
+    /// Every replica of every partition.
+    fn all_replicas(&self) -> Vec<Arc<ReplicaLog>> {
+        self.sets.iter().flat_map(|s| s.replicas()).collect()
+    }
+
+    /// Has every replicated partition write its leadership changes to `meta`.
+    fn install_persist_hooks(&self, inner: &Arc<Inner>) {
+        for (p, set) in self.sets.iter().enumerate() {
+            if !set.is_replicated() {
+                continue;
+            }
+            let weak = Arc::downgrade(inner);
+            let name = self.name.clone();
+            let incarnation = self.incarnation;
+            set.set_persist(PersistHook(Box::new(move |leadership| {
+                match weak.upgrade() {
+                    Some(inner) => inner.persist_leadership(&name, incarnation, p, leadership),
+                    None => Ok(()),
+                }
+            })));
+        }
     }
 }
 
@@ -595,7 +680,7 @@ fn background(inner: &Arc<Inner>, tick: Duration, checkpoint_every_ms: i64) {
             .read()
             .topics
             .values()
-            .flat_map(|t| t.all_replicas().cloned().collect::<Vec<_>>())
+            .flat_map(|t| t.all_replicas())
             .collect();
         for replica in &replicas {
             // A failure poisons the directory; the next append reports it.
@@ -791,7 +876,7 @@ impl Log {
         for dir in &self.inner.dirs {
             dir.check()?;
         }
-        let mut meta = {
+        {
             let state = self.inner.state.read();
             if state.topics.contains_key(name) {
                 return Err(Error::TopicExists { topic: name.into() });
@@ -803,8 +888,7 @@ impl Log {
                     reason: "collides with an existing topic ('.' and '_' collide)",
                 });
             }
-            state.meta.clone()
-        };
+        }
         let dirs = self.inner.dirs.len() as u32;
         if config.replication_factor > dirs {
             return Err(Error::InvalidReplicationFactor {
@@ -821,11 +905,12 @@ impl Log {
             (start % u64::from(dirs)) as u32,
         );
         let mut created = Vec::new();
-        let mut partitions = Vec::with_capacity(placement.len());
+        let mut sets = Vec::with_capacity(placement.len());
         for (p, replicas) in placement.iter().enumerate() {
+            let tp = TopicPartition::new(name, p as u32);
             let mut set = Vec::with_capacity(replicas.len());
             for &d in replicas {
-                let options = self.load_options(TopicPartition::new(name, p as u32), d, &config);
+                let options = self.load_options(tp.clone(), d, &config);
                 match ReplicaLog::create(options) {
                     Ok(replica) => {
                         let replica = Arc::new(replica);
@@ -838,7 +923,16 @@ impl Log {
                     }
                 }
             }
-            partitions.push(set);
+            let standing = vec![Standing::InSync; set.len()];
+            let recorded = Leadership::initial(replicas);
+            sets.push(ReplicaSet::open(
+                tp,
+                set,
+                replicas.clone(),
+                &standing,
+                &recorded,
+                &config,
+            ));
         }
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
         // so a crash cannot apply its recovery point to the new partitions.
@@ -846,14 +940,20 @@ impl Log {
             Self::remove_partition_dirs(&created);
             return Err(error);
         }
-        let topic_meta = TopicMeta { config, placement };
+        let state = Arc::new(TopicState::new(
+            name.to_owned(),
+            TopicMeta::new(config, placement),
+            sets,
+        ));
+        let _meta = self.inner.meta_lock.lock();
+        let mut meta = self.inner.state.read().meta.clone();
         meta.generation += 1;
-        meta.topics.insert(name.to_owned(), topic_meta.clone());
+        meta.topics.insert(name.to_owned(), state.meta.clone());
         if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
             return Err(error);
         }
-        let state = Arc::new(TopicState::new(name.to_owned(), topic_meta, partitions));
+        state.install_persist_hooks(&self.inner);
         let mut guard = self.inner.state.write();
         guard.meta = meta;
         guard.topics.insert(name.to_owned(), Arc::clone(&state));
@@ -884,10 +984,7 @@ impl Log {
     }
 
     fn write_meta(&self, meta: &Meta) -> Result<()> {
-        for (i, dir) in self.inner.dirs.iter().enumerate() {
-            metadata::write_meta(dir, meta, i as u32)?;
-        }
-        Ok(())
+        self.inner.write_meta(meta)
     }
 
     /// Deletes a topic and its data, and every group's committed offsets for it. Handles on
@@ -911,6 +1008,7 @@ impl Log {
         for dir in &self.inner.dirs {
             dir.check()?;
         }
+        let meta_guard = self.inner.meta_lock.lock();
         let (mut meta, state) = {
             let state = self.inner.state.read();
             let topic = state
@@ -928,8 +1026,9 @@ impl Log {
             guard.meta = meta;
             guard.topics.remove(name);
         }
+        drop(meta_guard);
         self.write_checkpoints()?;
-        for replica in state.all_replicas() {
+        for replica in &state.all_replicas() {
             let storage = replica.dir().storage();
             let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
             storage
@@ -1214,6 +1313,51 @@ impl Log {
         &self.inner.appended
     }
 
+    /// Each storage directory's health and load (Kafka's `describeLogDirs`). A directory
+    /// goes offline at its first I/O or fsync error; with several directories the others
+    /// carry on (see the durability table in README.md).
+    pub fn dir_status(&self) -> Vec<DirStatus> {
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.state.read().topics.values().cloned().collect();
+        let descriptions: Vec<PartitionDescription> = topics
+            .iter()
+            .flat_map(|t| t.sets.iter().map(|s| s.describe()).collect::<Vec<_>>())
+            .collect();
+        self.inner
+            .dirs
+            .iter()
+            .enumerate()
+            .map(|(index, dir)| DirStatus {
+                index,
+                path: dir.path().to_path_buf(),
+                online: !dir.is_poisoned(),
+                replicas: descriptions
+                    .iter()
+                    .filter(|p| p.replicas.contains(&index))
+                    .count(),
+                leaders: descriptions
+                    .iter()
+                    .filter(|p| p.leader == Some(index))
+                    .count(),
+            })
+            .collect()
+    }
+
+    /// A topic's partitions: leader, epoch, replicas, in-sync replicas, offline replicas and
+    /// offsets (Kafka's `describeTopics`). A partition whose leader's directory went offline
+    /// fails over first, so the answer is current.
+    ///
+    /// # Errors
+    /// `UnknownTopic`; `Closed`.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let topic = self.topic(name)?;
+        Ok(TopicDescription {
+            name: name.to_owned(),
+            config: topic.config().clone(),
+            partitions: topic.state.sets.iter().map(|s| s.describe()).collect(),
+        })
+    }
+
     /// A handle on a topic.
     ///
     /// # Errors
@@ -1244,7 +1388,9 @@ impl Log {
             self.inner.state.read().topics.values().cloned().collect();
         for topic in &topics {
             for replica in topic.all_replicas() {
-                replica.flush()?;
+                if self.inner.online(replica.dir()) {
+                    replica.flush()?;
+                }
             }
         }
         self.write_checkpoints()
@@ -1286,18 +1432,117 @@ impl Log {
 }
 
 impl Inner {
+    /// Whether a directory's failures take only it offline (more than one directory) rather
+    /// than stopping the log.
+    fn multi_dir(&self) -> bool {
+        self.dirs.len() > 1
+    }
+
+    /// Whether `dir` is usable: always with one directory (its errors are reported), and
+    /// while not offline with several.
+    fn online(&self, dir: &StorageDir) -> bool {
+        !self.multi_dir() || !dir.is_poisoned()
+    }
+
+    /// Writes `meta` into every online directory. With several directories one that fails
+    /// to take it goes offline, and the write succeeds while at least one took it.
+    fn write_meta(&self, meta: &Meta) -> Result<()> {
+        if !self.multi_dir() {
+            return metadata::write_meta(&self.dirs[0], meta, 0);
+        }
+        let mut first_error = None;
+        let mut written = 0;
+        for (i, dir) in self.dirs.iter().enumerate() {
+            if dir.is_poisoned() {
+                continue;
+            }
+            match metadata::write_meta(dir, meta, i as u32) {
+                Ok(()) => written += 1,
+                Err(error) => {
+                    dir.poison();
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) if written == 0 => Err(error),
+            _ if written == 0 => Err(Error::Poisoned {
+                dir: self.dirs[0].path().to_path_buf(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// After open: records the leadership the replica sets settled on (new epochs, in-sync
+    /// sets) in `meta`, and has them record later changes.
+    fn adopt_leadership(self: &Arc<Self>) -> Result<()> {
+        let _meta = self.meta_lock.lock();
+        let mut state = self.state.write();
+        let mut changed = false;
+        let topics: Vec<Arc<TopicState>> = state.topics.values().cloned().collect();
+        for topic in &topics {
+            let Some(recorded) = state.meta.topics.get_mut(&topic.name) else {
+                continue;
+            };
+            if recorded.leadership != topic.meta.leadership {
+                recorded.leadership.clone_from(&topic.meta.leadership);
+                changed = true;
+            }
+            topic.install_persist_hooks(self);
+        }
+        if changed {
+            state.meta.generation += 1;
+            self.write_meta(&state.meta)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a partition's new leadership to `meta` (unless its topic is gone).
+    fn persist_leadership(
+        &self,
+        topic: &str,
+        incarnation: u64,
+        partition: usize,
+        leadership: &Leadership,
+    ) -> Result<()> {
+        let _meta = self.meta_lock.lock();
+        let mut meta = {
+            let state = self.state.read();
+            if state
+                .topics
+                .get(topic)
+                .is_none_or(|t| t.incarnation != incarnation)
+            {
+                return Ok(());
+            }
+            state.meta.clone()
+        };
+        let Some(slot) = meta
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.leadership.get_mut(partition))
+        else {
+            return Ok(());
+        };
+        if slot == leadership {
+            return Ok(());
+        }
+        *slot = leadership.clone();
+        meta.generation += 1;
+        self.write_meta(&meta)?;
+        self.state.write().meta = meta;
+        Ok(())
+    }
+
     fn write_checkpoints(&self) -> Result<()> {
         let _writer = self.checkpoint_lock.lock();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
-        for dir in &self.dirs {
+        let replicas: Vec<Arc<ReplicaLog>> = topics.iter().flat_map(|t| t.all_replicas()).collect();
+        for dir in self.dirs.iter().filter(|d| self.online(d)) {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
-            for replica in topics
-                .iter()
-                .flat_map(|t| t.all_replicas())
-                .filter(|r| Arc::ptr_eq(r.dir(), dir))
-            {
+            for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
                 recovery.insert(tp.clone(), replica.recovery_point());
                 start.insert(tp.clone(), replica.log_start_offset());
@@ -1339,13 +1584,18 @@ impl Inner {
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let mut result = Ok(());
         for replica in topics.iter().flat_map(|t| t.all_replicas()) {
+            // An offline directory's replicas are not closed cleanly: the next open
+            // recovers them (or finds the directory still failed).
+            if !self.online(replica.dir()) {
+                continue;
+            }
             if let Err(error) = replica.close() {
                 result = result.and(Err(error));
             }
         }
         result?;
         self.write_checkpoints()?;
-        for dir in &self.dirs {
+        for dir in self.dirs.iter().filter(|d| self.online(d)) {
             metadata::write_clean_marker(dir)?;
         }
         Ok(())
@@ -1399,7 +1649,7 @@ impl Topic {
 
     /// Its number of partitions.
     pub fn partitions(&self) -> u32 {
-        self.state.partitions.len() as u32
+        self.state.sets.len() as u32
     }
 
     /// What a group coordinator watches of a subscribed topic.
@@ -1415,20 +1665,19 @@ impl Topic {
     /// # Errors
     /// `UnknownPartition` when `index` is not below the partition count.
     pub fn partition(&self, index: u32) -> Result<Partition> {
-        let replica =
-            self.state
-                .partitions
-                .get(index as usize)
-                .ok_or_else(|| Error::UnknownPartition {
-                    topic: self.state.name.clone(),
-                    partition: index,
-                    partitions: self.partitions(),
-                })?;
+        let set = self
+            .state
+            .sets
+            .get(index as usize)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: self.state.name.clone(),
+                partition: index,
+                partitions: self.partitions(),
+            })?;
         Ok(Partition {
             topic: self.clone(),
             index,
-            replica: Arc::clone(replica),
-            followers: Arc::clone(&self.state.followers[index as usize]),
+            set: Arc::clone(set),
         })
     }
 }
@@ -1439,9 +1688,8 @@ impl Topic {
 pub struct Partition {
     topic: Topic,
     index: u32,
-    /// The leader replica.
-    replica: Arc<ReplicaLog>,
-    followers: Arc<Followers>,
+    /// Its replicas; reads and appends go to the current leader.
+    set: Arc<ReplicaSet>,
 }
 
 impl Partition {
@@ -1517,13 +1765,11 @@ impl Partition {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         let appended = self.topic.log.appended();
-        let info = self
-            .followers
-            .append(&self.replica, batch, acks_all, |info| {
-                appended.notify();
-                on_appended(info);
-            });
-        if !self.followers.replicas().is_empty() {
+        let info = self.set.append(batch, acks_all, |info| {
+            appended.notify();
+            on_appended(info);
+        });
+        if self.set.is_replicated() {
             // The high watermark moved once the followers had the batch.
             appended.notify();
         }
@@ -1534,10 +1780,7 @@ impl Partition {
     /// whatever the fsync policy.
     pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        self.replica
-            .sync_to(offset.min(self.replica.log_end_offset()))?;
-        self.followers.sync_to(offset);
-        Ok(())
+        self.set.sync_to(offset)
     }
 
     /// Appends the values as one batch of records without keys, stamped with the clock.
@@ -1567,8 +1810,8 @@ impl Partition {
     /// the end the read is empty); `Corruption` when a batch header on the way is damaged.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
         self.check()?;
-        self.replica
-            .read(offset, max_bytes, self.replica.high_watermark())
+        let leader = self.set.leader()?;
+        leader.read(offset, max_bytes, leader.high_watermark())
     }
 
     /// The first record whose timestamp is at or after `timestamp` (Kafka's
@@ -1581,22 +1824,22 @@ impl Partition {
         if timestamp == NO_TIMESTAMP {
             return Ok(None);
         }
-        self.replica.offset_for_time(timestamp)
+        self.set.leader()?.offset_for_time(timestamp)
     }
 
     /// The first offset in the log.
     pub fn log_start_offset(&self) -> u64 {
-        self.replica.log_start_offset()
+        self.set.current().log_start_offset()
     }
 
     /// The offset the next record will get.
     pub fn log_end_offset(&self) -> u64 {
-        self.replica.log_end_offset()
+        self.set.current().log_end_offset()
     }
 
     /// Records below this offset are visible to readers.
     pub fn high_watermark(&self) -> u64 {
-        self.replica.high_watermark()
+        self.set.current().high_watermark()
     }
 
     /// Syncs this partition's data now, whatever its fsync policy.
@@ -1605,24 +1848,22 @@ impl Partition {
     /// `Io` (the directory is then poisoned) or `Poisoned`.
     pub fn flush(&self) -> Result<()> {
         self.check()?;
-        self.replica.flush()?;
-        self.followers.sync_to(u64::MAX);
-        Ok(())
+        self.set.sync_to(u64::MAX)
     }
 
-    /// Number of segment files.
+    /// Number of segment files (of the leader).
     pub fn segment_count(&self) -> usize {
-        self.replica.segment_count()
+        self.set.current().segment_count()
     }
 
-    /// Base offsets of the segments, oldest first.
+    /// Base offsets of the leader's segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<u64> {
-        self.replica.segment_bases()
+        self.set.current().segment_bases()
     }
 
-    /// This partition's directory.
-    pub fn path(&self) -> &Path {
-        self.replica.path()
+    /// The leader's directory for this partition.
+    pub fn path(&self) -> PathBuf {
+        self.set.current().path().to_path_buf()
     }
 
     /// Removes every record at or after `offset` (the whole batch holding it). For
@@ -1634,7 +1875,7 @@ impl Partition {
     #[doc(hidden)]
     pub fn truncate_to(&self, offset: u64) -> Result<()> {
         self.check()?;
-        self.followers.truncate(&self.replica, offset)?;
+        self.set.truncate(offset)?;
         // The recovery point may have moved down: a crash must not trust the old one.
         self.topic.log.write_checkpoints()
     }

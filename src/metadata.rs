@@ -6,10 +6,14 @@
 //! ```text
 //! generation <n>
 //! dirs <count> this <index of this directory>
-//! topic <name> placement=<replicas>,<replicas>,… <config words>
+//! topic <name> placement=<replicas>,… state=<leader>/<epoch>/<isr>,… <config words>
 //! ```
 //! where each partition's `<replicas>` are directory indexes joined by `:`, preferred leader
-//! first (`0:1`); a single index (the only form before replication) is one replica.
+//! first (`0:1`); a single index (the only form before replication) is one replica. `state`
+//! records each partition's leadership: the leader's directory index (`-` when the
+//! partition is offline), its leader epoch, and the in-sync replicas' directory indexes
+//! joined by `:`. Without it (files written before failover existed) the preferred replica
+//! leads at epoch 0 with every replica in sync.
 //! The copy with the highest generation wins on open. Checkpoint bodies are Kafka's text
 //! checkpoint format: `0`, the entry count, then `<topic> <partition> <offset>` lines.
 
@@ -42,6 +46,71 @@ pub(crate) struct TopicMeta {
     pub config: TopicConfig,
     /// Storage directory indexes of each partition's replicas, preferred leader first.
     pub placement: Vec<Vec<u32>>,
+    /// Each partition's leadership.
+    pub leadership: Vec<Leadership>,
+}
+
+impl TopicMeta {
+    /// A new topic: preferred leaders, epoch 0, every replica in sync.
+    pub(crate) fn new(config: TopicConfig, placement: Vec<Vec<u32>>) -> TopicMeta {
+        let leadership = placement.iter().map(|r| Leadership::initial(r)).collect();
+        TopicMeta {
+            config,
+            placement,
+            leadership,
+        }
+    }
+}
+
+/// Who leads a partition, in which epoch, and which replicas are in sync (Kafka keeps this
+/// in the controller; here it is part of `meta`, in every directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leadership {
+    /// Directory index of the leader; `None` while the partition is offline.
+    pub leader: Option<u32>,
+    /// The leader epoch.
+    pub epoch: i32,
+    /// Directory indexes of the in-sync replicas, the leader included.
+    pub isr: Vec<u32>,
+}
+
+impl Leadership {
+    /// The preferred replica leads at epoch 0, every replica in sync.
+    pub(crate) fn initial(replicas: &[u32]) -> Leadership {
+        Leadership {
+            leader: replicas.first().copied(),
+            epoch: 0,
+            isr: replicas.to_vec(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        let leader = self
+            .leader
+            .map_or_else(|| "-".to_owned(), |d| d.to_string());
+        let isr: Vec<String> = self.isr.iter().map(u32::to_string).collect();
+        format!("{leader}/{}/{}", self.epoch, isr.join(":"))
+    }
+
+    fn decode(word: &str) -> Option<Leadership> {
+        let mut parts = word.split('/');
+        let leader = match parts.next()? {
+            "-" => None,
+            d => Some(d.parse().ok()?),
+        };
+        let epoch = parts.next()?.parse().ok().filter(|e: &i32| *e >= 0)?;
+        let isr = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(':')
+                .map(|d| d.parse().ok())
+                .collect::<Option<Vec<u32>>>()?,
+        };
+        parts
+            .next()
+            .is_none()
+            .then_some(Leadership { leader, epoch, isr })
+    }
 }
 
 /// The whole picture.
@@ -67,10 +136,12 @@ impl Meta {
                     dirs.join(":")
                 })
                 .collect();
+            let states: Vec<String> = topic.leadership.iter().map(Leadership::encode).collect();
             let _ = writeln!(
                 out,
-                "topic {name} placement={} {}",
+                "topic {name} placement={} state={} {}",
                 placement.join(","),
+                states.join(","),
                 topic.config.to_words()
             );
         }
@@ -107,37 +178,8 @@ impl Meta {
                     this = Some(index.parse().map_err(|_| bad("meta dirs"))?);
                 }
                 Some("topic") => {
-                    let name = words.next().ok_or_else(|| bad("meta topic"))?.to_owned();
-                    let placement = words
-                        .next()
-                        .and_then(|w| w.strip_prefix("placement="))
-                        .ok_or_else(|| bad("meta placement"))?
-                        .split(',')
-                        .map(|replicas| {
-                            replicas
-                                .split(':')
-                                .map(str::parse)
-                                .collect::<std::result::Result<Vec<u32>, _>>()
-                        })
-                        .collect::<std::result::Result<Vec<Vec<u32>>, _>>()
-                        .map_err(|_| bad("meta placement"))?;
-                    let config =
-                        TopicConfig::from_words(words).map_err(|_| bad("meta topic config"))?;
-                    let placed = placement.iter().all(|replicas| {
-                        let mut sorted = replicas.clone();
-                        sorted.sort_unstable();
-                        sorted.dedup();
-                        sorted.len() == replicas.len()
-                            && replicas.len() == config.replication_factor as usize
-                            && replicas.iter().all(|&d| d < meta.dir_count)
-                    });
-                    if !placed
-                        || placement.len() != config.partitions as usize
-                        || config.validate().is_err()
-                    {
-                        return Err(bad("meta topic config"));
-                    }
-                    meta.topics.insert(name, TopicMeta { config, placement });
+                    let (name, topic) = decode_topic(words, meta.dir_count).map_err(bad)?;
+                    meta.topics.insert(name, topic);
                 }
                 _ if line.is_empty() => {}
                 _ => return Err(bad("meta line")),
@@ -154,6 +196,69 @@ impl Meta {
         })?;
         Ok((meta, this))
     }
+}
+
+/// One `topic` line after its first word: the name and what is recorded of the topic, or
+/// what was wrong with it.
+fn decode_topic<'a>(
+    mut words: impl Iterator<Item = &'a str>,
+    dir_count: u32,
+) -> std::result::Result<(String, TopicMeta), &'static str> {
+    let name = words.next().ok_or("meta topic")?.to_owned();
+    let placement = words
+        .next()
+        .and_then(|w| w.strip_prefix("placement="))
+        .ok_or("meta placement")?
+        .split(',')
+        .map(|replicas| {
+            replicas
+                .split(':')
+                .map(str::parse)
+                .collect::<std::result::Result<Vec<u32>, _>>()
+        })
+        .collect::<std::result::Result<Vec<Vec<u32>>, _>>()
+        .map_err(|_| "meta placement")?;
+    let mut words = words.peekable();
+    let leadership = match words.peek().and_then(|w| w.strip_prefix("state=")) {
+        Some(states) => {
+            let states = states
+                .split(',')
+                .map(Leadership::decode)
+                .collect::<Option<Vec<_>>>()
+                .ok_or("meta partition state")?;
+            words.next();
+            states
+        }
+        None => placement.iter().map(|r| Leadership::initial(r)).collect(),
+    };
+    let config = TopicConfig::from_words(words).map_err(|_| "meta topic config")?;
+    let placed = placement.iter().all(|replicas| {
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.len() == replicas.len()
+            && replicas.len() == config.replication_factor as usize
+            && replicas.iter().all(|&d| d < dir_count)
+    });
+    if !placed || placement.len() != config.partitions as usize || config.validate().is_err() {
+        return Err("meta topic config");
+    }
+    let consistent = leadership.len() == placement.len()
+        && leadership.iter().zip(&placement).all(|(state, replicas)| {
+            state.leader.is_none_or(|l| replicas.contains(&l))
+                && state.isr.iter().all(|d| replicas.contains(d))
+        });
+    if !consistent {
+        return Err("meta partition state");
+    }
+    Ok((
+        name,
+        TopicMeta {
+            config,
+            placement,
+            leadership,
+        },
+    ))
 }
 
 /// Writes `meta` into directory number `this`.
@@ -352,10 +457,7 @@ mod tests {
         };
         meta.topics.insert(
             "t".into(),
-            TopicMeta {
-                config: TopicConfig::default().partitions(2),
-                placement: vec![vec![0], vec![1]],
-            },
+            TopicMeta::new(TopicConfig::default().partitions(2), vec![vec![0], vec![1]]),
         );
         meta.topics.insert(
             "replicated".into(),
@@ -366,6 +468,18 @@ mod tests {
                     .min_insync_replicas(2)
                     .unclean_leader_election(true),
                 placement: vec![vec![0, 1], vec![1, 0]],
+                leadership: vec![
+                    Leadership {
+                        leader: Some(1),
+                        epoch: 4,
+                        isr: vec![1],
+                    },
+                    Leadership {
+                        leader: None,
+                        epoch: 2,
+                        isr: vec![],
+                    },
+                ],
             },
         );
         let path = Path::new("meta");
@@ -386,6 +500,38 @@ mod tests {
         assert_eq!(topic.placement, vec![vec![0], vec![1]]);
         assert_eq!(topic.config.replication_factor, 1);
         assert_eq!(topic.config.min_insync_replicas, 1);
+        assert_eq!(
+            topic.leadership,
+            vec![Leadership::initial(&[0]), Leadership::initial(&[1])]
+        );
+    }
+
+    /// Partition states that name a directory outside the replica list, a negative epoch,
+    /// or the wrong number of partitions are corruption.
+    #[test]
+    fn bad_partition_states_are_refused() {
+        let config = TopicConfig::default().partitions(1).replication_factor(2);
+        for state in [
+            "2/0/0:1",
+            "0/-1/0",
+            "0/0/0:3",
+            "0/0",
+            "x/0/0",
+            "0/0/0,1/0/1",
+            "0/0/0/1",
+        ] {
+            let body = format!(
+                "generation 1\ndirs 2 this 0\ntopic t placement=0:1 state={state} {}\n",
+                config.to_words()
+            );
+            assert!(
+                matches!(
+                    Meta::decode(&body, Path::new("meta")),
+                    Err(Error::Corruption { .. })
+                ),
+                "{state}"
+            );
+        }
     }
 
     /// Replica lists that repeat a directory, name a missing one or disagree with the

@@ -13,8 +13,12 @@ pub struct RecoveryReport {
     pub unclean_dirs: Vec<PathBuf>,
     /// Checkpoint files that could not be read, so their hints were ignored.
     pub unreadable_checkpoints: Vec<(PathBuf, String)>,
-    /// One entry per partition.
+    /// One entry per partition replica.
     pub partitions: Vec<PartitionRecovery>,
+    /// Replicas that could not be loaded (damaged below their recovery point, unreadable)
+    /// while a peer could lead: each was moved aside to the path given (with the error
+    /// found), recreated empty and rebuilt from its leader.
+    pub repaired: Vec<(PathBuf, String)>,
 }
 
 impl RecoveryReport {
@@ -25,12 +29,13 @@ impl RecoveryReport {
 
     /// True when nothing was truncated, rebuilt or removed.
     pub fn is_clean(&self) -> bool {
-        self.partitions.iter().all(|p| {
-            p.truncation.is_none()
-                && p.rebuilt_indexes.is_empty()
-                && p.removed_files.is_empty()
-                && !p.created
-        })
+        self.repaired.is_empty()
+            && self.partitions.iter().all(|p| {
+                p.truncation.is_none()
+                    && p.rebuilt_indexes.is_empty()
+                    && p.removed_files.is_empty()
+                    && !p.created
+            })
     }
 }
 

@@ -606,9 +606,7 @@ impl Harness {
             // Creating a topic rewrites the checkpoints of the existing ones.
             harness.parts.iter_mut().for_each(MPart::checkpointed);
             for index in 0..spec.partitions {
-                let path = lib(topic.partition(index), "partition")?
-                    .path()
-                    .to_path_buf();
+                let path = lib(topic.partition(index), "partition")?.path();
                 harness.parts.push(MPart {
                     topic: name.clone(),
                     path,
@@ -865,7 +863,7 @@ impl Harness {
         }
         let part = self.part(i)?;
         let bases = part.segment_base_offsets();
-        let dir = part.path().to_path_buf();
+        let dir = part.path();
         drop(part);
         let segment = *bases.iter().rev().find(|&&b| b <= last.base).unwrap();
         let position: usize = m

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::{ReplicaLog, SyncState, Writer};
+use super::{EpochCache, ReplicaLog, SyncState, Writer};
 use crate::clock::Clock;
 use crate::codec::{self, NO_TIMESTAMP};
 use crate::config::TopicConfig;
@@ -119,6 +119,7 @@ impl ReplicaLog {
             high_watermark: AtomicU64::new(next),
             recovery_point: AtomicU64::new(recovery_point),
             leader_epoch: AtomicI32::new(0),
+            epochs: Mutex::new(EpochCache::default()),
             replicated: std::sync::atomic::AtomicBool::new(false),
             prefaulter: options.prefaulter,
             sync: Mutex::new(SyncState {
@@ -127,7 +128,51 @@ impl ReplicaLog {
             }),
             synced: Condvar::new(),
         };
+        log.load_epochs()?;
         Ok((log, loaded.report))
+    }
+
+    /// Reads the leader-epoch checkpoint, rebuilding it from the batch headers when it is
+    /// missing or damaged, and trims it to the log as recovered.
+    fn load_epochs(&self) -> Result<()> {
+        let (mut cache, mut dirty) = match EpochCache::read(&self.dir, &self.path) {
+            Ok(Some(cache)) => (cache, false),
+            Ok(None) | Err(Error::Corruption { .. }) => (self.epochs_from_batches()?, true),
+            Err(error) => return Err(error),
+        };
+        dirty |= cache.truncate_from_end(self.log_end_offset());
+        dirty |= cache.truncate_from_start(self.log_start_offset());
+        if dirty && !cache.entries().is_empty() {
+            cache.write(&self.dir, &self.path)?;
+        }
+        if let Some(epoch) = cache.latest_epoch() {
+            self.leader_epoch
+                .store(epoch, std::sync::atomic::Ordering::Release);
+        }
+        *self.epochs.lock() = cache;
+        Ok(())
+    }
+
+    /// The epoch cache as the batch headers tell it (a walk over the whole log).
+    fn epochs_from_batches(&self) -> Result<EpochCache> {
+        let mut cache = EpochCache::default();
+        let end = self.log_end_offset();
+        let mut offset = self.log_start_offset();
+        while offset < end {
+            let read = self.read(offset, 1 << 20, end)?;
+            let mut progressed = false;
+            for batch in read.batches() {
+                let batch = batch?;
+                let header = batch.header();
+                cache.assign(header.partition_leader_epoch, header.base_offset as u64);
+                offset = batch.next_offset() as u64;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(cache)
     }
 }
 

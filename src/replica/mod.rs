@@ -8,6 +8,7 @@
 //! never sees a torn batch. A sealed or deleted segment stays mapped while a reader holds it.
 
 mod durability;
+pub(crate) mod epochs;
 mod load;
 mod set;
 
@@ -33,8 +34,9 @@ use crate::storage::StorageDir;
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 pub(crate) use durability::SyncState;
+use epochs::EpochCache;
 pub(crate) use load::LoadOptions;
-pub(crate) use set::Followers;
+pub(crate) use set::{PersistHook, ReplicaSet, Standing};
 
 /// Largest growth step of an active segment file.
 const LOG_CHUNK_MAX: usize = 4 << 20;
@@ -72,6 +74,8 @@ pub(crate) struct ReplicaLog {
     high_watermark: AtomicU64,
     recovery_point: AtomicU64,
     leader_epoch: AtomicI32,
+    /// Where each leader epoch starts in this log; behind the writer lock when both are taken.
+    epochs: Mutex<EpochCache>,
     /// Part of a replicated partition: the high watermark moves only when the replica set
     /// says so (the smallest log end among in-sync replicas), not at each append.
     replicated: std::sync::atomic::AtomicBool,
@@ -150,17 +154,80 @@ impl ReplicaLog {
         Ok(info)
     }
 
-    /// Appends a batch exactly as its leader stamped it (a follower's copy): same base
-    /// offset, which must be this replica's log end, same leader epoch and timestamps.
-    /// Waits for the topic's fsync policy like any append.
-    pub(crate) fn append_copy(&self, batch: &[u8]) -> Result<AppendInfo> {
-        let max = (self.config.max_message_bytes as usize).max(batch.len());
-        let header = codec::validate_batch(batch, max)?;
+    /// Sets the epoch stamped on the batches appended as leader from now on.
+    pub(crate) fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The newest leader epoch in this log.
+    pub(crate) fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.lock().latest_epoch()
+    }
+
+    /// The leader-epoch cache's entries, oldest first.
+    pub(crate) fn epoch_entries(&self) -> Vec<(i32, u64)> {
+        self.epochs.lock().entries().to_vec()
+    }
+
+    /// Kafka's `OffsetsForLeaderEpoch` answer for `epoch` from this log (see
+    /// [`EpochCache::end_offset_for`]).
+    pub(crate) fn end_offset_for(&self, epoch: i32) -> (i32, Option<u64>) {
+        let cache = self.epochs.lock();
+        cache.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Records that `epoch` starts at `start` when that is news, writing the checkpoint
+    /// before the batch that carries it. Called under the writer lock.
+    fn assign_epoch(&self, epoch: i32, start: u64) -> Result<()> {
+        let mut cache = self.epochs.lock();
+        if !cache.needs(epoch, start) {
+            return Ok(());
+        }
+        let mut next = cache.clone();
+        next.assign(epoch, start);
+        next.write(&self.dir, &self.path)?;
+        *cache = next;
+        Ok(())
+    }
+
+    /// Drops cache entries at or after the log end (after a truncation) and persists.
+    fn trim_epochs(&self, end: u64) -> Result<()> {
+        let mut cache = self.epochs.lock();
+        let mut next = cache.clone();
+        if next.truncate_from_end(end) {
+            next.write(&self.dir, &self.path)?;
+            *cache = next;
+        }
+        Ok(())
+    }
+
+    /// Appends every batch of `read` (a leader's log from this replica's end) as copies,
+    /// then waits once for the topic's fsync policy: a catch-up pays one sync per step,
+    /// not one per batch.
+    pub(crate) fn append_copies(&self, read: &LogRead) -> Result<()> {
         let now = self.clock.now_ms();
-        let (info, index_result) = self.append_validated(batch, &header, now, Stamp::Copy)?;
-        index_result?;
-        self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
-        Ok(info)
+        let mut records = 0;
+        let mut result = Ok(());
+        for batch in read.batches() {
+            let appended = batch.and_then(|batch| {
+                let bytes = batch.bytes();
+                let max = (self.config.max_message_bytes as usize).max(bytes.len());
+                let header = codec::validate_batch(bytes, max)?;
+                let (info, index_result) =
+                    self.append_validated(bytes, &header, now, Stamp::Copy)?;
+                records += u64::from(info.record_count);
+                index_result
+            });
+            if appended.is_err() {
+                result = appended;
+                break;
+            }
+        }
+        if records > 0 {
+            let synced = self.after_append(self.log_end_offset(), records, now);
+            result = result.and(synced);
+        }
+        result
     }
 
     /// Marks the replica as part of a replicated partition (see `replicated`).
@@ -257,6 +324,7 @@ impl ReplicaLog {
             Stamp::Leader => self.leader_epoch.load(Ordering::Relaxed),
             Stamp::Copy => header.partition_leader_epoch,
         };
+        self.assign_epoch(epoch, base_offset)?;
         let head = patched_header(batch, base_offset, epoch, log_append_time);
         w.active.write(position, &head)?;
         w.active.write(
@@ -482,7 +550,8 @@ impl ReplicaLog {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        load::truncate(self, &mut w, offset, now)
+        load::truncate(self, &mut w, offset, now)?;
+        self.trim_epochs(w.next_offset)
     }
 }
 

@@ -1,191 +1,602 @@
-//! A partition's followers inside one process (DESIGN.md §5): each keeps a byte-for-byte
-//! copy of the leader's batches in another storage directory.
+//! A partition's replicas inside one process (DESIGN.md §5): a leader and followers, each in
+//! its own storage directory, the followers holding byte-for-byte copies of the leader's
+//! batches.
 //!
 //! Design: the leader's appender copies each batch to every in-sync follower in the same
 //! call, in offset order (one appender at a time per replicated partition). No thread hop,
 //! so an `acks=All` append returns once every in-sync replica holds it under the topic's
 //! fsync policy; the cost is that a replicated partition's appends are serialised (no group
-//! commit across appenders). The high watermark is the smallest log end among the leader and
-//! its in-sync followers. A follower whose copy fails leaves the in-sync set.
+//! commit across appenders). The high watermark is the smallest log end among the in-sync
+//! replicas, and does not move while fewer than `min_insync_replicas` are in sync.
+//!
+//! Failure: an I/O error on a replica takes its whole directory offline (the directory is
+//! poisoned, as Kafka takes a failed log directory offline). A follower there leaves the
+//! in-sync set; a leader there hands leadership to the first in-sync replica in assignment
+//! order (or, with `unclean_leader_election`, to the live replica holding the most), in a
+//! new leader epoch, and the append that met the failure is finished on the new leader.
+//! Every change of leader, epoch or in-sync set is written to `meta` before anything that
+//! relies on it is acknowledged.
+//!
+//! A follower that starts following (at open, after a failover, when it comes back) first
+//! cuts whatever its log holds that the leader's does not, found by comparing leader-epoch
+//! caches (KIP-101/279), then copies from the leader.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
+use crate::config::TopicConfig;
+use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
+use crate::metadata::Leadership;
 use crate::replica::ReplicaLog;
-use crate::types::AppendInfo;
+use crate::types::{AppendInfo, TopicPartition};
 
 /// Bytes read from the leader per step while a follower catches up.
 const CATCH_UP_BYTES: usize = 1 << 20;
+/// `leader` when no replica leads.
+const NO_LEADER: usize = usize::MAX;
 
-/// The followers of one partition's leader.
-#[derive(Debug, Default)]
-pub(crate) struct Followers {
-    replicas: Vec<Arc<ReplicaLog>>,
-    in_sync: Vec<AtomicBool>,
-    /// Serialises the replicated appends of the partition, so copies follow offset order.
-    order: Mutex<()>,
-    min_insync_replicas: u32,
+/// Writes a partition's leadership to `meta`.
+pub(crate) struct PersistHook(pub PersistFn);
+
+/// The function behind a [`PersistHook`].
+pub(crate) type PersistFn = Box<dyn Fn(&Leadership) -> Result<()> + Send + Sync>;
+
+impl fmt::Debug for PersistHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PersistHook")
+    }
 }
 
-impl Followers {
-    /// Followers of `leader` (none: an unreplicated partition), each caught up from it; one
-    /// that cannot be starts out of sync. The caller makes the replica with the furthest log
-    /// end the leader, so every follower holds a prefix of the leader's log (copies are
-    /// byte-for-byte and in offset order) and nothing is cut.
-    pub(crate) fn new(
-        leader: &ReplicaLog,
+/// How a replica was found when its partition was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Loaded from its directory, and in sync as last recorded: it may lead.
+    InSync,
+    /// Loaded, but not in sync as last recorded (or its data had to be recreated): it
+    /// follows and rejoins once level with the leader.
+    Stale,
+}
+
+/// One partition's replicas.
+#[derive(Debug)]
+pub(crate) struct ReplicaSet {
+    tp: TopicPartition,
+    /// In assignment order (preferred leader first). Replaced only under `order`.
+    replicas: RwLock<Vec<Arc<ReplicaLog>>>,
+    /// Each replica's storage directory index.
+    dirs: Vec<u32>,
+    /// Index into `replicas`, or `NO_LEADER`.
+    leader: AtomicUsize,
+    /// Per replica; the leader's is always set.
+    in_sync: Vec<AtomicBool>,
+    epoch: AtomicI32,
+    /// Serialises the replicated appends, elections and truncations of the partition.
+    order: Mutex<()>,
+    min_insync_replicas: u32,
+    unclean: bool,
+    persist: OnceLock<PersistHook>,
+}
+
+impl ReplicaSet {
+    /// Opens the partition over `replicas` (assignment order; `dirs` their directory
+    /// indexes), electing a leader from what was recorded: the recorded leader if it is in
+    /// sync, else the first in-sync replica, else — only with `unclean_leader_election` —
+    /// the replica holding the most; with none the partition is offline. A replicated
+    /// partition's leader starts a new epoch; every follower is reconciled with it and
+    /// caught up. Returns the set and its leadership, for `meta`.
+    pub(crate) fn open(
+        tp: TopicPartition,
         replicas: Vec<Arc<ReplicaLog>>,
-        min_insync_replicas: u32,
-    ) -> Followers {
-        let replicated = !replicas.is_empty();
-        leader.set_replicated(replicated);
-        let mut in_sync = Vec::with_capacity(replicas.len());
-        for follower in &replicas {
-            follower.set_replicated(true);
-            let ok = catch_up(leader, follower, usize::MAX).is_ok();
-            in_sync.push(AtomicBool::new(ok));
-        }
-        let followers = Followers {
-            replicas,
-            in_sync,
-            order: Mutex::new(()),
-            min_insync_replicas,
+        dirs: Vec<u32>,
+        standing: &[Standing],
+        recorded: &Leadership,
+        config: &TopicConfig,
+    ) -> ReplicaSet {
+        let replicated = replicas.len() > 1;
+        let eligible = |i: usize| {
+            standing[i] == Standing::InSync
+                && recorded.isr.contains(&dirs[i])
+                && !replicas[i].dir().is_poisoned()
         };
-        followers.advance_high_watermark(leader);
-        followers
+        let recorded_leader = recorded
+            .leader
+            .and_then(|d| dirs.iter().position(|&x| x == d))
+            .filter(|&i| eligible(i));
+        let leader = if replicated {
+            recorded_leader
+                .or_else(|| (0..replicas.len()).find(|&i| eligible(i)))
+                .or_else(|| {
+                    config
+                        .unclean_leader_election
+                        .then(|| most_complete(&replicas, None))
+                        .flatten()
+                })
+        } else {
+            Some(0)
+        };
+        let latest = replicas
+            .iter()
+            .filter_map(|r| r.latest_epoch())
+            .max()
+            .unwrap_or(0);
+        let mut epoch = recorded.epoch.max(latest);
+        if replicated && leader.is_some() {
+            epoch = epoch.saturating_add(1);
+        }
+        let set = ReplicaSet {
+            tp,
+            in_sync: (0..replicas.len())
+                .map(|i| AtomicBool::new(Some(i) == leader))
+                .collect(),
+            replicas: RwLock::new(replicas),
+            dirs,
+            leader: AtomicUsize::new(leader.unwrap_or(NO_LEADER)),
+            epoch: AtomicI32::new(epoch),
+            order: Mutex::new(()),
+            min_insync_replicas: config.min_insync_replicas,
+            unclean: config.unclean_leader_election,
+            persist: OnceLock::new(),
+        };
+        let replicas = set.replicas();
+        for replica in &replicas {
+            replica.set_replicated(replicated);
+        }
+        if let Some(l) = leader {
+            replicas[l].set_leader_epoch(epoch);
+            for (i, follower) in replicas.iter().enumerate() {
+                if i != l {
+                    let level = follow(&replicas[l], follower, usize::MAX, true).is_ok()
+                        && follower.log_end_offset() == replicas[l].log_end_offset();
+                    set.in_sync[i].store(level, Ordering::Release);
+                }
+            }
+            set.advance_high_watermark(&replicas[l]);
+        } else {
+            // Offline: the recorded in-sync replicas stay the ones to wait for, less any
+            // whose data is gone (recreated empty).
+            for (i, d) in set.dirs.iter().enumerate() {
+                let wait_for = recorded.isr.contains(d) && standing[i] == Standing::InSync;
+                set.in_sync[i].store(wait_for, Ordering::Release);
+            }
+        }
+        set
     }
 
-    /// Every follower, in sync or not.
-    pub(crate) fn replicas(&self) -> &[Arc<ReplicaLog>] {
-        &self.replicas
+    /// Installs the hook that writes leadership changes to `meta` (once).
+    pub(crate) fn set_persist(&self, hook: PersistHook) {
+        let _ = self.persist.set(hook);
+    }
+
+    /// Every replica, in assignment order.
+    pub(crate) fn replicas(&self) -> Vec<Arc<ReplicaLog>> {
+        self.replicas.read().clone()
+    }
+
+    /// The partition as `describe_topic` reports it; a leader whose directory went offline
+    /// is replaced first.
+    pub(crate) fn describe(&self) -> PartitionDescription {
+        // An offline partition is described as such; the error adds nothing.
+        let _ = self.leader();
+        let leadership = self.leadership();
+        let current = self.current();
+        let replicas = self.replicas();
+        PartitionDescription {
+            partition: self.tp.partition,
+            leader: leadership.leader.map(|d| d as usize),
+            leader_epoch: leadership.epoch,
+            replicas: self.dirs.iter().map(|&d| d as usize).collect(),
+            isr: leadership.isr.iter().map(|&d| d as usize).collect(),
+            offline_replicas: self
+                .dirs
+                .iter()
+                .zip(&replicas)
+                .filter(|(_, r)| r.dir().is_poisoned())
+                .map(|(&d, _)| d as usize)
+                .collect(),
+            log_start_offset: current.log_start_offset(),
+            log_end_offset: current.log_end_offset(),
+            high_watermark: current.high_watermark(),
+        }
+    }
+
+    /// Whether the partition has more than one replica.
+    pub(crate) fn is_replicated(&self) -> bool {
+        self.dirs.len() > 1
+    }
+
+    /// The current leadership, as `meta` records it.
+    pub(crate) fn leadership(&self) -> Leadership {
+        let leader = self.leader.load(Ordering::Acquire);
+        Leadership {
+            leader: (leader != NO_LEADER).then(|| self.dirs[leader]),
+            epoch: self.epoch.load(Ordering::Acquire),
+            isr: self
+                .dirs
+                .iter()
+                .zip(&self.in_sync)
+                .filter(|(_, s)| s.load(Ordering::Acquire))
+                .map(|(d, _)| *d)
+                .collect(),
+        }
     }
 
     /// How many replicas, the leader included, are in sync.
     pub(crate) fn in_sync_count(&self) -> u32 {
-        1 + self
-            .in_sync
+        self.in_sync
             .iter()
             .filter(|s| s.load(Ordering::Acquire))
             .count() as u32
     }
 
-    /// Appends `batch` on `leader` (calling `on_appended` once it is in the leader's log,
+    fn offline(&self) -> Error {
+        Error::PartitionOffline {
+            topic: self.tp.topic.clone(),
+            partition: self.tp.partition,
+        }
+    }
+
+    /// The leader, for reads and offsets; a leader whose directory went offline is replaced
+    /// first.
+    ///
+    /// # Errors
+    /// `PartitionOffline` when no replica can lead.
+    pub(crate) fn leader(&self) -> Result<Arc<ReplicaLog>> {
+        let i = self.leader.load(Ordering::Acquire);
+        if i != NO_LEADER {
+            let leader = Arc::clone(&self.replicas.read()[i]);
+            if !self.is_replicated() || !leader.dir().is_poisoned() {
+                return Ok(leader);
+            }
+        }
+        let _order = self.order.lock();
+        self.ensure_leader()
+    }
+
+    /// The leader, or when the partition is offline its preferred replica (for figures
+    /// that stay readable while offline).
+    pub(crate) fn current(&self) -> Arc<ReplicaLog> {
+        let i = self.leader.load(Ordering::Acquire);
+        let replicas = self.replicas.read();
+        Arc::clone(&replicas[if i == NO_LEADER { 0 } else { i }])
+    }
+
+    /// The leader under `order`, failing over from one whose directory went offline.
+    fn ensure_leader(&self) -> Result<Arc<ReplicaLog>> {
+        let i = self.leader.load(Ordering::Acquire);
+        if i == NO_LEADER {
+            return Err(self.offline());
+        }
+        let leader = Arc::clone(&self.replicas.read()[i]);
+        if self.is_replicated() && leader.dir().is_poisoned() {
+            self.fail_over(i)?;
+            return self.ensure_leader();
+        }
+        Ok(leader)
+    }
+
+    /// Appends `batch` on the leader (calling `on_appended` once it is in the leader's log,
     /// which is what `acks=Leader` waits for), then copies it to every follower that is or
     /// can be brought in sync and moves the high watermark. With `acks_all`, fewer than
     /// `min_insync_replicas` in-sync replicas refuse the append before anything is written
     /// (`NotEnoughReplicas`), and too few after it answer `NotEnoughReplicasAfterAppend`
-    /// (the batch stays, as in Kafka).
+    /// (the batch stays, as in Kafka). A leader whose directory fails hands over to an
+    /// in-sync follower and the append finishes there.
     pub(crate) fn append(
         &self,
-        leader: &ReplicaLog,
         batch: &[u8],
         acks_all: bool,
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
-        if self.replicas.is_empty() {
+        if !self.is_replicated() {
+            let leader = Arc::clone(&self.replicas.read()[0]);
             return leader.append_then(batch, on_appended);
         }
         let _order = self.order.lock();
-        let required = self.min_insync_replicas;
-        if acks_all && self.in_sync_count() < required {
-            // A follower that fell out may be back: try before refusing.
-            self.copy_to_followers(leader);
-            let in_sync = self.in_sync_count();
-            if in_sync < required {
-                return Err(Error::NotEnoughReplicas { in_sync, required });
+        let mut on_appended = Some(on_appended);
+        let mut appended_info: Option<AppendInfo> = None;
+        let mut failures = 0;
+        loop {
+            let leader = self.ensure_leader()?;
+            let required = self.min_insync_replicas;
+            if acks_all && self.in_sync_count() < required {
+                // A follower that fell out may be back: try before refusing.
+                self.copy_to_followers(&leader)?;
+                let in_sync = self.in_sync_count();
+                if in_sync < required {
+                    return Err(Error::NotEnoughReplicas { in_sync, required });
+                }
+            }
+            let before = leader.log_end_offset();
+            let appended = leader.append_then(batch, |info| {
+                appended_info = Some(*info);
+                if let Some(callback) = on_appended.take() {
+                    callback(info);
+                }
+            });
+            let in_log = leader.log_end_offset() > before;
+            let error = match appended {
+                Err(error) if Self::dir_failed(&leader, &error) => error,
+                appended => {
+                    // A leader error after the batch became part of its log (an index
+                    // entry) still replicates it, as an unreplicated partition shows it.
+                    if appended.is_ok() || in_log {
+                        self.copy_to_followers(&leader)?;
+                        self.advance_high_watermark(&leader);
+                    }
+                    let info = appended?;
+                    return self.after_append(info, acks_all);
+                }
+            };
+            // The leader's directory failed. A batch already in its log (its sync failed)
+            // reaches the in-sync followers from the leader's pages; then a follower leads.
+            if in_log {
+                self.copy_to_followers(&leader)?;
+            }
+            let old = self.leader.load(Ordering::Acquire);
+            self.fail_over(old)?;
+            if let Some(info) = appended_info.filter(|_| in_log) {
+                let new_leader = self.ensure_leader().map_err(|_| error)?;
+                if new_leader.log_end_offset() > info.last_offset {
+                    self.advance_high_watermark(&new_leader);
+                    return self.after_append(info, acks_all);
+                }
+                // The batch died with the directory: report it lost, do not write it twice.
+                return Err(Error::Poisoned {
+                    dir: leader.dir().path().to_path_buf(),
+                });
+            }
+            failures += 1;
+            if failures >= self.dirs.len() {
+                return Err(error);
             }
         }
-        let before = leader.log_end_offset();
-        let appended = leader.append_then(batch, on_appended);
-        // A leader error after the batch became part of its log (an index entry, the
-        // fsync) still replicates it, as an unreplicated partition would show it.
-        if appended.is_ok() || leader.log_end_offset() > before {
-            self.copy_to_followers(leader);
-            self.advance_high_watermark(leader);
-        }
-        let info = appended?;
+    }
+
+    /// The `acks=All` check after an append.
+    fn after_append(&self, info: AppendInfo, acks_all: bool) -> Result<AppendInfo> {
         let in_sync = self.in_sync_count();
+        let required = self.min_insync_replicas;
         if acks_all && in_sync < required {
             return Err(Error::NotEnoughReplicasAfterAppend { in_sync, required });
         }
         Ok(info)
     }
 
+    /// Whether `error`, met on `replica`, means its directory failed: any I/O error takes a
+    /// replicated partition's directory offline (Kafka's log-directory failure), as a failed
+    /// fsync does every directory.
+    fn dir_failed(replica: &ReplicaLog, error: &Error) -> bool {
+        if matches!(error, Error::Io { .. }) {
+            replica.dir().poison();
+        }
+        replica.dir().is_poisoned()
+    }
+
     /// Catches the in-sync followers up with the leader (one that fails leaves the set) and
     /// moves each out-of-sync one at most one step closer (it rejoins once level), so a
     /// returning follower's backlog is spread over appends rather than paid by one, and a
-    /// follower whose directory failed costs one check.
-    fn copy_to_followers(&self, leader: &ReplicaLog) {
-        for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
-            let now_in_sync = if in_sync.load(Ordering::Acquire) {
-                catch_up(leader, follower, usize::MAX).is_ok()
-            } else {
-                catch_up(leader, follower, 1).is_ok()
-                    && follower.log_end_offset() == leader.log_end_offset()
-            };
-            in_sync.store(now_in_sync, Ordering::Release);
+    /// follower whose directory failed costs one check. Changes of the in-sync set are
+    /// written to `meta`.
+    fn copy_to_followers(&self, leader: &Arc<ReplicaLog>) -> Result<()> {
+        let replicas = self.replicas();
+        let mut changed = false;
+        for (follower, in_sync) in replicas.iter().zip(&self.in_sync) {
+            if Arc::ptr_eq(follower, leader) {
+                continue;
+            }
+            let was = in_sync.load(Ordering::Acquire);
+            let steps = if was { usize::MAX } else { 1 };
+            // An in-sync follower holds exactly the leader's log: only one that fell out
+            // (or follows a new leader after an unclean election) may have diverged.
+            let copied = follow(leader, follower, steps, !was);
+            if let Err(error) = &copied {
+                Self::dir_failed(follower, error);
+            }
+            let now = copied.is_ok() && follower.log_end_offset() == leader.log_end_offset();
+            in_sync.store(now, Ordering::Release);
+            changed |= now != was;
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Moves leadership away from replica `old` (whose directory failed): to the first
+    /// in-sync replica in assignment order whose directory is online, else — with
+    /// `unclean_leader_election` — to the live replica holding the most, else nobody (the
+    /// partition is offline and `old` stays the in-sync replica to wait for). Bumps the
+    /// epoch and writes the change to `meta`.
+    fn fail_over(&self, old: usize) -> Result<()> {
+        let replicas = self.replicas();
+        let live = |i: usize| i != old && !replicas[i].dir().is_poisoned();
+        let clean =
+            (0..replicas.len()).find(|&i| live(i) && self.in_sync[i].load(Ordering::Acquire));
+        let next = clean.or_else(|| {
+            self.unclean
+                .then(|| most_complete(&replicas, Some(old)))
+                .flatten()
+        });
+        let epoch = self.epoch.load(Ordering::Acquire).saturating_add(1);
+        if let Some(n) = next {
+            let unclean = clean.is_none();
+            self.epoch.store(epoch, Ordering::Release);
+            replicas[n].set_leader_epoch(epoch);
+            self.leader.store(n, Ordering::Release);
+            for (i, in_sync) in self.in_sync.iter().enumerate() {
+                if i == n {
+                    in_sync.store(true, Ordering::Release);
+                } else if i == old || unclean {
+                    in_sync.store(false, Ordering::Release);
+                }
+            }
+            // Followers left out of sync by an unclean election reconcile on their
+            // next step; in-sync ones hold exactly the new leader's log already.
+            self.advance_high_watermark(&replicas[n]);
+        } else {
+            self.leader.store(NO_LEADER, Ordering::Release);
+            for (i, in_sync) in self.in_sync.iter().enumerate() {
+                in_sync.store(i == old, Ordering::Release);
+            }
+        }
+        self.persist()
+    }
+
+    /// Writes the leadership to `meta` (no hook: not yet part of an open log).
+    fn persist(&self) -> Result<()> {
+        match self.persist.get() {
+            Some(hook) => (hook.0)(&self.leadership()),
+            None => Ok(()),
         }
     }
 
-    /// Syncs the in-sync followers up to `offset`; one that fails leaves the set (its
-    /// directory is poisoned by the failure) instead of failing the caller.
-    pub(crate) fn sync_to(&self, offset: u64) {
-        for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
-            if in_sync.load(Ordering::Acquire)
+    /// Syncs the leader and the in-sync followers up to `offset`. A follower that fails
+    /// leaves the set (its directory is poisoned by the failure); a leader that fails hands
+    /// over, and the sync is done on the new leader.
+    pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
+        let leader = self.leader()?;
+        if let Err(error) = leader.sync_to(offset.min(leader.log_end_offset())) {
+            if !self.is_replicated() || !Self::dir_failed(&leader, &error) {
+                return Err(error);
+            }
+            let leader = self.leader().map_err(|_| error)?;
+            leader.sync_to(offset.min(leader.log_end_offset()))?;
+        }
+        if !self.is_replicated() {
+            return Ok(());
+        }
+        let leader = self.current();
+        let mut changed = false;
+        for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            if !Arc::ptr_eq(follower, &leader)
+                && in_sync.load(Ordering::Acquire)
                 && follower
                     .sync_to(offset.min(follower.log_end_offset()))
                     .is_err()
             {
                 in_sync.store(false, Ordering::Release);
+                changed = true;
             }
         }
-    }
-
-    /// Removes every record at or after `offset` from the leader and its followers, in
-    /// step with appends.
-    pub(crate) fn truncate(&self, leader: &ReplicaLog, offset: u64) -> Result<()> {
-        let _order = self.order.lock();
-        leader.truncate_to(offset)?;
-        for (follower, in_sync) in self.replicas.iter().zip(&self.in_sync) {
-            if follower.truncate_to(offset).is_err() {
-                // It may still hold the cut records: it must never rejoin with them, so its
-                // directory goes offline.
-                follower.dir().poison();
-                in_sync.store(false, Ordering::Release);
-            }
+        if changed {
+            let _order = self.order.lock();
+            self.persist()?;
         }
         Ok(())
     }
 
-    /// The smallest log end among the leader and its in-sync followers, given to all.
+    /// Removes every record at or after `offset` from the leader and its followers, in
+    /// step with appends.
+    pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
+        let _order = self.order.lock();
+        let leader = self.ensure_leader()?;
+        leader.truncate_to(offset)?;
+        let mut changed = false;
+        for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
+                // It may still hold the cut records: it must never rejoin with them, so its
+                // directory goes offline.
+                follower.dir().poison();
+                changed |= in_sync.swap(false, Ordering::AcqRel);
+            }
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// The smallest log end among the in-sync replicas, given to all; unchanged while
+    /// fewer than `min_insync_replicas` are in sync (Kafka's `isUnderMinIsr`).
     fn advance_high_watermark(&self, leader: &ReplicaLog) {
-        let high_watermark = self
-            .replicas
+        let replicas = self.replicas();
+        if self.in_sync_count() < self.min_insync_replicas.min(replicas.len() as u32) {
+            return;
+        }
+        let high_watermark = replicas
             .iter()
             .zip(&self.in_sync)
             .filter(|(_, s)| s.load(Ordering::Acquire))
-            .map(|(f, _)| f.log_end_offset())
+            .map(|(r, _)| r.log_end_offset())
             .fold(leader.log_end_offset(), u64::min);
-        leader.advance_high_watermark(high_watermark);
-        for follower in &self.replicas {
-            follower.advance_high_watermark(high_watermark);
+        for replica in &replicas {
+            replica.advance_high_watermark(high_watermark);
         }
     }
 }
 
+/// The live replica (directory online, not `except`) with the furthest log end, the first in
+/// assignment order on a tie: an unclean election's choice, losing the least.
+fn most_complete(replicas: &[Arc<ReplicaLog>], except: Option<usize>) -> Option<usize> {
+    replicas
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| Some(*i) != except && !r.dir().is_poisoned())
+        .max_by_key(|(i, r)| (r.log_end_offset(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+}
+
+/// Brings `follower` in line with `leader`: with `check`, first cuts what the leader does
+/// not have (`reconcile`); then copies at most `steps` reads.
+fn follow(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, check: bool) -> Result<()> {
+    follower.dir().check()?;
+    if check {
+        reconcile(leader, follower)?;
+    }
+    catch_up(leader, follower, steps)
+}
+
+/// Finds where the follower's history diverges from the leader's and truncates it there
+/// (Kafka's `getOffsetTruncationState`, KIP-279): ask the leader where the follower's
+/// latest epoch ends; if the follower knows that epoch, cut at the smaller end, else cut
+/// where the follower's own copy of it ends and ask again with the epoch before.
+fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
+    // Each round cuts the follower's log or ends, and the epochs it asks about decrease.
+    for _ in 0..=follower.epoch_entries().len() + 1 {
+        let end = follower.log_end_offset();
+        if end == follower.log_start_offset() {
+            return Ok(());
+        }
+        let Some(epoch) = follower.latest_epoch() else {
+            // No epochs (cannot happen for a log written by tarnlog): keep what is known
+            // to be committed.
+            return follower.truncate_to(follower.high_watermark().min(leader.log_end_offset()));
+        };
+        let (leader_epoch, leader_end) = leader.end_offset_for(epoch);
+        let Some(leader_end) = leader_end else {
+            // The leader has never seen an epoch this old or this new.
+            let keep = follower.high_watermark().min(leader.log_end_offset());
+            return follower.truncate_to(keep);
+        };
+        let (follower_epoch, follower_end) = follower.end_offset_for(leader_epoch);
+        let follower_end = follower_end.unwrap_or(end).min(end);
+        if follower_epoch == leader_epoch {
+            let cut = leader_end.min(follower_end);
+            return follower.truncate_to(cut);
+        }
+        follower.truncate_to(follower_end)?;
+        if follower.log_end_offset() == end && follower.latest_epoch() == Some(epoch) {
+            // Nothing moved: the follower's history before this epoch matches.
+            return follower.truncate_to(leader_end.min(end));
+        }
+    }
+    Ok(())
+}
+
 /// Copies the leader's batches from the follower's log end towards the leader's, in at
-/// most `steps` reads. A follower whose directory failed, ahead of the leader, or ending
-/// before the leader's log starts cannot be caught up.
+/// most `steps` reads of `CATCH_UP_BYTES`, each followed by one sync under the topic's
+/// fsync policy. A follower ahead of the leader or ending before the leader's log starts
+/// cannot be caught up.
 fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<()> {
     let behind = |reason: &str| {
         Err(Error::InvalidRecord {
             reason: format!("{}: {reason}", follower.topic_partition()),
         })
     };
-    follower.dir().check()?;
     for _ in 0..steps {
         let from = follower.log_end_offset();
         let end = leader.log_end_offset();
@@ -199,9 +610,7 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<
             return behind("the follower ends before its leader's log starts");
         }
         let read = leader.read(from, CATCH_UP_BYTES, end)?;
-        for batch in read.batches() {
-            follower.append_copy(batch?.bytes())?;
-        }
+        follower.append_copies(&read)?;
         if follower.log_end_offset() == from {
             return behind("no progress copying from the leader");
         }

@@ -1,0 +1,82 @@
+//! What `Log::dir_status` and `Log::describe_topic` report: the health of each storage
+//! directory, and each partition's leader, epoch and in-sync replicas (Kafka's
+//! `describeLogDirs` and `describeTopics`, with directories in the place of brokers).
+
+use std::path::PathBuf;
+
+use crate::config::TopicConfig;
+
+/// One storage directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirStatus {
+    /// Its position in [`Log::dirs`](crate::Log::dirs), the index replicas are placed by.
+    pub index: usize,
+    /// Its path.
+    pub path: PathBuf,
+    /// False once an I/O or fsync error took it offline (it stays offline until
+    /// [`Log::restore_dir`](crate::Log::restore_dir) or a reopen).
+    pub online: bool,
+    /// Partition replicas it holds.
+    pub replicas: usize,
+    /// Partitions whose leader it holds.
+    pub leaders: usize,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub config: TopicConfig,
+    /// Its partitions, in order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+impl TopicDescription {
+    /// Partitions with fewer in-sync replicas than replicas.
+    pub fn under_replicated(&self) -> impl Iterator<Item = &PartitionDescription> {
+        self.partitions.iter().filter(|p| p.is_under_replicated())
+    }
+
+    /// Partitions without a leader.
+    pub fn offline(&self) -> impl Iterator<Item = &PartitionDescription> {
+        self.partitions.iter().filter(|p| p.is_offline())
+    }
+}
+
+/// One partition. Replicas are named by their directory's index in
+/// [`Log::dirs`](crate::Log::dirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// The partition number.
+    pub partition: u32,
+    /// The directory of its leader; `None` while it is offline.
+    pub leader: Option<usize>,
+    /// The leader epoch (bumped at every change of leader and at every open).
+    pub leader_epoch: i32,
+    /// Its replicas' directories, preferred leader first.
+    pub replicas: Vec<usize>,
+    /// The in-sync replicas' directories, the leader included.
+    pub isr: Vec<usize>,
+    /// Replicas whose directory is offline.
+    pub offline_replicas: Vec<usize>,
+    /// The leader's log start offset.
+    pub log_start_offset: u64,
+    /// The leader's log end offset.
+    pub log_end_offset: u64,
+    /// The high watermark: offsets below it are visible to consumers.
+    pub high_watermark: u64,
+}
+
+impl PartitionDescription {
+    /// Fewer replicas in sync than assigned.
+    pub fn is_under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+
+    /// No replica leads.
+    pub fn is_offline(&self) -> bool {
+        self.leader.is_none()
+    }
+}
