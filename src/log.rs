@@ -28,7 +28,9 @@ use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
 use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
-use crate::replica::{LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, Standing};
+use crate::replica::{
+    LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, Slot, Standing,
+};
 use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
@@ -237,13 +239,7 @@ impl LogBuilder {
             .map(|d| canonical_dir(d))
             .collect::<Result<_>>()?;
         check_dirs(&canonical)?;
-        let mut dirs = Vec::with_capacity(self.dirs.len());
-        for path in &self.dirs {
-            dirs.push(Arc::new(StorageDir::open(
-                Arc::clone(&self.storage),
-                path.clone(),
-            )?));
-        }
+        let (dirs, offline) = self.open_dirs()?;
         let meta = load_meta(&dirs)?;
         let prefaulter = if self.prefault.unwrap_or(true) {
             Some(
@@ -253,10 +249,14 @@ impl LogBuilder {
         } else {
             None
         };
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            offline_dirs: offline,
+            ..RecoveryReport::default()
+        };
         let topics = load_topics(&dirs, &meta, &self, prefaulter.as_ref(), &mut report)?;
         let inner = Arc::new(Inner {
-            dirs,
+            dir_count: dirs.len(),
+            dirs: RwLock::new(dirs),
             clock: self.clock,
             defaults: self.defaults,
             state: RwLock::new(State { meta, topics }),
@@ -297,6 +297,31 @@ impl LogBuilder {
         }
         log.persist_groups()?;
         Ok(log)
+    }
+    /// Opens (and locks) every storage directory. With several, one that cannot be opened
+    /// is offline — returned with its error — and the others carry on; a lock held elsewhere
+    /// is never skipped, and at least one directory must open.
+    fn open_dirs(&self) -> Result<(Vec<Arc<StorageDir>>, Vec<OfflineDir>)> {
+        let mut dirs = Vec::with_capacity(self.dirs.len());
+        let mut offline = Vec::new();
+        for path in &self.dirs {
+            let opened = StorageDir::open(Arc::clone(&self.storage), path.clone());
+            dirs.push(Arc::new(match opened {
+                Err(error) if self.dirs.len() > 1 && !matches!(error, Error::Locked { .. }) => {
+                    offline.push((path.clone(), error.to_string()));
+                    StorageDir::offline(Arc::clone(&self.storage), path.clone())
+                }
+                opened => opened?,
+            }));
+        }
+        if offline.len() == dirs.len() {
+            return Err(Error::InvalidConfig {
+                field: "dirs",
+                value: format!("{} directories, none usable", dirs.len()),
+                allowed: format!("at least one usable directory ({})", offline[0].1),
+            });
+        }
+        Ok((dirs, offline))
     }
 }
 
@@ -357,7 +382,7 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
     let mut best: Option<Meta> = None;
     let mut first_error = None;
     let mut found_any = false;
-    for (i, dir) in dirs.iter().enumerate() {
+    for (i, dir) in dirs.iter().enumerate().filter(|(_, d)| !d.is_poisoned()) {
         match metadata::read_meta(dir) {
             Ok(None) => {}
             Ok(Some((meta, this))) => {
@@ -399,6 +424,9 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
 
 type Topics = BTreeMap<String, Arc<TopicState>>;
 
+/// A directory that could not be opened, and why.
+type OfflineDir = (PathBuf, String);
+
 /// Recovers every partition of every topic.
 fn load_topics(
     dirs: &[Arc<StorageDir>],
@@ -409,6 +437,10 @@ fn load_topics(
 ) -> Result<Topics> {
     let mut hints = Vec::new();
     for dir in dirs {
+        if dir.is_poisoned() {
+            hints.push((false, BTreeMap::new(), BTreeMap::new()));
+            continue;
+        }
         let marker = metadata::has_clean_marker(dir);
         let unreadable_before = report.unreadable_checkpoints.len();
         let mut read = |name: &str| {
@@ -454,7 +486,8 @@ fn load_topics(
             };
             let mut loaded = Vec::with_capacity(replicas.len());
             for &d in replicas {
-                loaded.push(ReplicaLog::load(options(d)));
+                loaded
+                    .push((!dirs[d as usize].is_poisoned()).then(|| ReplicaLog::load(options(d))));
             }
             let (set, standing) = repair_damaged(
                 &tp,
@@ -491,30 +524,36 @@ fn repair_damaged(
     dirs: &[u32],
     recorded: &Leadership,
     config: &TopicConfig,
-    loaded: Vec<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>,
+    loaded: Vec<Option<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>>,
     options: &dyn Fn(u32) -> LoadOptions,
     report: &mut RecoveryReport,
-) -> Result<(Vec<Arc<ReplicaLog>>, Vec<Standing>)> {
+) -> Result<(Vec<Slot>, Vec<Standing>)> {
     let can_lead = loaded.iter().zip(dirs).any(|(l, d)| match l {
-        Ok((_, recovered)) => {
+        Some(Ok((_, recovered))) => {
             config.unclean_leader_election || (recorded.isr.contains(d) && !recovered.created)
         }
-        Err(_) => false,
+        _ => false,
     });
     let mut set = Vec::with_capacity(loaded.len());
     let mut standing = Vec::with_capacity(loaded.len());
     for (result, &d) in loaded.into_iter().zip(dirs) {
         match result {
-            Ok((replica, recovered)) => {
+            None => {
+                standing.push(Standing::Offline);
+                set.push(None);
+            }
+            Some(Ok((replica, recovered))) => {
                 standing.push(if recovered.created {
                     Standing::Stale
                 } else {
-                    Standing::InSync
+                    Standing::Loaded
                 });
                 report.partitions.push(recovered);
-                set.push(Arc::new(replica));
+                set.push(Some(Arc::new(replica)));
             }
-            Err(error) if dirs.len() > 1 && can_lead && !matches!(error, Error::Locked { .. }) => {
+            Some(Err(error))
+                if dirs.len() > 1 && can_lead && !matches!(error, Error::Locked { .. }) =>
+            {
                 let options = options(d);
                 let dir = Arc::clone(&options.dir);
                 let damaged = set_aside(&dir, tp)?;
@@ -522,9 +561,9 @@ fn repair_damaged(
                 let (replica, recovered) = ReplicaLog::load(options)?;
                 report.partitions.push(recovered);
                 standing.push(Standing::Stale);
-                set.push(Arc::new(replica));
+                set.push(Some(Arc::new(replica)));
             }
-            Err(error) => return Err(error),
+            Some(Err(error)) => return Err(error),
         }
     }
     Ok((set, standing))
@@ -568,7 +607,10 @@ fn remove_deleted_dirs(dir: &StorageDir) -> Result<()> {
 /// Shared state of a [`Log`] and its handles.
 #[derive(Debug)]
 struct Inner {
-    dirs: Vec<Arc<StorageDir>>,
+    /// The storage directories; an entry is replaced only by `restore_dir`.
+    dirs: RwLock<Vec<Arc<StorageDir>>>,
+    /// How many there are (fixed).
+    dir_count: usize,
     clock: Arc<dyn Clock>,
     defaults: TopicConfig,
     state: RwLock<State>,
@@ -636,7 +678,7 @@ impl TopicState {
 
     /// Every replica of every partition.
     fn all_replicas(&self) -> Vec<Arc<ReplicaLog>> {
-        self.sets.iter().flat_map(|s| s.replicas()).collect()
+        self.sets.iter().flat_map(|s| s.present()).collect()
     }
 
     /// Has every replicated partition write its leadership changes to `meta`.
@@ -732,7 +774,7 @@ impl Drop for OpenToken {
         let inner = &self.0;
         if inner.closed.load(Ordering::Acquire) {
             inner.stop_background();
-            for dir in &inner.dirs {
+            for dir in &inner.dirs() {
                 dir.unlock();
             }
         } else {
@@ -815,7 +857,7 @@ impl Log {
     /// The storage directories, in order.
     pub fn dirs(&self) -> Vec<PathBuf> {
         self.inner
-            .dirs
+            .dirs()
             .iter()
             .map(|d| d.path().to_path_buf())
             .collect()
@@ -855,7 +897,7 @@ impl Log {
     /// every batch synced, as a commit is acknowledged only once durable; replicated like
     /// `offsets.topic.replication.factor`, 3, capped at the directory count).
     pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
-        let replicas = self.inner.dirs.len().clamp(1, 3) as u32;
+        let replicas = self.inner.dir_count.clamp(1, 3) as u32;
         let config = TopicConfig::default()
             .partitions(partitions)
             .segment_bytes(100 << 20)
@@ -873,7 +915,7 @@ impl Log {
         config.validate()?;
         let _admin = self.inner.admin.lock();
         // A poisoned directory takes no change at all, not even a cleanup.
-        for dir in &self.inner.dirs {
+        for dir in &self.inner.dirs() {
             dir.check()?;
         }
         {
@@ -889,7 +931,7 @@ impl Log {
                 });
             }
         }
-        let dirs = self.inner.dirs.len() as u32;
+        let dirs = self.inner.dir_count as u32;
         if config.replication_factor > dirs {
             return Err(Error::InvalidReplicationFactor {
                 requested: config.replication_factor,
@@ -915,7 +957,7 @@ impl Log {
                     Ok(replica) => {
                         let replica = Arc::new(replica);
                         created.push(Arc::clone(&replica));
-                        set.push(replica);
+                        set.push(Some(replica));
                     }
                     Err(error) => {
                         Self::remove_partition_dirs(&created);
@@ -923,7 +965,7 @@ impl Log {
                     }
                 }
             }
-            let standing = vec![Standing::InSync; set.len()];
+            let standing = vec![Standing::Loaded; set.len()];
             let recorded = Leadership::initial(replicas);
             sets.push(ReplicaSet::open(
                 tp,
@@ -966,7 +1008,7 @@ impl Log {
     fn load_options(&self, tp: TopicPartition, dir: u32, config: &TopicConfig) -> LoadOptions {
         LoadOptions {
             tp,
-            dir: Arc::clone(&self.inner.dirs[dir as usize]),
+            dir: self.inner.dir(dir as usize),
             config: config.clone(),
             clock: Arc::clone(&self.inner.clock),
             clean: false,
@@ -1005,7 +1047,7 @@ impl Log {
 
     fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
-        for dir in &self.inner.dirs {
+        for dir in &self.inner.dirs() {
             dir.check()?;
         }
         let meta_guard = self.inner.meta_lock.lock();
@@ -1313,6 +1355,74 @@ impl Log {
         &self.inner.appended
     }
 
+    /// Brings an offline storage directory back while the log runs (after the disk was
+    /// replaced, remounted or made writable again): the directory is opened afresh, each of
+    /// its replicas is recovered — or, when damaged, set aside as `<partition>.damaged` and
+    /// recreated — then reconciled with its partition's leader and rebuilt from it until it
+    /// is back in sync. A partition that was offline waiting for this directory gets its
+    /// leader back. An empty directory in the old one's place is filled entirely from the
+    /// other replicas. An online directory is left alone.
+    ///
+    /// # Errors
+    /// `InvalidConfig` when `path` is not one of the log's directories; `Io` or `Locked`
+    /// when it cannot be opened (it then stays offline); `Closed`.
+    pub fn restore_dir(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.check_open()?;
+        let path = path.as_ref();
+        let _admin = self.inner.admin.lock();
+        let dirs = self.inner.dirs();
+        let wanted = canonical_dir(path)?;
+        let index = dirs
+            .iter()
+            .position(|d| d.path() == path || canonical_dir(d.path()).is_ok_and(|c| c == wanted))
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "dir",
+                value: path.display().to_string(),
+                allowed: "one of the log's storage directories".into(),
+            })?;
+        let old = &dirs[index];
+        if !old.is_poisoned() {
+            return Ok(());
+        }
+        old.unlock();
+        let dir = Arc::new(StorageDir::open(
+            Arc::clone(old.storage()),
+            old.path().to_path_buf(),
+        )?);
+        metadata::remove_clean_marker(&dir)?;
+        remove_deleted_dirs(&dir)?;
+        self.inner.dirs.write()[index] = Arc::clone(&dir);
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.state.read().topics.values().cloned().collect();
+        for topic in &topics {
+            for (p, replicas) in topic.meta.placement.iter().enumerate() {
+                if !replicas.contains(&(index as u32)) {
+                    continue;
+                }
+                let tp = TopicPartition::new(topic.name.clone(), p as u32);
+                let options = self.load_options(tp.clone(), index as u32, &topic.meta.config);
+                let (replica, standing) = match ReplicaLog::load(options.clone()) {
+                    Ok((replica, recovered)) if recovered.created => (replica, Standing::Stale),
+                    Ok((replica, _)) => (replica, Standing::Loaded),
+                    Err(error) if dir.is_poisoned() => return Err(error),
+                    Err(_) => {
+                        set_aside(&dir, &tp)?;
+                        (ReplicaLog::load(options)?.0, Standing::Stale)
+                    }
+                };
+                topic.sets[p].restore(index as u32, &Arc::new(replica), standing)?;
+            }
+        }
+        {
+            let _meta = self.inner.meta_lock.lock();
+            let mut meta = self.inner.state.read().meta.clone();
+            meta.generation += 1;
+            self.inner.write_meta(&meta)?;
+            self.inner.state.write().meta = meta;
+        }
+        self.write_checkpoints()
+    }
+
     /// Each storage directory's health and load (Kafka's `describeLogDirs`). A directory
     /// goes offline at its first I/O or fsync error; with several directories the others
     /// carry on (see the durability table in README.md).
@@ -1324,7 +1434,7 @@ impl Log {
             .flat_map(|t| t.sets.iter().map(|s| s.describe()).collect::<Vec<_>>())
             .collect();
         self.inner
-            .dirs
+            .dirs()
             .iter()
             .enumerate()
             .map(|(index, dir)| DirStatus {
@@ -1386,11 +1496,11 @@ impl Log {
         self.check_open()?;
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
-        for topic in &topics {
-            for replica in topic.all_replicas() {
-                if self.inner.online(replica.dir()) {
-                    replica.flush()?;
-                }
+        for set in topics.iter().flat_map(|t| t.sets.iter()) {
+            match set.sync_to(u64::MAX) {
+                // Nothing of an offline partition can be synced; `describe_topic` says so.
+                Err(Error::PartitionOffline { .. }) if self.inner.multi_dir() => {}
+                synced => synced?,
             }
         }
         self.write_checkpoints()
@@ -1425,7 +1535,7 @@ impl Log {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.appended.notify();
         self.inner.stop_background();
-        for dir in &self.inner.dirs {
+        for dir in &self.inner.dirs() {
             dir.unlock();
         }
     }
@@ -1435,7 +1545,17 @@ impl Inner {
     /// Whether a directory's failures take only it offline (more than one directory) rather
     /// than stopping the log.
     fn multi_dir(&self) -> bool {
-        self.dirs.len() > 1
+        self.dir_count > 1
+    }
+
+    /// The storage directories, in order.
+    fn dirs(&self) -> Vec<Arc<StorageDir>> {
+        self.dirs.read().clone()
+    }
+
+    /// Storage directory `i`.
+    fn dir(&self, i: usize) -> Arc<StorageDir> {
+        Arc::clone(&self.dirs.read()[i])
     }
 
     /// Whether `dir` is usable: always with one directory (its errors are reported), and
@@ -1448,11 +1568,11 @@ impl Inner {
     /// to take it goes offline, and the write succeeds while at least one took it.
     fn write_meta(&self, meta: &Meta) -> Result<()> {
         if !self.multi_dir() {
-            return metadata::write_meta(&self.dirs[0], meta, 0);
+            return metadata::write_meta(&self.dir(0), meta, 0);
         }
         let mut first_error = None;
         let mut written = 0;
-        for (i, dir) in self.dirs.iter().enumerate() {
+        for (i, dir) in self.dirs().iter().enumerate() {
             if dir.is_poisoned() {
                 continue;
             }
@@ -1467,7 +1587,7 @@ impl Inner {
         match first_error {
             Some(error) if written == 0 => Err(error),
             _ if written == 0 => Err(Error::Poisoned {
-                dir: self.dirs[0].path().to_path_buf(),
+                dir: self.dir(0).path().to_path_buf(),
             }),
             _ => Ok(()),
         }
@@ -1506,6 +1626,11 @@ impl Inner {
         leadership: &Leadership,
     ) -> Result<()> {
         let _meta = self.meta_lock.lock();
+        if self.dirs().iter().all(|d| d.is_poisoned()) {
+            // Nowhere to record it, and nothing can be acknowledged until a directory is
+            // restored (which records the leadership then).
+            return Ok(());
+        }
         let mut meta = {
             let state = self.state.read();
             if state
@@ -1538,7 +1663,7 @@ impl Inner {
         let _writer = self.checkpoint_lock.lock();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let replicas: Vec<Arc<ReplicaLog>> = topics.iter().flat_map(|t| t.all_replicas()).collect();
-        for dir in self.dirs.iter().filter(|d| self.online(d)) {
+        for dir in self.dirs().iter().filter(|d| self.online(d)) {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
@@ -1548,9 +1673,16 @@ impl Inner {
                 start.insert(tp.clone(), replica.log_start_offset());
                 high.insert(tp, replica.high_watermark());
             }
-            metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)?;
-            metadata::write_checkpoint(dir, metadata::LOG_START, &start)?;
-            metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high)?;
+            let written = metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
+                .and_then(|()| metadata::write_checkpoint(dir, metadata::LOG_START, &start))
+                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high));
+            match written {
+                // With several directories a failing one goes offline (its partitions fail
+                // over at their next use) and the others carry on; this is also how a
+                // directory that vanished or turned read-only is noticed.
+                Err(_) if self.multi_dir() => dir.poison(),
+                written => written?,
+            }
         }
         Ok(())
     }
@@ -1573,7 +1705,7 @@ impl Inner {
         let result = self.clean_shutdown();
         // Whatever happened, the directories are free again: reopening is how a failed log
         // is recovered.
-        for dir in &self.dirs {
+        for dir in &self.dirs() {
             dir.unlock();
         }
         result
@@ -1595,7 +1727,7 @@ impl Inner {
         }
         result?;
         self.write_checkpoints()?;
-        for dir in self.dirs.iter().filter(|d| self.online(d)) {
+        for dir in self.dirs().iter().filter(|d| self.online(d)) {
             metadata::write_clean_marker(dir)?;
         }
         Ok(())
@@ -1829,17 +1961,17 @@ impl Partition {
 
     /// The first offset in the log.
     pub fn log_start_offset(&self) -> u64 {
-        self.set.current().log_start_offset()
+        self.set.current().map_or(0, |r| r.log_start_offset())
     }
 
     /// The offset the next record will get.
     pub fn log_end_offset(&self) -> u64 {
-        self.set.current().log_end_offset()
+        self.set.current().map_or(0, |r| r.log_end_offset())
     }
 
     /// Records below this offset are visible to readers.
     pub fn high_watermark(&self) -> u64 {
-        self.set.current().high_watermark()
+        self.set.current().map_or(0, |r| r.high_watermark())
     }
 
     /// Syncs this partition's data now, whatever its fsync policy.
@@ -1853,17 +1985,21 @@ impl Partition {
 
     /// Number of segment files (of the leader).
     pub fn segment_count(&self) -> usize {
-        self.set.current().segment_count()
+        self.set.current().map_or(0, |r| r.segment_count())
     }
 
     /// Base offsets of the leader's segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<u64> {
-        self.set.current().segment_bases()
+        self.set
+            .current()
+            .map_or_else(Vec::new, |r| r.segment_bases())
     }
 
-    /// The leader's directory for this partition.
+    /// The leader's directory for this partition (empty while no replica is present).
     pub fn path(&self) -> PathBuf {
-        self.set.current().path().to_path_buf()
+        self.set
+            .current()
+            .map_or_else(PathBuf::new, |r| r.path().to_path_buf())
     }
 
     /// Removes every record at or after `offset` (the whole batch holding it). For

@@ -11,6 +11,10 @@ pub struct RecoveryReport {
     pub clean_dirs: Vec<PathBuf>,
     /// Storage directories that were not closed cleanly.
     pub unclean_dirs: Vec<PathBuf>,
+    /// Storage directories that could not be opened (with the error): with several
+    /// directories the log opens without them, their replicas offline until
+    /// `Log::restore_dir`.
+    pub offline_dirs: Vec<(PathBuf, String)>,
     /// Checkpoint files that could not be read, so their hints were ignored.
     pub unreadable_checkpoints: Vec<(PathBuf, String)>,
     /// One entry per partition replica.
@@ -30,6 +34,7 @@ impl RecoveryReport {
     /// True when nothing was truncated, rebuilt or removed.
     pub fn is_clean(&self) -> bool {
         self.repaired.is_empty()
+            && self.offline_dirs.is_empty()
             && self.partitions.iter().all(|p| {
                 p.truncation.is_none()
                     && p.rebuilt_indexes.is_empty()

@@ -5,8 +5,11 @@
 //! otherwise.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::Tmpfs;
 
 use tarnlog::{Error, FsyncPolicy, Log, TopicConfig};
 
@@ -14,59 +17,6 @@ const TOPIC: &str = "fill";
 const PARTITIONS: u32 = 2;
 /// Written before the log, deleted to make room again.
 const FILLER_BYTES: usize = 1 << 20;
-
-/// A tmpfs mounted on a fresh directory; unmounted (lazily if busy) when dropped, also
-/// when the test panics.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `Err(reason)` when the test cannot run here.
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        if !is_root() {
-            return Err("not root: cannot mount a tmpfs".into());
-        }
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// The seed: `TARNLOG_SEED` or the clock; printed so that a failure can be replayed.
 fn seed() -> u64 {

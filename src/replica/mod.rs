@@ -36,7 +36,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 pub(crate) use durability::SyncState;
 use epochs::EpochCache;
 pub(crate) use load::LoadOptions;
-pub(crate) use set::{PersistHook, ReplicaSet, Standing};
+pub(crate) use set::{PersistHook, ReplicaSet, Slot, Standing};
 
 /// Largest growth step of an active segment file.
 const LOG_CHUNK_MAX: usize = 4 << 20;
@@ -173,7 +173,17 @@ impl ReplicaLog {
     /// [`EpochCache::end_offset_for`]).
     pub(crate) fn end_offset_for(&self, epoch: i32) -> (i32, Option<u64>) {
         let cache = self.epochs.lock();
-        cache.end_offset_for(epoch, self.log_end_offset())
+        let end = self.log_end_offset();
+        let current = self.leader_epoch.load(Ordering::Acquire);
+        if cache.latest_epoch().is_some_and(|latest| current > latest) {
+            // A leader's epoch starts at its log end when it is elected (Kafka assigns it
+            // then); here the entry is written with the epoch's first batch, so it is
+            // added for the answer.
+            let mut with_current = cache.clone();
+            with_current.assign(current, end);
+            return with_current.end_offset_for(epoch, end);
+        }
+        cache.end_offset_for(epoch, end)
     }
 
     /// Records that `epoch` starts at `start` when that is news, writing the checkpoint

@@ -54,19 +54,23 @@ impl fmt::Debug for PersistHook {
 /// How a replica was found when its partition was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Standing {
-    /// Loaded from its directory, and in sync as last recorded: it may lead.
-    InSync,
-    /// Loaded, but not in sync as last recorded (or its data had to be recreated): it
-    /// follows and rejoins once level with the leader.
+    /// Loaded from its directory: it may lead if it was in sync as last recorded.
+    Loaded,
+    /// Its data had to be recreated (empty): it follows and rejoins once level.
     Stale,
+    /// Its directory is offline: absent until the directory is restored.
+    Offline,
 }
+
+/// A replica, or `None` while its directory is offline since the log opened.
+pub(crate) type Slot = Option<Arc<ReplicaLog>>;
 
 /// One partition's replicas.
 #[derive(Debug)]
 pub(crate) struct ReplicaSet {
     tp: TopicPartition,
     /// In assignment order (preferred leader first). Replaced only under `order`.
-    replicas: RwLock<Vec<Arc<ReplicaLog>>>,
+    replicas: RwLock<Vec<Slot>>,
     /// Each replica's storage directory index.
     dirs: Vec<u32>,
     /// Index into `replicas`, or `NO_LEADER`.
@@ -90,7 +94,7 @@ impl ReplicaSet {
     /// caught up. Returns the set and its leadership, for `meta`.
     pub(crate) fn open(
         tp: TopicPartition,
-        replicas: Vec<Arc<ReplicaLog>>,
+        replicas: Vec<Slot>,
         dirs: Vec<u32>,
         standing: &[Standing],
         recorded: &Leadership,
@@ -98,9 +102,7 @@ impl ReplicaSet {
     ) -> ReplicaSet {
         let replicated = replicas.len() > 1;
         let eligible = |i: usize| {
-            standing[i] == Standing::InSync
-                && recorded.isr.contains(&dirs[i])
-                && !replicas[i].dir().is_poisoned()
+            standing[i] == Standing::Loaded && recorded.isr.contains(&dirs[i]) && live(&replicas[i])
         };
         let recorded_leader = recorded
             .leader
@@ -116,10 +118,11 @@ impl ReplicaSet {
                         .flatten()
                 })
         } else {
-            Some(0)
+            live(&replicas[0]).then_some(0)
         };
         let latest = replicas
             .iter()
+            .flatten()
             .filter_map(|r| r.latest_epoch())
             .max()
             .unwrap_or(0);
@@ -142,25 +145,28 @@ impl ReplicaSet {
             persist: OnceLock::new(),
         };
         let replicas = set.replicas();
-        for replica in &replicas {
+        for replica in replicas.iter().flatten() {
             replica.set_replicated(replicated);
         }
-        if let Some(l) = leader {
-            replicas[l].set_leader_epoch(epoch);
-            for (i, follower) in replicas.iter().enumerate() {
-                if i != l {
-                    let level = follow(&replicas[l], follower, usize::MAX, true).is_ok()
-                        && follower.log_end_offset() == replicas[l].log_end_offset();
-                    set.in_sync[i].store(level, Ordering::Release);
+        match leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?)))) {
+            Some((l, leader)) => {
+                leader.set_leader_epoch(epoch);
+                for (i, follower) in replicas.iter().enumerate() {
+                    if let Some(follower) = follower.as_ref().filter(|_| i != l) {
+                        let level = follow(&leader, follower, usize::MAX, true).is_ok()
+                            && follower.log_end_offset() == leader.log_end_offset();
+                        set.in_sync[i].store(level, Ordering::Release);
+                    }
                 }
+                set.advance_high_watermark(&leader);
             }
-            set.advance_high_watermark(&replicas[l]);
-        } else {
-            // Offline: the recorded in-sync replicas stay the ones to wait for, less any
-            // whose data is gone (recreated empty).
-            for (i, d) in set.dirs.iter().enumerate() {
-                let wait_for = recorded.isr.contains(d) && standing[i] == Standing::InSync;
-                set.in_sync[i].store(wait_for, Ordering::Release);
+            None => {
+                // Offline: the recorded in-sync replicas stay the ones to wait for, less
+                // any whose data is gone (recreated empty).
+                for (i, d) in set.dirs.iter().enumerate() {
+                    let wait_for = recorded.isr.contains(d) && standing[i] != Standing::Stale;
+                    set.in_sync[i].store(wait_for, Ordering::Release);
+                }
             }
         }
         set
@@ -171,9 +177,19 @@ impl ReplicaSet {
         let _ = self.persist.set(hook);
     }
 
-    /// Every replica, in assignment order.
-    pub(crate) fn replicas(&self) -> Vec<Arc<ReplicaLog>> {
+    /// Every replica slot, in assignment order.
+    fn replicas(&self) -> Vec<Slot> {
         self.replicas.read().clone()
+    }
+
+    /// The replicas present (their directory was online when they were loaded).
+    pub(crate) fn present(&self) -> Vec<Arc<ReplicaLog>> {
+        self.replicas.read().iter().flatten().cloned().collect()
+    }
+
+    /// The replica at `i`, when present.
+    fn replica(&self, i: usize) -> Slot {
+        self.replicas.read().get(i).cloned().flatten()
     }
 
     /// The partition as `describe_topic` reports it; a leader whose directory went offline
@@ -183,6 +199,7 @@ impl ReplicaSet {
         let _ = self.leader();
         let leadership = self.leadership();
         let current = self.current();
+        let figure = |f: fn(&ReplicaLog) -> u64| current.as_deref().map_or(0, f);
         let replicas = self.replicas();
         PartitionDescription {
             partition: self.tp.partition,
@@ -194,12 +211,12 @@ impl ReplicaSet {
                 .dirs
                 .iter()
                 .zip(&replicas)
-                .filter(|(_, r)| r.dir().is_poisoned())
+                .filter(|(_, r)| !live(r))
                 .map(|(&d, _)| d as usize)
                 .collect(),
-            log_start_offset: current.log_start_offset(),
-            log_end_offset: current.log_end_offset(),
-            high_watermark: current.high_watermark(),
+            log_start_offset: figure(ReplicaLog::log_start_offset),
+            log_end_offset: figure(ReplicaLog::log_end_offset),
+            high_watermark: figure(ReplicaLog::high_watermark),
         }
     }
 
@@ -246,31 +263,27 @@ impl ReplicaSet {
     /// `PartitionOffline` when no replica can lead.
     pub(crate) fn leader(&self) -> Result<Arc<ReplicaLog>> {
         let i = self.leader.load(Ordering::Acquire);
-        if i != NO_LEADER {
-            let leader = Arc::clone(&self.replicas.read()[i]);
-            if !self.is_replicated() || !leader.dir().is_poisoned() {
-                return Ok(leader);
-            }
+        if let Some(leader) = self.replica(i)
+            && (!self.is_replicated() || !leader.dir().is_poisoned())
+        {
+            return Ok(leader);
         }
         let _order = self.order.lock();
         self.ensure_leader()
     }
 
-    /// The leader, or when the partition is offline its preferred replica (for figures
-    /// that stay readable while offline).
-    pub(crate) fn current(&self) -> Arc<ReplicaLog> {
+    /// The leader, or when the partition is offline its first present replica (for figures
+    /// that stay readable while offline); `None` when no replica is present.
+    pub(crate) fn current(&self) -> Slot {
         let i = self.leader.load(Ordering::Acquire);
-        let replicas = self.replicas.read();
-        Arc::clone(&replicas[if i == NO_LEADER { 0 } else { i }])
+        self.replica(i)
+            .or_else(|| self.present().into_iter().next())
     }
 
     /// The leader under `order`, failing over from one whose directory went offline.
     fn ensure_leader(&self) -> Result<Arc<ReplicaLog>> {
         let i = self.leader.load(Ordering::Acquire);
-        if i == NO_LEADER {
-            return Err(self.offline());
-        }
-        let leader = Arc::clone(&self.replicas.read()[i]);
+        let leader = self.replica(i).ok_or_else(|| self.offline())?;
         if self.is_replicated() && leader.dir().is_poisoned() {
             self.fail_over(i)?;
             return self.ensure_leader();
@@ -292,7 +305,7 @@ impl ReplicaSet {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         if !self.is_replicated() {
-            let leader = Arc::clone(&self.replicas.read()[0]);
+            let leader = self.replica(0).ok_or_else(|| self.offline())?;
             return leader.append_then(batch, on_appended);
         }
         let _order = self.order.lock();
@@ -385,9 +398,9 @@ impl ReplicaSet {
         let replicas = self.replicas();
         let mut changed = false;
         for (follower, in_sync) in replicas.iter().zip(&self.in_sync) {
-            if Arc::ptr_eq(follower, leader) {
+            let Some(follower) = follower.as_ref().filter(|f| !Arc::ptr_eq(f, leader)) else {
                 continue;
-            }
+            };
             let was = in_sync.load(Ordering::Acquire);
             let steps = if was { usize::MAX } else { 1 };
             // An in-sync follower holds exactly the leader's log: only one that fell out
@@ -413,7 +426,7 @@ impl ReplicaSet {
     /// epoch and writes the change to `meta`.
     fn fail_over(&self, old: usize) -> Result<()> {
         let replicas = self.replicas();
-        let live = |i: usize| i != old && !replicas[i].dir().is_poisoned();
+        let live = |i: usize| i != old && live(&replicas[i]);
         let clean =
             (0..replicas.len()).find(|&i| live(i) && self.in_sync[i].load(Ordering::Acquire));
         let next = clean.or_else(|| {
@@ -422,10 +435,10 @@ impl ReplicaSet {
                 .flatten()
         });
         let epoch = self.epoch.load(Ordering::Acquire).saturating_add(1);
-        if let Some(n) = next {
+        if let Some((n, leader)) = next.and_then(|n| Some((n, replicas[n].as_ref()?))) {
             let unclean = clean.is_none();
             self.epoch.store(epoch, Ordering::Release);
-            replicas[n].set_leader_epoch(epoch);
+            leader.set_leader_epoch(epoch);
             self.leader.store(n, Ordering::Release);
             for (i, in_sync) in self.in_sync.iter().enumerate() {
                 if i == n {
@@ -436,7 +449,7 @@ impl ReplicaSet {
             }
             // Followers left out of sync by an unclean election reconcile on their
             // next step; in-sync ones hold exactly the new leader's log already.
-            self.advance_high_watermark(&replicas[n]);
+            self.advance_high_watermark(leader);
         } else {
             self.leader.store(NO_LEADER, Ordering::Release);
             for (i, in_sync) in self.in_sync.iter().enumerate() {
@@ -444,6 +457,64 @@ impl ReplicaSet {
             }
         }
         self.persist()
+    }
+
+    /// Puts `replica`, loaded from directory `dir` once it came back, in its slot. With a
+    /// leader it reconciles and catches up in full, rejoining the in-sync set once level.
+    /// Without one it leads if it was the in-sync replica waited for (or, under
+    /// `unclean_leader_election`, whatever it holds), in a new epoch.
+    pub(crate) fn restore(
+        &self,
+        dir: u32,
+        replica: &Arc<ReplicaLog>,
+        standing: Standing,
+    ) -> Result<()> {
+        let _order = self.order.lock();
+        let Some(i) = self.dirs.iter().position(|&d| d == dir) else {
+            return Ok(());
+        };
+        // A leader in a failed directory hands over first (an offline partition stays so).
+        let _ = self.ensure_leader();
+        replica.set_replicated(self.is_replicated());
+        self.replicas.write()[i] = Some(Arc::clone(replica));
+        if !self.is_replicated() {
+            self.leader.store(0, Ordering::Release);
+            return Ok(());
+        }
+        if let Ok(leader) = self.ensure_leader() {
+            self.in_sync[i].store(false, Ordering::Release);
+            let level = follow(&leader, replica, usize::MAX, true).is_ok()
+                && replica.log_end_offset() == leader.log_end_offset();
+            self.in_sync[i].store(level, Ordering::Release);
+            self.advance_high_watermark(&leader);
+        } else {
+            let waited_for =
+                standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
+            if waited_for || self.unclean {
+                self.lead_from(i, replica);
+            }
+        }
+        self.persist()
+    }
+
+    /// Makes replica `i` (restored into an offline partition) the leader in a new epoch; the
+    /// other replicas present follow it.
+    fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
+        let epoch = self.epoch.load(Ordering::Acquire).saturating_add(1);
+        self.epoch.store(epoch, Ordering::Release);
+        replica.set_leader_epoch(epoch);
+        for (j, in_sync) in self.in_sync.iter().enumerate() {
+            in_sync.store(j == i, Ordering::Release);
+        }
+        self.leader.store(i, Ordering::Release);
+        for (j, slot) in self.replicas().iter().enumerate() {
+            if let Some(other) = slot.as_ref().filter(|_| j != i && live(slot)) {
+                let level = follow(replica, other, usize::MAX, true).is_ok()
+                    && other.log_end_offset() == replica.log_end_offset();
+                self.in_sync[j].store(level, Ordering::Release);
+            }
+        }
+        self.advance_high_watermark(replica);
     }
 
     /// Writes the leadership to `meta` (no hook: not yet part of an open log).
@@ -469,9 +540,10 @@ impl ReplicaSet {
         if !self.is_replicated() {
             return Ok(());
         }
-        let leader = self.current();
+        let leader = self.leader()?;
         let mut changed = false;
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader)
                 && in_sync.load(Ordering::Acquire)
                 && follower
@@ -497,6 +569,7 @@ impl ReplicaSet {
         leader.truncate_to(offset)?;
         let mut changed = false;
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
                 // It may still hold the cut records: it must never rejoin with them, so its
                 // directory goes offline.
@@ -521,9 +594,10 @@ impl ReplicaSet {
             .iter()
             .zip(&self.in_sync)
             .filter(|(_, s)| s.load(Ordering::Acquire))
-            .map(|(r, _)| r.log_end_offset())
+            .filter_map(|(r, _)| r.as_ref())
+            .map(|r| r.log_end_offset())
             .fold(leader.log_end_offset(), u64::min);
-        for replica in &replicas {
+        for replica in replicas.iter().flatten() {
             replica.advance_high_watermark(high_watermark);
         }
     }
@@ -531,13 +605,19 @@ impl ReplicaSet {
 
 /// The live replica (directory online, not `except`) with the furthest log end, the first in
 /// assignment order on a tie: an unclean election's choice, losing the least.
-fn most_complete(replicas: &[Arc<ReplicaLog>], except: Option<usize>) -> Option<usize> {
+fn most_complete(replicas: &[Slot], except: Option<usize>) -> Option<usize> {
     replicas
         .iter()
         .enumerate()
-        .filter(|(i, r)| Some(*i) != except && !r.dir().is_poisoned())
+        .filter(|(i, r)| Some(*i) != except && live(r))
+        .filter_map(|(i, r)| Some((i, r.as_ref()?)))
         .max_by_key(|(i, r)| (r.log_end_offset(), std::cmp::Reverse(*i)))
         .map(|(i, _)| i)
+}
+
+/// Whether a replica is present and its directory online.
+fn live(slot: &Slot) -> bool {
+    slot.as_ref().is_some_and(|r| !r.dir().is_poisoned())
 }
 
 /// Brings `follower` in line with `leader`: with `check`, first cuts what the leader does
@@ -561,16 +641,16 @@ fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
         if end == follower.log_start_offset() {
             return Ok(());
         }
+        // Kafka falls back to the follower's high watermark when epochs cannot tell; a
+        // replica's high watermark is not known to be committed after a reopen, so the
+        // follower starts over instead (a log without epochs cannot come from tarnlog).
         let Some(epoch) = follower.latest_epoch() else {
-            // No epochs (cannot happen for a log written by tarnlog): keep what is known
-            // to be committed.
-            return follower.truncate_to(follower.high_watermark().min(leader.log_end_offset()));
+            return follower.truncate_to(follower.log_start_offset());
         };
         let (leader_epoch, leader_end) = leader.end_offset_for(epoch);
         let Some(leader_end) = leader_end else {
-            // The leader has never seen an epoch this old or this new.
-            let keep = follower.high_watermark().min(leader.log_end_offset());
-            return follower.truncate_to(keep);
+            // The leader has never seen an epoch this new.
+            return follower.truncate_to(follower.log_start_offset());
         };
         let (follower_epoch, follower_end) = follower.end_offset_for(leader_epoch);
         let follower_end = follower_end.unwrap_or(end).min(end);
@@ -616,4 +696,136 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Ported from Kafka's `AbstractFetcherThreadTest`: a follower whose history diverged
+    //! from its leader's converges to exactly the leader's log.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::codec::BatchBuilder;
+    use crate::replica::LoadOptions;
+    use crate::storage::{OsStorage, StorageDir};
+
+    /// Opening `topic-0` in `dir`, unclean, with the default config.
+    fn options(dir: &Arc<StorageDir>) -> LoadOptions {
+        LoadOptions {
+            tp: TopicPartition::new("topic", 0),
+            dir: Arc::clone(dir),
+            config: TopicConfig::default(),
+            clock: Arc::new(SystemClock),
+            clean: false,
+            recovery_point: None,
+            log_start: None,
+            prefaulter: None,
+        }
+    }
+
+    fn replica(root: &std::path::Path, name: &str) -> ReplicaLog {
+        let dir = StorageDir::open(OsStorage::shared(), root.join(name)).unwrap();
+        ReplicaLog::create(options(&Arc::new(dir))).unwrap()
+    }
+
+    /// One single-record batch per `(epoch, value)`, each stamped with its epoch.
+    fn write(log: &ReplicaLog, batches: &[(i32, &str)]) {
+        for &(epoch, value) in batches {
+            log.set_leader_epoch(epoch);
+            let mut builder = BatchBuilder::new();
+            builder.push(0, None, Some(value.as_bytes()), &[]);
+            log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+        }
+    }
+
+    /// `(epoch, value)` of each batch.
+    fn contents(log: &ReplicaLog) -> Vec<(i32, String)> {
+        let read = log.read(0, 1 << 20, log.log_end_offset()).unwrap();
+        read.batches()
+            .map(|batch| {
+                let batch = batch.unwrap();
+                let record = batch.records().next().unwrap().unwrap();
+                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                (batch.header().partition_leader_epoch, value)
+            })
+            .collect()
+    }
+
+    fn converge(follower: &[(i32, &str)], leader: &[(i32, &str)]) {
+        let root = tempfile::tempdir().unwrap();
+        let (f, l) = (replica(root.path(), "f"), replica(root.path(), "l"));
+        write(&f, follower);
+        write(&l, leader);
+        follow(&l, &f, usize::MAX, true).unwrap();
+        assert_eq!(contents(&f), contents(&l));
+        assert_eq!(f.epoch_entries(), l.epoch_entries());
+        assert_eq!(f.log_end_offset(), l.log_end_offset());
+    }
+
+    /// `testTruncation`: follower epochs [0, 2, 4], leader [1, 3, 5], offsets 0, 1, 2.
+    #[test]
+    fn truncation_to_the_common_prefix() {
+        converge(
+            &[(0, "a"), (2, "b"), (4, "c")],
+            &[(1, "a"), (3, "b"), (5, "c")],
+        );
+    }
+
+    /// `testDivergingEpochs`: follower [0 a, 2 b, 4 c], leader [0 a, 2 b, 5 d]: the
+    /// follower keeps a and b, drops c, and copies d.
+    #[test]
+    fn diverging_epochs_keep_the_shared_prefix() {
+        let root = tempfile::tempdir().unwrap();
+        let (f, l) = (replica(root.path(), "f"), replica(root.path(), "l"));
+        write(&f, &[(0, "a"), (2, "b"), (4, "c")]);
+        write(&l, &[(0, "a"), (2, "b"), (5, "d")]);
+        reconcile(&l, &f).unwrap();
+        assert_eq!(
+            f.log_end_offset(),
+            2,
+            "cut where epoch 2 ends on the leader"
+        );
+        assert_eq!(f.epoch_entries(), [(0, 0), (2, 1)]);
+        catch_up(&l, &f, usize::MAX).unwrap();
+        assert_eq!(contents(&f), contents(&l));
+        assert_eq!(f.epoch_entries(), [(0, 0), (2, 1), (5, 2)]);
+    }
+
+    /// A follower that is a prefix of its leader loses nothing; one that is ahead in the
+    /// leader's own epoch is cut back to the leader's end; an empty one copies everything.
+    #[test]
+    fn prefixes_and_longer_tails() {
+        converge(&[(0, "a")], &[(0, "a"), (0, "b"), (3, "c")]);
+        converge(&[(0, "a"), (0, "b"), (0, "x")], &[(0, "a"), (0, "b")]);
+        converge(&[], &[(1, "a"), (2, "b")]);
+        converge(&[(7, "a")], &[(1, "a"), (2, "b")]);
+    }
+
+    /// The cache survives a reopen, and is rebuilt from the batches when its file is gone.
+    #[test]
+    fn epoch_cache_persists_and_rebuilds() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path(), "r");
+        write(&log, &[(0, "a"), (2, "b"), (2, "c"), (4, "d")]);
+        let expected = vec![(0, 0), (2, 1), (4, 3)];
+        assert_eq!(log.epoch_entries(), expected);
+        let path = log.path().to_path_buf();
+        let dir = Arc::clone(log.dir());
+        drop(log);
+        let options = || options(&dir);
+        let (reopened, _) = ReplicaLog::load(options()).unwrap();
+        assert_eq!(reopened.epoch_entries(), expected);
+        drop(reopened);
+        std::fs::remove_file(path.join(crate::replica::epochs::FILE)).unwrap();
+        let (rebuilt, _) = ReplicaLog::load(options()).unwrap();
+        assert_eq!(rebuilt.epoch_entries(), expected);
+        assert!(path.join(crate::replica::epochs::FILE).exists());
+        drop(rebuilt);
+        std::fs::write(path.join(crate::replica::epochs::FILE), b"garbage").unwrap();
+        let (rebuilt, _) = ReplicaLog::load(options()).unwrap();
+        assert_eq!(rebuilt.epoch_entries(), expected);
+        rebuilt.truncate_to(2).unwrap();
+        assert_eq!(rebuilt.epoch_entries(), [(0, 0), (2, 1)]);
+    }
 }

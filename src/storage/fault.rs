@@ -1,9 +1,11 @@
 //! A storage that fails chosen calls: the fault-injection seam for tests (`SQLite`'s countdown
 //! loop). Every mutating call (write, allocate, `set_len`, fsync, rename, remove) is counted;
-//! the n-th one — or every one from the n-th on — fails the way the plan says.
+//! the n-th one — or every one from the n-th on — fails the way the plan says. A whole
+//! directory can also be failed (`fail_dir`): every call under it then fails, as a dead disk
+//! would.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -52,6 +54,8 @@ struct Shared {
     injected: AtomicU64,
     plan: Mutex<Option<Plan>>,
     log: Mutex<Vec<(u64, OpKind)>>,
+    /// Directories whose every call fails, and how.
+    failed_dirs: Mutex<Vec<(PathBuf, FaultKind)>>,
 }
 
 /// A [`Storage`] wrapper that counts mutating calls and fails the chosen ones.
@@ -70,6 +74,7 @@ impl FaultStorage {
                 injected: AtomicU64::new(0),
                 plan: Mutex::new(None),
                 log: Mutex::new(Vec::new()),
+                failed_dirs: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -84,9 +89,24 @@ impl FaultStorage {
         });
     }
 
-    /// Removes the plan: later calls succeed.
+    /// Removes the plan: later calls succeed (failed directories stay failed).
     pub fn heal(&self) {
         *self.shared.plan.lock() = None;
+    }
+
+    /// Fails every call on a path under `dir` from now on — opens, listings, reads, writes,
+    /// syncs, renames — with `kind`, as a disk that died or filled up.
+    pub fn fail_dir(&self, dir: impl AsRef<Path>, kind: FaultKind) {
+        let dir = dir.as_ref().to_path_buf();
+        let mut failed = self.shared.failed_dirs.lock();
+        failed.retain(|(d, _)| *d != dir);
+        failed.push((dir, kind));
+    }
+
+    /// Undoes [`FaultStorage::fail_dir`] for `dir`.
+    pub fn heal_dir(&self, dir: impl AsRef<Path>) {
+        let dir = dir.as_ref();
+        self.shared.failed_dirs.lock().retain(|(d, _)| d != dir);
     }
 
     /// Counted calls so far.
@@ -111,10 +131,31 @@ impl FaultStorage {
 }
 
 impl Shared {
-    /// Counts a call and says whether (and how) it fails.
-    fn tick(&self, kind: OpKind) -> Option<FaultKind> {
+    /// How calls on `path` fail, when it lies in a failed directory.
+    fn dir_fault(&self, path: &Path) -> Option<FaultKind> {
+        let failed = self.failed_dirs.lock();
+        failed
+            .iter()
+            .find(|(dir, _)| path.starts_with(dir))
+            .map(|&(_, kind)| kind)
+    }
+
+    /// Fails an uncounted call on `path` in a failed directory.
+    fn check_dir(&self, path: &Path) -> io::Result<()> {
+        match self.dir_fault(path) {
+            None => Ok(()),
+            Some(fault) => Err(error(fault)),
+        }
+    }
+
+    /// Counts a call on `path` and says whether (and how) it fails.
+    fn tick(&self, kind: OpKind, path: &Path) -> Option<FaultKind> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
         self.log.lock().push((n, kind));
+        if let Some(fault) = self.dir_fault(path) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(fault);
+        }
         let plan = (*self.plan.lock())?;
         let hit = n == plan.at || (plan.persistent && n > plan.at);
         if hit {
@@ -125,8 +166,8 @@ impl Shared {
         }
     }
 
-    fn check(&self, kind: OpKind) -> io::Result<()> {
-        match self.tick(kind) {
+    fn check(&self, kind: OpKind, path: &Path) -> io::Result<()> {
+        match self.tick(kind, path) {
             None => Ok(()),
             Some(fault) => Err(error(fault)),
         }
@@ -144,22 +185,27 @@ fn error(fault: FaultKind) -> io::Error {
 struct FaultFile {
     inner: Arc<dyn StorageFile>,
     shared: Arc<Shared>,
+    path: PathBuf,
 }
 
 impl Storage for FaultStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.shared.check_dir(path)?;
         self.shared.inner.create_dir_all(path)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        self.shared.check_dir(path)?;
         let inner = self.shared.inner.open(path, mode)?;
         Ok(Arc::new(FaultFile {
             inner,
             shared: Arc::clone(&self.shared),
+            path: path.to_path_buf(),
         }))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.shared.check_dir(path)?;
         self.shared.inner.list_dir(path)
     }
 
@@ -168,26 +214,28 @@ impl Storage for FaultStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.shared.check(OpKind::Rename)?;
+        self.shared.check_dir(to)?;
+        self.shared.check(OpKind::Rename, from)?;
         self.shared.inner.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.shared.check(OpKind::Remove)?;
+        self.shared.check(OpKind::Remove, path)?;
         self.shared.inner.remove_file(path)
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.shared.check(OpKind::Remove)?;
+        self.shared.check(OpKind::Remove, path)?;
         self.shared.inner.remove_dir_all(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.shared.check(OpKind::Sync)?;
+        self.shared.check(OpKind::Sync, path)?;
         self.shared.inner.sync_dir(path)
     }
 
     fn lock(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.shared.check_dir(dir)?;
         self.shared.inner.lock(dir)
     }
 }
@@ -198,11 +246,12 @@ impl StorageFile for FaultFile {
     }
 
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.shared.check_dir(&self.path)?;
         self.inner.read_at(buf, position)
     }
 
     fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize> {
-        match self.shared.tick(OpKind::Write) {
+        match self.shared.tick(OpKind::Write, &self.path) {
             None => self.inner.write_at(buf, position),
             Some(FaultKind::ShortWrite) if buf.len() > 1 => {
                 let half = buf.len() / 2;
@@ -213,35 +262,37 @@ impl StorageFile for FaultFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.shared.check(OpKind::Resize)?;
+        self.shared.check(OpKind::Resize, &self.path)?;
         self.inner.set_len(len)
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        self.shared.check(OpKind::Resize)?;
+        self.shared.check(OpKind::Resize, &self.path)?;
         self.inner.allocate(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.shared.check(OpKind::Sync)?;
+        self.shared.check(OpKind::Sync, &self.path)?;
         self.inner.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.shared.check(OpKind::Sync)?;
+        self.shared.check(OpKind::Sync, &self.path)?;
         self.inner.sync_all()
     }
 
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
+        self.shared.check_dir(&self.path)?;
         self.inner.map_writable(capacity, published)
     }
 
     fn map_read_only(&self, len: usize) -> io::Result<MappedFile> {
+        self.shared.check_dir(&self.path)?;
         self.inner.map_read_only(len)
     }
 
     fn write_mapped(&self, map: &MappedFile, position: usize, data: &[u8]) -> io::Result<()> {
-        match self.shared.tick(OpKind::Write) {
+        match self.shared.tick(OpKind::Write, &self.path) {
             None => self.inner.write_mapped(map, position, data),
             Some(FaultKind::ShortWrite) => {
                 // A torn store: a prefix reaches the page cache, then the call fails.

@@ -169,6 +169,16 @@ impl StorageDir {
         })
     }
 
+    /// A directory that could not be opened: offline (poisoned) from the start, unlocked.
+    pub(crate) fn offline(storage: Arc<dyn Storage>, path: PathBuf) -> StorageDir {
+        StorageDir {
+            path,
+            storage,
+            poisoned: AtomicBool::new(true),
+            lock: parking_lot::Mutex::new(None),
+        }
+    }
+
     /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,569 @@
+//! Replication when a directory fails (issue 5): leadership moves to an in-sync replica in
+//! a new epoch, nothing acknowledged is lost, `min_insync_replicas` gates `acks=All` and
+//! the high watermark, a partition with no in-sync replica left is offline (unless unclean
+//! election is allowed), and a directory that comes back — while running or at reopen — is
+//! reconciled (a divergent tail cut, KIP-101/279) and rebuilt byte for byte.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+use tarnlog::{Acks, Error, Log, ProducerConfig, ProducerRecord, TopicConfig};
+
+fn dirs(root: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n).map(|i| root.join(format!("d{i}"))).collect()
+}
+
+/// A log over `dirs` whose storage can fail directory by directory.
+fn faulty(dirs: &[PathBuf]) -> (Log, FaultStorage) {
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap();
+    (log, fault)
+}
+
+fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {
+    let partition = log.topic(topic).unwrap().partition(p).unwrap();
+    let mut out = Vec::new();
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 1 << 20).unwrap();
+        for record in read.records() {
+            let record = record.unwrap();
+            offset = record.offset as u64 + 1;
+            out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+/// The `.log` files of `topic-p` in each directory (relative name → bytes).
+fn segments(dirs: &[PathBuf], topic: &str, p: u32) -> Vec<BTreeMap<String, Vec<u8>>> {
+    dirs.iter()
+        .map(|d| {
+            std::fs::read_dir(d.join(format!("{topic}-{p}")))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                .map(|path| {
+                    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                    (name, std::fs::read(&path).unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every partition of `t` has all its replicas in sync.
+fn assert_fully_replicated(log: &Log) {
+    let described = log.describe_topic("t").unwrap();
+    assert_eq!(described.under_replicated().count(), 0, "{described:?}");
+}
+
+fn assert_replicas_identical(dirs: &[PathBuf], topic: &str, partitions: u32) {
+    for p in 0..partitions {
+        let copies = segments(dirs, topic, p);
+        for copy in &copies[1..] {
+            assert!(copy == &copies[0], "{topic}-{p}: replicas differ");
+        }
+        assert!(!copies[0].is_empty());
+    }
+}
+
+/// Two threads send 1,500 keyed records each; the first fails `dir` midway. Returns each
+/// value with its send's outcome.
+fn produce_while_failing(
+    producer: &tarnlog::Producer,
+    fault: &FaultStorage,
+    dir: &Path,
+) -> Vec<(String, tarnlog::Result<tarnlog::RecordMetadata>)> {
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut sent = Vec::new();
+                    for i in 0..1500 {
+                        if w == 0 && i == 700 {
+                            fault.fail_dir(dir, FaultKind::Eio);
+                        }
+                        let value = format!("{w}-{i}");
+                        let record = ProducerRecord::new("t")
+                            .key(format!("k{i}"))
+                            .value(value.clone());
+                        sent.push((value, producer.send(record).unwrap()));
+                    }
+                    sent.into_iter()
+                        .map(|(v, f)| (v, f.wait()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+/// Directory 0 fails while two producer threads write with `acks=All`: every send still
+/// succeeds (the partitions it led fail over, and the append that met the failure finishes
+/// on the new leader), every acknowledged record is readable at its offset, and after a
+/// reopen with the directory healthy again every replica is byte-identical.
+#[test]
+fn leader_directory_failure_under_load_loses_nothing() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let partitions = 3;
+    let mut acked: Vec<(u32, u64, String)> = Vec::new();
+    {
+        let (log, fault) = faulty(&dirs);
+        let config = TopicConfig::default()
+            .partitions(partitions)
+            .replication_factor(3)
+            .min_insync_replicas(2);
+        log.create_topic("t", config).unwrap();
+        let before = log.describe_topic("t").unwrap();
+        let led_by_0: Vec<u32> = before
+            .partitions
+            .iter()
+            .filter(|p| p.leader == Some(0))
+            .map(|p| p.partition)
+            .collect();
+        assert!(
+            !led_by_0.is_empty(),
+            "placement puts a leader in directory 0"
+        );
+        let producer = log
+            .producer(ProducerConfig::default().acks(Acks::All).linger_ms(0))
+            .unwrap();
+        let results = produce_while_failing(&producer, &fault, &dirs[0]);
+        for (value, result) in results {
+            let meta = result.unwrap_or_else(|e| panic!("{value}: {e}"));
+            acked.push((meta.partition, meta.offset.unwrap(), value));
+        }
+        let after = log.describe_topic("t").unwrap();
+        for p in &after.partitions {
+            assert_ne!(
+                p.leader,
+                Some(0),
+                "partition {} still led by 0",
+                p.partition
+            );
+            assert!(!p.isr.contains(&0));
+            assert_eq!(p.offline_replicas, [0]);
+            assert_eq!(p.high_watermark, p.log_end_offset);
+            let old = &before.partitions[p.partition as usize];
+            if led_by_0.contains(&p.partition) {
+                assert!(
+                    p.leader_epoch > old.leader_epoch,
+                    "a new leader, a new epoch"
+                );
+            }
+        }
+        assert_eq!(after.under_replicated().count(), partitions as usize);
+        let status = log.dir_status();
+        assert!(!status[0].online && status[1].online && status[2].online);
+        assert_eq!(status[0].leaders, 0);
+        for p in 0..partitions {
+            let read = values(&log, "t", p);
+            for (_, offset, value) in acked.iter().filter(|(q, _, _)| *q == p) {
+                assert_eq!(&read[*offset as usize], value, "t-{p}@{offset}");
+            }
+        }
+        producer.close().unwrap();
+        log.close().unwrap();
+    }
+    // The directory is healthy again at reopen: its replicas are reconciled and caught up.
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_fully_replicated(&log);
+    assert_eq!(acked.len(), 3000);
+    for p in 0..partitions {
+        let read = values(&log, "t", p);
+        for (_, offset, value) in acked.iter().filter(|(q, _, _)| *q == p) {
+            assert_eq!(&read[*offset as usize], value);
+        }
+    }
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", partitions);
+}
+
+/// Kafka's `PartitionTest.testHighWatermarkAdvanceShouldNotAdvanceWhenUnderMinISR`, plus
+/// the `acks=All` gate: with two of three directories failed and `min_insync_replicas` 2,
+/// `acks=Leader` writes land but stay invisible, `acks=All` ones are refused with nothing
+/// written; restoring one directory brings the ISR back to 2 and the high watermark up.
+#[test]
+fn under_min_isr_the_high_watermark_waits() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let (log, fault) = faulty(&dirs);
+    let config = TopicConfig::default()
+        .partitions(1)
+        .replication_factor(3)
+        .min_insync_replicas(2);
+    let topic = log.create_topic("t", config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    assert_eq!(partition.high_watermark(), 2);
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&d| d != leader).collect();
+    for &d in &followers {
+        fault.fail_dir(&dirs[d], FaultKind::Eio);
+    }
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let meta = producer
+        .send(ProducerRecord::new("t").value("c"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(meta.offset, Some(2));
+    assert_eq!(partition.log_end_offset(), 3);
+    assert_eq!(partition.high_watermark(), 2, "not advanced under min ISR");
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    let end = partition.log_end_offset();
+    assert!(matches!(
+        partition.append_values(["d"]),
+        Err(Error::NotEnoughReplicas {
+            in_sync: 1,
+            required: 2
+        })
+    ));
+    assert_eq!(
+        partition.log_end_offset(),
+        end,
+        "a refused append writes nothing"
+    );
+    fault.heal_dir(&dirs[followers[0]]);
+    log.restore_dir(&dirs[followers[0]]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.isr.len(), 2);
+    assert_eq!(partition.high_watermark(), 3);
+    partition.append_values(["e"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "e"]);
+    producer.close().unwrap();
+    fault.heal_dir(&dirs[followers[1]]);
+    log.restore_dir(&dirs[followers[1]]).unwrap();
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// Follower fails (the ISR shrinks to the leader), then the leader fails: no in-sync
+/// replica is left, so the partition is offline — appends and reads say so — and restoring
+/// the out-of-sync follower does not bring it back (no unclean election). Restoring the
+/// last in-sync replica's directory does, with everything it held, and the follower is
+/// rebuilt from it.
+#[test]
+fn offline_until_the_last_in_sync_replica_returns() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = faulty(&dirs);
+    let topic = log
+        .create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let partition = topic.partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
+    partition.append_values(["b"]).unwrap();
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    let offline = |e: &Error| matches!(e, Error::PartitionOffline { partition: 0, .. });
+    assert!(offline(&partition.append_values(["c"]).unwrap_err()));
+    assert!(offline(&partition.read(0, 100).unwrap_err()));
+    let described = log.describe_topic("t").unwrap();
+    assert_eq!(described.offline().count(), 1);
+    assert_eq!(
+        described.partitions[0].isr,
+        [leader],
+        "the replica waited for"
+    );
+    assert!(log.dir_status().iter().all(|d| !d.online));
+
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    assert!(offline(&partition.append_values(["c"]).unwrap_err()));
+
+    fault.heal_dir(&dirs[leader]);
+    log.restore_dir(&dirs[leader]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(leader));
+    assert_eq!(described.isr.len(), 2, "the follower caught up");
+    partition.append_values(["c"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// With `unclean_leader_election`, the out-of-sync replica leads when it returns first and
+/// the records only the old leader had are lost; when the old leader returns its divergent
+/// tail is cut where the new leader's history parts from it (KIP-101) — at runtime and
+/// again after a reopen — and the replicas end byte-identical.
+#[test]
+fn unclean_election_then_the_old_leader_is_cut_back() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = faulty(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true);
+    let topic = log.create_topic("t", config).unwrap();
+    let partition = topic.partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let old = log.describe_topic("t").unwrap().partitions[0].clone();
+    let (leader, follower) = (old.leader.unwrap(), 1 - old.leader.unwrap());
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["only-on-old-leader"]).unwrap();
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    // The failure is noticed at the next use: no live replica is left to lead.
+    let error = partition.append_values(["lost"]).unwrap_err();
+    assert!(matches!(error, Error::PartitionOffline { .. }), "{error}");
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let elected = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(elected.leader, Some(follower), "unclean election");
+    assert!(elected.leader_epoch > old.leader_epoch);
+    partition.append_values(["c", "d"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "d"]);
+
+    fault.heal_dir(&dirs[leader]);
+    log.restore_dir(&dirs[leader]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.isr.len(), 2);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "d"]);
+    log.close().unwrap();
+}
+
+/// The KIP-101 case at reopen: a stale directory whose replica holds a tail written in an
+/// epoch the new leader superseded is cut back and caught up when the log opens.
+#[test]
+fn stale_directory_with_a_divergent_tail_is_cut_at_reopen() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (leader, follower);
+    {
+        let (log, fault) = faulty(&dirs);
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .unclean_leader_election(true);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["a"]).unwrap();
+        leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        follower = 1 - leader;
+        fault.fail_dir(&dirs[follower], FaultKind::Eio);
+        partition.append_values(["stale-1", "stale-2"]).unwrap();
+        fault.fail_dir(&dirs[leader], FaultKind::Eio);
+        assert!(partition.append_values(["lost"]).is_err());
+        fault.heal_dir(&dirs[follower]);
+        log.restore_dir(&dirs[follower]).unwrap();
+        partition.append_values(["b"]).unwrap();
+        // The old leader's directory never comes back while this log runs.
+        log.close().unwrap();
+    }
+    let stale = segments(&dirs, "t", 0);
+    assert_ne!(stale[0], stale[1]);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(follower), "meta remembers who leads");
+    assert_eq!(described.isr.len(), 2);
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// A directory that cannot be opened at all (here: every call on it fails) leaves the log
+/// opening without it: its replicas are offline, partitions it led are led elsewhere, and
+/// `restore_dir` brings it back and rebuilds it once it works again.
+#[test]
+fn a_directory_unusable_at_open_is_offline_until_restored() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let config = TopicConfig::default().partitions(2).replication_factor(2);
+        log.create_topic("t", config).unwrap();
+        for p in 0..2 {
+            let partition = log.topic("t").unwrap().partition(p).unwrap();
+            partition.append_values([format!("{p}-a")]).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let fault = FaultStorage::new(OsStorage::shared());
+    fault.fail_dir(&dirs[0], FaultKind::Eio);
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap();
+    assert_eq!(log.recovery_report().offline_dirs.len(), 1);
+    assert!(!log.dir_status()[0].online);
+    for p in 0..2 {
+        let partition = log.topic("t").unwrap().partition(p).unwrap();
+        partition.append_values([format!("{p}-b")]).unwrap();
+        assert_eq!(values(&log, "t", p), [format!("{p}-a"), format!("{p}-b")]);
+    }
+    let described = log.describe_topic("t").unwrap();
+    assert!(described.partitions.iter().all(|p| p.leader == Some(1)));
+    assert!(
+        described
+            .partitions
+            .iter()
+            .all(|p| p.offline_replicas == [0])
+    );
+    fault.heal_dir(&dirs[0]);
+    log.restore_dir(&dirs[0]).unwrap();
+    assert_fully_replicated(&log);
+    assert!(log.dir_status().iter().all(|d| d.online));
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 2);
+}
+
+/// A follower replica damaged below its recovery point (a flipped byte in a sealed
+/// segment) no longer fails the open: it is set aside as `.damaged` and rebuilt from the
+/// leader, byte for byte.
+#[test]
+fn a_damaged_replica_is_rebuilt_from_its_peer() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let leader;
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .segment_bytes(4096);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for i in 0..300 {
+            partition.append_values([format!("value-{i:04}")]).unwrap();
+        }
+        assert!(partition.segment_count() > 2);
+        leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        log.close().unwrap();
+    }
+    let follower = 1 - leader;
+    let segment = dirs[follower].join("t-0").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    // A closed, synced log with damage below the recovery point: the replica cannot load.
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let report = log.recovery_report();
+    assert_eq!(report.repaired.len(), 1, "{report:?}");
+    assert!(report.repaired[0].0.ends_with("t-0.damaged"));
+    assert!(dirs[follower].join("t-0.damaged").is_dir());
+    assert_fully_replicated(&log);
+    assert_eq!(values(&log, "t", 0).len(), 300);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// A replicated log with every replica of a partition damaged still refuses to open:
+/// nothing is cut when no peer can repair it.
+#[test]
+fn damage_with_no_healthy_peer_still_fails_the_open() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .segment_bytes(4096);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for i in 0..100 {
+            partition.append_values([format!("value-{i:04}")]).unwrap();
+        }
+        log.close().unwrap();
+    }
+    for dir in &dirs {
+        let segment = dir.join("t-0").join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&segment, bytes).unwrap();
+    }
+    let error = Log::builder().dirs(&dirs).open().unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+}
+
+/// A real directory renamed away while the log runs: the next checkpoint cannot be written
+/// there, the directory goes offline, and its partitions fail over.
+#[test]
+fn a_directory_renamed_away_goes_offline() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let config = TopicConfig::default().partitions(2).replication_factor(2);
+    let topic = log.create_topic("t", config).unwrap();
+    for p in 0..2 {
+        topic.partition(p).unwrap().append_values(["a"]).unwrap();
+    }
+    std::fs::rename(&dirs[0], root.path().join("gone")).unwrap();
+    log.flush().unwrap();
+    assert!(!log.dir_status()[0].online);
+    for p in 0..2 {
+        let partition = topic.partition(p).unwrap();
+        partition.append_values(["b"]).unwrap();
+        assert_eq!(values(&log, "t", p), ["a", "b"]);
+    }
+    assert!(
+        log.describe_topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.leader == Some(1))
+    );
+    // An empty directory in its place is filled from the survivor.
+    log.restore_dir(&dirs[0]).unwrap();
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 2);
+}
+
+/// A directory on a real tmpfs that fills up: the `ENOSPC` takes it offline and `acks=All`
+/// writes carry on in the other directory (root only: it mounts a tmpfs).
+#[test]
+fn a_full_disk_takes_only_its_directory_offline() {
+    let tmpfs = match common::Tmpfs::mount("2m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = vec![root.path().join("big"), tmpfs.path().join("small")];
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .segment_bytes(1 << 20);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    let value = "x".repeat(1000);
+    let mut acked = 0;
+    for _ in 0..6000 {
+        partition.append_values([value.as_str()]).unwrap();
+        acked += 1;
+    }
+    assert!(!log.dir_status()[1].online, "the small tmpfs filled up");
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(0));
+    assert_eq!(described.isr, [0]);
+    assert_eq!(values(&log, "t", 0).len(), acked);
+    log.close().unwrap();
+}
