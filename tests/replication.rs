@@ -199,16 +199,16 @@ fn too_few_in_sync_replicas_refuse_the_append() {
 /// Where the kill test's child writes (its presence makes `replication_kill_child` run).
 const CHILD_ENV: &str = "TARNLOG_REPLICATION_CHILD";
 
-/// The child of `a_killed_writer_loses_no_acknowledged_record`: appends to a replicated,
-/// `EveryBatch` topic forever, printing each acknowledged offset.
+/// The child of `a_killed_writer_loses_no_acknowledged_record`: appends to a topic with
+/// replication factor 3 and `EveryBatch` over three directories forever, printing each
+/// acknowledged offset.
 #[test]
 fn replication_kill_child() {
     use std::io::Write as _;
     let Ok(root) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let root = PathBuf::from(root);
-    let dirs = vec![root.join("a"), root.join("b")];
+    let dirs = three_dirs(Path::new(&root));
     let log = Log::builder().dirs(&dirs).open().unwrap();
     let topic = match log.topic("t") {
         Ok(topic) => topic,
@@ -216,7 +216,8 @@ fn replication_kill_child() {
             .create_topic(
                 "t",
                 TopicConfig::default()
-                    .replication_factor(2)
+                    .replication_factor(3)
+                    .min_insync_replicas(2)
                     .fsync(tarnlog::FsyncPolicy::EveryBatch),
             )
             .unwrap(),
@@ -231,60 +232,108 @@ fn replication_kill_child() {
     }
 }
 
-/// SIGKILL a process appending to a replicated topic at random moments: after reopening,
-/// every acknowledged record is there and both replicas agree byte for byte.
+fn three_dirs(root: &Path) -> Vec<PathBuf> {
+    vec![root.join("a"), root.join("b"), root.join("c")]
+}
+
+/// Runs the child until it is killed after `wait`; returns the last offset it acknowledged.
+fn run_child_until_killed(root: &Path, wait: std::time::Duration) -> Option<u64> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "replication_kill_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut last = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(offset) = line.trim().parse::<u64>() {
+                last = Some(offset);
+            }
+        }
+        last
+    });
+    std::thread::sleep(wait);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// Damages directory `dir` of a killed writer's log: round by round, its whole directory
+/// is deleted, or a byte in the middle of its replica's segment is flipped.
+fn damage(dirs: &[PathBuf], round: u64) -> String {
+    let dir = &dirs[(round % 3) as usize];
+    if round.is_multiple_of(2) {
+        std::fs::remove_dir_all(dir).unwrap();
+        return format!("deleted {}", dir.display());
+    }
+    let segment = dir.join("t-0").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let used = bytes.iter().rposition(|&b| b != 0).unwrap_or(0);
+    if used < 100 {
+        return "nothing to damage yet".into();
+    }
+    bytes[used / 2] ^= 0x5a;
+    std::fs::write(&segment, bytes).unwrap();
+    format!("flipped byte {} of {}", used / 2, segment.display())
+}
+
+/// SIGKILL a process appending with replication factor 3, then delete one directory or
+/// corrupt its replica: after reopening, every acknowledged record is there, the damaged
+/// replica has been rebuilt, and all three replicas agree byte for byte.
 #[test]
 fn a_killed_writer_loses_no_acknowledged_record() {
-    use std::io::BufRead as _;
     let root = tempfile::tempdir().unwrap();
-    let dirs = vec![root.path().join("a"), root.path().join("b")];
+    let dirs = three_dirs(root.path());
     let mut acked = 0u64;
     for round in 0..8u64 {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "replication_kill_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, root.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(offset) = line.trim().parse::<u64>() {
-                    last = Some(offset);
-                }
-            }
-            last
-        });
-        std::thread::sleep(std::time::Duration::from_millis(30 + round * 17));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if let Some(last) = reader.join().unwrap() {
+        let wait = std::time::Duration::from_millis(30 + round * 17);
+        if let Some(last) = run_child_until_killed(root.path(), wait) {
             acked = acked.max(last + 1);
         }
+        let damaged = if dirs[0].exists() {
+            damage(&dirs, round)
+        } else {
+            "nothing (no log yet)".into()
+        };
         let log = Log::builder().dirs(&dirs).open().unwrap();
         let partition = log.topic("t").unwrap().partition(0).unwrap();
         assert!(
             partition.high_watermark() >= acked,
-            "round {round}: {} visible, {acked} acknowledged",
+            "round {round} ({damaged}): {} visible, {acked} acknowledged",
             partition.high_watermark()
         );
         let read = partition.read(0, 64 << 20).unwrap();
         for (i, record) in read.records().take(acked as usize).enumerate() {
             let record = record.unwrap();
-            assert_eq!(record.offset as usize, i);
+            assert_eq!(record.offset as usize, i, "round {round} ({damaged})");
             assert_eq!(record.value.unwrap(), format!("v{i}").as_bytes());
         }
+        let described = log.describe_topic("t").unwrap();
+        assert_eq!(
+            described.under_replicated().count(),
+            0,
+            "round {round}: rebuilt"
+        );
         log.close().unwrap();
         let copies = segments(&dirs, "t", 0);
-        assert_eq!(copies[0], copies[1], "round {round}: the replicas differ");
+        assert_eq!(
+            copies[0], copies[1],
+            "round {round} ({damaged}): replicas differ"
+        );
+        assert_eq!(
+            copies[0], copies[2],
+            "round {round} ({damaged}): replicas differ"
+        );
     }
     eprintln!("replication kill test: {acked} records acknowledged over 8 kills");
     assert!(acked > 0, "the child acknowledged something");

@@ -87,9 +87,9 @@ pub(crate) struct ReplicaSet {
 
 impl ReplicaSet {
     /// Opens the partition over `replicas` (assignment order; `dirs` their directory
-    /// indexes), electing a leader from what was recorded: the recorded leader if it is in
-    /// sync, else the first in-sync replica, else — only with `unclean_leader_election` —
-    /// the replica holding the most; with none the partition is offline. A replicated
+    /// indexes), electing a leader from what was recorded: the in-sync replica holding the
+    /// most (the recorded leader on a tie), else — only with `unclean_leader_election` —
+    /// the live replica holding the most; with none the partition is offline. A replicated
     /// partition's leader starts a new epoch; every follower is reconciled with it and
     /// caught up. Returns the set and its leadership, for `meta`.
     pub(crate) fn open(
@@ -106,17 +106,25 @@ impl ReplicaSet {
         };
         let recorded_leader = recorded
             .leader
-            .and_then(|d| dirs.iter().position(|&x| x == d))
-            .filter(|&i| eligible(i));
+            .and_then(|d| dirs.iter().position(|&x| x == d));
+        // Among the in-sync replicas, the one holding the most leads: they all copied the
+        // same leader in the same epoch, so each holds a prefix of the longest, and a
+        // recorded leader whose tail recovery had to cut (damage it could not tell from a
+        // torn write) must not cut the others. Ties go to the recorded leader, then to
+        // assignment order.
+        let most_in_sync = (0..replicas.len())
+            .filter(|&i| eligible(i))
+            .max_by_key(|&i| {
+                let end = replicas[i].as_ref().map_or(0, |r| r.log_end_offset());
+                (end, Some(i) == recorded_leader, std::cmp::Reverse(i))
+            });
         let leader = if replicated {
-            recorded_leader
-                .or_else(|| (0..replicas.len()).find(|&i| eligible(i)))
-                .or_else(|| {
-                    config
-                        .unclean_leader_election
-                        .then(|| most_complete(&replicas, None))
-                        .flatten()
-                })
+            most_in_sync.or_else(|| {
+                config
+                    .unclean_leader_election
+                    .then(|| most_complete(&replicas, None))
+                    .flatten()
+            })
         } else {
             live(&replicas[0]).then_some(0)
         };
