@@ -310,21 +310,22 @@ fn threaded_appends(
     start.elapsed()
 }
 
-/// Replication's cost: 64-record batches into a two-directory log with replication factor 1
-/// and 2, without fsync (tmpfs) and with `EveryBatch` from 16 threads (a real disk, where
-/// replication serialises a partition's appends and each pays one fdatasync per replica).
+/// Replication's cost: 64-record batches into a three-directory log (all on one disk) with
+/// replication factor 1, 2 and 3 (`acks=All`), without fsync (tmpfs, one thread) and with
+/// `EveryBatch` from 16 threads (a real disk: the replicas' fsyncs are shared by the
+/// appenders waiting on them, outside the partition's order lock).
 fn replication(c: &mut Criterion) {
     const PER_BATCH: usize = 64;
     const THREADS: usize = 16;
     let mut group = group_of(c, "replication");
     for (name, durable) in [("no_fsync", false), ("every_batch_16_threads", true)] {
-        for rf in [1u32, 2] {
+        for rf in [1u32, 2, 3] {
             let root = if durable {
                 tempfile::tempdir().unwrap()
             } else {
                 common::scratch()
             };
-            let dirs = [root.path().join("a"), root.path().join("b")];
+            let dirs = ["a", "b", "c"].map(|d| root.path().join(d));
             let log = Log::builder().dirs(&dirs).open().unwrap();
             let mut config = topic_config().replication_factor(rf);
             if durable {
@@ -344,6 +345,61 @@ fn replication(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Time to rebuild a 1 GiB replica: a two-directory log with replication factor 2 is
+/// opened with one directory emptied, and the open copies the partition back from the
+/// survivor (real disk, no fsync policy: the copy is synced at close).
+fn rebuild(c: &mut Criterion) {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = ["a", "b"].map(|d| root.path().join(d));
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let partition = log
+            .create_topic("big", topic_config().replication_factor(2))
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        fill(&partition, 1 << 30);
+        log.close().unwrap();
+    }
+    let mut group = c.benchmark_group("rebuild_1GiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Bytes(1 << 30));
+    group.bench_function("replica_from_its_peer_at_open", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                // Alternate the emptied directory, so each rebuild copies from a full one.
+                let lost = &dirs[(i % 2) as usize];
+                std::fs::remove_dir_all(lost).unwrap();
+                let start = Instant::now();
+                let log = Log::builder().dirs(&dirs).open().unwrap();
+                total += start.elapsed();
+                log.close().unwrap();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+/// Appends 1024-record batches to `partition` until `bytes` are written.
+fn fill(partition: &tarnlog::Partition, bytes: usize) {
+    let mut builder = BatchBuilder::new();
+    let mut written = 0usize;
+    while written < bytes {
+        for _ in 0..1024 {
+            builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
+        }
+        written += partition
+            .append(builder.finish().unwrap())
+            .unwrap()
+            .size_bytes as usize;
+    }
 }
 
 /// 16 threads appending 64-record batches with `EveryBatch`: one fdatasync serves many.
@@ -381,17 +437,7 @@ fn open(c: &mut Criterion) {
             .unwrap()
             .partition(0)
             .unwrap();
-        let mut builder = BatchBuilder::new();
-        let mut written = 0usize;
-        while written < 1 << 30 {
-            for _ in 0..1024 {
-                builder.push(1_700_000_000_000, None, Some(&VALUE), &[]);
-            }
-            written += partition
-                .append(builder.finish().unwrap())
-                .unwrap()
-                .size_bytes as usize;
-        }
+        fill(&partition, 1 << 30);
         log.close().unwrap();
     }
     let mut group = c.benchmark_group("open_1GiB");
@@ -437,6 +483,7 @@ criterion_group!(
     append_sustained,
     read,
     replication,
+    rebuild,
     group_commit,
     open
 );

@@ -109,10 +109,15 @@ fn send_to_poll(dir: &Path, rate: u64, seconds: u64) {
     log.close().unwrap();
 }
 
-fn durable(dir: &Path, rate: u64, seconds: u64) {
-    let log = Log::open(dir).unwrap();
-    log.create_topic("dur", TopicConfig::default().fsync(FsyncPolicy::EveryBatch))
-        .unwrap();
+/// Ack latency and throughput of `acks=All` sends with fsync every batch, into a log over
+/// three directories of `dir` (one disk) with replication factor `rf`.
+fn durable(dir: &Path, rf: u32, rate: u64, seconds: u64) {
+    let dirs = ["a", "b", "c"].map(|d| dir.join(d));
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let config = TopicConfig::default()
+        .fsync(FsyncPolicy::EveryBatch)
+        .replication_factor(rf);
+    log.create_topic("dur", config).unwrap();
     let producer = log.producer(ProducerConfig::default()).unwrap();
     let (tx, rx) = mpsc::channel::<(Instant, SendFuture)>();
     let waiter = std::thread::spawn(move || {
@@ -135,7 +140,9 @@ fn durable(dir: &Path, rate: u64, seconds: u64) {
     }
     drop(tx);
     print(
-        &format!("ack latency, acks=All + fsync every batch, {rate} rec/s"),
+        &format!(
+            "ack latency, acks=All + fsync every batch, replication factor {rf}, {rate} rec/s"
+        ),
         &waiter.join().unwrap(),
     );
     // Throughput: as fast as the producer takes records.
@@ -151,7 +158,7 @@ fn durable(dir: &Path, rate: u64, seconds: u64) {
     producer.flush().unwrap();
     let elapsed = start.elapsed();
     println!(
-        "throughput, acks=All + fsync every batch: {:.0} rec/s ({records} records in {elapsed:?})",
+        "throughput, acks=All + fsync every batch, replication factor {rf}: {:.0} rec/s ({records} records in {elapsed:?})",
         records as f64 / elapsed.as_secs_f64()
     );
     drop(producer);
@@ -192,7 +199,8 @@ fn main() {
     send_to_poll(fast.path(), 100_000, 5);
     let disk = tempfile::tempdir().unwrap();
     fdatasync_latency(disk.path());
-    durable(&disk.path().join("log"), 20_000, 3);
+    durable(&disk.path().join("rf1"), 1, 20_000, 3);
+    durable(&disk.path().join("rf3"), 3, 20_000, 3);
     fdatasync_latency(disk.path());
     std::io::stdout().flush().unwrap();
 }

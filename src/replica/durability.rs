@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use parking_lot::MutexGuard;
+
 use super::ReplicaLog;
 use crate::config::FsyncPolicy;
 use crate::error::Result;
@@ -32,22 +34,28 @@ impl ReplicaLog {
     /// Applies the fsync policy after an append that ended at `end`.
     /// `now` is the time the append read (one clock read per append).
     pub(super) fn after_append(&self, end: u64, records: u64, now: i64) -> Result<()> {
+        if self.sync_due(records, now) {
+            self.sync_to(end)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts `records` appended at `now` against the fsync policy; whether a sync is due.
+    pub(crate) fn sync_due(&self, records: u64, now: i64) -> bool {
         if self.config.fsync == FsyncPolicy::None {
             // Nothing to count: `flush`/`close` sync whatever is there.
-            return Ok(());
+            return false;
         }
-        let due = {
-            let mut state = self.sync.lock();
-            state.unsynced_records += records;
-            let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
-            match self.config.fsync {
-                FsyncPolicy::None => false,
-                FsyncPolicy::EveryBatch => true,
-                FsyncPolicy::EveryRecords(n) => state.unsynced_records >= n,
-                FsyncPolicy::IntervalMs(m) => now - oldest >= m.min(i64::MAX as u64) as i64,
-            }
-        };
-        if due { self.sync_to(end) } else { Ok(()) }
+        let mut state = self.sync.lock();
+        state.unsynced_records += records;
+        let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
+        match self.config.fsync {
+            FsyncPolicy::None => false,
+            FsyncPolicy::EveryBatch => true,
+            FsyncPolicy::EveryRecords(n) => state.unsynced_records >= n,
+            FsyncPolicy::IntervalMs(m) => now - oldest >= m.min(i64::MAX as u64) as i64,
+        }
     }
 
     /// Returns once every offset below `target` is durable (group commit).
@@ -62,26 +70,28 @@ impl ReplicaLog {
                 self.synced.wait(&mut state);
                 continue;
             }
-            state.in_progress = true;
-            let from = state.synced_to;
-            drop(state);
-            let result = self.sync_active(from);
-            state = self.sync.lock();
-            state.in_progress = false;
-            match result {
-                Ok(upto) => {
-                    state.synced_to = state.synced_to.max(upto);
-                    state.unsynced_records = 0;
-                    state.oldest_unsynced_ms = None;
-                    self.recovery_point.fetch_max(upto, Ordering::AcqRel);
-                    self.synced.notify_all();
-                }
-                Err(error) => {
-                    self.synced.notify_all();
-                    return Err(error);
-                }
-            }
+            state = self.run_sync(state)?;
         }
+    }
+
+    /// Runs one sync as the syncer (the lock is released meanwhile) and wakes the waiters.
+    fn run_sync<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, SyncState>,
+    ) -> Result<MutexGuard<'a, SyncState>> {
+        state.in_progress = true;
+        let from = state.synced_to;
+        drop(state);
+        let result = self.sync_active(from);
+        let mut state = self.sync.lock();
+        state.in_progress = false;
+        self.synced.notify_all();
+        let upto = result?;
+        state.synced_to = state.synced_to.max(upto);
+        state.unsynced_records = 0;
+        state.oldest_unsynced_ms = None;
+        self.recovery_point.fetch_max(upto, Ordering::AcqRel);
+        Ok(state)
     }
 
     /// fdatasyncs the active segment; returns the log end it covers. Sealed segments were

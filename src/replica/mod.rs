@@ -144,14 +144,37 @@ impl ReplicaLog {
         batch: &[u8],
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
+        let info = self.append_unsynced(batch, on_appended)?;
+        self.await_durable(info.last_offset + 1, u64::from(info.record_count))?;
+        Ok(info)
+    }
+
+    /// As [`ReplicaLog::append_then`] without waiting for the fsync policy: the caller
+    /// calls [`ReplicaLog::await_durable`] next (a replicated append does, once it has
+    /// released the partition's order lock, so that appenders share fsyncs).
+    pub(crate) fn append_unsynced(
+        &self,
+        batch: &[u8],
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<AppendInfo> {
         let header = self.validate_client_batch(batch)?;
         let now = self.clock.now_ms();
         let (info, index_result) = self.append_validated(batch, &header, now, Stamp::Leader)?;
         // The batch is in the log and visible even when an index entry failed.
         on_appended(&info);
         index_result?;
-        self.after_append(info.last_offset + 1, u64::from(info.record_count), now)?;
         Ok(info)
+    }
+
+    /// Waits for what the topic's fsync policy asks after `records` records were appended
+    /// up to offset `end` (one sync shared by concurrent appenders under `EveryBatch`).
+    pub(crate) fn await_durable(&self, end: u64, records: u64) -> Result<()> {
+        self.after_append(end, records, self.clock.now_ms())
+    }
+
+    /// Counts `records` just appended against the fsync policy, now; whether a sync is due.
+    pub(crate) fn sync_due_now(&self, records: u64) -> bool {
+        self.sync_due(records, self.clock.now_ms())
     }
 
     /// Sets the epoch stamped on the batches appended as leader from now on.
@@ -211,10 +234,11 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// Appends every batch of `read` (a leader's log from this replica's end) as copies,
-    /// then waits once for the topic's fsync policy: a catch-up pays one sync per step,
-    /// not one per batch.
-    pub(crate) fn append_copies(&self, read: &LogRead) -> Result<()> {
+    /// Appends every batch of `read` (a leader's log from this replica's end) as copies and
+    /// returns how many records they held. With `wait` it then waits once for the topic's
+    /// fsync policy (a catch-up pays one sync per step, not one per batch); without, the
+    /// caller calls [`ReplicaLog::await_durable`].
+    pub(crate) fn append_copies(&self, read: &LogRead, wait: bool) -> Result<u64> {
         let now = self.clock.now_ms();
         let mut records = 0;
         let mut result = Ok(());
@@ -233,11 +257,11 @@ impl ReplicaLog {
                 break;
             }
         }
-        if records > 0 {
+        if wait && records > 0 {
             let synced = self.after_append(self.log_end_offset(), records, now);
             result = result.and(synced);
         }
-        result
+        result.map(|()| records)
     }
 
     /// Marks the replica as part of a replicated partition (see `replicated`).

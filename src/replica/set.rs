@@ -65,6 +65,24 @@ pub(crate) enum Standing {
 /// A replica, or `None` while its directory is offline since the log opened.
 pub(crate) type Slot = Option<Arc<ReplicaLog>>;
 
+/// An append's writes, done under the order lock, before its fsyncs.
+struct Written {
+    info: AppendInfo,
+    /// The leader that holds the batch.
+    leader: Arc<ReplicaLog>,
+    /// In-sync followers whose copies wait for the fsync policy.
+    pending: Vec<Pending>,
+}
+
+/// A follower's copies awaiting the fsync policy.
+struct Pending {
+    index: usize,
+    replica: Arc<ReplicaLog>,
+    /// Its log end after the copies.
+    end: u64,
+    records: u64,
+}
+
 /// One partition's replicas.
 #[derive(Debug)]
 pub(crate) struct ReplicaSet {
@@ -161,7 +179,7 @@ impl ReplicaSet {
                 leader.set_leader_epoch(epoch);
                 for (i, follower) in replicas.iter().enumerate() {
                     if let Some(follower) = follower.as_ref().filter(|_| i != l) {
-                        let level = follow(&leader, follower, usize::MAX, true).is_ok()
+                        let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
                             && follower.log_end_offset() == leader.log_end_offset();
                         set.in_sync[i].store(level, Ordering::Release);
                     }
@@ -300,12 +318,14 @@ impl ReplicaSet {
     }
 
     /// Appends `batch` on the leader (calling `on_appended` once it is in the leader's log,
-    /// which is what `acks=Leader` waits for), then copies it to every follower that is or
-    /// can be brought in sync and moves the high watermark. With `acks_all`, fewer than
-    /// `min_insync_replicas` in-sync replicas refuse the append before anything is written
-    /// (`NotEnoughReplicas`), and too few after it answer `NotEnoughReplicasAfterAppend`
-    /// (the batch stays, as in Kafka). A leader whose directory fails hands over to an
-    /// in-sync follower and the append finishes there.
+    /// which is what `acks=Leader` waits for), copies it to every follower that is or can
+    /// be brought in sync and moves the high watermark — all under the partition's order
+    /// lock — then, outside it, waits for the fsync policy on the leader and on each
+    /// in-sync follower, so concurrent appenders share fsyncs (group commit). With
+    /// `acks_all`, fewer than `min_insync_replicas` in-sync replicas refuse the append
+    /// before anything is written (`NotEnoughReplicas`), and too few after it answer
+    /// `NotEnoughReplicasAfterAppend` (the batch stays, as in Kafka). A leader whose
+    /// directory fails hands over to an in-sync follower and the append finishes there.
     pub(crate) fn append(
         &self,
         batch: &[u8],
@@ -316,6 +336,65 @@ impl ReplicaSet {
             let leader = self.replica(0).ok_or_else(|| self.offline())?;
             return leader.append_then(batch, on_appended);
         }
+        let written = self.write(batch, acks_all, on_appended)?;
+        let info = written.info;
+        // The followers' syncs run on their directories' workers while this thread syncs
+        // the leader: one fsync's time, not one per replica.
+        let followers = Arc::new(Completion::new(written.pending.len()));
+        for (slot, pending) in written.pending.iter().enumerate() {
+            if pending.replica.sync_due_now(pending.records) {
+                let (replica, end, done) = (
+                    Arc::clone(&pending.replica),
+                    pending.end,
+                    Arc::clone(&followers),
+                );
+                pending
+                    .replica
+                    .dir()
+                    .run_in_background(Box::new(move || done.finish(slot, replica.sync_to(end))));
+            } else {
+                followers.finish(slot, Ok(()));
+            }
+        }
+        let leader_synced = written
+            .leader
+            .await_durable(info.last_offset + 1, u64::from(info.record_count));
+        let failed: Vec<usize> = written
+            .pending
+            .iter()
+            .zip(followers.wait())
+            .filter(|(_, result)| result.is_err())
+            .map(|(p, _)| p.index)
+            .collect();
+        if leader_synced.is_err() || !failed.is_empty() {
+            // A failed sync poisoned its directory: those replicas leave the in-sync set,
+            // and a failed leader hands over to a follower that holds the batch synced.
+            let _order = self.order.lock();
+            for &i in &failed {
+                self.in_sync[i].store(false, Ordering::Release);
+            }
+            self.persist()?;
+            if let Err(error) = leader_synced {
+                let leader = self.ensure_leader().map_err(|_| error)?;
+                if leader.log_end_offset() <= info.last_offset {
+                    return Err(Error::Poisoned {
+                        dir: written.leader.dir().path().to_path_buf(),
+                    });
+                }
+                self.advance_high_watermark(&leader);
+            }
+        }
+        self.check_after_append(info, acks_all)
+    }
+
+    /// The part of an append done under the order lock: the leader's write and the
+    /// followers' copies, none waiting for fsync.
+    fn write(
+        &self,
+        batch: &[u8],
+        acks_all: bool,
+        on_appended: impl FnOnce(&AppendInfo),
+    ) -> Result<Written> {
         let _order = self.order.lock();
         let mut on_appended = Some(on_appended);
         let mut appended_info: Option<AppendInfo> = None;
@@ -325,14 +404,14 @@ impl ReplicaSet {
             let required = self.min_insync_replicas;
             if acks_all && self.in_sync_count() < required {
                 // A follower that fell out may be back: try before refusing.
-                self.copy_to_followers(&leader)?;
+                self.copy_to_followers(&leader, true)?;
                 let in_sync = self.in_sync_count();
                 if in_sync < required {
                     return Err(Error::NotEnoughReplicas { in_sync, required });
                 }
             }
             let before = leader.log_end_offset();
-            let appended = leader.append_then(batch, |info| {
+            let appended = leader.append_unsynced(batch, |info| {
                 appended_info = Some(*info);
                 if let Some(callback) = on_appended.take() {
                     callback(info);
@@ -340,22 +419,30 @@ impl ReplicaSet {
             });
             let in_log = leader.log_end_offset() > before;
             let error = match appended {
+                Ok(info) => {
+                    let pending = self.copy_to_followers(&leader, false)?;
+                    self.advance_high_watermark(&leader);
+                    return Ok(Written {
+                        info,
+                        leader,
+                        pending,
+                    });
+                }
                 Err(error) if Self::dir_failed(&leader, &error) => error,
-                appended => {
+                Err(error) => {
                     // A leader error after the batch became part of its log (an index
                     // entry) still replicates it, as an unreplicated partition shows it.
-                    if appended.is_ok() || in_log {
-                        self.copy_to_followers(&leader)?;
+                    if in_log {
+                        self.copy_to_followers(&leader, true)?;
                         self.advance_high_watermark(&leader);
                     }
-                    let info = appended?;
-                    return self.after_append(info, acks_all);
+                    return Err(error);
                 }
             };
-            // The leader's directory failed. A batch already in its log (its sync failed)
-            // reaches the in-sync followers from the leader's pages; then a follower leads.
+            // The leader's directory failed. A batch already in its log reaches the in-sync
+            // followers from the leader's pages (synced there); then a follower leads.
             if in_log {
-                self.copy_to_followers(&leader)?;
+                self.copy_to_followers(&leader, true)?;
             }
             let old = self.leader.load(Ordering::Acquire);
             self.fail_over(old)?;
@@ -363,7 +450,11 @@ impl ReplicaSet {
                 let new_leader = self.ensure_leader().map_err(|_| error)?;
                 if new_leader.log_end_offset() > info.last_offset {
                     self.advance_high_watermark(&new_leader);
-                    return self.after_append(info, acks_all);
+                    return Ok(Written {
+                        info,
+                        leader: new_leader,
+                        pending: Vec::new(),
+                    });
                 }
                 // The batch died with the directory: report it lost, do not write it twice.
                 return Err(Error::Poisoned {
@@ -378,7 +469,7 @@ impl ReplicaSet {
     }
 
     /// The `acks=All` check after an append.
-    fn after_append(&self, info: AppendInfo, acks_all: bool) -> Result<AppendInfo> {
+    fn check_after_append(&self, info: AppendInfo, acks_all: bool) -> Result<AppendInfo> {
         let in_sync = self.in_sync_count();
         let required = self.min_insync_replicas;
         if acks_all && in_sync < required {
@@ -401,30 +492,49 @@ impl ReplicaSet {
     /// moves each out-of-sync one at most one step closer (it rejoins once level), so a
     /// returning follower's backlog is spread over appends rather than paid by one, and a
     /// follower whose directory failed costs one check. Changes of the in-sync set are
-    /// written to `meta`.
-    fn copy_to_followers(&self, leader: &Arc<ReplicaLog>) -> Result<()> {
+    /// written to `meta`. Without `wait`, the in-sync followers' copies do not wait for
+    /// the fsync policy: they are returned, for the caller to wait on. Out-of-sync steps
+    /// always wait (a follower rejoins with what it copied durable).
+    fn copy_to_followers(&self, leader: &Arc<ReplicaLog>, wait: bool) -> Result<Vec<Pending>> {
         let replicas = self.replicas();
         let mut changed = false;
-        for (follower, in_sync) in replicas.iter().zip(&self.in_sync) {
+        let mut pending = Vec::new();
+        for (index, (follower, in_sync)) in replicas.iter().zip(&self.in_sync).enumerate() {
             let Some(follower) = follower.as_ref().filter(|f| !Arc::ptr_eq(f, leader)) else {
                 continue;
             };
             let was = in_sync.load(Ordering::Acquire);
-            let steps = if was { usize::MAX } else { 1 };
             // An in-sync follower holds exactly the leader's log: only one that fell out
             // (or follows a new leader after an unclean election) may have diverged.
-            let copied = follow(leader, follower, steps, !was);
+            let copied = if was {
+                follow(leader, follower, usize::MAX, false, wait)
+            } else {
+                follow(leader, follower, 1, true, true)
+            };
             if let Err(error) = &copied {
                 Self::dir_failed(follower, error);
             }
             let now = copied.is_ok() && follower.log_end_offset() == leader.log_end_offset();
             in_sync.store(now, Ordering::Release);
             changed |= now != was;
+            if let Ok(records) = copied
+                && was
+                && now
+                && !wait
+                && records > 0
+            {
+                pending.push(Pending {
+                    index,
+                    replica: Arc::clone(follower),
+                    end: follower.log_end_offset(),
+                    records,
+                });
+            }
         }
         if changed {
             self.persist()?;
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Moves leadership away from replica `old` (whose directory failed): to the first
@@ -491,7 +601,7 @@ impl ReplicaSet {
         }
         if let Ok(leader) = self.ensure_leader() {
             self.in_sync[i].store(false, Ordering::Release);
-            let level = follow(&leader, replica, usize::MAX, true).is_ok()
+            let level = follow(&leader, replica, usize::MAX, true, true).is_ok()
                 && replica.log_end_offset() == leader.log_end_offset();
             self.in_sync[i].store(level, Ordering::Release);
             self.advance_high_watermark(&leader);
@@ -517,7 +627,7 @@ impl ReplicaSet {
         self.leader.store(i, Ordering::Release);
         for (j, slot) in self.replicas().iter().enumerate() {
             if let Some(other) = slot.as_ref().filter(|_| j != i && live(slot)) {
-                let level = follow(replica, other, usize::MAX, true).is_ok()
+                let level = follow(replica, other, usize::MAX, true, true).is_ok()
                     && other.log_end_offset() == replica.log_end_offset();
                 self.in_sync[j].store(level, Ordering::Release);
             }
@@ -611,6 +721,44 @@ impl ReplicaSet {
     }
 }
 
+/// The outcomes of jobs run on other threads, one slot each, and a wait for all of them.
+struct Completion {
+    results: Mutex<(usize, Vec<Option<Result<()>>>)>,
+    done: parking_lot::Condvar,
+}
+
+impl Completion {
+    fn new(jobs: usize) -> Completion {
+        Completion {
+            results: Mutex::new((jobs, (0..jobs).map(|_| None).collect())),
+            done: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn finish(&self, slot: usize, result: Result<()>) {
+        let mut results = self.results.lock();
+        if results.1[slot].replace(result).is_none() {
+            results.0 -= 1;
+        }
+        if results.0 == 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// Waits until every job finished; their results in slot order.
+    fn wait(&self) -> Vec<Result<()>> {
+        let mut results = self.results.lock();
+        while results.0 > 0 {
+            self.done.wait(&mut results);
+        }
+        results
+            .1
+            .iter_mut()
+            .map(|r| r.take().unwrap_or(Ok(())))
+            .collect()
+    }
+}
+
 /// The live replica (directory online, not `except`) with the furthest log end, the first in
 /// assignment order on a tie: an unclean election's choice, losing the least.
 fn most_complete(replicas: &[Slot], except: Option<usize>) -> Option<usize> {
@@ -629,13 +777,20 @@ fn live(slot: &Slot) -> bool {
 }
 
 /// Brings `follower` in line with `leader`: with `check`, first cuts what the leader does
-/// not have (`reconcile`); then copies at most `steps` reads.
-fn follow(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, check: bool) -> Result<()> {
+/// not have (`reconcile`); then copies at most `steps` reads (see `catch_up`). Returns the
+/// records copied.
+fn follow(
+    leader: &ReplicaLog,
+    follower: &ReplicaLog,
+    steps: usize,
+    check: bool,
+    wait: bool,
+) -> Result<u64> {
     follower.dir().check()?;
     if check {
         reconcile(leader, follower)?;
     }
-    catch_up(leader, follower, steps)
+    catch_up(leader, follower, steps, wait)
 }
 
 /// Finds where the follower's history diverges from the leader's and truncates it there
@@ -676,20 +831,21 @@ fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
 }
 
 /// Copies the leader's batches from the follower's log end towards the leader's, in at
-/// most `steps` reads of `CATCH_UP_BYTES`, each followed by one sync under the topic's
-/// fsync policy. A follower ahead of the leader or ending before the leader's log starts
-/// cannot be caught up.
-fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<()> {
+/// most `steps` reads of `CATCH_UP_BYTES`, each followed (with `wait`) by one sync under the
+/// topic's fsync policy; returns the records copied. A follower ahead of the leader or
+/// ending before the leader's log starts cannot be caught up.
+fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool) -> Result<u64> {
     let behind = |reason: &str| {
         Err(Error::InvalidRecord {
             reason: format!("{}: {reason}", follower.topic_partition()),
         })
     };
+    let mut records = 0;
     for _ in 0..steps {
         let from = follower.log_end_offset();
         let end = leader.log_end_offset();
         if from == end {
-            return Ok(());
+            break;
         }
         if from > end {
             return behind("the follower is ahead of its leader");
@@ -698,12 +854,12 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize) -> Result<
             return behind("the follower ends before its leader's log starts");
         }
         let read = leader.read(from, CATCH_UP_BYTES, end)?;
-        follower.append_copies(&read)?;
+        records += follower.append_copies(&read, wait)?;
         if follower.log_end_offset() == from {
             return behind("no progress copying from the leader");
         }
     }
-    Ok(())
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -765,7 +921,7 @@ mod tests {
         let (f, l) = (replica(root.path(), "f"), replica(root.path(), "l"));
         write(&f, follower);
         write(&l, leader);
-        follow(&l, &f, usize::MAX, true).unwrap();
+        follow(&l, &f, usize::MAX, true, true).unwrap();
         assert_eq!(contents(&f), contents(&l));
         assert_eq!(f.epoch_entries(), l.epoch_entries());
         assert_eq!(f.log_end_offset(), l.log_end_offset());
@@ -795,7 +951,7 @@ mod tests {
             "cut where epoch 2 ends on the leader"
         );
         assert_eq!(f.epoch_entries(), [(0, 0), (2, 1)]);
-        catch_up(&l, &f, usize::MAX).unwrap();
+        catch_up(&l, &f, usize::MAX, true).unwrap();
         assert_eq!(contents(&f), contents(&l));
         assert_eq!(f.epoch_entries(), [(0, 0), (2, 1), (5, 2)]);
     }

@@ -146,7 +146,12 @@ pub struct StorageDir {
     storage: Arc<dyn Storage>,
     poisoned: AtomicBool,
     lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
+    /// The directory's background worker, started at its first job.
+    worker: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
 }
+
+/// Work for a directory's background worker.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 impl StorageDir {
     /// Creates the directory if needed and takes its `LOCK`.
@@ -166,6 +171,7 @@ impl StorageDir {
             storage,
             poisoned: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(Some(lock)),
+            worker: parking_lot::Mutex::new(None),
         })
     }
 
@@ -176,6 +182,7 @@ impl StorageDir {
             storage,
             poisoned: AtomicBool::new(true),
             lock: parking_lot::Mutex::new(None),
+            worker: parking_lot::Mutex::new(None),
         }
     }
 
@@ -197,6 +204,35 @@ impl StorageDir {
             })
         } else {
             Ok(())
+        }
+    }
+
+    /// Runs `job` on the directory's worker thread (one per directory, started at the
+    /// first job; it ends when the directory is dropped), so that work on several
+    /// directories — a replicated append's fsyncs — runs at once. Runs it here when the
+    /// thread cannot be started.
+    pub(crate) fn run_in_background(&self, job: Job) {
+        let mut worker = self.worker.lock();
+        if worker.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new()
+                .name("tarnlog-dir".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                });
+            if spawned.is_ok() {
+                *worker = Some(tx);
+            }
+        }
+        let unsent = match worker.as_ref() {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        drop(worker);
+        if let Some(job) = unsent {
+            job();
         }
     }
 
