@@ -424,6 +424,19 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
 
 type Topics = BTreeMap<String, Arc<TopicState>>;
 
+/// A replica loaded from a restored directory, for its partition.
+type Restored = (Arc<ReplicaSet>, Arc<ReplicaLog>, Standing);
+
+/// What a directory's checkpoints say, for loading its replicas.
+#[derive(Debug, Default)]
+struct Hints {
+    /// Closed cleanly.
+    clean: bool,
+    recovery: BTreeMap<TopicPartition, u64>,
+    start: BTreeMap<TopicPartition, u64>,
+    high: BTreeMap<TopicPartition, u64>,
+}
+
 /// A directory that could not be opened, and why.
 type OfflineDir = (PathBuf, String);
 
@@ -438,7 +451,7 @@ fn load_topics(
     let mut hints = Vec::new();
     for dir in dirs {
         if dir.is_poisoned() {
-            hints.push((false, BTreeMap::new(), BTreeMap::new()));
+            hints.push(Hints::default());
             continue;
         }
         let marker = metadata::has_clean_marker(dir);
@@ -453,6 +466,7 @@ fn load_topics(
         };
         let recovery = read(metadata::RECOVERY_POINT);
         let start = read(metadata::LOG_START);
+        let high = read(metadata::HIGH_WATERMARK);
         // A clean marker whose checkpoints cannot be read proves nothing.
         let clean = marker && report.unreadable_checkpoints.len() == unreadable_before;
         if clean {
@@ -461,9 +475,25 @@ fn load_topics(
             &mut report.unclean_dirs
         }
         .push(dir.path().to_path_buf());
-        metadata::remove_clean_marker(dir)?;
-        remove_deleted_dirs(dir)?;
-        hints.push((clean, recovery, start));
+        let tidied = metadata::remove_clean_marker(dir).and_then(|()| remove_deleted_dirs(dir));
+        match tidied {
+            // With several directories one that fails here is offline; the others go on.
+            Err(error) if dirs.len() > 1 => {
+                dir.poison();
+                report
+                    .offline_dirs
+                    .push((dir.path().to_path_buf(), error.to_string()));
+                hints.push(Hints::default());
+                continue;
+            }
+            tidied => tidied?,
+        }
+        hints.push(Hints {
+            clean,
+            recovery,
+            start,
+            high,
+        });
     }
     let mut topics = BTreeMap::new();
     for (name, topic) in &meta.topics {
@@ -472,15 +502,16 @@ fn load_topics(
             let tp = TopicPartition::new(name.clone(), p as u32);
             let recorded = &topic.leadership[p];
             let options = |d: u32| {
-                let (clean, recovery, start) = &hints[d as usize];
+                let hints = &hints[d as usize];
                 LoadOptions {
                     tp: tp.clone(),
                     dir: Arc::clone(&dirs[d as usize]),
                     config: topic.config.clone(),
                     clock: Arc::clone(&builder.clock),
-                    clean: *clean && recovery.contains_key(&tp),
-                    recovery_point: recovery.get(&tp).copied(),
-                    log_start: start.get(&tp).copied(),
+                    clean: hints.clean && hints.recovery.contains_key(&tp),
+                    recovery_point: hints.recovery.get(&tp).copied(),
+                    log_start: hints.start.get(&tp).copied(),
+                    high_watermark: hints.high.get(&tp).copied(),
                     prefaulter: prefaulter.cloned(),
                 }
             };
@@ -505,6 +536,7 @@ fn load_topics(
                 &standing,
                 recorded,
                 &topic.config,
+                dirs.len() as u32,
             ));
         }
         topics.insert(
@@ -551,17 +583,31 @@ fn repair_damaged(
                 report.partitions.push(recovered);
                 set.push(Some(Arc::new(replica)));
             }
-            Some(Err(error))
-                if dirs.len() > 1 && can_lead && !matches!(error, Error::Locked { .. }) =>
-            {
+            Some(Err(error)) if dirs.len() > 1 && can_lead && error.is_corruption() => {
                 let options = options(d);
                 let dir = Arc::clone(&options.dir);
-                let damaged = set_aside(&dir, tp)?;
-                report.repaired.push((damaged, error.to_string()));
-                let (replica, recovered) = ReplicaLog::load(options)?;
-                report.partitions.push(recovered);
-                standing.push(Standing::Stale);
-                set.push(Some(Arc::new(replica)));
+                let rebuilt = set_aside(&dir, tp).and_then(|damaged| {
+                    report.repaired.push((damaged, error.to_string()));
+                    ReplicaLog::load(options)
+                });
+                match rebuilt {
+                    Ok((replica, recovered)) => {
+                        report.partitions.push(recovered);
+                        standing.push(Standing::Stale);
+                        set.push(Some(Arc::new(replica)));
+                    }
+                    Err(error) => {
+                        take_offline(&dir, &error, report);
+                        standing.push(Standing::Offline);
+                        set.push(None);
+                    }
+                }
+            }
+            // Several directories: one that cannot be read is offline, not fatal.
+            Some(Err(error @ Error::Io { .. })) if dirs.len() > 1 => {
+                take_offline(&options(d).dir, &error, report);
+                standing.push(Standing::Offline);
+                set.push(None);
             }
             Some(Err(error)) => return Err(error),
         }
@@ -569,18 +615,28 @@ fn repair_damaged(
     Ok((set, standing))
 }
 
-/// Renames a damaged replica's directory to `<topic>-<partition>.damaged` (replacing an
-/// older one) and returns the new path.
+/// Marks a directory offline at open after `error`, and reports it (once).
+fn take_offline(dir: &StorageDir, error: &Error, report: &mut RecoveryReport) {
+    dir.poison();
+    if !report.offline_dirs.iter().any(|(p, _)| p == dir.path()) {
+        report
+            .offline_dirs
+            .push((dir.path().to_path_buf(), error.to_string()));
+    }
+}
+
+/// Renames a damaged replica's directory to `<topic>-<partition>.damaged` (`.damaged.1`,
+/// `.damaged.2`, … when earlier ones are there) and returns the new path.
 fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
     let storage = dir.storage();
     let path = dir.path().join(format!("{}-{}", tp.topic, tp.partition));
-    let damaged = dir
-        .path()
-        .join(format!("{}-{}.damaged", tp.topic, tp.partition));
-    if storage.exists(&damaged) {
-        storage
-            .remove_dir_all(&damaged)
-            .map_err(|e| Error::io("remove", &damaged, e))?;
+    // Earlier copies set aside are kept: one may hold the only trace of something.
+    let name = format!("{}-{}.damaged", tp.topic, tp.partition);
+    let mut damaged = dir.path().join(&name);
+    let mut n = 0u32;
+    while storage.exists(&damaged) && n < u32::MAX {
+        n += 1;
+        damaged = dir.path().join(format!("{name}.{n}"));
     }
     storage
         .rename(&path, &damaged)
@@ -897,7 +953,13 @@ impl Log {
     /// every batch synced, as a commit is acknowledged only once durable; replicated like
     /// `offsets.topic.replication.factor`, 3, capped at the directory count).
     pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
-        let replicas = self.inner.dir_count.clamp(1, 3) as u32;
+        let online = self
+            .inner
+            .dirs()
+            .iter()
+            .filter(|d| !d.is_poisoned())
+            .count();
+        let replicas = online.clamp(1, 3) as u32;
         let config = TopicConfig::default()
             .partitions(partitions)
             .segment_bytes(100 << 20)
@@ -914,10 +976,9 @@ impl Log {
         metadata::validate_topic_name(name)?;
         config.validate()?;
         let _admin = self.inner.admin.lock();
-        // A poisoned directory takes no change at all, not even a cleanup.
-        for dir in &self.inner.dirs() {
-            dir.check()?;
-        }
+        // A poisoned directory takes no change at all, not even a cleanup. With several
+        // directories the new topic is placed over the online ones.
+        let online = self.inner.online_dirs()?;
         {
             let state = self.inner.state.read();
             if state.topics.contains_key(name) {
@@ -932,20 +993,24 @@ impl Log {
             }
         }
         let dirs = self.inner.dir_count as u32;
-        if config.replication_factor > dirs {
+        let available = online.len() as u32;
+        if config.replication_factor > available {
             return Err(Error::InvalidReplicationFactor {
                 requested: config.replication_factor,
-                available: dirs,
+                available,
             });
         }
         let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
-        let placement = crate::placement::assign(
+        let placement: Vec<Vec<u32>> = crate::placement::assign(
             config.partitions,
             0,
             config.replication_factor,
-            dirs,
-            (start % u64::from(dirs)) as u32,
-        );
+            available,
+            (start % u64::from(available)) as u32,
+        )
+        .into_iter()
+        .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
+        .collect();
         let mut created = Vec::new();
         let mut sets = Vec::with_capacity(placement.len());
         for (p, replicas) in placement.iter().enumerate() {
@@ -974,6 +1039,7 @@ impl Log {
                 &standing,
                 &recorded,
                 &config,
+                dirs,
             ));
         }
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
@@ -1006,14 +1072,27 @@ impl Log {
     }
 
     fn load_options(&self, tp: TopicPartition, dir: u32, config: &TopicConfig) -> LoadOptions {
+        self.load_options_in(self.inner.dir(dir as usize), tp, config, None)
+    }
+
+    /// Options to load `tp` from `dir`, unclean (a full scan), starting its high watermark
+    /// at `high_watermark` when known.
+    fn load_options_in(
+        &self,
+        dir: Arc<StorageDir>,
+        tp: TopicPartition,
+        config: &TopicConfig,
+        high_watermark: Option<u64>,
+    ) -> LoadOptions {
         LoadOptions {
             tp,
-            dir: self.inner.dir(dir as usize),
+            dir,
             config: config.clone(),
             clock: Arc::clone(&self.inner.clock),
             clean: false,
             recovery_point: None,
             log_start: None,
+            high_watermark,
             prefaulter: self.inner.prefaulter.clone(),
         }
     }
@@ -1047,9 +1126,7 @@ impl Log {
 
     fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
-        for dir in &self.inner.dirs() {
-            dir.check()?;
-        }
+        self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();
         let (mut meta, state) = {
             let state = self.inner.state.read();
@@ -1071,6 +1148,11 @@ impl Log {
         drop(meta_guard);
         self.write_checkpoints()?;
         for replica in &state.all_replicas() {
+            if !self.inner.online(replica.dir()) {
+                // Left in the offline directory; a topic created under the name again
+                // removes it first.
+                continue;
+            }
             let storage = replica.dir().storage();
             let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
             storage
@@ -1369,49 +1451,44 @@ impl Log {
     pub fn restore_dir(&self, path: impl AsRef<Path>) -> Result<()> {
         self.check_open()?;
         let path = path.as_ref();
+        let refuse = |allowed: &str| Error::InvalidConfig {
+            field: "dir",
+            value: path.display().to_string(),
+            allowed: allowed.into(),
+        };
+        if !self.inner.multi_dir() {
+            return Err(refuse(
+                "a directory of a log over several; a single-directory log is reopened",
+            ));
+        }
         let _admin = self.inner.admin.lock();
         let dirs = self.inner.dirs();
         let wanted = canonical_dir(path)?;
         let index = dirs
             .iter()
             .position(|d| d.path() == path || canonical_dir(d.path()).is_ok_and(|c| c == wanted))
-            .ok_or_else(|| Error::InvalidConfig {
-                field: "dir",
-                value: path.display().to_string(),
-                allowed: "one of the log's storage directories".into(),
-            })?;
+            .ok_or_else(|| refuse("one of the log's storage directories"))?;
         let old = &dirs[index];
         if !old.is_poisoned() {
             return Ok(());
         }
+        // After a failed fsync the page cache may hold what never reached the disk: what
+        // the directory holds is rebuilt from the leaders, never trusted.
+        let untrusted = old.sync_failed();
         old.unlock();
         let dir = Arc::new(StorageDir::open(
             Arc::clone(old.storage()),
             old.path().to_path_buf(),
         )?);
-        metadata::remove_clean_marker(&dir)?;
-        remove_deleted_dirs(&dir)?;
+        let loaded = self
+            .load_restored(&dir, index, untrusted)
+            .inspect_err(|_| {
+                dir.poison();
+                dir.unlock();
+            })?;
         self.inner.dirs.write()[index] = Arc::clone(&dir);
-        let topics: Vec<Arc<TopicState>> =
-            self.inner.state.read().topics.values().cloned().collect();
-        for topic in &topics {
-            for (p, replicas) in topic.meta.placement.iter().enumerate() {
-                if !replicas.contains(&(index as u32)) {
-                    continue;
-                }
-                let tp = TopicPartition::new(topic.name.clone(), p as u32);
-                let options = self.load_options(tp.clone(), index as u32, &topic.meta.config);
-                let (replica, standing) = match ReplicaLog::load(options.clone()) {
-                    Ok((replica, recovered)) if recovered.created => (replica, Standing::Stale),
-                    Ok((replica, _)) => (replica, Standing::Loaded),
-                    Err(error) if dir.is_poisoned() => return Err(error),
-                    Err(_) => {
-                        set_aside(&dir, &tp)?;
-                        (ReplicaLog::load(options)?.0, Standing::Stale)
-                    }
-                };
-                topic.sets[p].restore(index as u32, &Arc::new(replica), standing)?;
-            }
+        for (set, replica, standing) in loaded {
+            set.restore(index as u32, &replica, standing)?;
         }
         {
             let _meta = self.inner.meta_lock.lock();
@@ -1421,6 +1498,76 @@ impl Log {
             self.inner.state.write().meta = meta;
         }
         self.write_checkpoints()
+    }
+
+    /// Loads every replica placed in directory `index` from `dir` (opened again), without
+    /// touching the running partitions: a damaged replica of a partition that has a leader
+    /// elsewhere is set aside and recreated; any other failure is returned.
+    fn load_restored(
+        &self,
+        dir: &Arc<StorageDir>,
+        index: usize,
+        untrusted: bool,
+    ) -> Result<Vec<Restored>> {
+        // A directory whose metadata is newer than the log's picture moved on without it
+        // (the log was opened while it was unreadable): adopting it takes a reopen.
+        let generation = self.inner.state.read().meta.generation;
+        if let Some((meta, _)) = metadata::read_meta(dir)?
+            && meta.generation > generation
+        {
+            return Err(Error::InvalidConfig {
+                field: "dir",
+                value: dir.path().display().to_string(),
+                allowed: format!(
+                    "a directory whose metadata (generation {}) is not newer than the log's \
+                     ({generation}); reopen the log to adopt it",
+                    meta.generation
+                ),
+            });
+        }
+        // Its checkpoints bound recovery as at open: damage below the recovery point is
+        // corruption, not a tail to cut.
+        let checkpoint = |name| metadata::read_checkpoint(dir, name).unwrap_or_default();
+        let high = checkpoint(metadata::HIGH_WATERMARK);
+        let recovery = checkpoint(metadata::RECOVERY_POINT);
+        let start = checkpoint(metadata::LOG_START);
+        metadata::remove_clean_marker(dir)?;
+        remove_deleted_dirs(dir)?;
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.state.read().topics.values().cloned().collect();
+        let mut loaded = Vec::new();
+        for topic in &topics {
+            for (p, replicas) in topic.meta.placement.iter().enumerate() {
+                if !replicas.contains(&(index as u32)) {
+                    continue;
+                }
+                let set = &topic.sets[p];
+                let tp = TopicPartition::new(topic.name.clone(), p as u32);
+                let mut options = self.load_options_in(
+                    Arc::clone(dir),
+                    tp.clone(),
+                    &topic.meta.config,
+                    high.get(&tp).copied(),
+                );
+                options.recovery_point = recovery.get(&tp).copied();
+                options.log_start = start.get(&tp).copied();
+                let (replica, standing) = match ReplicaLog::load(options.clone()) {
+                    Ok((replica, recovered)) if recovered.created || untrusted => {
+                        (replica, Standing::Stale)
+                    }
+                    Ok((replica, _)) => (replica, Standing::Loaded),
+                    Err(error)
+                        if error.is_corruption() && set.is_replicated() && set.leader().is_ok() =>
+                    {
+                        set_aside(dir, &tp)?;
+                        (ReplicaLog::load(options)?.0, Standing::Stale)
+                    }
+                    Err(error) => return Err(error),
+                };
+                loaded.push((Arc::clone(set), Arc::new(replica), standing));
+            }
+        }
+        Ok(loaded)
     }
 
     /// Each storage directory's health and load (Kafka's `describeLogDirs`). A directory
@@ -1499,7 +1646,8 @@ impl Log {
         for set in topics.iter().flat_map(|t| t.sets.iter()) {
             match set.sync_to(u64::MAX) {
                 // Nothing of an offline partition can be synced; `describe_topic` says so.
-                Err(Error::PartitionOffline { .. }) if self.inner.multi_dir() => {}
+                Err(Error::PartitionOffline { .. } | Error::Poisoned { .. })
+                    if self.inner.multi_dir() => {}
                 synced => synced?,
             }
         }
@@ -1546,6 +1694,23 @@ impl Inner {
     /// than stopping the log.
     fn multi_dir(&self) -> bool {
         self.dir_count > 1
+    }
+
+    /// Indexes of the directories a change may touch: every one with a single directory
+    /// (`Poisoned` when it failed), the online ones with several (`Poisoned` when none is).
+    fn online_dirs(&self) -> Result<Vec<u32>> {
+        let dirs = self.dirs();
+        if !self.multi_dir() {
+            dirs[0].check()?;
+            return Ok(vec![0]);
+        }
+        let online: Vec<u32> = (0..dirs.len() as u32)
+            .filter(|&i| !dirs[i as usize].is_poisoned())
+            .collect();
+        if online.is_empty() {
+            dirs[0].check()?;
+        }
+        Ok(online)
     }
 
     /// The storage directories, in order.

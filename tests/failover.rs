@@ -17,17 +17,6 @@ fn dirs(root: &Path, n: usize) -> Vec<PathBuf> {
     (0..n).map(|i| root.join(format!("d{i}"))).collect()
 }
 
-/// A log over `dirs` whose storage can fail directory by directory.
-fn faulty(dirs: &[PathBuf]) -> (Log, FaultStorage) {
-    let fault = FaultStorage::new(OsStorage::shared());
-    let log = Log::builder()
-        .dirs(dirs)
-        .storage(fault.shared())
-        .open()
-        .unwrap();
-    (log, fault)
-}
-
 fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {
     let partition = log.topic(topic).unwrap().partition(p).unwrap();
     let mut out = Vec::new();
@@ -122,7 +111,7 @@ fn leader_directory_failure_under_load_loses_nothing() {
     let partitions = 3;
     let mut acked: Vec<(u32, u64, String)> = Vec::new();
     {
-        let (log, fault) = faulty(&dirs);
+        let (log, fault) = common::faulty_log(&dirs);
         let config = TopicConfig::default()
             .partitions(partitions)
             .replication_factor(3)
@@ -201,7 +190,7 @@ fn leader_directory_failure_under_load_loses_nothing() {
 fn under_min_isr_the_high_watermark_waits() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 3);
-    let (log, fault) = faulty(&dirs);
+    let (log, fault) = common::faulty_log(&dirs);
     let config = TopicConfig::default()
         .partitions(1)
         .replication_factor(3)
@@ -266,7 +255,7 @@ fn under_min_isr_the_high_watermark_waits() {
 fn offline_until_the_last_in_sync_replica_returns() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = faulty(&dirs);
+    let (log, fault) = common::faulty_log(&dirs);
     let topic = log
         .create_topic("t", TopicConfig::default().replication_factor(2))
         .unwrap();
@@ -315,7 +304,7 @@ fn offline_until_the_last_in_sync_replica_returns() {
 fn unclean_election_then_the_old_leader_is_cut_back() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = faulty(&dirs);
+    let (log, fault) = common::faulty_log(&dirs);
     let config = TopicConfig::default()
         .replication_factor(2)
         .unclean_leader_election(true);
@@ -357,7 +346,7 @@ fn stale_directory_with_a_divergent_tail_is_cut_at_reopen() {
     let dirs = dirs(root.path(), 2);
     let (leader, follower);
     {
-        let (log, fault) = faulty(&dirs);
+        let (log, fault) = common::faulty_log(&dirs);
         let config = TopicConfig::default()
             .replication_factor(2)
             .unclean_leader_election(true);
@@ -370,7 +359,8 @@ fn stale_directory_with_a_divergent_tail_is_cut_at_reopen() {
         fault.fail_dir(&dirs[follower], FaultKind::Eio);
         partition.append_values(["stale-1", "stale-2"]).unwrap();
         fault.fail_dir(&dirs[leader], FaultKind::Eio);
-        assert!(partition.append_values(["lost"]).is_err());
+        let error = partition.append_values(["lost"]).unwrap_err();
+        assert!(matches!(error, Error::PartitionOffline { .. }), "{error}");
         fault.heal_dir(&dirs[follower]);
         log.restore_dir(&dirs[follower]).unwrap();
         partition.append_values(["b"]).unwrap();
@@ -427,6 +417,26 @@ fn a_directory_unusable_at_open_is_offline_until_restored() {
             .iter()
             .all(|p| p.offline_replicas == [0])
     );
+    // Administration goes on over the online directory: a new topic, a group's commit.
+    assert!(matches!(
+        log.create_topic("u", TopicConfig::default().replication_factor(2)),
+        Err(Error::InvalidReplicationFactor {
+            requested: 2,
+            available: 1
+        })
+    ));
+    log.create_topic("u", TopicConfig::default().partitions(2))
+        .unwrap();
+    let placed = log.describe_topic("u").unwrap();
+    assert!(placed.partitions.iter().all(|p| p.replicas == [1]));
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(1))])
+        .unwrap();
+    assert_eq!(
+        log.committed_offset("g", &tp).unwrap().map(|c| c.offset),
+        Some(1)
+    );
+    log.delete_topic("u").unwrap();
     fault.heal_dir(&dirs[0]);
     log.restore_dir(&dirs[0]).unwrap();
     assert_fully_replicated(&log);
@@ -565,5 +575,173 @@ fn a_full_disk_takes_only_its_directory_offline() {
     assert_eq!(described.leader, Some(0));
     assert_eq!(described.isr, [0]);
     assert_eq!(values(&log, "t", 0).len(), acked);
+    log.close().unwrap();
+}
+
+/// An in-sync follower that holds more than the recorded leader (whose unsynced tail
+/// recovery cut) leads at the reopen, so nothing the follower holds is cut.
+#[test]
+fn the_in_sync_replica_holding_the_most_leads_at_open() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let leader;
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let config = TopicConfig::default().replication_factor(2);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for i in 0..10 {
+            partition.append_values([format!("v{i}")]).unwrap();
+        }
+        leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        log.close().unwrap();
+    }
+    // The leader's directory as after a crash that lost its last writes: no clean marker,
+    // no recovery point, the last batch cut off.
+    for name in ["clean-shutdown", "recovery-point-offset-checkpoint"] {
+        std::fs::remove_file(dirs[leader].join(name)).unwrap();
+    }
+    let segment = dirs[leader].join("t-0").join("00000000000000000000.log");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(1 - leader));
+    assert_eq!(values(&log, "t", 0).len(), 10);
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// A truncation while a follower is offline starts a new epoch, so the follower's copy of
+/// the cut records is told apart from what the leader wrote after the cut when it returns.
+#[test]
+fn a_truncation_missed_by_an_offline_follower_is_caught_up() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let partition = log
+        .create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    partition.append_values(["cut-1", "cut-2"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["cut-3"]).unwrap();
+    let before = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    partition.truncate_to(2).unwrap();
+    assert!(log.describe_topic("t").unwrap().partitions[0].leader_epoch > before);
+    partition.append_values(["c", "d", "e"]).unwrap();
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    assert_fully_replicated(&log);
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "d", "e"]);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// Records written under the minimum in-sync set stay invisible across a reopen that still
+/// lacks the followers: the high watermark starts from its checkpoint, not the log end.
+#[test]
+fn the_high_watermark_survives_a_reopen_under_min_isr() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let followers: Vec<usize>;
+    {
+        let (log, fault) = common::faulty_log(&dirs);
+        let config = TopicConfig::default()
+            .replication_factor(3)
+            .min_insync_replicas(2);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["a"]).unwrap();
+        let leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        followers = (0..3).filter(|&d| d != leader).collect();
+        for &d in &followers {
+            fault.fail_dir(&dirs[d], FaultKind::Eio);
+        }
+        let producer = log
+            .producer(ProducerConfig::default().acks(Acks::Leader))
+            .unwrap();
+        producer
+            .send(ProducerRecord::new("t").value("hidden"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(values(&log, "t", 0), ["a"]);
+        producer.close().unwrap();
+        log.close().unwrap();
+    }
+    let fault = FaultStorage::new(OsStorage::shared());
+    for &d in &followers {
+        fault.fail_dir(&dirs[d], FaultKind::Eio);
+    }
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_end_offset(), 2);
+    assert_eq!(values(&log, "t", 0), ["a"], "still under min ISR");
+    log.close().unwrap();
+}
+
+/// `restore_dir` never sets aside the only copy: a damaged replica of a partition with no
+/// other replica makes the restore fail, with the directory left offline and its data where
+/// it was.
+#[test]
+fn restoring_a_damaged_only_copy_fails_and_keeps_it() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default().segment_bytes(4096);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for i in 0..300 {
+        partition.append_values([format!("value-{i:04}")]).unwrap();
+    }
+    log.flush().unwrap();
+    let home = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[home], FaultKind::Eio);
+    assert!(partition.append_values(["x"]).is_err());
+    // Damage in the active segment, below the checkpointed recovery point: recovery
+    // scans it and finds synced data damaged.
+    let last = *partition.segment_base_offsets().last().unwrap();
+    let segment = dirs[home].join("t-0").join(format!("{last:020}.log"));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    fault.heal_dir(&dirs[home]);
+    let error = log.restore_dir(&dirs[home]).unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+    assert!(!log.dir_status()[home].online);
+    assert!(segment.exists());
+    assert!(!dirs[home].join("t-0.damaged").exists());
+    drop(log);
+}
+
+/// A single-directory log has nothing to restore from: `restore_dir` is refused.
+#[test]
+fn restore_dir_needs_several_directories() {
+    let root = common::scratch("tarnlog-failover-");
+    let log = Log::open(root.path()).unwrap();
+    assert!(matches!(
+        log.restore_dir(root.path()),
+        Err(Error::InvalidConfig { field: "dir", .. })
+    ));
     log.close().unwrap();
 }

@@ -42,6 +42,9 @@ pub(crate) struct LoadOptions {
     pub recovery_point: Option<u64>,
     /// From `log-start-offset-checkpoint`.
     pub log_start: Option<u64>,
+    /// From `replication-offset-checkpoint`: where a replicated partition's high watermark
+    /// starts (unknown: its log start; an unreplicated one's is always its log end).
+    pub high_watermark: Option<u64>,
     /// Background allocation and prefaulting of active segments, when enabled.
     pub prefaulter: Option<super::Prefaulter>,
 }
@@ -100,6 +103,11 @@ impl ReplicaLog {
         } else {
             options.recovery_point.unwrap_or(0).min(next)
         };
+        let high_watermark = match options.high_watermark {
+            Some(high) => high.clamp(log_start, next),
+            None if options.config.replication_factor > 1 => log_start,
+            None => next,
+        };
         let mut segments = BTreeMap::new();
         for segment in loaded.sealed {
             segments.insert(segment.base_offset, segment);
@@ -116,7 +124,7 @@ impl ReplicaLog {
             writer: Mutex::new(writer),
             log_end: AtomicU64::new(next),
             log_start: AtomicU64::new(log_start),
-            high_watermark: AtomicU64::new(next),
+            high_watermark: AtomicU64::new(high_watermark),
             recovery_point: AtomicU64::new(recovery_point),
             leader_epoch: AtomicI32::new(0),
             epochs: Mutex::new(EpochCache::default()),
@@ -164,8 +172,20 @@ impl ReplicaLog {
             for batch in read.batches() {
                 let batch = batch?;
                 let header = batch.header();
+                let next = u64::try_from(batch.next_offset()).unwrap_or(0);
+                if next <= offset {
+                    // A base offset is outside the CRC: a damaged one must not loop.
+                    return Err(Error::Corruption {
+                        location: Location::File {
+                            path: self.path.clone(),
+                            position: 0,
+                        },
+                        what: "batch offsets",
+                        detail: format!("a batch ends at {next}, not after {offset}"),
+                    });
+                }
                 cache.assign(header.partition_leader_epoch, header.base_offset as u64);
-                offset = batch.next_offset() as u64;
+                offset = next;
                 progressed = true;
             }
             if !progressed {
@@ -764,6 +784,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         clean: false,
         recovery_point: None,
         log_start: None,
+        high_watermark: None,
         prefaulter: None,
     };
     *w = active_from_scan(&options, &log.path, base, outcome, now)?;

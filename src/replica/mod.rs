@@ -269,6 +269,12 @@ impl ReplicaLog {
         self.replicated.store(replicated, Ordering::Release);
     }
 
+    /// Sets the high watermark to `offset` (at most the log end), down as well as up.
+    pub(crate) fn reset_high_watermark(&self, offset: u64) {
+        let offset = offset.min(self.log_end_offset());
+        self.high_watermark.store(offset, Ordering::Release);
+    }
+
     /// Moves the high watermark up to `offset` (never past the log end, never down).
     pub(crate) fn advance_high_watermark(&self, offset: u64) {
         let offset = offset.min(self.log_end_offset());

@@ -100,6 +100,8 @@ pub(crate) struct ReplicaSet {
     order: Mutex<()>,
     min_insync_replicas: u32,
     unclean: bool,
+    /// Directories in the log (epochs are numbered per leader directory).
+    dir_count: u32,
     persist: OnceLock<PersistHook>,
 }
 
@@ -117,6 +119,7 @@ impl ReplicaSet {
         standing: &[Standing],
         recorded: &Leadership,
         config: &TopicConfig,
+        dir_count: u32,
     ) -> ReplicaSet {
         let replicated = replicas.len() > 1;
         let eligible = |i: usize| {
@@ -153,8 +156,8 @@ impl ReplicaSet {
             .max()
             .unwrap_or(0);
         let mut epoch = recorded.epoch.max(latest);
-        if replicated && leader.is_some() {
-            epoch = epoch.saturating_add(1);
+        if let Some(l) = leader.filter(|_| replicated) {
+            epoch = next_epoch(epoch, dirs[l], dir_count);
         }
         let set = ReplicaSet {
             tp,
@@ -168,31 +171,43 @@ impl ReplicaSet {
             order: Mutex::new(()),
             min_insync_replicas: config.min_insync_replicas,
             unclean: config.unclean_leader_election,
+            dir_count,
             persist: OnceLock::new(),
         };
         let replicas = set.replicas();
         for replica in replicas.iter().flatten() {
             replica.set_replicated(replicated);
-        }
-        match leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?)))) {
-            Some((l, leader)) => {
-                leader.set_leader_epoch(epoch);
-                for (i, follower) in replicas.iter().enumerate() {
-                    if let Some(follower) = follower.as_ref().filter(|_| i != l) {
-                        let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
-                            && follower.log_end_offset() == leader.log_end_offset();
-                        set.in_sync[i].store(level, Ordering::Release);
-                    }
-                }
-                set.advance_high_watermark(&leader);
+            if !replicated {
+                // One replica: everything in it is committed.
+                replica.reset_high_watermark(replica.log_end_offset());
             }
-            None => {
-                // Offline: the recorded in-sync replicas stay the ones to wait for, less
-                // any whose data is gone (recreated empty).
-                for (i, d) in set.dirs.iter().enumerate() {
-                    let wait_for = recorded.isr.contains(d) && standing[i] != Standing::Stale;
-                    set.in_sync[i].store(wait_for, Ordering::Release);
+        }
+        if let Some((l, leader)) = leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?))))
+        {
+            leader.set_leader_epoch(epoch);
+            for (i, follower) in replicas.iter().enumerate() {
+                if let Some(follower) = follower.as_ref().filter(|_| i != l) {
+                    let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
+                        && follower.log_end_offset() == leader.log_end_offset();
+                    set.in_sync[i].store(level, Ordering::Release);
                 }
+            }
+            set.advance_high_watermark(&leader);
+        } else {
+            // Offline: the recorded in-sync replicas stay the ones to wait for, less any
+            // whose data is gone (recreated empty). As in Kafka the in-sync set never
+            // empties: when every member's data is gone they stay the ones waited for
+            // (unclean election is the way out).
+            let keep =
+                |i: usize, d: &u32| recorded.isr.contains(d) && standing[i] != Standing::Stale;
+            let any = set.dirs.iter().enumerate().any(|(i, d)| keep(i, d));
+            for (i, d) in set.dirs.iter().enumerate() {
+                let wait_for = if any {
+                    keep(i, d)
+                } else {
+                    recorded.isr.contains(d)
+                };
+                set.in_sync[i].store(wait_for, Ordering::Release);
             }
         }
         set
@@ -267,6 +282,17 @@ impl ReplicaSet {
         }
     }
 
+    /// The epoch replica `i` takes when it becomes leader (see [`next_epoch`]).
+    fn next_epoch(&self, i: usize) -> i32 {
+        let dir = self.dirs.get(i).copied().unwrap_or(0);
+        next_epoch(self.epoch.load(Ordering::Acquire), dir, self.dir_count)
+    }
+
+    /// Kafka's bar for `acks=All` and the high watermark: `min(min_insync_replicas, RF)`.
+    fn required_in_sync(&self) -> u32 {
+        self.min_insync_replicas.min(self.dirs.len() as u32)
+    }
+
     /// How many replicas, the leader included, are in sync.
     pub(crate) fn in_sync_count(&self) -> u32 {
         self.in_sync
@@ -290,7 +316,7 @@ impl ReplicaSet {
     pub(crate) fn leader(&self) -> Result<Arc<ReplicaLog>> {
         let i = self.leader.load(Ordering::Acquire);
         if let Some(leader) = self.replica(i)
-            && (!self.is_replicated() || !leader.dir().is_poisoned())
+            && (self.dir_count <= 1 || !leader.dir().is_poisoned())
         {
             return Ok(leader);
         }
@@ -310,9 +336,16 @@ impl ReplicaSet {
     fn ensure_leader(&self) -> Result<Arc<ReplicaLog>> {
         let i = self.leader.load(Ordering::Acquire);
         let leader = self.replica(i).ok_or_else(|| self.offline())?;
-        if self.is_replicated() && leader.dir().is_poisoned() {
-            self.fail_over(i)?;
-            return self.ensure_leader();
+        if leader.dir().is_poisoned() {
+            if self.is_replicated() {
+                self.fail_over(i)?;
+                return self.ensure_leader();
+            }
+            // One replica in an offline directory of a log with others: offline until the
+            // directory is restored (with one directory the error says `Poisoned`).
+            if self.dir_count > 1 {
+                return Err(self.offline());
+            }
         }
         Ok(leader)
     }
@@ -333,8 +366,15 @@ impl ReplicaSet {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         if !self.is_replicated() {
-            let leader = self.replica(0).ok_or_else(|| self.offline())?;
-            return leader.append_then(batch, on_appended);
+            let leader = self.leader()?;
+            let appended = leader.append_then(batch, on_appended);
+            if let Err(error) = &appended
+                && self.dir_count > 1
+            {
+                // With several directories any I/O error takes the directory offline.
+                Self::dir_failed(&leader, error);
+            }
+            return appended;
         }
         let written = self.write(batch, acks_all, on_appended)?;
         let info = written.info;
@@ -401,7 +441,7 @@ impl ReplicaSet {
         let mut failures = 0;
         loop {
             let leader = self.ensure_leader()?;
-            let required = self.min_insync_replicas;
+            let required = self.required_in_sync();
             if acks_all && self.in_sync_count() < required {
                 // A follower that fell out may be back: try before refusing.
                 self.copy_to_followers(&leader, true)?;
@@ -471,7 +511,7 @@ impl ReplicaSet {
     /// The `acks=All` check after an append.
     fn check_after_append(&self, info: AppendInfo, acks_all: bool) -> Result<AppendInfo> {
         let in_sync = self.in_sync_count();
-        let required = self.min_insync_replicas;
+        let required = self.required_in_sync();
         if acks_all && in_sync < required {
             return Err(Error::NotEnoughReplicasAfterAppend { in_sync, required });
         }
@@ -552,9 +592,9 @@ impl ReplicaSet {
                 .then(|| most_complete(&replicas, Some(old)))
                 .flatten()
         });
-        let epoch = self.epoch.load(Ordering::Acquire).saturating_add(1);
         if let Some((n, leader)) = next.and_then(|n| Some((n, replicas[n].as_ref()?))) {
             let unclean = clean.is_none();
+            let epoch = self.next_epoch(n);
             self.epoch.store(epoch, Ordering::Release);
             leader.set_leader_epoch(epoch);
             self.leader.store(n, Ordering::Release);
@@ -601,6 +641,8 @@ impl ReplicaSet {
         }
         if let Ok(leader) = self.ensure_leader() {
             self.in_sync[i].store(false, Ordering::Release);
+            // Its own high watermark is from before it left: never above the leader's.
+            replica.reset_high_watermark(replica.high_watermark().min(leader.high_watermark()));
             let level = follow(&leader, replica, usize::MAX, true, true).is_ok()
                 && replica.log_end_offset() == leader.log_end_offset();
             self.in_sync[i].store(level, Ordering::Release);
@@ -618,7 +660,7 @@ impl ReplicaSet {
     /// Makes replica `i` (restored into an offline partition) the leader in a new epoch; the
     /// other replicas present follow it.
     fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
-        let epoch = self.epoch.load(Ordering::Acquire).saturating_add(1);
+        let epoch = self.next_epoch(i);
         self.epoch.store(epoch, Ordering::Release);
         replica.set_leader_epoch(epoch);
         for (j, in_sync) in self.in_sync.iter().enumerate() {
@@ -659,8 +701,8 @@ impl ReplicaSet {
             return Ok(());
         }
         let leader = self.leader()?;
-        let mut changed = false;
-        for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+        let mut failed = Vec::new();
+        for (i, (follower, in_sync)) in self.replicas().iter().zip(&self.in_sync).enumerate() {
             let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader)
                 && in_sync.load(Ordering::Acquire)
@@ -668,12 +710,17 @@ impl ReplicaSet {
                     .sync_to(offset.min(follower.log_end_offset()))
                     .is_err()
             {
-                in_sync.store(false, Ordering::Release);
-                changed = true;
+                failed.push((i, Arc::clone(follower)));
             }
         }
-        if changed {
+        if !failed.is_empty() {
             let _order = self.order.lock();
+            // Only the replica that failed leaves: a slot restored meanwhile holds another.
+            for (i, follower) in failed {
+                if self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, &follower)) {
+                    self.in_sync[i].store(false, Ordering::Release);
+                }
+            }
             self.persist()?;
         }
         Ok(())
@@ -684,8 +731,16 @@ impl ReplicaSet {
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
         let _order = self.order.lock();
         let leader = self.ensure_leader()?;
+        let before = leader.log_end_offset();
         leader.truncate_to(offset)?;
-        let mut changed = false;
+        // What is appended from here on must not pass for the cut records in a replica that
+        // missed the cut (an offline one): a new epoch tells them apart.
+        let mut changed = self.is_replicated() && leader.log_end_offset() < before;
+        if changed {
+            let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
+            self.epoch.store(epoch, Ordering::Release);
+            leader.set_leader_epoch(epoch);
+        }
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
             let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
@@ -705,7 +760,7 @@ impl ReplicaSet {
     /// fewer than `min_insync_replicas` are in sync (Kafka's `isUnderMinIsr`).
     fn advance_high_watermark(&self, leader: &ReplicaLog) {
         let replicas = self.replicas();
-        if self.in_sync_count() < self.min_insync_replicas.min(replicas.len() as u32) {
+        if self.in_sync_count() < self.required_in_sync() {
             return;
         }
         let high_watermark = replicas
@@ -719,6 +774,17 @@ impl ReplicaSet {
             replica.advance_high_watermark(high_watermark);
         }
     }
+}
+
+/// The first epoch after `current` that a leader in directory `dir` takes. Epochs are
+/// numbered by directory (`epoch % dir_count == dir`), so two directories that each became
+/// leader without hearing of the other (each opened while the other was unreadable) never
+/// stamp the same epoch, and reconciliation tells their histories apart.
+fn next_epoch(current: i32, dir: u32, dir_count: u32) -> i32 {
+    let n = i64::from(dir_count.max(1));
+    let next = i64::from(current) + 1;
+    let epoch = next + (i64::from(dir) - next).rem_euclid(n);
+    i32::try_from(epoch).unwrap_or(i32::MAX)
 }
 
 /// The outcomes of jobs run on other threads, one slot each, and a wait for all of them.
@@ -884,6 +950,7 @@ mod tests {
             clean: false,
             recovery_point: None,
             log_start: None,
+            high_watermark: None,
             prefaulter: None,
         }
     }
@@ -964,6 +1031,25 @@ mod tests {
         converge(&[(0, "a"), (0, "b"), (0, "x")], &[(0, "a"), (0, "b")]);
         converge(&[], &[(1, "a"), (2, "b")]);
         converge(&[(7, "a")], &[(1, "a"), (2, "b")]);
+    }
+
+    /// Epochs are numbered by leader directory: never the same for two directories, always
+    /// after the current one.
+    #[test]
+    fn epochs_are_numbered_by_directory() {
+        assert_eq!(next_epoch(0, 0, 1), 1);
+        assert_eq!(next_epoch(0, 0, 3), 3);
+        assert_eq!(next_epoch(0, 1, 3), 1);
+        assert_eq!(next_epoch(4, 2, 3), 5);
+        assert_eq!(next_epoch(5, 2, 3), 8);
+        assert_eq!(next_epoch(i32::MAX - 1, 1, 3), i32::MAX);
+        for current in 0..50 {
+            let chosen: Vec<i32> = (0..3).map(|d| next_epoch(current, d, 3)).collect();
+            for (d, &epoch) in chosen.iter().enumerate() {
+                assert!(epoch > current);
+                assert_eq!(epoch % 3, d as i32);
+            }
+        }
     }
 
     /// The cache survives a reopen, and is rebuilt from the batches when its file is gone.

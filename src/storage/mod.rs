@@ -145,6 +145,8 @@ pub struct StorageDir {
     path: PathBuf,
     storage: Arc<dyn Storage>,
     poisoned: AtomicBool,
+    /// An fsync here failed (the page cache may hold what never reached the disk).
+    sync_failed: AtomicBool,
     lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
     /// The directory's background worker, started at its first job.
     worker: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
@@ -170,6 +172,7 @@ impl StorageDir {
             path,
             storage,
             poisoned: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(Some(lock)),
             worker: parking_lot::Mutex::new(None),
         })
@@ -181,6 +184,7 @@ impl StorageDir {
             path,
             storage,
             poisoned: AtomicBool::new(true),
+            sync_failed: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(None),
             worker: parking_lot::Mutex::new(None),
         }
@@ -246,6 +250,11 @@ impl StorageDir {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Whether an fsync here has failed (rather than another I/O call).
+    pub(crate) fn sync_failed(&self) -> bool {
+        self.sync_failed.load(Ordering::Acquire)
+    }
+
     /// Marks the directory failed.
     pub(crate) fn poison(&self) {
         self.poisoned.store(true, Ordering::Release);
@@ -260,6 +269,7 @@ impl StorageDir {
     ) -> Result<()> {
         self.check()?;
         call().map_err(|e| {
+            self.sync_failed.store(true, Ordering::Release);
             self.poison();
             Error::io(op, path, e)
         })

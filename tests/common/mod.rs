@@ -153,3 +153,15 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// A log over `dirs` whose storage can fail directory by directory.
+pub fn faulty_log(dirs: &[std::path::PathBuf]) -> (Log, tarnlog::storage::FaultStorage) {
+    use tarnlog::storage::{FaultStorage, OsStorage};
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap();
+    (log, fault)
+}
