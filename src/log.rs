@@ -29,9 +29,9 @@ use crate::producer::{Producer, ProducerConfig};
 use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
 use crate::replica::{
-    LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, Slot, Standing,
+    LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, SetOptions, Slot, Standing,
 };
-use crate::storage::{OsStorage, Storage, StorageDir};
+use crate::storage::{Completion, OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 /// Names reserved for Kafka's internal topics.
@@ -61,6 +61,7 @@ pub struct LogBuilder {
     clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
     background_tick_ms: u64,
+    replica_lag_time_max_ms: u64,
     temp_root: Option<PathBuf>,
     prefault: Option<bool>,
     checkpoint_interval_ms: u64,
@@ -78,6 +79,7 @@ impl Default for LogBuilder {
             clock: Arc::new(SystemClock),
             storage: OsStorage::shared(),
             background_tick_ms: 100,
+            replica_lag_time_max_ms: 30_000,
             temp_root: None,
             prefault: None,
             checkpoint_interval_ms: 60_000,
@@ -195,6 +197,16 @@ impl LogBuilder {
         self
     }
 
+    /// Kafka's `replica.lag.time.max.ms` (default 30000; allowed 1..=86400000): an in-sync
+    /// follower whose copy of an append is not durable within this time leaves the in-sync
+    /// set, so a slow directory stops holding `acks=All` appends back; it rejoins once
+    /// level with the leader and synced.
+    #[must_use]
+    pub fn replica_lag_time_max_ms(mut self, ms: u64) -> Self {
+        self.replica_lag_time_max_ms = ms;
+        self
+    }
+
     /// Opens the log: locks every directory, reads the topics, and recovers every
     /// partition (see [`Log::recovery_report`]).
     ///
@@ -204,35 +216,7 @@ impl LogBuilder {
     /// holds a directory; `Corruption` when synced data or all copies of `meta` are damaged;
     /// `Io` when the file system refuses.
     pub fn open(self) -> Result<Log> {
-        self.defaults.validate()?;
-        if !(1..=60_000).contains(&self.background_tick_ms) {
-            return Err(Error::InvalidConfig {
-                field: "background_tick_ms",
-                value: self.background_tick_ms.to_string(),
-                allowed: "1..=60000".into(),
-            });
-        }
-        if !(1..=1_000_000_000).contains(&self.offsets_retention_minutes) {
-            return Err(Error::InvalidConfig {
-                field: "offsets_retention_minutes",
-                value: self.offsets_retention_minutes.to_string(),
-                allowed: "1..=1000000000".into(),
-            });
-        }
-        if !(1..=1000).contains(&self.offsets_topic_partitions) {
-            return Err(Error::InvalidConfig {
-                field: "offsets_topic_partitions",
-                value: self.offsets_topic_partitions.to_string(),
-                allowed: "1..=1000".into(),
-            });
-        }
-        if !(1..=i64::MAX as u64).contains(&self.checkpoint_interval_ms) {
-            return Err(Error::InvalidConfig {
-                field: "checkpoint_interval_ms",
-                value: self.checkpoint_interval_ms.to_string(),
-                allowed: format!("1..={}", i64::MAX),
-            });
-        }
+        self.validate()?;
         let canonical: Vec<PathBuf> = self
             .dirs
             .iter()
@@ -253,7 +237,18 @@ impl LogBuilder {
             offline_dirs: offline,
             ..RecoveryReport::default()
         };
-        let topics = load_topics(&dirs, &meta, &self, prefaulter.as_ref(), &mut report)?;
+        let set_options = SetOptions {
+            dir_count: dirs.len() as u32,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
+        };
+        let topics = load_topics(
+            &dirs,
+            &meta,
+            &self,
+            prefaulter.as_ref(),
+            set_options,
+            &mut report,
+        )?;
         let inner = Arc::new(Inner {
             dir_count: dirs.len(),
             dirs: RwLock::new(dirs),
@@ -278,6 +273,7 @@ impl LogBuilder {
             prefaulter,
             checkpoint_lock: Mutex::new(()),
             meta_lock: Mutex::new(()),
+            set_options,
         });
         inner.adopt_leadership()?;
         let worker = Arc::clone(&inner);
@@ -298,6 +294,47 @@ impl LogBuilder {
         log.persist_groups()?;
         Ok(log)
     }
+    /// Checks the builder's settings (each with its allowed range).
+    fn validate(&self) -> Result<()> {
+        self.defaults.validate()?;
+        if !(1..=60_000).contains(&self.background_tick_ms) {
+            return Err(Error::InvalidConfig {
+                field: "background_tick_ms",
+                value: self.background_tick_ms.to_string(),
+                allowed: "1..=60000".into(),
+            });
+        }
+        if !(1..=86_400_000).contains(&self.replica_lag_time_max_ms) {
+            return Err(Error::InvalidConfig {
+                field: "replica_lag_time_max_ms",
+                value: self.replica_lag_time_max_ms.to_string(),
+                allowed: "1..=86400000".into(),
+            });
+        }
+        if !(1..=1_000_000_000).contains(&self.offsets_retention_minutes) {
+            return Err(Error::InvalidConfig {
+                field: "offsets_retention_minutes",
+                value: self.offsets_retention_minutes.to_string(),
+                allowed: "1..=1000000000".into(),
+            });
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err(Error::InvalidConfig {
+                field: "offsets_topic_partitions",
+                value: self.offsets_topic_partitions.to_string(),
+                allowed: "1..=1000".into(),
+            });
+        }
+        if !(1..=i64::MAX as u64).contains(&self.checkpoint_interval_ms) {
+            return Err(Error::InvalidConfig {
+                field: "checkpoint_interval_ms",
+                value: self.checkpoint_interval_ms.to_string(),
+                allowed: format!("1..={}", i64::MAX),
+            });
+        }
+        Ok(())
+    }
+
     /// Opens (and locks) every storage directory. With several, one that cannot be opened
     /// is offline — returned with its error — and the others carry on; a lock held elsewhere
     /// is never skipped, and at least one directory must open.
@@ -446,6 +483,7 @@ fn load_topics(
     meta: &Meta,
     builder: &LogBuilder,
     prefaulter: Option<&Prefaulter>,
+    set_options: SetOptions,
     report: &mut RecoveryReport,
 ) -> Result<Topics> {
     let mut hints = Vec::new();
@@ -536,7 +574,7 @@ fn load_topics(
                 &standing,
                 recorded,
                 &topic.config,
-                dirs.len() as u32,
+                set_options,
             ));
         }
         topics.insert(
@@ -694,6 +732,8 @@ struct Inner {
     prefaulter: Option<Prefaulter>,
     /// Serialises checkpoint writers (they share `<name>.tmp`).
     checkpoint_lock: Mutex<()>,
+    /// What every replica set is opened with.
+    set_options: SetOptions,
     /// Serialises changes of `meta` (topic administration, leadership changes): each takes
     /// the current one, writes its successor and installs it under this lock.
     meta_lock: Mutex<()>,
@@ -992,7 +1032,6 @@ impl Log {
                 });
             }
         }
-        let dirs = self.inner.dir_count as u32;
         let available = online.len() as u32;
         if config.replication_factor > available {
             return Err(Error::InvalidReplicationFactor {
@@ -1039,7 +1078,7 @@ impl Log {
                 &standing,
                 &recorded,
                 &config,
-                dirs,
+                self.inner.set_options,
             ));
         }
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
@@ -1729,32 +1768,46 @@ impl Inner {
         !self.multi_dir() || !dir.is_poisoned()
     }
 
-    /// Writes `meta` into every online directory. With several directories one that fails
-    /// to take it goes offline, and the write succeeds while at least one took it.
+    /// Writes `meta` into every online directory. With several directories the writes run
+    /// at once on the directories' workers; one that fails goes offline, and the write
+    /// succeeds once every directory took it — or, after `replica_lag_time_max_ms`, once at
+    /// least one did (a slow directory finishes in the background, in order with later
+    /// writes; the newest `meta` wins at open).
     fn write_meta(&self, meta: &Meta) -> Result<()> {
         if !self.multi_dir() {
             return metadata::write_meta(&self.dir(0), meta, 0);
         }
-        let mut first_error = None;
-        let mut written = 0;
-        for (i, dir) in self.dirs().iter().enumerate() {
-            if dir.is_poisoned() {
-                continue;
-            }
-            match metadata::write_meta(dir, meta, i as u32) {
-                Ok(()) => written += 1,
-                Err(error) => {
-                    dir.poison();
-                    first_error.get_or_insert(error);
-                }
-            }
+        let online: Vec<(u32, Arc<StorageDir>)> = (0u32..)
+            .zip(self.dirs())
+            .filter(|(_, d)| !d.is_poisoned())
+            .collect();
+        if online.is_empty() {
+            return Err(Error::Poisoned {
+                dir: self.dir(0).path().to_path_buf(),
+            });
         }
-        match first_error {
-            Some(error) if written == 0 => Err(error),
-            _ if written == 0 => Err(Error::Poisoned {
+        let done = Arc::new(Completion::new(online.len()));
+        for (slot, (i, dir)) in online.iter().enumerate() {
+            let (meta, dir_in_job, done) = (meta.clone(), Arc::clone(dir), Arc::clone(&done));
+            let i = *i;
+            dir.run_in_background(Box::new(move || {
+                let written = metadata::write_meta(&dir_in_job, &meta, i);
+                if written.is_err() {
+                    dir_in_job.poison();
+                }
+                done.finish(slot, written);
+            }));
+        }
+        let lag = Duration::from_millis(self.set_options.replica_lag_time_max_ms);
+        let results = done.wait_for_one_after(lag);
+        if results.iter().any(|r| matches!(r, Some(Ok(())))) {
+            return Ok(());
+        }
+        match results.into_iter().flatten().find_map(Result::err) {
+            Some(error) => Err(error),
+            None => Err(Error::Poisoned {
                 dir: self.dir(0).path().to_path_buf(),
             }),
-            _ => Ok(()),
         }
     }
 

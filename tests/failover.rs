@@ -745,3 +745,82 @@ fn restore_dir_needs_several_directories() {
     ));
     log.close().unwrap();
 }
+
+/// Kafka's `replica.lag.time.max.ms`: a follower whose directory turns slow (each sync
+/// 300 ms) stops holding `acks=All` appends back once its sync has taken longer than the
+/// lag (here 50 ms) — it leaves the in-sync set — and rejoins once the directory is fast
+/// again and it has caught up.
+#[test]
+fn a_slow_follower_leaves_the_isr_and_rejoins() {
+    use std::time::{Duration, Instant};
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .replica_lag_time_max_ms(50)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .replication_factor(3)
+        .min_insync_replicas(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let slow = (0..3).find(|&d| d != leader).unwrap();
+    fault.slow_dir(&dirs[slow], Duration::from_millis(300));
+    let started = Instant::now();
+    partition.append_values(["b"]).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "the append waited for the slow follower: {:?}",
+        started.elapsed()
+    );
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert!(!described.isr.contains(&slow), "{described:?}");
+    assert_eq!(described.isr.len(), 2);
+    assert_eq!(partition.high_watermark(), 2);
+    fault.heal_dir(&dirs[slow]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while log.describe_topic("t").unwrap().partitions[0].isr.len() < 3 {
+        assert!(Instant::now() < deadline, "the follower never rejoined");
+        partition.append_values([format!("c{i}")]).unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        log.dir_status().iter().all(|d| d.online),
+        "slow is not failed"
+    );
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// `replica_lag_time_max_ms` outside 1..=86400000 is refused before anything is opened.
+#[test]
+fn a_bad_replica_lag_is_refused() {
+    let root = common::scratch("tarnlog-failover-");
+    for bad in [0, 86_400_001] {
+        let error = Log::builder()
+            .dir(root.path().join("never"))
+            .replica_lag_time_max_ms(bad)
+            .open()
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::InvalidConfig {
+                    field: "replica_lag_time_max_ms",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+    assert!(!root.path().join("never").exists());
+}

@@ -36,7 +36,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 pub(crate) use durability::SyncState;
 use epochs::EpochCache;
 pub(crate) use load::LoadOptions;
-pub(crate) use set::{PersistHook, ReplicaSet, Slot, Standing};
+pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing};
 
 /// Largest growth step of an active segment file.
 const LOG_CHUNK_MAX: usize = 4 << 20;

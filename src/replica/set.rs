@@ -32,6 +32,7 @@ use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::metadata::Leadership;
 use crate::replica::ReplicaLog;
+use crate::storage::Completion;
 use crate::types::{AppendInfo, TopicPartition};
 
 /// Bytes read from the leader per step while a follower catches up.
@@ -60,6 +61,16 @@ pub(crate) enum Standing {
     Stale,
     /// Its directory is offline: absent until the directory is restored.
     Offline,
+}
+
+/// What every replica set of a log shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetOptions {
+    /// Directories in the log (epochs are numbered per leader directory).
+    pub dir_count: u32,
+    /// Kafka's `replica.lag.time.max.ms`: how long an append waits for an in-sync
+    /// follower's sync before that follower leaves the in-sync set.
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// A replica, or `None` while its directory is offline since the log opened.
@@ -102,6 +113,11 @@ pub(crate) struct ReplicaSet {
     unclean: bool,
     /// Directories in the log (epochs are numbered per leader directory).
     dir_count: u32,
+    /// See [`SetOptions::replica_lag_time_max_ms`].
+    lag: std::time::Duration,
+    /// Per replica: a background sync of an out-of-sync follower's catch-up is running (it
+    /// rejoins only once that is done).
+    syncing: Arc<Vec<AtomicBool>>,
     persist: OnceLock<PersistHook>,
 }
 
@@ -119,8 +135,9 @@ impl ReplicaSet {
         standing: &[Standing],
         recorded: &Leadership,
         config: &TopicConfig,
-        dir_count: u32,
+        options: SetOptions,
     ) -> ReplicaSet {
+        let dir_count = options.dir_count;
         let replicated = replicas.len() > 1;
         let eligible = |i: usize| {
             standing[i] == Standing::Loaded && recorded.isr.contains(&dirs[i]) && live(&replicas[i])
@@ -172,6 +189,12 @@ impl ReplicaSet {
             min_insync_replicas: config.min_insync_replicas,
             unclean: config.unclean_leader_election,
             dir_count,
+            lag: std::time::Duration::from_millis(options.replica_lag_time_max_ms),
+            syncing: Arc::new(
+                std::iter::repeat_with(|| AtomicBool::new(false))
+                    .take(standing.len())
+                    .collect(),
+            ),
             persist: OnceLock::new(),
         };
         let replicas = set.replicas();
@@ -399,19 +422,26 @@ impl ReplicaSet {
         let leader_synced = written
             .leader
             .await_durable(info.last_offset + 1, u64::from(info.record_count));
-        let failed: Vec<usize> = written
+        // A follower whose sync fails (its directory is then poisoned) or takes longer than
+        // `replica_lag_time_max_ms` leaves the in-sync set.
+        let dropped: Vec<&Pending> = written
             .pending
             .iter()
-            .zip(followers.wait())
-            .filter(|(_, result)| result.is_err())
-            .map(|(p, _)| p.index)
+            .zip(followers.wait_for(self.lag))
+            .filter(|(_, result)| !matches!(result, Some(Ok(()))))
+            .map(|(p, _)| p)
             .collect();
-        if leader_synced.is_err() || !failed.is_empty() {
-            // A failed sync poisoned its directory: those replicas leave the in-sync set,
-            // and a failed leader hands over to a follower that holds the batch synced.
+        if leader_synced.is_err() || !dropped.is_empty() {
+            // A failed leader hands over to a follower that holds the batch synced.
             let _order = self.order.lock();
-            for &i in &failed {
-                self.in_sync[i].store(false, Ordering::Release);
+            for p in &dropped {
+                // Only the replica that lagged: a slot restored meanwhile holds another.
+                if self
+                    .replica(p.index)
+                    .is_some_and(|r| Arc::ptr_eq(&r, &p.replica))
+                {
+                    self.in_sync[p.index].store(false, Ordering::Release);
+                }
             }
             self.persist()?;
             if let Err(error) = leader_synced {
@@ -549,12 +579,21 @@ impl ReplicaSet {
             let copied = if was {
                 follow(leader, follower, usize::MAX, false, wait)
             } else {
-                follow(leader, follower, 1, true, true)
+                // One step, synced in the background: a slow directory must not hold the
+                // order lock. It rejoins once level and that sync is done.
+                let step = follow(leader, follower, 1, true, false);
+                if let Ok(records) = step
+                    && records > 0
+                {
+                    self.sync_in_background(index, follower, records);
+                }
+                step
             };
             if let Err(error) = &copied {
                 Self::dir_failed(follower, error);
             }
-            let now = copied.is_ok() && follower.log_end_offset() == leader.log_end_offset();
+            let level = follower.log_end_offset() == leader.log_end_offset();
+            let now = copied.is_ok() && level && !self.syncing[index].load(Ordering::Acquire);
             in_sync.store(now, Ordering::Release);
             changed |= now != was;
             if let Ok(records) = copied
@@ -575,6 +614,24 @@ impl ReplicaSet {
             self.persist()?;
         }
         Ok(pending)
+    }
+
+    /// Applies the fsync policy to an out-of-sync follower's copies on its directory's
+    /// worker, unless one such sync is already running (the next covers these copies too).
+    fn sync_in_background(&self, index: usize, follower: &Arc<ReplicaLog>, records: u64) {
+        if self.syncing[index].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (replica, syncing, end) = (
+            Arc::clone(follower),
+            Arc::clone(&self.syncing),
+            follower.log_end_offset(),
+        );
+        follower.dir().run_in_background(Box::new(move || {
+            // A failure poisons the directory: the next step finds it offline.
+            let _ = replica.await_durable(end, records);
+            syncing[index].store(false, Ordering::Release);
+        }));
     }
 
     /// Moves leadership away from replica `old` (whose directory failed): to the first
@@ -785,44 +842,6 @@ fn next_epoch(current: i32, dir: u32, dir_count: u32) -> i32 {
     let next = i64::from(current) + 1;
     let epoch = next + (i64::from(dir) - next).rem_euclid(n);
     i32::try_from(epoch).unwrap_or(i32::MAX)
-}
-
-/// The outcomes of jobs run on other threads, one slot each, and a wait for all of them.
-struct Completion {
-    results: Mutex<(usize, Vec<Option<Result<()>>>)>,
-    done: parking_lot::Condvar,
-}
-
-impl Completion {
-    fn new(jobs: usize) -> Completion {
-        Completion {
-            results: Mutex::new((jobs, (0..jobs).map(|_| None).collect())),
-            done: parking_lot::Condvar::new(),
-        }
-    }
-
-    fn finish(&self, slot: usize, result: Result<()>) {
-        let mut results = self.results.lock();
-        if results.1[slot].replace(result).is_none() {
-            results.0 -= 1;
-        }
-        if results.0 == 0 {
-            self.done.notify_all();
-        }
-    }
-
-    /// Waits until every job finished; their results in slot order.
-    fn wait(&self) -> Vec<Result<()>> {
-        let mut results = self.results.lock();
-        while results.0 > 0 {
-            self.done.wait(&mut results);
-        }
-        results
-            .1
-            .iter_mut()
-            .map(|r| r.take().unwrap_or(Ok(())))
-            .collect()
-    }
 }
 
 /// The live replica (directory online, not `except`) with the furthest log end, the first in

@@ -56,6 +56,8 @@ struct Shared {
     log: Mutex<Vec<(u64, OpKind)>>,
     /// Directories whose every call fails, and how.
     failed_dirs: Mutex<Vec<(PathBuf, FaultKind)>>,
+    /// Directories whose syncs take at least this long.
+    slow_dirs: Mutex<Vec<(PathBuf, std::time::Duration)>>,
 }
 
 /// A [`Storage`] wrapper that counts mutating calls and fails the chosen ones.
@@ -75,6 +77,7 @@ impl FaultStorage {
                 plan: Mutex::new(None),
                 log: Mutex::new(Vec::new()),
                 failed_dirs: Mutex::new(Vec::new()),
+                slow_dirs: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -103,10 +106,20 @@ impl FaultStorage {
         failed.push((dir, kind));
     }
 
-    /// Undoes [`FaultStorage::fail_dir`] for `dir`.
+    /// Makes every sync (fsync, fdatasync, directory fsync) under `dir` take `delay` longer,
+    /// as a slow or overloaded disk.
+    pub fn slow_dir(&self, dir: impl AsRef<Path>, delay: std::time::Duration) {
+        let dir = dir.as_ref().to_path_buf();
+        let mut slow = self.shared.slow_dirs.lock();
+        slow.retain(|(d, _)| *d != dir);
+        slow.push((dir, delay));
+    }
+
+    /// Undoes [`FaultStorage::fail_dir`] and [`FaultStorage::slow_dir`] for `dir`.
     pub fn heal_dir(&self, dir: impl AsRef<Path>) {
         let dir = dir.as_ref();
         self.shared.failed_dirs.lock().retain(|(d, _)| d != dir);
+        self.shared.slow_dirs.lock().retain(|(d, _)| d != dir);
     }
 
     /// Counted calls so far.
@@ -152,6 +165,17 @@ impl Shared {
     fn tick(&self, kind: OpKind, path: &Path) -> Option<FaultKind> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
         self.log.lock().push((n, kind));
+        if kind == OpKind::Sync {
+            let delay = self
+                .slow_dirs
+                .lock()
+                .iter()
+                .find(|(dir, _)| path.starts_with(dir))
+                .map(|&(_, delay)| delay);
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+        }
         if let Some(fault) = self.dir_fault(path) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Some(fault);

@@ -280,3 +280,65 @@ impl StorageDir {
         self.sync("fsync directory", path, || self.storage.sync_dir(path))
     }
 }
+
+/// The outcomes of jobs run on other threads, one slot each, and a wait for all of them.
+pub(crate) struct Completion {
+    results: parking_lot::Mutex<(usize, Vec<Option<Result<()>>>)>,
+    done: parking_lot::Condvar,
+}
+
+impl Completion {
+    /// Room for `jobs` results.
+    pub(crate) fn new(jobs: usize) -> Completion {
+        Completion {
+            results: parking_lot::Mutex::new((jobs, (0..jobs).map(|_| None).collect())),
+            done: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Records job `slot`'s result.
+    pub(crate) fn finish(&self, slot: usize, result: Result<()>) {
+        let mut results = self.results.lock();
+        if results.1[slot].replace(result).is_none() {
+            results.0 -= 1;
+        }
+        self.done.notify_all();
+    }
+
+    /// Waits until every job finished or `timeout` passed; each slot's result, `None` for a
+    /// job still running.
+    pub(crate) fn wait_for(&self, timeout: std::time::Duration) -> Vec<Option<Result<()>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut results = self.results.lock();
+        while results.0 > 0 {
+            if self.done.wait_until(&mut results, deadline).timed_out() {
+                break;
+            }
+        }
+        results.1.iter_mut().map(Option::take).collect()
+    }
+}
+
+impl Completion {
+    /// Waits until every job finished, or `timeout` passed and at least one succeeded;
+    /// each slot's result, `None` for a job still running.
+    pub(crate) fn wait_for_one_after(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Vec<Option<Result<()>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut results = self.results.lock();
+        while results.0 > 0 {
+            let late = std::time::Instant::now() >= deadline;
+            if late && results.1.iter().any(|r| matches!(r, Some(Ok(())))) {
+                break;
+            }
+            if late {
+                self.done.wait(&mut results);
+            } else {
+                let _ = self.done.wait_until(&mut results, deadline);
+            }
+        }
+        results.1.iter_mut().map(Option::take).collect()
+    }
+}
