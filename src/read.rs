@@ -72,6 +72,11 @@ impl LogRead {
         self.high_watermark
     }
 
+    /// Whether the read starts at the beginning of a segment file (and holds a batch).
+    pub(crate) fn starts_segment(&self) -> bool {
+        self.position == 0 && !self.bytes.is_empty()
+    }
+
     /// The batches, each checked (header, length, CRC) as it is reached; a bad one yields
     /// `Error::Corruption` located in its segment file, and iteration stops.
     pub fn batches(&self) -> Batches {

@@ -824,3 +824,46 @@ fn a_bad_replica_lag_is_refused() {
     }
     assert!(!root.path().join("never").exists());
 }
+
+/// Followers roll where their leader rolled, whatever their own clock says: a replica
+/// rebuilt later (here with records that carry no timestamp, so the leader's time roll
+/// followed its own clock) has the leader's segment files, byte for byte.
+#[test]
+fn rebuilt_followers_roll_where_the_leader_rolled() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let clock = std::sync::Arc::new(tarnlog::ManualClock::new(1_000_000));
+    let open = || {
+        Log::builder()
+            .dirs(&dirs)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let follower;
+    {
+        let log = open();
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .segment_ms(1000);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for i in 0..3 {
+            let mut builder = tarnlog::BatchBuilder::new();
+            builder.push(-1, None, Some(format!("v{i}").as_bytes()), &[]);
+            partition.append(builder.finish().unwrap()).unwrap();
+            clock.advance(5000);
+        }
+        assert_eq!(partition.segment_count(), 3, "the leader rolled by time");
+        follower = 1 - log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        log.close().unwrap();
+    }
+    std::fs::remove_dir_all(&dirs[follower]).unwrap();
+    clock.advance(60_000);
+    let log = open();
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    assert_eq!(segments(&dirs, "t", 0)[follower].len(), 3);
+}

@@ -242,13 +242,20 @@ impl ReplicaLog {
         let now = self.clock.now_ms();
         let mut records = 0;
         let mut result = Ok(());
+        // A read never spans two of the leader's segments; one that starts a segment makes
+        // the copy start one too, so the replicas' segment files match the leader's.
+        let mut stamp = if read.starts_segment() {
+            Stamp::CopyStartingSegment
+        } else {
+            Stamp::Copy
+        };
         for batch in read.batches() {
             let appended = batch.and_then(|batch| {
                 let bytes = batch.bytes();
                 let max = (self.config.max_message_bytes as usize).max(bytes.len());
                 let header = codec::validate_batch(bytes, max)?;
-                let (info, index_result) =
-                    self.append_validated(bytes, &header, now, Stamp::Copy)?;
+                let (info, index_result) = self.append_validated(bytes, &header, now, stamp)?;
+                stamp = Stamp::Copy;
                 records += u64::from(info.record_count);
                 index_result
             });
@@ -341,7 +348,7 @@ impl ReplicaLog {
             return Err(Error::Closed);
         }
         self.dir.check()?;
-        if stamp == Stamp::Copy && u64::try_from(header.base_offset) != Ok(w.next_offset) {
+        if stamp != Stamp::Leader && u64::try_from(header.base_offset) != Ok(w.next_offset) {
             return Err(Error::InvalidRecord {
                 reason: format!(
                     "a replica copy must start at the log end {}, not {}",
@@ -349,7 +356,14 @@ impl ReplicaLog {
                 ),
             });
         }
-        if self.should_roll(&w, header, batch.len(), max_timestamp, now) {
+        let roll = match stamp {
+            Stamp::Leader => self.should_roll(&w, header, batch.len(), max_timestamp, now),
+            // Copies roll where the leader did (by its size and time rules), and otherwise
+            // only when the batch cannot go into the active segment.
+            Stamp::CopyStartingSegment => w.active.size() > 0,
+            Stamp::Copy => self.must_roll(&w, header, batch.len()),
+        };
+        if roll {
             self.roll(&mut w, now)?;
         }
         let position = w.active.size();
@@ -362,7 +376,7 @@ impl ReplicaLog {
         let base_offset = w.next_offset;
         let epoch = match stamp {
             Stamp::Leader => self.leader_epoch.load(Ordering::Relaxed),
-            Stamp::Copy => header.partition_leader_epoch,
+            Stamp::Copy | Stamp::CopyStartingSegment => header.partition_leader_epoch,
         };
         self.assign_epoch(epoch, base_offset)?;
         let head = patched_header(batch, base_offset, epoch, log_append_time);
@@ -444,9 +458,21 @@ impl ReplicaLog {
         } else {
             max_timestamp - w.first_batch_timestamp
         };
+        waited > self.config.segment_ms.min(i64::MAX as u64) as i64
+            || self.must_roll(w, header, size)
+    }
+
+    /// Whether a batch of `size` bytes cannot go into the active segment: it would pass
+    /// `segment_bytes`, an index is full, or its offsets would not fit in 32 bits relative
+    /// to the segment's base.
+    fn must_roll(&self, w: &Writer, header: &BatchHeader, size: usize) -> bool {
+        let active = &w.active;
+        let current = active.size();
+        if current == 0 {
+            return false;
+        }
         let last = w.next_offset + header.last_offset_delta as u64;
         current + size > self.config.segment_bytes as usize
-            || waited > self.config.segment_ms.min(i64::MAX as u64) as i64
             || active.index.entries() >= active.index.max_entries()
             || active.time_index.entries() + 1 >= active.time_index.max_entries()
             || last - active.base_offset > i32::MAX as u64
@@ -602,6 +628,8 @@ enum Stamp {
     Leader,
     /// A follower's copy: everything as the leader stamped it.
     Copy,
+    /// A copy of the first batch of one of the leader's segments: it starts a segment too.
+    CopyStartingSegment,
 }
 
 /// Growth step of an active segment file: a sixteenth of the segment, 256 KiB to 4 MiB.
