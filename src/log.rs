@@ -558,15 +558,8 @@ fn load_topics(
                 loaded
                     .push((!dirs[d as usize].is_poisoned()).then(|| ReplicaLog::load(options(d))));
             }
-            let (set, standing) = repair_damaged(
-                &tp,
-                replicas,
-                recorded,
-                &topic.config,
-                loaded,
-                &options,
-                report,
-            )?;
+            let (set, standing) =
+                repair_damaged(&tp, topic, dirs.len() > 1, loaded, &options, report)?;
             sets.push(ReplicaSet::open(
                 tp,
                 set,
@@ -588,16 +581,18 @@ fn load_topics(
 /// Takes the loaded replicas of one partition. A replica found damaged (a load error) is
 /// moved aside as `<partition>.damaged` and recreated empty, to be rebuilt from its leader,
 /// as long as another replica can lead — one in sync as recorded, or any live one under
-/// `unclean_leader_election`; otherwise the first error is returned (nothing is cut).
+/// `unclean_leader_election`; otherwise the first error is returned (nothing is cut). With
+/// several directories (`multi_dir`) an I/O error takes the replica's directory offline.
 fn repair_damaged(
     tp: &TopicPartition,
-    dirs: &[u32],
-    recorded: &Leadership,
-    config: &TopicConfig,
+    topic: &TopicMeta,
+    multi_dir: bool,
     loaded: Vec<Option<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>>,
     options: &dyn Fn(u32) -> LoadOptions,
     report: &mut RecoveryReport,
 ) -> Result<(Vec<Slot>, Vec<Standing>)> {
+    let p = tp.partition as usize;
+    let (dirs, recorded, config) = (&topic.placement[p], &topic.leadership[p], &topic.config);
     let can_lead = loaded.iter().zip(dirs).any(|(l, d)| match l {
         Some(Ok((_, recovered))) => {
             config.unclean_leader_election || (recorded.isr.contains(d) && !recovered.created)
@@ -621,7 +616,7 @@ fn repair_damaged(
                 report.partitions.push(recovered);
                 set.push(Some(Arc::new(replica)));
             }
-            Some(Err(error)) if dirs.len() > 1 && can_lead && error.is_corruption() => {
+            Some(Err(error)) if multi_dir && can_lead && error.is_corruption() => {
                 let options = options(d);
                 let dir = Arc::clone(&options.dir);
                 let rebuilt = set_aside(&dir, tp).and_then(|damaged| {
@@ -642,7 +637,7 @@ fn repair_damaged(
                 }
             }
             // Several directories: one that cannot be read is offline, not fatal.
-            Some(Err(error @ Error::Io { .. })) if dirs.len() > 1 => {
+            Some(Err(error @ Error::Io { .. })) if multi_dir => {
                 take_offline(&options(d).dir, &error, report);
                 standing.push(Standing::Offline);
                 set.push(None);
@@ -1514,6 +1509,10 @@ impl Log {
         // After a failed fsync the page cache may hold what never reached the disk: what
         // the directory holds is rebuilt from the leaders, never trusted.
         let untrusted = old.sync_failed();
+        // Work still queued for the old directory (a `meta` write) must not race the new.
+        old.drain(Duration::from_millis(
+            self.inner.set_options.replica_lag_time_max_ms,
+        ));
         old.unlock();
         let dir = Arc::new(StorageDir::open(
             Arc::clone(old.storage()),
@@ -1527,7 +1526,11 @@ impl Log {
             })?;
         self.inner.dirs.write()[index] = Arc::clone(&dir);
         for (set, replica, standing) in loaded {
-            set.restore(index as u32, &replica, standing)?;
+            if let Err(error) = set.restore(index as u32, &replica, standing) {
+                // Half restored: offline again, so that a retry starts over.
+                dir.poison();
+                return Err(error);
+            }
         }
         {
             let _meta = self.inner.meta_lock.lock();
@@ -1590,14 +1593,23 @@ impl Log {
                 );
                 options.recovery_point = recovery.get(&tp).copied();
                 options.log_start = start.get(&tp).copied();
+                let led_elsewhere = set.is_replicated() && set.leader().is_ok();
+                if untrusted
+                    && led_elsewhere
+                    && dir
+                        .storage()
+                        .exists(&dir.path().join(format!("{}-{}", tp.topic, tp.partition)))
+                {
+                    // What recovery would read may be the page cache, not the disk: start
+                    // over from the leader (the old copy is kept aside).
+                    set_aside(dir, &tp)?;
+                }
                 let (replica, standing) = match ReplicaLog::load(options.clone()) {
                     Ok((replica, recovered)) if recovered.created || untrusted => {
                         (replica, Standing::Stale)
                     }
                     Ok((replica, _)) => (replica, Standing::Loaded),
-                    Err(error)
-                        if error.is_corruption() && set.is_replicated() && set.leader().is_ok() =>
-                    {
+                    Err(error) if error.is_corruption() && led_elsewhere => {
                         set_aside(dir, &tp)?;
                         (ReplicaLog::load(options)?.0, Standing::Stale)
                     }
@@ -1722,7 +1734,10 @@ impl Log {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.appended.notify();
         self.inner.stop_background();
+        let lag = Duration::from_millis(self.inner.set_options.replica_lag_time_max_ms);
         for dir in &self.inner.dirs() {
+            // Work already handed to a directory's worker counts as done before the "kill".
+            dir.drain(lag);
             dir.unlock();
         }
     }
@@ -1922,8 +1937,10 @@ impl Inner {
         self.appended.notify();
         let result = self.clean_shutdown();
         // Whatever happened, the directories are free again: reopening is how a failed log
-        // is recovered.
+        // is recovered. Work still queued on a directory (a `meta` write) finishes first.
+        let lag = Duration::from_millis(self.set_options.replica_lag_time_max_ms);
         for dir in &self.dirs() {
+            dir.drain(lag);
             dir.unlock();
         }
         result

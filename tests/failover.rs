@@ -112,10 +112,12 @@ fn leader_directory_failure_under_load_loses_nothing() {
     let mut acked: Vec<(u32, u64, String)> = Vec::new();
     {
         let (log, fault) = common::faulty_log(&dirs);
+        // Every batch synced: the failure also meets the fsyncs that follow the writes.
         let config = TopicConfig::default()
             .partitions(partitions)
             .replication_factor(3)
-            .min_insync_replicas(2);
+            .min_insync_replicas(2)
+            .fsync(tarnlog::FsyncPolicy::EveryBatch);
         log.create_topic("t", config).unwrap();
         let before = log.describe_topic("t").unwrap();
         let led_by_0: Vec<u32> = before

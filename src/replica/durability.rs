@@ -63,6 +63,9 @@ impl ReplicaLog {
         let mut state = self.sync.lock();
         loop {
             self.dir.check()?;
+            // A truncation since the caller appended lowers the log end: what was cut needs
+            // no sync (waiting for it would wait for appends that may never come).
+            let target = target.min(self.log_end_offset());
             if state.synced_to >= target {
                 return Ok(());
             }
@@ -72,6 +75,11 @@ impl ReplicaLog {
             }
             state = self.run_sync(state)?;
         }
+    }
+
+    /// Whether a sync of this replica is running now.
+    pub(crate) fn sync_in_progress(&self) -> bool {
+        self.sync.lock().in_progress
     }
 
     /// Runs one sync as the syncer (the lock is released meanwhile) and wakes the waiters.

@@ -424,29 +424,43 @@ impl ReplicaSet {
             .await_durable(info.last_offset + 1, u64::from(info.record_count));
         // A follower whose sync fails (its directory is then poisoned) or takes longer than
         // `replica_lag_time_max_ms` leaves the in-sync set.
+        let results = followers.wait_for(self.lag);
+        let synced_on = |index: usize| {
+            written
+                .pending
+                .iter()
+                .zip(&results)
+                .any(|(p, r)| p.index == index && matches!(r, Some(Ok(()))))
+        };
         let dropped: Vec<&Pending> = written
             .pending
             .iter()
-            .zip(followers.wait_for(self.lag))
+            .zip(&results)
             .filter(|(_, result)| !matches!(result, Some(Ok(()))))
             .map(|(p, _)| p)
             .collect();
         if leader_synced.is_err() || !dropped.is_empty() {
-            // A failed leader hands over to a follower that holds the batch synced.
             let _order = self.order.lock();
+            let current = self.leader.load(Ordering::Acquire);
             for p in &dropped {
-                // Only the replica that lagged: a slot restored meanwhile holds another.
-                if self
-                    .replica(p.index)
-                    .is_some_and(|r| Arc::ptr_eq(&r, &p.replica))
+                // Only the replica that lagged, and never the leader (one may have taken
+                // over meanwhile): a slot restored meanwhile holds another replica.
+                if p.index != current
+                    && self
+                        .replica(p.index)
+                        .is_some_and(|r| Arc::ptr_eq(&r, &p.replica))
                 {
                     self.in_sync[p.index].store(false, Ordering::Release);
                 }
             }
             self.persist()?;
             if let Err(error) = leader_synced {
+                // A failed leader hands over; the batch counts only if the new leader is a
+                // follower that held it synced (after an unclean election its offsets may
+                // hold other batches).
                 let leader = self.ensure_leader().map_err(|_| error)?;
-                if leader.log_end_offset() <= info.last_offset {
+                let index = self.leader.load(Ordering::Acquire);
+                if !synced_on(index) || leader.log_end_offset() <= info.last_offset {
                     return Err(Error::Poisoned {
                         dir: written.leader.dir().path().to_path_buf(),
                     });
@@ -576,14 +590,21 @@ impl ReplicaSet {
             let was = in_sync.load(Ordering::Acquire);
             // An in-sync follower holds exactly the leader's log: only one that fell out
             // (or follows a new leader after an unclean election) may have diverged.
+            // A follower with a sync still running (a slow directory) does not rejoin.
+            let busy = follower.sync_in_progress() || self.syncing[index].load(Ordering::Acquire);
             let copied = if was {
                 follow(leader, follower, usize::MAX, false, wait)
             } else {
-                // One step, synced in the background: a slow directory must not hold the
-                // order lock. It rejoins once level and that sync is done.
-                let step = follow(leader, follower, 1, true, false);
+                // One step. In an append it is not synced under the order lock: when it
+                // leaves the follower level (and nothing of it is still syncing) the
+                // follower rejoins and this append waits for its sync like any in-sync
+                // follower's; otherwise the step is synced in the background.
+                let step = follow(leader, follower, 1, true, wait);
+                let level = follower.log_end_offset() == leader.log_end_offset();
                 if let Ok(records) = step
                     && records > 0
+                    && !wait
+                    && (!level || busy)
                 {
                     self.sync_in_background(index, follower, records);
                 }
@@ -593,11 +614,10 @@ impl ReplicaSet {
                 Self::dir_failed(follower, error);
             }
             let level = follower.log_end_offset() == leader.log_end_offset();
-            let now = copied.is_ok() && level && !self.syncing[index].load(Ordering::Acquire);
+            let now = copied.is_ok() && level && (was || !busy);
             in_sync.store(now, Ordering::Release);
             changed |= now != was;
             if let Ok(records) = copied
-                && was
                 && now
                 && !wait
                 && records > 0
@@ -692,6 +712,8 @@ impl ReplicaSet {
         let _ = self.ensure_leader();
         replica.set_replicated(self.is_replicated());
         self.replicas.write()[i] = Some(Arc::clone(replica));
+        // A background sync of the replaced replica says nothing of this one.
+        self.syncing[i].store(false, Ordering::Release);
         if !self.is_replicated() {
             self.leader.store(0, Ordering::Release);
             return Ok(());

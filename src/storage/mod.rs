@@ -223,7 +223,9 @@ impl StorageDir {
                 .name("tarnlog-dir".into())
                 .spawn(move || {
                     for job in rx {
-                        job();
+                        // A job that panics must not take the worker, and every later job
+                        // on this directory, with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
             if spawned.is_ok() {
@@ -238,6 +240,18 @@ impl StorageDir {
         if let Some(job) = unsent {
             job();
         }
+    }
+
+    /// Waits (at most `timeout`) until the work queued on the directory's worker so far is
+    /// done, so that nothing queued for it runs after the directory is closed or reopened.
+    pub(crate) fn drain(&self, timeout: std::time::Duration) {
+        if self.worker.lock().is_none() {
+            return;
+        }
+        let done = Arc::new(Completion::new(1));
+        let signal = Arc::clone(&done);
+        self.run_in_background(Box::new(move || signal.finish(0, Ok(()))));
+        let _ = done.wait_for(timeout);
     }
 
     /// Releases the directory's `LOCK` (the log is closed; stale handles may live on).
