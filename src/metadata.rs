@@ -328,14 +328,7 @@ pub(crate) fn read_checkpoint(
         detail,
     };
     let text = String::from_utf8(body).map_err(|_| bad("not UTF-8".into()))?;
-    let mut lines = text.lines();
-    if lines.next() != Some("0") {
-        return Err(bad("version is not 0".into()));
-    }
-    let count: usize = lines
-        .next()
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(|| bad("entry count".into()))?;
+    let (count, lines) = checkpoint_body(&text, &bad)?;
     let mut entries = BTreeMap::new();
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();
@@ -355,6 +348,23 @@ pub(crate) fn read_checkpoint(
         )));
     }
     Ok(entries)
+}
+
+/// The start of Kafka's text checkpoint body: version `0`, then the entry count. Returns
+/// the count and the entry lines.
+pub(crate) fn checkpoint_body<'a>(
+    text: &'a str,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<(usize, std::str::Lines<'a>)> {
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err(bad("version is not 0".into()));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| bad("entry count".into()))?;
+    Ok((count, lines))
 }
 
 /// Writes the clean-shutdown marker.

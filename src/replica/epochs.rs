@@ -136,14 +136,7 @@ impl EpochCache {
             detail,
         };
         let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8".into()))?;
-        let mut lines = text.lines();
-        if lines.next() != Some("0") {
-            return Err(bad("version is not 0".into()));
-        }
-        let count: usize = lines
-            .next()
-            .and_then(|l| l.parse().ok())
-            .ok_or_else(|| bad("entry count".into()))?;
+        let (count, lines) = crate::metadata::checkpoint_body(text, &bad)?;
         let mut cache = EpochCache::default();
         for line in lines {
             let entry = line
