@@ -591,7 +591,8 @@ impl ReplicaSet {
             // An in-sync follower holds exactly the leader's log: only one that fell out
             // (or follows a new leader after an unclean election) may have diverged.
             // A follower with a sync still running (a slow directory) does not rejoin.
-            let busy = follower.sync_in_progress() || self.syncing[index].load(Ordering::Acquire);
+            let busy = !was
+                && (follower.sync_in_progress() || self.syncing[index].load(Ordering::Acquire));
             let copied = if was {
                 follow(leader, follower, usize::MAX, false, wait)
             } else {
