@@ -53,7 +53,8 @@ pub struct PartitionDescription {
     pub partition: u32,
     /// The directory of its leader; `None` while it is offline.
     pub leader: Option<usize>,
-    /// The leader epoch (bumped at every change of leader and at every open).
+    /// The leader epoch: a replicated partition takes a new one at every change of leader,
+    /// at every open and at a truncation (epochs are numbered by the leader's directory).
     pub leader_epoch: i32,
     /// Its replicas' directories, preferred leader first.
     pub replicas: Vec<usize>,

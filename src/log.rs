@@ -1477,11 +1477,28 @@ impl Log {
     /// recreated — then reconciled with its partition's leader and rebuilt from it until it
     /// is back in sync. A partition that was offline waiting for this directory gets its
     /// leader back. An empty directory in the old one's place is filled entirely from the
-    /// other replicas. An online directory is left alone.
+    /// other replicas (a partition without another replica comes back empty, as its data
+    /// went with the disk). An online directory is left alone. After a failed fsync the
+    /// directory's replicas of partitions led elsewhere are set aside and rebuilt: the page
+    /// cache may hold what never reached the disk.
+    ///
+    /// ```no_run
+    /// # fn main() -> tarnlog::Result<()> {
+    /// let log = tarnlog::Log::builder().dirs(["/mnt/a/log", "/mnt/b/log"]).open()?;
+    /// // … /mnt/b failed, its disk was replaced and mounted again …
+    /// if log.dir_status().iter().any(|d| !d.online) {
+    ///     log.restore_dir("/mnt/b/log")?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// `InvalidConfig` when `path` is not one of the log's directories; `Io` or `Locked`
-    /// when it cannot be opened (it then stays offline); `Closed`.
+    /// `InvalidConfig` when `path` is not one of the log's directories, when the log has a
+    /// single directory (reopen it instead), or when the directory's `meta` is newer than
+    /// the log's (reopen to adopt it); `Corruption` for a damaged replica with no other copy
+    /// (its data is left where it was); `Io` or `Locked` when it cannot be opened or read.
+    /// The directory then stays offline. `Closed`.
     pub fn restore_dir(&self, path: impl AsRef<Path>) -> Result<()> {
         self.check_open()?;
         let path = path.as_ref();

@@ -3,11 +3,13 @@
 //! batches.
 //!
 //! Design: the leader's appender copies each batch to every in-sync follower in the same
-//! call, in offset order (one appender at a time per replicated partition). No thread hop,
-//! so an `acks=All` append returns once every in-sync replica holds it under the topic's
-//! fsync policy; the cost is that a replicated partition's appends are serialised (no group
-//! commit across appenders). The high watermark is the smallest log end among the in-sync
-//! replicas, and does not move while fewer than `min_insync_replicas` are in sync.
+//! call, in offset order, under the partition's order lock (memory copies only); then,
+//! outside the lock, it syncs the leader while the followers' syncs run on their
+//! directories' workers, so appenders share fsyncs. An `acks=All` append returns once every
+//! in-sync replica holds it under the topic's fsync policy; a follower whose sync takes
+//! longer than `replica_lag_time_max_ms` leaves the in-sync set instead. The high watermark
+//! is the smallest log end among the in-sync replicas, and does not move while fewer than
+//! `min(min_insync_replicas, RF)` are in sync.
 //!
 //! Failure: an I/O error on a replica takes its whole directory offline (the directory is
 //! poisoned, as Kafka takes a failed log directory offline). A follower there leaves the
