@@ -1672,6 +1672,21 @@ impl Log {
     /// offsets (Kafka's `describeTopics`). A partition whose leader's directory went offline
     /// fails over first, so the answer is current.
     ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// # let root = tempfile::tempdir().map_err(|e| tarnlog::Error::Io { op: "temp", path: "".into(), source: e })?;
+    /// let dirs = [root.path().join("a"), root.path().join("b")];
+    /// let log = tarnlog::Log::builder().dirs(&dirs).open()?;
+    /// log.create_topic("t", tarnlog::TopicConfig::default().replication_factor(2))?;
+    /// let partition = &log.describe_topic("t")?.partitions[0];
+    /// assert_eq!(partition.replicas.len(), 2);
+    /// assert_eq!(partition.isr.len(), 2);
+    /// assert!(!partition.is_under_replicated());
+    /// assert!(log.dir_status().iter().all(|d| d.online));
+    /// # log.close()
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// `UnknownTopic`; `Closed`.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
