@@ -353,16 +353,7 @@ fn replication(c: &mut Criterion) {
 fn rebuild(c: &mut Criterion) {
     let root = tempfile::tempdir().unwrap();
     let dirs = ["a", "b"].map(|d| root.path().join(d));
-    {
-        let log = Log::builder().dirs(&dirs).open().unwrap();
-        let partition = log
-            .create_topic("big", topic_config().replication_factor(2))
-            .unwrap()
-            .partition(0)
-            .unwrap();
-        fill(&partition, 1 << 30);
-        log.close().unwrap();
-    }
+    write_one_gib(&dirs, 2);
     let mut group = c.benchmark_group("rebuild_1GiB");
     group
         .sample_size(10)
@@ -385,6 +376,19 @@ fn rebuild(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// A log over `dirs` holding 1 GiB in partition 0 of topic `big` (replication factor `rf`),
+/// closed cleanly.
+fn write_one_gib(dirs: &[std::path::PathBuf], rf: u32) {
+    let log = Log::builder().dirs(dirs).open().unwrap();
+    let partition = log
+        .create_topic("big", topic_config().replication_factor(rf))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    fill(&partition, 1 << 30);
+    log.close().unwrap();
 }
 
 /// Appends 1024-record batches to `partition` until `bytes` are written.
@@ -430,16 +434,7 @@ fn group_commit(c: &mut Criterion) {
 /// Opening a 1 GiB log after a clean close, and after a kill (full rescan from offset 0).
 fn open(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let log = Log::open(dir.path()).unwrap();
-        let partition = log
-            .create_topic("big", topic_config())
-            .unwrap()
-            .partition(0)
-            .unwrap();
-        fill(&partition, 1 << 30);
-        log.close().unwrap();
-    }
+    write_one_gib(&[dir.path().to_path_buf()], 1);
     let mut group = c.benchmark_group("open_1GiB");
     group
         .sample_size(10)
