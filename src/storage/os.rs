@@ -23,9 +23,18 @@ impl OsStorage {
 struct OsFile(File);
 
 #[derive(Debug)]
-struct FileLock(#[expect(dead_code, reason = "held for its Drop, which releases the lock")] File);
+struct FileLock(File);
 
 impl LockGuard for FileLock {}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child forked by another thread of the
+        // process holds a copy of the descriptor until it execs, and the lock (shared by
+        // the copies) would outlive this close until then.
+        let _ = self.0.unlock();
+    }
+}
 
 impl Storage for OsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
