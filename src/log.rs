@@ -296,43 +296,33 @@ impl LogBuilder {
     }
     /// Checks the builder's settings (each with its allowed range).
     fn validate(&self) -> Result<()> {
+        use crate::config::range;
         self.defaults.validate()?;
-        if !(1..=60_000).contains(&self.background_tick_ms) {
-            return Err(Error::InvalidConfig {
-                field: "background_tick_ms",
-                value: self.background_tick_ms.to_string(),
-                allowed: "1..=60000".into(),
-            });
-        }
-        if !(1..=86_400_000).contains(&self.replica_lag_time_max_ms) {
-            return Err(Error::InvalidConfig {
-                field: "replica_lag_time_max_ms",
-                value: self.replica_lag_time_max_ms.to_string(),
-                allowed: "1..=86400000".into(),
-            });
-        }
-        if !(1..=1_000_000_000).contains(&self.offsets_retention_minutes) {
-            return Err(Error::InvalidConfig {
-                field: "offsets_retention_minutes",
-                value: self.offsets_retention_minutes.to_string(),
-                allowed: "1..=1000000000".into(),
-            });
-        }
-        if !(1..=1000).contains(&self.offsets_topic_partitions) {
-            return Err(Error::InvalidConfig {
-                field: "offsets_topic_partitions",
-                value: self.offsets_topic_partitions.to_string(),
-                allowed: "1..=1000".into(),
-            });
-        }
-        if !(1..=i64::MAX as u64).contains(&self.checkpoint_interval_ms) {
-            return Err(Error::InvalidConfig {
-                field: "checkpoint_interval_ms",
-                value: self.checkpoint_interval_ms.to_string(),
-                allowed: format!("1..={}", i64::MAX),
-            });
-        }
-        Ok(())
+        range("background_tick_ms", self.background_tick_ms, 1, 60_000)?;
+        range(
+            "replica_lag_time_max_ms",
+            self.replica_lag_time_max_ms,
+            1,
+            86_400_000,
+        )?;
+        range(
+            "offsets_retention_minutes",
+            self.offsets_retention_minutes,
+            1,
+            1_000_000_000,
+        )?;
+        range(
+            "offsets_topic_partitions",
+            u64::from(self.offsets_topic_partitions),
+            1,
+            1000,
+        )?;
+        range(
+            "checkpoint_interval_ms",
+            self.checkpoint_interval_ms,
+            1,
+            i64::MAX as u64,
+        )
     }
 
     /// Opens (and locks) every storage directory. With several, one that cannot be opened
