@@ -245,10 +245,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Background growth: allocates up to `target` and faults the new pages in, so the writer
-    /// neither allocates nor faults. Failures are ignored: the writer allocates for itself
-    /// when it gets there and sees them then.
-    pub(crate) fn grow_ahead(&self, target: usize) {
+    /// Background growth: allocates up to `target` and, with `populate`, faults the new pages
+    /// in for writing, so the writer neither allocates nor faults. Failures are ignored: the
+    /// writer allocates for itself when it gets there and sees them then.
+    pub(crate) fn grow_ahead(&self, target: usize, populate: bool) {
         let (from, to) = {
             let sealed = self.sealed.lock();
             let current = self.allocated.load(Ordering::Acquire);
@@ -262,7 +262,9 @@ impl Segment {
             self.allocated.store(target, Ordering::Release);
             (current, target)
         };
-        self.log.prefault(from, to);
+        if populate {
+            self.log.prefault(from, to);
+        }
     }
 
     /// Stores bytes above the published end (the writer's lock is held).
@@ -271,6 +273,19 @@ impl Segment {
             unreachable!("write to a sealed segment")
         };
         file.write_mapped(&self.log, position, data)
+            .map_err(|e| Error::io("write", &self.log_path, e))
+    }
+
+    /// Writes `head` then `body` above the published end with the file's `pwritev` instead of
+    /// stores through the mapping (the writer's lock is held). Readers see the same page
+    /// cache through the mapping; the pages are never mapped writable, so syncing them needs
+    /// no write-protection round (see `ReplicaLog::writes_through`).
+    pub(crate) fn write_through(&self, position: usize, head: &[u8], body: &[u8]) -> Result<()> {
+        let Some(file) = &self.log_file else {
+            unreachable!("write to a sealed segment")
+        };
+        debug_assert!(position >= self.size(), "write below the published end");
+        crate::storage::write_pair_at(file.as_ref(), head, body, position as u64)
             .map_err(|e| Error::io("write", &self.log_path, e))
     }
 

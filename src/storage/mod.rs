@@ -78,6 +78,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
     /// Writes at `position`; may write fewer bytes than asked.
     fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize>;
+    /// Writes `bufs` one after another from `position` in one call where the platform
+    /// allows (`pwritev`); may write fewer bytes than asked. The default writes only the
+    /// first non-empty buffer.
+    fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(buf) => self.write_at(buf, position),
+            None => Ok(0),
+        }
+    }
     /// Sets the length, cutting or zero-extending.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk blocks so that the file is at least `len` bytes long and writes through
@@ -97,6 +106,35 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         map.write(position, data);
         Ok(())
     }
+}
+
+/// Writes `head` then `body` from `position`, in one vectored write when the storage
+/// allows, retrying short writes.
+pub(crate) fn write_pair_at(
+    file: &dyn StorageFile,
+    mut head: &[u8],
+    mut body: &[u8],
+    mut position: u64,
+) -> io::Result<()> {
+    while !head.is_empty() || !body.is_empty() {
+        let written = if head.is_empty() {
+            file.write_at(body, position)
+        } else {
+            file.write_vectored_at(&[io::IoSlice::new(head), io::IoSlice::new(body)], position)
+        };
+        match written {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
+                position += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes all of `buf` at `position`, retrying short writes.

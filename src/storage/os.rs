@@ -119,6 +119,10 @@ impl StorageFile for OsFile {
         self.0.write_at(buf, position)
     }
 
+    fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
+        Ok(rustix::io::pwritev(&self.0, bufs, position)?)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
