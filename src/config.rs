@@ -76,6 +76,13 @@ pub struct TopicConfig {
     /// left, at the cost of acknowledged records (`unclean.leader.election.enable`).
     /// Default false.
     pub unclean_leader_election: bool,
+    /// Sealed segments whose newest record is older than this are deleted (`retention.ms`).
+    /// Default 7 days; -1 keeps them forever; allowed -1..=2^63-1.
+    pub retention_ms: i64,
+    /// Oldest segments are deleted while the partition would still hold at least this many
+    /// bytes without them (`retention.bytes`, per partition). Default -1 (no limit);
+    /// allowed -1..=2^63-1.
+    pub retention_bytes: i64,
 }
 
 impl Default for TopicConfig {
@@ -92,6 +99,8 @@ impl Default for TopicConfig {
             replication_factor: 1,
             min_insync_replicas: 1,
             unclean_leader_election: false,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
         }
     }
 }
@@ -154,6 +163,14 @@ impl TopicConfig {
         /// Sets `unclean_leader_election`.
         unclean_leader_election: bool
     );
+    setter!(
+        /// Sets `retention_ms` (-1: forever).
+        retention_ms: i64
+    );
+    setter!(
+        /// Sets `retention_bytes` (-1: no limit).
+        retention_bytes: i64
+    );
 
     /// Checks every field against its allowed range.
     pub fn validate(&self) -> Result<()> {
@@ -180,6 +197,8 @@ impl TopicConfig {
             1,
             i16::MAX as u64,
         )?;
+        signed_range("retention_ms", self.retention_ms)?;
+        signed_range("retention_bytes", self.retention_bytes)?;
         match self.fsync {
             FsyncPolicy::EveryRecords(n) => range("fsync.every_records", n, 1, u64::MAX),
             FsyncPolicy::IntervalMs(m) => range("fsync.interval_ms", m, 1, i64::MAX as u64),
@@ -204,7 +223,8 @@ impl TopicConfig {
             out,
             "partitions={} segment_bytes={} segment_ms={} segment_index_bytes={} \
              index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync} \
-             replication_factor={} min_insync_replicas={} unclean_leader_election={}",
+             replication_factor={} min_insync_replicas={} unclean_leader_election={} \
+             retention_ms={} retention_bytes={}",
             self.partitions,
             self.segment_bytes,
             self.segment_ms,
@@ -214,6 +234,8 @@ impl TopicConfig {
             self.replication_factor,
             self.min_insync_replicas,
             self.unclean_leader_election,
+            self.retention_ms,
+            self.retention_bytes,
         );
         out
     }
@@ -250,6 +272,12 @@ impl TopicConfig {
                 "unclean_leader_election" => {
                     config.unclean_leader_election = value.parse().map_err(|_| word.to_owned())?;
                 }
+                "retention_ms" => {
+                    config.retention_ms = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "retention_bytes" => {
+                    config.retention_bytes = value.parse().map_err(|_| word.to_owned())?;
+                }
                 // Unknown keys come from newer versions; ignoring them keeps old data readable.
                 _ => {}
             }
@@ -271,6 +299,19 @@ fn parse_fsync(value: &str) -> Option<FsyncPolicy> {
                 _ => None,
             }
         }
+    }
+}
+
+/// `InvalidConfig` naming `field` unless `value` is -1 (off) or positive.
+fn signed_range(field: &'static str, value: i64) -> Result<()> {
+    if value >= -1 {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            allowed: format!("-1..={}", i64::MAX),
+        })
     }
 }
 

@@ -81,3 +81,17 @@ impl PartitionDescription {
         self.leader.is_none()
     }
 }
+
+/// What one maintenance pass did ([`Log::maintain`](crate::Log::maintain)).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct MaintenanceReport {
+    /// Segments deleted by retention, over all replicas.
+    pub segments_deleted: u64,
+    /// Log bytes those segments held.
+    pub bytes_deleted: u64,
+    /// Groups whose committed offsets expired.
+    pub expired_groups: Vec<String>,
+    /// Partitions whose retention failed, with the error (their directory went offline).
+    pub failures: Vec<(crate::TopicPartition, crate::Error)>,
+}

@@ -75,7 +75,7 @@ pub use consumer::{
     AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
     Iter, RebalanceListener,
 };
-pub use describe::{DirStatus, PartitionDescription, TopicDescription};
+pub use describe::{DirStatus, MaintenanceReport, PartitionDescription, TopicDescription};
 pub use error::{Error, Location, Result};
 pub use group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
 pub use group::assignor::{

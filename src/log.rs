@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec::{BatchBuilder, NO_TIMESTAMP};
 use crate::config::TopicConfig;
 use crate::consumer::{Consumer, ConsumerConfig};
-use crate::describe::{DirStatus, PartitionDescription, TopicDescription};
+use crate::describe::{DirStatus, MaintenanceReport, PartitionDescription, TopicDescription};
 use crate::error::{Error, Result};
 use crate::group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
 use crate::group::coordinator::{Coordinator, MemberRef, TopicShape};
@@ -69,6 +69,8 @@ pub struct LogBuilder {
     offsets_topic_partitions: u32,
     group_initial_rebalance_delay_ms: u64,
     offsets_retention_minutes: u64,
+    retention_check_interval_ms: u64,
+    background_maintenance: bool,
 }
 
 impl Default for LogBuilder {
@@ -87,6 +89,8 @@ impl Default for LogBuilder {
             offsets_topic_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 10_080,
+            retention_check_interval_ms: 300_000,
+            background_maintenance: true,
         }
     }
 }
@@ -189,6 +193,24 @@ impl LogBuilder {
         self
     }
 
+    /// How often the background thread applies retention (`retention_ms`,
+    /// `retention_bytes`) to every topic: Kafka's `log.retention.check.interval.ms`
+    /// (default 300000; allowed 1..=2^63-1).
+    #[must_use]
+    pub fn retention_check_interval_ms(mut self, ms: u64) -> Self {
+        self.retention_check_interval_ms = ms;
+        self
+    }
+
+    /// Whether the background thread runs maintenance (retention) on its own (default
+    /// true). With `false`, retention runs only when [`Log::maintain`] is called: for
+    /// deterministic tests and embedded main loops.
+    #[must_use]
+    pub fn background_maintenance(mut self, enabled: bool) -> Self {
+        self.background_maintenance = enabled;
+        self
+    }
+
     /// How often the background thread wakes for interval fsyncs (default 100 ms;
     /// allowed 1..=60000).
     #[must_use]
@@ -278,10 +300,15 @@ impl LogBuilder {
         inner.adopt_leadership()?;
         let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
-        let checkpoint_every = self.checkpoint_interval_ms as i64;
+        let every = Intervals {
+            checkpoint_ms: self.checkpoint_interval_ms as i64,
+            retention_ms: self
+                .background_maintenance
+                .then_some(self.retention_check_interval_ms as i64),
+        };
         let handle = std::thread::Builder::new()
             .name("tarnlog-background".into())
-            .spawn(move || background(&worker, tick, checkpoint_every))
+            .spawn(move || background(&worker, tick, &every))
             .map_err(|e| Error::io("spawn background thread", PathBuf::new(), e))?;
         *inner.background.lock() = Some(handle);
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
@@ -316,6 +343,12 @@ impl LogBuilder {
             u64::from(self.offsets_topic_partitions),
             1,
             1000,
+        )?;
+        range(
+            "retention_check_interval_ms",
+            self.retention_check_interval_ms,
+            1,
+            i64::MAX as u64,
         )?;
         range(
             "checkpoint_interval_ms",
@@ -783,8 +816,16 @@ impl TopicState {
 
 /// Runs interval fsyncs and periodic checkpoints until the log stops (`stop` is set when it
 /// closes, crashes or loses its last user handle; the thread is then joined).
-fn background(inner: &Arc<Inner>, tick: Duration, checkpoint_every_ms: i64) {
+/// How often the background thread does its periodic work.
+struct Intervals {
+    checkpoint_ms: i64,
+    /// `None`: retention runs only in `Log::maintain`.
+    retention_ms: Option<i64>,
+}
+
+fn background(inner: &Arc<Inner>, tick: Duration, every: &Intervals) {
     let mut last_checkpoint = inner.clock.now_ms();
+    let mut last_retention = last_checkpoint;
     let mut checkpointed: Vec<u64> = Vec::new();
     loop {
         {
@@ -809,7 +850,15 @@ fn background(inner: &Arc<Inner>, tick: Duration, checkpoint_every_ms: i64) {
             // A failure poisons the directory; the next append reports it.
             let _ = replica.flush_if_due(now);
         }
-        if now - last_checkpoint >= checkpoint_every_ms {
+        if every
+            .retention_ms
+            .is_some_and(|interval| now - last_retention >= interval)
+        {
+            last_retention = now;
+            // Failures take directories offline; `dir_status` and the next append report them.
+            let _ = inner.enforce_retention(now);
+        }
+        if now - last_checkpoint >= every.checkpoint_ms {
             last_checkpoint = now;
             let points: Vec<u64> = replicas.iter().map(|r| r.recovery_point()).collect();
             if points != checkpointed {
@@ -1281,17 +1330,53 @@ impl Log {
     }
 
     /// One pass of background maintenance, for deterministic tests and embedded main
-    /// loops: today the expiry of committed offsets of groups without members (Kafka's
-    /// `offsets.retention.minutes`). Returns the groups whose offsets expired.
+    /// loops (see [`LogBuilder::background_maintenance`]), at the clock's time: retention
+    /// on every topic (`retention_ms`, `retention_bytes`, the log start moved by
+    /// [`Partition::delete_records`]), then the expiry of committed offsets of groups
+    /// without members (Kafka's `offsets.retention.minutes`).
+    ///
+    /// A partition whose retention fails (its directory goes offline) does not stop the
+    /// pass; it is listed in [`MaintenanceReport::failures`].
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{Log, TopicConfig};
+    /// let log = Log::temp()?;
+    /// let config = TopicConfig::default().segment_bytes(200).retention_bytes(300);
+    /// let partition = log.create_topic("events", config)?.partition(0)?;
+    /// for _ in 0..10 {
+    ///     partition.append_values([&[7u8; 100][..]])?;
+    /// }
+    /// let report = log.maintain()?;
+    /// assert!(report.segments_deleted > 0);
+    /// assert!(partition.log_start_offset() > 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// `Io`, `Poisoned` from writing tombstones; `Closed`.
-    pub fn maintain(&self) -> Result<Vec<String>> {
+    /// `Io`, `Poisoned` from writing group tombstones; `Closed`.
+    pub fn maintain(&self) -> Result<MaintenanceReport> {
         self.check_open()?;
+        let now = self.now_ms();
+        let mut report = self.inner.enforce_retention(now);
         self.inner
             .last_offsets_expiry_ms
-            .store(self.now_ms(), Ordering::Relaxed);
-        self.expire_offsets()
+            .store(now, Ordering::Relaxed);
+        report.expired_groups = self.expire_offsets()?;
+        Ok(report)
+    }
+
+    /// Kafka's `DeleteRecords`: moves the log start of `tp` to `before_offset` (every
+    /// replica), so records below it are no longer readable, and deletes the segments
+    /// wholly below it. Returns the new log start. See [`Partition::delete_records`].
+    ///
+    /// # Errors
+    /// As [`Partition::delete_records`], and `UnknownTopic` / `UnknownPartition`.
+    pub fn delete_records(&self, tp: &TopicPartition, before_offset: u64) -> Result<u64> {
+        self.topic(&tp.topic)?
+            .partition(tp.partition)?
+            .delete_records(before_offset)
     }
 
     fn expire_offsets(&self) -> Result<Vec<String>> {
@@ -1914,6 +1999,36 @@ impl Inner {
         Ok(())
     }
 
+    /// Retention over every topic but the internal ones (`__consumer_offsets` keeps its
+    /// commits until compaction exists); checkpoints the moved log starts.
+    fn enforce_retention(&self, now: i64) -> MaintenanceReport {
+        let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
+        let mut report = MaintenanceReport::default();
+        for topic in topics
+            .iter()
+            .filter(|t| !INTERNAL_TOPICS.contains(&t.name.as_str()))
+        {
+            for (partition, set) in (0u32..).zip(&topic.sets) {
+                match set.delete_old_segments(now) {
+                    Ok(deleted) => {
+                        report.segments_deleted += deleted.segments;
+                        report.bytes_deleted += deleted.bytes;
+                    }
+                    // Offline partitions and closed logs have nothing to delete now.
+                    Err(Error::PartitionOffline { .. } | Error::Closed) => {}
+                    Err(error) => report
+                        .failures
+                        .push((TopicPartition::new(topic.name.clone(), partition), error)),
+                }
+            }
+        }
+        if report.segments_deleted > 0 {
+            // A failure leaves older log starts: the deleted files make up for them at open.
+            let _ = self.write_checkpoints();
+        }
+        report
+    }
+
     fn write_checkpoints(&self) -> Result<()> {
         let _writer = self.checkpoint_lock.lock();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
@@ -2214,6 +2329,43 @@ impl Partition {
             return Ok(None);
         }
         self.set.leader()?.offset_for_time(timestamp)
+    }
+
+    /// Kafka's `DeleteRecords`: moves the log start to `before_offset` on every replica,
+    /// so records below it are no longer readable (consumers positioned there follow
+    /// `auto_offset_reset`), deletes the segments wholly below it and checkpoints the new
+    /// start. The log start never moves back: an offset below it changes nothing. Returns
+    /// the log start after the call (Kafka's low watermark).
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{Log, TopicConfig};
+    /// let log = Log::temp()?;
+    /// let partition = log.create_topic("jobs", TopicConfig::default())?.partition(0)?;
+    /// for _ in 0..5 {
+    ///     partition.append_values([&b"job"[..]])?;
+    /// }
+    /// assert_eq!(partition.delete_records(3)?, 3);
+    /// assert!(partition.read(0, 1 << 20).is_err(), "below the log start");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` when `before_offset` is beyond the high watermark (`earliest` and
+    /// `latest` are the log start and the high watermark); `InternalTopic` for
+    /// `__consumer_offsets`; `PartitionOffline`; `Io` / `Poisoned` when files could not be
+    /// deleted (the directory then goes offline); `Closed`, `UnknownTopic` after deletion.
+    pub fn delete_records(&self, before_offset: u64) -> Result<u64> {
+        self.check()?;
+        if INTERNAL_TOPICS.contains(&self.topic.name()) {
+            return Err(Error::InternalTopic {
+                topic: self.topic.name().into(),
+            });
+        }
+        let (start, _deleted) = self.set.delete_records(before_offset)?;
+        self.topic.log.write_checkpoints()?;
+        Ok(start)
     }
 
     /// The first offset in the log.

@@ -742,6 +742,20 @@ fn tail_scan(
     Some(outcome)
 }
 
+/// Deletes every segment and starts the log afresh, empty, at `offset` (its log start).
+pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
+    let dir = &log.dir;
+    let bases: Vec<u64> = log.segments.read().keys().copied().collect();
+    delete_segments(dir, &log.path, &bases)?;
+    let active = Segment::create(dir, &log.path, offset, log.sizes())?;
+    dir.sync_dir(&log.path)?;
+    *w = new_writer(active, &log.config, offset, now);
+    log.log_start
+        .store(offset, std::sync::atomic::Ordering::Release);
+    finish_truncate(log, w, BTreeMap::new());
+    Ok(())
+}
+
 /// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`).
 pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
     let dir = &log.dir;
@@ -749,15 +763,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
     let bases: Vec<u64> = segments.iter().map(|s| s.base_offset).collect();
     let keep = segments.iter().rposition(|s| s.base_offset <= offset);
     let Some(keep) = keep else {
-        // Everything goes: start afresh at `offset`.
-        delete_segments(dir, &log.path, &bases)?;
-        let active = Segment::create(dir, &log.path, offset, log.sizes())?;
-        dir.sync_dir(&log.path)?;
-        *w = new_writer(active, &log.config, offset, now);
-        log.log_start
-            .store(offset, std::sync::atomic::Ordering::Release);
-        finish_truncate(log, w, BTreeMap::new());
-        return Ok(());
+        return restart(log, w, offset, now);
     };
     let containing = &segments[keep];
     let cut = containing

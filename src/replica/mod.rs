@@ -10,6 +10,7 @@
 mod durability;
 pub(crate) mod epochs;
 mod load;
+mod retention;
 mod set;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 pub(crate) use durability::SyncState;
 use epochs::EpochCache;
 pub(crate) use load::LoadOptions;
+pub(crate) use retention::Deleted;
 pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing};
 
 /// Largest growth step of an active segment file.
@@ -636,6 +638,17 @@ impl ReplicaLog {
         let now = self.clock.now_ms();
         load::truncate(self, &mut w, offset, now)?;
         self.trim_epochs(w.next_offset)
+    }
+
+    /// Deletes everything and starts afresh, empty, at `offset`: a follower whose whole log
+    /// lies below its leader's log start.
+    pub(crate) fn restart_at(&self, offset: u64) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.dir.check()?;
+        let now = self.clock.now_ms();
+        load::restart(self, &mut w, offset, now)?;
+        // An empty log holds no epoch: the copies bring the leader's.
+        self.trim_epochs(0)
     }
 }
 

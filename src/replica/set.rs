@@ -33,7 +33,7 @@ use crate::config::TopicConfig;
 use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::metadata::Leadership;
-use crate::replica::ReplicaLog;
+use crate::replica::{Deleted, ReplicaLog};
 use crate::storage::Completion;
 use crate::types::{AppendInfo, TopicPartition};
 
@@ -808,6 +808,65 @@ impl ReplicaSet {
         Ok(())
     }
 
+    /// Retention (see [`ReplicaLog::delete_old_segments`]) on the leader, in step with
+    /// appends; every other live replica then raises its log start to the leader's and
+    /// deletes the segments wholly below it (their segments line up with the leader's). A
+    /// follower that fails is handled as at an append: its directory goes offline.
+    pub(crate) fn delete_old_segments(&self, now: i64) -> Result<Deleted> {
+        let _order = self.order.lock();
+        let leader = self.ensure_leader()?;
+        let deleted = leader
+            .delete_old_segments(now)
+            .inspect_err(|error| self.failed(&leader, error))?;
+        Ok(self.follow_log_start(&leader, deleted))
+    }
+
+    /// Kafka's `DeleteRecords`: raises the log start of every live replica to `offset`,
+    /// which may not pass the high watermark; returns the new log start.
+    pub(crate) fn delete_records(&self, offset: u64) -> Result<(u64, Deleted)> {
+        let _order = self.order.lock();
+        let leader = self.ensure_leader()?;
+        let (start, high_watermark) = (leader.log_start_offset(), leader.high_watermark());
+        if offset > high_watermark {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                earliest: start,
+                latest: high_watermark,
+            });
+        }
+        let deleted = leader
+            .raise_log_start(offset)
+            .inspect_err(|error| self.failed(&leader, error))?;
+        let deleted = self.follow_log_start(&leader, deleted);
+        Ok((leader.log_start_offset(), deleted))
+    }
+
+    /// Gives the leader's log start to the other live replicas; adds what they deleted.
+    fn follow_log_start(&self, leader: &Arc<ReplicaLog>, mut deleted: Deleted) -> Deleted {
+        let start = leader.log_start_offset();
+        for follower in self.replicas().into_iter().flatten() {
+            if Arc::ptr_eq(&follower, leader) || follower.dir().is_poisoned() {
+                continue;
+            }
+            match follower.raise_log_start(start) {
+                Ok(more) => {
+                    deleted.segments += more.segments;
+                    deleted.bytes += more.bytes;
+                }
+                Err(error) => self.failed(&follower, &error),
+            }
+        }
+        deleted
+    }
+
+    /// A replicated partition's directory goes offline at any I/O error met in
+    /// maintenance; the next append then fails over.
+    fn failed(&self, replica: &ReplicaLog, error: &Error) {
+        if self.dir_count > 1 {
+            Self::dir_failed(replica, error);
+        }
+    }
+
     /// Removes every record at or after `offset` from the leader and its followers, in
     /// step with appends.
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
@@ -961,7 +1020,10 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
             return behind("the follower is ahead of its leader");
         }
         if from < leader.log_start_offset() {
-            return behind("the follower ends before its leader's log starts");
+            // Everything it holds is below the leader's log start (deleted there by
+            // retention): it starts afresh where the leader's log starts, as in Kafka.
+            follower.restart_at(leader.log_start_offset())?;
+            continue;
         }
         let read = leader.read(from, CATCH_UP_BYTES, end)?;
         records += follower.append_copies(&read, wait)?;
