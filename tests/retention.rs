@@ -25,6 +25,18 @@ fn open(root: &std::path::Path, clock: &ManualClock) -> Log {
         .unwrap()
 }
 
+/// A fresh log with topic `t` (default config) and its partition 0.
+fn default_topic() -> (tempfile::TempDir, Log, Partition) {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(root.path(), &ManualClock::new(NOW));
+    let partition = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    (root, log, partition)
+}
+
 /// The on-disk size of one single-record batch holding `value`.
 fn batch_size(value: &[u8]) -> u64 {
     let mut builder = BatchBuilder::new();
@@ -93,14 +105,7 @@ fn log_deletion_after_delete_records() {
 /// offset below the log start is a no-op, as in Kafka.
 #[test]
 fn delete_records_refuses_bad_input() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(NOW);
-    let log = open(root.path(), &clock);
-    let partition = log
-        .create_topic("t", TopicConfig::default())
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let (root, log, partition) = default_topic();
     for _ in 0..10 {
         append(&partition, NOW, b"v");
     }
@@ -151,14 +156,7 @@ fn delete_records_refuses_bad_input() {
 /// A consumer positioned below the new log start follows `auto_offset_reset`.
 #[test]
 fn consumers_below_the_log_start_reset() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(NOW);
-    let log = open(root.path(), &clock);
-    let partition = log
-        .create_topic("t", TopicConfig::default())
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let (_root, log, partition) = default_topic();
     for i in 0..10u8 {
         append(&partition, NOW, &[i]);
     }
