@@ -774,6 +774,9 @@ pub(crate) struct TopicState {
     /// Unique in the process: a topic deleted and created again under its name is another
     /// incarnation (groups rebalance on it).
     incarnation: u64,
+    /// The config now (`meta.config` is the one it was opened with; `alter_topic_config`
+    /// replaces this one).
+    config: RwLock<TopicConfig>,
 }
 
 impl TopicState {
@@ -783,6 +786,7 @@ impl TopicState {
         meta.leadership = sets.iter().map(ReplicaSet::leadership).collect();
         TopicState {
             name,
+            config: RwLock::new(meta.config.clone()),
             meta,
             sets: sets.into_iter().map(Arc::new).collect(),
             deleted: AtomicBool::new(false),
@@ -996,6 +1000,94 @@ impl Log {
     /// What opening the log found and repaired.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// Changes a topic's configuration while the log runs (Kafka's `AlterConfigs` on a
+    /// topic) and returns the previous one. The new config is validated as at creation,
+    /// written to `meta` in every online directory, and then applied to every replica:
+    /// retention, `segment_bytes` and `segment_ms` (from the next roll on; an empty active
+    /// segment is made again at the new size), the fsync policy (from the next append),
+    /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
+    /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`.
+    /// Producers keep the batch size limit they computed for the topic until they are
+    /// recreated; a batch over a lowered `max_message_bytes` is refused at the append.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{FsyncPolicy, Log, TopicConfig};
+    /// let log = Log::temp()?;
+    /// log.create_topic("events", TopicConfig::default())?;
+    /// let mut config = log.topic("events")?.config();
+    /// config.retention_ms = 60 * 60 * 1000;
+    /// config.fsync = FsyncPolicy::EveryBatch;
+    /// let old = log.alter_topic_config("events", config)?;
+    /// assert_eq!(old.retention_ms, 7 * 24 * 60 * 60 * 1000);
+    /// assert_eq!(log.topic("events")?.config().fsync, FsyncPolicy::EveryBatch);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a value out of its range or a change of `partitions`,
+    /// `replication_factor` or `segment_index_bytes`, which are
+    /// fixed at creation; `UnknownTopic`; `InternalTopic`; `Io` when `meta` could not be
+    /// written (nothing changed then); `Closed`.
+    pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<TopicConfig> {
+        self.check_open()?;
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(Error::InternalTopic { topic: name.into() });
+        }
+        config.validate()?;
+        let _admin = self.inner.admin.lock();
+        self.inner.online_dirs()?;
+        let meta_guard = self.inner.meta_lock.lock();
+        let (mut meta, state) = {
+            let state = self.inner.state.read();
+            let topic = state
+                .topics
+                .get(name)
+                .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
+            (state.meta.clone(), Arc::clone(topic))
+        };
+        let old = state.config.read().clone();
+        let fixed = |field: &'static str, was: u64, now: u64| {
+            if was == now {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig {
+                    field,
+                    value: now.to_string(),
+                    allowed: format!("{was} (fixed at creation)"),
+                })
+            }
+        };
+        fixed(
+            "partitions",
+            old.partitions.into(),
+            config.partitions.into(),
+        )?;
+        fixed(
+            "replication_factor",
+            old.replication_factor.into(),
+            config.replication_factor.into(),
+        )?;
+        fixed(
+            "segment_index_bytes",
+            old.segment_index_bytes,
+            config.segment_index_bytes,
+        )?;
+        if let Some(recorded) = meta.topics.get_mut(name) {
+            recorded.config = config.clone();
+        }
+        meta.generation += 1;
+        self.write_meta(&meta)?;
+        self.inner.state.write().meta = meta;
+        for set in &state.sets {
+            set.set_config(&config);
+        }
+        *state.config.write() = config;
+        drop(meta_guard);
+        Ok(old)
     }
 
     /// Creates a topic; `None` uses the log's default topic config.
@@ -1680,7 +1772,7 @@ impl Log {
                 let mut options = self.load_options_in(
                     Arc::clone(dir),
                     tp.clone(),
-                    &topic.meta.config,
+                    &topic.config.read().clone(),
                     high.get(&tp).copied(),
                 );
                 options.recovery_point = recovery.get(&tp).copied();
@@ -1768,7 +1860,7 @@ impl Log {
         let topic = self.topic(name)?;
         Ok(TopicDescription {
             name: name.to_owned(),
-            config: topic.config().clone(),
+            config: topic.config(),
             partitions: topic.state.sets.iter().map(|s| s.describe()).collect(),
         })
     }
@@ -2141,9 +2233,9 @@ impl Topic {
         &self.state.name
     }
 
-    /// Its configuration.
-    pub fn config(&self) -> &TopicConfig {
-        &self.state.meta.config
+    /// Its configuration as it is now (see [`Log::alter_topic_config`]).
+    pub fn config(&self) -> TopicConfig {
+        self.state.config.read().clone()
     }
 
     /// True once the topic was deleted (handles then fail with `UnknownTopic`).

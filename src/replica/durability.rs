@@ -43,14 +43,14 @@ impl ReplicaLog {
 
     /// Counts `records` appended at `now` against the fsync policy; whether a sync is due.
     pub(crate) fn sync_due(&self, records: u64, now: i64) -> bool {
-        if self.config.fsync == FsyncPolicy::None {
+        if self.config().fsync == FsyncPolicy::None {
             // Nothing to count: `flush`/`close` sync whatever is there.
             return false;
         }
         let mut state = self.sync.lock();
         state.unsynced_records += records;
         let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
-        match self.config.fsync {
+        match self.config().fsync {
             FsyncPolicy::None => false,
             FsyncPolicy::EveryBatch => true,
             FsyncPolicy::EveryRecords(n) => state.unsynced_records >= n,
@@ -180,7 +180,7 @@ impl ReplicaLog {
     /// Under `IntervalMs`, syncs when the oldest unsynced append is old enough
     /// (called by the log's background thread).
     pub(crate) fn flush_if_due(&self, now: i64) -> Result<()> {
-        let FsyncPolicy::IntervalMs(interval) = self.config.fsync else {
+        let FsyncPolicy::IntervalMs(interval) = self.config().fsync else {
             return Ok(());
         };
         let due = self

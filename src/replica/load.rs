@@ -118,7 +118,7 @@ impl ReplicaLog {
             tp: options.tp,
             dir: options.dir,
             path,
-            config: options.config,
+            config: RwLock::new(options.config),
             clock: options.clock,
             segments: RwLock::new(segments),
             writer: Mutex::new(writer),
@@ -237,7 +237,8 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
 
 fn limits(config: &TopicConfig) -> ScanLimits {
     ScanLimits {
-        max_batch_bytes: config.segment_bytes as usize,
+        // Not `segment_bytes`: it may have been lowered since older segments were written.
+        max_batch_bytes: i32::MAX as usize,
         max_offset_entries: config.segment_index_bytes as usize / 8,
         max_time_entries: config.segment_index_bytes as usize / 12,
     }
@@ -749,7 +750,7 @@ pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -
     delete_segments(dir, &log.path, &bases)?;
     let active = Segment::create(dir, &log.path, offset, log.sizes())?;
     dir.sync_dir(&log.path)?;
-    *w = new_writer(active, &log.config, offset, now);
+    *w = new_writer(active, &log.config(), offset, now);
     log.log_start
         .store(offset, std::sync::atomic::Ordering::Release);
     finish_truncate(log, w, BTreeMap::new());
@@ -779,13 +780,13 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         base,
         0,
         base,
-        IndexState::new(log.config.index_interval_bytes),
-        limits(&log.config),
+        IndexState::new(log.config().index_interval_bytes),
+        limits(&log.config()),
     );
     let options = LoadOptions {
         tp: log.tp.clone(),
         dir: Arc::clone(dir),
-        config: log.config.clone(),
+        config: log.config().clone(),
         clock: Arc::clone(&log.clock),
         clean: false,
         recovery_point: None,

@@ -67,7 +67,8 @@ pub(crate) struct ReplicaLog {
     tp: TopicPartition,
     dir: Arc<StorageDir>,
     path: PathBuf,
-    config: TopicConfig,
+    /// The topic's config; `alter_topic_config` replaces it while the log runs.
+    config: RwLock<TopicConfig>,
     clock: Arc<dyn Clock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
@@ -97,6 +98,32 @@ impl ReplicaLog {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The topic's config as it is now.
+    pub(crate) fn config(&self) -> TopicConfig {
+        self.config.read().clone()
+    }
+
+    /// Replaces the config (`alter_topic_config`): appends, rolls, syncs and retention use
+    /// the new values from their next decision on. A non-empty active segment keeps its
+    /// mapping, so a larger `segment_bytes` applies from the next segment; an empty one is
+    /// made again at the new size.
+    pub(crate) fn set_config(&self, config: TopicConfig) -> Result<()> {
+        let mut w = self.writer.lock();
+        let resize =
+            !w.closed && w.active.size() == 0 && w.active.capacity() as u64 != config.segment_bytes;
+        *self.config.write() = config;
+        if resize {
+            self.dir.check()?;
+            let base = w.active.base_offset;
+            // Nothing was published in it, so no reader holds its bytes.
+            let fresh = Arc::new(Segment::create(&self.dir, &self.path, base, self.sizes())?);
+            self.segments.write().insert(base, Arc::clone(&fresh));
+            w.active = fresh;
+            w.requested_ahead = 0;
+        }
+        Ok(())
     }
 
     /// The next offset to be assigned.
@@ -131,8 +158,8 @@ impl ReplicaLog {
 
     fn sizes(&self) -> SegmentSizes {
         SegmentSizes {
-            segment_bytes: self.config.segment_bytes,
-            index_bytes: self.config.segment_index_bytes,
+            segment_bytes: self.config().segment_bytes,
+            index_bytes: self.config().segment_index_bytes,
         }
     }
 
@@ -254,7 +281,7 @@ impl ReplicaLog {
         for batch in read.batches() {
             let appended = batch.and_then(|batch| {
                 let bytes = batch.bytes();
-                let max = (self.config.max_message_bytes as usize).max(bytes.len());
+                let max = (self.config().max_message_bytes as usize).max(bytes.len());
                 let header = codec::validate_batch(bytes, max)?;
                 let (info, index_result) = self.append_validated(bytes, &header, now, stamp)?;
                 stamp = Stamp::Copy;
@@ -292,14 +319,14 @@ impl ReplicaLog {
 
     /// Kafka's leader-side checks of a client batch (`LogValidator`).
     fn validate_client_batch(&self, batch: &[u8]) -> Result<BatchHeader> {
-        let max = self.config.max_message_bytes as usize;
+        let max = self.config().max_message_bytes as usize;
         if batch.len() > max {
             return Err(Error::RecordTooLarge {
                 size: batch.len(),
                 max,
             });
         }
-        let segment_bytes = self.config.segment_bytes as usize;
+        let segment_bytes = self.config().segment_bytes as usize;
         if batch.len() > segment_bytes {
             return Err(Error::RecordTooLarge {
                 size: batch.len(),
@@ -342,7 +369,7 @@ impl ReplicaLog {
         stamp: Stamp,
     ) -> Result<(AppendInfo, Result<()>)> {
         let log_append_time = (stamp == Stamp::Leader
-            && self.config.timestamp_type == TimestampType::LogAppendTime)
+            && self.config().timestamp_type == TimestampType::LogAppendTime)
             .then_some(now);
         let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
         let mut w = self.writer.lock();
@@ -462,7 +489,7 @@ impl ReplicaLog {
         } else {
             max_timestamp - w.first_batch_timestamp
         };
-        waited > self.config.segment_ms.min(i64::MAX as u64) as i64
+        waited > self.config().segment_ms.min(i64::MAX as u64) as i64
             || self.must_roll(w, header, size)
     }
 
@@ -476,7 +503,8 @@ impl ReplicaLog {
             return false;
         }
         let last = w.next_offset + header.last_offset_delta as u64;
-        current + size > self.config.segment_bytes as usize
+        // The mapping's capacity is the `segment_bytes` the segment was made with.
+        current + size > (self.config().segment_bytes as usize).min(active.capacity())
             || active.index.entries() >= active.index.max_entries()
             || active.time_index.entries() + 1 >= active.time_index.max_entries()
             || last - active.base_offset > i32::MAX as u64
@@ -497,7 +525,7 @@ impl ReplicaLog {
                 return Err(error);
             }
         };
-        let durable = self.config.fsync != FsyncPolicy::None;
+        let durable = self.config().fsync != FsyncPolicy::None;
         // A half-sealed segment can take no more writes: the directory goes offline.
         let sealed = Arc::new(old.seal().inspect_err(|_| self.dir.poison())?);
         // Under `None` the next flush syncs what this roll leaves unsynced (see `sync_active`).
@@ -514,7 +542,7 @@ impl ReplicaLog {
         }
         w.active = fresh;
         w.requested_ahead = 0;
-        w.index_state = IndexState::new(self.config.index_interval_bytes);
+        w.index_state = IndexState::new(self.config().index_interval_bytes);
         w.first_batch_timestamp = NO_TIMESTAMP;
         w.created_ms = now;
         Ok(())
@@ -542,7 +570,7 @@ impl ReplicaLog {
     /// I/O. Without frequent syncs the mapping is faster (no system call per append).
     fn writes_through(&self) -> bool {
         matches!(
-            self.config.fsync,
+            self.config().fsync,
             FsyncPolicy::EveryBatch | FsyncPolicy::EveryRecords(_)
         )
     }

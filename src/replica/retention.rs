@@ -61,7 +61,7 @@ impl ReplicaLog {
             i < n && high_watermark >= upper(i) && !(i + 1 == n && segments[i].size() == 0)
         };
         let mut count = 0;
-        if self.config.retention_ms >= 0 {
+        if self.config().retention_ms >= 0 {
             while deletable(count) {
                 let newest = if count + 1 == n {
                     w.index_state.max_timestamp
@@ -72,14 +72,15 @@ impl ReplicaLog {
                         .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp)
                 };
                 // A segment without timestamps never expires by time.
-                if newest == NO_TIMESTAMP || now.saturating_sub(newest) <= self.config.retention_ms
+                if newest == NO_TIMESTAMP
+                    || now.saturating_sub(newest) <= self.config().retention_ms
                 {
                     break;
                 }
                 count += 1;
             }
         }
-        if let Ok(limit) = u64::try_from(self.config.retention_bytes) {
+        if let Ok(limit) = u64::try_from(self.config().retention_bytes) {
             let size: u64 = segments[count..].iter().map(|s| s.size() as u64).sum();
             let mut excess = size.saturating_sub(limit);
             while deletable(count) && excess >= segments[count].size() as u64 {

@@ -111,8 +111,8 @@ pub(crate) struct ReplicaSet {
     epoch: AtomicI32,
     /// Serialises the replicated appends, elections and truncations of the partition.
     order: Mutex<()>,
-    min_insync_replicas: u32,
-    unclean: bool,
+    min_insync_replicas: std::sync::atomic::AtomicU32,
+    unclean: AtomicBool,
     /// Directories in the log (epochs are numbered per leader directory).
     dir_count: u32,
     /// See [`SetOptions::replica_lag_time_max_ms`].
@@ -188,8 +188,8 @@ impl ReplicaSet {
             leader: AtomicUsize::new(leader.unwrap_or(NO_LEADER)),
             epoch: AtomicI32::new(epoch),
             order: Mutex::new(()),
-            min_insync_replicas: config.min_insync_replicas,
-            unclean: config.unclean_leader_election,
+            min_insync_replicas: config.min_insync_replicas.into(),
+            unclean: config.unclean_leader_election.into(),
             dir_count,
             lag: std::time::Duration::from_millis(options.replica_lag_time_max_ms),
             syncing: Arc::new(
@@ -315,7 +315,9 @@ impl ReplicaSet {
 
     /// Kafka's bar for `acks=All` and the high watermark: `min(min_insync_replicas, RF)`.
     fn required_in_sync(&self) -> u32 {
-        self.min_insync_replicas.min(self.dirs.len() as u32)
+        self.min_insync_replicas
+            .load(Ordering::Acquire)
+            .min(self.dirs.len() as u32)
     }
 
     /// How many replicas, the leader included, are in sync.
@@ -669,6 +671,7 @@ impl ReplicaSet {
             (0..replicas.len()).find(|&i| live(i) && self.in_sync[i].load(Ordering::Acquire));
         let next = clean.or_else(|| {
             self.unclean
+                .load(Ordering::Acquire)
                 .then(|| most_complete(&replicas, Some(old)))
                 .flatten()
         });
@@ -732,7 +735,7 @@ impl ReplicaSet {
         } else {
             let waited_for =
                 standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
-            if waited_for || self.unclean {
+            if waited_for || self.unclean.load(Ordering::Acquire) {
                 self.lead_from(i, replica);
             }
         }
@@ -806,6 +809,22 @@ impl ReplicaSet {
             self.persist()?;
         }
         Ok(())
+    }
+
+    /// Applies a changed topic config (`alter_topic_config`) to the set and every present
+    /// replica, in step with appends. A replica that fails (re-making its empty active
+    /// segment) is handled as at an append: its directory goes offline.
+    pub(crate) fn set_config(&self, config: &TopicConfig) {
+        let _order = self.order.lock();
+        self.min_insync_replicas
+            .store(config.min_insync_replicas, Ordering::Release);
+        self.unclean
+            .store(config.unclean_leader_election, Ordering::Release);
+        for replica in self.replicas().into_iter().flatten() {
+            if let Err(error) = replica.set_config(config.clone()) {
+                self.failed(&replica, &error);
+            }
+        }
     }
 
     /// Retention (see [`ReplicaLog::delete_old_segments`]) on the leader, in step with

@@ -1,0 +1,204 @@
+//! `Log::alter_topic_config`: live changes of retention, segment size, fsync policy and
+//! min ISR; persistence; refusals that leave everything as it was.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use tarnlog::storage::{FaultKind, OpKind};
+use tarnlog::{Error, FsyncPolicy, Log, TopicConfig};
+
+fn log_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
+fn quiet_log(root: &std::path::Path) -> Log {
+    Log::builder()
+        .dir(root)
+        .background_maintenance(false)
+        .open()
+        .unwrap()
+}
+
+/// Retention switched on later applies at the next pass; the change survives a reopen.
+#[test]
+fn retention_changes_live_and_persists() {
+    let root = tempfile::tempdir().unwrap();
+    let log = quiet_log(root.path());
+    let config = TopicConfig::default().segment_bytes(300).retention_ms(-1);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for _ in 0..10 {
+        partition.append_values([&[1u8; 100][..]]).unwrap();
+    }
+    let segments = log_files(&partition.path());
+    assert!(segments >= 5, "{segments} segments");
+    assert_eq!(log.maintain().unwrap().segments_deleted, 0, "kept forever");
+
+    let mut config = log.topic("t").unwrap().config();
+    config.retention_bytes = 300;
+    let old = log.alter_topic_config("t", config).unwrap();
+    assert_eq!(old.retention_bytes, -1);
+    assert!(log.maintain().unwrap().segments_deleted > 0);
+    assert!(log_files(&partition.path()) < segments);
+    assert!(partition.log_start_offset() > 0);
+    drop(partition);
+    log.close().unwrap();
+
+    let log = quiet_log(root.path());
+    let config = log.topic("t").unwrap().config();
+    assert_eq!((config.retention_bytes, config.retention_ms), (300, -1));
+}
+
+/// A larger `segment_bytes` takes effect at once on an empty active segment (a batch too
+/// big for the old size fits), a smaller one from the next roll.
+#[test]
+fn segment_size_changes_live() {
+    let root = tempfile::tempdir().unwrap();
+    let log = quiet_log(root.path());
+    let config = TopicConfig::default().segment_bytes(1000);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    let big = vec![7u8; 5000];
+    assert!(matches!(
+        partition.append_values([&big[..]]),
+        Err(Error::RecordTooLarge { max: 1000, .. })
+    ));
+    let config = log.topic("t").unwrap().config().segment_bytes(100_000);
+    log.alter_topic_config("t", config).unwrap();
+    partition.append_values([&big[..]]).unwrap();
+    partition.append_values([&big[..]]).unwrap();
+    assert_eq!(log_files(&partition.path()), 1);
+
+    let config = log.topic("t").unwrap().config().segment_bytes(6000);
+    log.alter_topic_config("t", config).unwrap();
+    partition.append_values([&big[..]]).unwrap();
+    partition.append_values([&big[..]]).unwrap();
+    assert_eq!(
+        log_files(&partition.path()),
+        3,
+        "rolled at the smaller size"
+    );
+    let mut offsets = Vec::new();
+    let mut next = 0u64;
+    while next < partition.log_end_offset() {
+        let read = partition.read(next, 1 << 20).unwrap();
+        for batch in read.batches() {
+            let batch = batch.unwrap();
+            offsets.push(u64::try_from(batch.base_offset()).unwrap());
+            next = u64::try_from(batch.last_offset()).unwrap() + 1;
+        }
+    }
+    assert_eq!(offsets, [0, 1, 2, 3]);
+    drop(partition);
+    log.simulate_crash();
+    let log = quiet_log(root.path());
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_end_offset(), 4, "recovered across sizes");
+}
+
+/// `min_insync_replicas` raised while one of two replicas is offline gates `acks=All`
+/// appends at once; lowered again, they pass.
+#[test]
+fn min_insync_replicas_changes_live() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+    partition.append_values(["b"]).unwrap();
+    let config = log.topic("t").unwrap().config().min_insync_replicas(2);
+    log.alter_topic_config("t", config.clone()).unwrap();
+    assert!(matches!(
+        partition.append_values(["c"]),
+        Err(Error::NotEnoughReplicas {
+            in_sync: 1,
+            required: 2
+        })
+    ));
+    log.alter_topic_config("t", config.min_insync_replicas(1))
+        .unwrap();
+    partition.append_values(["c"]).unwrap();
+    assert_eq!(partition.log_end_offset(), 3);
+}
+
+/// The fsync policy changes from the next append: `EveryBatch` appends after the change
+/// are synced (counted through the storage seam), `None` ones are not.
+#[test]
+fn fsync_policy_changes_live() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, fault) = common::faulty_log(&[root.path().to_path_buf()]);
+    let partition = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let syncs = |from: usize| {
+        fault.op_log()[from..]
+            .iter()
+            .filter(|(_, kind)| *kind == OpKind::Sync)
+            .count()
+    };
+    // The first append writes the leader-epoch checkpoint (synced); the second writes only.
+    partition.append_values(["a"]).unwrap();
+    let before = fault.op_log().len();
+    partition.append_values(["a"]).unwrap();
+    assert_eq!(syncs(before), 0, "policy None: no sync");
+    let config = log
+        .topic("t")
+        .unwrap()
+        .config()
+        .fsync(FsyncPolicy::EveryBatch);
+    log.alter_topic_config("t", config).unwrap();
+    let before = fault.op_log().len();
+    partition.append_values(["b"]).unwrap();
+    assert!(syncs(before) > 0, "an EveryBatch append syncs");
+}
+
+/// Refusals name the problem and change nothing, on disk or in memory.
+#[test]
+fn bad_changes_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let log = quiet_log(root.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let current = log.topic("t").unwrap().config();
+    let before = common::files(root.path());
+    let refused = [
+        (current.clone().partitions(3), "partitions"),
+        (current.clone().replication_factor(2), "replication_factor"),
+        (
+            current.clone().segment_index_bytes(4096),
+            "segment_index_bytes",
+        ),
+        (current.clone().retention_ms(-7), "retention_ms"),
+        (current.clone().segment_bytes(3), "segment_bytes"),
+    ];
+    for (config, field) in refused {
+        match log.alter_topic_config("t", config) {
+            Err(Error::InvalidConfig { field: named, .. }) => assert_eq!(named, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        log.alter_topic_config("missing", current.clone()),
+        Err(Error::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        log.alter_topic_config("__consumer_offsets", current.clone()),
+        Err(Error::InternalTopic { .. })
+    ));
+    assert_eq!(common::files(root.path()), before, "nothing written");
+    assert_eq!(log.topic("t").unwrap().config(), current);
+}
