@@ -1311,6 +1311,11 @@ impl Log {
             guard.topics.remove(name);
         }
         drop(meta_guard);
+        for replica in &state.all_replicas() {
+            // No append, roll or retention pass touches its files from here on (one running
+            // now finishes first): they are about to move.
+            replica.retire();
+        }
         self.write_checkpoints()?;
         for replica in &state.all_replicas() {
             if !self.inner.online(replica.dir()) {
@@ -2096,10 +2101,9 @@ impl Inner {
     fn enforce_retention(&self, now: i64) -> MaintenanceReport {
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let mut report = MaintenanceReport::default();
-        for topic in topics
-            .iter()
-            .filter(|t| !INTERNAL_TOPICS.contains(&t.name.as_str()))
-        {
+        for topic in topics.iter().filter(|t| {
+            !INTERNAL_TOPICS.contains(&t.name.as_str()) && !t.deleted.load(Ordering::Acquire)
+        }) {
             for (partition, set) in (0u32..).zip(&topic.sets) {
                 match set.delete_old_segments(now) {
                     Ok(deleted) => {
@@ -2114,11 +2118,42 @@ impl Inner {
                 }
             }
         }
-        if report.segments_deleted > 0 {
-            // A failure leaves older log starts: the deleted files make up for them at open.
-            let _ = self.write_checkpoints();
-        }
+        self.unlink_deleted(&topics, &mut report.failures);
         report
+    }
+
+    /// Checkpoints the log starts retention moved, then unlinks the files of the segments
+    /// it deleted (see `ReplicaLog::unlink_deleted`). Until the checkpoint is written
+    /// nothing is unlinked; a file that cannot be unlinked stays queued for the next pass
+    /// (and with several directories its directory goes offline, as at any I/O error).
+    fn unlink_deleted(
+        &self,
+        topics: &[Arc<TopicState>],
+        failures: &mut Vec<(TopicPartition, Error)>,
+    ) {
+        let replicas: Vec<Arc<ReplicaLog>> = topics
+            .iter()
+            .filter(|t| !t.deleted.load(Ordering::Acquire))
+            .flat_map(|t| t.all_replicas())
+            .filter(|r| r.has_unlinking())
+            .collect();
+        if replicas.is_empty() {
+            return;
+        }
+        if let Err(error) = self.write_checkpoints() {
+            if let Some(replica) = replicas.first() {
+                failures.push((replica.topic_partition().clone(), error));
+            }
+            return;
+        }
+        for replica in &replicas {
+            if let Err(error) = replica.unlink_deleted() {
+                if self.dirs().len() > 1 {
+                    replica.dir().poison();
+                }
+                failures.push((replica.topic_partition().clone(), error));
+            }
+        }
     }
 
     fn write_checkpoints(&self) -> Result<()> {
@@ -2456,7 +2491,13 @@ impl Partition {
             });
         }
         let (start, _deleted) = self.set.delete_records(before_offset)?;
+        // The new start is durable before any file goes (see `ReplicaLog::unlink_deleted`).
         self.topic.log.write_checkpoints()?;
+        for replica in self.set.present() {
+            if !replica.dir().is_poisoned() {
+                replica.unlink_deleted()?;
+            }
+        }
         Ok(start)
     }
 

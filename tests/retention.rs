@@ -63,10 +63,9 @@ fn segment_files(dir: &std::path::Path) -> usize {
         .count()
 }
 
-/// `testLogDeletionAfterDeleteRecords`: 15 records in segments of five; moving the log
-/// start deletes exactly the segments wholly below it, never the active one.
-#[test]
-fn log_deletion_after_delete_records() {
+/// A log on a manual clock with topic `t`: five single-record batches per segment,
+/// fifteen records (three segments).
+fn fifteen_in_threes_of_five() -> (tempfile::TempDir, ManualClock, Log, Partition) {
     let root = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(NOW);
     let log = open(root.path(), &clock);
@@ -75,6 +74,14 @@ fn log_deletion_after_delete_records() {
     for _ in 0..15 {
         append(&partition, NOW, b"test");
     }
+    (root, clock, log, partition)
+}
+
+/// `testLogDeletionAfterDeleteRecords`: 15 records in segments of five; moving the log
+/// start deletes exactly the segments wholly below it, never the active one.
+#[test]
+fn log_deletion_after_delete_records() {
+    let (_root, _clock, log, partition) = fifteen_in_threes_of_five();
     let dir = partition.path();
     assert_eq!(segment_files(&dir), 3);
 
@@ -282,8 +289,20 @@ fn replicas_delete_in_step() {
     assert_eq!(description.under_replicated().count(), 0);
 }
 
-/// A steady stream under `retention_bytes` keeps the partition's files bounded, with the
-/// background thread doing the work.
+/// Bytes of the `.log` files in `dir` (a file retention removes meanwhile counts 0).
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A steady stream under `retention_bytes` keeps the partition's files bounded: after
+/// every pass at most the four segments the limit keeps plus the active one (preallocated
+/// to a whole segment) remain. Passes run from `maintain`, then from the background thread.
 #[test]
 fn steady_stream_stays_within_retention_bytes() {
     let root = tempfile::tempdir().unwrap();
@@ -294,29 +313,231 @@ fn steady_stream_stays_within_retention_bytes() {
         .open()
         .unwrap();
     let segment = 64 * 1024;
+    let bound = 5 * segment;
     let config = TopicConfig::default()
         .segment_bytes(segment)
         .retention_bytes(4 * segment as i64);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     let value = [9u8; 1000];
-    let mut most = 0;
     for round in 0..2000 {
         partition.append_values([&value[..]]).unwrap();
         if round % 100 == 99 {
-            std::thread::sleep(Duration::from_millis(5));
-            let bytes: u64 = std::fs::read_dir(partition.path())
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                // Retention may delete a file between the listing and this call.
-                .filter_map(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum();
-            most = most.max(bytes);
+            log.maintain().unwrap();
+            let bytes = log_bytes(&partition.path());
+            assert!(bytes <= bound, "log files at {bytes} bytes after a pass");
         }
     }
-    // Four segments kept, the active one preallocated up to a whole segment, and what
-    // arrived since the last pass.
-    assert!(most <= 7 * segment, "log files reached {most} bytes");
-    assert!(partition.log_start_offset() > 0);
+    for _ in 0..300 {
+        partition.append_values([&value[..]]).unwrap();
+    }
+    let mut waited = 0;
+    while log_bytes(&partition.path()) > bound {
+        assert!(
+            waited < 2000,
+            "the background thread never got the files down"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        waited += 1;
+    }
+    assert!(partition.log_start_offset() > 1000);
+}
+
+/// A three-record batch of `first`, `first + 1`, `first + 2`.
+fn triple(partition: &Partition, first: u8) {
+    let mut builder = BatchBuilder::new();
+    for i in 0..3 {
+        builder.push(NOW, None, Some(&[first + i]), &[]);
+    }
+    partition.append(builder.finish().unwrap()).unwrap();
+}
+
+/// A follower back after the leader moved its log start inside a batch, beyond everything
+/// the follower holds: it starts afresh at that batch (Kafka's follower on
+/// `UnexpectedAppendOffset`), takes the leader's log start, and rejoins the ISR; the
+/// records below the start are not readable from it after it leads.
+#[test]
+fn follower_behind_the_log_start_restarts_at_the_batch() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    triple(&partition, 0);
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], tarnlog::storage::FaultKind::Eio);
+    triple(&partition, 3);
+    triple(&partition, 6);
+    assert_eq!(
+        partition.delete_records(7).unwrap(),
+        7,
+        "inside the batch 6..=8"
+    );
+
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(
+        described.isr.len(),
+        2,
+        "the follower caught up: {described:?}"
+    );
+    triple(&partition, 9);
+
+    // Now the follower leads: its log starts at 7 as the leader's did.
+    fault.fail_dir(&dirs[leader], tarnlog::storage::FaultKind::Eio);
+    triple(&partition, 12);
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(follower));
+    assert_eq!(partition.log_start_offset(), 7);
+    assert!(matches!(
+        partition.read(6, 1 << 20),
+        Err(Error::OffsetOutOfRange { earliest: 7, .. })
+    ));
+    let mut seen = Vec::new();
+    let mut next = 7;
+    while next < partition.high_watermark() {
+        for batch in partition.read(next, 1 << 20).unwrap().batches() {
+            let batch = batch.unwrap();
+            for record in batch.records() {
+                let record = record.unwrap();
+                let offset = u64::try_from(record.offset).unwrap();
+                if offset >= 7 {
+                    seen.push(record.value.unwrap()[0]);
+                }
+            }
+            next = u64::try_from(batch.last_offset()).unwrap() + 1;
+        }
+    }
+    assert_eq!(seen, (7..15).collect::<Vec<u8>>());
+}
+
+/// Deleting a topic while maintenance passes run never breaks the log, and a topic made
+/// again under the name keeps its data.
+#[test]
+fn delete_topic_during_retention() {
+    let root = tempfile::tempdir().unwrap();
+    let log = Log::builder()
+        .dir(root.path())
+        .retention_check_interval_ms(1)
+        .background_tick_ms(1)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .segment_bytes(4 * batch_size(&[0u8; 100]))
+        .retention_bytes(8 * batch_size(&[0u8; 100]) as i64);
+    for round in 0..30 {
+        let partition = log
+            .create_topic("t", config.clone())
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        for _ in 0..40 {
+            partition.append_values([&[round as u8; 100][..]]).unwrap();
+        }
+        log.delete_topic("t").unwrap();
+    }
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values([&b"kept"[..]]).unwrap();
+    log.maintain().unwrap();
+    assert_eq!(partition.log_end_offset(), 1);
+    assert_eq!(partition.log_start_offset(), 0);
+    assert!(log.dir_status().iter().all(|d| d.online));
+    let read = partition.read(0, 1 << 20).unwrap();
+    assert_eq!(read.batches().count(), 1);
+}
+
+/// A file that cannot be unlinked is reported and retried by the next pass; the log start
+/// was checkpointed first, so a crash before the retry loses nothing and resurrects
+/// nothing. Each run fails one storage call of `delete_records` until the failing one is an
+/// unlink.
+#[test]
+fn failed_unlink_is_reported_and_retried() {
+    use tarnlog::storage::{FaultKind, FaultStorage, OpKind, OsStorage};
+    for skip in 0..64 {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let open = || {
+            Log::builder()
+                .dir(root.path())
+                .storage(fault.shared())
+                .background_maintenance(false)
+                .open()
+                .unwrap()
+        };
+        let log = open();
+        let config = TopicConfig::default()
+            .segment_bytes(5 * batch_size(b"test"))
+            .retention_ms(-1);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for _ in 0..15 {
+            append(&partition, NOW, b"test");
+        }
+        let at = fault.ops() + skip;
+        fault.fail_at(at, FaultKind::Eio, false);
+        let result = partition.delete_records(10);
+        let failed_kind = fault
+            .op_log()
+            .iter()
+            .find(|(n, _)| *n == at)
+            .map(|(_, kind)| *kind);
+        fault.heal();
+        if failed_kind != Some(OpKind::Remove) {
+            continue;
+        }
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+        assert_eq!(partition.log_start_offset(), 10);
+        assert!(segment_files(&partition.path()) > 1, "a file was left");
+        let report = log.maintain().unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(segment_files(&partition.path()), 1, "retried and removed");
+        assert!(log.dir_status().iter().all(|d| d.online));
+        drop(partition);
+        log.simulate_crash();
+        let log = open();
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(partition.log_start_offset(), 10);
+        assert_eq!(partition.log_end_offset(), 15);
+        return;
+    }
+    panic!("no storage call of delete_records was an unlink");
+}
+
+/// A crash after the log start was checkpointed but before the files were unlinked:
+/// the open keeps the checkpointed start, and the next pass deletes the leftovers.
+#[test]
+fn crash_between_checkpoint_and_unlink() {
+    let (root, clock, log, partition) = fifteen_in_threes_of_five();
+    let dir = partition.path();
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "log" || x == "index" || x == "timeindex")
+        })
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    partition.delete_records(10).unwrap();
+    drop(partition);
+    log.simulate_crash();
+    // The unlinks never reached the disk.
+    for (path, bytes) in &saved {
+        if !path.exists() {
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+    assert_eq!(segment_files(&dir), 3);
+    let log = open(root.path(), &clock);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_start_offset(), 10);
+    assert!(partition.read(5, 1 << 20).is_err(), "nothing resurrected");
+    assert_eq!(log.maintain().unwrap().segments_deleted, 2);
+    assert_eq!(segment_files(&dir), 1);
+    assert_eq!(partition.log_end_offset(), 15);
 }

@@ -121,6 +121,7 @@ impl ReplicaLog {
             config: RwLock::new(options.config),
             clock: options.clock,
             segments: RwLock::new(segments),
+            unlinking: Mutex::new(Vec::new()),
             writer: Mutex::new(writer),
             log_end: AtomicU64::new(next),
             log_start: AtomicU64::new(log_start),
@@ -746,7 +747,10 @@ fn tail_scan(
 /// Deletes every segment and starts the log afresh, empty, at `offset` (its log start).
 pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
     let dir = &log.dir;
-    let bases: Vec<u64> = log.segments.read().keys().copied().collect();
+    let mut bases: Vec<u64> = log.unlinking.lock().drain(..).collect();
+    bases.extend(log.segments.read().keys().copied());
+    // Queued or not, no old file may stay to be taken for the new segment's (or unlinked
+    // under it).
     delete_segments(dir, &log.path, &bases)?;
     let active = Segment::create(dir, &log.path, offset, log.sizes())?;
     dir.sync_dir(&log.path)?;
@@ -760,6 +764,15 @@ pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -
 /// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`).
 pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
     let dir = &log.dir;
+    // Files queued by retention at or above the cut go now: a later roll may create a
+    // segment at one of their bases, which the queued unlink would then remove.
+    let doomed: Vec<u64> = {
+        let mut queued = log.unlinking.lock();
+        let (below, doomed) = queued.iter().partition(|&&base| base < offset);
+        *queued = below;
+        doomed
+    };
+    delete_segments(dir, &log.path, &doomed)?;
     let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
     let bases: Vec<u64> = segments.iter().map(|s| s.base_offset).collect();
     let keep = segments.iter().rposition(|s| s.base_offset <= offset);
@@ -799,6 +812,9 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         .iter()
         .map(|s| (s.base_offset, Arc::clone(s)))
         .collect();
+    // Kafka's `min(logStartOffset, target)`: a cut below the log start moves it down.
+    log.log_start
+        .fetch_min(offset, std::sync::atomic::Ordering::AcqRel);
     finish_truncate(log, w, kept);
     Ok(())
 }

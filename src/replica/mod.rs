@@ -71,6 +71,9 @@ pub(crate) struct ReplicaLog {
     config: RwLock<TopicConfig>,
     clock: Arc<dyn Clock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Base offsets of segments retention took out of the map whose files are still to be
+    /// unlinked (after the log start is checkpointed; see `unlink_deleted`).
+    unlinking: Mutex<Vec<u64>>,
     writer: Mutex<Writer>,
     log_end: AtomicU64,
     log_start: AtomicU64,
@@ -559,8 +562,6 @@ impl ReplicaLog {
         }
     }
 
-    /// Asks the background prefaulter to keep two chunks allocated and faulted in ahead of
-    /// the writer (it runs on another core; the writer allocates for itself if it lags).
     /// Whether appends are written with `pwritev` rather than stored through the mapping:
     /// under a policy that syncs every batch or every few records. A sync of pages dirtied
     /// through a mapping write-protects each of them again (a TLB shootdown per page, which
@@ -575,6 +576,9 @@ impl ReplicaLog {
         )
     }
 
+    /// Asks the background prefaulter to keep two chunks allocated (and, for stores through
+    /// the mapping, faulted in) ahead of the writer (it runs on another core; the writer
+    /// allocates for itself if it lags).
     fn grow_ahead(&self, w: &mut Writer, end: usize, chunk: usize) {
         let Some(prefaulter) = &self.prefaulter else {
             return;
@@ -659,6 +663,9 @@ impl ReplicaLog {
     /// rewritten to a new file and swapped in, never shortened under a mapping.
     pub(crate) fn truncate_to(&self, offset: u64) -> Result<()> {
         let mut w = self.writer.lock();
+        if w.closed {
+            return Err(Error::Closed);
+        }
         self.dir.check()?;
         if offset >= w.next_offset {
             return Ok(());
@@ -668,10 +675,19 @@ impl ReplicaLog {
         self.trim_epochs(w.next_offset)
     }
 
+    /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
+    /// retention answer `Closed` from now on; one running now finishes first.
+    pub(crate) fn retire(&self) {
+        self.writer.lock().closed = true;
+    }
+
     /// Deletes everything and starts afresh, empty, at `offset`: a follower whose whole log
     /// lies below its leader's log start.
     pub(crate) fn restart_at(&self, offset: u64) -> Result<()> {
         let mut w = self.writer.lock();
+        if w.closed {
+            return Err(Error::Closed);
+        }
         self.dir.check()?;
         let now = self.clock.now_ms();
         load::restart(self, &mut w, offset, now)?;

@@ -116,9 +116,9 @@ impl ReplicaLog {
         self.remove_prefix(&w, count)
     }
 
-    /// Deletes the oldest `count` segments (never the active one) and trims the epoch cache
-    /// to the log start. Readers find the log start raised before a segment leaves the map;
-    /// files go oldest first, so a crash leaves a contiguous suffix.
+    /// Takes the oldest `count` segments (never the active one) out of the map and queues
+    /// their files for [`ReplicaLog::unlink_deleted`]; trims the epoch cache to the log
+    /// start. Readers find the log start raised before a segment leaves the map.
     fn remove_prefix(&self, w: &Writer, count: usize) -> Result<Deleted> {
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self.segments.write();
@@ -130,23 +130,47 @@ impl ReplicaLog {
                 .collect()
         };
         let mut deleted = Deleted::default();
-        let storage = self.dir.storage();
         for segment in &removed {
-            for file in Segment::paths(&self.path, segment.base_offset) {
+            deleted.segments += 1;
+            deleted.bytes += segment.size() as u64;
+        }
+        self.unlinking
+            .lock()
+            .extend(removed.iter().map(|s| s.base_offset));
+        self.trim_epochs_to_start()?;
+        Ok(deleted)
+    }
+
+    /// Whether segment files wait for `unlink_deleted`.
+    pub(crate) fn has_unlinking(&self) -> bool {
+        !self.unlinking.lock().is_empty()
+    }
+
+    /// Unlinks the files of the segments retention deleted, oldest first, and syncs the
+    /// directory. Called once the moved log start is checkpointed: a crash then leaves at
+    /// most files below the checkpointed start, which the open skips and the next pass
+    /// deletes, whatever order the unlinks reached the disk in. Files that could not be
+    /// unlinked stay queued for the next call.
+    pub(crate) fn unlink_deleted(&self) -> Result<()> {
+        // Under the writer lock: a topic being deleted (retired) keeps its files for the
+        // deletion, which moves the whole directory.
+        let w = self.writer.lock();
+        let mut queued = self.unlinking.lock();
+        if queued.is_empty() || w.closed {
+            return Ok(());
+        }
+        let storage = self.dir.storage();
+        while let Some(&base) = queued.first() {
+            for file in Segment::paths(&self.path, base) {
                 if storage.exists(&file) {
                     storage
                         .remove_file(&file)
                         .map_err(|e| Error::io("remove", &file, e))?;
                 }
             }
-            deleted.segments += 1;
-            deleted.bytes += segment.size() as u64;
+            queued.remove(0);
         }
-        if !removed.is_empty() {
-            self.dir.sync_dir(&self.path)?;
-        }
-        self.trim_epochs_to_start()?;
-        Ok(deleted)
+        self.dir.sync_dir(&self.path)
     }
 
     /// Drops leader-epoch entries below the log start and persists (Kafka's

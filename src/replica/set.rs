@@ -1038,19 +1038,39 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
         if from > end {
             return behind("the follower is ahead of its leader");
         }
-        if from < leader.log_start_offset() {
-            // Everything it holds is below the leader's log start (deleted there by
-            // retention): it starts afresh where the leader's log starts, as in Kafka.
-            follower.restart_at(leader.log_start_offset())?;
-            continue;
+        let start = leader.log_start_offset();
+        if from < start || follower.log_start_offset() == from {
+            // A follower wholly below the leader's log start (deleted there), or an empty
+            // one, starts afresh where the leader's batch holding its position begins (a
+            // log start may fall inside a batch): Kafka's follower on
+            // `UnexpectedAppendOffset`.
+            let base = batch_base(leader, from.max(start), end)?;
+            if base != from {
+                follower.restart_at(base)?;
+                continue;
+            }
         }
-        let read = leader.read(from, CATCH_UP_BYTES, end)?;
+        let read = leader.read(from.max(start), CATCH_UP_BYTES, end)?;
         records += follower.append_copies(&read, wait)?;
         if follower.log_end_offset() == from {
             return behind("no progress copying from the leader");
         }
     }
+    if follower.log_start_offset() < leader.log_start_offset() {
+        // What the leader deleted (retention, `delete_records`) is gone here too, before the
+        // follower can rejoin and perhaps lead.
+        follower.raise_log_start(leader.log_start_offset())?;
+    }
     Ok(records)
+}
+
+/// The base offset of the leader's batch holding `offset` (`offset` itself at its log end).
+fn batch_base(leader: &ReplicaLog, offset: u64, end: u64) -> Result<u64> {
+    let read = leader.read(offset, 1, end)?;
+    match read.batches().next() {
+        Some(batch) => Ok(u64::try_from(batch?.base_offset()).unwrap_or(offset)),
+        None => Ok(offset),
+    }
 }
 
 #[cfg(test)]

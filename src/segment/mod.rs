@@ -285,6 +285,14 @@ impl Segment {
             unreachable!("write to a sealed segment")
         };
         debug_assert!(position >= self.size(), "write below the published end");
+        if position + head.len() + body.len() > self.capacity() {
+            // The writer rolls first; past the mapping, readers could not see the bytes.
+            return Err(Error::io(
+                "write",
+                &self.log_path,
+                std::io::Error::other("write beyond the segment's mapping"),
+            ));
+        }
         crate::storage::write_pair_at(file.as_ref(), head, body, position as u64)
             .map_err(|e| Error::io("write", &self.log_path, e))
     }

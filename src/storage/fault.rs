@@ -285,6 +285,21 @@ impl StorageFile for FaultFile {
         }
     }
 
+    fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
+        match self.shared.tick(OpKind::Write, &self.path) {
+            None => self.inner.write_vectored_at(bufs, position),
+            Some(FaultKind::ShortWrite) => {
+                // A prefix reaches the file, then the call fails, as a store through a
+                // mapping can.
+                if let Some(buf) = bufs.iter().find(|b| b.len() > 1) {
+                    self.inner.write_at(&buf[..buf.len() / 2], position)?;
+                }
+                Err(error(FaultKind::Eio))
+            }
+            Some(fault) => Err(error(fault)),
+        }
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.shared.check(OpKind::Resize, &self.path)?;
         self.inner.set_len(len)
