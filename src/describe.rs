@@ -20,6 +20,9 @@ pub struct DirStatus {
     pub replicas: usize,
     /// Partitions whose leader it holds.
     pub leaders: usize,
+    /// Log bytes of the replicas it holds (the sum of their segments' data, as Kafka's
+    /// `describeLogDirs`; preallocated space beyond the data is not counted).
+    pub size_bytes: u64,
 }
 
 /// One topic.
@@ -42,6 +45,11 @@ impl TopicDescription {
     /// Partitions without a leader.
     pub fn offline(&self) -> impl Iterator<Item = &PartitionDescription> {
         self.partitions.iter().filter(|p| p.is_offline())
+    }
+
+    /// Log bytes of the topic's leaders (one copy of its data).
+    pub fn size_bytes(&self) -> u64 {
+        self.partitions.iter().map(|p| p.size_bytes).sum()
     }
 }
 
@@ -68,6 +76,11 @@ pub struct PartitionDescription {
     pub log_end_offset: u64,
     /// The high watermark: offsets below it are visible to consumers.
     pub high_watermark: u64,
+    /// The leader's log bytes (the sum of its segments' data).
+    pub size_bytes: u64,
+    /// Each replica's log bytes, in the order of `replicas`; `None` for a replica whose
+    /// directory is offline.
+    pub replica_size_bytes: Vec<Option<u64>>,
 }
 
 impl PartitionDescription {

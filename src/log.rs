@@ -1836,6 +1836,12 @@ impl Log {
                     .iter()
                     .filter(|p| p.leader == Some(index))
                     .count(),
+                size_bytes: descriptions
+                    .iter()
+                    .flat_map(|p| p.replicas.iter().zip(&p.replica_size_bytes))
+                    .filter(|(d, _)| **d == index)
+                    .filter_map(|(_, size)| *size)
+                    .sum(),
             })
             .collect()
     }

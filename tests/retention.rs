@@ -278,9 +278,21 @@ fn replicas_delete_in_step() {
     }
     let count = |dir: &std::path::Path| segment_files(&dir.join("t-0"));
     assert_eq!((count(&dirs[0]), count(&dirs[1])), (3, 3));
+    let size = 15 * batch_size(b"test");
+    let described = log.describe_topic("t").unwrap();
+    assert_eq!(described.size_bytes(), size);
+    assert_eq!(
+        described.partitions[0].replica_size_bytes,
+        [Some(size), Some(size)]
+    );
     let report = log.maintain().unwrap();
     assert_eq!(report.segments_deleted, 4, "two segments on each replica");
+    assert_eq!(report.bytes_deleted, 2 * 10 * batch_size(b"test"));
     assert_eq!((count(&dirs[0]), count(&dirs[1])), (1, 1));
+    let size = 5 * batch_size(b"test");
+    assert_eq!(log.describe_topic("t").unwrap().size_bytes(), size);
+    let status = log.dir_status();
+    assert_eq!((status[0].size_bytes, status[1].size_bytes), (size, size));
     assert_eq!(partition.log_start_offset(), 10);
     for _ in 0..5 {
         append(&partition, NOW, b"test");

@@ -173,6 +173,11 @@ impl ReplicaLog {
         self.dir.sync_dir(&self.path)
     }
 
+    /// Log bytes of this replica: the sum of its segments' data (what retention counts).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.segments.read().values().map(|s| s.size() as u64).sum()
+    }
+
     /// Drops leader-epoch entries below the log start and persists (Kafka's
     /// `truncateFromStart`).
     fn trim_epochs_to_start(&self) -> Result<()> {

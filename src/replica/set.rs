@@ -283,6 +283,15 @@ impl ReplicaSet {
             log_start_offset: figure(ReplicaLog::log_start_offset),
             log_end_offset: figure(ReplicaLog::log_end_offset),
             high_watermark: figure(ReplicaLog::high_watermark),
+            size_bytes: figure(ReplicaLog::size_bytes),
+            replica_size_bytes: replicas
+                .iter()
+                .map(|r| {
+                    r.as_ref()
+                        .filter(|r| !r.dir().is_poisoned())
+                        .map(|r| r.size_bytes())
+                })
+                .collect(),
         }
     }
 
