@@ -122,6 +122,17 @@ pub enum Error {
         /// The storage directories the log has.
         available: u32,
     },
+    /// `add_partitions` asked for no more partitions than the topic has: the count only
+    /// grows (Kafka's `INVALID_PARTITIONS`).
+    #[error("topic {topic} has {current} partitions; {requested} is not more")]
+    InvalidPartitions {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
+    },
     /// Fewer replicas are in sync than the topic's `min_insync_replicas` (Kafka's
     /// `NOT_ENOUGH_REPLICAS`): nothing was written.
     #[error("{in_sync} replicas in sync, {required} required")]
@@ -426,6 +437,15 @@ impl Error {
                     required: *required,
                 }
             }
+            Error::InvalidPartitions {
+                topic,
+                current,
+                requested,
+            } => Error::InvalidPartitions {
+                topic: topic.clone(),
+                current: *current,
+                requested: *requested,
+            },
             Error::InvalidReplicationFactor {
                 requested,
                 available,

@@ -768,8 +768,10 @@ struct State {
 pub(crate) struct TopicState {
     name: String,
     meta: TopicMeta,
-    /// Each partition's replicas.
-    sets: Vec<Arc<ReplicaSet>>,
+    /// Each partition's replicas (`add_partitions` appends).
+    sets: RwLock<Vec<Arc<ReplicaSet>>>,
+    /// Each partition's replica directories (`meta.placement` grown by `add_partitions`).
+    placement: RwLock<Vec<Vec<u32>>>,
     deleted: AtomicBool,
     /// Unique in the process: a topic deleted and created again under its name is another
     /// incarnation (groups rebalance on it).
@@ -787,8 +789,9 @@ impl TopicState {
         TopicState {
             name,
             config: RwLock::new(meta.config.clone()),
+            placement: RwLock::new(meta.placement.clone()),
             meta,
-            sets: sets.into_iter().map(Arc::new).collect(),
+            sets: RwLock::new(sets.into_iter().map(Arc::new).collect()),
             deleted: AtomicBool::new(false),
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
         }
@@ -796,25 +799,35 @@ impl TopicState {
 
     /// Every replica of every partition.
     fn all_replicas(&self) -> Vec<Arc<ReplicaLog>> {
-        self.sets.iter().flat_map(|s| s.present()).collect()
+        self.sets().iter().flat_map(|s| s.present()).collect()
+    }
+
+    /// Each partition's replica set, in order.
+    fn sets(&self) -> Vec<Arc<ReplicaSet>> {
+        self.sets.read().clone()
     }
 
     /// Has every replicated partition write its leadership changes to `meta`.
     fn install_persist_hooks(&self, inner: &Arc<Inner>) {
-        for (p, set) in self.sets.iter().enumerate() {
-            if !set.is_replicated() {
-                continue;
-            }
-            let weak = Arc::downgrade(inner);
-            let name = self.name.clone();
-            let incarnation = self.incarnation;
-            set.set_persist(PersistHook(Box::new(move |leadership| {
-                match weak.upgrade() {
-                    Some(inner) => inner.persist_leadership(&name, incarnation, p, leadership),
-                    None => Ok(()),
-                }
-            })));
+        for (p, set) in self.sets().iter().enumerate() {
+            self.install_persist_hook(inner, p, set);
         }
+    }
+
+    /// Has partition `p` (replica set `set`) write its leadership changes to `meta`.
+    fn install_persist_hook(&self, inner: &Arc<Inner>, p: usize, set: &ReplicaSet) {
+        if !set.is_replicated() {
+            return;
+        }
+        let weak = Arc::downgrade(inner);
+        let name = self.name.clone();
+        let incarnation = self.incarnation;
+        set.set_persist(PersistHook(Box::new(move |leadership| {
+            match weak.upgrade() {
+                Some(inner) => inner.persist_leadership(&name, incarnation, p, leadership),
+                None => Ok(()),
+            }
+        })));
     }
 }
 
@@ -1082,7 +1095,7 @@ impl Log {
         meta.generation += 1;
         self.write_meta(&meta)?;
         self.inner.state.write().meta = meta;
-        for set in &state.sets {
+        for set in &state.sets() {
             set.set_config(&config);
         }
         *state.config.write() = config;
@@ -1137,6 +1150,154 @@ impl Log {
         }
     }
 
+    /// Creates the replicas of partitions `first..` of topic `name` in the directories
+    /// `placement` names (one entry per partition) and opens their replica sets. On failure
+    /// removes what it created.
+    fn create_sets(
+        &self,
+        name: &str,
+        first: u32,
+        placement: &[Vec<u32>],
+        config: &TopicConfig,
+    ) -> Result<(Vec<ReplicaSet>, Vec<Arc<ReplicaLog>>)> {
+        let mut created = Vec::new();
+        let mut sets = Vec::with_capacity(placement.len());
+        for (p, replicas) in (first..).zip(placement) {
+            let tp = TopicPartition::new(name, p);
+            let mut set = Vec::with_capacity(replicas.len());
+            for &d in replicas {
+                let options = self.load_options(tp.clone(), d, config);
+                match ReplicaLog::create(options) {
+                    Ok(replica) => {
+                        let replica = Arc::new(replica);
+                        created.push(Arc::clone(&replica));
+                        set.push(Some(replica));
+                    }
+                    Err(error) => {
+                        Self::remove_partition_dirs(&created);
+                        return Err(error);
+                    }
+                }
+            }
+            let standing = vec![Standing::Loaded; set.len()];
+            let recorded = Leadership::initial(replicas);
+            sets.push(ReplicaSet::open(
+                tp,
+                set,
+                replicas.clone(),
+                &standing,
+                &recorded,
+                config,
+                self.inner.set_options,
+            ));
+        }
+        Ok((sets, created))
+    }
+
+    /// Raises a topic's partition count to `total` (Kafka's `CreatePartitions`). The new
+    /// partitions are placed over the online directories as Kafka continues an assignment,
+    /// from the directory of partition 0's preferred leader, and start empty; the change is
+    /// written to `meta` in every online directory before it shows. Producers see the new
+    /// count at their next send (keyed records may then map to other partitions, as in
+    /// Kafka), and consumer groups subscribed to the topic rebalance.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{Log, TopicConfig};
+    /// let log = Log::temp()?;
+    /// log.create_topic("events", TopicConfig::default().partitions(2))?;
+    /// let topic = log.add_partitions("events", 5)?;
+    /// assert_eq!(topic.partitions(), 5);
+    /// assert_eq!(topic.partition(4)?.log_end_offset(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidPartitions` when `total` is not more than the current count; `InvalidConfig`
+    /// above 10000; `InvalidReplicationFactor` when fewer directories than the topic's
+    /// replication factor are online; `UnknownTopic`; `InternalTopic`; `Io` (nothing
+    /// changed then); `Closed`.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<Topic> {
+        self.check_open()?;
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(Error::InternalTopic { topic: name.into() });
+        }
+        let _admin = self.inner.admin.lock();
+        let online = self.inner.online_dirs()?;
+        let state = self.topic(name)?.state;
+        let mut config = state.config.read().clone();
+        let current = config.partitions;
+        if total <= current {
+            return Err(Error::InvalidPartitions {
+                topic: name.into(),
+                current,
+                requested: total,
+            });
+        }
+        config.partitions = total;
+        config.validate()?;
+        let available = online.len() as u32;
+        if config.replication_factor > available {
+            return Err(Error::InvalidReplicationFactor {
+                requested: config.replication_factor,
+                available,
+            });
+        }
+        let first_leader = state
+            .placement
+            .read()
+            .first()
+            .and_then(|r| r.first().copied());
+        let start = online
+            .iter()
+            .position(|&d| Some(d) == first_leader)
+            .unwrap_or(0) as u32;
+        let placement: Vec<Vec<u32>> = crate::placement::assign(
+            total - current,
+            current,
+            config.replication_factor,
+            available,
+            start,
+        )
+        .into_iter()
+        .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
+        .collect();
+        let (sets, created) = self.create_sets(name, current, &placement, &config)?;
+        let _meta = self.inner.meta_lock.lock();
+        let mut meta = self.inner.state.read().meta.clone();
+        meta.generation += 1;
+        if let Some(recorded) = meta.topics.get_mut(name) {
+            recorded.config = config.clone();
+            recorded.placement.extend(placement.iter().cloned());
+            recorded
+                .leadership
+                .extend(placement.iter().map(|r| Leadership::initial(r)));
+        }
+        let written = self
+            .write_checkpoints()
+            .and_then(|()| self.write_meta(&meta));
+        if let Err(error) = written {
+            Self::remove_partition_dirs(&created);
+            return Err(error);
+        }
+        self.inner.state.write().meta = meta;
+        state.placement.write().extend(placement);
+        {
+            let mut guard = state.sets.write();
+            for set in sets {
+                let set = Arc::new(set);
+                state.install_persist_hook(&self.inner, guard.len(), &set);
+                guard.push(set);
+            }
+        }
+        *state.config.write() = config;
+        Ok(Topic {
+            log: self.clone(),
+            state,
+        })
+    }
+
     fn create_any_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
         self.check_open()?;
         metadata::validate_topic_name(name)?;
@@ -1176,37 +1337,7 @@ impl Log {
         .into_iter()
         .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
         .collect();
-        let mut created = Vec::new();
-        let mut sets = Vec::with_capacity(placement.len());
-        for (p, replicas) in placement.iter().enumerate() {
-            let tp = TopicPartition::new(name, p as u32);
-            let mut set = Vec::with_capacity(replicas.len());
-            for &d in replicas {
-                let options = self.load_options(tp.clone(), d, &config);
-                match ReplicaLog::create(options) {
-                    Ok(replica) => {
-                        let replica = Arc::new(replica);
-                        created.push(Arc::clone(&replica));
-                        set.push(Some(replica));
-                    }
-                    Err(error) => {
-                        Self::remove_partition_dirs(&created);
-                        return Err(error);
-                    }
-                }
-            }
-            let standing = vec![Standing::Loaded; set.len()];
-            let recorded = Leadership::initial(replicas);
-            sets.push(ReplicaSet::open(
-                tp,
-                set,
-                replicas.clone(),
-                &standing,
-                &recorded,
-                &config,
-                self.inner.set_options,
-            ));
-        }
+        let (sets, created) = self.create_sets(name, 0, &placement, &config)?;
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
         // so a crash cannot apply its recovery point to the new partitions.
         if let Err(error) = self.write_checkpoints() {
@@ -1768,11 +1899,12 @@ impl Log {
             self.inner.state.read().topics.values().cloned().collect();
         let mut loaded = Vec::new();
         for topic in &topics {
-            for (p, replicas) in topic.meta.placement.iter().enumerate() {
+            let sets = topic.sets();
+            for (p, replicas) in topic.placement.read().clone().iter().enumerate() {
                 if !replicas.contains(&(index as u32)) {
                     continue;
                 }
-                let set = &topic.sets[p];
+                let set = &sets[p];
                 let tp = TopicPartition::new(topic.name.clone(), p as u32);
                 let mut options = self.load_options_in(
                     Arc::clone(dir),
@@ -1818,7 +1950,7 @@ impl Log {
             self.inner.state.read().topics.values().cloned().collect();
         let descriptions: Vec<PartitionDescription> = topics
             .iter()
-            .flat_map(|t| t.sets.iter().map(|s| s.describe()).collect::<Vec<_>>())
+            .flat_map(|t| t.sets().iter().map(|s| s.describe()).collect::<Vec<_>>())
             .collect();
         self.inner
             .dirs()
@@ -1872,7 +2004,7 @@ impl Log {
         Ok(TopicDescription {
             name: name.to_owned(),
             config: topic.config(),
-            partitions: topic.state.sets.iter().map(|s| s.describe()).collect(),
+            partitions: topic.state.sets().iter().map(|s| s.describe()).collect(),
         })
     }
 
@@ -1904,7 +2036,7 @@ impl Log {
         self.check_open()?;
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
-        for set in topics.iter().flat_map(|t| t.sets.iter()) {
+        for set in topics.iter().flat_map(|t| t.sets()) {
             match set.sync_to(u64::MAX) {
                 // Nothing of an offline partition can be synced; `describe_topic` says so.
                 Err(Error::PartitionOffline { .. } | Error::Poisoned { .. })
@@ -2110,7 +2242,7 @@ impl Inner {
         for topic in topics.iter().filter(|t| {
             !INTERNAL_TOPICS.contains(&t.name.as_str()) && !t.deleted.load(Ordering::Acquire)
         }) {
-            for (partition, set) in (0u32..).zip(&topic.sets) {
+            for (partition, set) in (0u32..).zip(&topic.sets()) {
                 match set.delete_old_segments(now) {
                     Ok(deleted) => {
                         report.segments_deleted += deleted.segments;
@@ -2286,7 +2418,7 @@ impl Topic {
 
     /// Its number of partitions.
     pub fn partitions(&self) -> u32 {
-        self.state.sets.len() as u32
+        self.state.sets.read().len() as u32
     }
 
     /// What a group coordinator watches of a subscribed topic.
@@ -2302,19 +2434,16 @@ impl Topic {
     /// # Errors
     /// `UnknownPartition` when `index` is not below the partition count.
     pub fn partition(&self, index: u32) -> Result<Partition> {
-        let set = self
-            .state
-            .sets
-            .get(index as usize)
-            .ok_or_else(|| Error::UnknownPartition {
-                topic: self.state.name.clone(),
-                partition: index,
-                partitions: self.partitions(),
-            })?;
+        let set = self.state.sets.read().get(index as usize).cloned();
+        let set = set.ok_or_else(|| Error::UnknownPartition {
+            topic: self.state.name.clone(),
+            partition: index,
+            partitions: self.partitions(),
+        })?;
         Ok(Partition {
             topic: self.clone(),
             index,
-            set: Arc::clone(set),
+            set,
         })
     }
 }

@@ -202,3 +202,145 @@ fn bad_changes_are_refused() {
     assert_eq!(common::files(root.path()), before, "nothing written");
     assert_eq!(log.topic("t").unwrap().config(), current);
 }
+
+/// `add_partitions` (Kafka's `CreatePartitions`): the new partitions take appends at once,
+/// survive a reopen and a crash, and a producer that cached the topic sees them.
+#[test]
+fn add_partitions_grows_the_topic() {
+    use tarnlog::{ProducerConfig, ProducerRecord};
+    for crash in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let log = quiet_log(root.path());
+        log.create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t").partition(1).value("before"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(matches!(
+            producer.send(ProducerRecord::new("t").partition(3).value("x")),
+            Err(Error::UnknownPartition { partitions: 2, .. })
+        ));
+        let topic = log.add_partitions("t", 5).unwrap();
+        assert_eq!(topic.partitions(), 5);
+        assert_eq!(log.topic("t").unwrap().config().partitions, 5);
+        let meta = producer
+            .send(ProducerRecord::new("t").partition(3).value("after"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!((meta.partition, meta.offset), (3, Some(0)));
+        topic.partition(4).unwrap().append_values(["four"]).unwrap();
+        producer.close().unwrap();
+        if crash {
+            log.simulate_crash();
+        } else {
+            log.close().unwrap();
+        }
+        let log = quiet_log(root.path());
+        let topic = log.topic("t").unwrap();
+        assert_eq!(topic.partitions(), 5, "crash: {crash}");
+        let ends: Vec<u64> = (0..5)
+            .map(|p| topic.partition(p).unwrap().log_end_offset())
+            .collect();
+        assert_eq!(ends, [0, 1, 0, 1, 1]);
+    }
+}
+
+/// A decrease or no change is refused with `InvalidPartitions`; internal and unknown
+/// topics and counts over the limit are refused too; nothing changes.
+#[test]
+fn add_partitions_refuses_bad_counts() {
+    let root = tempfile::tempdir().unwrap();
+    let log = quiet_log(root.path());
+    log.create_topic("t", TopicConfig::default().partitions(3))
+        .unwrap();
+    let before = common::files(root.path());
+    for requested in [1, 3] {
+        assert!(matches!(
+            log.add_partitions("t", requested),
+            Err(Error::InvalidPartitions { current: 3, requested: r, .. }) if r == requested
+        ));
+    }
+    assert!(matches!(
+        log.add_partitions("t", 10_001),
+        Err(Error::InvalidConfig {
+            field: "partitions",
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.add_partitions("missing", 4),
+        Err(Error::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        log.add_partitions("__consumer_offsets", 60),
+        Err(Error::InternalTopic { .. })
+    ));
+    assert_eq!(common::files(root.path()), before, "nothing written");
+    assert_eq!(log.topic("t").unwrap().partitions(), 3);
+}
+
+/// With two directories and replication factor 2 every new partition has two replicas,
+/// its leaders spread over both directories, and a subscribed group rebalances onto it.
+#[test]
+fn added_partitions_are_replicated_and_assigned() {
+    use std::time::Duration;
+    use tarnlog::ConsumerConfig;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let log = Log::builder()
+        .dirs(&dirs)
+        .group_initial_rebalance_delay_ms(0)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default().replication_factor(2);
+    log.create_topic("t", config).unwrap();
+    let mut consumer = log
+        .consumer(
+            ConsumerConfig::default()
+                .group_id("g")
+                .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest),
+        )
+        .unwrap();
+    consumer.subscribe(["t"]).unwrap();
+    consumer.poll(Duration::from_millis(50)).unwrap();
+    assert_eq!(consumer.assignment().len(), 1);
+
+    log.add_partitions("t", 4).unwrap();
+    let described = log.describe_topic("t").unwrap();
+    assert_eq!(described.partitions.len(), 4);
+    for partition in &described.partitions {
+        assert_eq!(partition.replicas.len(), 2);
+        assert_eq!(partition.isr.len(), 2);
+    }
+    let leaders: std::collections::BTreeSet<usize> = described
+        .partitions
+        .iter()
+        .filter_map(|p| p.leader)
+        .collect();
+    assert_eq!(leaders.len(), 2, "leaders spread over both directories");
+    log.topic("t")
+        .unwrap()
+        .partition(3)
+        .unwrap()
+        .append_values(["new"])
+        .unwrap();
+    let mut values = Vec::new();
+    for _ in 0..100 {
+        for record in consumer.poll(Duration::from_millis(20)).unwrap() {
+            values.push(record.value.unwrap());
+        }
+        if consumer.assignment().len() == 4 && !values.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        consumer.assignment().len(),
+        4,
+        "rebalanced onto the new partitions"
+    );
+    assert_eq!(values, [bytes::Bytes::from_static(b"new")]);
+}

@@ -768,12 +768,16 @@ impl Producer {
         })
     }
 
-    /// The topic's cached handles, looked up (or auto-created) on first use and again
-    /// after the topic was deleted.
+    /// The topic's cached handles, looked up (or auto-created) on first use, again after
+    /// the topic was deleted, and again when partitions were added.
     fn cached_topic(&self, name: &str) -> Result<Arc<CachedTopic>> {
         let shared = self.shared();
+        let current = |cached: &CachedTopic| {
+            !cached.topic.is_deleted()
+                && cached.partitions.len() as u32 == cached.topic.partitions()
+        };
         if let Some(cached) = shared.topics.read().get(name)
-            && !cached.topic.is_deleted()
+            && current(cached)
         {
             return Ok(Arc::clone(cached));
         }
@@ -785,12 +789,20 @@ impl Producer {
         // Another thread may have cached it meanwhile: one entry per live topic, so that a
         // partition never has two open batches.
         if let Some(cached) = topics.get(name)
-            && !cached.topic.is_deleted()
+            && current(cached)
         {
             return Ok(Arc::clone(cached));
         }
+        // A topic that grew keeps its id: its partitions' open batches stay the same ones.
+        let id = topics
+            .get(name)
+            .filter(|cached| !cached.topic.is_deleted())
+            .map_or_else(
+                || shared.next_topic_id.fetch_add(1, Ordering::Relaxed),
+                |cached| cached.id,
+            );
         let cached = Arc::new(CachedTopic {
-            id: shared.next_topic_id.fetch_add(1, Ordering::Relaxed),
+            id,
             name: Arc::from(name),
             max_batch_bytes: (topic.config().max_message_bytes as usize)
                 .min(topic.config().segment_bytes as usize),
