@@ -510,7 +510,7 @@ fn load_topics(
     report: &mut RecoveryReport,
 ) -> Result<Topics> {
     let mut hints = Vec::new();
-    for dir in dirs {
+    for (index, dir) in dirs.iter().enumerate() {
         if dir.is_poisoned() {
             hints.push(Hints::default());
             continue;
@@ -536,7 +536,9 @@ fn load_topics(
             &mut report.unclean_dirs
         }
         .push(dir.path().to_path_buf());
-        let tidied = metadata::remove_clean_marker(dir).and_then(|()| remove_deleted_dirs(dir));
+        let tidied = metadata::remove_clean_marker(dir)
+            .and_then(|()| remove_deleted_dirs(dir))
+            .and_then(|()| remove_stray_partitions(dir, index, meta));
         match tidied {
             // With several directories one that fails here is offline; the others go on.
             Err(error) if dirs.len() > 1 => {
@@ -712,6 +714,45 @@ fn remove_deleted_dirs(dir: &StorageDir) -> Result<()> {
         storage
             .remove_dir_all(&path)
             .map_err(|e| Error::io("remove", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes partition directories that `meta` does not place in directory `index`: replicas
+/// of topics deleted (or of partitions created and never recorded) while the directory was
+/// offline. Set-aside `.damaged` copies are kept.
+fn remove_stray_partitions(dir: &StorageDir, index: usize, meta: &Meta) -> Result<()> {
+    let storage = dir.storage();
+    let names = storage
+        .list_dir(dir.path())
+        .map_err(|e| Error::io("list", dir.path(), e))?;
+    for name in &names {
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<usize>() else {
+            continue;
+        };
+        if metadata::validate_topic_name(topic).is_err() {
+            continue;
+        }
+        let placed = meta
+            .topics
+            .get(topic)
+            .and_then(|t| t.placement.get(partition))
+            .is_some_and(|replicas| replicas.contains(&(index as u32)));
+        if placed {
+            continue;
+        }
+        let path = dir.path().join(name);
+        let doomed = dir.path().join(format!("{name}.delete"));
+        storage
+            .rename(&path, &doomed)
+            .map_err(|e| Error::io("rename", &path, e))?;
+        dir.sync_dir(dir.path())?;
+        storage
+            .remove_dir_all(&doomed)
+            .map_err(|e| Error::io("remove", &doomed, e))?;
     }
     Ok(())
 }
@@ -1895,6 +1936,8 @@ impl Log {
         let start = checkpoint(metadata::LOG_START);
         metadata::remove_clean_marker(dir)?;
         remove_deleted_dirs(dir)?;
+        let meta = self.inner.state.read().meta.clone();
+        remove_stray_partitions(dir, index, &meta)?;
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
         let mut loaded = Vec::new();

@@ -869,3 +869,50 @@ fn rebuilt_followers_roll_where_the_leader_rolled() {
     assert_replicas_identical(&dirs, "t", 1);
     assert_eq!(segments(&dirs, "t", 0)[follower].len(), 3);
 }
+
+/// Replicas of a topic deleted while their directory was offline are removed when the
+/// directory returns, by `restore_dir` and by a reopen; a topic made again under the name
+/// keeps its own data, and set-aside `.damaged` copies stay.
+#[test]
+fn stray_replicas_of_deleted_topics_are_removed() {
+    for reopen in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path(), 2);
+        let (log, fault) = common::faulty_log(&dirs);
+        let config = TopicConfig::default().replication_factor(2);
+        let gone = log
+            .create_topic("gone", config)
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        gone.append_values(["old"]).unwrap();
+        let kept = dirs[1].join("kept-0.damaged");
+        std::fs::create_dir_all(&kept).unwrap();
+        fault.fail_dir(&dirs[1], FaultKind::Eio);
+        // The next append finds the directory failed.
+        gone.append_values(["more"]).unwrap();
+        assert!(!log.dir_status()[1].online);
+        log.delete_topic("gone").unwrap();
+        log.create_topic("gone", TopicConfig::default())
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .append_values(["new"])
+            .unwrap();
+        assert!(
+            dirs[1].join("gone-0").exists(),
+            "left in the offline directory"
+        );
+        fault.heal_dir(&dirs[1]);
+        let log = if reopen {
+            log.close().unwrap();
+            Log::builder().dirs(&dirs).open().unwrap()
+        } else {
+            log.restore_dir(&dirs[1]).unwrap();
+            log
+        };
+        assert!(!dirs[1].join("gone-0").exists(), "reopen: {reopen}");
+        assert!(kept.exists());
+        assert_eq!(values(&log, "gone", 0), ["new"]);
+    }
+}

@@ -37,6 +37,18 @@ fn topic_config() -> TopicConfig {
         .fsync(FsyncPolicy::EveryBatch)
 }
 
+/// The workload's topic: `EveryBatch` writes appends with `pwritev`; with `mapped`, a
+/// policy that syncs rarely (`IntervalMs` on a clock that stands still: at rolls, flushes and
+/// close) stores them
+/// through the mapping instead, so both write paths meet every fault.
+fn workload_config(mapped: bool) -> TopicConfig {
+    if mapped {
+        topic_config().fsync(FsyncPolicy::IntervalMs(3_600_000))
+    } else {
+        topic_config()
+    }
+}
+
 /// The values of append attempt `i` (to partition `i % 2`): 1..=3 values of 40..120 bytes,
 /// each starting with `a<attempt>r<index>-` so that a record found on disk names its origin.
 fn values(i: usize) -> Vec<Vec<u8>> {
@@ -84,6 +96,8 @@ struct Plan {
     kind: FaultKind,
     persistent: bool,
     ending: Ending,
+    /// Appends stored through the mapping rather than written (see `workload_config`).
+    mapped: bool,
 }
 
 impl Plan {
@@ -139,7 +153,7 @@ fn workload(dir: &Path, fs: &FaultStorage, plan: Option<Plan>) -> Run {
             break;
         }
         let poisoned = sync_fault_seen(fs, plan);
-        match log.create_topic(TOPIC, topic_config()) {
+        match log.create_topic(TOPIC, workload_config(plan.is_some_and(|p| p.mapped))) {
             Ok(t) => {
                 if poisoned {
                     run.violations
@@ -497,6 +511,16 @@ fn one_run(plan: Plan, k: u64, totals: &mut Totals) {
 // a fault, writes acknowledged after a failed fsync, and panics on error paths.
 #[test]
 fn countdown_fault_injection() {
+    countdown(false);
+}
+
+/// The same with appends stored through the mapping.
+#[test]
+fn countdown_fault_injection_mapped_stores() {
+    countdown(true);
+}
+
+fn countdown(mapped: bool) {
     install_panic_hook();
     let started = Instant::now();
     let baseline = |fs: &FaultStorage, ending: Ending| {
@@ -506,6 +530,7 @@ fn countdown_fault_injection() {
             kind: FaultKind::Eio,
             persistent: false,
             ending,
+            mapped,
         };
         let run = workload(dir.path(), fs, Some(plan));
         assert!(
@@ -556,6 +581,7 @@ fn countdown_fault_injection() {
                     kind,
                     persistent,
                     ending,
+                    mapped,
                 };
                 let unfaulted = if ending == Ending::Close { k } else { k_crash };
                 one_run(plan, unfaulted, &mut totals);
@@ -565,7 +591,7 @@ fn countdown_fault_injection() {
     let mut summary = String::new();
     let _ = write!(
         summary,
-        "faults: K={k} ops, {} runs (9*K), injected {} ({} faults), surfaced {} (+{} short \
+        "faults (mapped: {mapped}): K={k} ops, {} runs (9*K), injected {} ({} faults), surfaced {} (+{} short \
          writes retried), {} lost, {} phantom, {} panics, {} failing runs, {:.1} s",
         totals.runs,
         totals.injected_runs,
