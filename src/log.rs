@@ -31,7 +31,7 @@ use crate::recovery::RecoveryReport;
 use crate::replica::{
     LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, SetOptions, Slot, Standing,
 };
-use crate::storage::{Completion, OsStorage, Storage, StorageDir};
+use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 /// Names reserved for Kafka's internal topics.
@@ -271,6 +271,7 @@ impl LogBuilder {
             set_options,
             &mut report,
         )?;
+        let meta_slots = (0..dirs.len()).map(|_| Arc::default()).collect();
         let inner = Arc::new(Inner {
             dir_count: dirs.len(),
             dirs: RwLock::new(dirs),
@@ -295,6 +296,7 @@ impl LogBuilder {
             prefaulter,
             checkpoint_lock: Mutex::new(()),
             meta_lock: Mutex::new(()),
+            meta_slots: Mutex::new(meta_slots),
             set_options,
         });
         inner.adopt_leadership()?;
@@ -757,6 +759,122 @@ fn remove_stray_partitions(dir: &StorageDir, index: usize, meta: &Meta) -> Resul
     Ok(())
 }
 
+/// The `meta` writes of one directory: only the newest waiting `meta` is written, by one job
+/// at a time on the directory's worker.
+#[derive(Debug, Default)]
+struct MetaSlot {
+    state: Mutex<MetaSlotState>,
+    written: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct MetaSlotState {
+    /// The newest `meta` not yet taken by the job.
+    latest: Option<Meta>,
+    /// A job is queued or writing.
+    busy: bool,
+    /// The newest generation written (durably) here.
+    generation: u64,
+    /// The last write failed (the directory went offline).
+    failed: Option<Error>,
+}
+
+impl MetaSlotState {
+    /// Written at `generation` or newer, or failed for good.
+    fn settled(&self, generation: u64) -> bool {
+        self.generation >= generation || (self.failed.is_some() && !self.busy)
+    }
+}
+
+impl MetaSlot {
+    /// Hands `meta` to the directory; starts a job unless one is running. Returns whether
+    /// the directory was idle (a caller waits only for those).
+    fn offer(self: &Arc<Self>, meta: &Meta, dir: &Arc<StorageDir>, index: u32) -> bool {
+        let mut state = self.state.lock();
+        state.latest = Some(meta.clone());
+        if state.busy {
+            return false;
+        }
+        state.busy = true;
+        let (slot, target) = (Arc::clone(self), Arc::clone(dir));
+        dir.run_in_background(Box::new(move || slot.run(&target, index)));
+        true
+    }
+
+    /// The job: writes the newest `meta` until none is waiting.
+    fn run(&self, dir: &StorageDir, index: u32) {
+        let mut state = self.state.lock();
+        while let Some(meta) = state.latest.take() {
+            drop(state);
+            let written = if dir.is_poisoned() {
+                Err(Error::Poisoned {
+                    dir: dir.path().to_path_buf(),
+                })
+            } else {
+                metadata::write_meta(dir, &meta, index)
+            };
+            state = self.state.lock();
+            match written {
+                Ok(()) => state.generation = state.generation.max(meta.generation),
+                Err(error) => {
+                    dir.poison();
+                    state.failed = Some(error);
+                }
+            }
+            self.written.notify_all();
+        }
+        state.busy = false;
+        self.written.notify_all();
+    }
+
+    /// Whether `generation` (or a newer one) is written here.
+    fn holds(&self, generation: u64) -> bool {
+        self.state.lock().generation >= generation
+    }
+
+    /// Whether this directory is done with `generation`: written, or failed for good.
+    fn settled(&self, generation: u64) -> bool {
+        self.state.lock().settled(generation)
+    }
+
+    /// Waits until `waited` (the directories that were idle) all settled `generation`, or
+    /// `lag` passed, and at least one of `all` holds it; fails when every one failed.
+    fn wait(
+        all: &[Arc<MetaSlot>],
+        waited: &[Arc<MetaSlot>],
+        generation: u64,
+        lag: Duration,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + lag;
+        loop {
+            let held = all.iter().any(|s| s.holds(generation));
+            let late = std::time::Instant::now() >= deadline;
+            if held && (late || waited.iter().all(|s| s.settled(generation))) {
+                return Ok(());
+            }
+            if !held && all.iter().all(|s| s.settled(generation)) {
+                let failure = all
+                    .iter()
+                    .find_map(|s| s.state.lock().failed.as_ref().map(Error::duplicate));
+                return Err(failure.unwrap_or(Error::Poisoned {
+                    dir: PathBuf::new(),
+                }));
+            }
+            // Sleep on a directory still at work (an awaited one first); others may settle
+            // meanwhile, so the wait is short.
+            let slot = waited
+                .iter()
+                .chain(all)
+                .find(|s| !s.settled(generation))
+                .unwrap_or(&all[0]);
+            let mut state = slot.state.lock();
+            if !state.settled(generation) {
+                let _ = slot.written.wait_for(&mut state, Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// Shared state of a [`Log`] and its handles.
 #[derive(Debug)]
 struct Inner {
@@ -796,6 +914,8 @@ struct Inner {
     /// Serialises changes of `meta` (topic administration, leadership changes): each takes
     /// the current one, writes its successor and installs it under this lock.
     meta_lock: Mutex<()>,
+    /// Per directory (by index): the newest `meta` to write there (see `write_meta`).
+    meta_slots: Mutex<Vec<Arc<MetaSlot>>>,
 }
 
 #[derive(Debug)]
@@ -1886,6 +2006,8 @@ impl Log {
                 dir.unlock();
             })?;
         self.inner.dirs.write()[index] = Arc::clone(&dir);
+        // The old directory's writer may still be stuck; the new one gets its own slot.
+        self.inner.meta_slots.lock()[index] = Arc::default();
         for (set, replica, standing) in loaded {
             if let Err(error) = set.restore(index as u32, &replica, standing) {
                 // Half restored: offline again, so that a retry starts over.
@@ -2169,16 +2291,20 @@ impl Inner {
     }
 
     /// Writes `meta` into every online directory. With several directories the writes run
-    /// at once on the directories' workers; one that fails goes offline, and the write
-    /// succeeds once every directory took it — or, after `replica_lag_time_max_ms`, once at
-    /// least one did (a slow directory finishes in the background, in order with later
-    /// writes; the newest `meta` wins at open).
+    /// at once on the directories' workers; one that fails goes offline. Each directory
+    /// writes only the newest `meta` it was given (a slow one skips the generations that
+    /// came while it was busy). The call returns once every directory that was idle took
+    /// it, or after `replica_lag_time_max_ms` once at least one did; a directory still busy
+    /// with an earlier `meta` is not waited for again, so a slow or hung directory delays
+    /// only the first write (the newest `meta` wins at open).
     fn write_meta(&self, meta: &Meta) -> Result<()> {
         if !self.multi_dir() {
             return metadata::write_meta(&self.dir(0), meta, 0);
         }
-        let online: Vec<(u32, Arc<StorageDir>)> = (0u32..)
-            .zip(self.dirs())
+        let online: Vec<(usize, Arc<StorageDir>)> = self
+            .dirs()
+            .into_iter()
+            .enumerate()
             .filter(|(_, d)| !d.is_poisoned())
             .collect();
         if online.is_empty() {
@@ -2186,29 +2312,18 @@ impl Inner {
                 dir: self.dir(0).path().to_path_buf(),
             });
         }
-        let done = Arc::new(Completion::new(online.len()));
-        for (slot, (i, dir)) in online.iter().enumerate() {
-            let (meta, dir_in_job, done) = (meta.clone(), Arc::clone(dir), Arc::clone(&done));
-            let i = *i;
-            dir.run_in_background(Box::new(move || {
-                let written = metadata::write_meta(&dir_in_job, &meta, i);
-                if written.is_err() {
-                    dir_in_job.poison();
-                }
-                done.finish(slot, written);
-            }));
+        let slots: Vec<Arc<MetaSlot>> = {
+            let all = self.meta_slots.lock();
+            online.iter().map(|(i, _)| Arc::clone(&all[*i])).collect()
+        };
+        let mut waited = Vec::new();
+        for (slot, (i, dir)) in slots.iter().zip(&online) {
+            if slot.offer(meta, dir, *i as u32) {
+                waited.push(Arc::clone(slot));
+            }
         }
         let lag = Duration::from_millis(self.set_options.replica_lag_time_max_ms);
-        let results = done.wait_for_one_after(lag);
-        if results.iter().any(|r| matches!(r, Some(Ok(())))) {
-            return Ok(());
-        }
-        match results.into_iter().flatten().find_map(Result::err) {
-            Some(error) => Err(error),
-            None => Err(Error::Poisoned {
-                dir: self.dir(0).path().to_path_buf(),
-            }),
-        }
+        MetaSlot::wait(&slots, &waited, meta.generation, lag)
     }
 
     /// After open: records the leadership the replica sets settled on (new epochs, in-sync

@@ -916,3 +916,50 @@ fn stray_replicas_of_deleted_topics_are_removed() {
         assert_eq!(values(&log, "gone", 0), ["new"]);
     }
 }
+
+/// A directory whose writes hang delays only the first `meta` write after it started
+/// hanging (by `replica_lag_time_max_ms`): later writes do not wait for it again, it writes
+/// only the newest `meta` once it recovers, and it stays online.
+#[test]
+fn a_slow_directory_delays_only_the_first_meta_write() {
+    use std::time::{Duration, Instant};
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .replica_lag_time_max_ms(100)
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fault.slow_dir(&dirs[1], Duration::from_millis(1500));
+    let started = Instant::now();
+    for i in 0..20 {
+        let config = log.topic("t").unwrap().config().retention_ms(1000 + i);
+        log.alter_topic_config("t", config).unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "twenty meta writes took {took:?}: each waited for the slow directory"
+    );
+    fault.heal_dir(&dirs[1]);
+    let newest = |dir: &Path| {
+        let meta = std::fs::read(dir.join("meta")).unwrap();
+        meta.windows(17).any(|w| w == b"retention_ms=1019")
+    };
+    assert!(newest(&dirs[0]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !newest(&dirs[1]) {
+        assert!(
+            Instant::now() < deadline,
+            "the slow directory never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(log.dir_status().iter().all(|d| d.online));
+    log.close().unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(log.topic("t").unwrap().config().retention_ms, 1019);
+}

@@ -724,7 +724,8 @@ fn flip_in_sealed(rng: &mut Rng, root: &Path) -> (PathBuf, Span) {
 
 // A bit flip inside a sealed segment below the recovery point (after `flush` and an unclean
 // stop, or after a clean close) is not rescanned on open; reading it returns `Corruption`
-// naming the segment file and a position inside the damaged batch. Nothing is dropped.
+// naming the segment file and a position inside the damaged batch. Nothing is dropped. (A
+// flip in one of the last headers, which the open reads, fails the open the same way.)
 #[test]
 fn bit_flip_in_sealed_segment_is_reported_on_read() {
     let mut rng = Rng(seed("bit_flip_in_sealed_segment_is_reported_on_read"));
@@ -743,7 +744,18 @@ fn bit_flip_in_sealed_segment_is_reported_on_read() {
             crash(log, p);
         }
         let (path, damaged) = flip_in_sealed(&mut rng, root);
-        let (log, p) = reopen(root);
+        // The open reads the headers after a sealed segment's last index entry (to check
+        // where it ends): damage there is reported by the open, with its place.
+        let log = match Log::open(root) {
+            Ok(log) => log,
+            Err(error) => {
+                let (file, position) = corruption_at(&error);
+                assert_eq!(file, path, "{error}");
+                assert!(damaged.holds(position), "{error} is outside {damaged:?}");
+                continue;
+            }
+        };
+        let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
         assert_eq!(p.log_end_offset(), model.len() as u64);
         assert_eq!(report(&log).truncation, None);
         check_reads_report(&p, &model, &path, damaged);

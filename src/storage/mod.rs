@@ -370,27 +370,3 @@ impl Completion {
         results.1.iter_mut().map(Option::take).collect()
     }
 }
-
-impl Completion {
-    /// Waits until every job finished, or `timeout` passed and at least one succeeded;
-    /// each slot's result, `None` for a job still running.
-    pub(crate) fn wait_for_one_after(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Vec<Option<Result<()>>> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut results = self.results.lock();
-        while results.0 > 0 {
-            let late = std::time::Instant::now() >= deadline;
-            if late && results.1.iter().any(|r| matches!(r, Some(Ok(())))) {
-                break;
-            }
-            if late {
-                self.done.wait(&mut results);
-            } else {
-                let _ = self.done.wait_until(&mut results, deadline);
-            }
-        }
-        results.1.iter_mut().map(Option::take).collect()
-    }
-}
