@@ -512,6 +512,9 @@ fn load_topics(
     report: &mut RecoveryReport,
 ) -> Result<Topics> {
     let mut hints = Vec::new();
+    let every_meta_readable = dirs
+        .iter()
+        .all(|d| !d.is_poisoned() && metadata::read_meta(d).is_ok());
     for (index, dir) in dirs.iter().enumerate() {
         if dir.is_poisoned() {
             hints.push(Hints::default());
@@ -538,9 +541,13 @@ fn load_topics(
             &mut report.unclean_dirs
         }
         .push(dir.path().to_path_buf());
+        // Strays only when every directory opened with a readable `meta`: otherwise the
+        // `meta` in hand may be older than one that places them.
+        let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
+        let own = own.filter(|_| every_meta_readable);
         let tidied = metadata::remove_clean_marker(dir)
             .and_then(|()| remove_deleted_dirs(dir))
-            .and_then(|()| remove_stray_partitions(dir, index, meta));
+            .and_then(|()| remove_stray_partitions(dir, index, meta, own.as_ref()));
         match tidied {
             // With several directories one that fails here is offline; the others go on.
             Err(error) if dirs.len() > 1 => {
@@ -720,10 +727,26 @@ fn remove_deleted_dirs(dir: &StorageDir) -> Result<()> {
     Ok(())
 }
 
-/// Removes partition directories that `meta` does not place in directory `index`: replicas
-/// of topics deleted (or of partitions created and never recorded) while the directory was
-/// offline. Set-aside `.damaged` copies are kept.
-fn remove_stray_partitions(dir: &StorageDir, index: usize, meta: &Meta) -> Result<()> {
+/// Removes partition directories of directory `index` that its own `meta` (`own`, older)
+/// placed there and the current `meta` no longer does: replicas of topics deleted while the
+/// directory was offline. Without that evidence nothing is removed (an orphan of a creation
+/// that crashed before its `meta`, or a `meta` that may be stale, is left alone); set-aside
+/// `.damaged` copies and anything that is not a partition directory stay.
+fn remove_stray_partitions(
+    dir: &StorageDir,
+    index: usize,
+    current: &Meta,
+    own: Option<&Meta>,
+) -> Result<()> {
+    let Some(own) = own.filter(|own| own.generation < current.generation) else {
+        return Ok(());
+    };
+    let placed = |meta: &Meta, topic: &str, partition: usize| {
+        meta.topics
+            .get(topic)
+            .and_then(|t| t.placement.get(partition))
+            .is_some_and(|replicas| replicas.contains(&(index as u32)))
+    };
     let storage = dir.storage();
     let names = storage
         .list_dir(dir.path())
@@ -732,21 +755,17 @@ fn remove_stray_partitions(dir: &StorageDir, index: usize, meta: &Meta) -> Resul
         let Some((topic, partition)) = name.rsplit_once('-') else {
             continue;
         };
-        let Ok(partition) = partition.parse::<usize>() else {
+        let Ok(number) = partition.parse::<usize>() else {
             continue;
         };
-        if metadata::validate_topic_name(topic).is_err() {
-            continue;
-        }
-        let placed = meta
-            .topics
-            .get(topic)
-            .and_then(|t| t.placement.get(partition))
-            .is_some_and(|replicas| replicas.contains(&(index as u32)));
-        if placed {
-            continue;
-        }
         let path = dir.path().join(name);
+        if number.to_string() != partition
+            || !placed(own, topic, number)
+            || placed(current, topic, number)
+            || storage.list_dir(&path).is_err()
+        {
+            continue;
+        }
         let doomed = dir.path().join(format!("{name}.delete"));
         storage
             .rename(&path, &doomed)
@@ -847,12 +866,16 @@ impl MetaSlot {
     ) -> Result<()> {
         let deadline = std::time::Instant::now() + lag;
         loop {
+            // Settled first: a slot settled by failing never holds later, and generations
+            // only grow, so `held` read after it is never stale against it.
+            let all_settled = all.iter().all(|s| s.settled(generation));
+            let waited_settled = waited.iter().all(|s| s.settled(generation));
             let held = all.iter().any(|s| s.holds(generation));
             let late = std::time::Instant::now() >= deadline;
-            if held && (late || waited.iter().all(|s| s.settled(generation))) {
+            if held && (late || waited_settled) {
                 return Ok(());
             }
-            if !held && all.iter().all(|s| s.settled(generation)) {
+            if !held && all_settled {
                 let failure = all
                     .iter()
                     .find_map(|s| s.state.lock().failed.as_ref().map(Error::duplicate));
@@ -1256,11 +1279,12 @@ impl Log {
         meta.generation += 1;
         self.write_meta(&meta)?;
         self.inner.state.write().meta = meta;
+        // Before the sets' order locks: under them, leadership changes take `meta_lock`.
+        drop(meta_guard);
         for set in &state.sets() {
             set.set_config(&config);
         }
         *state.config.write() = config;
-        drop(meta_guard);
         Ok(old)
     }
 
@@ -1425,6 +1449,10 @@ impl Log {
         .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
         .collect();
         let (sets, created) = self.create_sets(name, current, &placement, &config)?;
+        if let Err(error) = self.write_checkpoints() {
+            Self::remove_partition_dirs(&created);
+            return Err(error);
+        }
         let _meta = self.inner.meta_lock.lock();
         let mut meta = self.inner.state.read().meta.clone();
         meta.generation += 1;
@@ -1435,10 +1463,7 @@ impl Log {
                 .leadership
                 .extend(placement.iter().map(|r| Leadership::initial(r)));
         }
-        let written = self
-            .write_checkpoints()
-            .and_then(|()| self.write_meta(&meta));
-        if let Err(error) = written {
+        if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
             return Err(error);
         }
@@ -2005,9 +2030,13 @@ impl Log {
                 dir.poison();
                 dir.unlock();
             })?;
-        self.inner.dirs.write()[index] = Arc::clone(&dir);
-        // The old directory's writer may still be stuck; the new one gets its own slot.
-        self.inner.meta_slots.lock()[index] = Arc::default();
+        {
+            // Under the meta lock, so that no `meta` write pairs the new directory with the
+            // old one's slot (whose writer may still be stuck).
+            let _meta = self.inner.meta_lock.lock();
+            self.inner.dirs.write()[index] = Arc::clone(&dir);
+            self.inner.meta_slots.lock()[index] = Arc::default();
+        }
         for (set, replica, standing) in loaded {
             if let Err(error) = set.restore(index as u32, &replica, standing) {
                 // Half restored: offline again, so that a retry starts over.
@@ -2059,7 +2088,8 @@ impl Log {
         metadata::remove_clean_marker(dir)?;
         remove_deleted_dirs(dir)?;
         let meta = self.inner.state.read().meta.clone();
-        remove_stray_partitions(dir, index, &meta)?;
+        let own = metadata::read_meta(dir)?.map(|(own, _)| own);
+        remove_stray_partitions(dir, index, &meta, own.as_ref())?;
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
         let mut loaded = Vec::new();

@@ -871,8 +871,9 @@ fn rebuilt_followers_roll_where_the_leader_rolled() {
 }
 
 /// Replicas of a topic deleted while their directory was offline are removed when the
-/// directory returns, by `restore_dir` and by a reopen; a topic made again under the name
-/// keeps its own data, and set-aside `.damaged` copies stay.
+/// directory returns, by `restore_dir` and by a reopen (its own, older `meta` placed them
+/// there); a topic made again under the name keeps its own data, and set-aside `.damaged`
+/// copies, directories its `meta` never placed and plain files stay.
 #[test]
 fn stray_replicas_of_deleted_topics_are_removed() {
     for reopen in [false, true] {
@@ -888,6 +889,11 @@ fn stray_replicas_of_deleted_topics_are_removed() {
         gone.append_values(["old"]).unwrap();
         let kept = dirs[1].join("kept-0.damaged");
         std::fs::create_dir_all(&kept).unwrap();
+        // Not recorded by the directory's own `meta`, or not a directory: left alone.
+        let orphan = dirs[1].join("orphan-0");
+        std::fs::create_dir_all(&orphan).unwrap();
+        let file = dirs[1].join("notes-1");
+        std::fs::write(&file, b"mine").unwrap();
         fault.fail_dir(&dirs[1], FaultKind::Eio);
         // The next append finds the directory failed.
         gone.append_values(["more"]).unwrap();
@@ -912,7 +918,7 @@ fn stray_replicas_of_deleted_topics_are_removed() {
             log
         };
         assert!(!dirs[1].join("gone-0").exists(), "reopen: {reopen}");
-        assert!(kept.exists());
+        assert!(kept.exists() && orphan.exists() && file.exists());
         assert_eq!(values(&log, "gone", 0), ["new"]);
     }
 }

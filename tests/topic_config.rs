@@ -344,3 +344,68 @@ fn added_partitions_are_replicated_and_assigned() {
     );
     assert_eq!(values, [bytes::Bytes::from_static(b"new")]);
 }
+
+/// A `segment_bytes` lowered below what the active segment already holds: the log reopens
+/// (after a close and after a crash) and rolls at the next append; a follower that comes
+/// back copies the leader's older, larger batches.
+#[test]
+fn lowered_segment_size_with_larger_data() {
+    for crash in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let log = quiet_log(root.path());
+        let config = TopicConfig::default().segment_bytes(100_000);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        let big = vec![3u8; 5000];
+        for _ in 0..4 {
+            partition.append_values([&big[..]]).unwrap();
+        }
+        let config = log.topic("t").unwrap().config().segment_bytes(1000);
+        log.alter_topic_config("t", config).unwrap();
+        drop(partition);
+        if crash {
+            log.simulate_crash();
+        } else {
+            log.close().unwrap();
+        }
+        let log = quiet_log(root.path());
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(partition.log_end_offset(), 4, "crash: {crash}");
+        partition.append_values(["small"]).unwrap();
+        assert_eq!(
+            log_files(&partition.path()),
+            2,
+            "rolled at the smaller size"
+        );
+    }
+
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .segment_bytes(100_000);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+    let big = vec![4u8; 5000];
+    for _ in 0..3 {
+        partition.append_values([&big[..]]).unwrap();
+    }
+    let config = log.topic("t").unwrap().config().segment_bytes(1000);
+    log.alter_topic_config("t", config).unwrap();
+    fault.heal_dir(&dirs[1 - leader]);
+    log.restore_dir(&dirs[1 - leader]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(
+        described.isr.len(),
+        2,
+        "the follower copied the large batches"
+    );
+    assert_eq!(
+        described.replica_size_bytes[0],
+        described.replica_size_bytes[1]
+    );
+}

@@ -118,13 +118,7 @@ impl ReplicaLog {
             !w.closed && w.active.size() == 0 && w.active.capacity() as u64 != config.segment_bytes;
         *self.config.write() = config;
         if resize {
-            self.dir.check()?;
-            let base = w.active.base_offset;
-            // Nothing was published in it, so no reader holds its bytes.
-            let fresh = Arc::new(Segment::create(&self.dir, &self.path, base, self.sizes())?);
-            self.segments.write().insert(base, Arc::clone(&fresh));
-            w.active = fresh;
-            w.requested_ahead = 0;
+            self.remake_empty_active(&mut w, 0)?;
         }
         Ok(())
     }
@@ -157,6 +151,31 @@ impl ReplicaLog {
     /// Base offsets of the segments, oldest first.
     pub(crate) fn segment_bases(&self) -> Vec<u64> {
         self.segments.read().keys().copied().collect()
+    }
+
+    /// Segment sizes for a new segment that must hold at least `at_least` bytes.
+    fn sizes_for(&self, at_least: usize) -> SegmentSizes {
+        let mut sizes = self.sizes();
+        sizes.segment_bytes = sizes.segment_bytes.max(at_least as u64);
+        sizes
+    }
+
+    /// Makes the empty active segment again at the current `segment_bytes` (at least
+    /// `at_least` bytes). Nothing was published in it, so no reader holds its bytes; a
+    /// prefault still running on the old mapping gets `EFAULT`, not `SIGBUS`.
+    fn remake_empty_active(&self, w: &mut Writer, at_least: usize) -> Result<()> {
+        self.dir.check()?;
+        let base = w.active.base_offset;
+        let fresh = Arc::new(Segment::create(
+            &self.dir,
+            &self.path,
+            base,
+            self.sizes_for(at_least),
+        )?);
+        self.segments.write().insert(base, Arc::clone(&fresh));
+        w.active = fresh;
+        w.requested_ahead = 0;
+        Ok(())
     }
 
     fn sizes(&self) -> SegmentSizes {
@@ -396,7 +415,12 @@ impl ReplicaLog {
             Stamp::Copy => self.must_roll(&w, header, batch.len()),
         };
         if roll {
-            self.roll(&mut w, now)?;
+            self.roll(&mut w, now, batch.len())?;
+        }
+        if w.active.size() == 0 && batch.len() > w.active.capacity() {
+            // A copy larger than an empty active segment made under a smaller `segment_bytes`
+            // (lowered since the leader wrote it; client batches over it are refused above).
+            self.remake_empty_active(&mut w, batch.len())?;
         }
         let position = w.active.size();
         let end = position + batch.len();
@@ -514,13 +538,16 @@ impl ReplicaLog {
     }
 
     /// Seals the active segment and starts a new one at the log end.
-    fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
+    /// The new segment holds at least `at_least` bytes (a copy of a batch written under a
+    /// larger `segment_bytes`).
+    fn roll(&self, w: &mut Writer, now: i64, at_least: usize) -> Result<()> {
         let old = Arc::clone(&w.active);
         let new_base = w.next_offset;
         if let Some(entry) = w.index_state.time_entry() {
             old.time_index.push(&entry)?;
         }
-        let fresh = match Segment::create(&self.dir, &self.path, new_base, self.sizes()) {
+        let fresh = match Segment::create(&self.dir, &self.path, new_base, self.sizes_for(at_least))
+        {
             Ok(segment) => Arc::new(segment),
             Err(error) => {
                 // A stale segment file would later claim offsets the old segment still takes.

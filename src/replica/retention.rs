@@ -44,7 +44,7 @@ impl ReplicaLog {
         }
         if count == segments.len() {
             // Everything goes, the active segment too: a new one starts at the log end.
-            self.roll(&mut w, now)?;
+            self.roll(&mut w, now, 0)?;
         }
         let start = segments.get(count).map_or(w.next_offset, |s| s.base_offset);
         self.log_start.fetch_max(start, Ordering::AcqRel);

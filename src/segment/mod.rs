@@ -139,8 +139,11 @@ impl Segment {
             file.set_len(valid_len as u64)
                 .map_err(|e| Error::io("truncate", &log_path, e))?;
         }
+        // A segment written under a larger `segment_bytes` (lowered since) keeps its data
+        // mapped; the writer rolls it at the next append.
+        let capacity = (sizes.segment_bytes as usize).max(valid_len);
         let map = file
-            .map_writable(sizes.segment_bytes as usize, valid_len)
+            .map_writable(capacity, valid_len)
             .map_err(|e| Error::io("mmap", &log_path, e))?;
         Ok(Segment {
             base_offset,
