@@ -20,6 +20,23 @@ fn log_files(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Topic `t` (`config`, two replicas) with one record, then its follower's directory failed;
+/// partition 0 and the leader's directory index.
+fn follower_failed(
+    log: &Log,
+    fault: &tarnlog::storage::FaultStorage,
+    dirs: &[std::path::PathBuf],
+    config: TopicConfig,
+) -> (tarnlog::Partition, usize) {
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+    (partition, leader)
+}
+
 fn quiet_log(root: &std::path::Path) -> Log {
     Log::builder()
         .dir(root)
@@ -111,12 +128,7 @@ fn min_insync_replicas_changes_live() {
     let dirs = [root.path().join("a"), root.path().join("b")];
     let (log, fault) = common::faulty_log(&dirs);
     let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+    let (partition, _leader) = follower_failed(&log, &fault, &dirs, config);
     partition.append_values(["b"]).unwrap();
     let config = log.topic("t").unwrap().config().min_insync_replicas(2);
     log.alter_topic_config("t", config.clone()).unwrap();
@@ -384,12 +396,7 @@ fn lowered_segment_size_with_larger_data() {
     let config = TopicConfig::default()
         .replication_factor(2)
         .segment_bytes(100_000);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+    let (partition, leader) = follower_failed(&log, &fault, &dirs, config);
     let big = vec![4u8; 5000];
     for _ in 0..3 {
         partition.append_values([&big[..]]).unwrap();
