@@ -1503,3 +1503,47 @@ fn torn_active_segment_keeps_whole_batches_before_cut() {
         .run(&strategy, |(batches, cut)| torn_case(&batches, cut))
         .unwrap();
 }
+
+// A roll cut short after it created the next segment and before it trimmed the old one
+// leaves the old segment at its allocated length, zeros after its data. Below the recovery
+// point (here: after a clean close) the open trusts it; it trims the zeros instead of
+// failing, and every record reads back.
+#[test]
+fn untrimmed_sealed_segment_below_the_recovery_point_opens() {
+    let dir = tempdir();
+    let root = dir.path();
+    let (log, p) = create(root, config());
+    let mut model = Vec::new();
+    for i in 0..60u32 {
+        let value = format!("record-{i}-{}", "x".repeat(60));
+        p.append_values([value.as_bytes()]).unwrap();
+        model.push(value);
+    }
+    close(log, p);
+    let all = bases(root);
+    assert!(all.len() >= 3);
+    let path = seg(root, all[1], "log");
+    let len = fs::metadata(&path).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(4096).unwrap();
+    assert!(len < 4096);
+    let (log, p) = reopen(root);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        len,
+        "the zeros were cut"
+    );
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < p.log_end_offset() {
+        for batch in p.read(next, 1 << 20).unwrap().batches() {
+            let batch = batch.unwrap();
+            for record in batch.records() {
+                got.push(String::from_utf8(record.unwrap().value.unwrap().to_vec()).unwrap());
+            }
+            next = u64::try_from(batch.last_offset()).unwrap() + 1;
+        }
+    }
+    assert_eq!(got, model);
+    close(log, p);
+}

@@ -50,18 +50,7 @@ fn append(partition: &Partition, timestamp: i64, value: &[u8]) {
     partition.append(builder.finish().unwrap()).unwrap();
 }
 
-fn segment_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count()
-}
+use common::log_files as segment_files;
 
 /// A log on a manual clock with topic `t`: five single-record batches per segment,
 /// fifteen records (three segments).

@@ -7,18 +7,7 @@ mod common;
 use tarnlog::storage::{FaultKind, OpKind};
 use tarnlog::{Error, FsyncPolicy, Log, TopicConfig};
 
-fn log_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count()
-}
+use common::log_files;
 
 /// Topic `t` (`config`, two replicas) with one record, then its follower's directory failed;
 /// partition 0 and the leader's directory index.

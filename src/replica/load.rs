@@ -557,7 +557,19 @@ fn open_trusted_sealed(
     let time_index = sane_index(dir, &time_path, IndexKind::Time, log_len, max_relative);
     if let (Some(index), Some(time_index)) = (index, time_index) {
         let segment = Segment::open_sealed(dir, path, base, index, time_index)?;
-        check_sealed_end(&segment, next_base)?;
+        if let Some(end) = sealed_end(&segment, next_base)? {
+            // A roll was interrupted after it created the next segment and before it
+            // trimmed this one: only the preallocated zeros go.
+            drop(segment);
+            let file = dir
+                .storage()
+                .open(&log_path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open", &log_path, e))?;
+            file.set_len(end as u64)
+                .map_err(|e| Error::io("truncate", &log_path, e))?;
+            dir.sync("fsync", &log_path, || file.sync_all())?;
+            return open_trusted_sealed(options, path, base, next_base, report);
+        }
         return Ok(segment);
     }
     let outcome = strict_scan(dir, path, base, &options.config)?;
@@ -574,13 +586,32 @@ fn open_trusted_sealed(
 /// A trusted sealed segment must end at whole batches and must not reach into the next
 /// segment's offsets (reads only its tail: from the last index entry to the end).
 fn check_sealed_end(segment: &Segment, next_base: u64) -> Result<()> {
+    match sealed_end(segment, next_base)? {
+        None => Ok(()),
+        Some(position) => segment.header_at(position).map(|_| ()),
+    }
+}
+
+/// As `check_sealed_end`, but a file that holds only zeros after whole batches ending
+/// exactly at `next_base` (an interrupted roll never trimmed it) answers where its data
+/// ends.
+fn sealed_end(segment: &Segment, next_base: u64) -> Result<Option<usize>> {
     let mut position = segment
         .index
         .last_offset_entry()
         .map_or(0, |(_, p)| p as usize);
     let mut next = segment.base_offset;
     while position < segment.size() {
-        let header = segment.header_at(position)?;
+        let header = match segment.header_at(position) {
+            Ok(header) => header,
+            Err(error) => {
+                let tail = &segment.bytes()[position..];
+                if next == next_base && position > 0 && tail.iter().all(|&b| b == 0) {
+                    return Ok(Some(position));
+                }
+                return Err(error);
+            }
+        };
         next = header.next_offset() as u64;
         position += header.size();
     }
@@ -596,7 +627,7 @@ fn check_sealed_end(segment: &Segment, next_base: u64) -> Result<()> {
             ),
         });
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A sealed index that exists and passes its sanity check, else `None`.

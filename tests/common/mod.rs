@@ -165,3 +165,17 @@ pub fn faulty_log(dirs: &[std::path::PathBuf]) -> (Log, tarnlog::storage::FaultS
         .unwrap();
     (log, fault)
 }
+
+/// How many segment `.log` files `dir` (a partition directory) holds.
+pub fn log_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
