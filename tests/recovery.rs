@@ -1510,6 +1510,14 @@ fn torn_active_segment_keeps_whole_batches_before_cut() {
 // failing, and every record reads back.
 #[test]
 fn untrimmed_sealed_segment_below_the_recovery_point_opens() {
+    // With its indexes trimmed (they pass their check), and with them at their allocated
+    // length too (they are rebuilt from the log).
+    for untrimmed_indexes in [false, true] {
+        untrimmed_sealed_segment(untrimmed_indexes);
+    }
+}
+
+fn untrimmed_sealed_segment(untrimmed_indexes: bool) {
     let dir = tempdir();
     let root = dir.path();
     let (log, p) = create(root, config());
@@ -1527,6 +1535,15 @@ fn untrimmed_sealed_segment_below_the_recovery_point_opens() {
     let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(4096).unwrap();
     assert!(len < 4096);
+    if untrimmed_indexes {
+        for ext in ["index", "timeindex"] {
+            let index = fs::OpenOptions::new()
+                .write(true)
+                .open(seg(root, all[1], ext))
+                .unwrap();
+            index.set_len(4096).unwrap();
+        }
+    }
     let (log, p) = reopen(root);
     assert_eq!(
         fs::metadata(&path).unwrap().len(),

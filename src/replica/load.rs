@@ -572,6 +572,9 @@ fn open_trusted_sealed(
         }
         return Ok(segment);
     }
+    // The indexes are rebuilt from the log; a roll cut short may have left both them (at
+    // their allocated length) and the log (zeros after its data) untrimmed.
+    trim_zero_tail(dir, &log_path, base, next_base)?;
     let outcome = strict_scan(dir, path, base, &options.config)?;
     report.rebuilt_indexes.push(index_path.clone());
     report.rebuilt_indexes.push(time_path.clone());
@@ -581,6 +584,50 @@ fn open_trusted_sealed(
     let segment = Segment::open_sealed(dir, path, base, index, time_index)?;
     check_sealed_end(&segment, next_base)?;
     Ok(segment)
+}
+
+/// Cuts a sealed segment's log file after its data when only zeros follow whole batches
+/// that end exactly at `next_base` (see `sealed_end`); anything else is left for the scan
+/// to judge. Reads the file only when its last byte is zero.
+fn trim_zero_tail(dir: &StorageDir, log_path: &Path, base: u64, next_base: u64) -> Result<()> {
+    let file = dir
+        .storage()
+        .open(log_path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", log_path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", log_path, e))? as usize;
+    let mut bytes = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", log_path, e)),
+        }
+    }
+    bytes.truncate(filled);
+    if bytes.last() != Some(&0) {
+        return Ok(());
+    }
+    let (mut position, mut next) = (0, base);
+    while position < bytes.len() {
+        match crate::codec::BatchHeader::parse(&bytes[position..], bytes.len()) {
+            Ok(header) if position + header.size() <= bytes.len() => {
+                next = header.next_offset() as u64;
+                position += header.size();
+            }
+            _ => break,
+        }
+    }
+    if position == 0 || position == bytes.len() || next != next_base {
+        return Ok(());
+    }
+    if bytes[position..].iter().any(|&b| b != 0) {
+        return Ok(());
+    }
+    file.set_len(position as u64)
+        .map_err(|e| Error::io("truncate", log_path, e))?;
+    dir.sync("fsync", log_path, || file.sync_all())
 }
 
 /// A trusted sealed segment must end at whole batches and must not reach into the next
