@@ -1238,14 +1238,7 @@ impl Log {
         let _admin = self.inner.admin.lock();
         self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();
-        let (mut meta, state) = {
-            let state = self.inner.state.read();
-            let topic = state
-                .topics
-                .get(name)
-                .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
-            (state.meta.clone(), Arc::clone(topic))
-        };
+        let (mut meta, state) = self.meta_and_topic(name)?;
         let old = state.config.read().clone();
         let fixed = |field: &'static str, was: u64, now: u64| {
             if was == now {
@@ -1606,18 +1599,21 @@ impl Log {
         self.inner.offsets.forget_topic(self, name)
     }
 
+    /// The current `meta` and topic `name` (`UnknownTopic` when there is none).
+    fn meta_and_topic(&self, name: &str) -> Result<(Meta, Arc<TopicState>)> {
+        let state = self.inner.state.read();
+        let topic = state
+            .topics
+            .get(name)
+            .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
+        Ok((state.meta.clone(), Arc::clone(topic)))
+    }
+
     fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
         self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();
-        let (mut meta, state) = {
-            let state = self.inner.state.read();
-            let topic = state
-                .topics
-                .get(name)
-                .ok_or_else(|| Error::UnknownTopic { topic: name.into() })?;
-            (state.meta.clone(), Arc::clone(topic))
-        };
+        let (mut meta, state) = self.meta_and_topic(name)?;
         meta.generation += 1;
         meta.topics.remove(name);
         self.write_meta(&meta)?;

@@ -301,11 +301,8 @@ fn log_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// A steady stream under `retention_bytes` keeps the partition's files bounded: after
-/// every pass at most the four segments the limit keeps plus the active one (preallocated
-/// to a whole segment) remain. Passes run from `maintain`, then from the background thread.
-#[test]
-fn steady_stream_stays_within_retention_bytes() {
+/// A log whose background thread runs retention every millisecond.
+fn busy_maintenance_log() -> (tempfile::TempDir, Log) {
     let root = tempfile::tempdir().unwrap();
     let log = Log::builder()
         .dir(root.path())
@@ -313,6 +310,15 @@ fn steady_stream_stays_within_retention_bytes() {
         .background_tick_ms(1)
         .open()
         .unwrap();
+    (root, log)
+}
+
+/// A steady stream under `retention_bytes` keeps the partition's files bounded: after
+/// every pass at most the four segments the limit keeps plus the active one (preallocated
+/// to a whole segment) remain. Passes run from `maintain`, then from the background thread.
+#[test]
+fn steady_stream_stays_within_retention_bytes() {
+    let (_root, log) = busy_maintenance_log();
     let segment = 64 * 1024;
     let bound = 5 * segment;
     let config = TopicConfig::default()
@@ -419,13 +425,7 @@ fn follower_behind_the_log_start_restarts_at_the_batch() {
 /// again under the name keeps its data.
 #[test]
 fn delete_topic_during_retention() {
-    let root = tempfile::tempdir().unwrap();
-    let log = Log::builder()
-        .dir(root.path())
-        .retention_check_interval_ms(1)
-        .background_tick_ms(1)
-        .open()
-        .unwrap();
+    let (_root, log) = busy_maintenance_log();
     let config = TopicConfig::default()
         .segment_bytes(4 * batch_size(&[0u8; 100]))
         .retention_bytes(8 * batch_size(&[0u8; 100]) as i64);
