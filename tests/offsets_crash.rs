@@ -11,9 +11,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tarnlog::{
@@ -91,40 +90,21 @@ fn committed_offsets_survive_kills_and_never_pass_the_data() {
         40
     };
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let (mut last_produced, mut last_committed) = (0u64, 0u64);
     for kill in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "offsets_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_CHILD, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut parts = line.split(' ');
-                let (Some(kind), Some(n)) = (parts.next(), parts.next()) else {
-                    continue;
-                };
-                if let ("P" | "C", Ok(n)) = (kind, n.parse::<u64>()) {
-                    acks.push((kind.to_owned(), n));
-                }
+        let run = Duration::from_millis(20 + rng.below(80) as u64);
+        let (lines, _) = common::run_and_kill("offsets_child", ENV_CHILD, dir.path(), run);
+        let acks = lines.iter().filter_map(|line| {
+            let mut parts = line.split(' ');
+            let (Some(kind), Some(n)) = (parts.next(), parts.next()) else {
+                return None;
+            };
+            match (kind, n.parse::<u64>()) {
+                ("P" | "C", Ok(n)) => Some((kind.to_owned(), n)),
+                _ => None,
             }
-            acks
         });
-        std::thread::sleep(Duration::from_millis(20 + rng.below(80) as u64));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        for (kind, n) in reader.join().unwrap() {
+        for (kind, n) in acks {
             match kind.as_str() {
                 "P" => last_produced = last_produced.max(n),
                 _ => last_committed = last_committed.max(n),

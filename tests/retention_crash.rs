@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tarnlog::{Error, FsyncPolicy, Log, TopicConfig};
@@ -78,34 +76,11 @@ fn kill_during_retention() {
     let mut acked: Vec<u64> = Vec::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for kill in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "retention_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_CHILD, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                lines.push(line);
-            }
-            lines
-        });
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(30 + rng % 120));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let run = Duration::from_millis(30 + rng % 120);
+        let (lines, status) = common::run_and_kill("retention_child", ENV_CHILD, dir.path(), run);
         assert!(
             lines.iter().any(|l| l == "READY") || status.code().is_none(),
             "kill {kill}: the child failed: {status:?} {lines:?}"

@@ -179,3 +179,34 @@ pub fn log_files(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// Runs test `name` of this test binary as a child process with `env = dir`, lets it work
+/// for `run`, SIGKILLs it and returns the lines it printed (each printed only after what it
+/// names was acknowledged) and how it ended.
+pub fn run_and_kill(
+    name: &str,
+    env: &str,
+    dir: &Path,
+    run: std::time::Duration,
+) -> (Vec<String>, std::process::ExitStatus) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(std::result::Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(run);
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    (reader.join().unwrap(), status)
+}
