@@ -31,6 +31,45 @@ pub enum FsyncPolicy {
     EveryBatch,
 }
 
+/// What happens to a topic's old data (`cleanup.policy`).
+///
+/// | policy | old segments | older values of a key |
+/// |---|---|---|
+/// | `Delete` (default) | deleted by `retention_ms` / `retention_bytes` | kept |
+/// | `Compact` | kept | removed by the cleaner |
+/// | `CompactDelete` | deleted by retention | removed by the cleaner |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// Kafka's `delete`: whole segments go once retention says so.
+    #[default]
+    Delete,
+    /// Kafka's `compact`: the cleaner keeps the latest record of each key (and tombstones for
+    /// `delete_retention_ms`); records without a key are refused at append.
+    Compact,
+    /// Kafka's `compact,delete`: both.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the cleaner compacts the topic.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether retention by time and size deletes the topic's old segments.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+}
+
 /// Configuration of one topic. Start from `TopicConfig::default()` and chain setters.
 ///
 /// ```
@@ -41,7 +80,7 @@ pub enum FsyncPolicy {
 ///     .fsync(FsyncPolicy::EveryBatch);
 /// assert_eq!(config.partitions, 3);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TopicConfig {
     /// Number of partitions. Default 1; allowed 1..=10000.
@@ -83,6 +122,21 @@ pub struct TopicConfig {
     /// bytes without them (`retention.bytes`, per partition). Default -1 (no limit);
     /// allowed -1..=2^63-1.
     pub retention_bytes: i64,
+    /// Deletion by retention, compaction, or both (`cleanup.policy`). Default `Delete`.
+    pub cleanup_policy: CleanupPolicy,
+    /// How long the cleaner keeps a tombstone (a record with a null value) after the first
+    /// cleaning that saw it, so that consumers catch the deletion (`delete.retention.ms`).
+    /// Default 1 day; allowed 0..=2^63-1.
+    pub delete_retention_ms: i64,
+    /// A record is not compacted until it is at least this old (`min.compaction.lag.ms`).
+    /// Default 0; allowed 0..=2^63-1.
+    pub min_compaction_lag_ms: i64,
+    /// A record is compacted at the latest this long after it was written, whatever the dirty
+    /// ratio (`max.compaction.lag.ms`). Default 2^63-1 (never forced); allowed 1..=2^63-1.
+    pub max_compaction_lag_ms: i64,
+    /// The cleaner cleans a partition once this share of its log is dirty (written since
+    /// its last cleaning; `min.cleanable.dirty.ratio`). Default 0.5; allowed 0..=1.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for TopicConfig {
@@ -101,6 +155,11 @@ impl Default for TopicConfig {
             unclean_leader_election: false,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -171,6 +230,26 @@ impl TopicConfig {
         /// Sets `retention_bytes` (-1: no limit).
         retention_bytes: i64
     );
+    setter!(
+        /// Sets `cleanup_policy`.
+        cleanup_policy: CleanupPolicy
+    );
+    setter!(
+        /// Sets `delete_retention_ms`.
+        delete_retention_ms: i64
+    );
+    setter!(
+        /// Sets `min_compaction_lag_ms`.
+        min_compaction_lag_ms: i64
+    );
+    setter!(
+        /// Sets `max_compaction_lag_ms`.
+        max_compaction_lag_ms: i64
+    );
+    setter!(
+        /// Sets `min_cleanable_dirty_ratio`.
+        min_cleanable_dirty_ratio: f64
+    );
 
     /// Checks every field against its allowed range.
     pub fn validate(&self) -> Result<()> {
@@ -199,6 +278,16 @@ impl TopicConfig {
         )?;
         signed_range("retention_ms", self.retention_ms)?;
         signed_range("retention_bytes", self.retention_bytes)?;
+        at_least("delete_retention_ms", self.delete_retention_ms, 0)?;
+        at_least("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)?;
+        at_least("max_compaction_lag_ms", self.max_compaction_lag_ms, 1)?;
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(Error::InvalidConfig {
+                field: "min_cleanable_dirty_ratio",
+                value: self.min_cleanable_dirty_ratio.to_string(),
+                allowed: "0..=1".into(),
+            });
+        }
         match self.fsync {
             FsyncPolicy::EveryRecords(n) => range("fsync.every_records", n, 1, u64::MAX),
             FsyncPolicy::IntervalMs(m) => range("fsync.interval_ms", m, 1, i64::MAX as u64),
@@ -224,7 +313,8 @@ impl TopicConfig {
             "partitions={} segment_bytes={} segment_ms={} segment_index_bytes={} \
              index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync} \
              replication_factor={} min_insync_replicas={} unclean_leader_election={} \
-             retention_ms={} retention_bytes={}",
+             retention_ms={} retention_bytes={} cleanup_policy={} delete_retention_ms={} \
+             min_compaction_lag_ms={} max_compaction_lag_ms={} min_cleanable_dirty_ratio={}",
             self.partitions,
             self.segment_bytes,
             self.segment_ms,
@@ -236,6 +326,11 @@ impl TopicConfig {
             self.unclean_leader_election,
             self.retention_ms,
             self.retention_bytes,
+            self.cleanup_policy.word(),
+            self.delete_retention_ms,
+            self.min_compaction_lag_ms,
+            self.max_compaction_lag_ms,
+            self.min_cleanable_dirty_ratio,
         );
         out
     }
@@ -278,6 +373,27 @@ impl TopicConfig {
                 "retention_bytes" => {
                     config.retention_bytes = value.parse().map_err(|_| word.to_owned())?;
                 }
+                "cleanup_policy" => {
+                    config.cleanup_policy = match value {
+                        "delete" => CleanupPolicy::Delete,
+                        "compact" => CleanupPolicy::Compact,
+                        "compact,delete" => CleanupPolicy::CompactDelete,
+                        _ => return Err(word.to_owned()),
+                    }
+                }
+                "delete_retention_ms" => {
+                    config.delete_retention_ms = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "min_compaction_lag_ms" => {
+                    config.min_compaction_lag_ms = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "max_compaction_lag_ms" => {
+                    config.max_compaction_lag_ms = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "min_cleanable_dirty_ratio" => {
+                    config.min_cleanable_dirty_ratio =
+                        value.parse().map_err(|_| word.to_owned())?;
+                }
                 // Unknown keys come from newer versions; ignoring them keeps old data readable.
                 _ => {}
             }
@@ -315,6 +431,19 @@ fn signed_range(field: &'static str, value: i64) -> Result<()> {
     }
 }
 
+/// `InvalidConfig` naming `field` unless `value >= min`.
+fn at_least(field: &'static str, value: i64, min: i64) -> Result<()> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            allowed: format!("{min}..={}", i64::MAX),
+        })
+    }
+}
+
 /// `InvalidConfig` naming `field` and the range unless `min <= value <= max`.
 pub(crate) fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
     if (min..=max).contains(&value) {
@@ -338,7 +467,10 @@ mod tests {
         let config = TopicConfig::default()
             .partitions(7)
             .fsync(FsyncPolicy::IntervalMs(250))
-            .timestamp_type(TimestampType::LogAppendTime);
+            .timestamp_type(TimestampType::LogAppendTime)
+            .cleanup_policy(CleanupPolicy::CompactDelete)
+            .min_cleanable_dirty_ratio(0.25)
+            .delete_retention_ms(5);
         let words = config.to_words();
         assert_eq!(TopicConfig::from_words(words.split(' ')).unwrap(), config);
     }

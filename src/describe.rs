@@ -26,7 +26,7 @@ pub struct DirStatus {
 }
 
 /// One topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicDescription {
     /// Its name.
     pub name: String,
@@ -105,6 +105,16 @@ pub struct MaintenanceReport {
     pub bytes_deleted: u64,
     /// Groups whose committed offsets expired.
     pub expired_groups: Vec<String>,
-    /// Partitions whose retention failed, with the error (their directory went offline).
+    /// Partitions the log cleaner compacted.
+    pub partitions_cleaned: u64,
+    /// Log bytes of the segments it rewrote, over all replicas.
+    pub cleaned_bytes_read: u64,
+    /// Log bytes of the cleaned segments that replaced them.
+    pub cleaned_bytes_written: u64,
+    /// Records the cleaning removed (older values of a key, expired tombstones, records
+    /// without a key), over all replicas.
+    pub cleaned_records_removed: u64,
+    /// Partitions whose retention or cleaning failed, with the error (with several
+    /// directories, theirs went offline).
     pub failures: Vec<(crate::TopicPartition, crate::Error)>,
 }

@@ -298,6 +298,15 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// The topic's configuration forbids the request (Kafka's `PolicyViolationException`),
+    /// e.g. `delete_records` on a topic whose `cleanup_policy` does not delete.
+    #[error("topic {topic:?}: {reason}")]
+    PolicyViolation {
+        /// The topic.
+        topic: String,
+        /// What the policy forbids.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -408,6 +417,10 @@ impl Error {
             Error::Timeout { what, ms } => Error::Timeout { what, ms: *ms },
             Error::InternalTopic { topic } => Error::InternalTopic {
                 topic: topic.clone(),
+            },
+            Error::PolicyViolation { topic, reason } => Error::PolicyViolation {
+                topic: topic.clone(),
+                reason: reason.clone(),
             },
             Error::NotAssigned { topic, partition } => Error::NotAssigned {
                 topic: topic.clone(),

@@ -70,7 +70,7 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Batch, BatchBuilder, Compression, Header, Record, TimestampType};
-pub use config::{FsyncPolicy, TopicConfig};
+pub use config::{CleanupPolicy, FsyncPolicy, TopicConfig};
 pub use consumer::{
     AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
     Iter, RebalanceListener,

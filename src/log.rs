@@ -67,10 +67,13 @@ pub struct LogBuilder {
     checkpoint_interval_ms: u64,
     auto_create_topics: bool,
     offsets_topic_partitions: u32,
+    offsets_topic_segment_bytes: u64,
     group_initial_rebalance_delay_ms: u64,
     offsets_retention_minutes: u64,
     retention_check_interval_ms: u64,
     background_maintenance: bool,
+    cleaner_dedupe_buffer_size: u64,
+    cleaner_backoff_ms: u64,
 }
 
 impl Default for LogBuilder {
@@ -87,10 +90,13 @@ impl Default for LogBuilder {
             checkpoint_interval_ms: 60_000,
             auto_create_topics: false,
             offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 << 20,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 10_080,
             retention_check_interval_ms: 300_000,
             background_maintenance: true,
+            cleaner_dedupe_buffer_size: 128 << 20,
+            cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -165,6 +171,15 @@ impl LogBuilder {
         self
     }
 
+    /// Segment size of `__consumer_offsets` when the first commit creates it (Kafka's
+    /// `offsets.topic.segment.bytes`). Default 100 MiB; allowed 14..=2^31-1. The topic is
+    /// compacted: the cleaner keeps each group's latest commits once a segment is sealed.
+    #[must_use]
+    pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
+        self.offsets_topic_segment_bytes = bytes;
+        self
+    }
+
     /// How long the first rebalance of an empty group waits for more members (Kafka's
     /// `group.initial.rebalance.delay.ms`), so that consumers starting together share one
     /// generation. Default 3000, on the log's clock; 0 assigns at once.
@@ -202,9 +217,28 @@ impl LogBuilder {
         self
     }
 
-    /// Whether the background thread runs maintenance (retention) on its own (default
-    /// true). With `false`, retention runs only when [`Log::maintain`] is called: for
-    /// deterministic tests and embedded main loops.
+    /// Memory for the log cleaner's offset map (Kafka's `log.cleaner.dedupe.buffer.size`,
+    /// default 128 MiB; allowed 24..=2^40). As in Kafka it holds `bytes / 24 × 0.9` keys
+    /// per cleaning; a partition with more distinct keys in its dirty part is cleaned over
+    /// several passes. (tarnlog maps the key bytes themselves, borrowed from the segments,
+    /// so the real footprint is about twice Kafka's per key, plus nothing per key byte.)
+    #[must_use]
+    pub fn cleaner_dedupe_buffer_size(mut self, bytes: u64) -> Self {
+        self.cleaner_dedupe_buffer_size = bytes;
+        self
+    }
+
+    /// How long the cleaner thread sleeps between passes over the compacted topics
+    /// (Kafka's `log.cleaner.backoff.ms`, default 15000; allowed 1..=2^63-1).
+    #[must_use]
+    pub fn cleaner_backoff_ms(mut self, ms: u64) -> Self {
+        self.cleaner_backoff_ms = ms;
+        self
+    }
+
+    /// Whether maintenance runs on its own (default true): retention on the background
+    /// thread, compaction on the cleaner thread. With `false`, both run only when
+    /// [`Log::maintain`] is called: for deterministic tests and embedded main loops.
     #[must_use]
     pub fn background_maintenance(mut self, enabled: bool) -> Self {
         self.background_maintenance = enabled;
@@ -290,6 +324,9 @@ impl LogBuilder {
             last_offsets_expiry_ms: AtomicI64::new(i64::MIN),
             appended: Notifier::default(),
             background: Mutex::new(None),
+            cleaner: Mutex::new(None),
+            offsets_topic_segment_bytes: self.offsets_topic_segment_bytes,
+            cleaner_map_entries: (self.cleaner_dedupe_buffer_size / 24 * 9 / 10).max(1) as usize,
             wake: Condvar::new(),
             stop: Mutex::new(false),
             next_placement: AtomicU64::new(0),
@@ -313,6 +350,15 @@ impl LogBuilder {
             .spawn(move || background(&worker, tick, &every))
             .map_err(|e| Error::io("spawn background thread", PathBuf::new(), e))?;
         *inner.background.lock() = Some(handle);
+        if self.background_maintenance {
+            let worker = Arc::clone(&inner);
+            let backoff = Duration::from_millis(self.cleaner_backoff_ms);
+            let handle = std::thread::Builder::new()
+                .name("tarnlog-cleaner".into())
+                .spawn(move || cleaner(&worker, backoff))
+                .map_err(|e| Error::io("spawn cleaner thread", PathBuf::new(), e))?;
+            *inner.cleaner.lock() = Some(handle);
+        }
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
@@ -341,6 +387,12 @@ impl LogBuilder {
             1_000_000_000,
         )?;
         range(
+            "offsets_topic_segment_bytes",
+            self.offsets_topic_segment_bytes,
+            14,
+            i32::MAX as u64,
+        )?;
+        range(
             "offsets_topic_partitions",
             u64::from(self.offsets_topic_partitions),
             1,
@@ -349,6 +401,18 @@ impl LogBuilder {
         range(
             "retention_check_interval_ms",
             self.retention_check_interval_ms,
+            1,
+            i64::MAX as u64,
+        )?;
+        range(
+            "cleaner_dedupe_buffer_size",
+            self.cleaner_dedupe_buffer_size,
+            24,
+            1 << 40,
+        )?;
+        range(
+            "cleaner_backoff_ms",
+            self.cleaner_backoff_ms,
             1,
             i64::MAX as u64,
         )?;
@@ -497,6 +561,7 @@ struct Hints {
     recovery: BTreeMap<TopicPartition, u64>,
     start: BTreeMap<TopicPartition, u64>,
     high: BTreeMap<TopicPartition, u64>,
+    cleaner: BTreeMap<TopicPartition, u64>,
 }
 
 /// A directory that could not be opened, and why.
@@ -533,6 +598,7 @@ fn load_topics(
         let recovery = read(metadata::RECOVERY_POINT);
         let start = read(metadata::LOG_START);
         let high = read(metadata::HIGH_WATERMARK);
+        let cleaner = read(metadata::CLEANER_OFFSET);
         // A clean marker whose checkpoints cannot be read proves nothing.
         let clean = marker && report.unreadable_checkpoints.len() == unreadable_before;
         if clean {
@@ -565,6 +631,7 @@ fn load_topics(
             recovery,
             start,
             high,
+            cleaner,
         });
     }
     let mut topics = BTreeMap::new();
@@ -589,8 +656,10 @@ fn load_topics(
             };
             let mut loaded = Vec::with_capacity(replicas.len());
             for &d in replicas {
-                loaded
-                    .push((!dirs[d as usize].is_poisoned()).then(|| ReplicaLog::load(options(d))));
+                let cleaner = hints[d as usize].cleaner.get(&tp).copied();
+                loaded.push(
+                    (!dirs[d as usize].is_poisoned()).then(|| load_replica(options(d), cleaner)),
+                );
             }
             let (set, standing) =
                 repair_damaged(&tp, topic, dirs.len() > 1, loaded, &options, report)?;
@@ -610,6 +679,18 @@ fn load_topics(
         );
     }
     Ok(topics)
+}
+
+/// Opens one replica and gives it its cleaner checkpoint.
+fn load_replica(
+    options: LoadOptions,
+    cleaner: Option<u64>,
+) -> Result<(ReplicaLog, crate::recovery::PartitionRecovery)> {
+    let loaded = ReplicaLog::load(options)?;
+    if let Some(offset) = cleaner {
+        loaded.0.set_cleaner_point(offset);
+    }
+    Ok(loaded)
 }
 
 /// Takes the loaded replicas of one partition. A replica found damaged (a load error) is
@@ -926,6 +1007,12 @@ struct Inner {
     /// Signalled after every append, for consumers waiting in `poll`.
     appended: Notifier,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// The log cleaner's thread (compaction), when maintenance runs on its own.
+    cleaner: Mutex<Option<JoinHandle<()>>>,
+    /// `segment_bytes` of `__consumer_offsets` when it is created.
+    offsets_topic_segment_bytes: u64,
+    /// Keys one cleaning maps at most (`cleaner_dedupe_buffer_size / 24 × 0.9`).
+    cleaner_map_entries: usize,
     wake: Condvar,
     stop: Mutex<bool>,
     next_placement: AtomicU64,
@@ -1022,6 +1109,27 @@ struct Intervals {
     checkpoint_ms: i64,
     /// `None`: retention runs only in `Log::maintain`.
     retention_ms: Option<i64>,
+}
+
+/// The cleaner thread: a pass over the compacted topics every `backoff` (Kafka's
+/// `CleanerThread`, which also backs off when nothing is due). A long cleaning runs here, not
+/// on the background thread, so interval fsyncs and checkpoints never wait for it.
+fn cleaner(inner: &Arc<Inner>, backoff: Duration) {
+    loop {
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.wake.wait_for(&mut stop, backoff);
+            if *stop {
+                return;
+            }
+        }
+        // Failures take directories offline; `dir_status` and the next append report them.
+        let mut report = MaintenanceReport::default();
+        inner.clean_logs(inner.clock.now_ms(), &mut report);
+    }
 }
 
 fn background(inner: &Arc<Inner>, tick: Duration, every: &Intervals) {
@@ -1205,7 +1313,9 @@ impl Log {
     /// retention, `segment_bytes` and `segment_ms` (from the next roll on; an empty active
     /// segment is made again at the new size), the fsync policy (from the next append),
     /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
-    /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`.
+    /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
+    /// the cleanup policy with the compaction settings (from the next cleaner pass; a topic
+    /// that turns compacted refuses records without a key from then on).
     /// Producers keep the batch size limit they computed for the topic until they are
     /// recreated; a batch over a lowered `max_message_bytes` is refused at the append.
     ///
@@ -1306,8 +1416,10 @@ impl Log {
         self.create_any_topic(name, config)
     }
 
-    /// Creates `__consumer_offsets` (Kafka's internal-topic settings: 100 MiB segments;
-    /// every batch synced, as a commit is acknowledged only once durable; replicated like
+    /// Creates `__consumer_offsets` (Kafka's internal-topic settings: 100 MiB segments
+    /// unless [`LogBuilder::offsets_topic_segment_bytes`] says otherwise;
+    /// compacted, so only each group's latest commit per partition stays; every batch
+    /// synced, as a commit is acknowledged only once durable; replicated like
     /// `offsets.topic.replication.factor`, 3, capped at the directory count).
     pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
         let online = self
@@ -1319,7 +1431,8 @@ impl Log {
         let replicas = online.clamp(1, 3) as u32;
         let config = TopicConfig::default()
             .partitions(partitions)
-            .segment_bytes(100 << 20)
+            .segment_bytes(self.inner.offsets_topic_segment_bytes)
+            .cleanup_policy(crate::config::CleanupPolicy::Compact)
             .replication_factor(replicas)
             .fsync(crate::config::FsyncPolicy::EveryBatch);
         match self.create_any_topic(CONSUMER_OFFSETS, config) {
@@ -1770,6 +1883,7 @@ impl Log {
         self.check_open()?;
         let now = self.now_ms();
         let mut report = self.inner.enforce_retention(now);
+        self.inner.clean_logs(now, &mut report);
         self.inner
             .last_offsets_expiry_ms
             .store(now, Ordering::Relaxed);
@@ -2418,8 +2532,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Retention over every topic but the internal ones (`__consumer_offsets` keeps its
-    /// commits until compaction exists); checkpoints the moved log starts.
+    /// Retention over every topic but the internal ones (`__consumer_offsets` is compacted
+    /// instead); checkpoints the moved log starts.
     fn enforce_retention(&self, now: i64) -> MaintenanceReport {
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let mut report = MaintenanceReport::default();
@@ -2486,15 +2600,18 @@ impl Inner {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
+            let mut cleaner = BTreeMap::new();
             for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
                 recovery.insert(tp.clone(), replica.recovery_point());
                 start.insert(tp.clone(), replica.log_start_offset());
-                high.insert(tp, replica.high_watermark());
+                high.insert(tp.clone(), replica.high_watermark());
+                cleaner.insert(tp, replica.first_dirty_offset());
             }
             let written = metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
                 .and_then(|()| metadata::write_checkpoint(dir, metadata::LOG_START, &start))
-                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high));
+                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high))
+                .and_then(|()| metadata::write_checkpoint(dir, metadata::CLEANER_OFFSET, &cleaner));
             match written {
                 // With several directories a failing one goes offline (its partitions fail
                 // over at their next use) and the others carry on; this is also how a
@@ -2509,9 +2626,48 @@ impl Inner {
     fn stop_background(&self) {
         *self.stop.lock() = true;
         self.wake.notify_all();
-        let handle = self.background.lock().take();
-        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
-            let _ = handle.join();
+        // A cleaning in progress sees `closed` and gives up at its next batch.
+        for thread in [&self.background, &self.cleaner] {
+            let handle = thread.lock().take();
+            if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id())
+            {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// One cleaner pass: every partition of a compacted topic whose leader is due (see
+    /// `ReplicaSet::clean`), then the cleaner checkpoints.
+    fn clean_logs(&self, now: i64, report: &mut MaintenanceReport) {
+        let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
+        let mut cleaned_any = false;
+        for topic in topics.iter().filter(|t| {
+            !t.deleted.load(Ordering::Acquire) && t.config.read().cleanup_policy.compacts()
+        }) {
+            for (partition, set) in (0u32..).zip(&topic.sets()) {
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                match set.clean(now, self.cleaner_map_entries, &self.closed) {
+                    Ok(Some(cleaned)) => {
+                        cleaned_any = true;
+                        report.partitions_cleaned += 1;
+                        report.cleaned_bytes_read += cleaned.bytes_read;
+                        report.cleaned_bytes_written += cleaned.bytes_written;
+                        report.cleaned_records_removed += cleaned.records_removed;
+                    }
+                    Ok(None) | Err(Error::PartitionOffline { .. } | Error::Closed) => {}
+                    Err(error) => report
+                        .failures
+                        .push((TopicPartition::new(topic.name.clone(), partition), error)),
+                }
+            }
+        }
+        if cleaned_any && let Err(error) = self.write_checkpoints() {
+            // The cleaned segments are in place; only where the next cleaning starts is lost.
+            report
+                .failures
+                .push((TopicPartition::new(String::new(), 0), error));
         }
     }
 
@@ -2800,13 +2956,21 @@ impl Partition {
     /// # Errors
     /// `OffsetOutOfRange` when `before_offset` is beyond the high watermark (`earliest` and
     /// `latest` are the log start and the high watermark); `InternalTopic` for
-    /// `__consumer_offsets`; `PartitionOffline`; `Io` / `Poisoned` when files could not be
-    /// deleted (the directory then goes offline); `Closed`, `UnknownTopic` after deletion.
+    /// `__consumer_offsets`; `PolicyViolation` when the topic's `cleanup_policy` is
+    /// `Compact` (Kafka requires `delete`); `PartitionOffline`; `Io` / `Poisoned` when
+    /// files could not be deleted (the directory then goes offline); `Closed`,
+    /// `UnknownTopic` after deletion.
     pub fn delete_records(&self, before_offset: u64) -> Result<u64> {
         self.check()?;
         if INTERNAL_TOPICS.contains(&self.topic.name()) {
             return Err(Error::InternalTopic {
                 topic: self.topic.name().into(),
+            });
+        }
+        if !self.topic.state.config.read().cleanup_policy.deletes() {
+            return Err(Error::PolicyViolation {
+                topic: self.topic.name().into(),
+                reason: "delete_records needs a cleanup policy that deletes".into(),
             });
         }
         let (start, _deleted) = self.set.delete_records(before_offset)?;

@@ -39,9 +39,11 @@ pub(crate) const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LOG_START: &str = "log-start-offset-checkpoint";
 /// High watermarks.
 pub(crate) const HIGH_WATERMARK: &str = "replication-offset-checkpoint";
+/// Where each replica's next cleaning starts (Kafka's name).
+pub(crate) const CLEANER_OFFSET: &str = "cleaner-offset-checkpoint";
 
 /// One topic as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TopicMeta {
     pub config: TopicConfig,
     /// Storage directory indexes of each partition's replicas, preferred leader first.
@@ -114,7 +116,7 @@ impl Leadership {
 }
 
 /// The whole picture.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Meta {
     pub generation: u64,
     pub dir_count: u32,

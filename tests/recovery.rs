@@ -1007,7 +1007,7 @@ fn leftover_files_are_removed_and_reported() {
             crash(log, p);
         }
         let names = [
-            "00000000000000000000.log.swap",
+            "00000000000000000000.timeindex.swap",
             "00000000000000000000.index.swap",
             "00000000000000000000.log.deleted",
             "00000000000000000000.log.cleaned",

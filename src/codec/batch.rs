@@ -11,11 +11,11 @@ use bytes::Bytes;
 use crate::codec::record::{Record, RecordIter, records};
 use crate::codec::{
     ATTRIBUTES_OFFSET, BASE_OFFSET_OFFSET, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET,
-    COMPRESSION_MASK, CONTROL_MASK, CRC_OFFSET, Compression, HEADER_SIZE_UP_TO_MAGIC,
-    LAST_OFFSET_DELTA_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, MAGIC_OFFSET, MAGIC_V2,
-    MAX_TIMESTAMP_OFFSET, PARTITION_LEADER_EPOCH_OFFSET, PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET,
-    RECORD_BATCH_OVERHEAD, RECORDS_COUNT_OFFSET, TIMESTAMP_TYPE_MASK, TRANSACTIONAL_MASK,
-    TimestampType, UNUSED_ATTRIBUTES_MASK, corruption,
+    COMPRESSION_MASK, CONTROL_MASK, CRC_OFFSET, Compression, DELETE_HORIZON_MASK,
+    HEADER_SIZE_UP_TO_MAGIC, LAST_OFFSET_DELTA_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, MAGIC_OFFSET,
+    MAGIC_V2, MAX_TIMESTAMP_OFFSET, PARTITION_LEADER_EPOCH_OFFSET, PRODUCER_EPOCH_OFFSET,
+    PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD, RECORDS_COUNT_OFFSET, TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_MASK, TimestampType, UNUSED_ATTRIBUTES_MASK, corruption,
 };
 use crate::error::{Error, Result};
 
@@ -230,6 +230,12 @@ impl BatchHeader {
     /// Attribute bit 5: the batch holds a control record (transaction marker).
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_MASK != 0
+    }
+
+    /// The delete horizon the log cleaner stored in `baseTimestamp` (attribute bit 6), once
+    /// a cleaning kept a tombstone of this batch: tombstones go at the first cleaning after it.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_MASK != 0).then_some(self.base_timestamp)
     }
 }
 

@@ -20,6 +20,7 @@ pub use batch::{
     set_partition_leader_epoch, validate_batch, verify_crc,
 };
 pub use builder::BatchBuilder;
+pub(crate) use record::rebase_record;
 pub use record::{Header, HeaderIter, HeadersView, Record, RecordIter, RecordView, records};
 
 use crate::error::{Error, Location};
@@ -84,6 +85,8 @@ const TIMESTAMP_TYPE_MASK: i16 = 0x08;
 const TRANSACTIONAL_MASK: i16 = 0x10;
 /// Attribute bit 5.
 const CONTROL_MASK: i16 = 0x20;
+/// Attribute bit 6: `baseTimestamp` holds the delete horizon the log cleaner set (KIP-534).
+pub(crate) const DELETE_HORIZON_MASK: i16 = 0x40;
 /// Bits 7–15 are unassigned in v2; a set one means the header is not what a writer produced.
 const UNUSED_ATTRIBUTES_MASK: i16 = !0x7F;
 

@@ -334,6 +334,12 @@ fn usable_bytes<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8]> {
 }
 
 impl<'a> RecordIter<'a> {
+    /// Where the next record starts, relative to the batch start (after the last record
+    /// once all were read).
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     /// One record, moving past it on success.
     fn read_record(&mut self) -> Result<RecordView<'a>> {
         if let Some((view, end)) = self.fast_record() {
@@ -646,4 +652,27 @@ fn small_varint(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
 #[inline]
 fn unzig(z: u64) -> i64 {
     (z >> 1) as i64 ^ -((z & 1) as i64)
+}
+
+/// Appends `record` (one whole record, from its length varint to its end, as framed in a
+/// batch) to `out` with its timestamp delta lowered by `shift`: the record as it reads in a
+/// batch whose base timestamp was raised by `shift` (the cleaner's delete horizon).
+pub(crate) fn rebase_record(record: &[u8], shift: i64, out: &mut Vec<u8>) -> Result<()> {
+    use super::varint::{varint_size, varlong_size, write_varint_at, write_varlong_at};
+    let bad = |what: &'static str, e: super::varint::VarintError| corruption(0, what, e.detail());
+    let (_, body) = read_varint(record, 0).map_err(|e| bad("record length", e))?;
+    let (delta, rest) =
+        read_varlong(record, body + 1).map_err(|e| bad("record timestamp delta", e))?;
+    let delta = delta.wrapping_sub(shift);
+    let body_len = 1 + varlong_size(delta) + (record.len() - rest);
+    let body_len = i32::try_from(body_len)
+        .map_err(|_| corruption(0, "record length", format!("{body_len} bytes")))?;
+    let mut head = [0u8; 16];
+    let mut at = write_varint_at(&mut head, 0, body_len);
+    head[at] = record[body];
+    at = write_varlong_at(&mut head, at + 1, delta);
+    debug_assert_eq!(at, varint_size(body_len) + 1 + varlong_size(delta));
+    out.extend_from_slice(&head[..at]);
+    out.extend_from_slice(&record[rest..]);
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! Opening a replica (recovery) and truncating one.
 //!
 //! Recovery rules (docs/DESIGN.md "Recovery"):
-//! 1. Leftovers of interrupted operations (`*.swap`, `*.tmp`, `*.deleted`) and index files
+//! 1. A cleaner swap that was committed (`<base>.log.swap`) is finished; other leftovers of
+//!    interrupted operations (`*.cleaned`, `*.swap`, `*.tmp`, `*.deleted`) and index files
 //!    without a `.log` are removed.
 //! 2. After a clean close nothing is rescanned: sealed indexes are sanity-checked, and the
 //!    active segment is read from its last index entry to its end.
@@ -131,6 +132,8 @@ impl ReplicaLog {
             epochs: Mutex::new(EpochCache::default()),
             replicated: std::sync::atomic::AtomicBool::new(false),
             prefaulter: options.prefaulter,
+            cleaner_point: AtomicU64::new(0),
+            cleaning: Mutex::new(()),
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,
                 ..SyncState::default()
@@ -197,7 +200,13 @@ impl ReplicaLog {
     }
 }
 
-/// Lists the directory, removes leftovers, and returns the segment base offsets found.
+/// Lists the directory, finishes an interrupted cleaner swap, removes leftovers, and
+/// returns the segment base offsets found.
+///
+/// A `<base>.log.swap` is a cleaned segment whose swap was committed (see `clean.rs`): the
+/// segments whose offsets it covers go and it takes its final name; its indexes are rebuilt.
+/// Everything else unfinished (`.cleaned`, other `.swap`, `.tmp`, `.deleted`) goes, and so do
+/// index files without a `.log`.
 fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> Result<Vec<u64>> {
     let storage = dir.storage();
     let names = storage
@@ -205,18 +214,21 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
         .map_err(|e| Error::io("list", path, e))?;
     let mut logs = std::collections::BTreeSet::new();
     let mut indexes = Vec::new();
+    let mut swaps = Vec::new();
+    let remove = |file: PathBuf, removed: &mut Vec<PathBuf>| {
+        storage
+            .remove_file(&file)
+            .map_err(|e| Error::io("remove", &file, e))?;
+        removed.push(file);
+        Ok::<(), Error>(())
+    };
     for name in &names {
         let leftover = [".swap", ".tmp", ".deleted", ".cleaned"]
             .iter()
             .any(|s| name.ends_with(s));
         match parse_file_name(name) {
-            _ if leftover => {
-                let file = path.join(name);
-                storage
-                    .remove_file(&file)
-                    .map_err(|e| Error::io("remove", &file, e))?;
-                removed.push(file);
-            }
+            Some((base, "log.swap")) => swaps.push(base),
+            _ if leftover => remove(path.join(name), removed)?,
             Some((base, "log")) => {
                 logs.insert(base);
             }
@@ -224,16 +236,60 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
             _ => {}
         }
     }
+    for base in swaps {
+        let swap = path.join(format!("{}.swap", file_name(base, "log")));
+        let end = swap_end(dir, &swap)?;
+        let replaced: Vec<u64> = logs.range(base..end).copied().collect();
+        for old in replaced {
+            for file in Segment::paths(path, old) {
+                if storage.exists(&file) {
+                    remove(file, removed)?;
+                }
+            }
+            logs.remove(&old);
+        }
+        storage
+            .rename(&swap, &path.join(file_name(base, "log")))
+            .map_err(|e| Error::io("rename", &swap, e))?;
+        dir.sync_dir(path)?;
+        logs.insert(base);
+    }
     for (base, name) in indexes {
-        if !logs.contains(&base) {
-            let file = path.join(name);
-            storage
-                .remove_file(&file)
-                .map_err(|e| Error::io("remove", &file, e))?;
-            removed.push(file);
+        let file = path.join(name);
+        if !logs.contains(&base) && storage.exists(&file) {
+            remove(file, removed)?;
         }
     }
     Ok(logs.into_iter().collect())
+}
+
+/// The offset after the last batch of a committed swap file (which was synced whole before
+/// its rename): `Corruption` when its batches do not parse to its end.
+fn swap_end(dir: &StorageDir, swap: &Path) -> Result<u64> {
+    let file = dir
+        .storage()
+        .open(swap, OpenMode::Read)
+        .map_err(|e| Error::io("open", swap, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", swap, e))? as usize;
+    let map = file
+        .map_read_only(len)
+        .map_err(|e| Error::io("mmap", swap, e))?;
+    let bytes = map.slice(0, map.published());
+    let (mut position, mut end) = (0, None);
+    while position < bytes.len() {
+        let header = codec::BatchHeader::parse(&bytes[position..], bytes.len() - position)
+            .map_err(|e| e.in_file(swap, position as u64))?;
+        end = Some(header.next_offset() as u64);
+        position += header.size();
+    }
+    end.ok_or_else(|| Error::Corruption {
+        location: Location::File {
+            path: swap.to_path_buf(),
+            position: 0,
+        },
+        what: "cleaned segment",
+        detail: "a committed swap file holds no batch".into(),
+    })
 }
 
 fn limits(config: &TopicConfig) -> ScanLimits {
@@ -897,10 +953,11 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
     Ok(())
 }
 
-/// Writes `bytes` as the new content of a segment's log: `.swap`, fsync, rename, fsync dir.
+/// Writes `bytes` as the new content of a segment's log: `.tmp`, fsync, rename, fsync dir.
+/// (Not `.swap`: that suffix marks a committed cleaner swap, which an open finishes.)
 fn rewrite_prefix(dir: &StorageDir, path: &Path, base: u64, bytes: &[u8]) -> Result<()> {
     let target = path.join(file_name(base, "log"));
-    let swap = path.join(format!("{}.swap", file_name(base, "log")));
+    let swap = path.join(format!("{}.tmp", file_name(base, "log")));
     let file = dir
         .storage()
         .open(&swap, OpenMode::Truncate)

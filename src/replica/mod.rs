@@ -7,6 +7,7 @@
 //! read lock, and read published bytes only, so a read never blocks an append for long and
 //! never sees a torn batch. A sealed or deleted segment stays mapped while a reader holds it.
 
+mod clean;
 mod durability;
 pub(crate) mod epochs;
 mod load;
@@ -34,6 +35,7 @@ use crate::segment::{Segment, SegmentSizes};
 use crate::storage::StorageDir;
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
+pub(crate) use clean::Cleaned;
 pub(crate) use durability::SyncState;
 use epochs::EpochCache;
 pub(crate) use load::LoadOptions;
@@ -86,6 +88,10 @@ pub(crate) struct ReplicaLog {
     /// says so (the smallest log end among in-sync replicas), not at each append.
     replicated: std::sync::atomic::AtomicBool,
     prefaulter: Option<Prefaulter>,
+    /// Where the next cleaning starts (the cleaner checkpoint; see `first_dirty_offset`).
+    cleaner_point: AtomicU64,
+    /// Held while the log is being cleaned: one cleaning at a time.
+    cleaning: Mutex<()>,
     sync: Mutex<SyncState>,
     synced: Condvar,
 }
@@ -377,6 +383,14 @@ impl ReplicaLog {
         }
         if header.producer_id >= 0 && header.base_sequence < 0 {
             return invalid("an idempotent batch needs a base sequence");
+        }
+        if self.config.read().cleanup_policy.compacts() {
+            for record in codec::records(batch, &header) {
+                if record?.key.is_none() {
+                    // Kafka's `LogValidator`: the cleaner could never keep it.
+                    return invalid("a compacted topic cannot accept a record without a key");
+                }
+            }
         }
         Ok(header)
     }
@@ -699,6 +713,9 @@ impl ReplicaLog {
         }
         let now = self.clock.now_ms();
         load::truncate(self, &mut w, offset, now)?;
+        // Kafka's `maybeTruncateCheckpoint`: what is appended again is dirty.
+        self.cleaner_point
+            .fetch_min(w.next_offset, Ordering::AcqRel);
         self.trim_epochs(w.next_offset)
     }
 
@@ -718,9 +735,29 @@ impl ReplicaLog {
         self.dir.check()?;
         let now = self.clock.now_ms();
         load::restart(self, &mut w, offset, now)?;
+        self.cleaner_point.store(offset, Ordering::Release);
         // An empty log holds no epoch: the copies bring the leader's.
         self.trim_epochs(0)
     }
+}
+
+/// A new replica of `t-0` in `<root>/d` on a manual clock at `now`, for unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_replica(root: &Path, config: TopicConfig, now: i64) -> ReplicaLog {
+    let dir = StorageDir::open(crate::storage::OsStorage::shared(), root.join("d")).unwrap();
+    ReplicaLog::create(LoadOptions {
+        tp: TopicPartition::new("t", 0),
+        dir: Arc::new(dir),
+        config,
+        clock: Arc::new(crate::clock::ManualClock::new(now)),
+        clean: false,
+        recovery_point: None,
+        log_start: None,
+        high_watermark: None,
+        prefaulter: None,
+    })
+    .unwrap()
 }
 
 /// How an append stamps a batch.

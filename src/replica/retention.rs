@@ -61,7 +61,9 @@ impl ReplicaLog {
             i < n && high_watermark >= upper(i) && !(i + 1 == n && segments[i].size() == 0)
         };
         let mut count = 0;
-        if self.config().retention_ms >= 0 {
+        // A compact-only topic keeps its segments: only the log-start pass applies.
+        let deletes = self.config().cleanup_policy.deletes();
+        if deletes && self.config().retention_ms >= 0 {
             while deletable(count) {
                 let newest = if count + 1 == n {
                     w.index_state.max_timestamp
@@ -80,7 +82,9 @@ impl ReplicaLog {
                 count += 1;
             }
         }
-        if let Ok(limit) = u64::try_from(self.config().retention_bytes) {
+        if let Ok(limit) = u64::try_from(self.config().retention_bytes).map_err(|_| ())
+            && deletes
+        {
             let size: u64 = segments[count..].iter().map(|s| s.size() as u64).sum();
             let mut excess = size.saturating_sub(limit);
             while deletable(count) && excess >= segments[count].size() as u64 {
@@ -196,31 +200,14 @@ mod tests {
     //! Ported from Kafka's `UnifiedLogTest`.
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
-    use crate::clock::ManualClock;
     use crate::codec::BatchBuilder;
     use crate::config::TopicConfig;
-    use crate::replica::{LoadOptions, ReplicaLog};
-    use crate::storage::{OsStorage, StorageDir};
-    use crate::types::TopicPartition;
+    use crate::replica::ReplicaLog;
 
     const NOW: i64 = 1_700_000_000_000;
 
     fn replica(root: &std::path::Path, config: TopicConfig) -> ReplicaLog {
-        let dir = StorageDir::open(OsStorage::shared(), root.join("d")).unwrap();
-        ReplicaLog::create(LoadOptions {
-            tp: TopicPartition::new("t", 0),
-            dir: Arc::new(dir),
-            config,
-            clock: Arc::new(ManualClock::new(NOW)),
-            clean: false,
-            recovery_point: None,
-            log_start: None,
-            high_watermark: None,
-            prefaulter: None,
-        })
-        .unwrap()
+        crate::replica::test_replica(root, config, NOW)
     }
 
     fn append(log: &ReplicaLog, timestamp: i64, value: &[u8]) {

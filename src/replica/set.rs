@@ -33,7 +33,7 @@ use crate::config::TopicConfig;
 use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::metadata::Leadership;
-use crate::replica::{Deleted, ReplicaLog};
+use crate::replica::{Cleaned, Deleted, ReplicaLog};
 use crate::storage::Completion;
 use crate::types::{AppendInfo, TopicPartition};
 
@@ -849,6 +849,37 @@ impl ReplicaSet {
         Ok(self.follow_log_start(&leader, deleted))
     }
 
+    /// Log compaction (see `clean.rs`): when the leader's log is due at `now`, cleans the
+    /// leader and then every other live replica with the leader's end offset and `now`.
+    /// Appends go on meanwhile (only the swaps take each replica's writer lock). A replica
+    /// whose cleaning fails on an I/O error is handled as at an append.
+    pub(crate) fn clean(
+        &self,
+        now: i64,
+        map_entries: usize,
+        stop: &AtomicBool,
+    ) -> Result<Option<Cleaned>> {
+        let leader = self.leader()?;
+        let cleanable = leader.cleanable(now);
+        if !cleanable.due {
+            return Ok(None);
+        }
+        let mut cleaned = leader
+            .clean(now, cleanable.end, map_entries, stop)
+            .inspect_err(|error| self.failed(&leader, error))?;
+        for follower in self.replicas().into_iter().flatten() {
+            if Arc::ptr_eq(&follower, &leader) || follower.dir().is_poisoned() {
+                continue;
+            }
+            match follower.clean(now, cleanable.end, map_entries, stop) {
+                Ok(more) => cleaned.add(more),
+                Err(Error::Closed) => return Err(Error::Closed),
+                Err(error) => self.failed(&follower, &error),
+            }
+        }
+        Ok(Some(cleaned))
+    }
+
     /// Kafka's `DeleteRecords`: raises the log start of every live replica to `offset`,
     /// which may not pass the high watermark; returns the new log start.
     pub(crate) fn delete_records(&self, offset: u64) -> Result<(u64, Deleted)> {
@@ -1060,6 +1091,15 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
             }
         }
         let read = leader.read(from.max(start), CATCH_UP_BYTES, end)?;
+        if let Some(first) = read.batches().next() {
+            let base = u64::try_from(first?.base_offset()).unwrap_or(from);
+            if base < from && from > start {
+                // The leader's cleaner merged batches the follower holds part of into one
+                // empty batch (see `clean.rs`): the follower takes it whole.
+                follower.truncate_to(base)?;
+                continue;
+            }
+        }
         records += follower.append_copies(&read, wait)?;
         if follower.log_end_offset() == from {
             return behind("no progress copying from the leader");
