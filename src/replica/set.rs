@@ -1188,6 +1188,52 @@ mod tests {
         assert_eq!(f.log_end_offset(), l.log_end_offset());
     }
 
+    /// A follower whose log ends inside a run of batches the leader's cleaner merged into
+    /// one empty batch truncates to the run's start and copies it whole.
+    #[test]
+    fn follower_inside_a_cleaned_run_takes_it_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let config = TopicConfig::default()
+            .cleanup_policy(crate::config::CleanupPolicy::Compact)
+            .segment_bytes(4096);
+        let open = |name: &str| {
+            let dir = StorageDir::open(OsStorage::shared(), root.path().join(name)).unwrap();
+            let mut options = options(&Arc::new(dir));
+            options.config = config.clone();
+            ReplicaLog::create(options).unwrap()
+        };
+        let (leader, follower) = (open("l"), open("f"));
+        let put = |value: &str| {
+            let mut builder = BatchBuilder::new();
+            builder.push(0, Some(b"k"), Some(value.as_bytes()), &[]);
+            leader
+                .append_then(builder.finish().unwrap(), |_| {})
+                .unwrap();
+        };
+        for i in 0..10 {
+            put(&i.to_string());
+        }
+        follow(&leader, &follower, usize::MAX, true, true).unwrap();
+        for i in 10..20 {
+            put(&i.to_string());
+        }
+        leader.roll(&mut leader.writer.lock(), 0, 0).unwrap();
+        let stop = AtomicBool::new(false);
+        leader.clean(0, u64::MAX, 100, &stop).unwrap();
+        let first = leader.read(0, 1 << 20, 20).unwrap();
+        let first = first.batches().next().unwrap().unwrap();
+        assert_eq!((first.base_offset(), first.last_offset()), (0, 18));
+        follow(&leader, &follower, usize::MAX, true, true).unwrap();
+        let bytes = |log: &ReplicaLog| -> Vec<Vec<u8>> {
+            let read = log.read(0, 1 << 20, 20).unwrap();
+            read.batches()
+                .map(|b| b.unwrap().bytes().to_vec())
+                .collect()
+        };
+        assert_eq!(bytes(&follower), bytes(&leader));
+        assert_eq!(follower.log_end_offset(), 20);
+    }
+
     /// `testTruncation`: follower epochs [0, 2, 4], leader [1, 3, 5], offsets 0, 1, 2.
     #[test]
     fn truncation_to_the_common_prefix() {
