@@ -38,6 +38,39 @@ pub enum FsyncPolicy {
 /// | `Delete` (default) | deleted by `retention_ms` / `retention_bytes` | kept |
 /// | `Compact` | kept | removed by the cleaner |
 /// | `CompactDelete` | deleted by retention | removed by the cleaner |
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// use tarnlog::{BatchBuilder, CleanupPolicy, Log, TopicConfig};
+/// let log = Log::temp()?;
+/// let config = TopicConfig::default()
+///     .segment_bytes(200)
+///     .cleanup_policy(CleanupPolicy::Compact);
+/// let partition = log.create_topic("prices", config)?.partition(0)?;
+/// for (i, key) in ["apple", "pear", "apple", "apple", "pear", "fig"].iter().enumerate() {
+///     let mut batch = BatchBuilder::new();
+///     batch.push(0, Some(key.as_bytes()), Some(i.to_string().as_bytes()), &[]);
+///     partition.append(batch.finish().unwrap())?;
+/// }
+/// let report = log.maintain()?; // cleans the sealed segments
+/// assert!(report.cleaned_records_removed > 0);
+/// // The latest value of each key stays, at the offset it was written at.
+/// let (mut left, mut next) = (Vec::new(), 0);
+/// while next < partition.log_end_offset() {
+///     for batch in partition.read(next, 1 << 20)?.batches() {
+///         let batch = batch?;
+///         for record in batch.records() {
+///             let record = record?;
+///             left.push((record.offset, record.key.unwrap()));
+///         }
+///         next = batch.next_offset() as u64;
+///     }
+/// }
+/// assert!(left.iter().any(|(offset, key)| *offset == 3 && &key[..] == b"apple"));
+/// assert!(left.iter().all(|(offset, _)| *offset != 0), "the old apple is gone");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CleanupPolicy {
     /// Kafka's `delete`: whole segments go once retention says so.

@@ -561,7 +561,6 @@ struct Hints {
     recovery: BTreeMap<TopicPartition, u64>,
     start: BTreeMap<TopicPartition, u64>,
     high: BTreeMap<TopicPartition, u64>,
-    cleaner: BTreeMap<TopicPartition, u64>,
 }
 
 /// A directory that could not be opened, and why.
@@ -598,7 +597,6 @@ fn load_topics(
         let recovery = read(metadata::RECOVERY_POINT);
         let start = read(metadata::LOG_START);
         let high = read(metadata::HIGH_WATERMARK);
-        let cleaner = read(metadata::CLEANER_OFFSET);
         // A clean marker whose checkpoints cannot be read proves nothing.
         let clean = marker && report.unreadable_checkpoints.len() == unreadable_before;
         if clean {
@@ -631,7 +629,6 @@ fn load_topics(
             recovery,
             start,
             high,
-            cleaner,
         });
     }
     let mut topics = BTreeMap::new();
@@ -656,10 +653,8 @@ fn load_topics(
             };
             let mut loaded = Vec::with_capacity(replicas.len());
             for &d in replicas {
-                let cleaner = hints[d as usize].cleaner.get(&tp).copied();
-                loaded.push(
-                    (!dirs[d as usize].is_poisoned()).then(|| load_replica(options(d), cleaner)),
-                );
+                loaded
+                    .push((!dirs[d as usize].is_poisoned()).then(|| ReplicaLog::load(options(d))));
             }
             let (set, standing) =
                 repair_damaged(&tp, topic, dirs.len() > 1, loaded, &options, report)?;
@@ -679,18 +674,6 @@ fn load_topics(
         );
     }
     Ok(topics)
-}
-
-/// Opens one replica and gives it its cleaner checkpoint.
-fn load_replica(
-    options: LoadOptions,
-    cleaner: Option<u64>,
-) -> Result<(ReplicaLog, crate::recovery::PartitionRecovery)> {
-    let loaded = ReplicaLog::load(options)?;
-    if let Some(offset) = cleaner {
-        loaded.0.set_cleaner_point(offset);
-    }
-    Ok(loaded)
 }
 
 /// Takes the loaded replicas of one partition. A replica found damaged (a load error) is
@@ -2600,18 +2583,15 @@ impl Inner {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
-            let mut cleaner = BTreeMap::new();
             for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
                 recovery.insert(tp.clone(), replica.recovery_point());
                 start.insert(tp.clone(), replica.log_start_offset());
-                high.insert(tp.clone(), replica.high_watermark());
-                cleaner.insert(tp, replica.first_dirty_offset());
+                high.insert(tp, replica.high_watermark());
             }
             let written = metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
                 .and_then(|()| metadata::write_checkpoint(dir, metadata::LOG_START, &start))
-                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high))
-                .and_then(|()| metadata::write_checkpoint(dir, metadata::CLEANER_OFFSET, &cleaner));
+                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high));
             match written {
                 // With several directories a failing one goes offline (its partitions fail
                 // over at their next use) and the others carry on; this is also how a
@@ -2637,10 +2617,9 @@ impl Inner {
     }
 
     /// One cleaner pass: every partition of a compacted topic whose leader is due (see
-    /// `ReplicaSet::clean`), then the cleaner checkpoints.
+    /// `ReplicaSet::clean`).
     fn clean_logs(&self, now: i64, report: &mut MaintenanceReport) {
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
-        let mut cleaned_any = false;
         for topic in topics.iter().filter(|t| {
             !t.deleted.load(Ordering::Acquire) && t.config.read().cleanup_policy.compacts()
         }) {
@@ -2650,7 +2629,6 @@ impl Inner {
                 }
                 match set.clean(now, self.cleaner_map_entries, &self.closed) {
                     Ok(Some(cleaned)) => {
-                        cleaned_any = true;
                         report.partitions_cleaned += 1;
                         report.cleaned_bytes_read += cleaned.bytes_read;
                         report.cleaned_bytes_written += cleaned.bytes_written;
@@ -2662,12 +2640,6 @@ impl Inner {
                         .push((TopicPartition::new(topic.name.clone(), partition), error)),
                 }
             }
-        }
-        if cleaned_any && let Err(error) = self.write_checkpoints() {
-            // The cleaned segments are in place; only where the next cleaning starts is lost.
-            report
-                .failures
-                .push((TopicPartition::new(String::new(), 0), error));
         }
     }
 

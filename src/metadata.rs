@@ -39,8 +39,6 @@ pub(crate) const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LOG_START: &str = "log-start-offset-checkpoint";
 /// High watermarks.
 pub(crate) const HIGH_WATERMARK: &str = "replication-offset-checkpoint";
-/// Where each replica's next cleaning starts (Kafka's name).
-pub(crate) const CLEANER_OFFSET: &str = "cleaner-offset-checkpoint";
 
 /// One topic as recorded.
 #[derive(Debug, Clone, PartialEq)]

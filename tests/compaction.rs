@@ -204,6 +204,13 @@ fn max_compaction_lag_forces_a_cleaning() {
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 0, "ratio low");
     clock.set(NOW + HOUR + 1);
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 1, "lag passed");
+    // The active segment rolls once its first record is older than the lag (Kafka's
+    // `maxSegmentMs`), so a quiet partition is cleaned in time too.
+    let segments = partition.segment_count();
+    let mut batch = BatchBuilder::new();
+    batch.push(NOW + 3 * HOUR, Some(b"late"), Some(b"v"), &[]);
+    partition.append(batch.finish().unwrap()).unwrap();
+    assert_eq!(partition.segment_count(), segments + 1);
 }
 
 #[test]
@@ -381,7 +388,8 @@ fn an_interrupted_swap_is_finished_at_open() {
     let base = tempfile::tempdir().unwrap();
     {
         let log = open(base.path(), &ManualClock::new(NOW));
-        let partition = topic(&log, compacted().segment_bytes(300));
+        // An index entry per batch: a stale index left next to the cleaned log would show.
+        let partition = topic(&log, compacted().segment_bytes(300).index_interval_bytes(0));
         fill(&partition, 40, 4);
         // Small sealed segments, which the cleaning merges into one at the new size.
         let mut config = log.topic("t").unwrap().config();
@@ -420,11 +428,17 @@ fn an_interrupted_swap_is_finished_at_open() {
         log.close().unwrap();
         assert_eq!(segment_files(root.path()), cleaned, "{renamed} renamed");
     }
-    // A committed swap that does not parse is damage, reported rather than guessed at.
+    // A swap file cut short while the segment it names is still there is no committed
+    // swap: it goes, and the old segments stay.
     let root = tempfile::tempdir().unwrap();
     copy_dir(base.path(), root.path());
     let dir = root.path().join("t-0");
     std::fs::write(dir.join(format!("{first}.swap")), &cleaned_first[..100]).unwrap();
+    open(root.path(), &ManualClock::new(NOW)).close().unwrap();
+    assert_eq!(segment_files(root.path()), uncleaned);
+    // Without that segment it is damage, reported rather than guessed at.
+    std::fs::write(dir.join(format!("{first}.swap")), &cleaned_first[..100]).unwrap();
+    std::fs::rename(dir.join(first), dir.join(format!("{first}.deleted"))).unwrap();
     let err = builder(root.path(), &ManualClock::new(NOW))
         .open()
         .unwrap_err();

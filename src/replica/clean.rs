@@ -57,7 +57,12 @@ use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::segment::scan::IndexState;
 use crate::segment::{Index, IndexKind, Segment, file_name};
-use crate::storage::{OpenMode, StorageFile};
+use crate::storage::{OpenMode, StorageFile, read_framed, write_framed};
+
+/// The cleaner checkpoint, in the partition directory: where the next cleaning starts.
+const CHECKPOINT: &str = "cleaner-offset-checkpoint";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"TNLCLEAN";
+const CHECKPOINT_VERSION: u32 = 1;
 
 /// The leader's view of how much of its log a cleaning would cover.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,9 +112,45 @@ impl ReplicaLog {
         }
     }
 
-    /// Sets the cleaner checkpoint read at open.
-    pub(crate) fn set_cleaner_point(&self, offset: u64) {
-        self.cleaner_point.store(offset, Ordering::Release);
+    /// Reads the cleaner checkpoint at open. A damaged one, or one past the log end (which
+    /// a cleaning never leaves), is dropped: the next cleaning starts at the log start.
+    pub(super) fn load_cleaner_point(&self) -> Result<()> {
+        let path = self.path.join(CHECKPOINT);
+        let point = match read_framed(&self.dir, &path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION) {
+            Ok(Some((_, body))) => std::str::from_utf8(&body)
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok()),
+            Ok(None) | Err(Error::Corruption { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let point = point.filter(|&p| p <= self.log_end_offset()).unwrap_or(0);
+        self.cleaner_point.store(point, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the cleaner checkpoint as it is in memory now.
+    fn write_cleaner_point(&self) -> Result<()> {
+        let _file = self.cleaner_file.lock();
+        let point = self.cleaner_point.load(Ordering::Acquire);
+        write_framed(
+            &self.dir,
+            &self.path,
+            CHECKPOINT,
+            CHECKPOINT_MAGIC,
+            CHECKPOINT_VERSION,
+            point.to_string().as_bytes(),
+        )
+    }
+
+    /// After a truncation to `end`: a checkpoint past it moves down to it, durably, before
+    /// anything is appended again (Kafka's `maybeTruncateCheckpoint`): what is appended
+    /// there was never cleaned.
+    pub(super) fn lower_cleaner_point(&self, end: u64) -> Result<()> {
+        let before = self.cleaner_point.fetch_min(end, Ordering::AcqRel);
+        if before > end {
+            self.write_cleaner_point()?;
+        }
+        Ok(())
     }
 
     /// Kafka's `cleanableOffsets` and dirty ratio on this log (the leader's), at `now`.
@@ -137,7 +178,7 @@ impl ReplicaLog {
             let Some(next) = upper(i) else { break };
             if next <= first_dirty {
                 clean += segment.size() as u64;
-            } else if segment.base_offset < end {
+            } else if segment.base_offset < end && first_dirty < end {
                 dirty += segment.size() as u64;
                 oldest_dirty.get_or_insert(segment);
             }
@@ -171,13 +212,30 @@ impl ReplicaLog {
         let Some(_cleaning) = self.cleaning.try_lock() else {
             return Ok(Cleaned::default());
         };
+        let result = self.clean_below(now, limit, map_entries, stop);
+        if result.is_err() && self.writer.lock().closed {
+            // The topic was deleted meanwhile (its files moved away under the cleaning).
+            return Err(Error::Closed);
+        }
+        result
+    }
+
+    fn clean_below(
+        &self,
+        now: i64,
+        limit: u64,
+        map_entries: usize,
+        stop: &AtomicBool,
+    ) -> Result<Cleaned> {
         self.dir.check()?;
+        let truncations = self.truncations.load(Ordering::Acquire);
         let config = self.config();
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         let Some(active) = segments.last() else {
             return Ok(Cleaned::default());
         };
-        let limit = limit.min(active.base_offset);
+        // Never into the active segment, never past what consumers may see here.
+        let limit = limit.min(active.base_offset).min(self.high_watermark());
         let end = segments
             .iter()
             .map(|s| s.base_offset)
@@ -189,32 +247,37 @@ impl ReplicaLog {
             return Ok(Cleaned::default());
         }
         let map = OffsetMap::build(&segments, first_dirty, end, map_entries.max(1), stop)?;
+        // A record is removed because a later one of its key exists: that one must survive
+        // a power loss first (under `FsyncPolicy::None` a sealed segment may be unsynced).
+        self.sync_to(map.end)?;
         let cleaning: Vec<Arc<Segment>> = segments
             .iter()
             .filter(|s| s.base_offset < map.end)
             .cloned()
             .collect();
-        let horizon = now.saturating_add(config.delete_retention_ms);
         let filter = Filter {
             map: &map,
             now,
-            horizon,
+            horizon: now.saturating_add(config.delete_retention_ms),
         };
         let mut cleaned = Cleaned::default();
-        let mut swapped = true;
         for group in groups(&cleaning, &segments, &config) {
-            if stop.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            match self.clean_group(group, &filter, &config)? {
+            match self.clean_group(group, &filter, &config, truncations, stop)? {
                 Some(done) => cleaned.add(done),
-                None => swapped = false,
+                // Changed meanwhile (retention, a truncation): cleaned next time.
+                None => return Ok(cleaned),
             }
         }
-        if swapped {
-            // A group given up (retention or a truncation changed it) is cleaned next time.
-            self.cleaner_point.fetch_max(map.end, Ordering::AcqRel);
+        {
+            let w = self.writer.lock();
+            if self.truncations.load(Ordering::Acquire) != truncations || w.closed {
+                return Ok(cleaned);
+            }
+            self.cleaner_point
+                .fetch_max(map.end.min(w.next_offset), Ordering::AcqRel);
         }
+        // A checkpoint lost in a crash only makes the next cleaning start earlier.
+        self.write_cleaner_point()?;
         Ok(cleaned)
     }
 
@@ -225,9 +288,11 @@ impl ReplicaLog {
         group: &[Arc<Segment>],
         filter: &Filter<'_>,
         config: &TopicConfig,
+        truncations: u64,
+        stop: &AtomicBool,
     ) -> Result<Option<Cleaned>> {
         let base = group[0].base_offset;
-        let written = self.write_cleaned(group, filter, config);
+        let written = self.write_cleaned(group, filter, config, stop);
         let written = match written {
             Ok(written) => written,
             Err(error) => {
@@ -235,7 +300,9 @@ impl ReplicaLog {
                 return Err(error);
             }
         };
-        Ok(self.swap_in(group, base)?.then_some(written))
+        Ok(self
+            .swap_in(group, base, filter.map.end, truncations)?
+            .then_some(written))
     }
 
     /// Writes `<base>.{log,index,timeindex}.cleaned` from `group`, synced.
@@ -244,6 +311,7 @@ impl ReplicaLog {
         group: &[Arc<Segment>],
         filter: &Filter<'_>,
         config: &TopicConfig,
+        stop: &AtomicBool,
     ) -> Result<Cleaned> {
         let base = group[0].base_offset;
         let [log_path, index_path, time_path] = suffixed(&self.path, base, "cleaned");
@@ -256,6 +324,9 @@ impl ReplicaLog {
         let mut run: Option<EmptyRun> = None;
         let mut scratch = Vec::new();
         for segment in group {
+            if stop.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
             cleaned.segments += 1;
             cleaned.bytes_read += segment.size() as u64;
             let bytes = segment.bytes();
@@ -310,18 +381,27 @@ impl ReplicaLog {
 
     /// Kafka's `replaceSegments`: swaps the cleaned files of `base` in for `group`. Returns
     /// false, having removed the cleaned files, when the group changed since the cleaning
-    /// began. A failure after the swap was committed takes the directory offline (the
-    /// files on disk and the segments in memory would disagree); opening it finishes the swap.
-    fn swap_in(&self, group: &[Arc<Segment>], base: u64) -> Result<bool> {
+    /// began, or the log was truncated (the records the offset map rests on, up to
+    /// `mapped`, may be gone). A failure after the swap was committed takes the directory
+    /// offline (the files on disk and the segments in memory would disagree); opening it
+    /// finishes the swap.
+    fn swap_in(
+        &self,
+        group: &[Arc<Segment>],
+        base: u64,
+        mapped: u64,
+        truncations: u64,
+    ) -> Result<bool> {
         let w = self.writer.lock();
-        let unchanged = {
-            let segments = self.segments.read();
-            group.iter().all(|s| {
-                segments
-                    .get(&s.base_offset)
-                    .is_some_and(|current| Arc::ptr_eq(current, s))
-            })
-        };
+        let unchanged =
+            self.truncations.load(Ordering::Acquire) == truncations && w.next_offset >= mapped && {
+                let segments = self.segments.read();
+                group.iter().all(|s| {
+                    segments
+                        .get(&s.base_offset)
+                        .is_some_and(|current| Arc::ptr_eq(current, s))
+                })
+            };
         let usable = if w.closed {
             Err(Error::Closed)
         } else {
@@ -875,7 +955,8 @@ mod tests {
     }
 
     fn clean(log: &ReplicaLog, first_dirty: u64, now: i64, map_entries: usize) {
-        log.set_cleaner_point(first_dirty);
+        log.cleaner_point
+            .store(first_dirty, std::sync::atomic::Ordering::Release);
         log.clean(now, u64::MAX, map_entries, &AtomicBool::new(false))
             .unwrap();
     }
@@ -971,6 +1052,48 @@ mod tests {
         let keys: Vec<String> = records(&log).into_iter().map(|(_, k, _)| k).collect();
         assert_eq!(keys, ["1", "2", "3"], "gone at the horizon");
         assert_eq!(log.log_end_offset(), 5);
+    }
+
+    /// A truncation below the cleaner checkpoint lowers it durably (Kafka's
+    /// `maybeTruncateCheckpoint`): what is appended again is cleaned, so a tombstone written
+    /// there still removes the older value, which would otherwise come back once the
+    /// tombstone's horizon passed.
+    #[test]
+    fn truncation_lowers_the_cleaner_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path());
+        append(&log, NOW, "k", Some("v1"));
+        for i in 0..6 {
+            append(&log, NOW, &format!("a{i}"), Some("x"));
+        }
+        roll(&log);
+        clean(&log, 0, NOW, 100);
+        assert_eq!(log.first_dirty_offset(), 7);
+        log.truncate_to(2).unwrap();
+        assert_eq!(log.first_dirty_offset(), 2);
+        let reopened = crate::replica::test_reopen(&log);
+        assert_eq!(reopened.log_end_offset(), 2);
+        assert_eq!(
+            reopened.first_dirty_offset(),
+            2,
+            "the lowered checkpoint is durable"
+        );
+        drop(reopened);
+        append(&log, NOW, "k", None);
+        for i in 0..8 {
+            append(&log, NOW, &format!("b{i}"), Some("y"));
+        }
+        roll(&log);
+        let stop = AtomicBool::new(false);
+        log.clean(NOW, u64::MAX, 100, &stop).unwrap();
+        append(&log, NOW, "c", Some("z"));
+        roll(&log);
+        log.clean(NOW + DAY, u64::MAX, 100, &stop).unwrap();
+        assert!(
+            records(&log).iter().all(|(_, key, _)| key != "k"),
+            "{:?}",
+            records(&log)
+        );
     }
 
     /// `testCleaningWithDeletes`: a tombstone removes every earlier value of its key.

@@ -63,6 +63,21 @@ struct Loaded {
 }
 
 impl ReplicaLog {
+    /// Options to open this replica's directory again, unclean, without checkpoints.
+    pub(super) fn unclean_options(&self) -> LoadOptions {
+        LoadOptions {
+            tp: self.tp.clone(),
+            dir: Arc::clone(&self.dir),
+            config: self.config(),
+            clock: Arc::clone(&self.clock),
+            clean: false,
+            recovery_point: None,
+            log_start: None,
+            high_watermark: None,
+            prefaulter: None,
+        }
+    }
+
     /// Creates a new, empty replica (a new topic's partition).
     pub(crate) fn create(options: LoadOptions) -> Result<ReplicaLog> {
         let path = options.dir.path().join(partition_dir_name(&options.tp));
@@ -134,6 +149,8 @@ impl ReplicaLog {
             prefaulter: options.prefaulter,
             cleaner_point: AtomicU64::new(0),
             cleaning: Mutex::new(()),
+            cleaner_file: Mutex::new(()),
+            truncations: AtomicU64::new(0),
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,
                 ..SyncState::default()
@@ -141,6 +158,7 @@ impl ReplicaLog {
             synced: Condvar::new(),
         };
         log.load_epochs()?;
+        log.load_cleaner_point()?;
         Ok((log, loaded.report))
     }
 
@@ -203,18 +221,20 @@ impl ReplicaLog {
 /// Lists the directory, finishes an interrupted cleaner swap, removes leftovers, and
 /// returns the segment base offsets found.
 ///
-/// A `<base>.log.swap` is a cleaned segment whose swap was committed (see `clean.rs`): the
-/// segments whose offsets it covers go and it takes its final name; its indexes are rebuilt.
-/// Everything else unfinished (`.cleaned`, other `.swap`, `.tmp`, `.deleted`) goes, and so do
-/// index files without a `.log`.
+/// A `<base>.log.swap` that holds whole, CRC-valid batches running contiguously from `base`
+/// is a cleaned segment whose swap was committed (see `clean.rs`): every file of the
+/// segments its offsets cover goes and it takes its final name; its indexes are rebuilt.
+/// One that does not is a leftover when `<base>.log` is still there (nothing was replaced),
+/// else `Corruption`. Swaps are finished first; then everything else unfinished
+/// (`.cleaned`, other `.swap`, `.tmp`, `.deleted`) goes, and so do index files without a
+/// `.log`.
 fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> Result<Vec<u64>> {
     let storage = dir.storage();
-    let names = storage
-        .list_dir(path)
-        .map_err(|e| Error::io("list", path, e))?;
-    let mut logs = std::collections::BTreeSet::new();
-    let mut indexes = Vec::new();
-    let mut swaps = Vec::new();
+    let list = || {
+        storage
+            .list_dir(path)
+            .map_err(|e| Error::io("list", path, e))
+    };
     let remove = |file: PathBuf, removed: &mut Vec<PathBuf>| {
         storage
             .remove_file(&file)
@@ -222,13 +242,38 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
         removed.push(file);
         Ok::<(), Error>(())
     };
+    let names = list()?;
     for name in &names {
+        let Some((base, "log.swap")) = parse_file_name(name) else {
+            continue;
+        };
+        let swap = path.join(name);
+        let original = path.join(file_name(base, "log"));
+        let Some(end) = swap_end(dir, &swap, base, storage.exists(&original))? else {
+            continue;
+        };
+        // Indexes too: a kill can leave a segment's indexes after its log was renamed away.
+        for other in &names {
+            let covered = parse_file_name(other).is_some_and(|(b, ext)| {
+                (base..end).contains(&b) && matches!(ext, "log" | "index" | "timeindex")
+            });
+            if covered {
+                remove(path.join(other), removed)?;
+            }
+        }
+        storage
+            .rename(&swap, &original)
+            .map_err(|e| Error::io("rename", &swap, e))?;
+        dir.sync_dir(path)?;
+    }
+    let mut logs = std::collections::BTreeSet::new();
+    let mut indexes = Vec::new();
+    for name in list()? {
         let leftover = [".swap", ".tmp", ".deleted", ".cleaned"]
             .iter()
             .any(|s| name.ends_with(s));
-        match parse_file_name(name) {
-            Some((base, "log.swap")) => swaps.push(base),
-            _ if leftover => remove(path.join(name), removed)?,
+        match parse_file_name(&name) {
+            _ if leftover => remove(path.join(&name), removed)?,
             Some((base, "log")) => {
                 logs.insert(base);
             }
@@ -236,36 +281,20 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
             _ => {}
         }
     }
-    for base in swaps {
-        let swap = path.join(format!("{}.swap", file_name(base, "log")));
-        let end = swap_end(dir, &swap)?;
-        let replaced: Vec<u64> = logs.range(base..end).copied().collect();
-        for old in replaced {
-            for file in Segment::paths(path, old) {
-                if storage.exists(&file) {
-                    remove(file, removed)?;
-                }
-            }
-            logs.remove(&old);
-        }
-        storage
-            .rename(&swap, &path.join(file_name(base, "log")))
-            .map_err(|e| Error::io("rename", &swap, e))?;
-        dir.sync_dir(path)?;
-        logs.insert(base);
-    }
     for (base, name) in indexes {
-        let file = path.join(name);
-        if !logs.contains(&base) && storage.exists(&file) {
-            remove(file, removed)?;
+        if !logs.contains(&base) {
+            remove(path.join(name), removed)?;
         }
     }
     Ok(logs.into_iter().collect())
 }
 
-/// The offset after the last batch of a committed swap file (which was synced whole before
-/// its rename): `Corruption` when its batches do not parse to its end.
-fn swap_end(dir: &StorageDir, swap: &Path) -> Result<u64> {
+/// Where a committed swap file's offsets end, after checking that it holds whole batches
+/// with valid CRCs running contiguously from `base` (it was synced whole before its
+/// rename). `None` when it does not and `original` (`<base>.log`) still exists: then it is
+/// no committed swap (a copy cut short, or a leftover of an older version's truncation) and
+/// goes with the other leftovers. Without the original it is `Corruption`.
+fn swap_end(dir: &StorageDir, swap: &Path, base: u64, original: bool) -> Result<Option<u64>> {
     let file = dir
         .storage()
         .open(swap, OpenMode::Read)
@@ -275,21 +304,37 @@ fn swap_end(dir: &StorageDir, swap: &Path) -> Result<u64> {
         .map_read_only(len)
         .map_err(|e| Error::io("mmap", swap, e))?;
     let bytes = map.slice(0, map.published());
-    let (mut position, mut end) = (0, None);
-    while position < bytes.len() {
-        let header = codec::BatchHeader::parse(&bytes[position..], bytes.len() - position)
-            .map_err(|e| e.in_file(swap, position as u64))?;
-        end = Some(header.next_offset() as u64);
-        position += header.size();
+    let (mut position, mut next) = (0, base);
+    let checked = loop {
+        if position == bytes.len() {
+            break if position == 0 {
+                Err(codec::corruption(0, "cleaned segment", "no batch".into()))
+            } else {
+                Ok(next)
+            };
+        }
+        let batch = codec::peek_batch_size(&bytes[position..])
+            .filter(|&size| size <= bytes.len() - position)
+            .map(|size| &bytes[position..position + size])
+            .ok_or_else(|| codec::corruption(8, "batch length", "runs past the end".into()))
+            .and_then(|batch| Ok((codec::validate_batch(batch, batch.len())?, batch.len())));
+        match batch {
+            Ok((header, size)) if header.base_offset as u64 == next => {
+                next = header.next_offset() as u64;
+                position += size;
+            }
+            Ok((header, _)) => {
+                let detail = format!("expected {next}, found {}", header.base_offset);
+                break Err(codec::corruption(0, "batch base offset", detail));
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    match checked {
+        Ok(end) => Ok(Some(end)),
+        Err(_) if original => Ok(None),
+        Err(error) => Err(error.in_file(swap, position as u64)),
     }
-    end.ok_or_else(|| Error::Corruption {
-        location: Location::File {
-            path: swap.to_path_buf(),
-            position: 0,
-        },
-        what: "cleaned segment",
-        detail: "a committed swap file holds no batch".into(),
-    })
 }
 
 fn limits(config: &TopicConfig) -> ScanLimits {
@@ -930,18 +975,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         IndexState::new(log.config().index_interval_bytes),
         limits(&log.config()),
     );
-    let options = LoadOptions {
-        tp: log.tp.clone(),
-        dir: Arc::clone(dir),
-        config: log.config().clone(),
-        clock: Arc::clone(&log.clock),
-        clean: false,
-        recovery_point: None,
-        log_start: None,
-        high_watermark: None,
-        prefaulter: None,
-    };
-    *w = active_from_scan(&options, &log.path, base, outcome, now)?;
+    *w = active_from_scan(&log.unclean_options(), &log.path, base, outcome, now)?;
     let kept = segments[..keep]
         .iter()
         .map(|s| (s.base_offset, Arc::clone(s)))

@@ -92,6 +92,12 @@ pub(crate) struct ReplicaLog {
     cleaner_point: AtomicU64,
     /// Held while the log is being cleaned: one cleaning at a time.
     cleaning: Mutex<()>,
+    /// Serialises writes of the cleaner checkpoint file (each writes the value current
+    /// under it, so the last one written is the newest).
+    cleaner_file: Mutex<()>,
+    /// Counts truncations and restarts (under the writer lock): a cleaning gives up when one
+    /// happened meanwhile, as its offset map may rest on records cut since.
+    truncations: AtomicU64,
     sync: Mutex<SyncState>,
     synced: Condvar,
 }
@@ -530,8 +536,14 @@ impl ReplicaLog {
         } else {
             max_timestamp - w.first_batch_timestamp
         };
-        waited > self.config().segment_ms.min(i64::MAX as u64) as i64
-            || self.must_roll(w, header, size)
+        let config = self.config();
+        let mut segment_ms = config.segment_ms.min(i64::MAX as u64) as i64;
+        if config.cleanup_policy.compacts() {
+            // Kafka's `maxSegmentMs`: the active segment is never cleaned, so it rolls in
+            // time for `max_compaction_lag_ms`.
+            segment_ms = segment_ms.min(config.max_compaction_lag_ms);
+        }
+        waited > segment_ms || self.must_roll(w, header, size)
     }
 
     /// Whether a batch of `size` bytes cannot go into the active segment: it would pass
@@ -712,11 +724,12 @@ impl ReplicaLog {
             return Ok(());
         }
         let now = self.clock.now_ms();
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         load::truncate(self, &mut w, offset, now)?;
-        // Kafka's `maybeTruncateCheckpoint`: what is appended again is dirty.
-        self.cleaner_point
-            .fetch_min(w.next_offset, Ordering::AcqRel);
-        self.trim_epochs(w.next_offset)
+        self.trim_epochs(w.next_offset)?;
+        // Kafka's `maybeTruncateCheckpoint`: what is appended again is dirty, and the
+        // checkpoint says so before anything is (the writer lock is held till then).
+        self.lower_cleaner_point(w.next_offset)
     }
 
     /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
@@ -734,10 +747,11 @@ impl ReplicaLog {
         }
         self.dir.check()?;
         let now = self.clock.now_ms();
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         load::restart(self, &mut w, offset, now)?;
-        self.cleaner_point.store(offset, Ordering::Release);
         // An empty log holds no epoch: the copies bring the leader's.
-        self.trim_epochs(0)
+        self.trim_epochs(0)?;
+        self.lower_cleaner_point(offset)
     }
 }
 
@@ -758,6 +772,14 @@ pub(crate) fn test_replica(root: &Path, config: TopicConfig, now: i64) -> Replic
         prefaulter: None,
     })
     .unwrap()
+}
+
+/// `log` opened again from its directory (while `log` stays open: for reading what it
+/// made durable), for unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_reopen(log: &ReplicaLog) -> ReplicaLog {
+    ReplicaLog::load(log.unclean_options()).unwrap().0
 }
 
 /// How an append stamps a batch.

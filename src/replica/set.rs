@@ -867,6 +867,10 @@ impl ReplicaSet {
         let mut cleaned = leader
             .clean(now, cleanable.end, map_entries, stop)
             .inspect_err(|error| self.failed(&leader, error))?;
+        if cleaned.segments == 0 {
+            // Nothing swapped in (changed meanwhile, or another cleaning runs).
+            return Ok(None);
+        }
         for follower in self.replicas().into_iter().flatten() {
             if Arc::ptr_eq(&follower, &leader) || follower.dir().is_poisoned() {
                 continue;
@@ -1079,7 +1083,7 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
             return behind("the follower is ahead of its leader");
         }
         let start = leader.log_start_offset();
-        if from < start || follower.log_start_offset() == from {
+        if from <= start || follower.log_start_offset() == from {
             // A follower wholly below the leader's log start (deleted there), or an empty
             // one, starts afresh where the leader's batch holding its position begins (a
             // log start may fall inside a batch): Kafka's follower on
@@ -1188,16 +1192,18 @@ mod tests {
         assert_eq!(f.log_end_offset(), l.log_end_offset());
     }
 
-    /// A follower whose log ends inside a run of batches the leader's cleaner merged into
-    /// one empty batch truncates to the run's start and copies it whole.
-    #[test]
-    fn follower_inside_a_cleaned_run_takes_it_whole() {
-        let root = tempfile::tempdir().unwrap();
+    /// A leader and a follower of a compacted topic: the follower copied offsets 0..10 of
+    /// one key; the leader wrote 10..20 more, rolled and cleaned, so one empty batch holds
+    /// 0..=18 and the follower's end lies inside it.
+    fn cleaned_run(
+        root: &std::path::Path,
+        policy: crate::config::CleanupPolicy,
+    ) -> (ReplicaLog, ReplicaLog) {
         let config = TopicConfig::default()
-            .cleanup_policy(crate::config::CleanupPolicy::Compact)
+            .cleanup_policy(policy)
             .segment_bytes(4096);
         let open = |name: &str| {
-            let dir = StorageDir::open(OsStorage::shared(), root.path().join(name)).unwrap();
+            let dir = StorageDir::open(OsStorage::shared(), root.join(name)).unwrap();
             let mut options = options(&Arc::new(dir));
             options.config = config.clone();
             ReplicaLog::create(options).unwrap()
@@ -1218,11 +1224,21 @@ mod tests {
             put(&i.to_string());
         }
         leader.roll(&mut leader.writer.lock(), 0, 0).unwrap();
-        let stop = AtomicBool::new(false);
-        leader.clean(0, u64::MAX, 100, &stop).unwrap();
+        leader
+            .clean(0, u64::MAX, 100, &AtomicBool::new(false))
+            .unwrap();
         let first = leader.read(0, 1 << 20, 20).unwrap();
         let first = first.batches().next().unwrap().unwrap();
         assert_eq!((first.base_offset(), first.last_offset()), (0, 18));
+        (leader, follower)
+    }
+
+    /// A follower whose log ends inside a run of batches the leader's cleaner merged into
+    /// one empty batch truncates to the run's start and copies it whole.
+    #[test]
+    fn follower_inside_a_cleaned_run_takes_it_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (leader, follower) = cleaned_run(root.path(), crate::config::CleanupPolicy::Compact);
         follow(&leader, &follower, usize::MAX, true, true).unwrap();
         let bytes = |log: &ReplicaLog| -> Vec<Vec<u8>> {
             let read = log.read(0, 1 << 20, 20).unwrap();
@@ -1232,6 +1248,18 @@ mod tests {
         };
         assert_eq!(bytes(&follower), bytes(&leader));
         assert_eq!(follower.log_end_offset(), 20);
+    }
+
+    /// The same when the leader's log start lies inside that run, at the follower's end.
+    #[test]
+    fn follower_at_a_log_start_inside_a_cleaned_run() {
+        let root = tempfile::tempdir().unwrap();
+        let policy = crate::config::CleanupPolicy::CompactDelete;
+        let (leader, follower) = cleaned_run(root.path(), policy);
+        leader.raise_log_start(10).unwrap();
+        follow(&leader, &follower, usize::MAX, true, true).unwrap();
+        assert_eq!(follower.log_end_offset(), 20);
+        assert_eq!(follower.log_start_offset(), 10);
     }
 
     /// `testTruncation`: follower epochs [0, 2, 4], leader [1, 3, 5], offsets 0, 1, 2.
