@@ -1,9 +1,10 @@
-//! Model test of compaction: any sequence of keyed writes, deletes (tombstones), cleanings
-//! and clock moves, with offset maps from two keys up. After a last roll and cleanings until
-//! nothing is due, reading the topic yields exactly the latest record of each key (a
-//! deleted key's tombstone, or nothing once its delete horizon passed), each at the offset it
-//! was written at, offsets increasing. Between steps, every record read was written at its
-//! offset and the latest value of each key is always readable.
+//! Model test of compaction (`cleanup_policy = CompactDelete`): any sequence of keyed
+//! writes, deletes (tombstones), `delete_records`, cleanings and clock moves, with offset
+//! maps from two keys up. After a last roll and cleanings until nothing is due, reading the
+//! topic yields exactly the latest record of each key whose latest record lies at or above
+//! the log start (a deleted key's tombstone, or nothing once its delete horizon passed),
+//! each at the offset it was written at, offsets increasing. Between steps, every record
+//! read was written at its offset and the latest value of each key is always readable.
 //!
 //! 48 cases of up to 80 operations (`PROPTEST_CASES` overrides the count; `TARNLOG_SOAK=1`
 //! runs 1,000).
@@ -30,6 +31,9 @@ enum Op {
     Clean,
     /// The clock moves on.
     Advance(i64),
+    /// `delete_records` at this share (per mille) of the way from the log start to the
+    /// high watermark.
+    DeleteRecords(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,16 +41,18 @@ fn op() -> impl Strategy<Value = Op> {
         6 => vec((0u8..8, proptest::option::weighted(0.85, any::<u8>())), 1..4).prop_map(Op::Write),
         2 => Just(Op::Clean),
         1 => (0..2 * HOUR).prop_map(Op::Advance),
+        1 => (0u64..=1000).prop_map(Op::DeleteRecords),
     ]
 }
 
 /// What was written: offset → (key, value).
 type Written = BTreeMap<u64, (Vec<u8>, Option<Vec<u8>>)>;
 
-/// Every record in the partition, checked against `written`.
+/// Every record in the partition from its log start, checked against `written`.
 fn read_all(partition: &Partition, written: &Written) -> Vec<(u64, Vec<u8>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
-    let (mut next, end) = (partition.log_start_offset(), partition.log_end_offset());
+    let start = partition.log_start_offset();
+    let (mut next, end) = (start, partition.log_end_offset());
     while next < end {
         let read = partition.read(next, 1 << 20).unwrap();
         for batch in read.batches() {
@@ -54,6 +60,9 @@ fn read_all(partition: &Partition, written: &Written) -> Vec<(u64, Vec<u8>, Opti
             for record in batch.records() {
                 let record = record.unwrap();
                 let offset = record.offset as u64;
+                if offset < start {
+                    continue;
+                }
                 let key = record.key.unwrap().to_vec();
                 let value = record.value.map(|v| v.to_vec());
                 assert_eq!(
@@ -90,7 +99,8 @@ fn run(ops: &[Op], map_bytes: u64, segment_bytes: u64) {
         .unwrap();
     let config = TopicConfig::default()
         .segment_bytes(segment_bytes)
-        .cleanup_policy(CleanupPolicy::Compact)
+        .cleanup_policy(CleanupPolicy::CompactDelete)
+        .retention_ms(-1)
         .min_cleanable_dirty_ratio(0.0)
         .delete_retention_ms(HOUR);
     let partition = log.create_topic("m", config).unwrap().partition(0).unwrap();
@@ -120,14 +130,20 @@ fn run(ops: &[Op], map_bytes: u64, segment_bytes: u64) {
             Op::Clean => {
                 log.maintain().unwrap();
                 let records = read_all(&partition, &written);
-                // The latest value of every key is still there.
+                // The latest value of every key is still there (unless below the log start).
+                let start = partition.log_start_offset();
                 for (key, (offset, value)) in latest(&written) {
-                    if value.is_some() {
+                    if value.is_some() && offset >= start {
                         assert!(records.iter().any(|r| r.0 == offset), "{key:?}@{offset}");
                     }
                 }
             }
             Op::Advance(ms) => clock.advance(*ms),
+            Op::DeleteRecords(share) => {
+                let start = partition.log_start_offset();
+                let to = start + (partition.high_watermark() - start) * share / 1000;
+                assert_eq!(partition.delete_records(to).unwrap(), to);
+            }
         }
     }
     // Roll everything written out of the active segment, then clean until nothing is due.
@@ -142,9 +158,10 @@ fn run(ops: &[Op], map_bytes: u64, segment_bytes: u64) {
     }
     let records = read_all(&partition, &written);
     let active = *partition.segment_base_offsets().last().unwrap();
+    let start = partition.log_start_offset();
     let mut expected: Vec<(u64, Vec<u8>, Option<Vec<u8>>)> = latest(&written)
         .into_iter()
-        .filter(|(key, _)| key != FILLER)
+        .filter(|(key, (offset, _))| key != FILLER && *offset >= start)
         .map(|(key, (offset, value))| (offset, key, value))
         .collect();
     expected.sort();
