@@ -44,15 +44,15 @@ fn table(log: &Log) -> tarnlog::Result<(BTreeMap<String, String>, usize, usize)>
         for record in consumer.poll(Duration::from_millis(100))? {
             read += 1;
             let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default());
-            match record.value.as_deref() {
-                Some(value) => {
-                    table.insert(key.into_owned(), String::from_utf8_lossy(value).into())
-                }
-                None => {
-                    tombstones += 1;
-                    table.remove(key.as_ref())
-                }
-            };
+            if let Some(value) = record.value.as_deref() {
+                table.insert(
+                    key.into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            } else {
+                tombstones += 1;
+                table.remove(key.as_ref());
+            }
         }
     }
     Ok((table, read, tombstones))
