@@ -363,6 +363,57 @@ fn consumer_offsets_is_compacted() {
     assert_eq!(consumer.committed(&tp).unwrap().unwrap().offset, 299);
 }
 
+/// A consumer does not stall on a read that holds only emptied batches: `poll` goes on
+/// to the records after them at once.
+#[test]
+fn poll_passes_emptied_segments_without_waiting() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(root.path(), &ManualClock::new(NOW));
+    let partition = topic(&log, compacted());
+    for i in 0..100 {
+        put(&partition, "a", Some(&i.to_string()));
+    }
+    put(&partition, "b", Some("x"));
+    roll_over(&partition);
+    log.maintain().unwrap();
+    let config = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
+    let mut consumer = log.consumer(config).unwrap();
+    consumer.assign([TopicPartition::new("t", 0)]).unwrap();
+    let started = std::time::Instant::now();
+    let records = consumer.poll(Duration::from_secs(20)).unwrap();
+    assert!(!records.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Topics deleted while the cleaner thread cleans them: the cleaning stops, and no
+/// directory goes offline.
+#[test]
+fn deleting_topics_under_the_cleaner() {
+    let roots: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = roots.iter().map(|r| r.path().to_path_buf()).collect();
+    let log = Log::builder()
+        .dirs(&dirs)
+        .cleaner_backoff_ms(1)
+        .open()
+        .unwrap();
+    for round in 0..15 {
+        let partition = log
+            .create_topic("t", compacted().segment_bytes(2000).replication_factor(2))
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        fill(&partition, 300 + round * 20, 7);
+        std::thread::sleep(Duration::from_millis(round as u64 % 4));
+        log.delete_topic("t").unwrap();
+        assert!(log.dir_status().iter().all(|d| d.online), "round {round}");
+    }
+    log.close().unwrap();
+}
+
 /// A copy of `from` (a closed log directory) at `to`.
 fn copy_dir(from: &Path, to: &Path) {
     for (path, bytes) in common::files(from) {
@@ -417,6 +468,16 @@ fn an_interrupted_swap_is_finished_at_open() {
         copy_dir(base.path(), root.path());
         let dir = root.path().join("t-0");
         std::fs::write(dir.join(format!("{first}.swap")), cleaned_first).unwrap();
+        // The committed swap's indexes, renamed to `.swap` before its log.
+        let stem = first.trim_end_matches(".log");
+        for ext in ["index", "timeindex"] {
+            let cleaned_index = cleaned_root
+                .path()
+                .join("t-0")
+                .join(format!("{stem}.{ext}"));
+            let swap = dir.join(format!("{stem}.{ext}.swap"));
+            std::fs::copy(cleaned_index, swap).unwrap();
+        }
         std::fs::write(dir.join(format!("{first}.cleaned")), b"junk").unwrap();
         let mut old: Vec<&String> = vec![first];
         old.extend(replaced.iter().copied());

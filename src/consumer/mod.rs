@@ -642,9 +642,14 @@ impl Consumer {
         let mut refetched = false;
         loop {
             let seen = self.log.appended().seq();
-            let (records, moved) = self.fetch()?;
+            let (records, moved, advanced) = self.fetch()?;
             if !records.is_empty() {
                 return Ok(ConsumerRecords { records });
+            }
+            if advanced {
+                // Past batches without records (a compacted log's emptied ones): there may
+                // be records right after them. Each pass moves a position forward.
+                continue;
             }
             if moved && !refetched {
                 // A position was reset: there may be records at the new one already.
@@ -669,15 +674,17 @@ impl Consumer {
         }
     }
 
-    /// One pass over the partitions, in turn from `next_start`: the records, and whether a
-    /// position was reset on the way. An error after some records were read is kept for
-    /// the next `poll`, so that records whose positions moved are never dropped.
-    fn fetch(&mut self) -> Result<(Vec<ConsumerRecord>, bool)> {
+    /// One pass over the partitions, in turn from `next_start`: the records, whether a
+    /// position was reset on the way, and whether one moved forward over batches holding no
+    /// records. An error after some records were read is kept for the next `poll`, so that
+    /// records whose positions moved are never dropped.
+    fn fetch(&mut self) -> Result<(Vec<ConsumerRecord>, bool, bool)> {
         let n = self.assignment.len();
         let mut out = Vec::with_capacity(self.config.max_poll_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
         let mut moved = false;
+        let mut advanced = false;
         for step in 0..n {
             if out.len() >= self.config.max_poll_records || bytes_left == 0 {
                 break;
@@ -692,8 +699,13 @@ impl Consumer {
                 continue;
             }
             let before = out.len();
+            let position = state.position;
+            let mut read = false;
             match self.fetch_partition(&tp, bytes_left, &mut out) {
-                Ok(Fetched::Read(bytes)) => bytes_left = bytes_left.saturating_sub(bytes),
+                Ok(Fetched::Read(bytes)) => {
+                    bytes_left = bytes_left.saturating_sub(bytes);
+                    read = true;
+                }
                 Ok(Fetched::Reset) => moved = true,
                 Err(error) if out.is_empty() => return Err(error),
                 Err(error) => {
@@ -703,12 +715,14 @@ impl Consumer {
             }
             if out.len() > before {
                 last_with_records = Some(index);
+            } else if read && self.state(&tp)?.position > position {
+                advanced = true;
             }
         }
         if let Some(index) = last_with_records {
             self.next_start = (index + 1) % n;
         }
-        Ok((out, moved))
+        Ok((out, moved, advanced))
     }
 
     /// Reads records of `tp` into `out`.

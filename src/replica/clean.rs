@@ -113,7 +113,9 @@ impl ReplicaLog {
     }
 
     /// Reads the cleaner checkpoint at open. A damaged one, or one past the log end (which
-    /// a cleaning never leaves), is dropped: the next cleaning starts at the log start.
+    /// a cleaning never leaves, but a truncation cut short by a crash can), is dropped and
+    /// overwritten at once: the next cleaning starts at the log start, and a stale value
+    /// can never come back once the log grows past it again.
     pub(super) fn load_cleaner_point(&self) -> Result<()> {
         let path = self.path.join(CHECKPOINT);
         let point = match read_framed(&self.dir, &path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION) {
@@ -123,15 +125,26 @@ impl ReplicaLog {
             Ok(None) | Err(Error::Corruption { .. }) => None,
             Err(error) => return Err(error),
         };
-        let point = point.filter(|&p| p <= self.log_end_offset()).unwrap_or(0);
-        self.cleaner_point.store(point, Ordering::Release);
-        Ok(())
+        match point.filter(|&p| p <= self.log_end_offset()) {
+            Some(point) => {
+                self.cleaner_point.store(point, Ordering::Release);
+                *self.cleaner_file.lock() = point;
+                Ok(())
+            }
+            None if self.dir.storage().exists(&path) => self.write_cleaner_point(),
+            None => {
+                *self.cleaner_file.lock() = 0;
+                Ok(())
+            }
+        }
     }
 
     /// Writes the cleaner checkpoint as it is in memory now.
     fn write_cleaner_point(&self) -> Result<()> {
-        let _file = self.cleaner_file.lock();
+        let mut written = self.cleaner_file.lock();
         let point = self.cleaner_point.load(Ordering::Acquire);
+        // Unknown until written.
+        *written = u64::MAX;
         write_framed(
             &self.dir,
             &self.path,
@@ -139,15 +152,19 @@ impl ReplicaLog {
             CHECKPOINT_MAGIC,
             CHECKPOINT_VERSION,
             point.to_string().as_bytes(),
-        )
+        )?;
+        *written = point;
+        Ok(())
     }
 
     /// After a truncation to `end`: a checkpoint past it moves down to it, durably, before
     /// anything is appended again (Kafka's `maybeTruncateCheckpoint`): what is appended
     /// there was never cleaned.
     pub(super) fn lower_cleaner_point(&self, end: u64) -> Result<()> {
-        let before = self.cleaner_point.fetch_min(end, Ordering::AcqRel);
-        if before > end {
+        self.cleaner_point.fetch_min(end, Ordering::AcqRel);
+        let written = *self.cleaner_file.lock();
+        if written > end {
+            // The file may say more (a failed write leaves it unknown).
             self.write_cleaner_point()?;
         }
         Ok(())
@@ -246,7 +263,9 @@ impl ReplicaLog {
         if end <= first_dirty {
             return Ok(Cleaned::default());
         }
-        let map = OffsetMap::build(&segments, first_dirty, end, map_entries.max(1), stop)?;
+        let map = OffsetMap::build(&segments, first_dirty, end, map_entries.max(1), &|| {
+            stopped(stop, &self.retired)
+        })?;
         // A record is removed because a later one of its key exists: that one must survive
         // a power loss first (under `FsyncPolicy::None` a sealed segment may be unsynced).
         self.sync_to(map.end)?;
@@ -323,8 +342,9 @@ impl ReplicaLog {
         let mut cleaned = Cleaned::default();
         let mut run: Option<EmptyRun> = None;
         let mut scratch = Vec::new();
+        let mut expected = base;
         for segment in group {
-            if stop.load(Ordering::Acquire) {
+            if stopped(stop, &self.retired) {
                 return Err(Error::Closed);
             }
             cleaned.segments += 1;
@@ -333,12 +353,19 @@ impl ReplicaLog {
             let mut position = 0;
             while position < bytes.len() {
                 let header = segment.header_at(position)?;
+                let in_file = |e: Error| e.in_file(segment.log_path(), position as u64);
+                if header.base_offset as u64 != expected {
+                    // The base offset is outside the CRC: what recovery would refuse is
+                    // never written into a cleaned segment.
+                    let detail = format!("expected {expected}, found {}", header.base_offset);
+                    return Err(in_file(codec::corruption(0, "batch base offset", detail)));
+                }
+                expected = header.next_offset() as u64;
                 let batch = &bytes[position..position + header.size()];
-                codec::verify_crc(batch)
-                    .map_err(|e| e.in_file(segment.log_path(), position as u64))?;
+                codec::verify_crc(batch).map_err(in_file)?;
                 let kept = filter
                     .batch(batch, &header, &mut scratch)
-                    .map_err(|e| e.in_file(segment.log_path(), position as u64))?;
+                    .map_err(in_file)?;
                 cleaned.records_removed += kept.removed;
                 if kept.output == Output::Drop {
                     // A batch that does not continue the run starts another.
@@ -502,6 +529,11 @@ impl ReplicaLog {
     }
 }
 
+/// Whether a cleaning must stop: the log is closing or the replica was retired.
+fn stopped(stop: &AtomicBool, retired: &AtomicBool) -> bool {
+    stop.load(Ordering::Acquire) || retired.load(Ordering::Acquire)
+}
+
 /// `part / whole` (0 for an empty whole); a ratio compared with a configured one, where
 /// the precision lost above 2^52 bytes does not matter.
 #[allow(clippy::cast_precision_loss)]
@@ -589,7 +621,7 @@ impl<'a> OffsetMap<'a> {
         first_dirty: u64,
         end: u64,
         capacity: usize,
-        stop: &AtomicBool,
+        stopped: &dyn Fn() -> bool,
     ) -> Result<OffsetMap<'a>> {
         let mut latest = HashMap::new();
         let mut mapped = first_dirty;
@@ -602,9 +634,6 @@ impl<'a> OffsetMap<'a> {
             if segment.base_offset >= end {
                 break;
             }
-            if stop.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
             let bytes = segment.bytes();
             let mut position = if segment.base_offset < first_dirty {
                 segment
@@ -614,6 +643,9 @@ impl<'a> OffsetMap<'a> {
                 0
             };
             while position < bytes.len() {
+                if stopped() {
+                    return Err(Error::Closed);
+                }
                 let header = segment.header_at(position)?;
                 if header.base_offset as u64 >= end {
                     break 'segments;
@@ -1094,6 +1126,29 @@ mod tests {
             "{:?}",
             records(&log)
         );
+    }
+
+    /// A checkpoint past the log end (a truncation cut short by a crash) is dropped and
+    /// overwritten at open, so that it cannot come back once the log grows past it.
+    #[test]
+    fn a_checkpoint_past_the_log_end_is_overwritten() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path());
+        append(&log, NOW, "k", Some("v"));
+        log.cleaner_point
+            .store(1000, std::sync::atomic::Ordering::Release);
+        log.write_cleaner_point().unwrap();
+        let reopened = crate::replica::test_reopen(&log);
+        assert_eq!(reopened.first_dirty_offset(), 0);
+        let (_, body) = crate::storage::read_framed(
+            &log.dir,
+            &log.path.join(super::CHECKPOINT),
+            super::CHECKPOINT_MAGIC,
+            super::CHECKPOINT_VERSION,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(body, b"0");
     }
 
     /// `testCleaningWithDeletes`: a tombstone removes every earlier value of its key.

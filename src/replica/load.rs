@@ -149,8 +149,9 @@ impl ReplicaLog {
             prefaulter: options.prefaulter,
             cleaner_point: AtomicU64::new(0),
             cleaning: Mutex::new(()),
-            cleaner_file: Mutex::new(()),
+            cleaner_file: Mutex::new(u64::MAX),
             truncations: AtomicU64::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,
                 ..SyncState::default()
@@ -249,7 +250,17 @@ fn list_segments(dir: &StorageDir, path: &Path, removed: &mut Vec<PathBuf>) -> R
         };
         let swap = path.join(name);
         let original = path.join(file_name(base, "log"));
-        let Some(end) = swap_end(dir, &swap, base, storage.exists(&original))? else {
+        // While the segment it replaces is still there, a committed swap's indexes are
+        // `.swap` files too (they are renamed first): without them, this is no cleaner's
+        // swap (an older version's truncation left it) and goes with the leftovers.
+        let indexes = ["index", "timeindex"]
+            .iter()
+            .all(|ext| storage.exists(&path.join(format!("{}.swap", file_name(base, ext)))));
+        let original_exists = storage.exists(&original);
+        if original_exists && !indexes {
+            continue;
+        }
+        let Some(end) = swap_end(dir, &swap, base, original_exists)? else {
             continue;
         };
         // Indexes too: a kill can leave a segment's indexes after its log was renamed away.

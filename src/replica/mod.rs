@@ -93,11 +93,14 @@ pub(crate) struct ReplicaLog {
     /// Held while the log is being cleaned: one cleaning at a time.
     cleaning: Mutex<()>,
     /// Serialises writes of the cleaner checkpoint file (each writes the value current
-    /// under it, so the last one written is the newest).
-    cleaner_file: Mutex<()>,
+    /// under it, so the last one written is the newest); holds the value last written
+    /// (`u64::MAX`: unknown).
+    cleaner_file: Mutex<u64>,
     /// Counts truncations and restarts (under the writer lock): a cleaning gives up when one
     /// happened meanwhile, as its offset map may rest on records cut since.
     truncations: AtomicU64,
+    /// Set by `retire`: a cleaning running now stops at its next batch.
+    retired: std::sync::atomic::AtomicBool,
     sync: Mutex<SyncState>,
     synced: Condvar,
 }
@@ -724,18 +727,24 @@ impl ReplicaLog {
             return Ok(());
         }
         let now = self.clock.now_ms();
+        // Kafka's `maybeTruncateCheckpoint`: what is appended again after the cut is dirty;
+        // the checkpoint says so (durably) before anything is cut.
+        self.lower_cleaner_point(offset)?;
+        let truncated = load::truncate(self, &mut w, offset, now);
+        // After the segments changed: a cleaning that reads the new count sees them too.
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        load::truncate(self, &mut w, offset, now)?;
-        self.trim_epochs(w.next_offset)?;
-        // Kafka's `maybeTruncateCheckpoint`: what is appended again is dirty, and the
-        // checkpoint says so before anything is (the writer lock is held till then).
-        self.lower_cleaner_point(w.next_offset)
+        truncated?;
+        self.trim_epochs(w.next_offset)
     }
 
     /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
     /// retention answer `Closed` from now on; one running now finishes first.
     pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
         self.writer.lock().closed = true;
+        // A cleaning running now stops at its next batch and removes what it wrote; none
+        // touches the files after this.
+        drop(self.cleaning.lock());
     }
 
     /// Deletes everything and starts afresh, empty, at `offset`: a follower whose whole log
@@ -747,11 +756,12 @@ impl ReplicaLog {
         }
         self.dir.check()?;
         let now = self.clock.now_ms();
+        self.lower_cleaner_point(offset)?;
+        let restarted = load::restart(self, &mut w, offset, now);
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        load::restart(self, &mut w, offset, now)?;
+        restarted?;
         // An empty log holds no epoch: the copies bring the leader's.
-        self.trim_epochs(0)?;
-        self.lower_cleaner_point(offset)
+        self.trim_epochs(0)
     }
 }
 
