@@ -229,6 +229,9 @@ impl ReplicaLog {
         let Some(_cleaning) = self.cleaning.try_lock() else {
             return Ok(Cleaned::default());
         };
+        if self.retired.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let result = self.clean_below(now, limit, map_entries, stop);
         if result.is_err() && self.writer.lock().closed {
             // The topic was deleted meanwhile (its files moved away under the cleaning).
@@ -1126,6 +1129,27 @@ mod tests {
             "{:?}",
             records(&log)
         );
+    }
+
+    /// A truncation inside a batch cuts at the batch's start: the checkpoint goes there
+    /// too, not to the offset asked for.
+    #[test]
+    fn truncation_inside_a_batch_lowers_the_checkpoint_to_its_start() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path());
+        append(&log, NOW, "k", Some("v1"));
+        let mut builder = BatchBuilder::new();
+        for key in ["a", "b", "c", "d"] {
+            builder.push(NOW, Some(key.as_bytes()), Some(b"x"), &[]);
+        }
+        log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+        roll(&log);
+        clean(&log, 0, NOW, 100);
+        assert_eq!(log.first_dirty_offset(), 5);
+        log.truncate_to(3).unwrap();
+        assert_eq!(log.log_end_offset(), 1);
+        assert_eq!(log.first_dirty_offset(), 1);
+        assert_eq!(crate::replica::test_reopen(&log).first_dirty_offset(), 1);
     }
 
     /// A checkpoint past the log end (a truncation cut short by a crash) is dropped and

@@ -728,13 +728,33 @@ impl ReplicaLog {
         }
         let now = self.clock.now_ms();
         // Kafka's `maybeTruncateCheckpoint`: what is appended again after the cut is dirty;
-        // the checkpoint says so (durably) before anything is cut.
-        self.lower_cleaner_point(offset)?;
+        // the checkpoint says so (durably) before anything is cut. The cut falls at the
+        // start of the batch holding `offset`.
+        self.lower_cleaner_point(self.batch_start(offset)?)?;
         let truncated = load::truncate(self, &mut w, offset, now);
         // After the segments changed: a cleaning that reads the new count sees them too.
         self.truncations.fetch_add(1, Ordering::AcqRel);
         truncated?;
-        self.trim_epochs(w.next_offset)
+        self.trim_epochs(w.next_offset)?;
+        self.lower_cleaner_point(w.next_offset)
+    }
+
+    /// The base offset of the batch holding `offset` (`offset` itself when none does).
+    fn batch_start(&self, offset: u64) -> Result<u64> {
+        let segment = self
+            .segments
+            .read()
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| Arc::clone(s));
+        let Some(segment) = segment else {
+            return Ok(offset);
+        };
+        Ok(segment
+            .translate_offset(offset)?
+            .map_or(offset, |(_, header)| {
+                (header.base_offset as u64).min(offset)
+            }))
     }
 
     /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
