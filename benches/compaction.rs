@@ -1,6 +1,6 @@
 //! Log compaction: the cleaner's throughput (MB/s of log cleaned, one `maintain` pass over
-//! a 32 MiB partition of 100-byte values on 10,000 keys) and the append throughput of a
-//! writer into a compacted topic with and without the cleaner thread running beside it.
+//! a 32 MiB partition of 100-byte values on 10,000 keys) and the throughput of a producer
+//! sending into a compacted topic with and without the cleaner thread running beside it.
 //! No peer crate compacts (see peers-bench.md), so there is no ratio. Figures go to
 //! BENCHMARKS.md.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -10,8 +10,11 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tarnlog::{BatchBuilder, CleanupPolicy, Log, TopicConfig};
+use tarnlog::{
+    Acks, BatchBuilder, CleanupPolicy, Log, ProducerConfig, ProducerRecord, TopicConfig,
+};
 
 const VALUE: [u8; 100] = [7u8; 100];
 const KEYS: u64 = 10_000;
@@ -99,18 +102,23 @@ fn cleaner_throughput(c: &mut Criterion) {
     group.finish();
 }
 
-/// Appends 400,000 records (about 50 MiB) into a compacted topic with 4 MiB segments, with
-/// the cleaner thread passing every 10 ms or not at all.
-fn append_beside_cleaner(c: &mut Criterion) {
-    const BATCHES: u64 = 400_000 / PER_BATCH as u64;
+/// A producer (`acks=Leader`, 64 KiB batches) sends 400,000 keyed records (about 50 MiB)
+/// into a compacted topic with 4 MiB segments, with the cleaner thread passing every 10 ms
+/// or not at all; the time until `flush` returns.
+fn produce_beside_cleaner(c: &mut Criterion) {
+    const RECORDS: u64 = 400_000;
     let mut group = c.benchmark_group("cleaner");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCHES * PER_BATCH as u64));
+    group.throughput(Throughput::Elements(RECORDS));
+    let keys: Vec<Bytes> = (0..KEYS)
+        .map(|i| Bytes::from(format!("key-{i:08}")))
+        .collect();
+    let value = Bytes::from_static(&VALUE);
     for cleaning in [false, true] {
         let name = if cleaning {
-            "append_with_cleaner"
+            "produce_with_cleaner"
         } else {
-            "append_without_cleaner"
+            "produce_without_cleaner"
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -118,14 +126,20 @@ fn append_beside_cleaner(c: &mut Criterion) {
                 for _ in 0..iters {
                     let dir = common::scratch();
                     let log = open(dir.path(), cleaning);
-                    let partition = log
-                        .create_topic("c", config())
-                        .unwrap()
-                        .partition(0)
-                        .unwrap();
+                    log.create_topic("c", config()).unwrap();
+                    let config = ProducerConfig::default()
+                        .acks(Acks::Leader)
+                        .batch_size(64 << 10);
+                    let producer = log.producer(config).unwrap();
                     let start = Instant::now();
-                    write(&partition, BATCHES, 0);
+                    for i in 0..RECORDS {
+                        let key = keys[(i % KEYS) as usize].clone();
+                        let record = ProducerRecord::new("c").key(key).value(value.clone());
+                        drop(producer.send(record).unwrap());
+                    }
+                    producer.flush().unwrap();
                     total += start.elapsed();
+                    producer.close().unwrap();
                     log.simulate_crash();
                 }
                 total
@@ -135,5 +149,5 @@ fn append_beside_cleaner(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cleaner_throughput, append_beside_cleaner);
+criterion_group!(benches, cleaner_throughput, produce_beside_cleaner);
 criterion_main!(benches);
