@@ -1079,10 +1079,17 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
         if from == end {
             break;
         }
-        if from > end {
-            return behind("the follower is ahead of its leader");
-        }
         let start = leader.log_start_offset();
+        if from > end {
+            if follower.log_start_offset() != from {
+                return behind("the follower is ahead of its leader");
+            }
+            // An empty follower past the leader's end (cut to its own log start when no
+            // epoch could tell where it diverged, after an unclean election) starts over
+            // as a whole copy of the leader.
+            follower.restart_at(batch_base(leader, start, end)?)?;
+            continue;
+        }
         if from <= start || follower.log_start_offset() == from {
             // A follower wholly below the leader's log start (deleted there), or an empty
             // one, starts afresh where the leader's batch holding its position begins (a
@@ -1260,6 +1267,23 @@ mod tests {
         follow(&leader, &follower, usize::MAX, true, true).unwrap();
         assert_eq!(follower.log_end_offset(), 20);
         assert_eq!(follower.log_start_offset(), 10);
+    }
+
+    /// An empty follower whose log starts past its leader's end (after an unclean
+    /// election cut it to its own log start) becomes a whole copy of the leader instead of
+    /// being refused as "ahead".
+    #[test]
+    fn an_empty_follower_past_the_leaders_end_starts_over() {
+        let root = tempfile::tempdir().unwrap();
+        let (follower, leader) = (replica(root.path(), "f"), replica(root.path(), "l"));
+        write(&leader, &[(0, "a"), (0, "b"), (0, "c")]);
+        follower.restart_at(10).unwrap();
+        follow(&leader, &follower, usize::MAX, true, true).unwrap();
+        assert_eq!(contents(&follower), contents(&leader));
+        assert_eq!(
+            (follower.log_start_offset(), follower.log_end_offset()),
+            (0, 3)
+        );
     }
 
     /// `testTruncation`: follower epochs [0, 2, 4], leader [1, 3, 5], offsets 0, 1, 2.
