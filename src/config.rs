@@ -509,6 +509,41 @@ mod tests {
     }
 
     #[test]
+    fn compaction_settings_are_checked() {
+        let field_of = |config: TopicConfig| match config.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let base = TopicConfig::default;
+        assert_eq!(
+            field_of(base().min_cleanable_dirty_ratio(1.5)),
+            "min_cleanable_dirty_ratio"
+        );
+        assert_eq!(
+            field_of(base().min_cleanable_dirty_ratio(f64::NAN)),
+            "min_cleanable_dirty_ratio"
+        );
+        assert_eq!(
+            field_of(base().delete_retention_ms(-1)),
+            "delete_retention_ms"
+        );
+        assert_eq!(
+            field_of(base().min_compaction_lag_ms(-5)),
+            "min_compaction_lag_ms"
+        );
+        assert_eq!(
+            field_of(base().max_compaction_lag_ms(0)),
+            "max_compaction_lag_ms"
+        );
+        base()
+            .cleanup_policy(CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0)
+            .validate()
+            .unwrap();
+        assert!(TopicConfig::from_words(["cleanup_policy=shred"].into_iter()).is_err());
+    }
+
+    #[test]
     fn out_of_range_names_the_field() {
         let err = TopicConfig::default().partitions(0).validate().unwrap_err();
         assert!(
