@@ -365,7 +365,9 @@ impl ReplicaLog {
                 }
                 expected = header.next_offset() as u64;
                 let batch = &bytes[position..position + header.size()];
-                codec::verify_crc(batch).map_err(in_file)?;
+                if !filter.map.verified(&header) {
+                    codec::verify_crc(batch).map_err(in_file)?;
+                }
                 let kept = filter
                     .batch(batch, &header, &mut scratch)
                     .map_err(in_file)?;
@@ -611,6 +613,8 @@ fn groups<'a>(
 /// Key → latest offset over the dirty part, borrowing the keys from the segments.
 struct OffsetMap<'a> {
     latest: HashMap<&'a [u8], u64>,
+    /// Where mapping started (the first dirty offset).
+    start: u64,
     /// Offsets below this were mapped; records at or past it are all kept.
     end: u64,
 }
@@ -682,8 +686,14 @@ impl<'a> OffsetMap<'a> {
         }
         Ok(OffsetMap {
             latest,
+            start: first_dirty,
             end: mapped.min(end),
         })
+    }
+
+    /// Whether mapping CRC-checked this batch already (it lies within what was mapped).
+    fn verified(&self, header: &BatchHeader) -> bool {
+        header.base_offset as u64 >= self.start && header.next_offset() as u64 <= self.end
     }
 }
 
