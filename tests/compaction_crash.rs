@@ -13,15 +13,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use tarnlog::{BatchBuilder, CleanupPolicy, Error, Log, TopicConfig};
+use tarnlog::{BatchBuilder, CleanupPolicy, TopicConfig};
 
 const TOPIC: &str = "c";
 const ENV_CHILD: &str = "TARNLOG_COMPACTION_CHILD";
 const KEYS: u64 = 24;
-
-fn open(dir: &Path) -> tarnlog::Result<Log> {
-    Log::builder().dir(dir).background_maintenance(false).open()
-}
 
 /// A value names the offset it was written at, padded so segments fill.
 fn value_of(offset: u64) -> Vec<u8> {
@@ -36,22 +32,14 @@ fn value_of(offset: u64) -> Vec<u8> {
 /// appends.
 #[test]
 fn compaction_child() {
-    let Ok(dir) = std::env::var(ENV_CHILD) else {
-        return;
-    };
-    let log = open(Path::new(&dir)).unwrap();
     let config = TopicConfig::default()
         .segment_bytes(1500)
         .cleanup_policy(CleanupPolicy::Compact)
         .min_cleanable_dirty_ratio(0.0)
         .delete_retention_ms(0);
-    let topic = match log.create_topic(TOPIC, config) {
-        Ok(topic) => topic,
-        Err(Error::TopicExists { .. }) => log.topic(TOPIC).unwrap(),
-        Err(error) => panic!("{error}"),
+    let Some((log, partition)) = common::child_partition(ENV_CHILD, TOPIC, config) else {
+        return;
     };
-    let partition = topic.partition(0).unwrap();
-    println!("READY");
     let mut rng = partition
         .log_end_offset()
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -141,7 +129,7 @@ fn kill_during_compaction() {
         }
         check(dir.path(), &known, &format!("kill {kill}"));
     }
-    let log = open(dir.path()).unwrap();
+    let log = common::manual_log(dir.path()).unwrap();
     log.maintain().unwrap();
     log.close().unwrap();
     let records = check(dir.path(), &known, "after a last cleaning");
@@ -154,7 +142,7 @@ fn kill_during_compaction() {
 
 /// The reopened log against what the child acknowledged; returns the records it holds.
 fn check(dir: &Path, known: &BTreeMap<String, Known>, when: &str) -> usize {
-    let log = open(dir).unwrap_or_else(|error| panic!("{when}: {error:?}"));
+    let log = common::manual_log(dir).unwrap_or_else(|error| panic!("{when}: {error:?}"));
     let Ok(topic) = log.topic(TOPIC) else {
         assert!(known.is_empty(), "{when}: the topic is gone");
         return 0;

@@ -12,14 +12,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use tarnlog::{Error, FsyncPolicy, Log, TopicConfig};
+use tarnlog::{Error, FsyncPolicy, TopicConfig};
 
 const TOPIC: &str = "r";
 const ENV_CHILD: &str = "TARNLOG_RETENTION_CHILD";
-
-fn open(dir: &Path) -> tarnlog::Result<Log> {
-    Log::builder().dir(dir).background_maintenance(false).open()
-}
 
 fn value_of(seq: u64) -> Vec<u8> {
     let mut value = seq.to_le_bytes().to_vec();
@@ -31,21 +27,13 @@ fn value_of(seq: u64) -> Vec<u8> {
 /// start every few appends and prints `S <start>` once `delete_records` returned.
 #[test]
 fn retention_child() {
-    let Ok(dir) = std::env::var(ENV_CHILD) else {
-        return;
-    };
-    let log = open(Path::new(&dir)).unwrap();
     let config = TopicConfig::default()
         .segment_bytes(2048)
         .retention_ms(-1)
         .fsync(FsyncPolicy::EveryBatch);
-    let topic = match log.create_topic(TOPIC, config) {
-        Ok(topic) => topic,
-        Err(Error::TopicExists { .. }) => log.topic(TOPIC).unwrap(),
-        Err(error) => panic!("{error}"),
+    let Some((log, partition)) = common::child_partition(ENV_CHILD, TOPIC, config) else {
+        return;
     };
-    let partition = topic.partition(0).unwrap();
-    println!("READY");
     loop {
         let seq = partition.log_end_offset();
         let info = partition.append_values([value_of(seq)]).unwrap();
@@ -109,7 +97,7 @@ fn kill_during_retention() {
 
 /// The reopened log against what the child acknowledged.
 fn check(dir: &Path, acked_start: u64, acked: &[u64], kill: u32) {
-    let log = open(dir).unwrap_or_else(|error| panic!("kill {kill}: {error:?}"));
+    let log = common::manual_log(dir).unwrap_or_else(|error| panic!("kill {kill}: {error:?}"));
     let Ok(topic) = log.topic(TOPIC) else {
         assert!(acked.is_empty(), "kill {kill}: the topic is gone");
         return;

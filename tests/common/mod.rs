@@ -180,6 +180,27 @@ pub fn log_files(dir: &Path) -> usize {
         .count()
 }
 
+/// A log in `dir` whose maintenance runs only in `Log::maintain` (the crash tests' logs).
+pub fn manual_log(dir: &Path) -> tarnlog::Result<Log> {
+    Log::builder().dir(dir).background_maintenance(false).open()
+}
+
+/// In a crash test's child process (`env` names its directory): the log there and
+/// partition 0 of `topic`, created with `config` unless it exists; "READY" is printed.
+/// `None` in any other process.
+pub fn child_partition(env: &str, topic: &str, config: TopicConfig) -> Option<(Log, Partition)> {
+    let dir = std::env::var(env).ok()?;
+    let log = manual_log(Path::new(&dir)).unwrap();
+    let handle = match log.create_topic(topic, config) {
+        Ok(handle) => handle,
+        Err(tarnlog::Error::TopicExists { .. }) => log.topic(topic).unwrap(),
+        Err(error) => panic!("{error}"),
+    };
+    let partition = handle.partition(0).unwrap();
+    println!("READY");
+    Some((log, partition))
+}
+
 /// Runs test `name` of this test binary as a child process with `env = dir`, lets it work
 /// for `run`, SIGKILLs it and returns the lines it printed (each printed only after what it
 /// names was acknowledged) and how it ended.
