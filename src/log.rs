@@ -220,8 +220,8 @@ impl LogBuilder {
     /// Memory for the log cleaner's offset map (Kafka's `log.cleaner.dedupe.buffer.size`,
     /// default 128 MiB; allowed 24..=2^40). As in Kafka it holds `bytes / 24 × 0.9` keys
     /// per cleaning; a partition with more distinct keys in its dirty part is cleaned over
-    /// several passes. (tarnlog maps the key bytes themselves, borrowed from the segments,
-    /// so the real footprint is about twice Kafka's per key, plus nothing per key byte.)
+    /// several passes. (tarnlog maps the key bytes themselves, borrowed from the segments:
+    /// about twice Kafka's 24 bytes per key, whatever the key's length.)
     #[must_use]
     pub fn cleaner_dedupe_buffer_size(mut self, bytes: u64) -> Self {
         self.cleaner_dedupe_buffer_size = bytes;

@@ -36,8 +36,9 @@
 //!   `.deleted` ones, syncing the directory after each step. Opening a replica finishes a
 //!   committed swap and removes the rest (see `load::list_segments`), so a kill at any
 //!   point leaves either the old segments or the cleaned one, never both or neither.
-//! - **Replicas.** Each replica cleans its own log with the leader's end offset and clock
-//!   reading; replicas whose segments match clean to the same bytes.
+//! - **Replicas.** Each replica cleans its own log with the leader's end offset (never past
+//!   its own high watermark) and clock reading; replicas whose segments match clean to the
+//!   same bytes. A record is removed only once the later record of its key is synced.
 //!
 //! Cleaning reads sealed segments only and takes the writer lock only for the swap, which
 //! it abandons when retention, truncation or an earlier swap changed those segments
