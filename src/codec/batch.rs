@@ -252,7 +252,7 @@ pub fn peek_batch_size(buf: &[u8]) -> Option<usize> {
 
 /// CRC-32C of `batch[ATTRIBUTES_OFFSET..]` (of nothing if `batch` is shorter).
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(batch.get(ATTRIBUTES_OFFSET..).unwrap_or_default())
+    super::crc32c(batch.get(ATTRIBUTES_OFFSET..).unwrap_or_default())
 }
 
 /// Checks stored CRC == `crc32c(batch[21..])`. `batch` is exactly one whole batch.

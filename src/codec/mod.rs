@@ -12,6 +12,7 @@
 
 mod batch;
 mod builder;
+mod crc;
 mod record;
 mod varint;
 
@@ -20,6 +21,7 @@ pub use batch::{
     set_partition_leader_epoch, validate_batch, verify_crc,
 };
 pub use builder::BatchBuilder;
+pub(crate) use crc::{crc32c, crc32c_parts};
 pub(crate) use record::rebase_record;
 pub use record::{Header, HeaderIter, HeadersView, Record, RecordIter, RecordView, records};
 

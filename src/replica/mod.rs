@@ -881,10 +881,10 @@ fn patched_header(
             .copy_from_slice(&attributes.to_be_bytes());
         head[codec::MAX_TIMESTAMP_OFFSET..codec::PRODUCER_ID_OFFSET]
             .copy_from_slice(&time.to_be_bytes());
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&head[codec::ATTRIBUTES_OFFSET..]),
+        let crc = codec::crc32c_parts(&[
+            &head[codec::ATTRIBUTES_OFFSET..],
             &batch[RECORD_BATCH_OVERHEAD..],
-        );
+        ]);
         head[codec::CRC_OFFSET..codec::ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
     }
     head
