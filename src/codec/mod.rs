@@ -22,8 +22,8 @@ pub use batch::{
 };
 pub use builder::BatchBuilder;
 pub(crate) use crc::{crc32c, crc32c_parts};
-pub(crate) use record::rebase_record;
 pub use record::{Header, HeaderIter, HeadersView, Record, RecordIter, RecordView, records};
+pub(crate) use record::{RecordCursor, rebase_record};
 
 use crate::error::{Error, Location};
 

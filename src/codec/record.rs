@@ -167,6 +167,29 @@ impl<'a> HeadersView<'a> {
         self.count == 0
     }
 
+    /// Owned headers whose values are slices of `bytes`, the buffer this view borrows.
+    #[inline]
+    pub(crate) fn owned_in(&self, bytes: &Bytes) -> Result<Vec<Header>> {
+        if self.count == 0 {
+            return Ok(Vec::new());
+        }
+        self.owned_slow(bytes)
+    }
+
+    /// [`HeadersView::owned_in`] for a record that has headers.
+    #[inline(never)]
+    fn owned_slow(&self, bytes: &Bytes) -> Result<Vec<Header>> {
+        let mut headers = Vec::with_capacity(self.count);
+        for header in self {
+            let (key, value) = header?;
+            headers.push(Header {
+                key: key.to_owned(),
+                value: value.map(|v| bytes.slice_ref(v)),
+            });
+        }
+        Ok(headers)
+    }
+
     /// Iterates `(key, value)` pairs in wire order.
     pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
@@ -295,6 +318,14 @@ pub struct RecordIter<'a> {
     done: bool,
 }
 
+/// Where a [`RecordIter`] stands between two records (see [`RecordIter::cursor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordCursor {
+    pos: usize,
+    remaining: usize,
+    prev_delta: i64,
+}
+
 /// Iterates the records of `batch`, one whole batch described by `header`. A compressed
 /// batch yields `UnsupportedCompression` once. If `batch` is longer than `header.size()`
 /// the extra bytes are ignored; if shorter, Corruption (`"batch length"`) is yielded.
@@ -347,7 +378,30 @@ impl<'a> RecordIter<'a> {
 
     /// Records read so far.
     fn read(&self) -> usize {
-        self.count - self.remaining
+        self.count.saturating_sub(self.remaining)
+    }
+
+    /// Where the iteration stands, to go on from there later with [`RecordIter::resume`];
+    /// `None` once it ended or failed, or while an error waits to be yielded.
+    pub(crate) fn cursor(&self) -> Option<RecordCursor> {
+        (!self.done && self.pending.is_none()).then_some(RecordCursor {
+            pos: self.pos,
+            remaining: self.remaining,
+            prev_delta: self.prev_delta,
+        })
+    }
+
+    /// Goes on from `cursor`, taken from an iterator over the same batch. `None` leaves the
+    /// iterator at the start.
+    pub(crate) fn resume(mut self, cursor: Option<RecordCursor>) -> Self {
+        if let Some(cursor) = cursor
+            && self.cursor().is_some()
+        {
+            self.pos = cursor.pos;
+            self.remaining = cursor.remaining.min(self.count);
+            self.prev_delta = cursor.prev_delta;
+        }
+        self
     }
 
     /// One record through the full reader, moving past it on success.
@@ -580,21 +634,13 @@ impl Record {
         view: &RecordView<'_>,
         timestamp_type: TimestampType,
     ) -> Result<Record> {
-        let mut headers = Vec::with_capacity(view.headers.len());
-        for header in view.headers {
-            let (key, value) = header?;
-            headers.push(Header {
-                key: key.to_owned(),
-                value: value.map(|v| bytes.slice_ref(v)),
-            });
-        }
         Ok(Record {
             offset: view.offset,
             timestamp: view.timestamp,
             timestamp_type,
             key: view.key.map(|k| bytes.slice_ref(k)),
             value: view.value.map(|v| bytes.slice_ref(v)),
-            headers,
+            headers: view.headers.owned_in(bytes)?,
         })
     }
 }

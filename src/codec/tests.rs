@@ -273,6 +273,16 @@ fn compressed_batches_are_unsupported() {
             items[0],
             Err(Error::UnsupportedCompression { .. })
         ));
+        // A cursor cannot skip the error: there is none to take, and a borrowed one is
+        // not applied.
+        assert_eq!(batch.iter().cursor(), None);
+        let plain = Batch::new(Bytes::from(hand_built()), MAX).unwrap();
+        let mut items = batch.iter().resume(plain.iter().cursor());
+        assert!(matches!(
+            items.next(),
+            Some(Err(Error::UnsupportedCompression { .. }))
+        ));
+        assert!(items.next().is_none());
     }
     for bits in 5..=7 {
         let mut b = hand_built();
@@ -441,6 +451,27 @@ proptest! {
         prop_assert_eq!(header.partition_leader_epoch, epoch);
         prop_assert_eq!(header.last_offset(), base_offset + inputs.len() as i64 - 1);
         prop_assert_eq!(decode(&bytes).unwrap(), expected(&inputs, base_offset, None));
+    }
+
+    /// A cursor taken after any number of records resumes a fresh iterator over the same
+    /// batch at the next one, whatever the records hold (headers, keys, long varints).
+    #[test]
+    fn a_cursor_resumes_where_it_was_taken(inputs in inputs(8, 300), at in 0usize..9) {
+        let batch = Batch::new(Bytes::from(build(&inputs)), MAX).unwrap();
+        let all: Vec<_> = batch.iter().map(Result::unwrap).collect();
+        let at = at.min(all.len());
+        let mut first = batch.iter();
+        for _ in 0..at {
+            first.next().unwrap().unwrap();
+        }
+        let cursor = first.cursor();
+        prop_assert!(cursor.is_some());
+        let rest: Vec<_> = batch.iter().resume(cursor).map(Result::unwrap).collect();
+        prop_assert_eq!(&rest[..], &all[at..]);
+        // After the end there is nothing to resume from, and resuming from nothing starts over.
+        prop_assert!(first.by_ref().count() == all.len() - at && first.next().is_none());
+        prop_assert_eq!(first.cursor(), None);
+        prop_assert_eq!(batch.iter().resume(None).count(), all.len());
     }
 
     #[test]

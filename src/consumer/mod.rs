@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Batch, Header, Record, TimestampType};
+use crate::codec::{Batch, Header, RecordCursor, TimestampType};
 use crate::error::{Error, Result};
 use crate::group::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
@@ -408,6 +408,48 @@ impl<'a> IntoIterator for &'a ConsumerRecords {
     }
 }
 
+/// Moves the records of `batch` at or after `next` into `out`, from `cursor` (where an
+/// earlier call stopped) until `out` holds `max_records`; `next` becomes the offset after
+/// the last one taken. True when `out` filled up first, with `cursor` at the next record.
+fn take_records(
+    batch: &Batch,
+    cursor: &mut Option<RecordCursor>,
+    topic: &Arc<str>,
+    partition: u32,
+    next: &mut u64,
+    max_records: usize,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<bool> {
+    let timestamp_type = batch.header().timestamp_type();
+    let bytes = batch.bytes();
+    let mut records = batch.iter().resume(*cursor);
+    loop {
+        if out.len() >= max_records {
+            *cursor = records.cursor();
+            return Ok(true);
+        }
+        let Some(view) = records.next() else {
+            return Ok(false);
+        };
+        let view = view?;
+        let offset = view.offset as u64;
+        if offset < *next {
+            continue;
+        }
+        out.push(ConsumerRecord {
+            topic: Arc::clone(topic),
+            partition,
+            offset,
+            timestamp: view.timestamp,
+            timestamp_type,
+            key: view.key.map(|k| bytes.slice_ref(k)),
+            value: view.value.map(|v| bytes.slice_ref(v)),
+            headers: view.headers.owned_in(bytes)?,
+        });
+        *next = offset + 1;
+    }
+}
+
 /// What one partition's fetch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fetched {
@@ -432,8 +474,9 @@ struct PartitionState {
     reset: Option<Reset>,
     paused: bool,
     /// Batches read and checked but not yet returned in full, so the next poll goes on
-    /// without reading (and checking) them again. Cleared by every seek.
-    buffered: VecDeque<Batch>,
+    /// without reading (and checking) them again, each with where its records were left
+    /// (`None`: at its start). Cleared by every seek.
+    buffered: VecDeque<(Batch, Option<RecordCursor>)>,
 }
 
 /// Called with the outcome of a [`Consumer::commit_async`].
@@ -740,7 +783,7 @@ impl Consumer {
         if state
             .buffered
             .front()
-            .is_some_and(|b| b.base_offset() as u64 > position)
+            .is_some_and(|(b, _)| b.base_offset() as u64 > position)
         {
             state.buffered.clear();
         }
@@ -770,34 +813,26 @@ impl Consumer {
             };
             bytes = read.bytes().len();
             for batch in read.batches() {
-                state.buffered.push_back(batch?);
+                state.buffered.push_back((batch?, None));
             }
         }
         let mut next = position;
-        while let Some(batch) = state.buffered.front() {
-            let timestamp_type = batch.header().timestamp_type();
-            for view in batch {
-                let view = view?;
-                let offset = view.offset as u64;
-                if offset < next {
-                    continue;
-                }
-                if out.len() >= max_records {
-                    state.position = Some(next);
-                    return Ok(Fetched::Read(bytes));
-                }
-                let record = Record::from_view(batch.bytes(), &view, timestamp_type)?;
-                out.push(ConsumerRecord {
-                    topic: Arc::clone(&state.topic),
-                    partition: tp.partition,
-                    offset,
-                    timestamp: record.timestamp,
-                    timestamp_type: record.timestamp_type,
-                    key: record.key,
-                    value: record.value,
-                    headers: record.headers,
-                });
-                next = offset + 1;
+        while let Some((batch, cursor)) = state.buffered.front_mut() {
+            let full = take_records(
+                batch,
+                cursor,
+                &state.topic,
+                tp.partition,
+                &mut next,
+                max_records,
+                out,
+            );
+            // Past the records taken before a damaged one, so that they are not returned
+            // twice; the next poll meets the damage again, with nothing before it.
+            let full = full.inspect_err(|_| state.position = Some(next))?;
+            if full {
+                state.position = Some(next);
+                return Ok(Fetched::Read(bytes));
             }
             // Past the whole batch, including offsets it no longer holds.
             next = next.max(batch.next_offset() as u64);
