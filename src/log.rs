@@ -2108,11 +2108,12 @@ impl Log {
         // After a failed fsync the page cache may hold what never reached the disk: what
         // the directory holds is rebuilt from the leaders, never trusted.
         let untrusted = old.sync_failed();
-        // Work still queued for the old directory (a `meta` write) must not race the new.
-        old.drain(Duration::from_millis(
+        // Work still queued for the old directory (a `meta` write) must not race the new:
+        // it is waited for, and one still stuck sees the old directory failed (as it is)
+        // before it replaces a file.
+        old.drain_and_unlock(Duration::from_millis(
             self.inner.set_options.replica_lag_time_max_ms,
         ));
-        old.unlock();
         let dir = Arc::new(StorageDir::open(
             Arc::clone(old.storage()),
             old.path().to_path_buf(),
@@ -2367,8 +2368,7 @@ impl Log {
         let lag = Duration::from_millis(self.inner.set_options.replica_lag_time_max_ms);
         for dir in &self.inner.dirs() {
             // Work already handed to a directory's worker counts as done before the "kill".
-            dir.drain(lag);
-            dir.unlock();
+            dir.drain_and_unlock(lag);
         }
     }
 }
@@ -2654,8 +2654,7 @@ impl Inner {
         // is recovered. Work still queued on a directory (a `meta` write) finishes first.
         let lag = Duration::from_millis(self.set_options.replica_lag_time_max_ms);
         for dir in &self.dirs() {
-            dir.drain(lag);
-            dir.unlock();
+            dir.drain_and_unlock(lag);
         }
         result
     }

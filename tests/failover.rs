@@ -923,6 +923,43 @@ fn stray_replicas_of_deleted_topics_are_removed() {
     }
 }
 
+/// A `meta` write stuck on a hung disk when its log goes away (here a simulated kill, which
+/// waits `replica_lag_time_max_ms` for queued writes) never completes its replacement
+/// afterwards, when the directory may belong to a newer log: the directory is marked
+/// failed as its lock is released, and the write checks that before its rename.
+#[test]
+fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
+    use std::time::{Duration, Instant};
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .replica_lag_time_max_ms(100)
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let before = std::fs::read(dirs[1].join("meta")).unwrap();
+    // Hung until healed.
+    fault.slow_dir(&dirs[1], Duration::from_secs(3600));
+    let config = log.topic("t").unwrap().config().retention_ms(4242);
+    log.alter_topic_config("t", config).unwrap();
+    let started = Instant::now();
+    log.simulate_crash();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    fault.heal_dir(&dirs[1]);
+    // The stuck write resumes now; give it ample time to do whatever it would.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        std::fs::read(dirs[1].join("meta")).unwrap() == before,
+        "a write of the dropped log replaced `meta`"
+    );
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(log.topic("t").unwrap().config().retention_ms, 4242);
+    log.close().unwrap();
+}
+
 /// A directory whose writes hang delays only the first `meta` write after it started
 /// hanging (by `replica_lag_time_max_ms`): later writes do not wait for it again, it writes
 /// only the newest `meta` once it recovers, and it stays online.

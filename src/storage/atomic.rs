@@ -44,6 +44,9 @@ pub(crate) fn write_framed(
     write_all_at(file.as_ref(), &bytes, 0).map_err(|e| Error::io("write", &temp, e))?;
     dir.sync("fsync", &temp, || file.sync_all())?;
     drop(file);
+    // Again: a write that waited long on a hung disk may belong to a log that was closed
+    // meanwhile (see `StorageDir::drain_and_unlock`); its file must not replace a newer one.
+    dir.check()?;
     storage
         .rename(&temp, &target)
         .map_err(|e| Error::io("rename", &target, e))?;

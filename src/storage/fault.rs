@@ -107,7 +107,8 @@ impl FaultStorage {
     }
 
     /// Makes every sync (fsync, fdatasync, directory fsync) under `dir` take `delay` longer,
-    /// as a slow or overloaded disk.
+    /// as a slow or overloaded disk; until [`FaultStorage::heal_dir`], which also ends the
+    /// syncs waiting then (so a long `delay` is a hung disk released by the test).
     pub fn slow_dir(&self, dir: impl AsRef<Path>, delay: std::time::Duration) {
         let dir = dir.as_ref().to_path_buf();
         let mut slow = self.shared.slow_dirs.lock();
@@ -166,14 +167,19 @@ impl Shared {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
         self.log.lock().push((n, kind));
         if kind == OpKind::Sync {
-            let delay = self
-                .slow_dirs
-                .lock()
-                .iter()
-                .find(|(dir, _)| path.starts_with(dir))
-                .map(|&(_, delay)| delay);
-            if let Some(delay) = delay {
-                std::thread::sleep(delay);
+            // In short steps, so that `heal_dir` ends the wait at once (a very long delay
+            // is a hung disk that a test releases).
+            let started = std::time::Instant::now();
+            loop {
+                // Its own statement: the guard must not live across the sleep.
+                let left = self
+                    .slow_dirs
+                    .lock()
+                    .iter()
+                    .find(|(dir, _)| path.starts_with(dir))
+                    .and_then(|&(_, delay)| delay.checked_sub(started.elapsed()));
+                let Some(left) = left else { break };
+                std::thread::sleep(left.min(std::time::Duration::from_millis(5)));
             }
         }
         if let Some(fault) = self.dir_fault(path) {

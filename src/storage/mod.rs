@@ -282,14 +282,26 @@ impl StorageDir {
 
     /// Waits (at most `timeout`) until the work queued on the directory's worker so far is
     /// done, so that nothing queued for it runs after the directory is closed or reopened.
-    pub(crate) fn drain(&self, timeout: std::time::Duration) {
+    /// False when the time ran out first.
+    pub(crate) fn drain(&self, timeout: std::time::Duration) -> bool {
         if self.worker.lock().is_none() {
-            return;
+            return true;
         }
         let done = Arc::new(Completion::new(1));
         let signal = Arc::clone(&done);
         self.run_in_background(Box::new(move || signal.finish(0, Ok(()))));
-        let _ = done.wait_for(timeout);
+        done.wait_for(timeout).iter().all(Option::is_some)
+    }
+
+    /// Waits as [`StorageDir::drain`], then releases the directory's `LOCK`. A job still
+    /// running then (a write stuck on a hung disk) could otherwise finish its file
+    /// replacement in a directory another `Log` has opened since: the directory is marked
+    /// failed first, which that job checks before its rename.
+    pub(crate) fn drain_and_unlock(&self, timeout: std::time::Duration) {
+        if !self.drain(timeout) {
+            self.poison();
+        }
+        self.unlock();
     }
 
     /// Releases the directory's `LOCK` (the log is closed; stale handles may live on).
