@@ -1033,6 +1033,9 @@ pub(crate) struct TopicState {
     /// The config now (`meta.config` is the one it was opened with; `alter_topic_config`
     /// replaces this one).
     config: RwLock<TopicConfig>,
+    /// Counts the changes that handles caching the topic's shape must see: config
+    /// altered, partitions added, topic deleted. Bumped after each is in place.
+    changes: AtomicU64,
 }
 
 impl TopicState {
@@ -1043,6 +1046,7 @@ impl TopicState {
         TopicState {
             name,
             config: RwLock::new(meta.config.clone()),
+            changes: AtomicU64::new(0),
             placement: RwLock::new(meta.placement.clone()),
             meta,
             sets: RwLock::new(sets.into_iter().map(Arc::new).collect()),
@@ -1299,8 +1303,10 @@ impl Log {
     /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
     /// the cleanup policy with the compaction settings (from the next cleaner pass; a topic
     /// that turns compacted refuses records without a key from then on).
-    /// Producers keep the batch size limit they computed for the topic until they are
-    /// recreated; a batch over a lowered `max_message_bytes` is refused at the append.
+    /// Producers see a lowered `max_message_bytes` at their next send to the topic: the
+    /// batch they have open closes before it would pass the new limit, and later batches
+    /// keep to it. A batch already past it (or already handed to the append) is refused
+    /// at the append with `RecordTooLarge`, its records' futures failing.
     ///
     /// ```
     /// # fn main() -> tarnlog::Result<()> {
@@ -1371,6 +1377,7 @@ impl Log {
             set.set_config(&config);
         }
         *state.config.write() = config;
+        state.changes.fetch_add(1, Ordering::Release);
         Ok(old)
     }
 
@@ -1567,6 +1574,7 @@ impl Log {
             }
         }
         *state.config.write() = config;
+        state.changes.fetch_add(1, Ordering::Release);
         Ok(Topic {
             log: self.clone(),
             state,
@@ -1714,6 +1722,7 @@ impl Log {
         meta.topics.remove(name);
         self.write_meta(&meta)?;
         state.deleted.store(true, Ordering::Release);
+        state.changes.fetch_add(1, Ordering::Release);
         {
             let mut guard = self.inner.state.write();
             guard.meta = meta;
@@ -2725,6 +2734,12 @@ impl Topic {
     /// True once the topic was deleted (handles then fail with `UnknownTopic`).
     pub(crate) fn is_deleted(&self) -> bool {
         self.state.deleted.load(Ordering::Acquire)
+    }
+
+    /// How many times the topic's config, partition count or existence changed: read it
+    /// before reading those, and a later different answer says they may have changed.
+    pub(crate) fn changes(&self) -> u64 {
+        self.state.changes.load(Ordering::Acquire)
     }
 
     /// Its number of partitions.

@@ -556,14 +556,7 @@ fn batches_never_exceed_a_small_segment() {
         assert_eq!(future.wait().unwrap().offset, Some(i as u64));
     }
     // A record that cannot fit a segment at all is refused at send.
-    let error = producer
-        .send(ProducerRecord::new("t").value(vec![0u8; 1_000]))
-        .map(|_| ())
-        .unwrap_err();
-    assert!(
-        matches!(error, Error::RecordTooLarge { max: 1_024, .. }),
-        "{error:?}"
-    );
+    assert_too_large(&producer, 1_000, 1_024);
 }
 
 #[test]
@@ -784,6 +777,66 @@ fn auto_creation_is_off_by_default_and_uses_the_defaults_when_on() {
         .wait()
         .unwrap();
     assert_eq!(log.topic("new").unwrap().partitions(), 2);
+}
+
+/// Sends a record of `size` bytes to "t" and checks it is refused as over `max`.
+fn assert_too_large(producer: &Producer, size: usize, max: usize) {
+    let error = producer
+        .send(ProducerRecord::new("t").value(vec![0u8; size]))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::RecordTooLarge { max: m, .. } if m == max),
+        "{error:?}"
+    );
+}
+
+/// Lowering a topic's `max_message_bytes` reaches a producer that is already sending to
+/// it: the batch open at the change and every later one stay within the new limit, so
+/// every record is acknowledged, and a record over it is refused at `send`.
+#[test]
+fn a_lowered_max_message_bytes_reaches_a_running_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    // Batches leave only when full (16 KiB) or flushed.
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(600_000))
+        .unwrap();
+    let mut sent = vec![
+        producer
+            .send(ProducerRecord::new("t").value(vec![0u8; 100]))
+            .unwrap(),
+    ];
+    let config = log.topic("t").unwrap().config().max_message_bytes(2_000);
+    log.alter_topic_config("t", config).unwrap();
+    for i in 1..=100u8 {
+        sent.push(
+            producer
+                .send(ProducerRecord::new("t").value(vec![i; 100]))
+                .unwrap(),
+        );
+    }
+    producer.flush().unwrap();
+    for (i, future) in sent.into_iter().enumerate() {
+        let metadata = future.wait().unwrap();
+        assert_eq!(metadata.offset, Some(i as u64));
+    }
+    assert_too_large(&producer, 2_100, 2_000);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let read = partition.read(0, 1 << 20).unwrap();
+    let mut records = 0;
+    for batch in read.batches() {
+        let batch = batch.unwrap();
+        assert!(
+            batch.bytes().len() <= 2_000,
+            "{} bytes",
+            batch.bytes().len()
+        );
+        records += batch.len();
+    }
+    assert_eq!(records, 101);
+    producer.close().unwrap();
 }
 
 #[test]

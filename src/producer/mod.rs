@@ -443,6 +443,8 @@ struct CachedTopic {
     partitions: Vec<Partition>,
     /// Largest batch the topic takes: `max_message_bytes`, and no more than a segment.
     max_batch_bytes: usize,
+    /// [`Topic::changes`] read before the rest: the entry is current while it is equal.
+    changes: u64,
 }
 
 /// A hasher for small integer keys (topic id, partition): one multiply per word, as
@@ -768,20 +770,19 @@ impl Producer {
         })
     }
 
-    /// The topic's cached handles, looked up (or auto-created) on first use, again after
-    /// the topic was deleted, and again when partitions were added.
+    /// The topic's cached handles, looked up (or auto-created) on first use, and again
+    /// after the topic was deleted, its partitions added or its config altered (a lowered
+    /// `max_message_bytes` bounds the next batches).
     fn cached_topic(&self, name: &str) -> Result<Arc<CachedTopic>> {
         let shared = self.shared();
-        let current = |cached: &CachedTopic| {
-            !cached.topic.is_deleted()
-                && cached.partitions.len() as u32 == cached.topic.partitions()
-        };
+        let current = |cached: &CachedTopic| cached.topic.changes() == cached.changes;
         if let Some(cached) = shared.topics.read().get(name)
             && current(cached)
         {
             return Ok(Arc::clone(cached));
         }
         let topic = shared.log.topic_for_write(name)?;
+        let changes = topic.changes();
         let partitions = (0..topic.partitions())
             .map(|p| topic.partition(p))
             .collect::<Result<Vec<_>>>()?;
@@ -808,6 +809,7 @@ impl Producer {
                 .min(topic.config().segment_bytes as usize),
             topic,
             partitions,
+            changes,
         });
         topics.insert(name.to_owned(), Arc::clone(&cached));
         Ok(cached)
@@ -867,7 +869,9 @@ impl Producer {
         let batch = match open.entry(key) {
             Entry::Occupied(entry) => {
                 let batch = entry.into_mut();
-                if batch.builder.size_in_bytes() + exact_size(batch) > batch.limit {
+                // The topic's limit may have been lowered since the batch opened.
+                let limit = batch.limit.min(placed.topic.max_batch_bytes);
+                if batch.builder.size_in_bytes() + exact_size(batch) > limit {
                     (full, opened) = (true, true);
                     *next_seq += 1;
                     closed_batches.push_back(std::mem::replace(batch, new_batch(*next_seq)));
