@@ -41,8 +41,8 @@ mod tests {
     }
 
     proptest! {
-        /// Every length and alignment (the folding paths switch at 16, 64, 128, 256 bytes and
-        /// more) agrees with the `crc32c` crate, whole and in parts.
+        /// Every length and alignment (crc-fast switches code paths at several lengths up to
+        /// a few hundred bytes) agrees with the `crc32c` crate, whole and in parts.
         #[test]
         fn agrees_with_the_crc32c_crate(
             bytes in prop::collection::vec(any::<u8>(), 0..5000),

@@ -392,10 +392,13 @@ impl<'a> RecordIter<'a> {
     }
 
     /// Goes on from `cursor`, taken from an iterator over the same batch. `None` leaves the
-    /// iterator at the start.
+    /// iterator at the start, and so does a cursor that cannot belong to this batch (past
+    /// its end); one from another batch that passes that gives errors or wrong records,
+    /// never a panic.
     pub(crate) fn resume(mut self, cursor: Option<RecordCursor>) -> Self {
         if let Some(cursor) = cursor
             && self.cursor().is_some()
+            && (RECORD_BATCH_OVERHEAD..=self.buf.len()).contains(&cursor.pos)
         {
             self.pos = cursor.pos;
             self.remaining = cursor.remaining.min(self.count);
@@ -566,7 +569,7 @@ impl<'a> RecordIter<'a> {
         }
         let detail = format!(
             "{} bytes follow the last of {} records",
-            self.buf.len() - self.pos,
+            self.buf.len().saturating_sub(self.pos),
             self.read()
         );
         Err(corruption(self.pos, "records count", detail))

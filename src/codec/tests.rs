@@ -273,8 +273,8 @@ fn compressed_batches_are_unsupported() {
             items[0],
             Err(Error::UnsupportedCompression { .. })
         ));
-        // A cursor cannot skip the error: there is none to take, and a borrowed one is
-        // not applied.
+        // A cursor cannot skip the error: there is none to take, and with one from another
+        // batch the error still comes first.
         assert_eq!(batch.iter().cursor(), None);
         let plain = Batch::new(Bytes::from(hand_built()), MAX).unwrap();
         let mut items = batch.iter().resume(plain.iter().cursor());
@@ -290,6 +290,39 @@ fn compressed_batches_are_unsupported() {
         fix_crc(&mut b);
         assert_eq!(what_at(validate_batch(&b, MAX)), ("batch compression", 21));
     }
+}
+
+/// A resumed iterator goes on checking offset deltas against the record before the cursor
+/// (deltas 0, 1, 1: the third record is bad however the batch is walked), and a cursor
+/// past the batch's end is not applied.
+#[test]
+fn a_resumed_iterator_keeps_checking_offset_deltas() {
+    // Three records: length 6, attributes, timestamp delta 0, the delta, null key and
+    // value (1 = -1 zig-zagged), no headers.
+    let record = |delta: u8| [0x0C, 0, 0, delta << 1, 1, 1, 0];
+    let area: Vec<u8> = [0, 1, 1].into_iter().flat_map(record).collect();
+    let batch = Batch::new(Bytes::from(craft(&area, 3, 2)), MAX).unwrap();
+    let mut whole: Vec<_> = batch.iter().collect();
+    assert_eq!(whole.len(), 3);
+    assert_eq!(what_at(whole.pop().unwrap()), ("record offset delta", 78));
+    assert!(whole.iter().all(Result::is_ok));
+    let mut first = batch.iter();
+    first.next().unwrap().unwrap();
+    first.next().unwrap().unwrap();
+    let mut rest = batch.iter().resume(first.cursor());
+    assert_eq!(what_at(rest.next().unwrap()), ("record offset delta", 78));
+    assert!(rest.next().is_none());
+
+    let six: Vec<u8> = (0..6).flat_map(record).collect();
+    let long = Batch::new(Bytes::from(craft(&six, 6, 5)), MAX).unwrap();
+    let mut far = long.iter();
+    for _ in 0..4 {
+        far.next().unwrap().unwrap();
+    }
+    // Taken past `batch`'s end: ignored, the iteration starts over.
+    let restarted: Vec<_> = batch.iter().resume(far.cursor()).collect();
+    assert_eq!(restarted.len(), 3);
+    assert!(restarted[0].is_ok());
 }
 
 #[test]
