@@ -447,8 +447,9 @@ struct CachedTopic {
     changes: u64,
 }
 
-/// A hasher for small integer keys (topic id, partition): one multiply per word, as
-/// `FxHash` does; the keys are the producer's own, so no hash flooding is possible.
+/// A hasher for the producer's lookups on every send (topic ids and partitions, topic
+/// names): one multiply per 8 bytes, as `FxHash` does. The keys are the application's own
+/// topics, not input from outside, so hash flooding is not a concern.
 #[derive(Debug, Default, Clone, Copy)]
 struct IdHasher(u64);
 
@@ -458,8 +459,17 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(w));
         }
     }
 
@@ -520,7 +530,7 @@ struct Shared {
     space: Condvar,
     sticky: Sticky,
     /// Topics looked up so far, by name.
-    topics: RwLock<HashMap<String, Arc<CachedTopic>>>,
+    topics: RwLock<HashMap<String, Arc<CachedTopic>, BuildHasherDefault<IdHasher>>>,
     next_topic_id: AtomicU32,
     /// Mirrors `State::closed`, for checks without the lock.
     closed: AtomicBool,
@@ -609,7 +619,7 @@ impl Producer {
             work: Condvar::new(),
             space: Condvar::new(),
             sticky: Sticky::new(seed),
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(HashMap::default()),
             next_topic_id: AtomicU32::new(0),
             closed: AtomicBool::new(false),
         });
@@ -745,7 +755,7 @@ impl Producer {
             (None, None, None) => {
                 shared
                     .sticky
-                    .partition(&topic.name, partitions, size, shared.config.batch_size)
+                    .partition(topic.id, partitions, size, shared.config.batch_size)
             }
         };
         if index >= partitions {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 
 use parking_lot::Mutex;
 
@@ -100,8 +101,9 @@ pub(crate) struct Sticky {
 
 #[derive(Debug)]
 struct StickyState {
-    /// Per topic: the current partition and the bytes sent to it since the switch.
-    current: HashMap<String, (u32, usize)>,
+    /// Per topic (by the producer's id for it): the current partition and the bytes sent
+    /// to it since the switch.
+    current: HashMap<u32, (u32, usize), BuildHasherDefault<super::IdHasher>>,
     rng: u64,
 }
 
@@ -109,7 +111,7 @@ impl Sticky {
     pub(crate) fn new(seed: u64) -> Sticky {
         Sticky {
             state: Mutex::new(StickyState {
-                current: HashMap::new(),
+                current: HashMap::default(),
                 rng: seed | 1,
             }),
         }
@@ -118,23 +120,18 @@ impl Sticky {
     /// The partition for a record of `size` bytes without a key.
     pub(crate) fn partition(
         &self,
-        topic: &str,
+        topic: u32,
         partitions: u32,
         size: usize,
         batch_size: usize,
     ) -> u32 {
         let mut state = self.state.lock();
         let StickyState { current, rng } = &mut *state;
-        let entry = match current.get_mut(topic) {
-            Some(entry) if entry.0 < partitions => entry,
-            _ => {
-                let first = random_below(rng, partitions);
-                current.insert(topic.to_owned(), (first, 0));
-                current
-                    .get_mut(topic)
-                    .unwrap_or_else(|| unreachable!("just inserted"))
-            }
-        };
+        let entry = current.entry(topic).or_insert((u32::MAX, 0));
+        if entry.0 >= partitions {
+            // New, or the topic was recreated with fewer partitions.
+            *entry = (random_below(rng, partitions), 0);
+        }
         if entry.1 >= batch_size.max(1) && partitions > 1 {
             // Another partition, uniformly among the others.
             let step = 1 + random_below(rng, partitions - 1);
@@ -202,16 +199,16 @@ mod tests {
     #[test]
     fn sticky_stays_until_batch_size_then_moves() {
         let sticky = Sticky::new(42);
-        let first = sticky.partition("t", 4, 100, 250);
-        assert_eq!(sticky.partition("t", 4, 100, 250), first);
-        assert_eq!(sticky.partition("t", 4, 100, 250), first);
+        let first = sticky.partition(0, 4, 100, 250);
+        assert_eq!(sticky.partition(0, 4, 100, 250), first);
+        assert_eq!(sticky.partition(0, 4, 100, 250), first);
         // 300 bytes went to `first`, at least batch_size: the next record moves.
-        let second = sticky.partition("t", 4, 100, 250);
+        let second = sticky.partition(0, 4, 100, 250);
         assert_ne!(second, first);
-        assert_eq!(sticky.partition("t", 4, 100, 250), second);
+        assert_eq!(sticky.partition(0, 4, 100, 250), second);
         // One partition: always 0.
         for _ in 0..10 {
-            assert_eq!(sticky.partition("single", 1, 1000, 10), 0);
+            assert_eq!(sticky.partition(1, 1, 1000, 10), 0);
         }
     }
 
@@ -220,7 +217,7 @@ mod tests {
         let sticky = Sticky::new(7);
         let mut seen = [0u32; 5];
         for _ in 0..5000 {
-            seen[sticky.partition("t", 5, 100, 100) as usize] += 1;
+            seen[sticky.partition(0, 5, 100, 100) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 500), "uneven: {seen:?}");
     }
