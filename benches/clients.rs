@@ -95,14 +95,21 @@ fn consumer(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(POLL_RECORDS));
-    for max_poll_records in [500, 10_000] {
-        group.bench_function(format!("max_poll_records_{max_poll_records}"), |b| {
+    // Kafka's default (CRCs checked) at two poll sizes, then `check_crcs(false)`.
+    for (max_poll_records, check_crcs) in [(500, true), (10_000, true), (500, false)] {
+        let name = if check_crcs {
+            format!("max_poll_records_{max_poll_records}")
+        } else {
+            format!("max_poll_records_{max_poll_records}_check_crcs_off")
+        };
+        group.bench_function(name, |b| {
             b.iter(|| {
                 let mut consumer = log
                     .consumer(
                         ConsumerConfig::default()
                             .auto_offset_reset(AutoOffsetReset::Earliest)
-                            .max_poll_records(max_poll_records),
+                            .max_poll_records(max_poll_records)
+                            .check_crcs(check_crcs),
                     )
                     .unwrap();
                 consumer.assign([TopicPartition::new("bench", 0)]).unwrap();

@@ -85,6 +85,7 @@ impl LogRead {
             segment: self.segment.clone(),
             position: self.position,
             failed: false,
+            check_crcs: true,
         }
     }
 
@@ -133,6 +134,16 @@ pub struct Batches {
     segment: PathBuf,
     position: u64,
     failed: bool,
+    check_crcs: bool,
+}
+
+impl Batches {
+    /// Whether each batch's CRC is checked (by default it is): without, only its header
+    /// and length are (Kafka's consumer `check.crcs=false`).
+    pub(crate) fn check_crcs(mut self, check: bool) -> Self {
+        self.check_crcs = check;
+        self
+    }
 }
 
 impl Iterator for Batches {
@@ -146,7 +157,13 @@ impl Iterator for Batches {
             .filter(|&s| s <= self.rest.len())
             .unwrap_or(self.rest.len());
         let bytes = self.rest.split_to(size);
-        match Batch::new(bytes, size.max(codec::RECORD_BATCH_OVERHEAD)) {
+        let max = size.max(codec::RECORD_BATCH_OVERHEAD);
+        let batch = if self.check_crcs {
+            Batch::new(bytes, max)
+        } else {
+            Batch::new_unverified(bytes, max)
+        };
+        match batch {
             Ok(batch) => {
                 self.position += size as u64;
                 Some(Ok(batch))

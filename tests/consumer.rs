@@ -115,6 +115,57 @@ fn produced_records_come_back_in_order_with_their_fields() {
 
 /// Kafka's `FetcherTest.testFetchMaxPollRecords`: `max.poll.records` splits the records
 /// over polls, in order, the position following what was returned.
+/// Kafka's `check.crcs`: a value damaged on disk (framing intact) makes `poll` fail with
+/// the batch's CRC by default, after returning the records before it, and every later
+/// `poll` fails the same way; with the check off it is returned as it reads.
+#[test]
+fn check_crcs_off_returns_a_damaged_batch_as_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    // Enough after the damaged batch that the open, which checks only the batches after
+    // the segment's last index entry, does not read it.
+    let filler: Vec<String> = (0..200).map(|i| format!("filler-{i}")).collect();
+    let mut all: Vec<&str> = vec!["first", "HELLO-WORLD"];
+    all.extend(filler.iter().map(String::as_str));
+    fill(&log, "t", 0, &all);
+    log.close().unwrap();
+    let segment = dir.path().join("t-0").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"HELLO-WORLD").unwrap();
+    bytes[at] = b'J';
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (log, _clock) = open(dir.path());
+    let mut checked = log.consumer(earliest(None)).unwrap();
+    checked.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut checked)), ["first"]);
+    for _ in 0..2 {
+        let error = checked.poll(Duration::from_millis(100)).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::Corruption {
+                    what: "batch CRC",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(checked.position(&tp("t", 0)).unwrap(), 1);
+    }
+    let mut trusting = log.consumer(earliest(None).check_crcs(false)).unwrap();
+    trusting.assign([tp("t", 0)]).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < all.len() {
+        seen.extend(values(&poll(&mut trusting)));
+    }
+    all[1] = "JELLO-WORLD";
+    assert_eq!(seen, all);
+    drop((checked, trusting));
+    log.close().unwrap();
+}
+
 #[test]
 fn max_poll_records_splits_records_across_polls() {
     let dir = tempfile::tempdir().unwrap();

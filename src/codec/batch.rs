@@ -360,6 +360,13 @@ impl Batch {
         Ok(Batch { bytes, header })
     }
 
+    /// As [`Batch::new`] without the CRC check, for readers that chose not to check.
+    pub(crate) fn new_unverified(bytes: Bytes, max_batch_size: usize) -> Result<Batch> {
+        let header = BatchHeader::parse(&bytes, max_batch_size)?;
+        check_whole(&header, &bytes)?;
+        Ok(Batch { bytes, header })
+    }
+
     /// The parsed header.
     pub fn header(&self) -> &BatchHeader {
         &self.header

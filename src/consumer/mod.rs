@@ -82,6 +82,12 @@ pub struct ConsumerConfig {
     /// `vec![Arc::new(CooperativeStickyAssignor)]`; otherwise it gives up all its
     /// partitions at each rebalance.
     pub partition_assignment_strategy: Vec<Arc<dyn Assignor>>,
+    /// Check each batch's CRC-32C before returning its records (Kafka's `check.crcs`).
+    /// Default `true`. Without it a batch damaged on disk is returned as it reads, as
+    /// Kafka's consumer does then: its records are still decoded safely (bad framing is
+    /// `Corruption`, never a panic), but a damaged key, value or timestamp goes unnoticed.
+    /// It saves the CRC pass over every batch read.
+    pub check_crcs: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -101,6 +107,7 @@ impl Default for ConsumerConfig {
                 Arc::new(RangeAssignor),
                 Arc::new(CooperativeStickyAssignor),
             ],
+            check_crcs: true,
         }
     }
 }
@@ -180,6 +187,13 @@ impl ConsumerConfig {
     #[must_use]
     pub fn partition_assignment_strategy(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
         self.partition_assignment_strategy = assignors;
+        self
+    }
+
+    /// Sets [`check_crcs`](Self::check_crcs).
+    #[must_use]
+    pub fn check_crcs(mut self, check: bool) -> Self {
+        self.check_crcs = check;
         self
     }
 
@@ -779,6 +793,7 @@ impl Consumer {
         let limit = self.config.max_partition_fetch_bytes.min(bytes_left);
         let max_records = self.config.max_poll_records;
         let reset = self.config.auto_offset_reset;
+        let check_crcs = self.config.check_crcs;
         let state = self.state(tp)?;
         if state
             .buffered
@@ -812,8 +827,14 @@ impl Consumer {
                 Err(error) => return Err(error),
             };
             bytes = read.bytes().len();
-            for batch in read.batches() {
-                state.buffered.push_back((batch?, None));
+            for batch in read.batches().check_crcs(check_crcs) {
+                match batch {
+                    Ok(batch) => state.buffered.push_back((batch, None)),
+                    // The records before a damaged batch are returned first (as Kafka's
+                    // fetcher does); the read after them meets it again.
+                    Err(_) if !state.buffered.is_empty() => break,
+                    Err(error) => return Err(error),
+                }
             }
         }
         let mut next = position;
