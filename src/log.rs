@@ -1303,9 +1303,10 @@ impl Log {
     /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
     /// the cleanup policy with the compaction settings (from the next cleaner pass; a topic
     /// that turns compacted refuses records without a key from then on).
-    /// Producers see a lowered `max_message_bytes` at their next send to the topic: the
-    /// batch they have open closes before it would pass the new limit, and later batches
-    /// keep to it. A batch already past it (or already handed to the append) is refused
+    /// Producers see a lowered `max_message_bytes` from the first send that starts after
+    /// this returns: the batch they have open closes before it would pass the new limit,
+    /// and later batches keep to it. A batch already past it, already handed to the
+    /// append, or grown past it by a send already under way on another thread, is refused
     /// at the append with `RecordTooLarge`, its records' futures failing.
     ///
     /// ```
@@ -2734,6 +2735,11 @@ impl Topic {
     /// True once the topic was deleted (handles then fail with `UnknownTopic`).
     pub(crate) fn is_deleted(&self) -> bool {
         self.state.deleted.load(Ordering::Acquire)
+    }
+
+    /// Whether `other` is a handle on the same topic (the same incarnation of its name).
+    pub(crate) fn same_topic(&self, other: &Topic) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
     }
 
     /// How many times the topic's config, partition count or existence changed: read it

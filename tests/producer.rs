@@ -779,6 +779,42 @@ fn auto_creation_is_off_by_default_and_uses_the_defaults_when_on() {
     assert_eq!(log.topic("new").unwrap().partitions(), 2);
 }
 
+/// A producer that cached a topic follows its deletion (`UnknownTopic`) and its creation
+/// again under the name with fewer partitions: the new topic's records land in it, from
+/// offset 0, and none goes to a partition it does not have.
+#[test]
+fn a_producer_follows_a_topic_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(4))
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    for _ in 0..20 {
+        producer
+            .send(ProducerRecord::new("t").value("old"))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    log.delete_topic("t").unwrap();
+    let error = producer
+        .send(ProducerRecord::new("t").value("gone"))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownTopic { .. }), "{error:?}");
+    log.create_topic("t", TopicConfig::default().partitions(1))
+        .unwrap();
+    for i in 0..20 {
+        let metadata = producer
+            .send(ProducerRecord::new("t").value("new"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!((metadata.partition, metadata.offset), (0, Some(i)));
+    }
+    producer.close().unwrap();
+}
+
 /// Sends a record of `size` bytes to "t" and checks it is refused as over `max`.
 fn assert_too_large(producer: &Producer, size: usize, max: usize) {
     let error = producer

@@ -85,7 +85,8 @@ pub struct ConsumerConfig {
     /// Check each batch's CRC-32C before returning its records (Kafka's `check.crcs`).
     /// Default `true`. Without it a batch damaged on disk is returned as it reads, as
     /// Kafka's consumer does then: its records are still decoded safely (bad framing is
-    /// `Corruption`, never a panic), but a damaged key, value or timestamp goes unnoticed.
+    /// `Corruption`, never a panic), but a damaged key, value, timestamp or header field
+    /// goes unnoticed (a damaged base offset can skip records or move the position).
     /// It saves the CRC pass over every batch read.
     pub check_crcs: bool,
 }

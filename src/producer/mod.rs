@@ -785,7 +785,11 @@ impl Producer {
     /// `max_message_bytes` bounds the next batches).
     fn cached_topic(&self, name: &str) -> Result<Arc<CachedTopic>> {
         let shared = self.shared();
-        let current = |cached: &CachedTopic| cached.topic.changes() == cached.changes;
+        // Deleted is checked apart: a topic fetched just as it was deleted may carry the
+        // count its deletion left, which never moves again.
+        let current = |cached: &CachedTopic| {
+            cached.topic.changes() == cached.changes && !cached.topic.is_deleted()
+        };
         if let Some(cached) = shared.topics.read().get(name)
             && current(cached)
         {
@@ -804,10 +808,11 @@ impl Producer {
         {
             return Ok(Arc::clone(cached));
         }
-        // A topic that grew keeps its id: its partitions' open batches stay the same ones.
+        // The same topic (grown, or its config altered) keeps its id: its partitions' open
+        // batches stay the same ones. Another incarnation under the name gets a new one.
         let id = topics
             .get(name)
-            .filter(|cached| !cached.topic.is_deleted())
+            .filter(|cached| cached.topic.same_topic(&topic))
             .map_or_else(
                 || shared.next_topic_id.fetch_add(1, Ordering::Relaxed),
                 |cached| cached.id,
