@@ -3,6 +3,63 @@
 
 use tarnlog::{BatchBuilder, Error, FsyncPolicy, Log, TopicConfig};
 
+// A log opened at a relative path (as the quickstart's `./tarnlog-data`): topics with
+// partitions, their epoch and cleaner checkpoints, a producer and a consumer, then a
+// reopen; prevents paths joined twice under a relative directory.
+#[test]
+fn a_relative_directory_works() {
+    use tarnlog::{
+        AutoOffsetReset, ConsumerConfig, ProducerConfig, ProducerRecord, TopicPartition,
+    };
+    // `cargo test` runs in the package root; `target` is ours to write in.
+    std::fs::create_dir_all("target").unwrap();
+    let dir = tempfile::tempdir_in("target").unwrap();
+    let relative = dir
+        .path()
+        .strip_prefix(std::env::current_dir().unwrap())
+        .unwrap_or(dir.path())
+        .to_path_buf();
+    assert!(relative.is_relative(), "{relative:?}");
+    for round in 0..2 {
+        let log = Log::open(&relative).unwrap();
+        if round == 0 {
+            log.create_topic("t", TopicConfig::default().partitions(3))
+                .unwrap();
+        }
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(
+                ProducerRecord::new("t")
+                    .partition(2)
+                    .value(format!("v{round}")),
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        producer.close().unwrap();
+        let mut consumer = log
+            .consumer(
+                ConsumerConfig::default()
+                    .group_id("g")
+                    .auto_offset_reset(AutoOffsetReset::Earliest),
+            )
+            .unwrap();
+        consumer.assign([TopicPartition::new("t", 2)]).unwrap();
+        // The group resumes after what it committed (auto-commit on close) last round.
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let records = consumer.poll(std::time::Duration::from_millis(20)).unwrap();
+            seen.extend(records.into_iter().map(|r| r.value.unwrap()));
+            if !seen.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen, [format!("v{round}")]);
+        consumer.close().unwrap();
+        log.close().unwrap();
+    }
+}
+
 // Append across segment rolls, read every offset, close and reopen cleanly; prevents a clean
 // reopen that rescans or loses the tail.
 #[test]

@@ -196,6 +196,9 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 impl StorageDir {
     /// Creates the directory if needed and takes its `LOCK`.
     pub(crate) fn open(storage: Arc<dyn Storage>, path: PathBuf) -> Result<StorageDir> {
+        // Absolute, so that every path joined to it stays right whatever the callers join
+        // (a partition path under it, or a name) and if the working directory changes.
+        let path = std::path::absolute(&path).map_err(|e| Error::io("resolve", &path, e))?;
         storage
             .create_dir_all(&path)
             .map_err(|e| Error::io("create directory", &path, e))?;
@@ -219,7 +222,7 @@ impl StorageDir {
     /// A directory that could not be opened: offline (poisoned) from the start, unlocked.
     pub(crate) fn offline(storage: Arc<dyn Storage>, path: PathBuf) -> StorageDir {
         StorageDir {
-            path,
+            path: std::path::absolute(&path).unwrap_or(path),
             storage,
             poisoned: AtomicBool::new(true),
             sync_failed: AtomicBool::new(false),
