@@ -431,11 +431,13 @@ impl LogBuilder {
         let mut dirs = Vec::with_capacity(self.dirs.len());
         let mut offline = Vec::new();
         for path in &self.dirs {
-            let opened = StorageDir::open(Arc::clone(&self.storage), path.clone());
+            let opened = StorageDir::open(Arc::clone(&self.storage), path);
             dirs.push(Arc::new(match opened {
                 Err(error) if self.dirs.len() > 1 && !matches!(error, Error::Locked { .. }) => {
-                    offline.push((path.clone(), error.to_string()));
-                    StorageDir::offline(Arc::clone(&self.storage), path.clone())
+                    let dir = StorageDir::offline(Arc::clone(&self.storage), path.clone());
+                    // Reported as the directory's (absolute) path, as every later report.
+                    offline.push((dir.path().to_path_buf(), error.to_string()));
+                    dir
                 }
                 opened => opened?,
             }));
@@ -2124,10 +2126,7 @@ impl Log {
         old.drain_and_unlock(Duration::from_millis(
             self.inner.set_options.replica_lag_time_max_ms,
         ));
-        let dir = Arc::new(StorageDir::open(
-            Arc::clone(old.storage()),
-            old.path().to_path_buf(),
-        )?);
+        let dir = Arc::new(StorageDir::open(Arc::clone(old.storage()), old.path())?);
         let loaded = self
             .load_restored(&dir, index, untrusted)
             .inspect_err(|_| {

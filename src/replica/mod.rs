@@ -789,7 +789,7 @@ impl ReplicaLog {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) fn test_replica(root: &Path, config: TopicConfig, now: i64) -> ReplicaLog {
-    let dir = StorageDir::open(crate::storage::OsStorage::shared(), root.join("d")).unwrap();
+    let dir = StorageDir::open(crate::storage::OsStorage::shared(), &root.join("d")).unwrap();
     ReplicaLog::create(LoadOptions {
         tp: TopicPartition::new("t", 0),
         dir: Arc::new(dir),

@@ -1161,7 +1161,7 @@ mod tests {
     }
 
     fn replica(root: &std::path::Path, name: &str) -> ReplicaLog {
-        let dir = StorageDir::open(OsStorage::shared(), root.join(name)).unwrap();
+        let dir = StorageDir::open(OsStorage::shared(), &root.join(name)).unwrap();
         ReplicaLog::create(options(&Arc::new(dir))).unwrap()
     }
 
@@ -1210,7 +1210,7 @@ mod tests {
             .cleanup_policy(policy)
             .segment_bytes(4096);
         let open = |name: &str| {
-            let dir = StorageDir::open(OsStorage::shared(), root.join(name)).unwrap();
+            let dir = StorageDir::open(OsStorage::shared(), &root.join(name)).unwrap();
             let mut options = options(&Arc::new(dir));
             options.config = config.clone();
             ReplicaLog::create(options).unwrap()

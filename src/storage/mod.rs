@@ -195,10 +195,10 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 impl StorageDir {
     /// Creates the directory if needed and takes its `LOCK`.
-    pub(crate) fn open(storage: Arc<dyn Storage>, path: PathBuf) -> Result<StorageDir> {
+    pub(crate) fn open(storage: Arc<dyn Storage>, path: &Path) -> Result<StorageDir> {
         // Absolute, so that every path joined to it stays right whatever the callers join
         // (a partition path under it, or a name) and if the working directory changes.
-        let path = std::path::absolute(&path).map_err(|e| Error::io("resolve", &path, e))?;
+        let path = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
         storage
             .create_dir_all(&path)
             .map_err(|e| Error::io("create directory", &path, e))?;
