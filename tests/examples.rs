@@ -17,7 +17,7 @@ fn example(name: &str) -> PathBuf {
 
 fn run_twice(name: &str) {
     let binary = example(name);
-    assert!(binary.exists(), "{binary:?} was not built");
+    assert!(binary.exists(), "{} was not built", binary.display());
     let cwd = tempfile::tempdir().unwrap();
     for round in 0..2 {
         let output = Command::new(&binary)
