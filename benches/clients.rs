@@ -51,17 +51,27 @@ fn send(records: u64, keyed: bool, linger_ms: u64) -> Duration {
     elapsed
 }
 
+/// Records per criterion iteration of the `send` benchmarks: enough that the flush that
+/// ends each sample (a wake-up of the sender thread, tens of microseconds when its vCPU
+/// is idle) is a small part of it even when criterion asks for few iterations.
+const SENDS_PER_ITERATION: u64 = 1_000;
+
 fn producer(c: &mut Criterion) {
     let mut group = c.benchmark_group("producer_send");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
-    group.bench_function("unkeyed_sticky", |b| b.iter_custom(|n| send(n, false, 0)));
-    group.bench_function("keyed_murmur2", |b| b.iter_custom(|n| send(n, true, 0)));
+        .throughput(Throughput::Elements(SENDS_PER_ITERATION));
+    let per = SENDS_PER_ITERATION;
+    group.bench_function("unkeyed_sticky", |b| {
+        b.iter_custom(|n| send(n * per, false, 0));
+    });
+    group.bench_function("keyed_murmur2", |b| {
+        b.iter_custom(|n| send(n * per, true, 0));
+    });
     group.bench_function("keyed_murmur2_linger_5ms", |b| {
-        b.iter_custom(|n| send(n, true, 5));
+        b.iter_custom(|n| send(n * per, true, 5));
     });
     group.finish();
 }
