@@ -60,6 +60,8 @@ fn table(log: &Log) -> tarnlog::Result<(BTreeMap<String, String>, usize, usize)>
 
 fn main() -> tarnlog::Result<()> {
     let dir = std::env::temp_dir().join(format!("tarnlog-prices-{}", std::process::id()));
+    // A run that failed may have left one behind under a pid now reused.
+    let _ = std::fs::remove_dir_all(&dir);
     // A manual clock, so that the example can let a day pass for the tombstone.
     let clock = ManualClock::new(1_700_000_000_000);
     let log = Log::builder()

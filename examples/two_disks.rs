@@ -59,6 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{} of {RECORDS} sends acknowledged", acked.len());
     print_dirs(&log);
     print_topic(&log, "after the failure")?;
+    assert!(
+        !log.dir_status()[1].online,
+        "disk-b should have gone offline"
+    );
 
     let read = read_all(&log)?;
     let missing = acked
@@ -72,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     storage.heal_dir(&disks[1]);
     log.restore_dir(&disks[1])?;
     print_dirs(&log);
+    assert!(log.dir_status().iter().all(|d| d.online));
     print_topic(&log, "after the restore")?;
     log.close()?;
     let identical = (0..2).all(|p| segments(&disks[0], p) == segments(&disks[1], p));

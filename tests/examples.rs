@@ -1,7 +1,9 @@
 //! The examples run to success, each from a fresh working directory with its default
-//! (relative) data directory, twice (the second run reopens what the first left). `cargo
-//! test` builds the examples next to the test binaries but does not run them; the README's
-//! main command is the quickstart, so it must not break unnoticed.
+//! (relative) data directory, twice (the quickstart's second run reopens what the first
+//! left). `cargo test` builds the examples next to the test binaries but does not run
+//! them; the README's main command is the quickstart, so it must not break unnoticed.
+//! (`cargo test --test examples` alone does not build them: it runs what an earlier build
+//! left, or fails naming the missing binary.)
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

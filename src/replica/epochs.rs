@@ -163,8 +163,8 @@ impl EpochCache {
         Ok(cache)
     }
 
-    /// Reads the cache of the partition directory `sub` (relative to `dir`): `None` when
-    /// the file does not exist.
+    /// Reads the cache of the partition directory `sub` (its path under `dir`, or relative
+    /// to it): `None` when the file does not exist.
     pub(crate) fn read(dir: &StorageDir, sub: &Path) -> Result<Option<EpochCache>> {
         let path = dir.path().join(sub).join(FILE);
         match read_framed(dir, &path, MAGIC, VERSION)? {

@@ -14,7 +14,9 @@ const HEADER: usize = 20;
 /// Bodies larger than this are refused before allocating (bounds a corrupt length).
 const MAX_BODY: usize = 64 << 20;
 
-/// Atomically replaces `dir/name` with a framed `body`.
+/// Atomically replaces `dir/sub/name` with a framed `body`. `sub` is relative to `dir`, or
+/// a path under it (an absolute one, as `dir`'s own path is absolute, replaces it in the
+/// join).
 pub(crate) fn write_framed(
     dir: &StorageDir,
     sub: &Path,

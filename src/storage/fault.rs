@@ -60,6 +60,12 @@ struct Shared {
     slow_dirs: Mutex<Vec<(PathBuf, std::time::Duration)>>,
 }
 
+/// `path` made absolute (as `StorageDir` holds its directory), so that a directory given
+/// relative matches the paths the log uses.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// A [`Storage`] wrapper that counts mutating calls and fails the chosen ones.
 #[derive(Debug, Clone)]
 pub struct FaultStorage {
@@ -99,8 +105,9 @@ impl FaultStorage {
 
     /// Fails every call on a path under `dir` from now on — opens, listings, reads, writes,
     /// syncs, renames — with `kind`, as a disk that died or filled up.
+    /// `dir` is made absolute, as the log's directories are.
     pub fn fail_dir(&self, dir: impl AsRef<Path>, kind: FaultKind) {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = absolute(dir.as_ref());
         let mut failed = self.shared.failed_dirs.lock();
         failed.retain(|(d, _)| *d != dir);
         failed.push((dir, kind));
@@ -110,7 +117,7 @@ impl FaultStorage {
     /// as a slow or overloaded disk; until [`FaultStorage::heal_dir`], which also ends the
     /// syncs waiting then (so a long `delay` is a hung disk released by the test).
     pub fn slow_dir(&self, dir: impl AsRef<Path>, delay: std::time::Duration) {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = absolute(dir.as_ref());
         let mut slow = self.shared.slow_dirs.lock();
         slow.retain(|(d, _)| *d != dir);
         slow.push((dir, delay));
@@ -118,9 +125,9 @@ impl FaultStorage {
 
     /// Undoes [`FaultStorage::fail_dir`] and [`FaultStorage::slow_dir`] for `dir`.
     pub fn heal_dir(&self, dir: impl AsRef<Path>) {
-        let dir = dir.as_ref();
-        self.shared.failed_dirs.lock().retain(|(d, _)| d != dir);
-        self.shared.slow_dirs.lock().retain(|(d, _)| d != dir);
+        let dir = absolute(dir.as_ref());
+        self.shared.failed_dirs.lock().retain(|(d, _)| *d != dir);
+        self.shared.slow_dirs.lock().retain(|(d, _)| *d != dir);
     }
 
     /// Counted calls so far.
