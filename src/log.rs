@@ -1745,7 +1745,11 @@ impl Log {
                 continue;
             }
             let storage = replica.dir().storage();
-            let doomed = PathBuf::from(format!("{}.delete", replica.path().display()));
+            // Appended to the raw path: a lossy `display()` would break a path that is not
+            // UTF-8 (the working directory is part of it).
+            let mut doomed = replica.path().as_os_str().to_owned();
+            doomed.push(".delete");
+            let doomed = PathBuf::from(doomed);
             storage
                 .rename(replica.path(), &doomed)
                 .map_err(|e| Error::io("rename", replica.path(), e))?;
