@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tarnlog::{
-    AutoOffsetReset, Consumer, ConsumerConfig, Log, ProducerConfig, ProducerRecord, TopicConfig,
+    AutoOffsetReset, Consumer, ConsumerConfig, Error, Log, ProducerConfig, ProducerRecord,
+    TopicConfig,
 };
 
 const JOBS: u64 = 3_000;
@@ -84,7 +85,18 @@ fn main() -> tarnlog::Result<()> {
                     return Ok(handled);
                 }
                 if !jobs.is_empty() {
-                    consumer.commit_sync()?;
+                    match consumer.commit_sync() {
+                        // Committed, or the group rebalanced since the poll (Kafka's
+                        // CommitFailedException): then these jobs run again wherever
+                        // their partitions went, and the next poll rejoins.
+                        Ok(())
+                        | Err(
+                            Error::RebalanceInProgress
+                            | Error::IllegalGeneration { .. }
+                            | Error::UnknownMemberId,
+                        ) => {}
+                        Err(error) => return Err(error),
+                    }
                 }
             }
             consumer.close()?;
