@@ -923,13 +923,8 @@ fn stray_replicas_of_deleted_topics_are_removed() {
     }
 }
 
-/// A `meta` write stuck on a hung disk when its log goes away (here a simulated kill, which
-/// waits `replica_lag_time_max_ms` for queued writes) never completes its replacement
-/// afterwards, when the directory may belong to a newer log: the directory is marked
-/// failed as its lock is released, and the write checks that before its rename.
-#[test]
-fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
-    use std::time::{Duration, Instant};
+/// Two directories on a fault-injecting storage, a lag of 100 ms, and a topic "t".
+fn two_dirs_with_topic_t() -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Log) {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
     let fault = FaultStorage::new(OsStorage::shared());
@@ -940,6 +935,17 @@ fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
         .open()
         .unwrap();
     log.create_topic("t", TopicConfig::default()).unwrap();
+    (root, dirs, fault, log)
+}
+
+/// A `meta` write stuck on a hung disk when its log goes away (here a simulated kill, which
+/// waits `replica_lag_time_max_ms` for queued writes) never completes its replacement
+/// afterwards, when the directory may belong to a newer log: the directory is marked
+/// failed as its lock is released, and the write checks that before its rename.
+#[test]
+fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
+    use std::time::{Duration, Instant};
+    let (_root, dirs, fault, log) = two_dirs_with_topic_t();
     let before = std::fs::read(dirs[1].join("meta")).unwrap();
     // Hung until healed.
     fault.slow_dir(&dirs[1], Duration::from_secs(3600));
@@ -966,16 +972,7 @@ fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
 #[test]
 fn a_slow_directory_delays_only_the_first_meta_write() {
     use std::time::{Duration, Instant};
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let fault = FaultStorage::new(OsStorage::shared());
-    let log = Log::builder()
-        .dirs(&dirs)
-        .storage(fault.shared())
-        .replica_lag_time_max_ms(100)
-        .open()
-        .unwrap();
-    log.create_topic("t", TopicConfig::default()).unwrap();
+    let (_root, dirs, fault, log) = two_dirs_with_topic_t();
     fault.slow_dir(&dirs[1], Duration::from_millis(1500));
     let started = Instant::now();
     for i in 0..20 {
