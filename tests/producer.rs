@@ -512,6 +512,34 @@ fn a_send_waiting_for_memory_releases_lingering_batches() {
     assert_eq!(batch_count(&log, "t", 0), 2);
 }
 
+/// One `send_batch` holding more records than the buffer has memory for goes through: the
+/// call lends its lock to the sender, which frees memory as it appends. The records keep
+/// their order and their offsets.
+#[test]
+fn a_send_batch_larger_than_buffer_memory_goes_through_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = small_buffer(&log, 50, 60_000);
+    let records = (0..2_000u32).map(|n| ProducerRecord::new("t").value(vec![(n % 251) as u8; 100]));
+    let futures = producer.send_batch(records).unwrap();
+    // The last batch lingers (for an hour) until flushed.
+    producer.flush().unwrap();
+    let offsets: Vec<_> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, (0..2_000).map(Some).collect::<Vec<_>>());
+    let values: Vec<u8> = read_all(&log, "t", 0)
+        .iter()
+        .map(|r| r.value.as_ref().unwrap()[0])
+        .collect();
+    assert_eq!(
+        values,
+        (0..2_000u32).map(|n| (n % 251) as u8).collect::<Vec<_>>()
+    );
+}
+
 /// A record sent to an idle producer with a linger goes out once the linger passes, with
 /// no flush and no full batch (a lost wake-up here would stall it forever).
 #[test]

@@ -261,6 +261,12 @@ impl BatchBuilder {
         Some(std::mem::take(&mut self.buf))
     }
 
+    /// Sets the buffer capacity reserved when the next batch starts; the buffer kept so far
+    /// stays.
+    pub(crate) fn set_capacity(&mut self, bytes: usize) {
+        self.capacity = bytes;
+    }
+
     /// Drops pending records and producer fields; keeps the buffer's capacity.
     pub fn clear(&mut self) {
         self.buf.clear();

@@ -286,11 +286,16 @@ enum Outcome {
     Failed(Error),
 }
 
-/// The completion shared by the futures of one batch's records.
-#[derive(Debug, Default)]
+/// The completion shared by the futures of one batch's records, with what they have in
+/// common (so that a record's future holds one reference).
+#[derive(Debug)]
 struct Completion {
+    topic: Arc<str>,
+    partition: u32,
     state: Mutex<CompletionState>,
     done: Condvar,
+    /// Set once the outcome is: read without the lock.
+    finished: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -300,6 +305,16 @@ struct CompletionState {
 }
 
 impl Completion {
+    fn new(topic: Arc<str>, partition: u32) -> Completion {
+        Completion {
+            topic,
+            partition,
+            state: Mutex::default(),
+            done: Condvar::new(),
+            finished: AtomicBool::new(false),
+        }
+    }
+
     /// Sets the outcome unless one is set already, and wakes every waiter.
     fn complete(&self, outcome: Outcome) {
         let wakers = {
@@ -308,6 +323,7 @@ impl Completion {
                 return;
             }
             state.outcome = Some(outcome);
+            self.finished.store(true, Ordering::Release);
             std::mem::take(&mut state.wakers)
         };
         self.done.notify_all();
@@ -321,6 +337,10 @@ impl Completion {
             base_offset: info.base_offset,
             log_append_time: info.log_append_time,
         });
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     fn wait(&self) {
@@ -345,8 +365,6 @@ struct Pending {
     completion: Arc<Completion>,
     /// The record's index in its batch: its offset is the batch's base offset plus this.
     index: u32,
-    topic: Arc<str>,
-    partition: u32,
     timestamp: i64,
 }
 
@@ -357,8 +375,8 @@ impl Pending {
                 base_offset,
                 log_append_time,
             } => Ok(RecordMetadata {
-                topic: self.topic.to_string(),
-                partition: self.partition,
+                topic: self.completion.topic.to_string(),
+                partition: self.completion.partition,
                 offset: Some(base_offset + u64::from(self.index)),
                 timestamp: log_append_time.unwrap_or(self.timestamp),
             }),
@@ -513,6 +531,8 @@ struct State {
     next_seq: u64,
     /// The sender thread waits for work: the next ready batch must wake it.
     sender_idle: bool,
+    /// Builders of sent batches, kept for new ones (at most [`SPARE_BUILDERS`]).
+    spare: Vec<BatchBuilder>,
     /// Sends blocked for buffer memory: while there are any, every batch is ready (as
     /// Kafka's accumulator does), so that memory comes free.
     memory_waiters: usize,
@@ -655,8 +675,15 @@ impl Producer {
     /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
     /// `max_block_ms`), `Closed`.
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
-        let placed = self.place(record)?;
-        self.enqueue(&placed)
+        let placed = self.place(record, &mut None)?;
+        let shared = self.shared();
+        let mut state = shared.state.lock();
+        let (future, wake) = self.enqueue(&mut state, &placed)?;
+        drop(state);
+        if wake {
+            shared.work.notify_one();
+        }
+        Ok(future)
     }
 
     /// Sends the records in order. Every record is checked first: if any would fail
@@ -669,11 +696,26 @@ impl Producer {
         &self,
         records: impl IntoIterator<Item = ProducerRecord>,
     ) -> Result<Vec<SendFuture>> {
+        // One clock reading stamps every record of the call that has no timestamp.
+        let mut now = None;
         let placed: Vec<Placed> = records
             .into_iter()
-            .map(|record| self.place(record))
+            .map(|record| self.place(record, &mut now))
             .collect::<Result<_>>()?;
-        placed.iter().map(|p| self.enqueue(p)).collect()
+        let shared = self.shared();
+        let mut futures = Vec::with_capacity(placed.len());
+        // One lock for the call, lent to the sender when a batch is ready for it.
+        let mut state = shared.state.lock();
+        for (i, placed) in placed.iter().enumerate() {
+            let (future, wake) = self.enqueue(&mut state, placed)?;
+            futures.push(future);
+            if wake {
+                MutexGuard::unlocked(&mut state, || shared.work.notify_one());
+            } else if i % 64 == 63 {
+                MutexGuard::bump(&mut state);
+            }
+        }
+        Ok(futures)
     }
 
     /// Makes every batch sendable now and returns once every record sent before the call
@@ -713,8 +755,9 @@ impl Producer {
         Ok(())
     }
 
-    /// Checks a record and chooses its partition, without touching the accumulator.
-    fn place(&self, record: ProducerRecord) -> Result<Placed> {
+    /// Checks a record and chooses its partition, without touching the accumulator. A
+    /// record without a timestamp gets `now`, read from the clock if still `None`.
+    fn place(&self, record: ProducerRecord, now: &mut Option<i64>) -> Result<Placed> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -769,7 +812,7 @@ impl Producer {
                 });
             }
             Some(t) => t,
-            None => shared.log.now_ms(),
+            None => *now.get_or_insert_with(|| shared.log.now_ms()),
         };
         Ok(Placed {
             topic,
@@ -830,13 +873,17 @@ impl Producer {
         Ok(cached)
     }
 
-    /// Waits for buffer memory, then adds the record to its partition's open batch.
-    fn enqueue(&self, placed: &Placed) -> Result<SendFuture> {
+    /// Waits for buffer memory, then adds the record to its partition's open batch. True
+    /// with the future when the caller must wake the sender (after unlocking, ideally).
+    fn enqueue(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        placed: &Placed,
+    ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
-        let mut state = shared.state.lock();
         if state.used + placed.size > config.buffer_memory {
-            self.wait_for_memory(&mut state, placed.size)?;
+            self.wait_for_memory(state, placed.size)?;
         }
         if state.closed {
             return Err(Error::Closed);
@@ -857,7 +904,7 @@ impl Producer {
                 &headers,
             )
         };
-        let new_batch = |seq: u64| {
+        let new_batch = |seq: u64, spare: &mut Vec<BatchBuilder>| {
             let limit = config
                 .batch_size
                 .max(needed + RECORD_BATCH_OVERHEAD)
@@ -866,8 +913,11 @@ impl Producer {
             OpenBatch {
                 limit,
                 partition: placed.topic.partitions[placed.index as usize].clone(),
-                builder: BatchBuilder::with_capacity(limit),
-                completion: Arc::new(Completion::default()),
+                builder: spare_builder(spare, limit),
+                completion: Arc::new(Completion::new(
+                    Arc::clone(&placed.topic.name),
+                    placed.index,
+                )),
                 seq,
                 created_ms: shared.log.now_ms(),
                 reserved: 0,
@@ -877,8 +927,9 @@ impl Producer {
             open,
             closed_batches,
             next_seq,
+            spare,
             ..
-        } = &mut *state;
+        } = &mut **state;
         // `opened`: a new batch, whose linger the sender must start timing.
         let (mut full, mut opened) = (false, false);
         let batch = match open.entry(key) {
@@ -889,14 +940,14 @@ impl Producer {
                 if batch.builder.size_in_bytes() + exact_size(batch) > limit {
                     (full, opened) = (true, true);
                     *next_seq += 1;
-                    closed_batches.push_back(std::mem::replace(batch, new_batch(*next_seq)));
+                    closed_batches.push_back(std::mem::replace(batch, new_batch(*next_seq, spare)));
                 }
                 batch
             }
             Entry::Vacant(entry) => {
                 opened = true;
                 *next_seq += 1;
-                entry.insert(new_batch(*next_seq))
+                entry.insert(new_batch(*next_seq, spare))
             }
         };
         let index_in_batch = batch.builder.len() as u32;
@@ -918,11 +969,8 @@ impl Producer {
         if wake {
             state.sender_idle = false;
         }
-        drop(state);
-        if wake {
-            shared.work.notify_one();
-        }
-        Ok(future_for(config.acks, placed, completion, index_in_batch))
+        let future = future_for(config.acks, placed, completion, index_in_batch);
+        Ok((future, wake))
     }
 
     /// Blocks until `size` bytes of buffer memory are free, up to `max_block_ms`.
@@ -971,8 +1019,6 @@ fn future_for(acks: Acks, placed: &Placed, completion: Arc<Completion>, index: u
         pending: Some(Pending {
             completion,
             index,
-            topic: Arc::clone(&placed.topic.name),
-            partition: placed.index,
             timestamp: placed.timestamp,
         }),
         ready: None,
@@ -984,61 +1030,95 @@ fn future_for(acks: Acks, placed: &Placed, completion: Arc<Completion>, index: u
 const LINGER_POLL: Duration = Duration::from_millis(10);
 
 /// The sender thread: takes ready batches, appends them, completes their futures.
+///
+/// It takes the accumulator's lock once a round: the round's settling of the batches it
+/// sent last (their buffer memory, their finished completions, their builders kept for
+/// reuse) rides on the lock that takes the next batches. Fewer and shorter holds matter:
+/// every send takes the same lock.
 fn run_sender(shared: &Shared) {
     let linger = shared.config.linger_ms.min(i64::MAX as u64) as i64;
+    let mut batches: Vec<OpenBatch> = Vec::new();
+    let mut ready: Vec<(u32, u32)> = Vec::new();
+    let mut spent: Vec<BatchBuilder> = Vec::new();
+    let mut released = 0;
     loop {
-        let batches = {
-            let mut state = shared.state.lock();
-            loop {
-                let now = shared.log.now_ms();
-                let drain_all = state.memory_waiters > 0;
-                let lingered =
-                    |b: &OpenBatch| drain_all || now.saturating_sub(b.created_ms) >= linger;
-                let ready: Vec<(u32, u32)> = state
+        let mut state = shared.state.lock();
+        state.used -= released;
+        let mut wake_waiters = released > 0 && state.memory_waiters > 0;
+        released = 0;
+        state.in_flight.retain(|c| !c.is_finished());
+        let room = SPARE_BUILDERS.saturating_sub(state.spare.len());
+        state.spare.extend(spent.drain(..).take(room));
+        spent.clear();
+        loop {
+            let now = shared.log.now_ms();
+            let drain_all = state.memory_waiters > 0;
+            let lingered = |b: &OpenBatch| drain_all || now.saturating_sub(b.created_ms) >= linger;
+            ready.clear();
+            ready.extend(
+                state
                     .open
                     .iter()
                     .filter(|(_, b)| lingered(b))
-                    .map(|(k, _)| *k)
-                    .collect();
-                let mut ready: Vec<OpenBatch> =
-                    ready.iter().filter_map(|k| state.open.remove(k)).collect();
-                ready.sort_by_key(|b| b.seq);
-                state.closed_batches.extend(ready);
-                if !state.closed_batches.is_empty() {
-                    break;
-                }
-                if state.closed {
-                    return;
-                }
-                let oldest = state.open.values().map(|b| b.created_ms).min();
-                state.sender_idle = true;
-                if let Some(created) = oldest {
-                    let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
-                    let wait = Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL);
-                    shared.work.wait_for(&mut state, wait);
-                } else {
-                    shared.work.wait(&mut state);
-                }
+                    .map(|(k, _)| *k),
+            );
+            // Batches closed earlier go first, in the order they closed; then the open
+            // ones in the order they opened.
+            batches.extend(state.closed_batches.drain(..));
+            let first = batches.len();
+            for key in &ready {
+                batches.extend(state.open.remove(key));
             }
-            state.sender_idle = false;
-            let batches: Vec<OpenBatch> = state.closed_batches.drain(..).collect();
-            state
-                .in_flight
-                .extend(batches.iter().map(|b| Arc::clone(&b.completion)));
-            batches
-        };
-        let mut released = 0;
-        for mut batch in batches {
+            batches[first..].sort_by_key(|b| b.seq);
+            if !batches.is_empty() {
+                break;
+            }
+            if state.closed {
+                return;
+            }
+            let oldest = state.open.values().map(|b| b.created_ms).min();
+            state.sender_idle = true;
+            if std::mem::take(&mut wake_waiters) {
+                shared.space.notify_all();
+            }
+            if let Some(created) = oldest {
+                let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
+                let wait = Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL);
+                shared.work.wait_for(&mut state, wait);
+            } else {
+                shared.work.wait(&mut state);
+            }
+        }
+        state.sender_idle = false;
+        let State { in_flight, .. } = &mut *state;
+        in_flight.extend(batches.iter().map(|b| Arc::clone(&b.completion)));
+        drop(state);
+        if wake_waiters {
+            shared.space.notify_all();
+        }
+        for mut batch in batches.drain(..) {
             released += batch.reserved;
             send_batch(shared.config.acks, &mut batch);
+            spent.push(batch.builder);
         }
-        let mut state = shared.state.lock();
-        state.used -= released;
-        state.in_flight.retain(|c| c.state.lock().outcome.is_none());
-        drop(state);
-        shared.space.notify_all();
     }
 }
+
+/// A builder for a batch of up to `limit` bytes: a spare one if there is one.
+fn spare_builder(spare: &mut Vec<BatchBuilder>, limit: usize) -> BatchBuilder {
+    match spare.pop() {
+        Some(mut builder) => {
+            builder.clear();
+            builder.set_capacity(limit);
+            builder
+        }
+        None => BatchBuilder::with_capacity(limit),
+    }
+}
+
+/// Builders the sender keeps for new batches, so that a batch's buffer is not allocated
+/// by the sending thread and freed by the sender (a cross-thread free each batch).
+const SPARE_BUILDERS: usize = 32;
 
 /// Appends one batch and completes its futures.
 fn send_batch(acks: Acks, batch: &mut OpenBatch) {
