@@ -435,7 +435,11 @@ impl<'a> RecordIter<'a> {
             .and_then(|n| body.checked_add(n))
             .filter(|&e| e <= buf.len())?;
         let record = &buf[..end];
-        let (timestamp_delta, p) = read_varlong(record, body + 1).ok()?;
+        // Deltas within 8 s take the inlined two-byte path; longer ones the full reader.
+        let (timestamp_delta, p) = match small_varint(record, body + 1) {
+            Some(read) => read,
+            None => read_varlong(record, body + 1).ok()?,
+        };
         let (delta, p) = small_varint(record, p)?;
         if delta <= self.prev_delta || delta > i64::from(self.last_offset_delta) {
             return None;
