@@ -5,7 +5,7 @@
 //! write `<name>.tmp`, fsync it, rename over `<name>`, fsync the directory. A crash leaves
 //! either the old file or the new one, never a mix.
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use super::{OpenMode, StorageDir, read_exact_at, write_all_at};
 use crate::error::{Error, Location, Result};
@@ -27,6 +27,14 @@ pub(crate) fn write_framed(
 ) -> Result<()> {
     dir.check()?;
     let folder = dir.path().join(sub);
+    let climbs = sub.components().any(|c| c == Component::ParentDir);
+    if climbs || !folder.starts_with(dir.path()) {
+        let outside = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not under the storage directory {}", dir.path().display()),
+        );
+        return Err(Error::io("create", &folder, outside));
+    }
     let target = folder.join(name);
     let temp = folder.join(format!("{name}.tmp"));
     let mut bytes = Vec::with_capacity(HEADER + body.len());
@@ -117,4 +125,42 @@ pub(crate) fn read_framed(
     }
     bytes.drain(..HEADER);
     Ok(Some((version, bytes)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::storage::OsStorage;
+
+    #[test]
+    fn a_file_is_written_only_under_its_storage_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = StorageDir::open(OsStorage::shared(), &root.path().join("d")).unwrap();
+        std::fs::create_dir_all(root.path().join("d/p-0")).unwrap();
+        let magic = *b"TESTFILE";
+        // Relative, and absolute under the directory: both land in `d/p-0`.
+        write_framed(&dir, Path::new("p-0"), "a", magic, 1, b"one").unwrap();
+        let absolute = dir.path().join("p-0");
+        write_framed(&dir, &absolute, "b", magic, 1, b"two").unwrap();
+        for (name, body) in [("a", &b"one"[..]), ("b", b"two")] {
+            let read = read_framed(&dir, &absolute.join(name), magic, 1).unwrap();
+            assert_eq!(read.map(|(_, b)| b), Some(body.to_vec()));
+        }
+        // Anywhere else is refused, and nothing is written there.
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        for sub in [elsewhere.clone(), PathBuf::from("../elsewhere")] {
+            let error = write_framed(&dir, &sub, "c", magic, 1, b"x").unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("not under the storage directory"),
+                "{error}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
 }
