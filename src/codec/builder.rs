@@ -261,6 +261,11 @@ impl BatchBuilder {
         Some(std::mem::take(&mut self.buf))
     }
 
+    /// Bytes the buffer holds allocated now.
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Sets the buffer capacity reserved when the next batch starts; the buffer kept so far
     /// stays.
     pub(crate) fn set_capacity(&mut self, bytes: usize) {

@@ -1041,6 +1041,7 @@ fn run_sender(shared: &Shared) {
     let mut ready: Vec<(u32, u32)> = Vec::new();
     let mut spent: Vec<BatchBuilder> = Vec::new();
     let mut released = 0;
+    let spare_limit = shared.config.batch_size.max(RECORD_BATCH_OVERHEAD) * 2;
     loop {
         let mut state = shared.state.lock();
         state.used -= released;
@@ -1099,7 +1100,11 @@ fn run_sender(shared: &Shared) {
         for mut batch in batches.drain(..) {
             released += batch.reserved;
             send_batch(shared.config.acks, &mut batch);
-            spent.push(batch.builder);
+            // Only buffers of an ordinary batch are kept (as Kafka's buffer pool keeps only
+            // `batch.size` ones): a large record's buffer is freed.
+            if batch.builder.buffer_capacity() <= spare_limit {
+                spent.push(batch.builder);
+            }
         }
     }
 }
@@ -1117,7 +1122,9 @@ fn spare_builder(spare: &mut Vec<BatchBuilder>, limit: usize) -> BatchBuilder {
 }
 
 /// Builders the sender keeps for new batches, so that a batch's buffer is not allocated
-/// by the sending thread and freed by the sender (a cross-thread free each batch).
+/// by the sending thread and freed by the sender (a cross-thread free each batch). Each
+/// holds at most twice `batch_size`, so they add at most 64 × `batch_size` bytes (1 MiB
+/// by default) to `buffer_memory`.
 const SPARE_BUILDERS: usize = 32;
 
 /// Appends one batch and completes its futures.
@@ -1141,5 +1148,67 @@ fn send_batch(acks: Acks, batch: &mut OpenBatch) {
     match result {
         Ok(info) => completion.appended(&info),
         Err(error) => completion.complete(Outcome::Failed(error)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::TopicConfig;
+
+    /// The sender keeps the builders of ordinary batches for reuse, and frees the buffer a
+    /// large record needed.
+    #[test]
+    fn spare_builders_are_ordinary_sized_and_bounded() {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default().partitions(8))
+            .unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        let spare = |producer: &Producer| {
+            let state = producer.shared().state.lock();
+            let sizes: Vec<usize> = state
+                .spare
+                .iter()
+                .map(BatchBuilder::buffer_capacity)
+                .collect();
+            sizes
+        };
+        producer
+            .send(ProducerRecord::new("t").value(vec![1u8; 200_000]))
+            .unwrap()
+            .wait()
+            .unwrap();
+        // A small send makes the sender settle the round that sent the large record.
+        producer
+            .send(ProducerRecord::new("t").value("x"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        producer.flush().unwrap();
+        let limit = 2 * producer.config().batch_size;
+        assert!(
+            spare(&producer).iter().all(|&c| c <= limit),
+            "{:?}",
+            spare(&producer)
+        );
+        // Many batches on many partitions: the pool stays at its bound.
+        for round in 0..100u32 {
+            let records = (0..8).map(|p| {
+                ProducerRecord::new("t")
+                    .partition(p)
+                    .value(vec![round as u8; 100])
+            });
+            for future in producer.send_batch(records).unwrap() {
+                future.wait().unwrap();
+            }
+        }
+        producer.flush().unwrap();
+        let sizes = spare(&producer);
+        assert!(
+            !sizes.is_empty() && sizes.len() <= SPARE_BUILDERS,
+            "{sizes:?}"
+        );
+        assert!(sizes.iter().all(|&c| c <= limit), "{sizes:?}");
     }
 }
