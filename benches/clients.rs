@@ -21,9 +21,10 @@ fn topic_config(partitions: u32) -> TopicConfig {
         .segment_bytes(256 << 20)
 }
 
-/// Sends `records` values of 100 bytes without keys (sticky partitioning) over 4
-/// partitions, then flushes.
-fn send(records: u64, keyed: bool, linger_ms: u64) -> Duration {
+/// Sends `records` values of 100 bytes (keyed with 64 keys, or without keys: sticky
+/// partitioning) over 4 partitions, one `send` each or `send_batch` calls of `per_call`
+/// records, then flushes.
+fn send(records: u64, keyed: bool, linger_ms: u64, per_call: usize) -> Duration {
     let dir = common::scratch();
     let log = Log::open(dir.path()).unwrap();
     log.create_topic("bench", topic_config(4)).unwrap();
@@ -36,13 +37,25 @@ fn send(records: u64, keyed: bool, linger_ms: u64) -> Duration {
         .unwrap();
     let value = Bytes::from_static(&[7u8; 100]);
     let keys: Vec<Bytes> = (0..64).map(|k| Bytes::from(format!("key-{k}"))).collect();
-    let start = Instant::now();
-    for i in 0..records {
-        let mut record = ProducerRecord::new("bench").value(value.clone());
+    let record = |i: u64| {
+        let record = ProducerRecord::new("bench").value(value.clone());
         if keyed {
-            record = record.key(keys[i as usize % keys.len()].clone());
+            record.key(keys[i as usize % keys.len()].clone())
+        } else {
+            record
         }
-        drop(black_box(producer.send(record).unwrap()));
+    };
+    let start = Instant::now();
+    if per_call > 1 {
+        let mut calls = (0..records).map(record).peekable();
+        while calls.peek().is_some() {
+            let records: Vec<ProducerRecord> = calls.by_ref().take(per_call).collect();
+            drop(black_box(producer.send_batch(records).unwrap()));
+        }
+    } else {
+        for i in 0..records {
+            drop(black_box(producer.send(record(i)).unwrap()));
+        }
     }
     producer.flush().unwrap();
     let elapsed = start.elapsed();
@@ -65,13 +78,16 @@ fn producer(c: &mut Criterion) {
         .throughput(Throughput::Elements(SENDS_PER_ITERATION));
     let per = SENDS_PER_ITERATION;
     group.bench_function("unkeyed_sticky", |b| {
-        b.iter_custom(|n| send(n * per, false, 0));
+        b.iter_custom(|n| send(n * per, false, 0, 1));
     });
     group.bench_function("keyed_murmur2", |b| {
-        b.iter_custom(|n| send(n * per, true, 0));
+        b.iter_custom(|n| send(n * per, true, 0, 1));
     });
     group.bench_function("keyed_murmur2_linger_5ms", |b| {
-        b.iter_custom(|n| send(n * per, true, 5));
+        b.iter_custom(|n| send(n * per, true, 5, 1));
+    });
+    group.bench_function("unkeyed_sticky_send_batch_100", |b| {
+        b.iter_custom(|n| send(n * per, false, 0, 100));
     });
     group.finish();
 }
