@@ -10,7 +10,8 @@
 //! opened, so records of one partition keep their send order.
 //!
 //! Invariants: every byte counted in `State::used` belongs to a record in an open, full or
-//! in-flight batch; a batch's futures complete exactly once, after its append (and, for
+//! in-flight batch, or in a batch the sender sent and settles at the start of its next
+//! round (when it next takes the lock); a batch's futures complete exactly once, after its append (and, for
 //! `acks = All`, after the fsync policy is satisfied).
 
 mod partitioner;
@@ -1049,8 +1050,7 @@ fn run_sender(shared: &Shared) {
         released = 0;
         state.in_flight.retain(|c| !c.is_finished());
         let room = SPARE_BUILDERS.saturating_sub(state.spare.len());
-        state.spare.extend(spent.drain(..).take(room));
-        spent.clear();
+        state.spare.extend(spent.drain(..room.min(spent.len())));
         loop {
             let now = shared.log.now_ms();
             let drain_all = state.memory_waiters > 0;
@@ -1094,6 +1094,8 @@ fn run_sender(shared: &Shared) {
         let State { in_flight, .. } = &mut *state;
         in_flight.extend(batches.iter().map(|b| Arc::clone(&b.completion)));
         drop(state);
+        // Builders the pool had no room for are freed here, not under the lock.
+        spent.clear();
         if wake_waiters {
             shared.space.notify_all();
         }
@@ -1121,8 +1123,9 @@ fn spare_builder(spare: &mut Vec<BatchBuilder>, limit: usize) -> BatchBuilder {
     }
 }
 
-/// Builders the sender keeps for new batches, so that a batch's buffer is not allocated
-/// by the sending thread and freed by the sender (a cross-thread free each batch). Each
+/// Builders the sender keeps for new batches, so that an ordinary batch's buffer is not
+/// allocated by the sending thread and freed by the sender (a cross-thread free each
+/// batch); others are freed as before. Each
 /// holds at most twice `batch_size`, so they add at most 64 × `batch_size` bytes (1 MiB
 /// by default) to `buffer_memory`.
 const SPARE_BUILDERS: usize = 32;
@@ -1204,7 +1207,14 @@ mod tests {
             }
         }
         producer.flush().unwrap();
-        let sizes = spare(&producer);
+        // Builders return to the pool when the sender starts its next round, which a flush
+        // does not wait for.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sizes = spare(&producer);
+        while sizes.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            sizes = spare(&producer);
+        }
         assert!(
             !sizes.is_empty() && sizes.len() <= SPARE_BUILDERS,
             "{sizes:?}"
