@@ -28,7 +28,7 @@ use crate::codec::{
     self, BatchHeader, LAST_OFFSET_DELTA_OFFSET, NO_TIMESTAMP, RECORD_BATCH_OVERHEAD, TimestampType,
 };
 use crate::config::{FsyncPolicy, TopicConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result};
 use crate::read::LogRead;
 use crate::segment::scan::IndexState;
 use crate::segment::{Segment, SegmentSizes};
@@ -679,10 +679,29 @@ impl ReplicaLog {
             .map(|(_, s)| Arc::clone(s));
         while let Some(segment) = cursor {
             if let Some((position, first)) = segment.translate_offset(offset)? {
+                // This segment's offsets end where the next one's begin (or at the log end).
+                let next_segment = self
+                    .segments
+                    .read()
+                    .range((Bound::Excluded(segment.base_offset), Bound::Unbounded))
+                    .next()
+                    .map(|(&base, _)| base);
+                if let Some(limit) = next_segment
+                    && first.next_offset() as u64 > limit
+                {
+                    // A damaged base offset (not covered by the CRC), not a batch to wait for.
+                    let detail = format!(
+                        "batch {}..={} runs past offset {limit}, where the next segment starts",
+                        first.base_offset,
+                        first.last_offset()
+                    );
+                    return Err(offsets_corrupt(&segment, position, detail));
+                }
                 if first.base_offset as u64 >= upper {
                     break;
                 }
-                let len = batches_within(&segment, position, first, max_bytes, upper)?;
+                let limit = next_segment.unwrap_or(end);
+                let len = batches_within(&segment, position, first, max_bytes, upper, limit)?;
                 let bytes = segment.view(position, len);
                 return Ok(empty(
                     bytes,
@@ -890,23 +909,67 @@ fn patched_header(
     head
 }
 
+/// Damaged batch offsets in `segment`, found at the batch at `position`.
+fn offsets_corrupt(segment: &Segment, position: usize, detail: String) -> Error {
+    Error::Corruption {
+        location: Location::File {
+            path: segment.log_path().to_path_buf(),
+            position: position as u64,
+        },
+        what: "batch offsets",
+        detail,
+    }
+}
+
 /// Bytes of the whole batches from `position` that fit `max_bytes` (at least the first)
 /// and end at or below `upper`.
+///
+/// Offsets must increase from batch to batch (gaps are legal, as after compaction) and end
+/// by `limit`, where the next segment begins (or the log ends). A batch's base offset is
+/// not covered by its CRC, so a damaged one shows only as offsets that run into the next
+/// batch's: either of the two may be the damaged one, so neither is handed out. When the
+/// first batch is one of them, the read fails with `Corruption` at it; otherwise the read
+/// ends before the pair, and the next read, which starts there, fails.
 fn batches_within(
     segment: &Segment,
     position: usize,
     first: BatchHeader,
     max_bytes: usize,
     upper: u64,
+    limit: u64,
 ) -> Result<usize> {
-    let mut len = first.size();
+    let disorder = |detail: String| offsets_corrupt(segment, position, detail);
+    let range = |h: &BatchHeader| format!("{}..={}", h.base_offset, h.last_offset());
+    if first.next_offset() as u64 > limit {
+        return Err(disorder(format!(
+            "batch {} runs past offset {limit}, where the next segment or the log end is",
+            range(&first)
+        )));
+    }
+    let (mut len, mut before_last) = (first.size(), 0);
+    let mut next = first.next_offset() as u64;
     let size = segment.size();
     while position + len < size {
         let header = segment.header_at(position + len)?;
+        if (header.base_offset as u64) < next {
+            return match before_last {
+                0 => Err(disorder(format!(
+                    "batch {} is followed by batch {}: offsets must increase",
+                    range(&first),
+                    range(&header)
+                ))),
+                _ => Ok(before_last),
+            };
+        }
         if len + header.size() > max_bytes || header.next_offset() as u64 > upper {
             break;
         }
+        if header.next_offset() as u64 > limit {
+            return Ok(len);
+        }
+        before_last = len;
         len += header.size();
+        next = header.next_offset() as u64;
     }
     Ok(len)
 }
