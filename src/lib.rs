@@ -119,6 +119,71 @@ pub mod testing {
         assert_eq!(count, header.records_count);
     }
 
+    /// Fuzz oracle for `offsets_record`: arbitrary bytes as one record of
+    /// `__consumer_offsets` (the first byte says where the key ends; no value when the rest
+    /// is empty). Never panics; what decodes encodes back to bytes that decode the same.
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_offsets_record(data: &[u8]) {
+        use crate::offsets::{self, Entry};
+        let Some((&split, rest)) = data.split_first() else {
+            return;
+        };
+        let (key, value) = rest.split_at(usize::from(split).min(rest.len()));
+        let value = (!value.is_empty()).then_some(value);
+        let Ok(entry) = offsets::decode(Some(key), value) else {
+            return;
+        };
+        let (key, value) = match &entry {
+            Entry::Offset { group, tp, commit } => (
+                offsets::encode_key(group, tp),
+                commit.as_ref().map(offsets::encode_value),
+            ),
+            Entry::Group { group, meta } => (
+                offsets::encode_group_key(group),
+                meta.as_ref().map(offsets::encode_group_value),
+            ),
+            Entry::Other => return,
+        };
+        // Encoding refuses only what it could never have written (say, an oversized
+        // string); anything it writes must read back as the same entry.
+        let (Ok(key), Ok(value)) = (key, value.transpose()) else {
+            return;
+        };
+        let value = value.as_deref();
+        let again = offsets::decode(Some(&key), value).expect("an encoded entry decodes");
+        assert_eq!(again, entry, "encode then decode changed the entry");
+    }
+
+    /// Fuzz oracle for `topic_name`: a name is accepted exactly when it follows Kafka's
+    /// rule (1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`), so the directories built from
+    /// it stay inside the log's root; never panics.
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_topic_name(data: &[u8]) {
+        let Ok(name) = std::str::from_utf8(data) else {
+            return;
+        };
+        let kafka = (1..=249).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let accepted = crate::metadata::validate_topic_name(name).is_ok();
+        assert_eq!(accepted, kafka, "{name:?}");
+        if accepted {
+            let dir = std::path::Path::new("/root").join(format!("{name}-0"));
+            assert_eq!(
+                dir.parent(),
+                Some(std::path::Path::new("/root")),
+                "{name:?}"
+            );
+        }
+    }
+
     /// Fuzz oracle for `recover_segment`: never panics; the valid prefix is self-consistent
     /// (scanning just the prefix accepts all of it with the same end offset).
     ///

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use tarnlog::BatchBuilder;
-use tarnlog::testing::{fuzz_decode_batch, fuzz_recover_segment};
+use tarnlog::testing::{
+    fuzz_decode_batch, fuzz_offsets_record, fuzz_recover_segment, fuzz_topic_name,
+};
 
 fn replay(target: &str, oracle: fn(&[u8])) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,4 +82,18 @@ fn write_seeds() {
     let mut zeros = segment;
     zeros.extend_from_slice(&[0u8; 64]);
     std::fs::write(root.join("recover_segment/seed-zero-tail"), &zeros).unwrap();
+}
+
+// Every stored offsets_record input passes the oracle (no panic, re-encoding round trips).
+#[test]
+fn offsets_record_corpus_replays() {
+    let n = replay("offsets_record", fuzz_offsets_record);
+    assert!(n > 0, "the offsets_record corpus is empty");
+}
+
+// Every stored topic_name input passes the oracle (accepted exactly under Kafka's rule).
+#[test]
+fn topic_name_corpus_replays() {
+    let n = replay("topic_name", fuzz_topic_name);
+    assert!(n > 0, "the topic_name corpus is empty");
 }
