@@ -1565,6 +1565,11 @@ fn untrimmed_sealed_segment(untrimmed_indexes: bool) {
     close(log, p);
 }
 
+/// The value written at `offset` by `a_damaged_base_offset_is_reported_not_misread`.
+fn value_of_offset(offset: u64) -> String {
+    format!("v-{}-{}", offset / 4, offset % 4)
+}
+
 // A bit flip in a sealed batch's base offset, which its CRC does not cover: a read hands out
 // no record under a wrong offset. Offsets must increase from batch to batch and stay below
 // the next segment's, so the damaged batch and its neighbour disagree, and the read that
@@ -1577,7 +1582,7 @@ fn a_damaged_base_offset_is_reported_not_misread() {
         let dir = tempdir();
         let root = dir.path();
         let (log, p) = create(root, config());
-        let value = |offset: u64| format!("v-{}-{}", offset / 4, offset % 4);
+        let value = value_of_offset;
         for i in 0..120u64 {
             p.append_values((0..4).map(|j| value(i * 4 + j))).unwrap();
         }
@@ -1639,6 +1644,39 @@ fn a_damaged_base_offset_is_reported_not_misread() {
             failed,
             "round {round}: no read met the damage at {damaged:?}"
         );
+        // A consumer reading from the start gets the records before the damage, in order,
+        // then the error; never a record under a wrong offset.
+        let mut consumer = log
+            .consumer(
+                tarnlog::ConsumerConfig::default()
+                    .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest),
+            )
+            .unwrap();
+        consumer
+            .assign([tarnlog::TopicPartition::new(TOPIC, 0)])
+            .unwrap();
+        let mut expected_offset = 0;
+        let error = loop {
+            match consumer.poll(std::time::Duration::ZERO) {
+                Ok(records) => {
+                    assert!(!records.is_empty(), "round {round}: the consumer stalled");
+                    for record in records {
+                        assert_eq!(record.offset, expected_offset, "round {round}");
+                        let value = record.value.unwrap();
+                        assert_eq!(&value[..], value_of_offset(record.offset).as_bytes());
+                        expected_offset += 1;
+                    }
+                }
+                Err(error) => break error,
+            }
+        };
+        let (file, position) = corruption_at(&error);
+        assert!(
+            file == path && blamed(position),
+            "{error}: not at {damaged:?}"
+        );
+        assert!(expected_offset <= damaged.base, "round {round}");
+        drop(consumer);
         close(log, p);
     }
 }
