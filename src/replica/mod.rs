@@ -96,8 +96,9 @@ pub(crate) struct ReplicaLog {
     /// under it, so the last one written is the newest); holds the value last written
     /// (`u64::MAX`: unknown).
     cleaner_file: Mutex<u64>,
-    /// Counts truncations and restarts (under the writer lock): a cleaning gives up when one
-    /// happened meanwhile, as its offset map may rest on records cut since.
+    /// Bumped (under the writer lock) before and after each truncation or restart, so odd
+    /// while one runs: a cleaning gives up when one happened meanwhile, as its offset map may
+    /// rest on records cut since; a read that found offsets out of order tries again.
     truncations: AtomicU64,
     /// Set by `retire`: a cleaning running now stops at its next batch.
     retired: std::sync::atomic::AtomicBool,
@@ -653,7 +654,25 @@ impl ReplicaLog {
 
     /// Reads whole batches from `offset` up to `max_bytes` (at least one batch), never past
     /// `upper` (the high watermark for consumers, the log end for followers).
+    ///
+    /// A read takes no lock, so a truncation may swap segments under it: a read that fails
+    /// while one ran, or was running, is tried again, so that the log moving is never
+    /// reported as damage (offsets out of order, see `batches_within`).
     pub(crate) fn read(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<LogRead> {
+        loop {
+            let before = self.truncations.load(Ordering::Acquire);
+            let result = self.read_once(offset, max_bytes, upper);
+            if result.is_ok()
+                || before.is_multiple_of(2) && self.truncations.load(Ordering::Acquire) == before
+            {
+                return result;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// One attempt of [`ReplicaLog::read`].
+    fn read_once(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<LogRead> {
         let start = self.log_start_offset();
         let end = self.log_end_offset();
         let high_watermark = self.high_watermark();
@@ -750,6 +769,7 @@ impl ReplicaLog {
         // the checkpoint says so (durably) before anything is cut. The cut falls at the
         // start of the batch holding `offset`.
         self.lower_cleaner_point(self.batch_start(offset)?)?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         let truncated = load::truncate(self, &mut w, offset, now);
         // After the segments changed: a cleaning that reads the new count sees them too.
         self.truncations.fetch_add(1, Ordering::AcqRel);
@@ -796,6 +816,7 @@ impl ReplicaLog {
         self.dir.check()?;
         let now = self.clock.now_ms();
         self.lower_cleaner_point(offset)?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         let restarted = load::restart(self, &mut w, offset, now);
         self.truncations.fetch_add(1, Ordering::AcqRel);
         restarted?;
