@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tarnlog::{Error, Log, Partition, TopicConfig};
 
+mod common;
+
 /// A value that names itself: writer, sequence number, then filler derived from both.
 fn value(writer: u8, seq: u32) -> Vec<u8> {
     let mut v = vec![writer];
@@ -69,12 +71,7 @@ fn reader(partition: &Partition, stop: &AtomicBool) -> (u64, Vec<(Bytes, Vec<u8>
 #[test]
 fn readers_race_appends_rolls_and_retention() {
     let root = tempfile::tempdir().unwrap();
-    let log = Log::builder()
-        .dir(root.path())
-        .retention_check_interval_ms(1)
-        .background_tick_ms(1)
-        .open()
-        .unwrap();
+    let log = common::busy_maintenance_log(root.path());
     let config = TopicConfig::default()
         .segment_bytes(16 << 10)
         .retention_bytes(64 << 10)

@@ -301,15 +301,10 @@ fn log_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// A log whose background thread runs retention every millisecond.
+/// A log in a new directory whose background thread runs retention every millisecond.
 fn busy_maintenance_log() -> (tempfile::TempDir, Log) {
     let root = tempfile::tempdir().unwrap();
-    let log = Log::builder()
-        .dir(root.path())
-        .retention_check_interval_ms(1)
-        .background_tick_ms(1)
-        .open()
-        .unwrap();
+    let log = common::busy_maintenance_log(root.path());
     (root, log)
 }
 

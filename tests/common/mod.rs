@@ -8,6 +8,16 @@ use tarnlog::{Log, Partition, TopicConfig};
 /// The topic the single-partition tests use.
 pub const TOPIC: &str = "t";
 
+/// A log in `root` whose background thread runs retention every millisecond.
+pub fn busy_maintenance_log(root: &Path) -> Log {
+    Log::builder()
+        .dir(root)
+        .retention_check_interval_ms(1)
+        .background_tick_ms(1)
+        .open()
+        .unwrap()
+}
+
 /// A new log in `root` with topic `TOPIC` and its partition 0.
 pub fn create(root: &Path, config: TopicConfig) -> (Log, Partition) {
     let log = Log::open(root).unwrap();
