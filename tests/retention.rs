@@ -537,3 +537,65 @@ fn crash_between_checkpoint_and_unlink() {
     assert_eq!(segment_files(&dir), 1);
     assert_eq!(partition.log_end_offset(), 15);
 }
+
+/// A fault (EIO, once) at each counted storage call of `delete_records` (checkpoint write,
+/// sync, rename, unlinks): whatever the call returns, a reopen after a crash finds the log
+/// start either where it was or where it was asked to be, the same log end, and every
+/// record from the log start on readable.
+#[test]
+fn a_fault_at_any_call_of_delete_records_leaves_a_consistent_log() {
+    use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+    let run = |fail_at: Option<u64>| {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let open = || {
+            Log::builder()
+                .dir(root.path())
+                .storage(fault.shared())
+                .background_maintenance(false)
+                .open()
+                .unwrap()
+        };
+        let log = open();
+        let config = TopicConfig::default()
+            .segment_bytes(5 * batch_size(b"test"))
+            .retention_ms(-1);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for _ in 0..15 {
+            append(&partition, NOW, b"test");
+        }
+        let before = fault.ops();
+        if let Some(k) = fail_at {
+            fault.fail_at(before + k, FaultKind::Eio, false);
+        }
+        let result = partition.delete_records(10);
+        let calls = fault.ops() - before;
+        fault.heal();
+        drop(partition);
+        log.simulate_crash();
+        let log = Log::open(root.path()).unwrap();
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        let start = partition.log_start_offset();
+        assert!(
+            start == 0 || start == 10,
+            "fault at {fail_at:?}: log start {start}"
+        );
+        if fail_at.is_none() {
+            assert_eq!((result.unwrap(), start), (10, 10));
+        }
+        assert_eq!(partition.log_end_offset(), 15, "fault at {fail_at:?}");
+        let mut offset = start;
+        while offset < 15 {
+            let read = partition.read(offset, 1 << 20).unwrap();
+            let batch = read.batches().next().unwrap().unwrap();
+            offset = batch.next_offset() as u64;
+        }
+        calls
+    };
+    let calls = run(None);
+    assert!(calls >= 3, "delete_records made {calls} counted calls");
+    println!("delete_records: {calls} counted calls, each failed once");
+    for k in 1..=calls {
+        run(Some(k));
+    }
+}
