@@ -117,6 +117,62 @@ pub mod testing {
             count += 1;
         }
         assert_eq!(count, header.records_count);
+        round_trip(data, &header);
+    }
+
+    /// Rebuilds an accepted batch's records with `BatchBuilder` and checks that they decode
+    /// to the same records, for a batch a builder could have made (`CreateTime`, not a
+    /// control batch, offset deltas `0..count`).
+    fn round_trip(data: &[u8], header: &crate::codec::BatchHeader) {
+        use crate::codec::{self, BatchBuilder, RecordView, TimestampType};
+        if header.is_control() || header.timestamp_type() != TimestampType::CreateTime {
+            return;
+        }
+        let views: Vec<RecordView<'_>> = codec::records(data, header)
+            .map(|r| r.expect("validate_batch accepted every record"))
+            .collect();
+        let base = header.base_offset;
+        let relative = |i: usize, v: &RecordView<'_>| v.offset.wrapping_sub(base) == i as i64;
+        if views.is_empty() || !views.iter().enumerate().all(|(i, v)| relative(i, v)) {
+            return;
+        }
+        let headers_of = |v: &RecordView<'_>| -> Vec<(String, Option<Vec<u8>>)> {
+            v.headers
+                .iter()
+                .map(|h| h.expect("validate_batch accepted every header"))
+                .map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec)))
+                .collect()
+        };
+        let mut builder = BatchBuilder::new();
+        builder.set_producer(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+        );
+        for v in &views {
+            let owned = headers_of(v);
+            let headers: Vec<(&str, Option<&[u8]>)> = owned
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            builder.push(v.timestamp, v.key, v.value, &headers);
+        }
+        let rebuilt = builder.finish().expect("records were pushed").to_vec();
+        let again_header =
+            codec::validate_batch(&rebuilt, usize::MAX).expect("a built batch is valid");
+        let again: Vec<RecordView<'_>> = codec::records(&rebuilt, &again_header)
+            .map(|r| r.expect("a built batch decodes"))
+            .collect();
+        assert_eq!(again.len(), views.len());
+        for (i, (a, b)) in views.iter().zip(&again).enumerate() {
+            assert_eq!(b.offset, i as i64, "record {i}");
+            assert_eq!(
+                (a.timestamp, a.key, a.value),
+                (b.timestamp, b.key, b.value),
+                "record {i}"
+            );
+            assert_eq!(headers_of(a), headers_of(b), "record {i}");
+        }
     }
 
     /// Fuzz oracle for `offsets_record`: arbitrary bytes as one record of
