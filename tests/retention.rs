@@ -445,6 +445,28 @@ fn delete_topic_during_retention() {
     assert_eq!(read.batches().count(), 1);
 }
 
+/// A log in `root` over `fault`, with no background maintenance.
+fn open_faulty(root: &std::path::Path, fault: &tarnlog::storage::FaultStorage) -> Log {
+    Log::builder()
+        .dir(root)
+        .storage(fault.shared())
+        .background_maintenance(false)
+        .open()
+        .unwrap()
+}
+
+/// Topic "t" in `log` with fifteen records in segments of five, kept forever by time.
+fn fifteen_in_segments_of_five(log: Log) -> (Log, Partition) {
+    let config = TopicConfig::default()
+        .segment_bytes(5 * batch_size(b"test"))
+        .retention_ms(-1);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for _ in 0..15 {
+        append(&partition, NOW, b"test");
+    }
+    (log, partition)
+}
+
 /// A file that cannot be unlinked is reported and retried by the next pass; the log start
 /// was checkpointed first, so a crash before the retry loses nothing and resurrects
 /// nothing. Each run fails one storage call of `delete_records` until the failing one is an
@@ -455,22 +477,8 @@ fn failed_unlink_is_reported_and_retried() {
     for skip in 0..64 {
         let root = tempfile::tempdir().unwrap();
         let fault = FaultStorage::new(OsStorage::shared());
-        let open = || {
-            Log::builder()
-                .dir(root.path())
-                .storage(fault.shared())
-                .background_maintenance(false)
-                .open()
-                .unwrap()
-        };
-        let log = open();
-        let config = TopicConfig::default()
-            .segment_bytes(5 * batch_size(b"test"))
-            .retention_ms(-1);
-        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-        for _ in 0..15 {
-            append(&partition, NOW, b"test");
-        }
+        let open = || open_faulty(root.path(), &fault);
+        let (log, partition) = fifteen_in_segments_of_five(open());
         let at = fault.ops() + skip;
         fault.fail_at(at, FaultKind::Eio, false);
         let result = partition.delete_records(10);
@@ -548,22 +556,8 @@ fn a_fault_at_any_call_of_delete_records_leaves_a_consistent_log() {
     let run = |fail_at: Option<u64>| {
         let root = tempfile::tempdir().unwrap();
         let fault = FaultStorage::new(OsStorage::shared());
-        let open = || {
-            Log::builder()
-                .dir(root.path())
-                .storage(fault.shared())
-                .background_maintenance(false)
-                .open()
-                .unwrap()
-        };
-        let log = open();
-        let config = TopicConfig::default()
-            .segment_bytes(5 * batch_size(b"test"))
-            .retention_ms(-1);
-        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-        for _ in 0..15 {
-            append(&partition, NOW, b"test");
-        }
+        let open = || open_faulty(root.path(), &fault);
+        let (log, partition) = fifteen_in_segments_of_five(open());
         let before = fault.ops();
         if let Some(k) = fail_at {
             fault.fail_at(before + k, FaultKind::Eio, false);
