@@ -121,13 +121,22 @@ fn consumer(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(POLL_RECORDS));
-    // Kafka's default (CRCs checked) at two poll sizes, then `check_crcs(false)`.
-    for (max_poll_records, check_crcs) in [(500, true), (10_000, true), (500, false)] {
-        let name = if check_crcs {
-            format!("max_poll_records_{max_poll_records}")
-        } else {
-            format!("max_poll_records_{max_poll_records}_check_crcs_off")
-        };
+    // Kafka's default (CRCs checked) at two poll sizes, then `check_crcs(false)`; each with
+    // owned records (by value), then the borrowed `views`.
+    for (max_poll_records, check_crcs, views) in [
+        (500, true, false),
+        (10_000, true, false),
+        (500, false, false),
+        (500, true, true),
+        (10_000, true, true),
+    ] {
+        let mut name = format!("max_poll_records_{max_poll_records}");
+        if !check_crcs {
+            name.push_str("_check_crcs_off");
+        }
+        if views {
+            name.push_str("_views");
+        }
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut consumer = log
@@ -141,9 +150,17 @@ fn consumer(c: &mut Criterion) {
                 consumer.assign([TopicPartition::new("bench", 0)]).unwrap();
                 let (mut count, mut bytes) = (0u64, 0usize);
                 while count < POLL_RECORDS {
-                    for record in consumer.poll(Duration::ZERO).unwrap() {
-                        bytes += record.value.map_or(0, |v| v.len());
-                        count += 1;
+                    let records = consumer.poll(Duration::ZERO).unwrap();
+                    if views {
+                        for record in records.views() {
+                            bytes += record.value().map_or(0, <[u8]>::len);
+                            count += 1;
+                        }
+                    } else {
+                        for record in records {
+                            bytes += record.value.map_or(0, |v| v.len());
+                            count += 1;
+                        }
                     }
                 }
                 assert_eq!(bytes as u64, POLL_RECORDS * 100);

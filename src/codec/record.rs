@@ -167,6 +167,20 @@ impl<'a> HeadersView<'a> {
         self.count == 0
     }
 
+    /// The headers' bytes (after their count) and the count, as kept by a poll.
+    pub(crate) fn raw(&self) -> (&'a [u8], usize) {
+        (self.bytes, self.count)
+    }
+
+    /// The view of headers already walked once (by [`HeadersView::raw`]'s caller).
+    pub(crate) fn from_raw(bytes: &'a [u8], count: usize) -> Self {
+        HeadersView {
+            bytes,
+            count,
+            position: 0,
+        }
+    }
+
     /// Owned headers whose values are slices of `bytes`, the buffer this view borrows.
     #[inline]
     pub(crate) fn owned_in(&self, bytes: &Bytes) -> Result<Vec<Header>> {

@@ -12,13 +12,13 @@
 //! for it (or where a seek or reset put it); auto-commit commits only such positions, so
 //! what it commits was already handed out (Kafka's at-least-once behaviour).
 
+mod records;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::codec::{Batch, Header, RecordCursor, TimestampType};
+use crate::codec::{Batch, RecordCursor};
 use crate::error::{Error, Result};
 use crate::group::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
@@ -27,6 +27,11 @@ use crate::group::coordinator::{JoinOutcome, JoinRequest, MemberRef};
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
 use crate::types::{TimestampOffset, TopicPartition};
+
+use records::PollBuilder;
+pub use records::{
+    ConsumerRecord, ConsumerRecords, OwnedRecords, RecordHeaders, RecordRef, RecordViews,
+};
 
 /// Where a consumer starts when it has no position and its group no committed offset
 /// (Kafka's `auto.offset.reset`), and what it does when its position leaves the log.
@@ -333,142 +338,6 @@ struct Membership {
     rejoin: bool,
 }
 
-/// One record as `poll` returns it (Kafka's `ConsumerRecord`). Key, value and header
-/// values are zero-copy slices of the log's mapping; they stay valid after the log moves on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The partition.
-    pub partition: u32,
-    /// The record's offset.
-    pub offset: u64,
-    /// Its timestamp, meaning given by `timestamp_type`.
-    pub timestamp: i64,
-    /// `CreateTime` or `LogAppendTime`.
-    pub timestamp_type: TimestampType,
-    /// The key; `None` for null.
-    pub key: Option<Bytes>,
-    /// The value; `None` for null (a tombstone).
-    pub value: Option<Bytes>,
-    /// Headers in order.
-    pub headers: Vec<Header>,
-}
-
-impl ConsumerRecord {
-    /// The record's topic and partition.
-    pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition::new(&*self.topic, self.partition)
-    }
-}
-
-/// What one `poll` returned, in partition-then-offset order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerRecords {
-    records: Vec<ConsumerRecord>,
-}
-
-impl ConsumerRecords {
-    /// How many records.
-    pub fn count(&self) -> usize {
-        self.records.len()
-    }
-
-    /// True when the poll returned nothing.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// The records, in order.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConsumerRecord> {
-        self.records.iter()
-    }
-
-    /// The records of one partition, in offset order.
-    pub fn records(&self, tp: &TopicPartition) -> Vec<&ConsumerRecord> {
-        self.records
-            .iter()
-            .filter(|r| r.partition == tp.partition && *r.topic == *tp.topic)
-            .collect()
-    }
-
-    /// The partitions with records in this poll.
-    pub fn partitions(&self) -> Vec<TopicPartition> {
-        let mut out: Vec<TopicPartition> = Vec::new();
-        for record in &self.records {
-            let tp = record.topic_partition();
-            if !out.contains(&tp) {
-                out.push(tp);
-            }
-        }
-        out
-    }
-}
-
-impl IntoIterator for ConsumerRecords {
-    type Item = ConsumerRecord;
-    type IntoIter = std::vec::IntoIter<ConsumerRecord>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a ConsumerRecords {
-    type Item = &'a ConsumerRecord;
-    type IntoIter = std::slice::Iter<'a, ConsumerRecord>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.records.iter()
-    }
-}
-
-/// Moves the records of `batch` at or after `next` into `out`, from `cursor` (where an
-/// earlier call stopped) until `out` holds `max_records`; `next` becomes the offset after
-/// the last one taken. True when `out` filled up first, with `cursor` at the next record.
-/// Kept out of line: inlined (into `fetch_partition`, itself inlined into `poll`), the same
-/// loop measured a fifth slower (13 against 16–18 M rec/s in an A/B of built binaries),
-/// and its speed had swung with unrelated edits to `poll`.
-#[inline(never)]
-fn take_records(
-    batch: &Batch,
-    cursor: &mut Option<RecordCursor>,
-    topic: &Arc<str>,
-    partition: u32,
-    next: &mut u64,
-    max_records: usize,
-    out: &mut Vec<ConsumerRecord>,
-) -> Result<bool> {
-    let timestamp_type = batch.header().timestamp_type();
-    let bytes = batch.bytes();
-    let mut records = batch.iter().resume(*cursor);
-    loop {
-        if out.len() >= max_records {
-            *cursor = records.cursor();
-            return Ok(true);
-        }
-        let Some(view) = records.next() else {
-            return Ok(false);
-        };
-        let view = view?;
-        let offset = view.offset as u64;
-        if offset < *next {
-            continue;
-        }
-        out.push(ConsumerRecord {
-            topic: Arc::clone(topic),
-            partition,
-            offset,
-            timestamp: view.timestamp,
-            timestamp_type,
-            key: view.key.map(|k| bytes.slice_ref(k)),
-            value: view.value.map(|v| bytes.slice_ref(v)),
-            headers: view.headers.owned_in(bytes)?,
-        });
-        *next = offset + 1;
-    }
-}
-
 /// What one partition's fetch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fetched {
@@ -706,7 +575,7 @@ impl Consumer {
             let seen = self.log.appended().seq();
             let (records, moved, advanced) = self.fetch()?;
             if !records.is_empty() {
-                return Ok(ConsumerRecords { records });
+                return Ok(records.finish());
             }
             if advanced {
                 // Past batches without records (a compacted log's emptied ones): there may
@@ -740,9 +609,9 @@ impl Consumer {
     /// position was reset on the way, and whether one moved forward over batches holding no
     /// records. An error after some records were read is kept for the next `poll`, so that
     /// records whose positions moved are never dropped.
-    fn fetch(&mut self) -> Result<(Vec<ConsumerRecord>, bool, bool)> {
+    fn fetch(&mut self) -> Result<(PollBuilder, bool, bool)> {
         let n = self.assignment.len();
-        let mut out = Vec::with_capacity(self.config.max_poll_records.min(4096));
+        let mut out = PollBuilder::with_capacity(self.config.max_poll_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
         let mut moved = false;
@@ -792,7 +661,7 @@ impl Consumer {
         &mut self,
         tp: &TopicPartition,
         bytes_left: usize,
-        out: &mut Vec<ConsumerRecord>,
+        out: &mut PollBuilder,
     ) -> Result<Fetched> {
         let position = self.resolve_position(tp)?;
         let limit = self.config.max_partition_fetch_bytes.min(bytes_left);
@@ -844,14 +713,13 @@ impl Consumer {
         }
         let mut next = position;
         while let Some((batch, cursor)) = state.buffered.front_mut() {
-            let full = take_records(
+            let full = out.take_records(
                 batch,
                 cursor,
                 &state.topic,
                 tp.partition,
                 &mut next,
                 max_records,
-                out,
             );
             // Past the records taken before a damaged one, so that they are not returned
             // twice; the next poll meets the damage again, with nothing before it.
