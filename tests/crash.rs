@@ -12,11 +12,13 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tarnlog::storage::{FaultKind, FaultStorage, OsStorage, Storage};
 use tarnlog::{BatchBuilder, Error, FsyncPolicy, Log, Partition, TopicConfig};
 
 const TOPIC: &str = "crash";
@@ -26,6 +28,14 @@ const ENV_CHILD: &str = "TARNLOG_CRASH_CHILD";
 const ENV_FSYNC: &str = "TARNLOG_CRASH_FSYNC";
 /// When set to `k`, the child aborts right after its `k`-th append.
 const ENV_ABORT: &str = "TARNLOG_CRASH_ABORT_AFTER";
+/// When set to `k`, the child's storage aborts the process at its `k`-th counted call
+/// (write, resize, sync, rename, remove); `0` counts calls without aborting.
+const ENV_CRASH_AT_OP: &str = "TARNLOG_CRASH_AT_OP";
+/// When set to `n`, the child stops after `n` appends: it closes the log, prints
+/// `DONE <counted calls>` and exits.
+const ENV_APPENDS: &str = "TARNLOG_CRASH_APPENDS";
+/// When set, the child creates its topic with this `segment_bytes` instead of 64 KiB.
+const ENV_SEGMENT_BYTES: &str = "TARNLOG_CRASH_SEGMENT_BYTES";
 /// A fresh directory every this many kills keeps the log (and each reopen) small.
 const KILLS_PER_DIR: u32 = 50;
 const SIGKILL: i32 = 9;
@@ -141,14 +151,25 @@ fn child_main(dir: &Path, out: &mut impl Write) -> Result<(), Box<dyn std::error
         Ok("none") => FsyncPolicy::None,
         other => return Err(format!("{ENV_FSYNC} must be every_batch or none: {other:?}").into()),
     };
-    let abort_after: Option<u64> = std::env::var(ENV_ABORT)
-        .ok()
-        .map(|k| k.parse())
-        .transpose()?;
-    let log = open_log(dir)?;
+    let number = |name: &str| -> Result<Option<u64>, Box<dyn std::error::Error>> {
+        Ok(std::env::var(name).ok().map(|k| k.parse()).transpose()?)
+    };
+    let abort_after = number(ENV_ABORT)?;
+    let appends_limit = number(ENV_APPENDS)?;
+    let crash_at = number(ENV_CRASH_AT_OP)?;
+    let fault = FaultStorage::new(OsStorage::shared());
+    if let Some(k) = crash_at.filter(|&k| k > 0) {
+        fault.fail_at(k, FaultKind::Abort, false);
+    }
+    let shared = fault.shared();
+    let log = open_log(dir, crash_at.map(|_| &shared))?;
+    let mut config = topic_config(policy);
+    if let Some(bytes) = number(ENV_SEGMENT_BYTES)? {
+        config = config.segment_bytes(bytes);
+    }
     let topic = match log.topic(TOPIC) {
         Ok(topic) => topic,
-        Err(Error::UnknownTopic { .. }) => log.create_topic(TOPIC, topic_config(policy))?,
+        Err(Error::UnknownTopic { .. }) => log.create_topic(TOPIC, config)?,
         Err(error) => return Err(error.into()),
     };
     let partition = topic.partition(0)?;
@@ -176,16 +197,26 @@ fn child_main(dir: &Path, out: &mut impl Write) -> Result<(), Box<dyn std::error
         if abort_after == Some(appends) {
             std::process::abort();
         }
+        if appends_limit == Some(appends) {
+            log.close()?;
+            writeln!(out, "DONE {}", fault.ops())?;
+            out.flush()?;
+            return Ok(());
+        }
     }
 }
 
 /// Opens the log, waiting out a `Locked` that a sibling's fork holds: the two kill tests
 /// run in parallel, and a child forked by one inherits the other's open `LOCK` descriptor
 /// (and so its flock) until it execs.
-fn open_log(dir: &Path) -> tarnlog::Result<Log> {
+fn open_log(dir: &Path, storage: Option<&Arc<dyn Storage>>) -> tarnlog::Result<Log> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Log::builder().dir(dir).open() {
+        let mut builder = Log::builder().dir(dir);
+        if let Some(storage) = storage {
+            builder = builder.storage(Arc::clone(storage));
+        }
+        match builder.open() {
             Err(Error::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -219,6 +250,8 @@ fn next_seq(partition: &Partition) -> tarnlog::Result<u64> {
 struct ChildOutput {
     acks: Vec<(u64, u64)>,
     fail: Option<String>,
+    /// `DONE <calls>`: the child finished its appends and closed the log.
+    done: Option<u64>,
 }
 
 struct Running {
@@ -228,7 +261,7 @@ struct Running {
     reader: JoinHandle<ChildOutput>,
 }
 
-fn spawn_child(dir: &Path, policy: FsyncPolicy, abort_after: Option<u64>) -> Running {
+fn spawn_child(dir: &Path, policy: FsyncPolicy, env: &[(&str, u64)]) -> Running {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -241,13 +274,16 @@ fn spawn_child(dir: &Path, policy: FsyncPolicy, abort_after: Option<u64>) -> Run
         .env(ENV_CHILD, dir)
         .env(ENV_FSYNC, policy_name(policy))
         .env_remove(ENV_ABORT)
+        .env_remove(ENV_APPENDS)
+        .env_remove(ENV_CRASH_AT_OP)
+        .env_remove(ENV_SEGMENT_BYTES)
         // A core dump of `abort` lands in the temporary directory, not in the repository.
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if let Some(k) = abort_after {
-        command.env(ENV_ABORT, k.to_string());
+    for (name, value) in env {
+        command.env(name, value.to_string());
     }
     let started = Instant::now();
     let mut child = command.spawn().unwrap();
@@ -286,6 +322,8 @@ fn read_child(stdout: std::process::ChildStdout, ready: &mpsc::Sender<Instant>) 
                 .push((seq.parse().unwrap(), offset.parse().unwrap()));
         } else if text.starts_with("READY ") {
             let _ = ready.send(Instant::now());
+        } else if let Some(calls) = text.strip_prefix("DONE ") {
+            output.done = Some(calls.parse().expect("DONE <calls>"));
         } else if let Some(fail) = text.strip_prefix("FAIL ") {
             output.fail = Some(fail.to_owned());
         }
@@ -455,10 +493,23 @@ impl Round<'_> {
 
     /// Waits for the child to die (killed or aborted) and collects its acknowledgements.
     fn reap(&mut self, running: Running, expected_signal: i32) -> Result<ChildOutput, String> {
+        self.reap_if(running, expected_signal == SIGKILL, |status, _| {
+            status.signal() == Some(expected_signal)
+        })
+    }
+
+    /// Waits for the child (killing it first if `kill`) and collects its
+    /// acknowledgements, provided `expected` accepts how it ended.
+    fn reap_if(
+        &mut self,
+        running: Running,
+        kill: bool,
+        expected: impl Fn(ExitStatus, &ChildOutput) -> bool,
+    ) -> Result<ChildOutput, String> {
         let Running {
             mut child, reader, ..
         } = running;
-        if expected_signal == SIGKILL {
+        if kill {
             child.kill().unwrap();
         }
         let status = child.wait().unwrap();
@@ -466,10 +517,8 @@ impl Round<'_> {
         if let Some(fail) = &output.fail {
             return Err(format!("child failed: {fail}"));
         }
-        if status.signal() != Some(expected_signal) {
-            return Err(format!(
-                "child ended with {status}, not signal {expected_signal}"
-            ));
+        if !expected(status, &output) {
+            return Err(format!("child ended unexpectedly: {status}"));
         }
         for &(seq, offset) in &output.acks {
             self.stats.acked += 1;
@@ -485,7 +534,7 @@ impl Round<'_> {
     /// Reopens, checks, and closes (or, before an early kill, drops as a crash would, so
     /// that the next child recovers an unclean log while it is being killed).
     fn verify(&mut self, dir: &Path, leave_unclean: bool) -> Result<(), String> {
-        let log = open_log(dir).map_err(|e| format!("reopen failed: {e}"))?;
+        let log = open_log(dir, None).map_err(|e| format!("reopen failed: {e}"))?;
         let problems = check_log(&log, &self.acked, &mut self.stats)
             .map_err(|e| format!("reading the reopened log failed: {e}"))?;
         if !problems.is_empty() {
@@ -530,7 +579,7 @@ fn kill_loop(policy: FsyncPolicy) {
             dir = tempfile::tempdir().unwrap();
             round.acked.clear();
         }
-        let running = spawn_child(dir.path(), round.policy, None);
+        let running = spawn_child(dir.path(), round.policy, &[]);
         let ready_at = if early {
             // Anywhere from process start to a little after the open is expected to end.
             let window = round.ready_latency + Duration::from_millis(2);
@@ -588,7 +637,7 @@ fn crash_abort_after_append() {
         let dir = tempfile::tempdir().unwrap();
         let mut expected_end = 0;
         for (kill, &k) in (0u64..).zip(&sweep) {
-            let running = spawn_child(dir.path(), policy, Some(k));
+            let running = spawn_child(dir.path(), policy, &[(ENV_ABORT, k)]);
             round.stats.kills += 1;
             let checked = round.reap(running, SIGABRT).and_then(|output| {
                 // The child acknowledged all k batches before it aborted.
@@ -620,5 +669,94 @@ fn crash_abort_after_append() {
             }
         }
         println!("{}", round.stats.summary(&test, began.elapsed()));
+    }
+}
+
+/// The sweep's workload: appends of 1–8 records into 4 KiB segments (a roll every few
+/// appends), then a clean close.
+const SWEEP_APPENDS: u64 = 30;
+const SWEEP_SEGMENT_BYTES: u64 = 4096;
+
+/// Where the sweep's directories go: tmpfs when there is one (its fsyncs cost nothing, and
+/// `abort` keeps the page cache either way), else the default temporary directory.
+fn sweep_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    tempfile::tempdir_in(shm).unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+/// The child aborted at its planned call, or finished its appends before reaching it.
+fn crashed_or_done(status: ExitStatus, output: &ChildOutput) -> bool {
+    status.signal() == Some(SIGABRT) || status.success() && output.done.is_some()
+}
+
+// abort() at the k-th storage call (write, resize, sync, rename, remove) of a fixed
+// workload — creating the topic, appends, segment rolls, checkpoints, the close — for every
+// k; each crash is followed by a second child that aborts at one of the first calls of its
+// own run (inside the open and recovery of the crashed log, or just after). Prevents any
+// single I/O point, or a crash inside recovery, from losing an acknowledged record,
+// inventing one, or leaving a log that does not open.
+#[test]
+fn crash_at_every_storage_call() {
+    let test = "crash_at_op";
+    let seed = seed(test);
+    let mut rng = Rng::new(seed);
+    let workload = |crash_at: u64, appends: u64| {
+        [
+            (ENV_CRASH_AT_OP, crash_at),
+            (ENV_APPENDS, appends),
+            (ENV_SEGMENT_BYTES, SWEEP_SEGMENT_BYTES),
+        ]
+    };
+    for policy in [FsyncPolicy::EveryBatch, FsyncPolicy::None] {
+        let name = format!("{test}({})", policy_name(policy));
+        let mut round = Round {
+            test: &name,
+            seed,
+            policy,
+            stats: Stats::default(),
+            acked: BTreeMap::new(),
+            ready_latency: Duration::ZERO,
+        };
+        let began = Instant::now();
+        // The whole workload without a crash, to learn how many calls it makes.
+        let dir = sweep_dir();
+        let running = spawn_child(dir.path(), policy, &workload(0, SWEEP_APPENDS));
+        let calls = match round.reap_if(running, false, |status, output| {
+            status.success() && output.done.is_some()
+        }) {
+            Ok(output) => output.done.unwrap_or_default(),
+            Err(what) => round.fail(dir, 0, &what),
+        };
+        assert!(
+            calls > 20,
+            "{name}: only {calls} storage calls in the workload"
+        );
+        let mut finished = 0;
+        for k in 1..=calls {
+            let dir = sweep_dir();
+            round.acked.clear();
+            round.stats.kills += 1;
+            let first = spawn_child(dir.path(), policy, &workload(k, SWEEP_APPENDS));
+            let checked = round
+                .reap_if(first, false, crashed_or_done)
+                .and_then(|output| {
+                    finished += u64::from(output.done.is_some());
+                    let second = spawn_child(dir.path(), policy, &workload(1 + rng.below(16), 2));
+                    round.reap_if(second, false, crashed_or_done)
+                })
+                .and_then(|_| round.verify(dir.path(), false));
+            if let Err(what) = checked {
+                round.fail(dir, k, &what);
+            }
+        }
+        // A run ends before its call only if the calls of a run vary (background work).
+        assert!(
+            finished * 10 < calls,
+            "{name}: {finished} of {calls} runs never reached their call"
+        );
+        println!(
+            "{} ({calls} calls swept; {finished} runs ended before their call)",
+            round.stats.summary(&name, began.elapsed())
+        );
     }
 }

@@ -38,6 +38,10 @@ pub enum FaultKind {
     /// A write that stores only a prefix of its bytes, then fails with `EIO` (for other
     /// calls the same as `Eio`).
     ShortWrite,
+    /// No error: the process ends (`abort`) at the call, before it is made — a crash at
+    /// exactly that point, for crash tests that sweep every call of a workload. Planned
+    /// with `fail_at` only; a directory failed with it (`fail_dir`) fails with `EIO`.
+    Abort,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +199,9 @@ impl Shared {
         }
         let plan = (*self.plan.lock())?;
         let hit = n == plan.at || (plan.persistent && n > plan.at);
+        if hit && plan.kind == FaultKind::Abort {
+            std::process::abort();
+        }
         if hit {
             self.injected.fetch_add(1, Ordering::SeqCst);
             Some(plan.kind)
@@ -214,7 +221,10 @@ impl Shared {
 fn error(fault: FaultKind) -> io::Error {
     match fault {
         FaultKind::NoSpace => io::Error::from_raw_os_error(libc::ENOSPC),
-        FaultKind::Eio | FaultKind::ShortWrite => io::Error::from_raw_os_error(libc::EIO),
+        // `Abort` never returns from the call (see `tick`).
+        FaultKind::Eio | FaultKind::ShortWrite | FaultKind::Abort => {
+            io::Error::from_raw_os_error(libc::EIO)
+        }
     }
 }
 
