@@ -36,6 +36,10 @@ const ENV_CRASH_AT_OP: &str = "TARNLOG_CRASH_AT_OP";
 const ENV_APPENDS: &str = "TARNLOG_CRASH_APPENDS";
 /// When set, the child creates its topic with this `segment_bytes` instead of 64 KiB.
 const ENV_SEGMENT_BYTES: &str = "TARNLOG_CRASH_SEGMENT_BYTES";
+/// When set to `n`, the child's log spans `n` storage directories (`r0`, `r1`, ... inside
+/// its directory) and its topic has `replication_factor` n and `min_insync_replicas` 2
+/// (at most n): appends are Kafka's `acks=all`.
+const ENV_REPLICAS: &str = "TARNLOG_CRASH_REPLICAS";
 /// A fresh directory every this many kills keeps the log (and each reopen) small.
 const KILLS_PER_DIR: u32 = 50;
 const SIGKILL: i32 = 9;
@@ -162,8 +166,11 @@ fn child_main(dir: &Path, out: &mut impl Write) -> Result<(), Box<dyn std::error
         fault.fail_at(k, FaultKind::Abort, false);
     }
     let shared = fault.shared();
-    let log = open_log(dir, crash_at.map(|_| &shared))?;
-    let mut config = topic_config(policy);
+    let replicas = number(ENV_REPLICAS)?.map_or(1, |n| n as u32);
+    let log = open_log(dir, replicas, crash_at.map(|_| &shared))?;
+    let mut config = topic_config(policy)
+        .replication_factor(replicas)
+        .min_insync_replicas(replicas.min(2));
     if let Some(bytes) = number(ENV_SEGMENT_BYTES)? {
         config = config.segment_bytes(bytes);
     }
@@ -209,10 +216,14 @@ fn child_main(dir: &Path, out: &mut impl Write) -> Result<(), Box<dyn std::error
 /// Opens the log, waiting out a `Locked` that a sibling's fork holds: the two kill tests
 /// run in parallel, and a child forked by one inherits the other's open `LOCK` descriptor
 /// (and so its flock) until it execs.
-fn open_log(dir: &Path, storage: Option<&Arc<dyn Storage>>) -> tarnlog::Result<Log> {
+fn open_log(dir: &Path, replicas: u32, storage: Option<&Arc<dyn Storage>>) -> tarnlog::Result<Log> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut builder = Log::builder().dir(dir);
+        let mut builder = if replicas > 1 {
+            Log::builder().dirs((0..replicas).map(|i| dir.join(format!("r{i}"))))
+        } else {
+            Log::builder().dir(dir)
+        };
         if let Some(storage) = storage {
             builder = builder.storage(Arc::clone(storage));
         }
@@ -277,6 +288,7 @@ fn spawn_child(dir: &Path, policy: FsyncPolicy, env: &[(&str, u64)]) -> Running 
         .env_remove(ENV_APPENDS)
         .env_remove(ENV_CRASH_AT_OP)
         .env_remove(ENV_SEGMENT_BYTES)
+        .env_remove(ENV_REPLICAS)
         // A core dump of `abort` lands in the temporary directory, not in the repository.
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -441,14 +453,17 @@ fn check_log(
     Ok(problems)
 }
 
-/// The recovery report agrees with the log it left.
+/// The recovery report agrees with the log it left: each replica's truncation is at the
+/// end it recovered to; with one directory that is the partition's end, with several the
+/// end of one of them (the leader's; followers catch up or truncate after the open).
 fn check_report(log: &Log, end: u64, stats: &mut Stats, problems: &mut Vec<String>) {
     let report = log.recovery_report();
+    let replicated = log.dirs().len() > 1;
     for partition in &report.partitions {
-        if partition.log_end_offset != end {
+        let recovered = partition.log_end_offset;
+        if !replicated && recovered != end {
             problems.push(format!(
-                "report says log end {}, partition says {end}",
-                partition.log_end_offset
+                "report says log end {recovered}, partition says {end}"
             ));
         }
         if let Some(cut) = &partition.truncation {
@@ -456,13 +471,20 @@ fn check_report(log: &Log, end: u64, stats: &mut Stats, problems: &mut Vec<Strin
             if cut.bytes_discarded > 0 {
                 stats.torn_tails += 1;
             }
-            if cut.offset != end {
+            if cut.offset != recovered {
                 problems.push(format!(
-                    "truncation at offset {}, log end {end}",
+                    "{}: truncation at offset {}, recovered log end {recovered}",
+                    partition.path.display(),
                     cut.offset
                 ));
             }
         }
+    }
+    let ends: Vec<u64> = report.partitions.iter().map(|p| p.log_end_offset).collect();
+    if replicated && !report.partitions.is_empty() && !ends.contains(&end) {
+        problems.push(format!(
+            "no replica recovered to the partition's end {end}: {ends:?}"
+        ));
     }
 }
 
@@ -471,6 +493,8 @@ struct Round<'a> {
     test: &'a str,
     seed: u64,
     policy: FsyncPolicy,
+    /// Storage directories of the log (and replicas of its topic).
+    replicas: u32,
     stats: Stats,
     /// Acknowledged records of the current directory: seq -> offset.
     acked: BTreeMap<u64, u64>,
@@ -534,7 +558,7 @@ impl Round<'_> {
     /// Reopens, checks, and closes (or, before an early kill, drops as a crash would, so
     /// that the next child recovers an unclean log while it is being killed).
     fn verify(&mut self, dir: &Path, leave_unclean: bool) -> Result<(), String> {
-        let log = open_log(dir, None).map_err(|e| format!("reopen failed: {e}"))?;
+        let log = open_log(dir, self.replicas, None).map_err(|e| format!("reopen failed: {e}"))?;
         let problems = check_log(&log, &self.acked, &mut self.stats)
             .map_err(|e| format!("reading the reopened log failed: {e}"))?;
         if !problems.is_empty() {
@@ -567,6 +591,7 @@ fn kill_loop(policy: FsyncPolicy) {
         test: &test,
         seed,
         policy,
+        replicas: 1,
         stats: Stats::default(),
         acked: BTreeMap::new(),
         ready_latency: Duration::from_millis(5),
@@ -629,6 +654,7 @@ fn crash_abort_after_append() {
             test: &test,
             seed: 0,
             policy,
+            replicas: 1,
             stats: Stats::default(),
             acked: BTreeMap::new(),
             ready_latency: Duration::ZERO,
@@ -691,7 +717,8 @@ fn crashed_or_done(status: ExitStatus, output: &ChildOutput) -> bool {
 
 // abort() at the k-th storage call (write, resize, sync, rename, remove) of a fixed
 // workload — creating the topic, appends, segment rolls, checkpoints, the close — for every
-// k; each crash is followed by a second child that aborts at one of the first calls of its
+// k, with and without fsync, over one directory and over three (replication factor 3,
+// `acks=all`, min ISR 2); each crash is followed by a second child that aborts at one of the first calls of its
 // own run (inside the open and recovery of the crashed log, or just after). Prevents any
 // single I/O point, or a crash inside recovery, from losing an acknowledged record,
 // inventing one, or leaving a log that does not open.
@@ -700,19 +727,27 @@ fn crash_at_every_storage_call() {
     let test = "crash_at_op";
     let seed = seed(test);
     let mut rng = Rng::new(seed);
-    let workload = |crash_at: u64, appends: u64| {
-        [
-            (ENV_CRASH_AT_OP, crash_at),
-            (ENV_APPENDS, appends),
-            (ENV_SEGMENT_BYTES, SWEEP_SEGMENT_BYTES),
-        ]
-    };
-    for policy in [FsyncPolicy::EveryBatch, FsyncPolicy::None] {
-        let name = format!("{test}({})", policy_name(policy));
+    let configs = [
+        (FsyncPolicy::EveryBatch, 1),
+        (FsyncPolicy::None, 1),
+        (FsyncPolicy::EveryBatch, 3),
+        (FsyncPolicy::None, 3),
+    ];
+    for (policy, replicas) in configs {
+        let workload = |crash_at: u64, appends: u64| {
+            [
+                (ENV_CRASH_AT_OP, crash_at),
+                (ENV_APPENDS, appends),
+                (ENV_SEGMENT_BYTES, SWEEP_SEGMENT_BYTES),
+                (ENV_REPLICAS, u64::from(replicas)),
+            ]
+        };
+        let name = format!("{test}({}, {replicas} replicas)", policy_name(policy));
         let mut round = Round {
             test: &name,
             seed,
             policy,
+            replicas,
             stats: Stats::default(),
             acked: BTreeMap::new(),
             ready_latency: Duration::ZERO,
