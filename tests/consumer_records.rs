@@ -248,3 +248,117 @@ fn records_before_a_framing_error_are_returned_then_the_error() {
     }
     log.close().unwrap();
 }
+
+/// Writes `count` records `{prefix}-{i}` to `partition` as one batch.
+fn one_batch(partition: &tarnlog::Partition, prefix: &str, count: usize) {
+    let mut builder = BatchBuilder::new();
+    for i in 0..count {
+        builder.push(T0, None, Some(format!("{prefix}-{i}").as_bytes()), &[]);
+    }
+    partition.append(builder.finish().unwrap()).unwrap();
+}
+
+/// Records of several partitions and topics in one poll, the second partition's batch
+/// breaking off at its third record (CRC-valid): the first poll returns the first
+/// partition's records and the two before the break, each under its own topic and
+/// partition; the next poll raises the kept error, and so does every poll until the
+/// damaged partition is paused, when the other topic's records come (`LogAppendTime`). A
+/// seek into the middle of a batch returns its records from there.
+#[test]
+fn records_of_several_partitions_keep_their_own_batch_and_a_deferred_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log
+            .create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        log.create_topic(
+            "u",
+            TopicConfig::default().timestamp_type(TimestampType::LogAppendTime),
+        )
+        .unwrap();
+        one_batch(&t.partition(0).unwrap(), "a", 7);
+        one_batch(&t.partition(1).unwrap(), "val", 5);
+        one_batch(&log.topic("u").unwrap().partition(0).unwrap(), "u", 2);
+        // Enough after the batch to be damaged that the open does not read it.
+        for i in 0..200 {
+            let value = format!("filler-{i}");
+            t.partition(1)
+                .unwrap()
+                .append_values([value.as_bytes()])
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    let segment = dir.path().join("t-1").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"val-2").unwrap();
+    assert_eq!(bytes[at - 1], 10);
+    bytes[at - 1] = 12;
+    let batch_len = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let crc = compute_crc(&bytes[..batch_len]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let log = Log::open(dir.path()).unwrap();
+    let earliest = || ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
+    let tp = |topic: &str, p| TopicPartition::new(topic, p);
+    let mut consumer = log.consumer(earliest()).unwrap();
+    consumer
+        .assign([tp("t", 0), tp("t", 1), tp("u", 0)])
+        .unwrap();
+    let described = |records: &ConsumerRecords| -> Vec<(String, u32, u64, TimestampType, String)> {
+        records
+            .views()
+            .map(|r| {
+                let value = String::from_utf8(r.value().unwrap().to_vec()).unwrap();
+                (
+                    r.topic().to_owned(),
+                    r.partition(),
+                    r.offset(),
+                    r.timestamp_type(),
+                    value,
+                )
+            })
+            .collect()
+    };
+    let create = TimestampType::CreateTime;
+    let first = consumer.poll(Duration::from_millis(100)).unwrap();
+    let mut expected: Vec<_> = (0..7)
+        .map(|i| ("t".to_owned(), 0, i, create, format!("a-{i}")))
+        .collect();
+    expected.push(("t".to_owned(), 1, 0, create, "val-0".to_owned()));
+    expected.push(("t".to_owned(), 1, 1, create, "val-1".to_owned()));
+    assert_eq!(described(&first), expected);
+    assert_eq!(first.partitions(), [tp("t", 0), tp("t", 1)]);
+    assert_eq!(read_every_way(&first).len(), 9);
+    let error = consumer.poll(Duration::ZERO).unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+    assert_eq!(consumer.position(&tp("t", 1)).unwrap(), 2);
+    // As in Kafka, the damaged partition stays in the way until it is sought past or
+    // paused.
+    let error = consumer.poll(Duration::ZERO).unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+    consumer.pause(&[tp("t", 1)]).unwrap();
+    let third = consumer.poll(Duration::from_millis(100)).unwrap();
+    let got = described(&third);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (i, (topic, partition, offset, timestamp_type, value)) in got.into_iter().enumerate() {
+        assert_eq!((topic.as_str(), partition, offset), ("u", 0, i as u64));
+        assert_eq!(timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(value, format!("u-{i}"));
+    }
+    consumer.resume(&[tp("t", 1)]).unwrap();
+    let error = consumer.poll(Duration::ZERO).unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+
+    let mut middle = log.consumer(earliest()).unwrap();
+    middle.assign([tp("t", 0)]).unwrap();
+    middle.seek(&tp("t", 0), 3).unwrap();
+    let records = middle.poll(Duration::from_millis(100)).unwrap();
+    let offsets: Vec<u64> = records.views().map(|r| r.offset()).collect();
+    assert_eq!(offsets, [3, 4, 5, 6]);
+    assert_eq!(read_every_way(&records).len(), 4);
+    drop((consumer, middle));
+    log.close().unwrap();
+}

@@ -82,11 +82,9 @@ impl Span {
             return None;
         }
         let start = self.start as usize;
-        Some(
-            batch
-                .get(start..start + self.len as usize)
-                .unwrap_or_default(),
-        )
+        let bytes = batch.get(start..start + self.len as usize);
+        debug_assert!(bytes.is_some(), "a span outside its batch");
+        Some(bytes.unwrap_or_default())
     }
 }
 
@@ -98,6 +96,7 @@ impl Span {
             return None;
         }
         let (start, end) = (self.start as usize, self.start as usize + self.len as usize);
+        debug_assert!(end <= batch.len(), "a span outside its batch");
         Some(if end <= batch.len() {
             batch.slice(start..end)
         } else {
@@ -315,7 +314,6 @@ fn owned(chunk: &Chunk, entry: &Entry) -> ConsumerRecord {
 }
 
 /// The by-value iterator of [`ConsumerRecords`]: owned records made one at a time.
-#[derive(Debug)]
 pub struct OwnedRecords {
     /// Records already made by [`ConsumerRecords::iter`], handed out instead.
     owned: Option<std::vec::IntoIter<ConsumerRecord>>,
@@ -350,8 +348,18 @@ impl Iterator for OwnedRecords {
 
 impl ExactSizeIterator for OwnedRecords {}
 
+impl std::iter::FusedIterator for OwnedRecords {}
+
+impl fmt::Debug for OwnedRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedRecords")
+            .field("remaining", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The iterator of [`ConsumerRecords::views`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecordViews<'a> {
     chunks: &'a [Chunk],
     entries: std::slice::Iter<'a, Entry>,
@@ -376,6 +384,16 @@ impl<'a> Iterator for RecordViews<'a> {
 }
 
 impl ExactSizeIterator for RecordViews<'_> {}
+
+impl std::iter::FusedIterator for RecordViews<'_> {}
+
+impl fmt::Debug for RecordViews<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordViews")
+            .field("remaining", &self.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// One record of a poll, borrowed from it: what [`ConsumerRecord`] holds, without the
 /// reference counts. [`RecordRef::to_record`] makes the owned record.
@@ -554,6 +572,8 @@ impl PollBuilder {
 
     /// The poll's records.
     pub(super) fn finish(self) -> ConsumerRecords {
+        debug_assert_eq!(self.chunks.last().map_or(0, |c| c.end), self.entries.len());
+        debug_assert!(self.chunks.windows(2).all(|w| w[0].end < w[1].end));
         ConsumerRecords {
             chunks: self.chunks,
             entries: self.entries,
