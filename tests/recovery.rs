@@ -969,6 +969,56 @@ fn corrupt_checkpoint_is_reported_and_everything_rescanned() {
     }
 }
 
+// A corrupted log-start checkpoint after `delete_records`: open succeeds and reports the
+// file; as in Kafka (which then starts the log at its first segment), the log starts at
+// the first segment left, so the records deleted inside that segment are readable again —
+// exactly as written, nothing invented — until the next `delete_records`, which holds.
+#[test]
+fn corrupt_log_start_checkpoint_starts_the_log_at_its_first_segment() {
+    let mut rng = Rng(seed(
+        "corrupt_log_start_checkpoint_starts_the_log_at_its_first_segment",
+    ));
+    let dir = tempdir();
+    let root = dir.path();
+    let specs = gen_specs(&mut rng, 60, 1_000);
+    let (log, p) = create(root, config());
+    let mut model = Vec::new();
+    append(&p, &specs, &mut model);
+    let end = p.log_end_offset();
+    let before = 1 + rng.below(end as usize - 1) as u64;
+    p.delete_records(before).unwrap();
+    assert_eq!(p.log_start_offset(), before);
+    close(log, p);
+    let first = bases(root)[0];
+    assert!(first <= before);
+    let checkpoint = root.join("log-start-offset-checkpoint");
+    let len = fs::metadata(&checkpoint).unwrap().len() as usize;
+    flip_bit(&checkpoint, rng.between(20, len - 1), rng.below(8) as u32);
+
+    let (log, p) = reopen(root);
+    let unreadable = &log.recovery_report().unreadable_checkpoints;
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0].0, checkpoint);
+    assert_eq!(p.log_start_offset(), first);
+    let expected: Vec<Rec> = model
+        .iter()
+        .filter(|r| r.offset >= first)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&p).unwrap(), expected);
+    p.delete_records(before).unwrap();
+    close(log, p);
+    let (log, p) = reopen(root);
+    assert_eq!(p.log_start_offset(), before);
+    let expected: Vec<Rec> = model
+        .iter()
+        .filter(|r| r.offset >= before)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&p).unwrap(), expected);
+    close(log, p);
+}
+
 // A directory whose checkpoint could not be read was rescanned, so the report must not list
 // it among the cleanly closed directories ("no data was rescanned in them").
 #[test]
