@@ -1,6 +1,8 @@
 //! A storage that fails chosen calls: the fault-injection seam for tests (`SQLite`'s countdown
 //! loop). Every mutating call (write, allocate, `set_len`, fsync, rename, remove) is counted;
-//! the n-th one — or every one from the n-th on — fails the way the plan says. A whole
+//! the n-th one — or every one from the n-th on — fails the way the plan says. Read-side
+//! calls (open, listing, length, read, mapping) are counted apart and can be failed the
+//! same way. A whole
 //! directory can also be failed (`fail_dir`): every call under it then fails, as a dead disk
 //! would.
 
@@ -57,6 +59,9 @@ struct Shared {
     ops: AtomicU64,
     injected: AtomicU64,
     plan: Mutex<Option<Plan>>,
+    /// Read-side calls (opens, listings, lengths, reads, mappings), counted apart.
+    reads: AtomicU64,
+    read_plan: Mutex<Option<Plan>>,
     log: Mutex<Vec<(u64, OpKind)>>,
     /// Directories whose every call fails, and how.
     failed_dirs: Mutex<Vec<(PathBuf, FaultKind)>>,
@@ -85,6 +90,8 @@ impl FaultStorage {
                 ops: AtomicU64::new(0),
                 injected: AtomicU64::new(0),
                 plan: Mutex::new(None),
+                reads: AtomicU64::new(0),
+                read_plan: Mutex::new(None),
                 log: Mutex::new(Vec::new()),
                 failed_dirs: Mutex::new(Vec::new()),
                 slow_dirs: Mutex::new(Vec::new()),
@@ -102,9 +109,22 @@ impl FaultStorage {
         });
     }
 
-    /// Removes the plan: later calls succeed (failed directories stay failed).
+    /// Fails the read-side call numbered `at` (counting from 1, apart from the counted
+    /// mutating calls): an `open` or `list_dir`, or a file's `len`, `read_at` or mapping.
+    /// With `persistent` every later one too. `ShortWrite` fails as `Eio`; `Abort` ends the
+    /// process at the call.
+    pub fn fail_read_at(&self, at: u64, kind: FaultKind, persistent: bool) {
+        *self.shared.read_plan.lock() = Some(Plan {
+            at,
+            kind,
+            persistent,
+        });
+    }
+
+    /// Removes the plans: later calls succeed (failed directories stay failed).
     pub fn heal(&self) {
         *self.shared.plan.lock() = None;
+        *self.shared.read_plan.lock() = None;
     }
 
     /// Fails every call on a path under `dir` from now on — opens, listings, reads, writes,
@@ -137,6 +157,11 @@ impl FaultStorage {
     /// Counted calls so far.
     pub fn ops(&self) -> u64 {
         self.shared.ops.load(Ordering::SeqCst)
+    }
+
+    /// Read-side calls so far (see [`FaultStorage::fail_read_at`]).
+    pub fn reads(&self) -> u64 {
+        self.shared.reads.load(Ordering::SeqCst)
     }
 
     /// Faults injected so far.
@@ -210,6 +235,23 @@ impl Shared {
         }
     }
 
+    /// Checks a read-side call on `path`: its directory, then the read plan.
+    fn check_read(&self, path: &Path) -> io::Result<()> {
+        self.check_dir(path)?;
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        let Some(plan) = *self.read_plan.lock() else {
+            return Ok(());
+        };
+        if n == plan.at || (plan.persistent && n > plan.at) {
+            if plan.kind == FaultKind::Abort {
+                std::process::abort();
+            }
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(error(plan.kind));
+        }
+        Ok(())
+    }
+
     fn check(&self, kind: OpKind, path: &Path) -> io::Result<()> {
         match self.tick(kind, path) {
             None => Ok(()),
@@ -242,7 +284,7 @@ impl Storage for FaultStorage {
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        self.shared.check_dir(path)?;
+        self.shared.check_read(path)?;
         let inner = self.shared.inner.open(path, mode)?;
         Ok(Arc::new(FaultFile {
             inner,
@@ -252,7 +294,7 @@ impl Storage for FaultStorage {
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.shared.check_dir(path)?;
+        self.shared.check_read(path)?;
         self.shared.inner.list_dir(path)
     }
 
@@ -289,11 +331,12 @@ impl Storage for FaultStorage {
 
 impl StorageFile for FaultFile {
     fn len(&self) -> io::Result<u64> {
+        self.shared.check_read(&self.path)?;
         self.inner.len()
     }
 
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
-        self.shared.check_dir(&self.path)?;
+        self.shared.check_read(&self.path)?;
         self.inner.read_at(buf, position)
     }
 
@@ -344,12 +387,12 @@ impl StorageFile for FaultFile {
     }
 
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
-        self.shared.check_dir(&self.path)?;
+        self.shared.check_read(&self.path)?;
         self.inner.map_writable(capacity, published)
     }
 
     fn map_read_only(&self, len: usize) -> io::Result<MappedFile> {
-        self.shared.check_dir(&self.path)?;
+        self.shared.check_read(&self.path)?;
         self.inner.map_read_only(len)
     }
 
