@@ -548,6 +548,57 @@ fn a_directory_renamed_away_goes_offline() {
     assert_replicas_identical(&dirs, "t", 2);
 }
 
+/// A directory whose file system turns read-only while `acks=All` producers write (EROFS
+/// on every change, reads still working, through the storage seam: a real remount is
+/// refused while files are open for writing): it goes offline at its next write, its
+/// partitions fail over, every send succeeds and reads back, and once writable again it is
+/// restored and rebuilt byte for byte.
+#[test]
+fn a_directory_turning_read_only_goes_offline() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .partitions(3)
+        .replication_factor(3)
+        .min_insync_replicas(2);
+    log.create_topic("t", config).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::All).linger_ms(0))
+        .unwrap();
+    let mut acked: Vec<(u32, u64, String)> = Vec::new();
+    for i in 0..600 {
+        if i == 250 {
+            fault.fail_dir(&dirs[1], FaultKind::ReadOnly);
+        }
+        let value = format!("v{i}");
+        let record = ProducerRecord::new("t")
+            .key(format!("k{i}"))
+            .value(value.clone());
+        let meta = producer.send(record).unwrap().wait().unwrap();
+        acked.push((meta.partition, meta.offset.unwrap(), value));
+    }
+    let status = log.dir_status();
+    assert!(status[0].online && !status[1].online && status[2].online);
+    for p in log.describe_topic("t").unwrap().partitions {
+        assert_ne!(p.leader, Some(1));
+        assert!(!p.isr.contains(&1));
+        assert_eq!(p.offline_replicas, [1]);
+    }
+    for p in 0..3 {
+        let read = values(&log, "t", p);
+        for (_, offset, value) in acked.iter().filter(|(q, _, _)| *q == p) {
+            assert_eq!(&read[*offset as usize], value, "t-{p}@{offset}");
+        }
+    }
+    fault.heal_dir(&dirs[1]);
+    log.restore_dir(&dirs[1]).unwrap();
+    assert_fully_replicated(&log);
+    producer.close().unwrap();
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 3);
+}
+
 /// A directory on a real tmpfs that fills up: the `ENOSPC` takes it offline and `acks=All`
 /// writes carry on in the other directory (root only: it mounts a tmpfs).
 #[test]

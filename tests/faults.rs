@@ -405,6 +405,7 @@ fn errno(kind: FaultKind) -> i32 {
     match kind {
         FaultKind::NoSpace => libc::ENOSPC,
         FaultKind::Eio | FaultKind::ShortWrite => libc::EIO,
+        FaultKind::ReadOnly => libc::EROFS,
         FaultKind::Abort => unreachable!("these tests plan errors, not crashes"),
     }
 }

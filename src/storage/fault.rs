@@ -40,6 +40,11 @@ pub enum FaultKind {
     /// A write that stores only a prefix of its bytes, then fails with `EIO` (for other
     /// calls the same as `Eio`).
     ShortWrite,
+    /// `EROFS`, as a file system remounted read-only: with `fail_dir`, every call that
+    /// would change the directory fails (writes, resizes, syncs, renames, removals,
+    /// creating files or opening them for writing) while reads, listings and read-only
+    /// opens still work.
+    ReadOnly,
     /// No error: the process ends (`abort`) at the call, before it is made — a crash at
     /// exactly that point, for crash tests that sweep every call of a workload. Planned
     /// with `fail_at` only; a directory failed with it (`fail_dir`) fails with `EIO`.
@@ -190,6 +195,14 @@ impl Shared {
             .map(|&(_, kind)| kind)
     }
 
+    /// Fails a read-side call on `path` in a failed directory (not in a read-only one).
+    fn check_dir_read(&self, path: &Path) -> io::Result<()> {
+        match self.dir_fault(path) {
+            None | Some(FaultKind::ReadOnly) => Ok(()),
+            Some(fault) => Err(error(fault)),
+        }
+    }
+
     /// Fails an uncounted call on `path` in a failed directory.
     fn check_dir(&self, path: &Path) -> io::Result<()> {
         match self.dir_fault(path) {
@@ -237,7 +250,7 @@ impl Shared {
 
     /// Checks a read-side call on `path`: its directory, then the read plan.
     fn check_read(&self, path: &Path) -> io::Result<()> {
-        self.check_dir(path)?;
+        self.check_dir_read(path)?;
         let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
         let Some(plan) = *self.read_plan.lock() else {
             return Ok(());
@@ -263,6 +276,7 @@ impl Shared {
 fn error(fault: FaultKind) -> io::Error {
     match fault {
         FaultKind::NoSpace => io::Error::from_raw_os_error(libc::ENOSPC),
+        FaultKind::ReadOnly => io::Error::from_raw_os_error(libc::EROFS),
         // `Abort` never returns from the call (see `tick`).
         FaultKind::Eio | FaultKind::ShortWrite | FaultKind::Abort => {
             io::Error::from_raw_os_error(libc::EIO)
@@ -285,6 +299,9 @@ impl Storage for FaultStorage {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         self.shared.check_read(path)?;
+        if mode != OpenMode::Read {
+            self.shared.check_dir(path)?;
+        }
         let inner = self.shared.inner.open(path, mode)?;
         Ok(Arc::new(FaultFile {
             inner,
@@ -388,6 +405,7 @@ impl StorageFile for FaultFile {
 
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
         self.shared.check_read(&self.path)?;
+        self.shared.check_dir(&self.path)?;
         self.inner.map_writable(capacity, published)
     }
 
