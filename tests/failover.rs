@@ -1054,3 +1054,75 @@ fn a_slow_directory_delays_only_the_first_meta_write() {
     let log = Log::builder().dirs(&dirs).open().unwrap();
     assert_eq!(log.topic("t").unwrap().config().retention_ms, 1019);
 }
+
+/// Found by the replication model: a follower that was offline during `delete_records` is
+/// rebuilt at the next open (its log start raised in memory, its checkpoint not yet
+/// written), then leads after another failure and a crash. Its own checkpoint lags, but the
+/// others' hold the deletion: the log start stays where `delete_records` put it and the
+/// deleted record does not come back.
+#[test]
+fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let open = |fault: &FaultStorage| {
+        Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap()
+    };
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = open(&fault);
+    let config = TopicConfig::default()
+        .replication_factor(3)
+        .min_insync_replicas(2);
+    log.create_topic("t", config).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    assert_eq!(log.delete_records(&tp, 1).unwrap(), 1);
+    fault.heal_dir(&dirs[leader]);
+    drop(partition);
+    log.simulate_crash();
+
+    // The old leader's directory is back and rebuilt; now the new leader fails.
+    let log = open(&fault);
+    assert_eq!(
+        log.topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_start_offset(),
+        1
+    );
+    let second = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    assert_ne!(second, leader);
+    fault.fail_dir(&dirs[second], FaultKind::Eio);
+    // The append moves leadership away from it (to the rebuilt replica or the third).
+    log.topic("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .append_values(["d"])
+        .unwrap();
+    fault.heal_dir(&dirs[second]);
+    log.simulate_crash();
+
+    let log = open(&fault);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(
+        partition.log_start_offset(),
+        1,
+        "{:?}",
+        log.describe_topic("t")
+    );
+    assert_eq!(values(&log, "t", 0), ["b", "c", "d"]);
+    drop(partition);
+    log.close().unwrap();
+}

@@ -210,6 +210,22 @@ impl ReplicaSet {
         if let Some((l, leader)) = leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?))))
         {
             leader.set_leader_epoch(epoch);
+            // Every replica's log start is one the partition had (`delete_records` and
+            // retention move the leader's, then the followers' to it), so the highest is a
+            // floor for the leader's: one whose own checkpoint lags (a follower rebuilt
+            // after a deletion, which a crash stopped before its checkpoint) must not bring
+            // deleted records back.
+            let highest = replicas
+                .iter()
+                .zip(standing)
+                .filter(|(r, s)| **s == Standing::Loaded && live(r))
+                .filter_map(|(r, _)| r.as_ref().map(|r| r.log_start_offset()))
+                .max();
+            if let Some(start) = highest.filter(|&s| s > leader.log_start_offset()) {
+                // Files left by it go once a checkpoint holds the new start; a failure
+                // takes the directory offline like any other.
+                let _ = leader.raise_log_start(start);
+            }
             for (i, follower) in replicas.iter().enumerate() {
                 if let Some(follower) = follower.as_ref().filter(|_| i != l) {
                     let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
