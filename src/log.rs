@@ -337,6 +337,7 @@ impl LogBuilder {
             set_options,
         });
         inner.adopt_leadership()?;
+        inner.checkpoint_raised_log_starts();
         let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
         let every = Intervals {
@@ -2464,6 +2465,21 @@ impl Inner {
 
     /// After open: records the leadership the replica sets settled on (new epochs, in-sync
     /// sets) in `meta`, and has them record later changes.
+    /// Checkpoints at once the log starts the open raised (see `ReplicaSet::open`), so a
+    /// crash cannot bring deleted records back. A failure takes its directory offline; the
+    /// next checkpoint tries again.
+    fn checkpoint_raised_log_starts(&self) {
+        let raised = self
+            .state
+            .read()
+            .topics
+            .values()
+            .any(|t| t.sets.read().iter().any(|s| s.raised_log_start()));
+        if raised {
+            let _ = self.write_checkpoints();
+        }
+    }
+
     fn adopt_leadership(self: &Arc<Self>) -> Result<()> {
         let _meta = self.meta_lock.lock();
         let mut state = self.state.write();

@@ -1126,3 +1126,60 @@ fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
     drop(partition);
     log.close().unwrap();
 }
+
+/// Found by the replication model: a follower offline during `delete_records`, rebuilt at
+/// the next open, later restored into its partition while every other directory is down,
+/// so that it leads from what its own directory holds. The deletion holds, and the high
+/// watermark is not below the log start.
+#[test]
+fn a_deletion_survives_a_rebuilt_follower_restored_as_the_only_leader() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let open = |fault: &FaultStorage| {
+        Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap()
+    };
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = open(&fault);
+    let config = TopicConfig::default()
+        .replication_factor(3)
+        .min_insync_replicas(2);
+    log.create_topic("t", config).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let away = (leader + 1) % 3;
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    fault.fail_dir(&dirs[away], FaultKind::Eio);
+    partition.append_values(["b"]).unwrap();
+    assert_eq!(log.delete_records(&tp, 1).unwrap(), 1);
+    fault.heal_dir(&dirs[away]);
+    drop(partition);
+    log.simulate_crash();
+
+    // Rebuilt at this open; then every directory fails, and only `away` comes back.
+    let log = open(&fault);
+    assert_eq!(
+        log.describe_topic("t").unwrap().under_replicated().count(),
+        0
+    );
+    for dir in &dirs {
+        fault.fail_dir(dir, FaultKind::Eio);
+    }
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert!(partition.append_values(["c"]).is_err());
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].leader, None);
+    fault.heal_dir(&dirs[away]);
+    log.restore_dir(&dirs[away]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(away));
+    assert_eq!(partition.log_start_offset(), 1, "{described:?}");
+    assert!(partition.high_watermark() >= 1, "{described:?}");
+    drop(partition);
+    log.simulate_crash();
+}

@@ -59,6 +59,8 @@ struct Model {
     sent: BTreeSet<String>,
     /// The highest log start `delete_records` returned: records below it are gone.
     deleted_before: u64,
+    /// Directories failed by the schedule and not yet healed.
+    failed: [bool; 3],
     next_value: u64,
 }
 
@@ -69,6 +71,9 @@ impl Model {
         let p = &described.partitions[0];
         if p.leader.is_none() {
             // Offline: only when no in-sync replica is left (no unclean election).
+            if let Some(d) = p.isr.iter().find(|d| !p.offline_replicas.contains(d)) {
+                return Err(format!("offline with in-sync replica {d} online: {p:?}"));
+            }
             return Ok(false);
         }
         let partition = log.topic("t").unwrap().partition(0).unwrap();
@@ -90,8 +95,17 @@ impl Model {
                 "acked offset {last} at or above the high watermark {hw}"
             ));
         }
-        if hw > end {
-            return Err(format!("high watermark {hw} above the log end {end}"));
+        if hw > end || hw < start {
+            return Err(format!(
+                "high watermark {hw} outside the log start {start} and end {end}"
+            ));
+        }
+        // Clean elections only: the leader holds every acknowledged record, whatever the
+        // high watermark says.
+        if let Some((&last, _)) = self.acked.last_key_value()
+            && last >= end
+        {
+            return Err(format!("acked offset {last} at or above the log end {end}"));
         }
         // Reads stop at the high watermark.
         let mut seen = BTreeSet::new();
@@ -202,8 +216,20 @@ fn apply(
             match partition.append_values(values.iter().map(String::as_bytes)) {
                 Ok(info) => {
                     for (i, value) in values.into_iter().enumerate() {
-                        model.acked.insert(info.base_offset + i as u64, value);
+                        let at = info.base_offset + i as u64;
+                        if let Some(old) = model.acked.insert(at, value) {
+                            return Err(format!("offset {at} acknowledged again (was {old})"));
+                        }
                     }
+                }
+                // With every directory working and online, an append must go through.
+                Err(error)
+                    if !model.failed.iter().any(|&f| f)
+                        && log.dir_status().iter().all(|d| d.online) =>
+                {
+                    return Err(format!(
+                        "append failed with every directory healthy: {error}"
+                    ));
                 }
                 // Refused or not acknowledged: the records may or may not be there.
                 Err(
@@ -216,7 +242,10 @@ fn apply(
                 Err(error) => return Err(format!("append failed: {error}")),
             }
         }
-        Op::Fail(i) => fault.fail_dir(&dirs[*i], FaultKind::Eio),
+        Op::Fail(i) => {
+            fault.fail_dir(&dirs[*i], FaultKind::Eio);
+            model.failed[*i] = true;
+        }
         Op::DeleteRecords(eighths) => {
             let partition = log.topic("t").unwrap().partition(0).unwrap();
             let (start, hw) = (partition.log_start_offset(), partition.high_watermark());
@@ -235,6 +264,7 @@ fn apply(
         }
         Op::Restore(i) => {
             fault.heal_dir(&dirs[*i]);
+            model.failed[*i] = false;
             let online = log.dir_status()[*i].online;
             if !online {
                 log.restore_dir(&dirs[*i])
@@ -263,6 +293,7 @@ fn run(ops: &[Op], fsync: FsyncPolicy, root: &Path) -> Result<(), String> {
             for dir in &dirs {
                 fault.heal_dir(dir);
             }
+            model.failed = [false; 3];
             if *clean {
                 // A close may meet a directory that failed and was not restored.
                 let _ = log.close();

@@ -121,6 +121,9 @@ pub(crate) struct ReplicaSet {
     /// rejoins only once that is done).
     syncing: Arc<Vec<AtomicBool>>,
     persist: OnceLock<PersistHook>,
+    /// The open raised a replica's log start (to the highest among the replicas, or a
+    /// follower's to its leader's): only memory holds it until checkpoints are written.
+    raised_log_start: bool,
 }
 
 impl ReplicaSet {
@@ -198,7 +201,9 @@ impl ReplicaSet {
                     .collect(),
             ),
             persist: OnceLock::new(),
+            raised_log_start: false,
         };
+        let mut set = set;
         let replicas = set.replicas();
         for replica in replicas.iter().flatten() {
             replica.set_replicated(replicated);
@@ -210,27 +215,19 @@ impl ReplicaSet {
         if let Some((l, leader)) = leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?))))
         {
             leader.set_leader_epoch(epoch);
-            // Every replica's log start is one the partition had (`delete_records` and
-            // retention move the leader's, then the followers' to it), so the highest is a
-            // floor for the leader's: one whose own checkpoint lags (a follower rebuilt
-            // after a deletion, which a crash stopped before its checkpoint) must not bring
-            // deleted records back.
-            let highest = replicas
+            let loaded = replicas
                 .iter()
                 .zip(standing)
                 .filter(|(r, s)| **s == Standing::Loaded && live(r))
-                .filter_map(|(r, _)| r.as_ref().map(|r| r.log_start_offset()))
-                .max();
-            if let Some(start) = highest.filter(|&s| s > leader.log_start_offset()) {
-                // Files left by it go once a checkpoint holds the new start; a failure
-                // takes the directory offline like any other.
-                let _ = leader.raise_log_start(start);
-            }
+                .filter_map(|(r, _)| r.as_ref());
+            set.raised_log_start = raise_to_highest_log_start(&leader, loaded);
             for (i, follower) in replicas.iter().enumerate() {
                 if let Some(follower) = follower.as_ref().filter(|_| i != l) {
+                    let start = follower.log_start_offset();
                     let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
                         && follower.log_end_offset() == leader.log_end_offset();
                     set.in_sync[i].store(level, Ordering::Release);
+                    set.raised_log_start |= follower.log_start_offset() > start;
                 }
             }
             set.advance_high_watermark(&leader);
@@ -252,6 +249,11 @@ impl ReplicaSet {
             }
         }
         set
+    }
+
+    /// Whether the open raised a replica's log start, which then needs checkpoints written.
+    pub(crate) fn raised_log_start(&self) -> bool {
+        self.raised_log_start
     }
 
     /// Installs the hook that writes leadership changes to `meta` (once).
@@ -770,6 +772,9 @@ impl ReplicaSet {
     /// Makes replica `i` (restored into an offline partition) the leader in a new epoch; the
     /// other replicas present follow it.
     fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
+        // The others' log starts (offline, but as they were) are floors for its own, which
+        // its directory's checkpoint may not hold yet (see `open`).
+        raise_to_highest_log_start(replica, self.present().iter());
         let epoch = self.next_epoch(i);
         self.epoch.store(epoch, Ordering::Release);
         replica.set_leader_epoch(epoch);
@@ -994,6 +999,27 @@ impl ReplicaSet {
             replica.advance_high_watermark(high_watermark);
         }
     }
+}
+
+/// Raises `leader`'s log start to the highest among `replicas`; true when it moved. Every
+/// replica's log start is one the partition had (`delete_records` and retention move the
+/// leader's, then the followers' to it), so the highest is a floor for the leader's: one
+/// whose own checkpoint lags (a follower rebuilt after a deletion, which a crash stopped
+/// before its checkpoint) must not bring deleted records back. As Kafka's, the high
+/// watermark is then not below the log start.
+fn raise_to_highest_log_start<'a>(
+    leader: &ReplicaLog,
+    replicas: impl Iterator<Item = &'a Arc<ReplicaLog>>,
+) -> bool {
+    let highest = replicas.map(|r| r.log_start_offset()).max();
+    let Some(start) = highest.filter(|&s| s > leader.log_start_offset()) else {
+        return false;
+    };
+    // Files left by it go once a checkpoint holds the new start; a failure takes the
+    // directory offline like any other.
+    let _ = leader.raise_log_start(start);
+    leader.advance_high_watermark(leader.log_start_offset());
+    true
 }
 
 /// The first epoch after `current` that a leader in directory `dir` takes. Epochs are
