@@ -1,7 +1,9 @@
 //! Process crash tests: a child process (this test binary, run as `crash_child`) appends
 //! and acknowledges every record on a pipe only after `append` returned; the parent kills
-//! it (SIGKILL at random moments, or `abort` right after a chosen append), reopens the log
-//! and checks that every acknowledged record survived, exactly, with nothing invented.
+//! it (SIGKILL at random moments, `abort` right after a chosen append, or `abort` at every
+//! counted storage call of a fixed workload in turn, over one directory or three), reopens
+//! the log and checks that every acknowledged record survived, exactly, with nothing
+//! invented.
 //!
 //! `TARNLOG_SEED` replays a run's choices (kill timing still varies); `TARNLOG_SOAK=1`
 //! raises the kill count from 250 to 5,000 per fsync policy.
@@ -213,8 +215,8 @@ fn child_main(dir: &Path, out: &mut impl Write) -> Result<(), Box<dyn std::error
     }
 }
 
-/// Opens the log, waiting out a `Locked` that a sibling's fork holds: the two kill tests
-/// run in parallel, and a child forked by one inherits the other's open `LOCK` descriptor
+/// Opens the log, waiting out a `Locked` that a sibling's fork holds: the tests here run
+/// in parallel, and a child forked by one inherits the other's open `LOCK` descriptor
 /// (and so its flock) until it execs.
 fn open_log(dir: &Path, replicas: u32, storage: Option<&Arc<dyn Storage>>) -> tarnlog::Result<Log> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -459,6 +461,17 @@ fn check_log(
 fn check_report(log: &Log, end: u64, stats: &mut Stats, problems: &mut Vec<String>) {
     let report = log.recovery_report();
     let replicated = log.dirs().len() > 1;
+    // A process crash damages nothing (checkpoints are replaced atomically): no directory
+    // offline, no checkpoint unreadable, no replica set aside and rebuilt.
+    if !report.offline_dirs.is_empty()
+        || !report.unreadable_checkpoints.is_empty()
+        || !report.repaired.is_empty()
+    {
+        problems.push(format!(
+            "a crash left damage: offline {:?}, unreadable {:?}, repaired {:?}",
+            report.offline_dirs, report.unreadable_checkpoints, report.repaired
+        ));
+    }
     for partition in &report.partitions {
         let recovered = partition.log_end_offset;
         if !replicated && recovered != end {
@@ -536,7 +549,19 @@ impl Round<'_> {
         if kill {
             child.kill().unwrap();
         }
-        let status = child.wait().unwrap();
+        // A child that hangs (in recovery, say) fails the test instead of stalling it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return Err("child still running after 60 s: killed".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let output = reader.join().unwrap();
         if let Some(fail) = &output.fail {
             return Err(format!("child failed: {fail}"));
@@ -559,8 +584,14 @@ impl Round<'_> {
     /// that the next child recovers an unclean log while it is being killed).
     fn verify(&mut self, dir: &Path, leave_unclean: bool) -> Result<(), String> {
         let log = open_log(dir, self.replicas, None).map_err(|e| format!("reopen failed: {e}"))?;
-        let problems = check_log(&log, &self.acked, &mut self.stats)
+        let mut problems = check_log(&log, &self.acked, &mut self.stats)
             .map_err(|e| format!("reading the reopened log failed: {e}"))?;
+        if self.replicas > 1
+            && let Ok(described) = log.describe_topic(TOPIC)
+            && described.under_replicated().count() > 0
+        {
+            problems.push(format!("under-replicated after the reopen: {described:?}"));
+        }
         if !problems.is_empty() {
             let shown: Vec<&str> = problems.iter().take(20).map(String::as_str).collect();
             return Err(format!(

@@ -47,7 +47,8 @@ pub enum FaultKind {
     ReadOnly,
     /// No error: the process ends (`abort`) at the call, before it is made — a crash at
     /// exactly that point, for crash tests that sweep every call of a workload. Planned
-    /// with `fail_at` only; a directory failed with it (`fail_dir`) fails with `EIO`.
+    /// with `fail_at` or `fail_read_at`; a directory failed with it (`fail_dir`) fails
+    /// with `EIO`.
     Abort,
 }
 
@@ -133,7 +134,8 @@ impl FaultStorage {
     }
 
     /// Fails every call on a path under `dir` from now on — opens, listings, reads, writes,
-    /// syncs, renames — with `kind`, as a disk that died or filled up.
+    /// syncs, renames — with `kind`, as a disk that died or filled up; with
+    /// [`FaultKind::ReadOnly`] only the calls that would change it.
     /// `dir` is made absolute, as the log's directories are.
     pub fn fail_dir(&self, dir: impl AsRef<Path>, kind: FaultKind) {
         let dir = absolute(dir.as_ref());
