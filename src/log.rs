@@ -2968,9 +2968,10 @@ impl Partition {
     /// `OffsetOutOfRange` when `before_offset` is beyond the high watermark (`earliest` and
     /// `latest` are the log start and the high watermark); `InternalTopic` for
     /// `__consumer_offsets`; `PolicyViolation` when the topic's `cleanup_policy` is
-    /// `Compact` (Kafka requires `delete`); `PartitionOffline`; `Io` / `Poisoned` when
-    /// files could not be deleted (the directory then goes offline); `Closed`,
-    /// `UnknownTopic` after deletion.
+    /// `Compact` (Kafka requires `delete`); `PartitionOffline`, also when no replica's
+    /// directory could record the new start (the deletion may then not last a restart);
+    /// `Io` / `Poisoned` when files could not be deleted (the directory then goes
+    /// offline); `Closed`, `UnknownTopic` after deletion.
     pub fn delete_records(&self, before_offset: u64) -> Result<u64> {
         self.check()?;
         if INTERNAL_TOPICS.contains(&self.topic.name()) {
@@ -2987,6 +2988,20 @@ impl Partition {
         let (start, _deleted) = self.set.delete_records(before_offset)?;
         // The new start is durable before any file goes (see `ReplicaLog::unlink_deleted`).
         self.topic.log.write_checkpoints()?;
+        // With several directories a failed checkpoint takes its directory offline rather
+        // than failing the call: the deletion holds only if some replica's directory still
+        // took it (an open raises the leader's log start to the highest it finds).
+        let durable = self
+            .set
+            .present()
+            .iter()
+            .any(|r| !r.dir().is_poisoned() && r.log_start_offset() >= start);
+        if !durable {
+            return Err(Error::PartitionOffline {
+                topic: self.topic.name().into(),
+                partition: self.index,
+            });
+        }
         for replica in self.set.present() {
             if !replica.dir().is_poisoned() {
                 replica.unlink_deleted()?;

@@ -1183,3 +1183,72 @@ fn a_deletion_survives_a_rebuilt_follower_restored_as_the_only_leader() {
     drop(partition);
     log.simulate_crash();
 }
+
+/// Found by the replication model: `delete_records` whose checkpoint meets the failure of
+/// the last directory that could hold it (with several directories a failed checkpoint
+/// takes its directory offline instead of failing the call) must not answer Ok. The last
+/// online directory dies at each storage call of the deletion in turn; whatever the call
+/// acknowledged holds after a crash and a reopen with the directories working again.
+#[test]
+fn a_deletion_no_directory_could_record_is_not_acknowledged() {
+    let mut acknowledged_runs = 0;
+    for k in 1..=30 {
+        let root = common::scratch("tarnlog-failover-");
+        let dirs = dirs(root.path(), 2);
+        let fault = FaultStorage::new(OsStorage::shared());
+        let open = || {
+            Log::builder()
+                .dirs(&dirs)
+                .storage(fault.shared())
+                .open()
+                .unwrap()
+        };
+        let log = open();
+        let config = TopicConfig::default().replication_factor(2);
+        log.create_topic("t", config).unwrap();
+        let tp = tarnlog::TopicPartition::new("t", 0);
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        partition.append_values(["a", "b"]).unwrap();
+        let leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        fault.fail_dir(&dirs[1 - leader], FaultKind::Eio);
+        partition.append_values(["c"]).unwrap();
+        assert!(!log.dir_status()[1 - leader].online);
+        // From the k-th call of the deletion on, every call fails: the leader's disk dies.
+        fault.fail_at(fault.ops() + k, FaultKind::Eio, true);
+        let answer = log.delete_records(&tp, 1);
+        drop(partition);
+        fault.heal();
+        fault.heal_dir(&dirs[1 - leader]);
+        log.simulate_crash();
+        let log = open();
+        let start = log
+            .topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_start_offset();
+        match answer {
+            Ok(acknowledged) => {
+                acknowledged_runs += 1;
+                assert!(
+                    start >= acknowledged,
+                    "call {k}: deleted up to {acknowledged}, start {start} after the reopen"
+                );
+            }
+            Err(error) => assert!(
+                matches!(
+                    error,
+                    Error::PartitionOffline { .. } | Error::Io { .. } | Error::Poisoned { .. }
+                ),
+                "call {k}: {error:?}"
+            ),
+        }
+        log.close().unwrap();
+    }
+    assert!(
+        acknowledged_runs > 0,
+        "the deletion always failed: nothing tested"
+    );
+}
