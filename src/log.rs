@@ -2463,8 +2463,6 @@ impl Inner {
         MetaSlot::wait(&slots, &waited, meta.generation, lag)
     }
 
-    /// After open: records the leadership the replica sets settled on (new epochs, in-sync
-    /// sets) in `meta`, and has them record later changes.
     /// Checkpoints at once the log starts the open raised (see `ReplicaSet::open`), so a
     /// crash cannot bring deleted records back. A failure takes its directory offline; the
     /// next checkpoint tries again.
@@ -2480,6 +2478,8 @@ impl Inner {
         }
     }
 
+    /// After open: records the leadership the replica sets settled on (new epochs, in-sync
+    /// sets) in `meta`, and has them record later changes.
     fn adopt_leadership(self: &Arc<Self>) -> Result<()> {
         let _meta = self.meta_lock.lock();
         let mut state = self.state.write();

@@ -181,7 +181,7 @@ impl ReplicaSet {
         if let Some(l) = leader.filter(|_| replicated) {
             epoch = next_epoch(epoch, dirs[l], dir_count);
         }
-        let set = ReplicaSet {
+        let mut set = ReplicaSet {
             tp,
             in_sync: (0..replicas.len())
                 .map(|i| AtomicBool::new(Some(i) == leader))
@@ -203,7 +203,6 @@ impl ReplicaSet {
             persist: OnceLock::new(),
             raised_log_start: false,
         };
-        let mut set = set;
         let replicas = set.replicas();
         for replica in replicas.iter().flatten() {
             replica.set_replicated(replicated);
