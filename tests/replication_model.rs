@@ -1,8 +1,8 @@
 //! Replication under random schedules (issue 5; the reliability plan's randomized
 //! replication test): appends with `acks=all` interleaved with directory failures (EIO,
 //! ENOSPC, read-only), one-off faults in the middle of an operation (EIO, short writes),
-//! restores, clean and unclean reopens (some with directories still failed) and
-//! `delete_records`, over three directories with replication factor 3
+//! restores, clean and unclean reopens (some with directories still failed),
+//! `delete_records` and retention passes, over three directories with replication factor 3
 //! and `min_insync_replicas` 2. After every step, while the partition is online: every
 //! acknowledged record below the high watermark reads back at its offset; every one is
 //! below it whenever enough replicas are in sync; nothing below it is a record never sent
@@ -37,6 +37,8 @@ enum Op {
     /// `delete_records` up to this share (in 1/8ths) of the way from the log start to the
     /// high watermark.
     DeleteRecords(u64),
+    /// A maintenance pass: retention (`retention_bytes`) deletes the oldest segments.
+    Maintain,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<bool>(), proptest::bool::weighted(0.7))
             .prop_map(|(clean, heal)| Op::Reopen { clean, heal }),
         1 => (0u64..=8).prop_map(Op::DeleteRecords),
+        1 => Just(Op::Maintain),
     ]
 }
 
@@ -306,6 +309,17 @@ fn apply(
                 }
             }
         }
+        Op::Maintain => {
+            // What retention deleted must stay deleted; a pass that failed may or may not
+            // have moved the start.
+            if log.maintain().is_ok()
+                && let Ok(described) = log.describe_topic("t")
+                && described.partitions[0].leader.is_some()
+            {
+                let start = described.partitions[0].log_start_offset;
+                model.deleted_before = model.deleted_before.max(start);
+            }
+        }
         Op::Reopen { .. } => unreachable!("`run` reopens"),
     }
     Ok(())
@@ -318,7 +332,8 @@ fn run(ops: &[Op], fsync: FsyncPolicy, root: &Path) -> Result<(), String> {
     let config = TopicConfig::default()
         .replication_factor(3)
         .min_insync_replicas(2)
-        .segment_bytes(2048)
+        .segment_bytes(256)
+        .retention_bytes(512)
         .fsync(fsync);
     log.create_topic("t", config).unwrap();
     let mut model = Model::default();
