@@ -189,30 +189,11 @@ fn records_before_a_framing_error_are_returned_then_the_error() {
     {
         let log = Log::open(dir.path()).unwrap();
         let partition = log.create_topic("t", None).unwrap().partition(0).unwrap();
-        let mut builder = BatchBuilder::new();
-        for i in 0..5 {
-            builder.push(T0, None, Some(format!("val-{i}").as_bytes()), &[]);
-        }
-        partition.append(builder.finish().unwrap()).unwrap();
-        // Enough after it that the open, which checks only the batches after the
-        // segment's last index entry, does not read the damaged one.
-        for i in 0..200 {
-            partition
-                .append_values([format!("filler-{i}").as_bytes()])
-                .unwrap();
-        }
+        one_batch(&partition, "val", 5);
+        add_fillers(&partition);
         log.close().unwrap();
     }
-    let segment = dir.path().join("t-0").join(format!("{:020}.log", 0));
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.windows(5).position(|w| w == b"val-2").unwrap();
-    // The value's length varint: 5, zig-zag 10; made 6 (zig-zag 12).
-    assert_eq!(bytes[at - 1], 10);
-    bytes[at - 1] = 12;
-    let batch_len = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let crc = compute_crc(&bytes[..batch_len]);
-    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    std::fs::write(&segment, &bytes).unwrap();
+    break_third_record(&dir.path().join("t-0"));
 
     let log = Log::open(dir.path()).unwrap();
     for check_crcs in [true, false] {
@@ -249,6 +230,31 @@ fn records_before_a_framing_error_are_returned_then_the_error() {
     log.close().unwrap();
 }
 
+/// Appends 200 one-record batches: enough after a batch to be damaged that the open, which
+/// checks only the batches after the segment's last index entry, does not read it.
+fn add_fillers(partition: &tarnlog::Partition) {
+    for i in 0..200 {
+        partition
+            .append_values([format!("filler-{i}").as_bytes()])
+            .unwrap();
+    }
+}
+
+/// In the first segment of the partition directory `dir`, whose first batch holds
+/// `val-0`..`val-4`, makes the third record's value length one longer (5, zig-zag 10,
+/// becomes 6, zig-zag 12) and recomputes the batch CRC: the framing breaks, the CRC holds.
+fn break_third_record(dir: &std::path::Path) {
+    let segment = dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"val-2").unwrap();
+    assert_eq!(bytes[at - 1], 10);
+    bytes[at - 1] = 12;
+    let batch_len = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let crc = compute_crc(&bytes[..batch_len]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+}
+
 /// Writes `count` records `{prefix}-{i}` to `partition` as one batch.
 fn one_batch(partition: &tarnlog::Partition, prefix: &str, count: usize) {
     let mut builder = BatchBuilder::new();
@@ -280,25 +286,10 @@ fn records_of_several_partitions_keep_their_own_batch_and_a_deferred_error() {
         one_batch(&t.partition(0).unwrap(), "a", 7);
         one_batch(&t.partition(1).unwrap(), "val", 5);
         one_batch(&log.topic("u").unwrap().partition(0).unwrap(), "u", 2);
-        // Enough after the batch to be damaged that the open does not read it.
-        for i in 0..200 {
-            let value = format!("filler-{i}");
-            t.partition(1)
-                .unwrap()
-                .append_values([value.as_bytes()])
-                .unwrap();
-        }
+        add_fillers(&t.partition(1).unwrap());
         log.close().unwrap();
     }
-    let segment = dir.path().join("t-1").join(format!("{:020}.log", 0));
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.windows(5).position(|w| w == b"val-2").unwrap();
-    assert_eq!(bytes[at - 1], 10);
-    bytes[at - 1] = 12;
-    let batch_len = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let crc = compute_crc(&bytes[..batch_len]);
-    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    std::fs::write(&segment, &bytes).unwrap();
+    break_third_record(&dir.path().join("t-1"));
 
     let log = Log::open(dir.path()).unwrap();
     let earliest = || ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);

@@ -1055,6 +1055,22 @@ fn a_slow_directory_delays_only_the_first_meta_write() {
     assert_eq!(log.topic("t").unwrap().config().retention_ms, 1019);
 }
 
+/// A log over `dirs` through `fault` (which keeps its failed directories across reopens).
+fn open_over(dirs: &[PathBuf], fault: &FaultStorage) -> Log {
+    Log::builder()
+        .dirs(dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap()
+}
+
+/// Replication factor 3, `min_insync_replicas` 2.
+fn rf3_min_isr2() -> TopicConfig {
+    TopicConfig::default()
+        .replication_factor(3)
+        .min_insync_replicas(2)
+}
+
 /// Found by the replication model: a follower that was offline during `delete_records` is
 /// rebuilt at the next open (its log start raised in memory, its checkpoint not yet
 /// written), then leads after another failure and a crash. Its own checkpoint lags, but the
@@ -1064,19 +1080,9 @@ fn a_slow_directory_delays_only_the_first_meta_write() {
 fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 3);
-    let open = |fault: &FaultStorage| {
-        Log::builder()
-            .dirs(&dirs)
-            .storage(fault.shared())
-            .open()
-            .unwrap()
-    };
     let fault = FaultStorage::new(OsStorage::shared());
-    let log = open(&fault);
-    let config = TopicConfig::default()
-        .replication_factor(3)
-        .min_insync_replicas(2);
-    log.create_topic("t", config).unwrap();
+    let log = open_over(&dirs, &fault);
+    log.create_topic("t", rf3_min_isr2()).unwrap();
     let tp = tarnlog::TopicPartition::new("t", 0);
     let leader = log.describe_topic("t").unwrap().partitions[0]
         .leader
@@ -1090,7 +1096,7 @@ fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
     log.simulate_crash();
 
     // The old leader's directory is back and rebuilt; now the new leader fails.
-    let log = open(&fault);
+    let log = open_over(&dirs, &fault);
     assert_eq!(
         log.topic("t")
             .unwrap()
@@ -1114,7 +1120,7 @@ fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
     fault.heal_dir(&dirs[second]);
     log.simulate_crash();
 
-    let log = open(&fault);
+    let log = open_over(&dirs, &fault);
     let partition = log.topic("t").unwrap().partition(0).unwrap();
     assert_eq!(
         partition.log_start_offset(),
@@ -1135,19 +1141,9 @@ fn a_deletion_survives_a_rebuilt_follower_leading_after_a_crash() {
 fn a_deletion_survives_a_rebuilt_follower_restored_as_the_only_leader() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 3);
-    let open = |fault: &FaultStorage| {
-        Log::builder()
-            .dirs(&dirs)
-            .storage(fault.shared())
-            .open()
-            .unwrap()
-    };
     let fault = FaultStorage::new(OsStorage::shared());
-    let log = open(&fault);
-    let config = TopicConfig::default()
-        .replication_factor(3)
-        .min_insync_replicas(2);
-    log.create_topic("t", config).unwrap();
+    let log = open_over(&dirs, &fault);
+    log.create_topic("t", rf3_min_isr2()).unwrap();
     let tp = tarnlog::TopicPartition::new("t", 0);
     let leader = log.describe_topic("t").unwrap().partitions[0]
         .leader
@@ -1163,7 +1159,7 @@ fn a_deletion_survives_a_rebuilt_follower_restored_as_the_only_leader() {
     log.simulate_crash();
 
     // Rebuilt at this open; then every directory fails, and only `away` comes back.
-    let log = open(&fault);
+    let log = open_over(&dirs, &fault);
     assert_eq!(
         log.describe_topic("t").unwrap().under_replicated().count(),
         0
@@ -1196,14 +1192,7 @@ fn a_deletion_no_directory_could_record_is_not_acknowledged() {
         let root = common::scratch("tarnlog-failover-");
         let dirs = dirs(root.path(), 2);
         let fault = FaultStorage::new(OsStorage::shared());
-        let open = || {
-            Log::builder()
-                .dirs(&dirs)
-                .storage(fault.shared())
-                .open()
-                .unwrap()
-        };
-        let log = open();
+        let log = open_over(&dirs, &fault);
         let config = TopicConfig::default().replication_factor(2);
         log.create_topic("t", config).unwrap();
         let tp = tarnlog::TopicPartition::new("t", 0);
@@ -1222,7 +1211,7 @@ fn a_deletion_no_directory_could_record_is_not_acknowledged() {
         fault.heal();
         fault.heal_dir(&dirs[1 - leader]);
         log.simulate_crash();
-        let log = open();
+        let log = open_over(&dirs, &fault);
         let start = log
             .topic("t")
             .unwrap()

@@ -1745,6 +1745,49 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A log in `template` for the fault-during-open tests: 40 synced batches of 3 records and
+/// 20 more after the flush; then a clean close, or a crash with the last batch torn (above
+/// the recovery point: cut, not an error) and a sealed segment's index lost. Returns the
+/// records a fault-free open of a copy reads, after checking that only the torn batch is
+/// cut.
+fn fault_template(dir: &Path, template: &Path, clean: bool) -> Vec<Rec> {
+    let (log, p) = create(template, config());
+    for i in 0..40 {
+        p.append_values((0..3).map(|j| format!("synced-{i}-{j}")))
+            .unwrap();
+    }
+    log.flush().unwrap();
+    for i in 0..20 {
+        p.append_values((0..3).map(|j| format!("unsynced-{i}-{j}")))
+            .unwrap();
+    }
+    let survivors = if clean {
+        close(log, p);
+        180
+    } else {
+        crash(log, p);
+        let all = bases(template);
+        let active = seg(template, *all.last().unwrap(), "log");
+        let last = *spans(&fs::read(&active).unwrap()).last().unwrap();
+        let file = fs::OpenOptions::new().write(true).open(&active).unwrap();
+        file.write_all_at(&[0u8; 8], (last.end() - 8) as u64)
+            .unwrap();
+        fs::remove_file(seg(template, all[0], "index")).unwrap();
+        last.base
+    };
+    let scratch = dir.join(format!("expected-{clean}"));
+    copy_tree(template, &scratch);
+    let (log, p) = reopen(&scratch);
+    let records = read_all(&p).unwrap();
+    close(log, p);
+    assert_eq!(
+        records.len() as u64,
+        survivors,
+        "clean {clean}: only the torn batch is cut"
+    );
+    records
+}
+
 // Every counted storage call of an open that recovers (a torn tail to cut, a missing index
 // to rebuild, checkpoints to write) fails once, or from then on, with EIO, ENOSPC or a short
 // write. The open fails with an error or opens; nothing panics; whatever it opens reads as a
@@ -1755,39 +1798,7 @@ fn faults_during_recovery_never_lose_or_invent_records() {
     use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
     let dir = tempdir();
     let template = dir.path().join("template");
-    let (log, p) = create(&template, config());
-    for i in 0..40 {
-        p.append_values((0..3).map(|j| format!("synced-{i}-{j}")))
-            .unwrap();
-    }
-    log.flush().unwrap();
-    for i in 0..20 {
-        p.append_values((0..3).map(|j| format!("unsynced-{i}-{j}")))
-            .unwrap();
-    }
-    crash(log, p);
-    // Tear the last batch (above the recovery point: cut, not an error) and lose a sealed
-    // segment's index.
-    let all = bases(&template);
-    let active = seg(&template, *all.last().unwrap(), "log");
-    let last = *spans(&fs::read(&active).unwrap()).last().unwrap();
-    let file = fs::OpenOptions::new().write(true).open(&active).unwrap();
-    file.write_all_at(&[0u8; 8], (last.end() - 8) as u64)
-        .unwrap();
-    fs::remove_file(seg(&template, all[0], "index")).unwrap();
-    let expected: Vec<Rec> = {
-        let scratch = dir.path().join("expected");
-        copy_tree(&template, &scratch);
-        let (log, p) = reopen(&scratch);
-        let records = read_all(&p).unwrap();
-        close(log, p);
-        records
-    };
-    assert_eq!(
-        expected.len() as u64,
-        last.base,
-        "the torn batch alone is cut"
-    );
+    let expected = fault_template(dir.path(), &template, false);
 
     let root = dir.path().join("run");
     let fresh = || {
@@ -1855,40 +1866,8 @@ fn read_errors_during_open_never_lose_or_invent_records() {
     let dir = tempdir();
     for clean in [true, false] {
         let template = dir.path().join(format!("template-{clean}"));
-        let (log, p) = create(&template, config());
-        for i in 0..40 {
-            p.append_values((0..3).map(|j| format!("synced-{i}-{j}")))
-                .unwrap();
-        }
-        log.flush().unwrap();
-        for i in 0..20 {
-            p.append_values((0..3).map(|j| format!("more-{i}-{j}")))
-                .unwrap();
-        }
-        // Every record after a clean close; all but the torn last batch after the crash.
-        let survivors = if clean {
-            close(log, p);
-            180
-        } else {
-            crash(log, p);
-            let all = bases(&template);
-            let active = seg(&template, *all.last().unwrap(), "log");
-            let last = *spans(&fs::read(&active).unwrap()).last().unwrap();
-            let file = fs::OpenOptions::new().write(true).open(&active).unwrap();
-            file.write_all_at(&[0u8; 8], (last.end() - 8) as u64)
-                .unwrap();
-            fs::remove_file(seg(&template, all[0], "index")).unwrap();
-            last.base
-        };
-        let expected: Vec<Rec> = {
-            let scratch = dir.path().join(format!("expected-{clean}"));
-            copy_tree(&template, &scratch);
-            let (log, p) = reopen(&scratch);
-            let records = read_all(&p).unwrap();
-            close(log, p);
-            records
-        };
-        assert_eq!(expected.len() as u64, survivors, "clean {clean}");
+        let expected = fault_template(dir.path(), &template, clean);
+        let survivors = expected.len() as u64;
         let root = dir.path().join(format!("run-{clean}"));
         let fresh = || {
             let _ = fs::remove_dir_all(&root);
