@@ -1745,6 +1745,30 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// `root` made a fresh copy of `template`.
+fn fresh_copy(template: &Path, root: &Path) {
+    let _ = fs::remove_dir_all(root);
+    copy_tree(template, root);
+}
+
+/// Reads `p` from its log start for as long as reads succeed (a log opened under faults
+/// may fail them): every record read is the one `expected` holds at its offset.
+fn read_as_written(p: &Partition, expected: &[Rec], what: &str) {
+    let mut offset = p.log_start_offset();
+    while let Ok(read) = p.read(offset, 1 << 16) {
+        let Ok(records) = records_of(&read) else {
+            break;
+        };
+        let Some(next) = records.last().map(|r| r.offset + 1) else {
+            break;
+        };
+        for r in &records {
+            assert_eq!(Some(r), expected.get(r.offset as usize), "{what}");
+        }
+        offset = next;
+    }
+}
+
 /// A log in `template` for the fault-during-open tests: 40 synced batches of 3 records and
 /// 20 more after the flush; then a clean close, or a crash with the last batch torn (above
 /// the recovery point: cut, not an error) and a sealed segment's index lost. Returns the
@@ -1801,10 +1825,7 @@ fn faults_during_recovery_never_lose_or_invent_records() {
     let expected = fault_template(dir.path(), &template, false);
 
     let root = dir.path().join("run");
-    let fresh = || {
-        let _ = fs::remove_dir_all(&root);
-        copy_tree(&template, &root);
-    };
+    let fresh = || fresh_copy(&template, &root);
     let open = |fs: &FaultStorage| Log::builder().dir(&root).storage(fs.shared()).open();
     fresh();
     let counting = FaultStorage::new(OsStorage::shared());
@@ -1822,23 +1843,7 @@ fn faults_during_recovery_never_lose_or_invent_records() {
                 if let Ok(log) = open(&faulty) {
                     opened += 1;
                     let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
-                    let mut offset = p.log_start_offset();
-                    while let Ok(read) = p.read(offset, 1 << 16) {
-                        let Ok(records) = records_of(&read) else {
-                            break;
-                        };
-                        let Some(next) = records.last().map(|r| r.offset + 1) else {
-                            break;
-                        };
-                        for r in &records {
-                            assert_eq!(
-                                Some(r),
-                                expected.get(r.offset as usize),
-                                "{kind:?} at {at}"
-                            );
-                        }
-                        offset = next;
-                    }
+                    read_as_written(&p, &expected, &format!("{kind:?} at {at}"));
                     drop(p);
                     let _ = log.close();
                 }
@@ -1869,10 +1874,7 @@ fn read_errors_during_open_never_lose_or_invent_records() {
         let expected = fault_template(dir.path(), &template, clean);
         let survivors = expected.len() as u64;
         let root = dir.path().join(format!("run-{clean}"));
-        let fresh = || {
-            let _ = fs::remove_dir_all(&root);
-            copy_tree(&template, &root);
-        };
+        let fresh = || fresh_copy(&template, &root);
         let open = |fs: &FaultStorage| Log::builder().dir(&root).storage(fs.shared()).open();
         fresh();
         let counting = FaultStorage::new(OsStorage::shared());
@@ -1891,19 +1893,7 @@ fn read_errors_during_open_never_lose_or_invent_records() {
                     Ok(log) => {
                         opened += 1;
                         let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
-                        let mut offset = p.log_start_offset();
-                        while let Ok(read) = p.read(offset, 1 << 16) {
-                            let Ok(records) = records_of(&read) else {
-                                break;
-                            };
-                            let Some(next) = records.last().map(|r| r.offset + 1) else {
-                                break;
-                            };
-                            for r in &records {
-                                assert_eq!(Some(r), expected.get(r.offset as usize), "{what}");
-                            }
-                            offset = next;
-                        }
+                        read_as_written(&p, &expected, &what);
                         // With the disk working again, the log it opened holds everything.
                         faulty.heal();
                         assert_eq!(p.log_end_offset(), survivors, "{what}");
