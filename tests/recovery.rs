@@ -1019,6 +1019,48 @@ fn corrupt_log_start_checkpoint_starts_the_log_at_its_first_segment() {
     close(log, p);
 }
 
+// Kafka's UnifiedLogTest.testLogEndLessThanStartAfterReopen: a log that recovers to an
+// end below its checkpointed log start (here a power loss took unsynced records while the
+// `delete_records` checkpoint had been synced) restarts empty at that start; offsets below
+// it, which readers may have seen deleted, are never handed out again.
+#[test]
+fn a_log_end_below_the_log_start_checkpoint_restarts_the_log_there() {
+    let dir = tempdir();
+    let root = dir.path();
+    let (log, p) = create(root, config().fsync(tarnlog::FsyncPolicy::None));
+    for i in 0..6u8 {
+        p.append_values([[i; 50]]).unwrap();
+    }
+    assert_eq!(p.delete_records(4).unwrap(), 4);
+    crash(log, p);
+    // The power loss: nothing above batch 2 reached the disk.
+    let log_file = seg(root, 0, "log");
+    let bytes = fs::read(&log_file).unwrap();
+    let cut = spans(&bytes)[2].pos;
+    set_len(&log_file, cut as u64);
+
+    let (log, p) = reopen(root);
+    assert_eq!(
+        (p.log_start_offset(), p.log_end_offset(), p.high_watermark()),
+        (4, 4, 4)
+    );
+    assert_eq!(bases(root), vec![4]);
+    let report = report(&log);
+    assert!(report.removed_files.contains(&log_file), "{report:?}");
+    assert_eq!(report.log_end_offset, 4);
+    assert!(p.read(4, 1 << 20).unwrap().is_empty());
+    assert!(matches!(
+        p.read(2, 1 << 20),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(p.append_values([[9u8; 50]]).unwrap().base_offset, 4);
+    close(log, p);
+    let (log, p) = reopen(root);
+    assert_eq!((p.log_start_offset(), p.log_end_offset()), (4, 5));
+    assert_eq!(read_all(&p).unwrap().len(), 1);
+    close(log, p);
+}
+
 // A directory whose checkpoint could not be read was rescanned, so the report must not list
 // it among the cleanly closed directories ("no data was rescanned in them").
 #[test]

@@ -128,10 +128,8 @@ impl ReplicaLog {
                 new_entries = true;
             }
         }
-        if let Some(file) = active.log_file() {
-            self.dir
-                .sync("fdatasync", active.log_path(), || file.sync_data())?;
-        }
+        self.dir
+            .sync("fdatasync", active.log_path(), || active.sync_log())?;
         if new_entries {
             self.dir.sync_dir(&self.path)?;
         }

@@ -113,7 +113,8 @@ impl ReplicaLog {
             .sealed
             .first()
             .map_or(writer.active.base_offset, |s| s.base_offset);
-        let log_start = options.log_start.unwrap_or(0).max(first_base).min(next);
+        let checkpointed_start = options.log_start.unwrap_or(0).max(first_base);
+        let log_start = checkpointed_start.min(next);
         let recovery_point = if options.clean {
             next
         } else {
@@ -158,9 +159,37 @@ impl ReplicaLog {
             }),
             synced: Condvar::new(),
         };
+        if checkpointed_start > next {
+            log.restart_at_checkpointed_start(checkpointed_start, &mut loaded.report)?;
+        }
         log.load_epochs()?;
         log.load_cleaner_point()?;
         Ok((log, loaded.report))
+    }
+
+    /// Kafka's `LogLoader`: a log that recovered to an end below its checkpointed start
+    /// (a power loss took unsynced records, while the deletion up to `start` was synced)
+    /// restarts empty at `start`, so that no offset below it is handed out again.
+    fn restart_at_checkpointed_start(
+        &self,
+        start: u64,
+        report: &mut PartitionRecovery,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        report.removed_files.extend(
+            self.segments
+                .read()
+                .keys()
+                .flat_map(|&base| Segment::paths(&self.path, base)),
+        );
+        let mut w = self.writer.lock();
+        restart(self, &mut w, start, self.clock.now_ms())?;
+        drop(w);
+        self.high_watermark.fetch_max(start, Ordering::AcqRel);
+        self.recovery_point.store(start, Ordering::Release);
+        self.sync.lock().synced_to = start;
+        report.log_end_offset = start;
+        Ok(())
     }
 
     /// Reads the leader-epoch checkpoint, rebuilding it from the batch headers when it is

@@ -49,6 +49,9 @@ pub(crate) struct Segment {
     pub(crate) time_index: Index,
     /// Bytes of the active log file known to be allocated; grows until sealed.
     allocated: AtomicUsize,
+    /// The allocated length an `fsync` made durable (`fdatasync` need not persist a
+    /// length; see [`Segment::sync_log`]).
+    length_synced: AtomicUsize,
     /// Serialises growth with sealing: `true` once the files were trimmed.
     sealed: Mutex<bool>,
 }
@@ -153,6 +156,7 @@ impl Segment {
             index,
             time_index,
             allocated: AtomicUsize::new(valid_len),
+            length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(false),
         })
     }
@@ -183,6 +187,7 @@ impl Segment {
             index,
             time_index,
             allocated: AtomicUsize::new(len as usize),
+            length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
         })
     }
@@ -194,6 +199,23 @@ impl Segment {
     /// The open log file of an active segment.
     pub(crate) fn log_file(&self) -> Option<&Arc<dyn StorageFile>> {
         self.log_file.as_ref()
+    }
+
+    /// Makes the active log's data durable: `fdatasync`, or `fsync` when the file may
+    /// have grown since its last `fsync`. POSIX lets `fdatasync` leave a new length
+    /// volatile (Linux file systems persist it), and a length lost to a power loss would
+    /// take the synced bytes above it along.
+    pub(crate) fn sync_log(&self) -> std::io::Result<()> {
+        let Some(file) = &self.log_file else {
+            return Ok(());
+        };
+        let allocated = self.allocated.load(Ordering::Acquire);
+        if allocated <= self.length_synced.load(Ordering::Acquire) {
+            return file.sync_data();
+        }
+        file.sync_all()?;
+        self.length_synced.fetch_max(allocated, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Published bytes.
@@ -327,6 +349,7 @@ impl Segment {
             index: self.index.seal()?,
             time_index: self.time_index.seal()?,
             allocated: AtomicUsize::new(len),
+            length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
         })
     }

@@ -1,0 +1,442 @@
+//! Simulated power loss (the reliability plan's §(a2)): a workload runs over
+//! [`model::CrashStorage`], which models what the disk holds durably. Before every
+//! mutating storage call the model writes post-crash images — only the synced state, the
+//! whole live state, and random mixes (unsynced directory entries, lengths and pages each
+//! kept, dropped or torn) — and each image is opened with the real recovery code and
+//! checked:
+//! - it opens (crash-only damage is never "corrupt, refuse to open");
+//! - every record acknowledged as durable is there, at its offset, with its bytes;
+//! - nothing else is there: every record is one the workload wrote at that offset;
+//! - an acknowledged `delete_records` stays; a committed offset never points past data;
+//!   an acknowledged commit is there.
+//!
+//! `TARNLOG_POWER_LOSS_IMAGES=N` sets the random images per crash point (default 2);
+//! `TARNLOG_SEED` replays a run.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+mod model;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use common::{Rng, seed};
+use model::{Crash, CrashStorage, Keep, SizeRule};
+use tarnlog::storage::Storage;
+use tarnlog::{Error, FsyncPolicy, Log, OffsetAndMetadata, TopicConfig, TopicPartition};
+
+const TOPIC: &str = "t";
+const PARTITIONS: u32 = 2;
+const APPENDS: u64 = 24;
+const GROUP: &str = "g";
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    policy: FsyncPolicy,
+    replicas: u32,
+    size_rule: SizeRule,
+}
+
+/// What the workload wrote and what it was told was durable, for the checks.
+#[derive(Debug, Clone, Default)]
+struct Expect {
+    topic_acked: bool,
+    /// Per partition: the value written at each offset (appends not yet answered too).
+    written: Vec<BTreeMap<u64, Vec<u8>>>,
+    /// Per partition: every offset below this is acknowledged as durable.
+    acked_end: Vec<u64>,
+    /// Per partition: the log starts `delete_records` asked for (0 first), and the
+    /// acknowledged one.
+    starts: Vec<BTreeSet<u64>>,
+    acked_start: Vec<u64>,
+    /// Commits of partition 0 asked for, and the acknowledged one.
+    commits: BTreeSet<u64>,
+    acked_commit: Option<u64>,
+}
+
+impl Expect {
+    fn new() -> Expect {
+        let n = PARTITIONS as usize;
+        Expect {
+            written: vec![BTreeMap::new(); n],
+            acked_end: vec![0; n],
+            starts: vec![BTreeSet::from([0]); n],
+            acked_start: vec![0; n],
+            ..Expect::default()
+        }
+    }
+
+    /// Everything written so far is durable (a flush or a close answered).
+    fn all_durable(&mut self) {
+        for (end, written) in self.acked_end.iter_mut().zip(&self.written) {
+            *end = written.keys().next_back().map_or(0, |last| last + 1);
+        }
+    }
+}
+
+/// The value of the record at `offset` of partition `p`: unique, about 100 bytes.
+fn value_of(p: u32, offset: u64) -> Vec<u8> {
+    let mut value = format!("p{p}-o{offset}-").into_bytes();
+    value.extend((0..90u64).map(|i| (offset.wrapping_mul(31) + i * 7 + u64::from(p)) as u8));
+    value
+}
+
+fn topic_config(config: Config) -> TopicConfig {
+    TopicConfig::default()
+        .partitions(PARTITIONS)
+        .replication_factor(config.replicas)
+        .min_insync_replicas(config.replicas.min(2))
+        .segment_bytes(2048)
+        .segment_index_bytes(1024)
+        .fsync(config.policy)
+}
+
+fn open(roots: &[PathBuf], storage: Option<Arc<dyn Storage>>) -> tarnlog::Result<Log> {
+    let mut builder = Log::builder()
+        .dirs(roots)
+        .offsets_topic_partitions(1)
+        .offsets_topic_segment_bytes(4096)
+        .background_maintenance(false)
+        .prefault(false);
+    if let Some(storage) = storage {
+        builder = builder.storage(storage);
+    }
+    builder.open()
+}
+
+/// The workload: a topic of two partitions, appends of one to three records, a flush
+/// every eight appends (under `FsyncPolicy::None`), a commit, a `delete_records`, a close
+/// and reopen, and a close.
+fn workload(
+    roots: &[PathBuf],
+    storage: &CrashStorage,
+    expect: &Mutex<Expect>,
+    config: Config,
+) -> tarnlog::Result<()> {
+    let shared: Arc<dyn Storage> = Arc::new(storage.clone());
+    let mut log = open(roots, Some(Arc::clone(&shared)))?;
+    log.create_topic(TOPIC, topic_config(config))?;
+    expect.lock().unwrap().topic_acked = true;
+    for i in 0..APPENDS {
+        let p = (i % u64::from(PARTITIONS)) as u32;
+        let partition = log.topic(TOPIC)?.partition(p)?;
+        let base = partition.log_end_offset();
+        let values: Vec<Vec<u8>> = (base..base + 1 + i % 3).map(|o| value_of(p, o)).collect();
+        {
+            let mut e = expect.lock().unwrap();
+            for (o, v) in (base..).zip(&values) {
+                e.written[p as usize].insert(o, v.clone());
+            }
+        }
+        let info = partition.append_values(&values)?;
+        assert_eq!(
+            info.base_offset, base,
+            "append {i} went to an unexpected offset"
+        );
+        if config.policy == FsyncPolicy::EveryBatch {
+            expect.lock().unwrap().acked_end[p as usize] = info.last_offset + 1;
+        }
+        if config.policy == FsyncPolicy::None && i % 8 == 7 {
+            log.flush()?;
+            expect.lock().unwrap().all_durable();
+        }
+        if i == 9 {
+            let tp = TopicPartition::new(TOPIC, 0);
+            let at = log.topic(TOPIC)?.partition(0)?.high_watermark();
+            expect.lock().unwrap().commits.insert(at);
+            log.commit_offsets(GROUP, &[(tp, OffsetAndMetadata::new(at))])?;
+            expect.lock().unwrap().acked_commit = Some(at);
+        }
+        if i == 13 {
+            let partition = log.topic(TOPIC)?.partition(1)?;
+            let before = partition.high_watermark().saturating_sub(2);
+            expect.lock().unwrap().starts[1].insert(before);
+            partition.delete_records(before)?;
+            expect.lock().unwrap().acked_start[1] = before;
+        }
+        if i == 17 {
+            log.close()?;
+            expect.lock().unwrap().all_durable();
+            log = open(roots, Some(Arc::clone(&shared)))?;
+        }
+    }
+    log.close()?;
+    expect.lock().unwrap().all_durable();
+    Ok(())
+}
+
+/// Opens an image and checks it against what was acknowledged; the problems found.
+fn check_image(roots: &[PathBuf], expect: &Expect, tally: &mut Tally) -> Vec<String> {
+    let log = match open(roots, None) {
+        Ok(log) => log,
+        Err(error) => return vec![format!("the image does not open: {error}")],
+    };
+    let mut problems = Vec::new();
+    if let Err(error) = check_log(&log, expect, &mut problems, tally) {
+        problems.push(format!("reading the image failed: {error}"));
+    }
+    if let Err(error) = log.close() {
+        problems.push(format!("closing the image failed: {error}"));
+    }
+    problems
+}
+
+fn check_log(
+    log: &Log,
+    expect: &Expect,
+    problems: &mut Vec<String>,
+    tally: &mut Tally,
+) -> tarnlog::Result<()> {
+    let topic = match log.topic(TOPIC) {
+        Ok(topic) => topic,
+        Err(Error::UnknownTopic { .. }) if !expect.topic_acked => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for p in 0..PARTITIONS {
+        let i = p as usize;
+        let partition = topic.partition(p)?;
+        let start = partition.log_start_offset();
+        let end = partition.log_end_offset();
+        let hw = partition.high_watermark();
+        // An unanswered deletion may have removed part of what it asked for.
+        let asked = expect.starts[i].last().copied().unwrap_or(0);
+        if start < expect.acked_start[i] || start > asked {
+            problems.push(format!(
+                "partition {p}: log start {start} (asked for {:?}, acknowledged {})",
+                expect.starts[i], expect.acked_start[i]
+            ));
+        }
+        if hw < expect.acked_end[i] {
+            problems.push(format!(
+                "partition {p}: high watermark {hw} below the acknowledged end {}",
+                expect.acked_end[i]
+            ));
+        }
+        let mut offset = start;
+        while offset < end {
+            let read = partition.read(offset, 1 << 20)?;
+            if read.is_empty() {
+                problems.push(format!("partition {p}: empty read at {offset} below {end}"));
+                break;
+            }
+            for record in read.records() {
+                let record = record?;
+                let expected = expect.written[i].get(&offset);
+                if record.offset as u64 != offset {
+                    problems.push(format!(
+                        "partition {p}: offset {} where {offset} was next",
+                        record.offset
+                    ));
+                    return Ok(());
+                }
+                if record.value.as_deref() != expected.map(Vec::as_slice) {
+                    problems.push(format!(
+                        "partition {p}: offset {offset} holds a record never written there"
+                    ));
+                }
+                offset += 1;
+                tally.records += 1;
+            }
+        }
+        tally.acked += expect.acked_end[i].saturating_sub(start);
+        let durable_from = start.max(expect.acked_start[i]);
+        if end < expect.acked_end[i] && durable_from < expect.acked_end[i] {
+            problems.push(format!(
+                "partition {p}: acknowledged records {}..{} lost (log end {end})",
+                end.max(durable_from),
+                expect.acked_end[i]
+            ));
+        }
+    }
+    let tp = TopicPartition::new(TOPIC, 0);
+    let committed = log.committed_offset(GROUP, &tp)?.map(|c| c.offset);
+    let end = topic.partition(0)?.log_end_offset();
+    match committed {
+        Some(c) if !expect.commits.contains(&c) => {
+            problems.push(format!("committed offset {c} was never committed"));
+        }
+        Some(c) if c > end => {
+            problems.push(format!("committed offset {c} is past the log end {end}"));
+        }
+        None if expect.acked_commit.is_some() => {
+            problems.push(format!(
+                "acknowledged commit {:?} lost",
+                expect.acked_commit
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    points: u64,
+    images: u64,
+    /// Records read back, and acknowledged ones among them.
+    records: u64,
+    acked: u64,
+    failures: Vec<String>,
+}
+
+/// Writes and checks the images of one crash point.
+fn check_point(
+    crash: &Crash<'_>,
+    config: Config,
+    expect: &Expect,
+    rng: &mut Rng,
+    randoms: u64,
+    tally: &mut Tally,
+) {
+    tally.points += 1;
+    let keeps = [Keep::Synced, Keep::All]
+        .into_iter()
+        .chain((0..randoms).map(|_| Keep::Random));
+    for keep in keeps {
+        let image_seed = rng.next_u64();
+        let dir = common::scratch("tarnlog-power-");
+        let roots = roots_in(dir.path(), config.replicas);
+        let written = crash.write_image(&roots, keep, &mut Rng(image_seed));
+        tally.images += 1;
+        let problems = match written {
+            Ok(()) => check_image(&roots, expect, tally),
+            Err(error) => vec![format!("writing the image failed: {error}")],
+        };
+        if !problems.is_empty() && tally.failures.len() < 5 {
+            // The same image again, as it was before the check opened it.
+            let kept = tempfile::Builder::new()
+                .prefix("tarnlog-power-failed-")
+                .tempdir()
+                .unwrap()
+                .keep();
+            let _ = crash.write_image(
+                &roots_in(&kept, config.replicas),
+                keep,
+                &mut Rng(image_seed),
+            );
+            tally.failures.push(format!(
+                "{config:?}: crash before call {} ({keep:?}, image seed {image_seed}), image kept in \
+                 {}:\n  {}",
+                crash.op,
+                kept.display(),
+                problems.join("\n  ")
+            ));
+        }
+    }
+}
+
+fn roots_in(dir: &Path, replicas: u32) -> Vec<PathBuf> {
+    (0..replicas)
+        .map(|r| {
+            let root = dir.join(format!("r{r}"));
+            std::fs::create_dir_all(&root).unwrap();
+            root
+        })
+        .collect()
+}
+
+fn power_loss(name: &str, config: Config) {
+    let seed = seed(name);
+    let randoms: u64 = std::env::var("TARNLOG_POWER_LOSS_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let began = Instant::now();
+    let dir = common::scratch("tarnlog-power-run-");
+    let roots = roots_in(dir.path(), config.replicas);
+    let storage = CrashStorage::new(&roots, config.size_rule);
+    let expect = Arc::new(Mutex::new(Expect::new()));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    {
+        let (expect, tally) = (Arc::clone(&expect), Arc::clone(&tally));
+        let mut rng = Rng(seed);
+        storage.on_crash(move |crash| {
+            let expect = expect.lock().unwrap().clone();
+            check_point(
+                crash,
+                config,
+                &expect,
+                &mut rng,
+                randoms,
+                &mut tally.lock().unwrap(),
+            );
+        });
+    }
+    workload(&roots, &storage, &expect, config).expect("the workload fails");
+    // A crash after the workload: everything is durable.
+    storage.crash_now();
+    storage.clear_callback();
+    let tally = tally.lock().unwrap();
+    println!(
+        "{name}: {} crash points, {} images ({} records read back, {} of them acknowledged) \
+         in {:.1} s, {} failing",
+        tally.points,
+        tally.images,
+        tally.records,
+        tally.acked,
+        began.elapsed().as_secs_f64(),
+        tally.failures.len()
+    );
+    assert!(
+        tally.failures.is_empty(),
+        "{name}: power-loss images failed (TARNLOG_SEED={seed}):\n{}",
+        tally.failures.join("\n")
+    );
+    assert!(
+        tally.points > 100,
+        "{name}: only {} crash points",
+        tally.points
+    );
+}
+
+#[test]
+fn power_loss_every_batch() {
+    power_loss(
+        "power_loss_every_batch",
+        Config {
+            policy: FsyncPolicy::EveryBatch,
+            replicas: 1,
+            size_rule: SizeRule::AnySync,
+        },
+    );
+}
+
+#[test]
+fn power_loss_no_fsync() {
+    power_loss(
+        "power_loss_no_fsync",
+        Config {
+            policy: FsyncPolicy::None,
+            replicas: 1,
+            size_rule: SizeRule::AnySync,
+        },
+    );
+}
+
+#[test]
+fn power_loss_three_replicas() {
+    power_loss(
+        "power_loss_three_replicas",
+        Config {
+            policy: FsyncPolicy::EveryBatch,
+            replicas: 3,
+            size_rule: SizeRule::AnySync,
+        },
+    );
+}
+
+#[test]
+fn power_loss_size_durable_only_at_fsync() {
+    power_loss(
+        "power_loss_size_durable_only_at_fsync",
+        Config {
+            policy: FsyncPolicy::EveryBatch,
+            replicas: 1,
+            size_rule: SizeRule::SyncAll,
+        },
+    );
+}
