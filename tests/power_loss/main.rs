@@ -7,11 +7,15 @@
 //! - it opens (crash-only damage is never "corrupt, refuse to open");
 //! - every record acknowledged as durable is there, at its offset, with its bytes;
 //! - nothing else is there: every record is one the workload wrote at that offset;
-//! - an acknowledged `delete_records` stays; a committed offset never points past data;
-//!   an acknowledged commit is there.
+//! - an acknowledged `delete_records` or retention pass stays; a committed offset never
+//!   points past data; an acknowledged commit is there; a topic deleted and created again
+//!   shows only the life the workload had reached, never records of the other.
 //!
-//! `TARNLOG_POWER_LOSS_IMAGES=N` sets the random images per crash point (default 2);
-//! `TARNLOG_SEED` replays a run.
+//! One more image per crash point is opened and closed over a model of its own, and a
+//! second power loss at one of that recovery's calls is checked the same way.
+//!
+//! `TARNLOG_POWER_LOSS_IMAGES=N` sets the random images per crash point (default 2, 1 with
+//! three replicas); `TARNLOG_SEED` replays a run.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +37,8 @@ const TOPIC: &str = "t";
 const PARTITIONS: u32 = 2;
 const APPENDS: u64 = 24;
 const GROUP: &str = "g";
+/// A topic deleted and created again midway.
+const GONE: &str = "gone";
 
 #[derive(Debug, Clone, Copy)]
 struct Config {
@@ -56,6 +62,24 @@ struct Expect {
     /// Commits of partition 0 asked for, and the acknowledged one.
     commits: BTreeSet<u64>,
     acked_commit: Option<u64>,
+    /// Topic `GONE`: its first life's records, its second's, and how far it got.
+    gone: [BTreeMap<u64, Vec<u8>>; 2],
+    gone_stage: Gone,
+    /// Whether the second life's record is acknowledged as durable.
+    gone_durable: bool,
+}
+
+/// Where topic `GONE` is in its deletion and re-creation: each step asked for, then
+/// acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Gone {
+    #[default]
+    NotCreated,
+    Created,
+    DeleteAsked,
+    Deleted,
+    RecreateAsked,
+    Recreated,
 }
 
 impl Expect {
@@ -75,6 +99,7 @@ impl Expect {
         for (end, written) in self.acked_end.iter_mut().zip(&self.written) {
             *end = written.keys().next_back().map_or(0, |last| last + 1);
         }
+        self.gone_durable |= self.gone_stage == Gone::Recreated;
     }
 }
 
@@ -92,6 +117,7 @@ fn topic_config(config: Config) -> TopicConfig {
         .min_insync_replicas(config.replicas.min(2))
         .segment_bytes(2048)
         .segment_index_bytes(1024)
+        .retention_bytes(1000)
         .fsync(config.policy)
 }
 
@@ -121,6 +147,10 @@ fn workload(
     let mut log = open(roots, Some(Arc::clone(&shared)))?;
     log.create_topic(TOPIC, topic_config(config))?;
     expect.lock().unwrap().topic_acked = true;
+    let gone_config = || topic_config(config).partitions(1);
+    log.create_topic(GONE, gone_config())?;
+    expect.lock().unwrap().gone_stage = Gone::Created;
+    append_gone(&log, expect, 0, 2)?;
     for i in 0..APPENDS {
         let p = (i % u64::from(PARTITIONS)) as u32;
         let partition = log.topic(TOPIC)?.partition(p)?;
@@ -158,6 +188,38 @@ fn workload(
             partition.delete_records(before)?;
             expect.lock().unwrap().acked_start[1] = before;
         }
+        if i == 15 || i == 22 {
+            // Retention may delete anything below the high watermarks.
+            {
+                let topic = log.topic(TOPIC)?;
+                let mut e = expect.lock().unwrap();
+                for p in 0..PARTITIONS {
+                    let hw = topic.partition(p)?.high_watermark();
+                    e.starts[p as usize].insert(hw);
+                }
+            }
+            log.maintain()?;
+            let topic = log.topic(TOPIC)?;
+            let mut e = expect.lock().unwrap();
+            for p in 0..PARTITIONS {
+                let start = topic.partition(p)?.log_start_offset();
+                let acked = &mut e.acked_start[p as usize];
+                *acked = (*acked).max(start);
+            }
+        }
+        if i == 19 {
+            expect.lock().unwrap().gone_stage = Gone::DeleteAsked;
+            log.delete_topic(GONE)?;
+            expect.lock().unwrap().gone_stage = Gone::Deleted;
+        }
+        if i == 20 {
+            expect.lock().unwrap().gone_stage = Gone::RecreateAsked;
+            log.create_topic(GONE, gone_config())?;
+            append_gone(&log, expect, 1, 1)?;
+            let mut e = expect.lock().unwrap();
+            e.gone_stage = Gone::Recreated;
+            e.gone_durable = config.policy == FsyncPolicy::EveryBatch;
+        }
         if i == 17 {
             log.close()?;
             expect.lock().unwrap().all_durable();
@@ -166,6 +228,68 @@ fn workload(
     }
     log.close()?;
     expect.lock().unwrap().all_durable();
+    Ok(())
+}
+
+/// Appends `count` records to topic `GONE` in its `life` (0 or 1), one batch.
+fn append_gone(log: &Log, expect: &Mutex<Expect>, life: usize, count: u64) -> tarnlog::Result<()> {
+    let values: Vec<Vec<u8>> = (0..count).map(|o| value_of(10 + life as u32, o)).collect();
+    {
+        let mut e = expect.lock().unwrap();
+        for (o, v) in (0..).zip(&values) {
+            e.gone[life].insert(o, v.clone());
+        }
+    }
+    log.topic(GONE)?.partition(0)?.append_values(&values)?;
+    Ok(())
+}
+
+/// Topic `GONE` in an image: present only in a life the workload had asked for, with no
+/// record of the other, and all of its second life's records once acknowledged.
+fn check_gone(log: &Log, expect: &Expect, problems: &mut Vec<String>) -> tarnlog::Result<()> {
+    let stage = expect.gone_stage;
+    let partition = match log.topic(GONE) {
+        Ok(topic) => topic.partition(0)?,
+        Err(Error::UnknownTopic { .. }) => {
+            if matches!(stage, Gone::Created | Gone::Recreated) {
+                problems.push(format!("topic {GONE} missing at stage {stage:?}"));
+            }
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let read = partition.read(0, 1 << 20)?;
+    let mut found = Vec::new();
+    for record in read.records() {
+        let record = record?;
+        found.push((
+            record.offset as u64,
+            record.value.unwrap_or_default().to_vec(),
+        ));
+    }
+    let life_of = |life: usize| {
+        found
+            .iter()
+            .all(|(o, v)| expect.gone[life].get(o) == Some(v))
+    };
+    let ok = match stage {
+        Gone::NotCreated | Gone::Created | Gone::DeleteAsked => life_of(0),
+        Gone::Deleted => false,
+        Gone::RecreateAsked => life_of(1),
+        Gone::Recreated => {
+            life_of(1) && (!expect.gone_durable || found.len() == expect.gone[1].len())
+        }
+    };
+    if !ok {
+        problems.push(format!(
+            "topic {GONE} at stage {stage:?} holds {} records: {:?}",
+            found.len(),
+            found
+                .iter()
+                .map(|(o, v)| (o, String::from_utf8_lossy(&v[..6])))
+                .collect::<Vec<_>>()
+        ));
+    }
     Ok(())
 }
 
@@ -252,6 +376,7 @@ fn check_log(
             ));
         }
     }
+    check_gone(log, expect, problems)?;
     let tp = TopicPartition::new(TOPIC, 0);
     let committed = log.committed_offset(GROUP, &tp)?.map(|c| c.offset);
     let end = topic.partition(0)?.log_end_offset();
@@ -327,6 +452,85 @@ fn check_point(
             ));
         }
     }
+    check_double(crash, config, expect, rng, tally);
+}
+
+/// A second power loss, during the recovery of the first: a random image of `crash` is
+/// opened and closed over a model of its own, which writes a random image at one call of
+/// that run (or after it) to be checked as the first ones are.
+fn check_double(
+    crash: &Crash<'_>,
+    config: Config,
+    expect: &Expect,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) {
+    let (first_seed, second_seed) = (rng.next_u64(), rng.next_u64());
+    let first = common::scratch("tarnlog-power-");
+    let first_roots = roots_in(first.path(), config.replicas);
+    let mut problems = Vec::new();
+    if let Err(error) = crash.write_image(&first_roots, Keep::Random, &mut Rng(first_seed)) {
+        problems.push(format!("writing the image failed: {error}"));
+    }
+    let storage = CrashStorage::new(&first_roots, config.size_rule).unwrap();
+    // The call to crash at; 0 once the run is over (a crash after it).
+    let at = Arc::new(std::sync::atomic::AtomicU64::new(1 + rng.below(64) as u64));
+    let second = common::scratch("tarnlog-power-");
+    let second_roots = roots_in(second.path(), config.replicas);
+    let found = Arc::new(Mutex::new(None::<(u64, Vec<String>, Tally)>));
+    {
+        let (at, found, roots, expect) = (
+            Arc::clone(&at),
+            Arc::clone(&found),
+            second_roots.clone(),
+            expect.clone(),
+        );
+        storage.on_crash(move |inner| {
+            let target = at.load(std::sync::atomic::Ordering::Acquire);
+            let mut found = found.lock().unwrap();
+            if found.is_some() || (inner.op != target && target != 0) {
+                return;
+            }
+            let mut counts = Tally::default();
+            let problems = match inner.write_image(&roots, Keep::Random, &mut Rng(second_seed)) {
+                Ok(()) => check_image(&roots, &expect, &mut counts),
+                Err(error) => vec![format!("writing the second image failed: {error}")],
+            };
+            *found = Some((inner.op, problems, counts));
+        });
+    }
+    let shared: Arc<dyn Storage> = Arc::new(storage.clone());
+    if let Err(error) = open(&first_roots, Some(shared)).and_then(Log::close) {
+        problems.push(format!("recovering the first image failed: {error}"));
+    }
+    at.store(0, std::sync::atomic::Ordering::Release);
+    storage.crash_now();
+    storage.clear_callback();
+    let (op, second_problems, counts) = found.lock().unwrap().take().unwrap();
+    tally.images += 1;
+    tally.records += counts.records;
+    tally.acked += counts.acked;
+    problems.extend(second_problems);
+    if !problems.is_empty() && tally.failures.len() < 5 {
+        let kept = tempfile::Builder::new()
+            .prefix("tarnlog-power-failed-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let _ = crash.write_image(
+            &roots_in(&kept, config.replicas),
+            Keep::Random,
+            &mut Rng(first_seed),
+        );
+        tally.failures.push(format!(
+            "{config:?}: crash before call {} (Random, image seed {first_seed}; first image \
+             kept in {}), then a crash before call {op} of its recovery (second image seed \
+             {second_seed}):\n  {}",
+            crash.op,
+            kept.display(),
+            problems.join("\n  ")
+        ));
+    }
 }
 
 fn roots_in(dir: &Path, replicas: u32) -> Vec<PathBuf> {
@@ -344,11 +548,11 @@ fn power_loss(name: &str, config: Config) {
     let randoms: u64 = std::env::var("TARNLOG_POWER_LOSS_IMAGES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(if config.replicas > 1 { 1 } else { 2 });
     let began = Instant::now();
     let dir = common::scratch("tarnlog-power-run-");
     let roots = roots_in(dir.path(), config.replicas);
-    let storage = CrashStorage::new(&roots, config.size_rule);
+    let storage = CrashStorage::new(&roots, config.size_rule).unwrap();
     let expect = Arc::new(Mutex::new(Expect::new()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     {
@@ -371,13 +575,15 @@ fn power_loss(name: &str, config: Config) {
     storage.crash_now();
     storage.clear_callback();
     let tally = tally.lock().unwrap();
+    let e = expect.lock().unwrap();
     println!(
-        "{name}: {} crash points, {} images ({} records read back, {} of them acknowledged) \
-         in {:.1} s, {} failing",
+        "{name}: {} crash points, {} images ({} records read back, {} of them acknowledged; \
+         log starts at the end {:?}) in {:.1} s, {} failing",
         tally.points,
         tally.images,
         tally.records,
         tally.acked,
+        e.acked_start,
         began.elapsed().as_secs_f64(),
         tally.failures.len()
     );

@@ -237,27 +237,30 @@ impl fmt::Debug for CrashStorage {
 }
 
 impl CrashStorage {
-    /// A model over the existing, empty directories `roots` (taken as durable).
-    pub fn new(roots: &[PathBuf], size_rule: SizeRule) -> CrashStorage {
-        let roots: Vec<(PathBuf, DirId)> = roots
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (std::path::absolute(r).expect("an absolute path"), i))
-            .collect();
-        let dirs = roots.iter().map(|_| DirState::default()).collect();
-        CrashStorage {
+    /// A model over the existing directories `roots`; what they hold is taken as durable.
+    ///
+    /// # Errors
+    /// Reading the directories.
+    pub fn new(roots: &[PathBuf], size_rule: SizeRule) -> io::Result<CrashStorage> {
+        let mut model = Model {
+            roots: Vec::new(),
+            dirs: Vec::new(),
+            inodes: Vec::new(),
+            ops: 0,
+            size_rule,
+        };
+        for root in roots {
+            let id = model.new_dir();
+            model.roots.push((std::path::absolute(root)?, id));
+            model.import(id, root)?;
+        }
+        Ok(CrashStorage {
             shared: Arc::new(Shared {
                 inner: OsStorage,
-                model: Mutex::new(Model {
-                    roots,
-                    dirs,
-                    inodes: Vec::new(),
-                    ops: 0,
-                    size_rule,
-                }),
+                model: Mutex::new(model),
                 on_crash: Mutex::new(None),
             }),
-        }
+        })
     }
 
     /// Calls `callback` before every mutating call, with the model as a crash there
@@ -356,6 +359,39 @@ impl Model {
             (_, _, Some(Node::Dir(id))) => Some(id),
             _ => None,
         }
+    }
+
+    /// Enters what directory `path` holds as durable, under `id`.
+    fn import(&mut self, id: DirId, path: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let node = if entry.file_type()?.is_dir() {
+                let dir = self.new_dir();
+                self.import(dir, &entry.path())?;
+                Node::Dir(dir)
+            } else {
+                let handle = OsStorage.open(&entry.path(), OpenMode::Read)?;
+                let mut inode = Inode {
+                    handle,
+                    durable: BTreeMap::new(),
+                    durable_len: 0,
+                    dirty: BTreeSet::new(),
+                };
+                inode.durable_len = inode.live_len()?;
+                for s in 0..inode.durable_len.div_ceil(SECTOR) {
+                    let bytes = inode.live_sector(s)?;
+                    if bytes.iter().any(|&b| b != 0) {
+                        inode.durable.insert(s, bytes.into_boxed_slice());
+                    }
+                }
+                self.inodes.push(inode);
+                Node::File(self.inodes.len() - 1)
+            };
+            self.dirs[id].live.insert(name.clone(), node);
+            self.dirs[id].durable.insert(name, node);
+        }
+        Ok(())
     }
 
     fn new_dir(&mut self) -> DirId {
