@@ -14,8 +14,10 @@
 //! One more image per crash point is opened and closed over a model of its own, and a
 //! second power loss at one of that recovery's calls is checked the same way.
 //!
-//! `TARNLOG_POWER_LOSS_IMAGES=N` sets the random images per crash point (default 2, 1 with
-//! three replicas); `TARNLOG_SEED` replays a run.
+//! `TARNLOG_POWER_LOSS_IMAGES=N` sets the random images per crash point (default 2; with
+//! three replicas 1, at every second crash point; when set, at every one; 20 under
+//! `TARNLOG_SOAK=1`);
+//! `TARNLOG_SEED` replays a run.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,13 +27,17 @@ mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::{Rng, seed};
 use model::{Crash, CrashStorage, Keep, SizeRule};
 use tarnlog::storage::Storage;
-use tarnlog::{Error, FsyncPolicy, Log, OffsetAndMetadata, TopicConfig, TopicPartition};
+use tarnlog::{
+    BatchBuilder, CleanupPolicy, Error, FsyncPolicy, Log, OffsetAndMetadata, TopicConfig,
+    TopicPartition,
+};
 
 const TOPIC: &str = "t";
 const PARTITIONS: u32 = 2;
@@ -39,6 +45,9 @@ const APPENDS: u64 = 24;
 const GROUP: &str = "g";
 /// A topic deleted and created again midway.
 const GONE: &str = "gone";
+/// A compacted topic: keyed records, cleaned by the retention passes.
+const COMPACTED: &str = "c";
+const KEYS: u64 = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Config {
@@ -67,6 +76,10 @@ struct Expect {
     gone_stage: Gone,
     /// Whether the second life's record is acknowledged as durable.
     gone_durable: bool,
+    /// Topic `COMPACTED`: the key and value written at each offset, and the end of the
+    /// acknowledged ones.
+    compacted: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    compacted_acked: u64,
 }
 
 /// Where topic `GONE` is in its deletion and re-creation: each step asked for, then
@@ -99,6 +112,7 @@ impl Expect {
         for (end, written) in self.acked_end.iter_mut().zip(&self.written) {
             *end = written.keys().next_back().map_or(0, |last| last + 1);
         }
+        self.compacted_acked = self.compacted.keys().next_back().map_or(0, |last| last + 1);
         self.gone_durable |= self.gone_stage == Gone::Recreated;
     }
 }
@@ -149,6 +163,14 @@ fn workload(
     expect.lock().unwrap().topic_acked = true;
     let gone_config = || topic_config(config).partitions(1);
     log.create_topic(GONE, gone_config())?;
+    log.create_topic(
+        COMPACTED,
+        topic_config(config)
+            .partitions(1)
+            .segment_bytes(1024)
+            .cleanup_policy(CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0),
+    )?;
     expect.lock().unwrap().gone_stage = Gone::Created;
     append_gone(&log, expect, 0, 2)?;
     for i in 0..APPENDS {
@@ -170,6 +192,9 @@ fn workload(
         if config.policy == FsyncPolicy::EveryBatch {
             expect.lock().unwrap().acked_end[p as usize] = info.last_offset + 1;
         }
+        if i % 2 == 1 {
+            append_compacted(&log, expect, config, i)?;
+        }
         if config.policy == FsyncPolicy::None && i % 8 == 7 {
             log.flush()?;
             expect.lock().unwrap().all_durable();
@@ -188,7 +213,7 @@ fn workload(
             partition.delete_records(before)?;
             expect.lock().unwrap().acked_start[1] = before;
         }
-        if i == 15 || i == 22 {
+        if i == 14 || i == 22 {
             // Retention may delete anything below the high watermarks.
             {
                 let topic = log.topic(TOPIC)?;
@@ -228,6 +253,97 @@ fn workload(
     }
     log.close()?;
     expect.lock().unwrap().all_durable();
+    Ok(())
+}
+
+/// Appends two keyed records to topic `COMPACTED`, one batch.
+fn append_compacted(
+    log: &Log,
+    expect: &Mutex<Expect>,
+    config: Config,
+    i: u64,
+) -> tarnlog::Result<()> {
+    let partition = log.topic(COMPACTED)?.partition(0)?;
+    let base = partition.log_end_offset();
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (base..base + 2)
+        .map(|o| {
+            let key = format!("k{}", (o + i) % KEYS).into_bytes();
+            (key, value_of(20, o))
+        })
+        .collect();
+    let mut batch = BatchBuilder::new();
+    for (key, value) in &records {
+        batch.push(1_000 + i as i64, Some(key), Some(value), &[]);
+    }
+    expect
+        .lock()
+        .unwrap()
+        .compacted
+        .extend((base..).zip(records));
+    let info = partition.append(batch.finish().unwrap())?;
+    assert_eq!(info.base_offset, base);
+    if config.policy == FsyncPolicy::EveryBatch {
+        expect.lock().unwrap().compacted_acked = info.last_offset + 1;
+    }
+    Ok(())
+}
+
+/// Topic `COMPACTED` in an image: every record is one written at its offset, and every
+/// acknowledged record is there unless a later record of its key is.
+fn check_compacted(
+    log: &Log,
+    expect: &Expect,
+    problems: &mut Vec<String>,
+    tally: &mut Tally,
+) -> tarnlog::Result<()> {
+    let partition = match log.topic(COMPACTED) {
+        Ok(topic) => topic.partition(0)?,
+        Err(Error::UnknownTopic { .. }) if expect.compacted.is_empty() => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let end = partition.log_end_offset();
+    let mut present: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut offset = partition.log_start_offset();
+    while offset < end {
+        let read = partition.read(offset, 1 << 20)?;
+        let mut moved = false;
+        for batch in read.batches() {
+            let batch = batch?;
+            for record in batch.records() {
+                let record = record?;
+                let at = record.offset as u64;
+                let found = (
+                    record.key.unwrap_or_default().to_vec(),
+                    record.value.unwrap_or_default().to_vec(),
+                );
+                if expect.compacted.get(&at) != Some(&found) {
+                    problems.push(format!(
+                        "{COMPACTED}: offset {at} holds a record never written there"
+                    ));
+                }
+                present.insert(at, found.0);
+            }
+            offset = offset.max(batch.next_offset() as u64);
+            moved = true;
+        }
+        if !moved {
+            problems.push(format!("{COMPACTED}: empty read at {offset} below {end}"));
+            break;
+        }
+    }
+    for (&at, (key, _)) in expect.compacted.range(..expect.compacted_acked) {
+        if present.contains_key(&at) {
+            continue;
+        }
+        tally.superseded += 1;
+        if !present.range(at + 1..).any(|(_, later)| later == key) {
+            problems.push(format!(
+                "{COMPACTED}: acknowledged record at {at} lost, and no later record of its key \
+                 (log {}..{end})",
+                partition.log_start_offset()
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -377,6 +493,7 @@ fn check_log(
         }
     }
     check_gone(log, expect, problems)?;
+    check_compacted(log, expect, problems, tally)?;
     let tp = TopicPartition::new(TOPIC, 0);
     let committed = log.committed_offset(GROUP, &tp)?.map(|c| c.offset);
     let end = topic.partition(0)?.log_end_offset();
@@ -405,6 +522,8 @@ struct Tally {
     /// Records read back, and acknowledged ones among them.
     records: u64,
     acked: u64,
+    /// Acknowledged records of `COMPACTED` found cleaned away.
+    superseded: u64,
     failures: Vec<String>,
 }
 
@@ -474,7 +593,7 @@ fn check_double(
     }
     let storage = CrashStorage::new(&first_roots, config.size_rule).unwrap();
     // The call to crash at; 0 once the run is over (a crash after it).
-    let at = Arc::new(std::sync::atomic::AtomicU64::new(1 + rng.below(64) as u64));
+    let at = Arc::new(AtomicU64::new(1 + rng.below(64) as u64));
     let second = common::scratch("tarnlog-power-");
     let second_roots = roots_in(second.path(), config.replicas);
     let found = Arc::new(Mutex::new(None::<(u64, Vec<String>, Tally)>));
@@ -486,7 +605,7 @@ fn check_double(
             expect.clone(),
         );
         storage.on_crash(move |inner| {
-            let target = at.load(std::sync::atomic::Ordering::Acquire);
+            let target = at.load(Ordering::Acquire);
             let mut found = found.lock().unwrap();
             if found.is_some() || (inner.op != target && target != 0) {
                 return;
@@ -503,13 +622,14 @@ fn check_double(
     if let Err(error) = open(&first_roots, Some(shared)).and_then(Log::close) {
         problems.push(format!("recovering the first image failed: {error}"));
     }
-    at.store(0, std::sync::atomic::Ordering::Release);
+    at.store(0, Ordering::Release);
     storage.crash_now();
     storage.clear_callback();
     let (op, second_problems, counts) = found.lock().unwrap().take().unwrap();
     tally.images += 1;
     tally.records += counts.records;
     tally.acked += counts.acked;
+    tally.superseded += counts.superseded;
     problems.extend(second_problems);
     if !problems.is_empty() && tally.failures.len() < 5 {
         let kept = tempfile::Builder::new()
@@ -545,10 +665,21 @@ fn roots_in(dir: &Path, replicas: u32) -> Vec<PathBuf> {
 
 fn power_loss(name: &str, config: Config) {
     let seed = seed(name);
-    let randoms: u64 = std::env::var("TARNLOG_POWER_LOSS_IMAGES")
+    let soak: Option<u64> = std::env::var("TARNLOG_POWER_LOSS_IMAGES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(if config.replicas > 1 { 1 } else { 2 });
+        .or_else(|| {
+            std::env::var("TARNLOG_SOAK")
+                .is_ok_and(|v| v == "1")
+                .then_some(20)
+        });
+    let randoms = soak.unwrap_or(if config.replicas > 1 { 1 } else { 2 });
+    // With three replicas every second crash point, unless soaking (the runs cost 3×).
+    let stride = Arc::new(AtomicU64::new(if config.replicas > 1 && soak.is_none() {
+        2
+    } else {
+        1
+    }));
     let began = Instant::now();
     let dir = common::scratch("tarnlog-power-run-");
     let roots = roots_in(dir.path(), config.replicas);
@@ -556,9 +687,13 @@ fn power_loss(name: &str, config: Config) {
     let expect = Arc::new(Mutex::new(Expect::new()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     {
-        let (expect, tally) = (Arc::clone(&expect), Arc::clone(&tally));
+        let (expect, tally, stride) =
+            (Arc::clone(&expect), Arc::clone(&tally), Arc::clone(&stride));
         let mut rng = Rng(seed);
         storage.on_crash(move |crash| {
+            if crash.op % stride.load(Ordering::Acquire) != 0 {
+                return;
+            }
             let expect = expect.lock().unwrap().clone();
             check_point(
                 crash,
@@ -572,18 +707,21 @@ fn power_loss(name: &str, config: Config) {
     }
     workload(&roots, &storage, &expect, config).expect("the workload fails");
     // A crash after the workload: everything is durable.
+    stride.store(1, Ordering::Release);
     storage.crash_now();
     storage.clear_callback();
     let tally = tally.lock().unwrap();
     let e = expect.lock().unwrap();
     println!(
         "{name}: {} crash points, {} images ({} records read back, {} of them acknowledged; \
-         log starts at the end {:?}) in {:.1} s, {} failing",
+         log starts at the end {:?}; {} acknowledged records compacted away) in {:.1} s, \
+         {} failing",
         tally.points,
         tally.images,
         tally.records,
         tally.acked,
         e.acked_start,
+        tally.superseded,
         began.elapsed().as_secs_f64(),
         tally.failures.len()
     );
