@@ -416,6 +416,17 @@ fn check_image(roots: &[PathBuf], expect: &Expect, tally: &mut Tally) -> Vec<Str
         Err(error) => return vec![format!("the image does not open: {error}")],
     };
     let mut problems = Vec::new();
+    // Only unsynced state was lost: nothing synced may read as damaged.
+    let report = log.recovery_report();
+    for (what, found) in [
+        ("offline directories", format!("{:?}", report.offline_dirs)),
+        ("unreadable checkpoints", format!("{:?}", report.unreadable_checkpoints)),
+        ("repaired replicas", format!("{:?}", report.repaired)),
+    ] {
+        if found != "[]" {
+            problems.push(format!("{what} after the power loss: {found}"));
+        }
+    }
     if let Err(error) = check_log(&log, expect, &mut problems, tally) {
         problems.push(format!("reading the image failed: {error}"));
     }
