@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use common::{Rng, seed};
 use model::{Crash, CrashStorage, Keep, SizeRule};
-use tarnlog::storage::Storage;
+use tarnlog::storage::{FaultKind, FaultStorage, OsStorage, Storage};
 use tarnlog::{
     BatchBuilder, CleanupPolicy, Error, FsyncPolicy, Log, OffsetAndMetadata, TopicConfig,
     TopicPartition,
@@ -148,12 +148,15 @@ fn open(roots: &[PathBuf], storage: Option<Arc<dyn Storage>>) -> tarnlog::Result
     builder.open()
 }
 
-/// The workload: a topic of two partitions, appends of one to three records, a flush
-/// every eight appends (under `FsyncPolicy::None`), a commit, a `delete_records`, a close
-/// and reopen, and a close.
+/// The workload: a topic of two partitions (appends of one to three records, a flush every
+/// eight appends under `FsyncPolicy::None`, a commit, a `delete_records`, two retention
+/// passes), a topic deleted and created again, a compacted topic, a close and reopen, and
+/// a close. With several directories one of them also fails (through `faults`) and is
+/// restored while it runs.
 fn workload(
     roots: &[PathBuf],
     storage: &CrashStorage,
+    faults: &FaultStorage,
     expect: &Mutex<Expect>,
     config: Config,
 ) -> tarnlog::Result<()> {
@@ -194,6 +197,26 @@ fn workload(
         }
         if i % 2 == 1 {
             append_compacted(&log, expect, config, i)?;
+        }
+        if roots.len() > 1 && i == 5 {
+            // Its next call fails, and it goes offline with its replicas.
+            faults.fail_dir(&roots[1], FaultKind::Eio);
+        }
+        if roots.len() > 1 && i == 11 {
+            let online = |log: &Log| {
+                log.dir_status()
+                    .iter()
+                    .map(|d| d.online)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                online(&log),
+                [true, false, true],
+                "directory 1 went offline"
+            );
+            faults.heal_dir(&roots[1]);
+            log.restore_dir(&roots[1])?;
+            assert_eq!(online(&log), [true, true, true], "directory 1 is back");
         }
         if config.policy == FsyncPolicy::None && i % 8 == 7 {
             log.flush()?;
@@ -420,7 +443,10 @@ fn check_image(roots: &[PathBuf], expect: &Expect, tally: &mut Tally) -> Vec<Str
     let report = log.recovery_report();
     for (what, found) in [
         ("offline directories", format!("{:?}", report.offline_dirs)),
-        ("unreadable checkpoints", format!("{:?}", report.unreadable_checkpoints)),
+        (
+            "unreadable checkpoints",
+            format!("{:?}", report.unreadable_checkpoints),
+        ),
         ("repaired replicas", format!("{:?}", report.repaired)),
     ] {
         if found != "[]" {
@@ -694,7 +720,8 @@ fn power_loss(name: &str, config: Config) {
     let began = Instant::now();
     let dir = common::scratch("tarnlog-power-run-");
     let roots = roots_in(dir.path(), config.replicas);
-    let storage = CrashStorage::new(&roots, config.size_rule).unwrap();
+    let faults = FaultStorage::new(OsStorage::shared());
+    let storage = CrashStorage::over(faults.shared(), &roots, config.size_rule).unwrap();
     let expect = Arc::new(Mutex::new(Expect::new()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     {
@@ -716,7 +743,7 @@ fn power_loss(name: &str, config: Config) {
             );
         });
     }
-    workload(&roots, &storage, &expect, config).expect("the workload fails");
+    workload(&roots, &storage, &faults, &expect, config).expect("the workload fails");
     // A crash after the workload: everything is durable.
     stride.store(1, Ordering::Release);
     storage.crash_now();

@@ -1,7 +1,8 @@
 //! `CrashStorage`: a storage over real files that also keeps what a power loss would leave
 //! of them (the reliability plan's §(a2), after `SQLite`'s test6.c and redb's crash backend).
 //!
-//! Every call goes to the wrapped [`OsStorage`] and is also entered in a model:
+//! Every call goes to the wrapped storage (the real one, [`OsStorage`], or a fault-injecting
+//! wrapper of it) and is also entered in a model:
 //! - per file (inode): its *durable* sectors and length, and the sectors written since its
 //!   last sync (their live bytes are read back from the file when needed);
 //! - per directory: its *durable* entries and the entry operations (creations, renames,
@@ -218,7 +219,8 @@ pub struct Crash<'a> {
 type Callback = Box<dyn FnMut(&Crash<'_>) + Send>;
 
 struct Shared {
-    inner: OsStorage,
+    /// The storage the calls go to (the real one, or a fault-injecting wrapper of it).
+    inner: Arc<dyn Storage>,
     model: Mutex<Model>,
     /// Called before each mutating call (and by [`CrashStorage::crash_now`]).
     on_crash: Mutex<Option<Callback>>,
@@ -242,6 +244,19 @@ impl CrashStorage {
     /// # Errors
     /// Reading the directories.
     pub fn new(roots: &[PathBuf], size_rule: SizeRule) -> io::Result<CrashStorage> {
+        Self::over(Arc::new(OsStorage), roots, size_rule)
+    }
+
+    /// As [`CrashStorage::new`], with the calls going to `inner` (which must reach the
+    /// real files: the model reads them back directly).
+    ///
+    /// # Errors
+    /// Reading the directories.
+    pub fn over(
+        inner: Arc<dyn Storage>,
+        roots: &[PathBuf],
+        size_rule: SizeRule,
+    ) -> io::Result<CrashStorage> {
         let mut model = Model {
             roots: Vec::new(),
             dirs: Vec::new(),
@@ -256,7 +271,7 @@ impl CrashStorage {
         }
         Ok(CrashStorage {
             shared: Arc::new(Shared {
-                inner: OsStorage,
+                inner,
                 model: Mutex::new(model),
                 on_crash: Mutex::new(None),
             }),
@@ -597,7 +612,7 @@ impl Storage for CrashStorage {
                 }
                 Some((parent, name, None)) => {
                     model.inodes.push(Inode {
-                        handle: Arc::clone(&inner),
+                        handle: OsStorage.open(path, OpenMode::Read)?,
                         durable: BTreeMap::new(),
                         durable_len: 0,
                         dirty: BTreeSet::new(),
