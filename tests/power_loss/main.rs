@@ -177,24 +177,7 @@ fn workload(
     expect.lock().unwrap().gone_stage = Gone::Created;
     append_gone(&log, expect, 0, 2)?;
     for i in 0..APPENDS {
-        let p = (i % u64::from(PARTITIONS)) as u32;
-        let partition = log.topic(TOPIC)?.partition(p)?;
-        let base = partition.log_end_offset();
-        let values: Vec<Vec<u8>> = (base..base + 1 + i % 3).map(|o| value_of(p, o)).collect();
-        {
-            let mut e = expect.lock().unwrap();
-            for (o, v) in (base..).zip(&values) {
-                e.written[p as usize].insert(o, v.clone());
-            }
-        }
-        let info = partition.append_values(&values)?;
-        assert_eq!(
-            info.base_offset, base,
-            "append {i} went to an unexpected offset"
-        );
-        if config.policy == FsyncPolicy::EveryBatch {
-            expect.lock().unwrap().acked_end[p as usize] = info.last_offset + 1;
-        }
+        append_values(&log, expect, config, i)?;
         if i % 2 == 1 {
             append_compacted(&log, expect, config, i)?;
         }
@@ -237,23 +220,7 @@ fn workload(
             expect.lock().unwrap().acked_start[1] = before;
         }
         if i == 14 || i == 22 {
-            // Retention may delete anything below the high watermarks.
-            {
-                let topic = log.topic(TOPIC)?;
-                let mut e = expect.lock().unwrap();
-                for p in 0..PARTITIONS {
-                    let hw = topic.partition(p)?.high_watermark();
-                    e.starts[p as usize].insert(hw);
-                }
-            }
-            log.maintain()?;
-            let topic = log.topic(TOPIC)?;
-            let mut e = expect.lock().unwrap();
-            for p in 0..PARTITIONS {
-                let start = topic.partition(p)?.log_start_offset();
-                let acked = &mut e.acked_start[p as usize];
-                *acked = (*acked).max(start);
-            }
+            retention_pass(&log, expect)?;
         }
         if i == 19 {
             expect.lock().unwrap().gone_stage = Gone::DeleteAsked;
@@ -276,6 +243,51 @@ fn workload(
     }
     log.close()?;
     expect.lock().unwrap().all_durable();
+    Ok(())
+}
+
+/// Appends one to three records to partition `i % 2` of topic `TOPIC`, one batch.
+fn append_values(log: &Log, expect: &Mutex<Expect>, config: Config, i: u64) -> tarnlog::Result<()> {
+    let p = (i % u64::from(PARTITIONS)) as u32;
+    let partition = log.topic(TOPIC)?.partition(p)?;
+    let base = partition.log_end_offset();
+    let values: Vec<Vec<u8>> = (base..base + 1 + i % 3).map(|o| value_of(p, o)).collect();
+    {
+        let mut e = expect.lock().unwrap();
+        for (o, v) in (base..).zip(&values) {
+            e.written[p as usize].insert(o, v.clone());
+        }
+    }
+    let info = partition.append_values(&values)?;
+    assert_eq!(
+        info.base_offset, base,
+        "append {i} went to an unexpected offset"
+    );
+    if config.policy == FsyncPolicy::EveryBatch {
+        expect.lock().unwrap().acked_end[p as usize] = info.last_offset + 1;
+    }
+    Ok(())
+}
+
+/// `Log::maintain` over topic `TOPIC`: retention may delete anything below the high
+/// watermarks, and what it deleted must stay deleted.
+fn retention_pass(log: &Log, expect: &Mutex<Expect>) -> tarnlog::Result<()> {
+    {
+        let topic = log.topic(TOPIC)?;
+        let mut e = expect.lock().unwrap();
+        for p in 0..PARTITIONS {
+            let hw = topic.partition(p)?.high_watermark();
+            e.starts[p as usize].insert(hw);
+        }
+    }
+    log.maintain()?;
+    let topic = log.topic(TOPIC)?;
+    let mut e = expect.lock().unwrap();
+    for p in 0..PARTITIONS {
+        let start = topic.partition(p)?.log_start_offset();
+        let acked = &mut e.acked_start[p as usize];
+        *acked = (*acked).max(start);
+    }
     Ok(())
 }
 
@@ -564,6 +576,19 @@ struct Tally {
     failures: Vec<String>,
 }
 
+/// Writes an image of `crash` into `roots`. With several directories a random image also
+/// loses one of them, which comes back empty: the contract allows losing replication
+/// factor − min ISR of them on top of the power loss.
+fn write_image(crash: &Crash<'_>, roots: &[PathBuf], keep: Keep, seed: u64) -> std::io::Result<()> {
+    crash.write_image(roots, keep, &mut Rng(seed))?;
+    if roots.len() > 1 && keep == Keep::Random {
+        let lost = &roots[Rng(seed).below(roots.len())];
+        std::fs::remove_dir_all(lost)?;
+        std::fs::create_dir(lost)?;
+    }
+    Ok(())
+}
+
 /// Writes and checks the images of one crash point.
 fn check_point(
     crash: &Crash<'_>,
@@ -581,7 +606,7 @@ fn check_point(
         let image_seed = rng.next_u64();
         let dir = common::scratch("tarnlog-power-");
         let roots = roots_in(dir.path(), config.replicas);
-        let written = crash.write_image(&roots, keep, &mut Rng(image_seed));
+        let written = write_image(crash, &roots, keep, image_seed);
         tally.images += 1;
         let problems = match written {
             Ok(()) => check_image(&roots, expect, tally),
@@ -594,11 +619,7 @@ fn check_point(
                 .tempdir()
                 .unwrap()
                 .keep();
-            let _ = crash.write_image(
-                &roots_in(&kept, config.replicas),
-                keep,
-                &mut Rng(image_seed),
-            );
+            let _ = write_image(crash, &roots_in(&kept, config.replicas), keep, image_seed);
             tally.failures.push(format!(
                 "{config:?}: crash before call {} ({keep:?}, image seed {image_seed}), image kept in \
                  {}:\n  {}",
