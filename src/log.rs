@@ -431,11 +431,14 @@ impl LogBuilder {
     fn open_dirs(&self) -> Result<(Vec<Arc<StorageDir>>, Vec<OfflineDir>)> {
         let mut dirs = Vec::with_capacity(self.dirs.len());
         let mut offline = Vec::new();
+        // Interrupted calls are made again before the log sees them (`storage::retry`).
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::Retrying(Arc::clone(&self.storage)));
         for path in &self.dirs {
-            let opened = StorageDir::open(Arc::clone(&self.storage), path);
+            let opened = StorageDir::open(Arc::clone(&storage), path);
             dirs.push(Arc::new(match opened {
                 Err(error) if self.dirs.len() > 1 && !matches!(error, Error::Locked { .. }) => {
-                    let dir = StorageDir::offline(Arc::clone(&self.storage), path.clone());
+                    let dir = StorageDir::offline(Arc::clone(&storage), path.clone());
                     // Reported as the directory's (absolute) path, as every later report.
                     offline.push((dir.path().to_path_buf(), error.to_string()));
                     dir

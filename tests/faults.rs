@@ -117,10 +117,12 @@ struct Run {
     violations: Vec<String>,
 }
 
-/// Whether a planned fault has hit a `Sync` call so far (the directory must be poisoned).
+/// Whether a planned fault has hit a `Sync` call so far (the directory must be poisoned;
+/// not by an interruption, which is made again).
 fn sync_fault_seen(fs: &FaultStorage, plan: Option<Plan>) -> bool {
     let Some(plan) = plan else { return false };
-    fs.injected() > 0
+    plan.kind != FaultKind::Interrupted
+        && fs.injected() > 0
         && fs
             .op_log()
             .iter()
@@ -406,6 +408,7 @@ fn errno(kind: FaultKind) -> i32 {
         FaultKind::NoSpace => libc::ENOSPC,
         FaultKind::Eio | FaultKind::ShortWrite => libc::EIO,
         FaultKind::ReadOnly => libc::EROFS,
+        FaultKind::Interrupted => libc::EINTR,
         FaultKind::Abort => unreachable!("these tests plan errors, not crashes"),
     }
 }
@@ -436,6 +439,12 @@ fn one_run(plan: Plan, k: u64, totals: &mut Totals) {
         if injected == 0 && !run.errors.is_empty() {
             violations.push(format!("error without an injected fault: {:?}", run.errors));
         }
+        if plan.kind == FaultKind::Interrupted && !plan.persistent && !run.errors.is_empty() {
+            violations.push(format!(
+                "a one-off interruption was not made again: {:?}",
+                run.errors
+            ));
+        }
         let mut absorbed = false;
         if injected > 0 && run.errors.is_empty() {
             // A one-shot short `write_at` is a legal short write: `write_all_at` retries the
@@ -445,6 +454,9 @@ fn one_run(plan: Plan, k: u64, totals: &mut Totals) {
                 && op_kind == Some(OpKind::Write)
                 && fs.op_log().get(plan.at as usize).map(|&(_, k)| k) == Some(OpKind::Write)
                 && fs.ops() == k + 1;
+            // A one-shot EINTR: the call is made again (`storage::retry`), once more.
+            absorbed |=
+                plan.kind == FaultKind::Interrupted && !plan.persistent && fs.ops() == k + 1;
             if !absorbed {
                 violations.push(format!("{injected} injected fault(s) surfaced nowhere"));
             }
@@ -522,6 +534,16 @@ fn countdown_fault_injection_mapped_stores() {
     countdown(true);
 }
 
+/// The kinds a countdown injects: EINTR one-off only (a persistent one fails as an
+/// ordinary error once the calls made again run out).
+fn fault_kinds(persistent: bool) -> Vec<FaultKind> {
+    let mut kinds = vec![FaultKind::Eio, FaultKind::NoSpace, FaultKind::ShortWrite];
+    if !persistent {
+        kinds.push(FaultKind::Interrupted);
+    }
+    kinds
+}
+
 fn countdown(mapped: bool) {
     install_panic_hook();
     let started = Instant::now();
@@ -576,7 +598,7 @@ fn countdown(mapped: bool) {
         (true, Ending::Crash),
     ];
     for (persistent, ending) in modes {
-        for kind in [FaultKind::Eio, FaultKind::NoSpace, FaultKind::ShortWrite] {
+        for kind in fault_kinds(persistent) {
             for at in 1..=k {
                 let plan = Plan {
                     at,
@@ -593,8 +615,8 @@ fn countdown(mapped: bool) {
     let mut summary = String::new();
     let _ = write!(
         summary,
-        "faults (mapped: {mapped}): K={k} ops, {} runs (9*K), injected {} ({} faults), surfaced {} (+{} short \
-         writes retried), {} lost, {} phantom, {} panics, {} failing runs, {:.1} s",
+        "faults (mapped: {mapped}): K={k} ops, {} runs (11*K), injected {} ({} faults), surfaced {} (+{} short \
+         writes and interruptions retried), {} lost, {} phantom, {} panics, {} failing runs, {:.1} s",
         totals.runs,
         totals.injected_runs,
         totals.injected_faults,

@@ -45,6 +45,9 @@ pub enum FaultKind {
     /// creating files or opening them for writing) while reads, listings and read-only
     /// opens still work.
     ReadOnly,
+    /// `EINTR`: a signal interrupted the call before it did anything. The log makes such
+    /// calls again (at most 64 times in a row), so a one-off interruption changes nothing.
+    Interrupted,
     /// No error: the process ends (`abort`) at the call, before it is made — a crash at
     /// exactly that point, for crash tests that sweep every call of a workload. Planned
     /// with `fail_at` or `fail_read_at`; a directory failed with it (`fail_dir`) fails
@@ -279,6 +282,7 @@ fn error(fault: FaultKind) -> io::Error {
     match fault {
         FaultKind::NoSpace => io::Error::from_raw_os_error(libc::ENOSPC),
         FaultKind::ReadOnly => io::Error::from_raw_os_error(libc::EROFS),
+        FaultKind::Interrupted => io::Error::from_raw_os_error(libc::EINTR),
         // `Abort` never returns from the call (see `tick`).
         FaultKind::Eio | FaultKind::ShortWrite | FaultKind::Abort => {
             io::Error::from_raw_os_error(libc::EIO)

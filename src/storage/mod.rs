@@ -11,6 +11,7 @@ mod atomic;
 mod fault;
 pub(crate) mod mmap;
 mod os;
+mod retry;
 
 use std::fmt;
 use std::io;
@@ -22,6 +23,7 @@ pub(crate) use atomic::{read_framed, write_framed};
 pub use fault::{FaultKind, FaultStorage, OpKind};
 pub use mmap::MappedFile;
 pub use os::OsStorage;
+pub(crate) use retry::Retrying;
 
 use crate::error::{Error, Result};
 
