@@ -1953,6 +1953,18 @@ fn read_errors_during_open_never_lose_or_invent_records() {
                 close(log, p);
             }
         }
+        // A one-off EINTR on any read-side call is made again: the open does not notice.
+        for at in 1..=reads {
+            fresh();
+            let faulty = FaultStorage::new(OsStorage::shared());
+            faulty.fail_read_at(at, FaultKind::Interrupted, false);
+            let log = open(&faulty).unwrap_or_else(|e| panic!("interrupted read {at}: {e:?}"));
+            assert_eq!(faulty.injected(), 1, "read {at}");
+            assert!(log.recovery_report().offline_dirs.is_empty(), "read {at}");
+            let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
+            assert_eq!(read_all(&p).unwrap(), expected, "interrupted read {at}");
+            close(log, p);
+        }
         println!(
             "read errors during open (clean {clean}): {reads} read-side calls, {opened} faulted opens succeeded"
         );
