@@ -54,6 +54,8 @@ struct Config {
     policy: FsyncPolicy,
     replicas: u32,
     size_rule: SizeRule,
+    /// Whether the log's background thread allocates and faults segment pages ahead.
+    prefault: bool,
 }
 
 /// What the workload wrote and what it was told was durable, for the checks.
@@ -71,15 +73,31 @@ struct Expect {
     /// Commits of partition 0 asked for, and the acknowledged one.
     commits: BTreeSet<u64>,
     acked_commit: Option<u64>,
-    /// Topic `GONE`: its first life's records, its second's, and how far it got.
+    /// Topic `GONE`: its first life's records, its second's, how far it got, and
+    /// whether each life's records are acknowledged as durable.
     gone: [BTreeMap<u64, Vec<u8>>; 2],
     gone_stage: Gone,
-    /// Whether the second life's record is acknowledged as durable.
-    gone_durable: bool,
-    /// Topic `COMPACTED`: the key and value written at each offset, and the end of the
-    /// acknowledged ones.
+    gone_durable: [bool; 2],
+    /// Topic `COMPACTED`: whether its creation was acknowledged, the key and value written
+    /// at each offset, and the end of the acknowledged ones.
+    compacted_created: bool,
     compacted: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
     compacted_acked: u64,
+    /// The model, for a crash point right after each acknowledgement (which a call on
+    /// another thread could otherwise pass unchecked).
+    storage: Option<CrashStorage>,
+}
+
+/// Records an acknowledgement, then checks a crash right after it.
+fn ack(expect: &Mutex<Expect>, record: impl FnOnce(&mut Expect)) {
+    let storage = {
+        let mut e = expect.lock().unwrap();
+        record(&mut e);
+        e.storage.clone()
+    };
+    if let Some(storage) = storage {
+        storage.crash_now();
+    }
 }
 
 /// Where topic `GONE` is in its deletion and re-creation: each step asked for, then
@@ -112,8 +130,11 @@ impl Expect {
         for (end, written) in self.acked_end.iter_mut().zip(&self.written) {
             *end = written.keys().next_back().map_or(0, |last| last + 1);
         }
+        if self.gone_stage <= Gone::DeleteAsked {
+            self.gone_durable[0] = true;
+        }
         self.compacted_acked = self.compacted.keys().next_back().map_or(0, |last| last + 1);
-        self.gone_durable |= self.gone_stage == Gone::Recreated;
+        self.gone_durable[1] |= self.gone_stage == Gone::Recreated;
     }
 }
 
@@ -135,13 +156,21 @@ fn topic_config(config: Config) -> TopicConfig {
         .fsync(config.policy)
 }
 
-fn open(roots: &[PathBuf], storage: Option<Arc<dyn Storage>>) -> tarnlog::Result<Log> {
+/// Opens a log over `roots`: the workload's over the model (`storage`), an image's over the
+/// real storage.
+fn open(
+    roots: &[PathBuf],
+    storage: Option<Arc<dyn Storage>>,
+    prefault: bool,
+) -> tarnlog::Result<Log> {
     let mut builder = Log::builder()
         .dirs(roots)
         .offsets_topic_partitions(1)
         .offsets_topic_segment_bytes(4096)
         .background_maintenance(false)
-        .prefault(false);
+        // Callbacks hold the model's lock for long: no follower may drop out meanwhile.
+        .replica_lag_time_max_ms(3_600_000)
+        .prefault(prefault);
     if let Some(storage) = storage {
         builder = builder.storage(storage);
     }
@@ -161,11 +190,12 @@ fn workload(
     config: Config,
 ) -> tarnlog::Result<()> {
     let shared: Arc<dyn Storage> = Arc::new(storage.clone());
-    let mut log = open(roots, Some(Arc::clone(&shared)))?;
+    let mut log = open(roots, Some(Arc::clone(&shared)), config.prefault)?;
     log.create_topic(TOPIC, topic_config(config))?;
-    expect.lock().unwrap().topic_acked = true;
+    ack(expect, |e| e.topic_acked = true);
     let gone_config = || topic_config(config).partitions(1);
     log.create_topic(GONE, gone_config())?;
+    ack(expect, |e| e.gone_stage = Gone::Created);
     log.create_topic(
         COMPACTED,
         topic_config(config)
@@ -174,8 +204,8 @@ fn workload(
             .cleanup_policy(CleanupPolicy::Compact)
             .min_cleanable_dirty_ratio(0.0),
     )?;
-    expect.lock().unwrap().gone_stage = Gone::Created;
-    append_gone(&log, expect, 0, 2)?;
+    ack(expect, |e| e.compacted_created = true);
+    append_gone(&log, expect, config, 0, 2)?;
     for i in 0..APPENDS {
         append_values(&log, expect, config, i)?;
         if i % 2 == 1 {
@@ -203,21 +233,21 @@ fn workload(
         }
         if config.policy == FsyncPolicy::None && i % 8 == 7 {
             log.flush()?;
-            expect.lock().unwrap().all_durable();
+            ack(expect, Expect::all_durable);
         }
         if i == 9 {
             let tp = TopicPartition::new(TOPIC, 0);
             let at = log.topic(TOPIC)?.partition(0)?.high_watermark();
             expect.lock().unwrap().commits.insert(at);
             log.commit_offsets(GROUP, &[(tp, OffsetAndMetadata::new(at))])?;
-            expect.lock().unwrap().acked_commit = Some(at);
+            ack(expect, |e| e.acked_commit = Some(at));
         }
         if i == 13 {
             let partition = log.topic(TOPIC)?.partition(1)?;
             let before = partition.high_watermark().saturating_sub(2);
             expect.lock().unwrap().starts[1].insert(before);
             partition.delete_records(before)?;
-            expect.lock().unwrap().acked_start[1] = before;
+            ack(expect, |e| e.acked_start[1] = before);
         }
         if i == 14 || i == 22 {
             retention_pass(&log, expect)?;
@@ -225,24 +255,22 @@ fn workload(
         if i == 19 {
             expect.lock().unwrap().gone_stage = Gone::DeleteAsked;
             log.delete_topic(GONE)?;
-            expect.lock().unwrap().gone_stage = Gone::Deleted;
+            ack(expect, |e| e.gone_stage = Gone::Deleted);
         }
         if i == 20 {
             expect.lock().unwrap().gone_stage = Gone::RecreateAsked;
             log.create_topic(GONE, gone_config())?;
-            append_gone(&log, expect, 1, 1)?;
-            let mut e = expect.lock().unwrap();
-            e.gone_stage = Gone::Recreated;
-            e.gone_durable = config.policy == FsyncPolicy::EveryBatch;
+            ack(expect, |e| e.gone_stage = Gone::Recreated);
+            append_gone(&log, expect, config, 1, 1)?;
         }
         if i == 17 {
             log.close()?;
-            expect.lock().unwrap().all_durable();
-            log = open(roots, Some(Arc::clone(&shared)))?;
+            ack(expect, Expect::all_durable);
+            log = open(roots, Some(Arc::clone(&shared)), config.prefault)?;
         }
     }
     log.close()?;
-    expect.lock().unwrap().all_durable();
+    ack(expect, Expect::all_durable);
     Ok(())
 }
 
@@ -264,7 +292,7 @@ fn append_values(log: &Log, expect: &Mutex<Expect>, config: Config, i: u64) -> t
         "append {i} went to an unexpected offset"
     );
     if config.policy == FsyncPolicy::EveryBatch {
-        expect.lock().unwrap().acked_end[p as usize] = info.last_offset + 1;
+        ack(expect, |e| e.acked_end[p as usize] = info.last_offset + 1);
     }
     Ok(())
 }
@@ -282,12 +310,15 @@ fn retention_pass(log: &Log, expect: &Mutex<Expect>) -> tarnlog::Result<()> {
     }
     log.maintain()?;
     let topic = log.topic(TOPIC)?;
-    let mut e = expect.lock().unwrap();
+    let mut starts = Vec::new();
     for p in 0..PARTITIONS {
-        let start = topic.partition(p)?.log_start_offset();
-        let acked = &mut e.acked_start[p as usize];
-        *acked = (*acked).max(start);
+        starts.push(topic.partition(p)?.log_start_offset());
     }
+    ack(expect, |e| {
+        for (acked, start) in e.acked_start.iter_mut().zip(starts) {
+            *acked = (*acked).max(start);
+        }
+    });
     Ok(())
 }
 
@@ -318,7 +349,7 @@ fn append_compacted(
     let info = partition.append(batch.finish().unwrap())?;
     assert_eq!(info.base_offset, base);
     if config.policy == FsyncPolicy::EveryBatch {
-        expect.lock().unwrap().compacted_acked = info.last_offset + 1;
+        ack(expect, |e| e.compacted_acked = info.last_offset + 1);
     }
     Ok(())
 }
@@ -333,7 +364,7 @@ fn check_compacted(
 ) -> tarnlog::Result<()> {
     let partition = match log.topic(COMPACTED) {
         Ok(topic) => topic.partition(0)?,
-        Err(Error::UnknownTopic { .. }) if expect.compacted.is_empty() => return Ok(()),
+        Err(Error::UnknownTopic { .. }) if !expect.compacted_created => return Ok(()),
         Err(error) => return Err(error),
     };
     let end = partition.log_end_offset();
@@ -383,7 +414,13 @@ fn check_compacted(
 }
 
 /// Appends `count` records to topic `GONE` in its `life` (0 or 1), one batch.
-fn append_gone(log: &Log, expect: &Mutex<Expect>, life: usize, count: u64) -> tarnlog::Result<()> {
+fn append_gone(
+    log: &Log,
+    expect: &Mutex<Expect>,
+    config: Config,
+    life: usize,
+    count: u64,
+) -> tarnlog::Result<()> {
     let values: Vec<Vec<u8>> = (0..count).map(|o| value_of(10 + life as u32, o)).collect();
     {
         let mut e = expect.lock().unwrap();
@@ -392,6 +429,9 @@ fn append_gone(log: &Log, expect: &Mutex<Expect>, life: usize, count: u64) -> ta
         }
     }
     log.topic(GONE)?.partition(0)?.append_values(&values)?;
+    if config.policy == FsyncPolicy::EveryBatch {
+        ack(expect, |e| e.gone_durable[life] = true);
+    }
     Ok(())
 }
 
@@ -423,13 +463,14 @@ fn check_gone(log: &Log, expect: &Expect, problems: &mut Vec<String>) -> tarnlog
             .iter()
             .all(|(o, v)| expect.gone[life].get(o) == Some(v))
     };
+    let whole = |life: usize| {
+        life_of(life) && (!expect.gone_durable[life] || found.len() == expect.gone[life].len())
+    };
     let ok = match stage {
-        Gone::NotCreated | Gone::Created | Gone::DeleteAsked => life_of(0),
+        Gone::NotCreated | Gone::Created | Gone::DeleteAsked => whole(0),
         Gone::Deleted => false,
         Gone::RecreateAsked => life_of(1),
-        Gone::Recreated => {
-            life_of(1) && (!expect.gone_durable || found.len() == expect.gone[1].len())
-        }
+        Gone::Recreated => whole(1),
     };
     if !ok {
         problems.push(format!(
@@ -446,7 +487,7 @@ fn check_gone(log: &Log, expect: &Expect, problems: &mut Vec<String>) -> tarnlog
 
 /// Opens an image and checks it against what was acknowledged; the problems found.
 fn check_image(roots: &[PathBuf], expect: &Expect, tally: &mut Tally) -> Vec<String> {
-    let log = match open(roots, None) {
+    let log = match open(roots, None, false) {
         Ok(log) => log,
         Err(error) => return vec![format!("the image does not open: {error}")],
     };
@@ -522,7 +563,7 @@ fn check_log(
                     ));
                     return Ok(());
                 }
-                if record.value.as_deref() != expected.map(Vec::as_slice) {
+                if expected.is_none() || record.value.as_deref() != expected.map(Vec::as_slice) {
                     problems.push(format!(
                         "partition {p}: offset {offset} holds a record never written there"
                     ));
@@ -582,7 +623,7 @@ struct Tally {
 fn write_image(crash: &Crash<'_>, roots: &[PathBuf], keep: Keep, seed: u64) -> std::io::Result<()> {
     crash.write_image(roots, keep, &mut Rng(seed))?;
     if roots.len() > 1 && keep == Keep::Random {
-        let lost = &roots[Rng(seed).below(roots.len())];
+        let lost = &roots[Rng(seed ^ 0x10_57d1).below(roots.len())];
         std::fs::remove_dir_all(lost)?;
         std::fs::create_dir(lost)?;
     }
@@ -677,7 +718,7 @@ fn check_double(
         });
     }
     let shared: Arc<dyn Storage> = Arc::new(storage.clone());
-    if let Err(error) = open(&first_roots, Some(shared)).and_then(Log::close) {
+    if let Err(error) = open(&first_roots, Some(shared), false).and_then(Log::close) {
         problems.push(format!("recovering the first image failed: {error}"));
     }
     at.store(0, Ordering::Release);
@@ -732,41 +773,45 @@ fn power_loss(name: &str, config: Config) {
                 .then_some(20)
         });
     let randoms = soak.unwrap_or(if config.replicas > 1 { 1 } else { 2 });
-    // With three replicas every second crash point, unless soaking (the runs cost 3×).
-    let stride = Arc::new(AtomicU64::new(if config.replicas > 1 && soak.is_none() {
+    // With three replicas one crash point in two (chosen at random; every one right after
+    // an acknowledgement), unless soaking: the runs cost three times as much.
+    let stride = if config.replicas > 1 && soak.is_none() {
         2
     } else {
         1
-    }));
+    };
     let began = Instant::now();
     let dir = common::scratch("tarnlog-power-run-");
     let roots = roots_in(dir.path(), config.replicas);
     let faults = FaultStorage::new(OsStorage::shared());
     let storage = CrashStorage::over(faults.shared(), &roots, config.size_rule).unwrap();
-    let expect = Arc::new(Mutex::new(Expect::new()));
+    let expect = Arc::new(Mutex::new(Expect {
+        storage: Some(storage.clone()),
+        ..Expect::new()
+    }));
     let tally = Arc::new(Mutex::new(Tally::default()));
     {
-        let (expect, tally, stride) =
-            (Arc::clone(&expect), Arc::clone(&tally), Arc::clone(&stride));
+        let (expect, tally) = (Arc::clone(&expect), Arc::clone(&tally));
         let mut rng = Rng(seed);
         storage.on_crash(move |crash| {
-            if crash.op % stride.load(Ordering::Acquire) != 0 {
+            if !crash.forced && rng.below(stride) != 0 {
                 return;
             }
             let expect = expect.lock().unwrap().clone();
-            check_point(
-                crash,
-                config,
-                &expect,
-                &mut rng,
-                randoms,
-                &mut tally.lock().unwrap(),
-            );
+            let mut tally = tally.lock().unwrap();
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check_point(crash, config, &expect, &mut rng, randoms, &mut tally);
+            }));
+            if checked.is_err() {
+                tally.failures.push(format!(
+                    "{config:?}: a panic checking the crash before call {}",
+                    crash.op
+                ));
+            }
         });
     }
     workload(&roots, &storage, &faults, &expect, config).expect("the workload fails");
     // A crash after the workload: everything is durable.
-    stride.store(1, Ordering::Release);
     storage.crash_now();
     storage.clear_callback();
     let tally = tally.lock().unwrap();
@@ -804,6 +849,7 @@ fn power_loss_every_batch() {
             policy: FsyncPolicy::EveryBatch,
             replicas: 1,
             size_rule: SizeRule::AnySync,
+            prefault: false,
         },
     );
 }
@@ -816,6 +862,22 @@ fn power_loss_no_fsync() {
             policy: FsyncPolicy::None,
             replicas: 1,
             size_rule: SizeRule::AnySync,
+            prefault: true,
+        },
+    );
+}
+
+// Stores through the mapping, synced by flushes and rolls, with lengths durable only at
+// `fsync`.
+#[test]
+fn power_loss_no_fsync_size_durable_only_at_fsync() {
+    power_loss(
+        "power_loss_no_fsync_size_durable_only_at_fsync",
+        Config {
+            policy: FsyncPolicy::None,
+            replicas: 1,
+            size_rule: SizeRule::SyncAll,
+            prefault: false,
         },
     );
 }
@@ -828,6 +890,7 @@ fn power_loss_three_replicas() {
             policy: FsyncPolicy::EveryBatch,
             replicas: 3,
             size_rule: SizeRule::AnySync,
+            prefault: false,
         },
     );
 }
@@ -840,6 +903,7 @@ fn power_loss_size_durable_only_at_fsync() {
             policy: FsyncPolicy::EveryBatch,
             replicas: 1,
             size_rule: SizeRule::SyncAll,
+            prefault: false,
         },
     );
 }

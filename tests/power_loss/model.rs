@@ -22,7 +22,20 @@
 //! that writes a sector whole or not at all). Synced bytes are never touched.
 //!
 //! Every call is made under one lock, so the model sees the calls in one order. A sync
-//! reads the sectors it covers before it is made and records them only if it succeeds.
+//! reads the sectors it covers before it is made and records them only if it succeeds; a
+//! failed one leaves them *lost* (Linux marks the pages clean after a failed writeback,
+//! so no later sync writes them): an image keeps their old or new bytes at random until
+//! they are written again. A failed write marks every sector it could have touched.
+//! `remove_dir_all` removes a directory's entries one by one before the directory.
+//!
+//! What the model does not cover (assumptions and limits):
+//! - a directory's unsynced entry operations survive as a prefix, in order (ext4 and xfs
+//!   give that; POSIX does not promise it);
+//! - a torn sector garbles only the bytes the write changed (a disk that writes a sector
+//!   whole or not at all);
+//! - only the last version of a sector or length since the last sync is offered as the
+//!   new one, not the ones between;
+//! - a rename across directories is two independent entry operations.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -114,6 +127,10 @@ struct Inode {
     durable_len: u64,
     /// Sectors written (or cut off) since the last sync.
     dirty: BTreeSet<u64>,
+    /// Sectors a failed sync may have dropped: Linux marks the pages clean after a failed
+    /// writeback, so no later sync writes them (fsyncgate). Until written again, an image
+    /// keeps their old or new bytes at random, whatever later syncs did.
+    lost: BTreeSet<u64>,
 }
 
 impl fmt::Debug for Inode {
@@ -122,6 +139,7 @@ impl fmt::Debug for Inode {
             .field("durable_sectors", &self.durable.len())
             .field("durable_len", &self.durable_len)
             .field("dirty", &self.dirty.len())
+            .field("lost", &self.lost.len())
             .finish_non_exhaustive()
     }
 }
@@ -147,11 +165,12 @@ impl Inode {
         Ok(buf)
     }
 
-    /// The durable bytes of sector `s` (zeros where nothing was synced).
+    /// The durable bytes of sector `s` (zeros where nothing was synced; an image cuts
+    /// what lies past the length it keeps).
     fn durable_sector(&self, s: u64) -> Vec<u8> {
         match self.durable.get(&s) {
-            Some(bytes) if s * SECTOR < self.durable_len => bytes.to_vec(),
-            _ => vec![0u8; SECTOR as usize],
+            Some(bytes) => bytes.to_vec(),
+            None => vec![0u8; SECTOR as usize],
         }
     }
 
@@ -162,6 +181,13 @@ impl Inode {
         let first = position / SECTOR;
         let last = (position + len - 1) / SECTOR;
         self.dirty.extend(first..=last);
+        self.lost.retain(|s| !(first..=last).contains(s));
+    }
+
+    /// A failed sync: what it was to write may never be written.
+    fn sync_failed(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        self.lost.extend(dirty);
     }
 
     /// The length set to `len`: when that cuts, the sectors cut off (and the one cut
@@ -214,6 +240,8 @@ pub struct Crash<'a> {
     model: &'a Model,
     /// The number of the call about to be made (counting from 1).
     pub op: u64,
+    /// Asked for with [`CrashStorage::crash_now`] rather than met before a call.
+    pub forced: bool,
 }
 
 type Callback = Box<dyn FnMut(&Crash<'_>) + Send>;
@@ -293,14 +321,14 @@ impl CrashStorage {
     pub fn crash_now(&self) {
         let model = self.shared.model.lock();
         let op = model.ops + 1;
-        self.shared.call(&model, op);
+        self.shared.call(&model, op, true);
     }
 }
 
 impl Shared {
-    fn call(&self, model: &Model, op: u64) {
+    fn call(&self, model: &Model, op: u64, forced: bool) {
         if let Some(callback) = self.on_crash.lock().as_mut() {
-            callback(&Crash { model, op });
+            callback(&Crash { model, op, forced });
         }
     }
 
@@ -309,7 +337,7 @@ impl Shared {
         let mut model = self.model.lock();
         model.ops += 1;
         let op = model.ops;
-        self.call(&model, op);
+        self.call(&model, op, false);
         model
     }
 }
@@ -392,6 +420,7 @@ impl Model {
                     durable: BTreeMap::new(),
                     durable_len: 0,
                     dirty: BTreeSet::new(),
+                    lost: BTreeSet::new(),
                 };
                 inode.durable_len = inode.live_len()?;
                 for s in 0..inode.durable_len.div_ceil(SECTOR) {
@@ -407,6 +436,25 @@ impl Model {
             self.dirs[id].durable.insert(name, node);
         }
         Ok(())
+    }
+
+    /// The entries of directory `id` at `path` (and of every directory below it) that
+    /// are gone from the disk, removed one by one as `remove_dir_all` removes them.
+    fn empty_dir(&mut self, id: DirId, path: &Path) {
+        let entries: Vec<(String, Node)> = self.dirs[id]
+            .live
+            .iter()
+            .map(|(n, node)| (n.clone(), *node))
+            .collect();
+        for (name, node) in entries {
+            let child_path = path.join(&name);
+            if let Node::Dir(child) = node {
+                self.empty_dir(child, &child_path);
+            }
+            if std::fs::symlink_metadata(&child_path).is_err() {
+                self.dirs[id].change(DirOp::Remove(name));
+            }
+        }
     }
 
     fn new_dir(&mut self) -> DirId {
@@ -504,12 +552,13 @@ impl ImageWriter<'_> {
         let mut sectors: BTreeMap<u64, Vec<u8>> = inode
             .durable
             .iter()
-            .filter(|(s, _)| !inode.dirty.contains(s))
+            .filter(|(s, _)| !inode.dirty.contains(s) && !inode.lost.contains(s))
             .map(|(s, b)| (*s, b.to_vec()))
             .collect();
-        // The dirty sectors, page by page: old, new, or torn sector by sector.
+        // The dirty (and lost) sectors, page by page: old, new, or torn sector by sector.
+        let unsynced: BTreeSet<u64> = inode.dirty.union(&inode.lost).copied().collect();
         let mut page: Option<(u64, usize)> = None;
-        for &s in &inode.dirty {
+        for &s in &unsynced {
             let old = inode.durable_sector(s);
             let new = inode.live_sector(s)?;
             let this_page = s / SECTORS_PER_PAGE;
@@ -616,6 +665,7 @@ impl Storage for CrashStorage {
                         durable: BTreeMap::new(),
                         durable_len: 0,
                         dirty: BTreeSet::new(),
+                        lost: BTreeSet::new(),
                     });
                     let ino = model.inodes.len() - 1;
                     model.dirs[parent].change(DirOp::Put(name, Node::File(ino)));
@@ -669,11 +719,17 @@ impl Storage for CrashStorage {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut model = self.shared.mutate();
         let found = model.lookup(path);
-        self.shared.inner.remove_dir_all(path)?;
-        if let Some((parent, name, Some(_))) = found {
-            model.dirs[parent].change(DirOp::Remove(name));
+        let result = self.shared.inner.remove_dir_all(path);
+        // Removed child by child, each directory's entries first (a crash can leave any
+        // prefix of that in each directory), then the directory itself — when the call
+        // got that far.
+        if let Some((parent, name, Some(Node::Dir(id)))) = found {
+            model.empty_dir(id, path);
+            if result.is_ok() {
+                model.dirs[parent].change(DirOp::Remove(name));
+            }
         }
-        Ok(())
+        result
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -700,13 +756,19 @@ impl ModelFile {
         &self,
         call: impl FnOnce() -> io::Result<T>,
         then: impl FnOnce(&mut Inode, &T),
+        failed: impl FnOnce(&mut Inode),
     ) -> io::Result<T> {
         let mut model = self.shared.mutate();
-        let result = call()?;
+        let result = call();
         if let Some(ino) = self.ino {
-            then(&mut model.inodes[ino], &result);
+            match &result {
+                Ok(done) => then(&mut model.inodes[ino], done),
+                // A failed call may have had part of its effect (a short write that then
+                // failed): the sectors it could have touched are dirty.
+                Err(_) => failed(&mut model.inodes[ino]),
+            }
         }
-        Ok(result)
+        result
     }
 
     fn sync(&self, all: bool, call: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
@@ -716,7 +778,10 @@ impl ModelFile {
         };
         let pending = model.inodes[ino].pending()?;
         let len = model.inodes[ino].live_len()?;
-        call()?;
+        if let Err(error) = call() {
+            model.inodes[ino].sync_failed();
+            return Err(error);
+        }
         let len = (all || model.size_rule == SizeRule::AnySync).then_some(len);
         model.inodes[ino].synced(pending, len);
         Ok(())
@@ -736,22 +801,29 @@ impl StorageFile for ModelFile {
         self.mutate(
             || self.inner.write_at(buf, position),
             |inode, n| inode.mark(position, *n as u64),
+            |inode| inode.mark(position, buf.len() as u64),
         )
     }
 
     fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         self.mutate(
             || self.inner.write_vectored_at(bufs, position),
             |inode, n| inode.mark(position, *n as u64),
+            |inode| inode.mark(position, len as u64),
         )
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.mutate(|| self.inner.set_len(len), |inode, ()| inode.cut_to(len))
+        self.mutate(
+            || self.inner.set_len(len),
+            |inode, ()| inode.cut_to(len),
+            |inode| inode.cut_to(len),
+        )
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        self.mutate(|| self.inner.allocate(len), |_, ()| {})
+        self.mutate(|| self.inner.allocate(len), |_, ()| {}, |_| {})
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -771,9 +843,11 @@ impl StorageFile for ModelFile {
     }
 
     fn write_mapped(&self, map: &MappedFile, position: usize, data: &[u8]) -> io::Result<()> {
+        let mark = |inode: &mut Inode| inode.mark(position as u64, data.len() as u64);
         self.mutate(
             || self.inner.write_mapped(map, position, data),
-            |inode, ()| inode.mark(position as u64, data.len() as u64),
+            |inode, ()| mark(inode),
+            mark,
         )
     }
 }
