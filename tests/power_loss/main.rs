@@ -614,6 +614,9 @@ struct Tally {
     acked: u64,
     /// Acknowledged records of `COMPACTED` found cleaned away.
     superseded: u64,
+    /// Second power losses, and how many of them came after the recovery had ended.
+    doubles: u64,
+    doubles_after: u64,
     failures: Vec<String>,
 }
 
@@ -692,10 +695,10 @@ fn check_double(
     }
     let storage = CrashStorage::new(&first_roots, config.size_rule).unwrap();
     // The call to crash at; 0 once the run is over (a crash after it).
-    let at = Arc::new(AtomicU64::new(1 + rng.below(64) as u64));
+    let at = Arc::new(AtomicU64::new(1 + rng.below(160) as u64));
     let second = common::scratch("tarnlog-power-");
     let second_roots = roots_in(second.path(), config.replicas);
-    let found = Arc::new(Mutex::new(None::<(u64, Vec<String>, Tally)>));
+    let found = Arc::new(Mutex::new(None::<(u64, bool, Vec<String>, Tally)>));
     {
         let (at, found, roots, expect) = (
             Arc::clone(&at),
@@ -714,7 +717,7 @@ fn check_double(
                 Ok(()) => check_image(&roots, &expect, &mut counts),
                 Err(error) => vec![format!("writing the second image failed: {error}")],
             };
-            *found = Some((inner.op, problems, counts));
+            *found = Some((inner.op, inner.forced, problems, counts));
         });
     }
     let shared: Arc<dyn Storage> = Arc::new(storage.clone());
@@ -724,8 +727,10 @@ fn check_double(
     at.store(0, Ordering::Release);
     storage.crash_now();
     storage.clear_callback();
-    let (op, second_problems, counts) = found.lock().unwrap().take().unwrap();
+    let (op, after, second_problems, counts) = found.lock().unwrap().take().unwrap();
     tally.images += 1;
+    tally.doubles += 1;
+    tally.doubles_after += u64::from(after);
     tally.records += counts.records;
     tally.acked += counts.acked;
     tally.superseded += counts.superseded;
@@ -818,14 +823,16 @@ fn power_loss(name: &str, config: Config) {
     let e = expect.lock().unwrap();
     println!(
         "{name}: {} crash points, {} images ({} records read back, {} of them acknowledged; \
-         log starts at the end {:?}; {} acknowledged records compacted away) in {:.1} s, \
-         {} failing",
+         log starts at the end {:?}; {} acknowledged records compacted away; {} second power \
+         losses, {} of them after the recovery) in {:.1} s, {} failing",
         tally.points,
         tally.images,
         tally.records,
         tally.acked,
         e.acked_start,
         tally.superseded,
+        tally.doubles,
+        tally.doubles_after,
         began.elapsed().as_secs_f64(),
         tally.failures.len()
     );
