@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use common::{Rng, seed};
 use model::{Crash, CrashStorage, Keep, SizeRule};
+use tarnlog::codec::BatchHeader;
 use tarnlog::storage::{FaultKind, FaultStorage, OsStorage, Storage};
 use tarnlog::{
     BatchBuilder, CleanupPolicy, Error, FsyncPolicy, Log, OffsetAndMetadata, TopicConfig,
@@ -506,13 +507,78 @@ fn check_image(roots: &[PathBuf], expect: &Expect, tally: &mut Tally) -> Vec<Str
             problems.push(format!("{what} after the power loss: {found}"));
         }
     }
+    // Every replica caught up during the open (followers copy from the leader there).
+    for topic in [TOPIC, GONE, COMPACTED] {
+        if let Ok(described) = log.describe_topic(topic)
+            && described.under_replicated().count() > 0
+        {
+            problems.push(format!("under-replicated after the open: {described:?}"));
+        }
+    }
     if let Err(error) = check_log(&log, expect, &mut problems, tally) {
         problems.push(format!("reading the image failed: {error}"));
     }
     if let Err(error) = log.close() {
         problems.push(format!("closing the image failed: {error}"));
     }
+    if roots.len() > 1 {
+        compare_replicas(roots, &mut problems);
+    }
     problems
+}
+
+/// After a close, the replicas of each partition hold the same batches, byte for byte,
+/// from the first offset all of them hold on. (Not the compacted topics: each replica
+/// cleans on its own, so a power loss can catch one replica cleaned and another not.)
+fn compare_replicas(roots: &[PathBuf], problems: &mut Vec<String>) {
+    for name in ["t-0", "t-1", "gone-0"] {
+        let copies: Vec<BTreeMap<u64, Vec<u8>>> = roots
+            .iter()
+            .map(|root| batches_in(&root.join(name)))
+            .filter(|batches| !batches.is_empty())
+            .collect();
+        let from = copies
+            .iter()
+            .filter_map(|c| c.keys().next().copied())
+            .max()
+            .unwrap_or(0);
+        let tails: Vec<Vec<(&u64, &Vec<u8>)>> =
+            copies.iter().map(|c| c.range(from..).collect()).collect();
+        if tails.windows(2).any(|pair| pair[0] != pair[1]) {
+            let bases: Vec<Vec<u64>> = tails
+                .iter()
+                .map(|t| t.iter().map(|(b, _)| **b).collect())
+                .collect();
+            problems.push(format!(
+                "{name}: the replicas differ from offset {from} (batch bases {bases:?})"
+            ));
+        }
+    }
+}
+
+/// The batches of a partition directory's segment files, by base offset.
+fn batches_in(dir: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let mut batches = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return batches;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let mut at = 0;
+        while let Ok(header) = BatchHeader::parse(&bytes[at..], usize::MAX) {
+            let end = at + header.size();
+            if end > bytes.len() {
+                break;
+            }
+            batches.insert(header.base_offset as u64, bytes[at..end].to_vec());
+            at = end;
+        }
+    }
+    batches
 }
 
 fn check_log(
