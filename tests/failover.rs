@@ -825,11 +825,23 @@ fn a_slow_follower_leaves_the_isr_and_rejoins() {
         .leader
         .unwrap();
     let slow = (0..3).find(|&d| d != leader).unwrap();
-    fault.slow_dir(&dirs[slow], Duration::from_millis(300));
+    // Hung until healed: an append that waited for it would return only when the healer
+    // gives up (and then fail the assertion); one that leaves the follower behind after
+    // `replica_lag_time_max_ms` returns long before the bound, however slow today's fsyncs.
+    fault.slow_dir(&dirs[slow], Duration::from_secs(3600));
+    let (done, healer) = {
+        let (fault, dir) = (fault.clone(), dirs[slow].clone());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let healer = std::thread::spawn(move || {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+            fault.heal_dir(&dir);
+        });
+        (done, healer)
+    };
     let started = Instant::now();
     partition.append_values(["b"]).unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(250),
+        started.elapsed() < Duration::from_secs(5),
         "the append waited for the slow follower: {:?}",
         started.elapsed()
     );
@@ -837,7 +849,8 @@ fn a_slow_follower_leaves_the_isr_and_rejoins() {
     assert!(!described.isr.contains(&slow), "{described:?}");
     assert_eq!(described.isr.len(), 2);
     assert_eq!(partition.high_watermark(), 2);
-    fault.heal_dir(&dirs[slow]);
+    drop(done);
+    healer.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 0;
     while log.describe_topic("t").unwrap().partitions[0].isr.len() < 3 {
@@ -974,15 +987,15 @@ fn stray_replicas_of_deleted_topics_are_removed() {
     }
 }
 
-/// Two directories on a fault-injecting storage, a lag of 100 ms, and a topic "t".
-fn two_dirs_with_topic_t() -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Log) {
+/// Two directories on a fault-injecting storage, a replica lag of `lag_ms`, and a topic "t".
+fn two_dirs_with_topic_t(lag_ms: u64) -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Log) {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
     let fault = FaultStorage::new(OsStorage::shared());
     let log = Log::builder()
         .dirs(&dirs)
         .storage(fault.shared())
-        .replica_lag_time_max_ms(100)
+        .replica_lag_time_max_ms(lag_ms)
         .open()
         .unwrap();
     log.create_topic("t", TopicConfig::default()).unwrap();
@@ -996,7 +1009,7 @@ fn two_dirs_with_topic_t() -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Lo
 #[test]
 fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
     use std::time::{Duration, Instant};
-    let (_root, dirs, fault, log) = two_dirs_with_topic_t();
+    let (_root, dirs, fault, log) = two_dirs_with_topic_t(100);
     let before = std::fs::read(dirs[1].join("meta")).unwrap();
     // Hung until healed.
     fault.slow_dir(&dirs[1], Duration::from_secs(3600));
@@ -1023,8 +1036,10 @@ fn a_meta_write_stuck_past_the_logs_end_replaces_nothing() {
 #[test]
 fn a_slow_directory_delays_only_the_first_meta_write() {
     use std::time::{Duration, Instant};
-    let (_root, dirs, fault, log) = two_dirs_with_topic_t();
-    fault.slow_dir(&dirs[1], Duration::from_millis(1500));
+    let (_root, dirs, fault, log) = two_dirs_with_topic_t(500);
+    // Hung until healed. Had each write waited the lag for it, the twenty would take ten
+    // seconds; the bound leaves the first one's wait plenty of room for slow fsyncs.
+    fault.slow_dir(&dirs[1], Duration::from_secs(3600));
     let started = Instant::now();
     for i in 0..20 {
         let config = log.topic("t").unwrap().config().retention_ms(1000 + i);
@@ -1032,7 +1047,7 @@ fn a_slow_directory_delays_only_the_first_meta_write() {
     }
     let took = started.elapsed();
     assert!(
-        took < Duration::from_millis(1200),
+        took < Duration::from_secs(5),
         "twenty meta writes took {took:?}: each waited for the slow directory"
     );
     fault.heal_dir(&dirs[1]);
