@@ -245,6 +245,49 @@ fn the_log_start_persists() {
     }
 }
 
+/// `delete_records` rewrites only the log-start checkpoint: the recovery-point and
+/// high-watermark files, unchanged, keep their inodes (an atomic replace makes a new one),
+/// and after a crash the log start and the data are as acknowledged.
+#[test]
+fn delete_records_rewrites_only_the_log_start_checkpoint() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open(root.path(), &clock);
+    let partition = log
+        .create_topic("t", TopicConfig::default().retention_ms(-1))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    for _ in 0..10 {
+        append(&partition, NOW, b"v");
+    }
+    partition.flush().unwrap();
+    partition.delete_records(2).unwrap();
+    let inode = |name: &str| std::fs::metadata(root.path().join(name)).unwrap().ino();
+    let names = [
+        "recovery-point-offset-checkpoint",
+        "replication-offset-checkpoint",
+        "log-start-offset-checkpoint",
+    ];
+    let before = names.map(inode);
+    partition.delete_records(6).unwrap();
+    let after = names.map(inode);
+    assert_eq!(
+        before[..2],
+        after[..2],
+        "an unchanged checkpoint was rewritten"
+    );
+    assert_ne!(before[2], after[2], "the log start was not checkpointed");
+    drop(partition);
+    log.simulate_crash();
+    let log = open(root.path(), &clock);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_start_offset(), 6);
+    assert_eq!(partition.log_end_offset(), 10);
+    assert!(log.recovery_report().truncations().next().is_none());
+}
+
 /// With two directories the follower deletes the same segments as the leader.
 #[test]
 fn replicas_delete_in_step() {

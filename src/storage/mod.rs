@@ -190,6 +190,9 @@ pub struct StorageDir {
     lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
     /// The directory's background worker, started at its first job.
     worker: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// The body of each checkpoint file this `StorageDir` wrote and synced, by file name:
+    /// writing the same body again would only repeat the syncs.
+    checkpoints: parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// Work for a directory's background worker.
@@ -218,6 +221,7 @@ impl StorageDir {
             sync_failed: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(Some(lock)),
             worker: parking_lot::Mutex::new(None),
+            checkpoints: parking_lot::Mutex::default(),
         })
     }
 
@@ -230,12 +234,21 @@ impl StorageDir {
             sync_failed: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(None),
             worker: parking_lot::Mutex::new(None),
+            checkpoints: parking_lot::Mutex::default(),
         }
     }
 
     /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The checkpoint bodies written and synced here by this `StorageDir`, by file name
+    /// (empty at open: the files found then are read, never assumed).
+    pub(crate) fn checkpoints(
+        &self,
+    ) -> parking_lot::MutexGuard<'_, std::collections::HashMap<String, Vec<u8>>> {
+        self.checkpoints.lock()
     }
 
     /// The storage this directory lives on.
