@@ -659,8 +659,10 @@ fn load_topics(
             };
             let mut loaded = Vec::with_capacity(replicas.len());
             for &d in replicas {
-                loaded
-                    .push((!dirs[d as usize].is_poisoned()).then(|| ReplicaLog::load(options(d))));
+                let dir = &dirs[d as usize];
+                loaded.push((!dir.is_poisoned()).then(|| {
+                    forget_if_missing(dir, &tp).and_then(|()| ReplicaLog::load(options(d)))
+                }));
             }
             let (set, standing) =
                 repair_damaged(&tp, topic, dirs.len() > 1, loaded, &options, report)?;
@@ -775,11 +777,36 @@ fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
         n += 1;
         damaged = dir.path().join(format!("{name}.{n}"));
     }
+    forget_recovery_point(dir, tp)?;
     storage
         .rename(&path, &damaged)
         .map_err(|e| Error::io("rename", &path, e))?;
     dir.sync_dir(dir.path())?;
     Ok(damaged)
+}
+
+/// Sets `tp`'s entry in `dir`'s recovery-point checkpoint to 0, durably, before its replica
+/// is recreated empty (set aside as damaged, or its directory vanished). The entry describes
+/// the data that is gone: left there, a crash or a fault before the next checkpoint would
+/// leave the new data below it, which the open after it takes for damaged synced data (fatal
+/// with no peer to repair it from). A 0 only means a rescan from the start.
+fn forget_recovery_point(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
+    // An unreadable checkpoint is no bound at all (the open rescans from the start).
+    let mut recovery = metadata::read_checkpoint(dir, metadata::RECOVERY_POINT).unwrap_or_default();
+    if recovery.get(tp).is_none_or(|&entry| entry == 0) {
+        return Ok(());
+    }
+    recovery.insert(tp.clone(), 0);
+    metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
+}
+
+/// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
+fn forget_if_missing(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
+    let path = dir.path().join(crate::replica::partition_dir_name(tp));
+    if dir.storage().exists(&path) {
+        return Ok(());
+    }
+    forget_recovery_point(dir, tp)
 }
 
 /// Removes partition directories left by a topic deletion that a crash interrupted.
@@ -2231,6 +2258,7 @@ impl Log {
                     // over from the leader (the old copy is kept aside).
                     set_aside(dir, &tp)?;
                 }
+                forget_if_missing(dir, &tp)?;
                 let (replica, standing) = match ReplicaLog::load(options.clone()) {
                     Ok((replica, recovered)) if recovered.created || untrusted => {
                         (replica, Standing::Stale)

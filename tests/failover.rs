@@ -447,6 +447,49 @@ fn a_directory_unusable_at_open_is_offline_until_restored() {
     assert_replicas_identical(&dirs, "t", 2);
 }
 
+/// A partition directory that vanished from `d1` while `d0`, the other replica's, is
+/// unreadable: the open recreates it empty (it cannot lead), having first set its entry in
+/// `d1`'s recovery-point checkpoint to 0. After a crash, opens with `d0` still unreadable succeed
+/// (before, the empty replica under its old recovery point was taken for damaged synced
+/// data, and with no peer to repair it from the open failed), and `restore_dir(d0)` then
+/// brings every record back to both.
+#[test]
+fn a_vanished_replica_recreated_while_its_peer_is_offline_does_not_fail_later_opens() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let written: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+    {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let config = TopicConfig::default().replication_factor(2);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(&written).unwrap();
+        log.close().unwrap();
+    }
+    std::fs::remove_dir_all(dirs[1].join("t-0")).unwrap();
+    let fault = FaultStorage::new(OsStorage::shared());
+    fault.fail_dir(&dirs[0], FaultKind::Eio);
+    let open = || {
+        Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap()
+    };
+    let log = open();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, None, "{described:?}");
+    log.simulate_crash();
+    let log = open();
+    assert!(log.recovery_report().repaired.is_empty());
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].leader, None);
+    fault.heal_dir(&dirs[0]);
+    log.restore_dir(&dirs[0]).unwrap();
+    assert_eq!(values(&log, "t", 0), written);
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
 /// A follower replica damaged below its recovery point (a flipped byte in a sealed
 /// segment) no longer fails the open: it is set aside as `.damaged` and rebuilt from the
 /// leader, byte for byte.
@@ -785,6 +828,68 @@ fn restoring_a_damaged_only_copy_fails_and_keeps_it() {
     assert!(segment.exists());
     assert!(!dirs[home].join("t-0.damaged").exists());
     drop(log);
+}
+
+/// `restore_dir` rebuilds a replica whose partition directory vanished while its directory
+/// was offline; a fault at any call of the restore (one at a time) may cut the rebuild
+/// short. The replica's recovery-point entry is set to 0 before it is recreated, so
+/// after a crash an open with the leader's directory unreadable still succeeds (before, a
+/// short rebuild under the old recovery point was taken for damaged synced data, with no peer
+/// to repair it from), and with both directories every acknowledged record is there.
+#[test]
+fn a_restore_cut_short_leaves_no_recovery_point_above_the_rebuilt_data() {
+    let written: Vec<String> = (0..300).map(|i| format!("value-{i:04}")).collect();
+    let mut step = 0;
+    loop {
+        let root = common::scratch("tarnlog-failover-");
+        let dirs = dirs(root.path(), 2);
+        let (log, fault) = common::faulty_log(&dirs);
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .segment_bytes(4096);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        let home = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        let other = 1 - home;
+        // Both replicas hold the first half, synced and checkpointed; the second goes to
+        // the leader alone.
+        let (first, second) = written.split_at(150);
+        for chunk in first.chunks(20) {
+            partition.append_values(chunk).unwrap();
+        }
+        log.flush().unwrap();
+        fault.fail_dir(&dirs[other], FaultKind::Eio);
+        for chunk in second.chunks(20) {
+            partition.append_values(chunk).unwrap();
+        }
+        assert!(!log.dir_status()[other].online);
+        log.flush().unwrap();
+        std::fs::remove_dir_all(dirs[other].join("t-0")).unwrap();
+        fault.heal_dir(&dirs[other]);
+        fault.fail_at(fault.ops() + 1 + step, FaultKind::Eio, false);
+        // Faults injected so far (the failed directory's) do not count.
+        let before = fault.injected();
+        let restored = log.restore_dir(&dirs[other]);
+        let injected = fault.injected() > before;
+        assert!(restored.is_ok() || injected, "{restored:?}");
+        drop(partition);
+        log.simulate_crash();
+        fault.heal();
+        fault.fail_dir(&dirs[home], FaultKind::Eio);
+        let opened = Log::builder().dirs(&dirs).storage(fault.shared()).open();
+        let log = opened.unwrap_or_else(|e| panic!("fault at step {step}: open failed: {e}"));
+        log.simulate_crash();
+        fault.heal_dir(&dirs[home]);
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        assert_eq!(values(&log, "t", 0), written, "fault at step {step}");
+        log.close().unwrap();
+        if !injected {
+            assert!(step > 10, "the restore made only {step} calls");
+            return;
+        }
+        step += 1;
+    }
 }
 
 /// A single-directory log has nothing to restore from: `restore_dir` is refused.

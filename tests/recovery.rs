@@ -1061,6 +1061,37 @@ fn a_log_end_below_the_log_start_checkpoint_restarts_the_log_there() {
     close(log, p);
 }
 
+// A partition directory that vanished is recreated empty at open, while the directory's
+// recovery-point checkpoint still names where the lost data had been synced to. The open
+// sets that entry to 0, durably, before it recreates the directory: otherwise a crash before
+// the next checkpoint would leave the new data below the old recovery point, and the open
+// after it would take the new data for damaged synced data (`Corruption`, fatal with one
+// directory).
+#[test]
+fn a_recreated_partition_forgets_its_old_recovery_point() {
+    let dir = tempdir();
+    let root = dir.path();
+    let (log, p) = create(root, config().fsync(tarnlog::FsyncPolicy::None));
+    for i in 0..40u8 {
+        p.append_values([[i; 50]]).unwrap();
+    }
+    close(log, p);
+    fs::remove_dir_all(pdir(root)).unwrap();
+
+    let (log, p) = reopen(root);
+    assert!(report(&log).created, "{:?}", report(&log));
+    assert_eq!((p.log_start_offset(), p.log_end_offset()), (0, 0));
+    for i in 0..5u8 {
+        p.append_values([[i; 50]]).unwrap();
+    }
+    crash(log, p);
+
+    let (log, p) = reopen(root);
+    assert_eq!((p.log_start_offset(), p.log_end_offset()), (0, 5));
+    assert_eq!(read_all(&p).unwrap().len(), 5);
+    close(log, p);
+}
+
 // A directory whose checkpoint could not be read was rescanned, so the report must not list
 // it among the cleanly closed directories ("no data was rescanned in them").
 #[test]

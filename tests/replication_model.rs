@@ -295,15 +295,14 @@ fn apply(
             model.failed[*i] = false;
             let online = log.dir_status()[*i].online;
             if !online {
-                // Accepted failures: a planned one-off fault may hit the restore itself, or
-                // may have cut short an earlier rebuild of the replica, which then claims a
-                // recovery point above its data (`Corruption`, with no other copy to take);
+                // Accepted failures: a planned one-off fault may hit the restore itself;
                 // and, documented, a directory whose `meta` is newer than the log's (it
                 // failed after the log's others, which an open without it could not see)
-                // needs a reopen and stays offline until then.
+                // needs a reopen and stays offline until then. (A rebuild cut short by a
+                // fault once left a recovery point above its data, `Corruption` at the next
+                // restore; the checkpoint is now lowered before any rebuild.)
                 match log.restore_dir(&dirs[*i]) {
-                    Err(Error::Io { .. } | Error::Poisoned { .. } | Error::Corruption { .. })
-                        if model.fault_planned => {}
+                    Err(Error::Io { .. } | Error::Poisoned { .. }) if model.fault_planned => {}
                     Ok(()) | Err(Error::InvalidConfig { field: "dir", .. }) => {}
                     Err(e) => return Err(format!("restore failed: {e}")),
                 }

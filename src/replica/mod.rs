@@ -38,7 +38,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 pub(crate) use clean::Cleaned;
 pub(crate) use durability::SyncState;
 use epochs::EpochCache;
-pub(crate) use load::LoadOptions;
+pub(crate) use load::{LoadOptions, partition_dir_name};
 pub(crate) use retention::Deleted;
 pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing};
 
