@@ -777,11 +777,14 @@ fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
         n += 1;
         damaged = dir.path().join(format!("{name}.{n}"));
     }
-    forget_recovery_point(dir, tp)?;
     storage
         .rename(&path, &damaged)
         .map_err(|e| Error::io("rename", &path, e))?;
     dir.sync_dir(dir.path())?;
+    // After the rename: forgotten first, a crash would leave the damaged copy in place with
+    // no recovery point, where its damage would read as a torn tail and be cut. Now a crash
+    // leaves the directory missing, which the next open handles as any missing one.
+    forget_recovery_point(dir, tp)?;
     Ok(damaged)
 }
 
@@ -791,13 +794,19 @@ fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
 /// leave the new data below it, which the open after it takes for damaged synced data (fatal
 /// with no peer to repair it from). A 0 only means a rescan from the start.
 fn forget_recovery_point(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
-    // An unreadable checkpoint is no bound at all (the open rescans from the start).
-    let mut recovery = metadata::read_checkpoint(dir, metadata::RECOVERY_POINT).unwrap_or_default();
-    if recovery.get(tp).is_none_or(|&entry| entry == 0) {
-        return Ok(());
-    }
-    recovery.insert(tp.clone(), 0);
-    metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
+    let recovery = match metadata::read_checkpoint(dir, metadata::RECOVERY_POINT) {
+        Ok(mut recovery) => {
+            if recovery.get(tp).is_none_or(|&entry| entry == 0) {
+                return Ok(());
+            }
+            recovery.insert(tp.clone(), 0);
+            recovery
+        }
+        // Unreadable now, perhaps readable later: replaced by an empty one (every replica
+        // here is then rescanned from its start at the next open).
+        Err(_) => BTreeMap::new(),
+    };
+    metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery, false)
 }
 
 /// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
@@ -2378,7 +2387,9 @@ impl Log {
                 synced => synced?,
             }
         }
-        self.write_checkpoints()
+        // Every file written, changed or not: an explicit flush also finds out that a
+        // directory vanished or turned read-only, with nothing else to write.
+        self.inner.write_checkpoint_files(true)
     }
 
     fn write_checkpoints(&self) -> Result<()> {
@@ -2636,6 +2647,12 @@ impl Inner {
     }
 
     fn write_checkpoints(&self) -> Result<()> {
+        self.write_checkpoint_files(false)
+    }
+
+    /// Writes each online directory's checkpoints; unless `all`, only the files whose
+    /// entries changed since this `StorageDir` last wrote them.
+    fn write_checkpoint_files(&self, all: bool) -> Result<()> {
         let _writer = self.checkpoint_lock.lock();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
         let replicas: Vec<Arc<ReplicaLog>> = topics.iter().flat_map(|t| t.all_replicas()).collect();
@@ -2649,9 +2666,10 @@ impl Inner {
                 start.insert(tp.clone(), replica.log_start_offset());
                 high.insert(tp, replica.high_watermark());
             }
-            let written = metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery)
-                .and_then(|()| metadata::write_checkpoint(dir, metadata::LOG_START, &start))
-                .and_then(|()| metadata::write_checkpoint(dir, metadata::HIGH_WATERMARK, &high));
+            let write = |name, entries: &_| metadata::write_checkpoint(dir, name, entries, all);
+            let written = write(metadata::RECOVERY_POINT, &recovery)
+                .and_then(|()| write(metadata::LOG_START, &start))
+                .and_then(|()| write(metadata::HIGH_WATERMARK, &high));
             match written {
                 // With several directories a failing one goes offline (its partitions fail
                 // over at their next use) and the others carry on; this is also how a

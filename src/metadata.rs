@@ -290,23 +290,25 @@ pub(crate) fn read_meta(dir: &StorageDir) -> Result<Option<(Meta, u32)>> {
     Meta::decode(&body, &path).map(Some)
 }
 
-/// Writes a checkpoint file, unless this `StorageDir` already wrote and synced the same
-/// entries there (a `delete_records`, say, changes only the log-start file; rewriting the
-/// others would cost their syncs and change nothing on disk).
+/// Writes a checkpoint file; unless `always`, not when this `StorageDir` already wrote and
+/// synced the same entries there (a `delete_records`, say, changes only the log-start file;
+/// rewriting the others would cost their syncs and change nothing on disk).
 pub(crate) fn write_checkpoint(
     dir: &StorageDir,
     name: &str,
     entries: &BTreeMap<TopicPartition, u64>,
+    always: bool,
 ) -> Result<()> {
     dir.check()?;
     let mut body = format!("0\n{}\n", entries.len());
     for (tp, offset) in entries {
         let _ = writeln!(body, "{} {} {offset}", tp.topic, tp.partition);
     }
-    if dir
-        .checkpoints()
-        .get(name)
-        .is_some_and(|held| *held == body.as_bytes())
+    if !always
+        && dir
+            .checkpoints()
+            .get(name)
+            .is_some_and(|held| *held == body.as_bytes())
     {
         return Ok(());
     }

@@ -120,6 +120,8 @@ fn readers_race_appends_rolls_and_retention() {
             .map(|_| s.spawn(move || reader(partition, stop)))
             .collect();
         let deleter = s.spawn(move || {
+            // Failed: the writers no longer wait for the passes.
+            let _failed = Defer(|| passes.store(u32::MAX, Ordering::Relaxed));
             let tp = tarnlog::TopicPartition::new("t", 0);
             while running() {
                 let end = partition.log_end_offset();
@@ -218,9 +220,9 @@ fn reads_racing_truncations_never_report_damage() {
                 })
             })
             .collect();
-        assert!(cutter.join().unwrap() > 10);
+        assert!(cutter.join().unwrap() >= 10);
         for reader in readers {
-            assert!(reader.join().unwrap() > 100);
+            assert!(reader.join().unwrap() >= 100);
         }
     });
     log.close().unwrap();
