@@ -75,15 +75,22 @@ fn record_body_size(
         + headers_size(headers)
 }
 
-/// Writes a length-prefixed optional byte string at `out[at..]`, returning the position after.
+/// Appends `v` as a varint.
 #[inline]
-fn write_nullable_at(out: &mut [u8], at: usize, bytes: Option<&[u8]>) -> usize {
+fn put_varint(out: &mut Vec<u8>, v: i32) {
+    let mut bytes = [0u8; 5];
+    let len = write_varint_at(&mut bytes, 0, v);
+    out.extend_from_slice(&bytes[..len]);
+}
+
+/// Appends a length-prefixed optional byte string.
+#[inline]
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
-        None => write_varint_at(out, at, -1),
+        None => put_varint(out, -1),
         Some(b) => {
-            let at = write_varint_at(out, at, b.len() as i32);
-            out[at..at + b.len()].copy_from_slice(b);
-            at + b.len()
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
         }
     }
 }
@@ -147,23 +154,25 @@ impl BatchBuilder {
             i32::try_from(body).is_ok() && self.buf.len() + total <= MAX_ENCODED_BATCH,
             "record batch would exceed {MAX_ENCODED_BATCH} bytes"
         );
-        // Sized first, then filled in place: one bounds-checked slice instead of a capacity
-        // check per byte pushed.
+        // Reserved once, then appended piece by piece: no zero-fill of bytes about to be
+        // written, and each append's capacity check is a branch that always passes.
         let start = self.buf.len();
-        self.buf.resize(start + total, 0);
-        let out = &mut self.buf[start..];
-        let mut at = write_varint_at(out, 0, body as i32);
-        at += 1; // record attributes: unused in v2, already zero
-        at = write_varlong_at(out, at, timestamp_delta);
-        at = write_varint_at(out, at, offset_delta);
-        at = write_nullable_at(out, at, key);
-        at = write_nullable_at(out, at, value);
-        at = write_varint_at(out, at, headers.len() as i32);
+        self.buf.reserve(total);
+        // The fixed-width part: length, attributes (unused in v2), the two deltas.
+        let mut head = [0u8; 5 + 1 + 10 + 5];
+        let mut at = write_varint_at(&mut head, 0, body as i32);
+        at += 1;
+        at = write_varlong_at(&mut head, at, timestamp_delta);
+        at = write_varint_at(&mut head, at, offset_delta);
+        self.buf.extend_from_slice(&head[..at]);
+        put_nullable(&mut self.buf, key);
+        put_nullable(&mut self.buf, value);
+        put_varint(&mut self.buf, headers.len() as i32);
         for (k, v) in headers {
-            at = write_nullable_at(out, at, Some(k.as_bytes()));
-            at = write_nullable_at(out, at, *v);
+            put_nullable(&mut self.buf, Some(k.as_bytes()));
+            put_nullable(&mut self.buf, *v);
         }
-        debug_assert_eq!(at, total);
+        debug_assert_eq!(self.buf.len() - start, total);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
     }

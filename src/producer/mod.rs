@@ -528,6 +528,8 @@ struct State {
     in_flight: Vec<Arc<Completion>>,
     /// Buffer memory held by records not yet acknowledged.
     used: usize,
+    /// The partition choice for records without a key.
+    sticky: Sticky,
     /// The next batch's `seq`.
     next_seq: u64,
     /// The sender thread waits for work: the next ready batch must wake it.
@@ -549,7 +551,6 @@ struct Shared {
     work: Condvar,
     /// Wakes senders blocked for buffer memory, and flushes.
     space: Condvar,
-    sticky: Sticky,
     /// Topics looked up so far, by name.
     topics: RwLock<HashMap<String, Arc<CachedTopic>, BuildHasherDefault<IdHasher>>>,
     next_topic_id: AtomicU32,
@@ -621,10 +622,12 @@ pub struct Producer {
 /// A record checked and placed, ready to join its partition's batch.
 struct Placed {
     topic: Arc<CachedTopic>,
-    index: u32,
+    /// `None`: the sticky partition, chosen under the accumulator's lock.
+    partition: Option<u32>,
     size: usize,
     timestamp: i64,
-    record: ProducerRecord,
+    /// The clock's reading if `place` took one (it dates a batch the record opens).
+    now: Option<i64>,
 }
 
 impl Producer {
@@ -636,10 +639,12 @@ impl Producer {
         let shared = Arc::new(Shared {
             log,
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                sticky: Sticky::new(seed),
+                ..State::default()
+            }),
             work: Condvar::new(),
             space: Condvar::new(),
-            sticky: Sticky::new(seed),
             topics: RwLock::new(HashMap::default()),
             next_topic_id: AtomicU32::new(0),
             closed: AtomicBool::new(false),
@@ -675,11 +680,14 @@ impl Producer {
     /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
     /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
     /// `max_block_ms`), `Closed`.
+    // The record is taken (as Kafka's `send` does) so that callers hand over its buffers;
+    // it is read in place and dropped on return.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
-        let placed = self.place(record, &mut None)?;
+        let placed = self.place(&record, &mut None)?;
         let shared = self.shared();
         let mut state = shared.state.lock();
-        let (future, wake) = self.enqueue(&mut state, &placed)?;
+        let (future, wake) = self.enqueue(&mut state, &placed, &record)?;
         drop(state);
         if wake {
             shared.work.notify_one();
@@ -699,16 +707,17 @@ impl Producer {
     ) -> Result<Vec<SendFuture>> {
         // One clock reading stamps every record of the call that has no timestamp.
         let mut now = None;
+        let records: Vec<ProducerRecord> = records.into_iter().collect();
         let placed: Vec<Placed> = records
-            .into_iter()
+            .iter()
             .map(|record| self.place(record, &mut now))
             .collect::<Result<_>>()?;
         let shared = self.shared();
         let mut futures = Vec::with_capacity(placed.len());
         // One lock for the call, lent to the sender when a batch is ready for it.
         let mut state = shared.state.lock();
-        for (i, placed) in placed.iter().enumerate() {
-            let (future, wake) = self.enqueue(&mut state, placed)?;
+        for (i, (placed, record)) in placed.iter().zip(&records).enumerate() {
+            let (future, wake) = self.enqueue(&mut state, placed, record)?;
             futures.push(future);
             if wake {
                 MutexGuard::unlocked(&mut state, || shared.work.notify_one());
@@ -758,7 +767,7 @@ impl Producer {
 
     /// Checks a record and chooses its partition, without touching the accumulator. A
     /// record without a timestamp gets `now`, read from the clock if still `None`.
-    fn place(&self, record: ProducerRecord, now: &mut Option<i64>) -> Result<Placed> {
+    fn place(&self, record: &ProducerRecord, now: &mut Option<i64>) -> Result<Placed> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -787,22 +796,20 @@ impl Producer {
                 max,
             });
         }
-        let index = match (record.partition, &shared.config.partitioner, &record.key) {
-            (Some(p), _, _) => p,
-            (None, Some(custom), key) => custom.partition(
+        let partition = match (record.partition, &shared.config.partitioner, &record.key) {
+            (Some(p), _, _) => Some(p),
+            (None, Some(custom), key) => Some(custom.partition(
                 &topic.name,
                 key.as_deref(),
                 record.value.as_deref(),
                 partitions,
-            ),
-            (None, None, Some(key)) => partition_for_key(key, partitions),
-            (None, None, None) => {
-                shared
-                    .sticky
-                    .partition(topic.id, partitions, size, shared.config.batch_size)
-            }
+            )),
+            (None, None, Some(key)) => Some(partition_for_key(key, partitions)),
+            (None, None, None) => None,
         };
-        if index >= partitions {
+        if let Some(index) = partition
+            && index >= partitions
+        {
             // The log's own error, with the topic's partition count.
             topic.topic.partition(index)?;
         }
@@ -817,10 +824,10 @@ impl Producer {
         };
         Ok(Placed {
             topic,
-            index,
+            partition,
             size,
             timestamp,
-            record,
+            now: *now,
         })
     }
 
@@ -880,6 +887,7 @@ impl Producer {
         &self,
         state: &mut MutexGuard<'_, State>,
         placed: &Placed,
+        record: &ProducerRecord,
     ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
@@ -889,9 +897,14 @@ impl Producer {
         if state.closed {
             return Err(Error::Closed);
         }
-        let key = (placed.topic.id, placed.index);
+        let topic = &placed.topic;
+        let index = placed.partition.unwrap_or_else(|| {
+            let partitions = topic.partitions.len() as u32;
+            let sticky = &mut state.sticky;
+            sticky.partition(topic.id, partitions, placed.size, config.batch_size)
+        });
+        let key = (topic.id, index);
         let needed = placed.size;
-        let record = &placed.record;
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
@@ -913,14 +926,11 @@ impl Producer {
                 .min(placed.topic.max_batch_bytes);
             OpenBatch {
                 limit,
-                partition: placed.topic.partitions[placed.index as usize].clone(),
+                partition: topic.partitions[index as usize].clone(),
                 builder: spare_builder(spare, limit),
-                completion: Arc::new(Completion::new(
-                    Arc::clone(&placed.topic.name),
-                    placed.index,
-                )),
+                completion: Arc::new(Completion::new(Arc::clone(&topic.name), index)),
                 seq,
-                created_ms: shared.log.now_ms(),
+                created_ms: placed.now.unwrap_or_else(|| shared.log.now_ms()),
                 reserved: 0,
             }
         };
@@ -970,7 +980,7 @@ impl Producer {
         if wake {
             state.sender_idle = false;
         }
-        let future = future_for(config.acks, placed, completion, index_in_batch);
+        let future = future_for(config.acks, placed, index, completion, index_in_batch);
         Ok((future, wake))
     }
 
@@ -1007,11 +1017,17 @@ impl Producer {
 }
 
 /// The future `send` returns for a record at `index` of the batch behind `completion`.
-fn future_for(acks: Acks, placed: &Placed, completion: Arc<Completion>, index: u32) -> SendFuture {
+fn future_for(
+    acks: Acks,
+    placed: &Placed,
+    partition: u32,
+    completion: Arc<Completion>,
+    index: u32,
+) -> SendFuture {
     if acks == Acks::None {
         return SendFuture::ready(Ok(RecordMetadata {
             topic: placed.topic.name.to_string(),
-            partition: placed.index,
+            partition,
             offset: None,
             timestamp: placed.timestamp,
         }));

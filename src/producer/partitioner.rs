@@ -93,14 +93,10 @@ impl Partitioner for RoundRobinPartitioner {
 }
 
 /// The sticky choice for records without a key (KIP-480/794): one partition per topic
-/// until `batch_size` bytes went to it, then a random other one.
-#[derive(Debug)]
+/// until `batch_size` bytes went to it, then a random other one. Kept under the producer's
+/// accumulator lock, which the record takes anyway.
+#[derive(Debug, Default)]
 pub(crate) struct Sticky {
-    state: Mutex<StickyState>,
-}
-
-#[derive(Debug)]
-struct StickyState {
     /// Per topic (by the producer's id for it): the current partition and the bytes sent
     /// to it since the switch.
     current: HashMap<u32, (u32, usize), BuildHasherDefault<super::IdHasher>>,
@@ -110,23 +106,20 @@ struct StickyState {
 impl Sticky {
     pub(crate) fn new(seed: u64) -> Sticky {
         Sticky {
-            state: Mutex::new(StickyState {
-                current: HashMap::default(),
-                rng: seed | 1,
-            }),
+            current: HashMap::default(),
+            rng: seed | 1,
         }
     }
 
     /// The partition for a record of `size` bytes without a key.
     pub(crate) fn partition(
-        &self,
+        &mut self,
         topic: u32,
         partitions: u32,
         size: usize,
         batch_size: usize,
     ) -> u32 {
-        let mut state = self.state.lock();
-        let StickyState { current, rng } = &mut *state;
+        let Sticky { current, rng } = self;
         let entry = current.entry(topic).or_insert((u32::MAX, 0));
         if entry.0 >= partitions {
             // New, or the topic was recreated with fewer partitions.
@@ -198,7 +191,7 @@ mod tests {
 
     #[test]
     fn sticky_stays_until_batch_size_then_moves() {
-        let sticky = Sticky::new(42);
+        let mut sticky = Sticky::new(42);
         let first = sticky.partition(0, 4, 100, 250);
         assert_eq!(sticky.partition(0, 4, 100, 250), first);
         assert_eq!(sticky.partition(0, 4, 100, 250), first);
@@ -214,7 +207,7 @@ mod tests {
 
     #[test]
     fn sticky_spreads_over_all_partitions() {
-        let sticky = Sticky::new(7);
+        let mut sticky = Sticky::new(7);
         let mut seen = [0u32; 5];
         for _ in 0..5000 {
             seen[sticky.partition(0, 5, 100, 100) as usize] += 1;
