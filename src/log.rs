@@ -22,7 +22,7 @@ use crate::describe::{DirStatus, MaintenanceReport, PartitionDescription, TopicD
 use crate::error::{Error, Result};
 use crate::group::admin::{GroupDescription, GroupState, MemberDescription, PartitionLag, ResetTo};
 use crate::group::coordinator::{Coordinator, MemberRef, TopicShape};
-use crate::metadata::{self, Leadership, Meta, TopicMeta};
+use crate::metadata::{self, Leadership, Meta, Offered, TopicMeta};
 use crate::notify::Notifier;
 use crate::offsets::{CONSUMER_OFFSETS, OffsetAndMetadata, OffsetStore};
 use crate::producer::{Producer, ProducerConfig};
@@ -280,7 +280,7 @@ impl LogBuilder {
             .collect::<Result<_>>()?;
         check_dirs(&canonical)?;
         let (dirs, offline) = self.open_dirs()?;
-        let meta = load_meta(&dirs)?;
+        let (meta, lineage) = load_meta(&dirs)?;
         let prefaulter = if self.prefault.unwrap_or(true) {
             Some(
                 Prefaulter::start()
@@ -300,6 +300,7 @@ impl LogBuilder {
         let topics = load_topics(
             &dirs,
             &meta,
+            &lineage,
             &self,
             prefaulter.as_ref(),
             set_options,
@@ -334,9 +335,11 @@ impl LogBuilder {
             checkpoint_lock: Mutex::new(()),
             meta_lock: Mutex::new(()),
             meta_slots: Mutex::new(meta_slots),
+            run: new_run_id(),
+            offered: Mutex::new(lineage.offered),
             set_options,
         });
-        inner.adopt_leadership()?;
+        inner.adopt_leadership(lineage.forked.contains(&true))?;
         inner.checkpoint_raised_log_starts();
         let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
@@ -509,9 +512,11 @@ fn check_dirs(dirs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The newest valid `meta` among the directories.
-fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
+/// The newest valid `meta` among the directories (the first on a tie), and what the
+/// directories' own say of its history.
+fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
     let mut best: Option<Meta> = None;
+    let mut owns = vec![None; dirs.len()];
     let mut first_error = None;
     let mut found_any = false;
     for (i, dir) in dirs.iter().enumerate().filter(|(_, d)| !d.is_poisoned()) {
@@ -534,8 +539,9 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
                     });
                 }
                 if best.as_ref().is_none_or(|b| meta.generation > b.generation) {
-                    best = Some(meta);
+                    best = Some(meta.clone());
                 }
+                owns[i] = Some(meta);
             }
             Err(error) => {
                 found_any = true;
@@ -543,15 +549,61 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<Meta> {
             }
         }
     }
-    match (best, first_error) {
-        (Some(meta), _) => Ok(meta),
-        (None, Some(error)) if found_any => Err(error),
-        _ => Ok(Meta {
+    let best = match (best, first_error) {
+        (Some(meta), _) => meta,
+        (None, Some(error)) if found_any => return Err(error),
+        _ => Meta {
             generation: 0,
             dir_count: dirs.len() as u32,
-            topics: BTreeMap::new(),
-        }),
+            ..Meta::default()
+        },
+    };
+    let lineage = Lineage::new(&best, &owns);
+    Ok((best, lineage))
+}
+
+/// What the open learned of each directory's `meta` history.
+#[derive(Debug)]
+struct Lineage {
+    /// Per directory: the `meta` it holds forked from the chosen one's history (see
+    /// `Meta::forked`).
+    forked: Vec<bool>,
+    /// Per directory: the last `meta` known to be offered to it.
+    offered: Vec<Offered>,
+}
+
+impl Lineage {
+    fn new(best: &Meta, owns: &[Option<Meta>]) -> Lineage {
+        let forked = owns
+            .iter()
+            .enumerate()
+            .map(|(i, own)| own.as_ref().is_some_and(|own| best.forked(own, i)))
+            .collect();
+        // A directory read now holds its own; one that could not be read, what the chosen
+        // history last offered it.
+        let offered = owns
+            .iter()
+            .enumerate()
+            .map(|(i, own)| match own {
+                Some(own) => Offered {
+                    generation: own.generation,
+                    run: own.run,
+                },
+                None => best.offered.get(i).copied().unwrap_or_default(),
+            })
+            .collect();
+        Lineage { forked, offered }
     }
+}
+
+/// An id for this run of the log: distinct across runs (the clock's nanoseconds and the
+/// process id), never 0.
+fn new_run_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let id = nanos ^ (u64::from(std::process::id()) << 40).rotate_left(7);
+    id.max(1)
 }
 
 type Topics = BTreeMap<String, Arc<TopicState>>;
@@ -576,6 +628,7 @@ type OfflineDir = (PathBuf, String);
 fn load_topics(
     dirs: &[Arc<StorageDir>],
     meta: &Meta,
+    lineage: &Lineage,
     builder: &LogBuilder,
     prefaulter: Option<&Prefaulter>,
     set_options: SetOptions,
@@ -613,8 +666,10 @@ fn load_topics(
         .push(dir.path().to_path_buf());
         // Strays only when every directory opened with a readable `meta`: otherwise the
         // `meta` in hand may be older than one that places them.
+        // Nor in a directory whose history forked from `meta`'s: what `meta` does not place
+        // there may be a topic created in the other history.
         let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
-        let own = own.filter(|_| every_meta_readable);
+        let own = own.filter(|_| every_meta_readable && !lineage.forked[index]);
         let tidied = metadata::remove_clean_marker(dir)
             .and_then(|()| remove_deleted_dirs(dir))
             .and_then(|()| remove_stray_partitions(dir, index, meta, own.as_ref()));
@@ -665,7 +720,7 @@ fn load_topics(
                 }));
             }
             let (set, standing) =
-                repair_damaged(&tp, topic, dirs.len() > 1, loaded, &options, report)?;
+                repair_damaged(&tp, topic, &lineage.forked, loaded, &options, report)?;
             sets.push(ReplicaSet::open(
                 tp,
                 set,
@@ -687,24 +742,35 @@ fn load_topics(
 /// Takes the loaded replicas of one partition. A replica found damaged (a load error) is
 /// moved aside as `<partition>.damaged` and recreated empty, to be rebuilt from its leader,
 /// as long as another replica can lead — one in sync as recorded, or any live one under
-/// `unclean_leader_election`; otherwise the first error is returned (nothing is cut). With
-/// several directories (`multi_dir`) an I/O error takes the replica's directory offline.
+/// `unclean_leader_election`; otherwise the first error is returned (nothing is cut). A
+/// replica in a directory whose history `forked` from `meta`'s is moved aside the same way,
+/// as `<partition>.diverged`, when a replica outside such directories can lead: it may hold
+/// acknowledged records of the other history, which reconciling would cut. With several
+/// directories (`forked` has one entry per directory) an I/O error takes the replica's
+/// directory offline.
 fn repair_damaged(
     tp: &TopicPartition,
     topic: &TopicMeta,
-    multi_dir: bool,
+    forked: &[bool],
     loaded: Vec<Option<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>>,
     options: &dyn Fn(u32) -> LoadOptions,
     report: &mut RecoveryReport,
 ) -> Result<(Vec<Slot>, Vec<Standing>)> {
     let p = tp.partition as usize;
     let (dirs, recorded, config) = (&topic.placement[p], &topic.leadership[p], &topic.config);
-    let can_lead = loaded.iter().zip(dirs).any(|(l, d)| match l {
-        Some(Ok((_, recovered))) => {
-            config.unclean_leader_election || (recorded.isr.contains(d) && !recovered.created)
-        }
-        _ => false,
-    });
+    let multi_dir = forked.len() > 1;
+    let leads =
+        |l: &Option<Result<(ReplicaLog, crate::recovery::PartitionRecovery)>>, d: &u32| match l {
+            Some(Ok((_, recovered))) => {
+                config.unclean_leader_election || (recorded.isr.contains(d) && !recovered.created)
+            }
+            _ => false,
+        };
+    let can_lead = loaded.iter().zip(dirs).any(|(l, d)| leads(l, d));
+    let can_lead_unforked = loaded
+        .iter()
+        .zip(dirs)
+        .any(|(l, d)| !forked[*d as usize] && leads(l, d));
     let mut set = Vec::with_capacity(loaded.len());
     let mut standing = Vec::with_capacity(loaded.len());
     for (result, &d) in loaded.into_iter().zip(dirs) {
@@ -712,6 +778,30 @@ fn repair_damaged(
             None => {
                 standing.push(Standing::Offline);
                 set.push(None);
+            }
+            Some(Ok((replica, recovered)))
+                if forked[d as usize] && can_lead_unforked && !recovered.created =>
+            {
+                // Closed before its directory is renamed.
+                drop(replica);
+                let options = options(d);
+                let dir = Arc::clone(&options.dir);
+                let rebuilt = set_aside(&dir, tp, "diverged").and_then(|diverged| {
+                    report.diverged.push(diverged);
+                    ReplicaLog::load(options)
+                });
+                match rebuilt {
+                    Ok((replica, recovered)) => {
+                        report.partitions.push(recovered);
+                        standing.push(Standing::Stale);
+                        set.push(Some(Arc::new(replica)));
+                    }
+                    Err(error) => {
+                        take_offline(&dir, &error, report);
+                        standing.push(Standing::Offline);
+                        set.push(None);
+                    }
+                }
             }
             Some(Ok((replica, recovered))) => {
                 standing.push(if recovered.created {
@@ -725,7 +815,7 @@ fn repair_damaged(
             Some(Err(error)) if multi_dir && can_lead && error.is_corruption() => {
                 let options = options(d);
                 let dir = Arc::clone(&options.dir);
-                let rebuilt = set_aside(&dir, tp).and_then(|damaged| {
+                let rebuilt = set_aside(&dir, tp, "damaged").and_then(|damaged| {
                     report.repaired.push((damaged, error.to_string()));
                     ReplicaLog::load(options)
                 });
@@ -764,28 +854,28 @@ fn take_offline(dir: &StorageDir, error: &Error, report: &mut RecoveryReport) {
     }
 }
 
-/// Renames a damaged replica's directory to `<topic>-<partition>.damaged` (`.damaged.1`,
-/// `.damaged.2`, … when earlier ones are there) and returns the new path.
-fn set_aside(dir: &StorageDir, tp: &TopicPartition) -> Result<PathBuf> {
+/// Renames a replica's directory to `<topic>-<partition>.<why>` (`damaged`, `diverged`;
+/// `.<why>.1`, `.<why>.2`, … when earlier ones are there) and returns the new path.
+fn set_aside(dir: &StorageDir, tp: &TopicPartition, why: &str) -> Result<PathBuf> {
     let storage = dir.storage();
     let path = dir.path().join(format!("{}-{}", tp.topic, tp.partition));
     // Earlier copies set aside are kept: one may hold the only trace of something.
-    let name = format!("{}-{}.damaged", tp.topic, tp.partition);
-    let mut damaged = dir.path().join(&name);
+    let name = format!("{}-{}.{why}", tp.topic, tp.partition);
+    let mut aside = dir.path().join(&name);
     let mut n = 0u32;
-    while storage.exists(&damaged) && n < u32::MAX {
+    while storage.exists(&aside) && n < u32::MAX {
         n += 1;
-        damaged = dir.path().join(format!("{name}.{n}"));
+        aside = dir.path().join(format!("{name}.{n}"));
     }
     storage
-        .rename(&path, &damaged)
+        .rename(&path, &aside)
         .map_err(|e| Error::io("rename", &path, e))?;
     dir.sync_dir(dir.path())?;
     // After the rename: forgotten first, a crash would leave the damaged copy in place with
     // no recovery point, where its damage would read as a torn tail and be cut. Now a crash
     // leaves the directory missing, which the next open handles as any missing one.
     forget_recovery_point(dir, tp)?;
-    Ok(damaged)
+    Ok(aside)
 }
 
 /// Sets `tp`'s entry in `dir`'s recovery-point checkpoint to 0, durably, before its replica
@@ -1051,6 +1141,11 @@ struct Inner {
     meta_lock: Mutex<()>,
     /// Per directory (by index): the newest `meta` to write there (see `write_meta`).
     meta_slots: Mutex<Vec<Arc<MetaSlot>>>,
+    /// This run's id, recorded in every `meta` it writes (see `Meta::forked`).
+    run: u64,
+    /// Per directory: the last `meta` offered to it, by this run or (for a directory not
+    /// written since the open) as the open found it.
+    offered: Mutex<Vec<Offered>>,
 }
 
 #[derive(Debug)]
@@ -2236,7 +2331,17 @@ impl Log {
         remove_deleted_dirs(dir)?;
         let meta = self.inner.state.read().meta.clone();
         let own = metadata::read_meta(dir)?.map(|(own, _)| own);
-        remove_stray_partitions(dir, index, &meta, own.as_ref())?;
+        // A directory that wrote `meta` in a run without this log's history (opened while
+        // this log's directories were unreadable) may hold acknowledged records of that
+        // history: its replicas are set aside whole, as `.diverged`, and rebuilt, and what
+        // this log does not place there (a topic of that history) stays.
+        let offered = self.inner.offered.lock()[index];
+        let forked = own.as_ref().is_some_and(|own| offered.forked(own));
+        if !forked {
+            remove_stray_partitions(dir, index, &meta, own.as_ref())?;
+        }
+        let reset = untrusted || forked;
+        let why = if forked { "diverged" } else { "damaged" };
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
         let mut loaded = Vec::new();
@@ -2257,7 +2362,7 @@ impl Log {
                 options.recovery_point = recovery.get(&tp).copied();
                 options.log_start = start.get(&tp).copied();
                 let led_elsewhere = set.is_replicated() && set.leader().is_ok();
-                if untrusted
+                if reset
                     && led_elsewhere
                     && dir
                         .storage()
@@ -2265,16 +2370,16 @@ impl Log {
                 {
                     // What recovery would read may be the page cache, not the disk: start
                     // over from the leader (the old copy is kept aside).
-                    set_aside(dir, &tp)?;
+                    set_aside(dir, &tp, why)?;
                 }
                 forget_if_missing(dir, &tp)?;
                 let (replica, standing) = match ReplicaLog::load(options.clone()) {
-                    Ok((replica, recovered)) if recovered.created || untrusted => {
+                    Ok((replica, recovered)) if recovered.created || reset => {
                         (replica, Standing::Stale)
                     }
                     Ok((replica, _)) => (replica, Standing::Loaded),
                     Err(error) if error.is_corruption() && led_elsewhere => {
-                        set_aside(dir, &tp)?;
+                        set_aside(dir, &tp, "damaged")?;
                         (ReplicaLog::load(options)?.0, Standing::Stale)
                     }
                     Err(error) => return Err(error),
@@ -2477,19 +2582,34 @@ impl Inner {
     /// with an earlier `meta` is not waited for again, so a slow or hung directory delays
     /// only the first write (the newest `meta` wins at open).
     fn write_meta(&self, meta: &Meta) -> Result<()> {
-        if !self.multi_dir() {
-            return metadata::write_meta(&self.dir(0), meta, 0);
-        }
         let online: Vec<(usize, Arc<StorageDir>)> = self
             .dirs()
             .into_iter()
             .enumerate()
-            .filter(|(_, d)| !d.is_poisoned())
+            .filter(|(_, d)| !self.multi_dir() || !d.is_poisoned())
             .collect();
         if online.is_empty() {
             return Err(Error::Poisoned {
                 dir: self.dir(0).path().to_path_buf(),
             });
+        }
+        // The lineage: this run, and per directory the last generation offered to it (an
+        // offline one keeps what it was offered before it went).
+        let mut meta = meta.clone();
+        meta.run = self.run;
+        {
+            let mut offered = self.offered.lock();
+            for (i, _) in &online {
+                offered[*i] = Offered {
+                    generation: meta.generation,
+                    run: self.run,
+                };
+            }
+            meta.offered.clone_from(&offered);
+        }
+        let meta = &meta;
+        if !self.multi_dir() {
+            return metadata::write_meta(&self.dir(0), meta, 0);
         }
         let slots: Vec<Arc<MetaSlot>> = {
             let all = self.meta_slots.lock();
@@ -2522,10 +2642,14 @@ impl Inner {
 
     /// After open: records the leadership the replica sets settled on (new epochs, in-sync
     /// sets) in `meta`, and has them record later changes.
-    fn adopt_leadership(self: &Arc<Self>) -> Result<()> {
+    ///
+    /// With `rejoin` (a directory's history forked) `meta` is written even when no
+    /// leadership changed: the forked directory takes this history's `lineage`, so that
+    /// later opens do not find it forked again.
+    fn adopt_leadership(self: &Arc<Self>, rejoin: bool) -> Result<()> {
         let _meta = self.meta_lock.lock();
         let mut state = self.state.write();
-        let mut changed = false;
+        let mut changed = rejoin;
         let topics: Vec<Arc<TopicState>> = state.topics.values().cloned().collect();
         for topic in &topics {
             let Some(recorded) = state.meta.topics.get_mut(&topic.name) else {

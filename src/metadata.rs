@@ -6,6 +6,7 @@
 //! ```text
 //! generation <n>
 //! dirs <count> this <index of this directory>
+//! lineage <run> <generation>:<run> …
 //! topic <name> placement=<replicas>,… state=<leader>/<epoch>/<isr>,… <config words>
 //! ```
 //! where each partition's `<replicas>` are directory indexes joined by `:`, preferred leader
@@ -14,6 +15,11 @@
 //! partition is offline), its leader epoch, and the in-sync replicas' directory indexes
 //! joined by `:`. Without it (files written before failover existed) the preferred replica
 //! leads at epoch 0 with every replica in sync.
+//! `lineage` (absent in files written before it existed) names the run of the log (one
+//! open to its close) that wrote this copy, then, per directory, the last generation that
+//! run or an earlier one offered that directory and the run that offered it: a directory
+//! holding anything else wrote `meta` where this copy's history cannot see it, in a run
+//! that did not open this directory (see [`Meta::forked`]).
 //! The copy with the highest generation wins on open. Checkpoint bodies are Kafka's text
 //! checkpoint format: `0`, the entry count, then `<topic> <partition> <offset>` lines.
 
@@ -119,6 +125,44 @@ pub(crate) struct Meta {
     pub generation: u64,
     pub dir_count: u32,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// The run of the log that wrote this copy (0: unknown, a file from before lineage).
+    pub run: u64,
+    /// Per directory, the last `meta` offered to it: what it holds unless it wrote one
+    /// since in a run that did not know this copy's (empty: unknown).
+    pub offered: Vec<Offered>,
+}
+
+/// A `meta` generation offered to a directory, and the run that offered it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Offered {
+    pub generation: u64,
+    pub run: u64,
+}
+
+impl Meta {
+    /// Whether `own`, the `meta` directory number `index` holds, forked from this copy's
+    /// history (see [`Offered::forked`]).
+    pub(crate) fn forked(&self, own: &Meta, index: usize) -> bool {
+        self.offered
+            .get(index)
+            .is_some_and(|offered| offered.forked(own))
+    }
+}
+
+impl Offered {
+    /// Whether `own`, the `meta` the directory holds, forked from the history that made
+    /// this offer: it was written after the generation offered, or at that generation by
+    /// another run. That happens when the directory was offline while this history went
+    /// on, and then a log opened without this history's directories and wrote to it alone:
+    /// both histories may hold acknowledged records the other lacks. A directory holding
+    /// less than it was offered is only behind (its write failed or it went offline).
+    /// Unknown (either written before lineage) is not a fork.
+    pub(crate) fn forked(&self, own: &Meta) -> bool {
+        own.run != 0
+            && self.run != 0
+            && (own.generation > self.generation
+                || (own.generation == self.generation && own.run != self.run))
+    }
 }
 
 impl Meta {
@@ -127,6 +171,13 @@ impl Meta {
             "generation {}\ndirs {} this {this}\n",
             self.generation, self.dir_count
         );
+        if self.run != 0 {
+            let _ = write!(out, "lineage {}", self.run);
+            for offered in &self.offered {
+                let _ = write!(out, " {}:{}", offered.generation, offered.run);
+            }
+            out.push('\n');
+        }
         for (name, topic) in &self.topics {
             let placement: Vec<String> = topic
                 .placement
@@ -176,6 +227,24 @@ impl Meta {
                     };
                     meta.dir_count = count.parse().map_err(|_| bad("meta dirs"))?;
                     this = Some(index.parse().map_err(|_| bad("meta dirs"))?);
+                }
+                Some("lineage") => {
+                    meta.run = words
+                        .next()
+                        .and_then(|w| w.parse().ok())
+                        .filter(|&run| run != 0)
+                        .ok_or_else(|| bad("meta lineage"))?;
+                    meta.offered = words
+                        .map(|w| {
+                            let (generation, run) = w.split_once(':')?;
+                            Some(Offered {
+                                generation: generation.parse().ok()?,
+                                run: run.parse().ok()?,
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .filter(|offered| offered.len() == meta.dir_count as usize)
+                        .ok_or_else(|| bad("meta lineage"))?;
                 }
                 Some("topic") => {
                     let (name, topic) = decode_topic(words, meta.dir_count).map_err(bad)?;
@@ -477,7 +546,18 @@ mod tests {
         let mut meta = Meta {
             generation: 7,
             dir_count: 2,
-            topics: BTreeMap::new(),
+            run: 99,
+            offered: vec![
+                Offered {
+                    generation: 7,
+                    run: 99,
+                },
+                Offered {
+                    generation: 5,
+                    run: 12,
+                },
+            ],
+            ..Meta::default()
         };
         meta.topics.insert(
             "t".into(),
@@ -508,6 +588,78 @@ mod tests {
         );
         let path = Path::new("meta");
         assert_eq!(Meta::decode(&meta.encode(1), path).unwrap(), (meta, 1));
+    }
+
+    /// The lineage rule: a directory holding less than it was offered is behind; one
+    /// holding more, or the same generation from another run, forked; unknown is neither.
+    #[test]
+    fn forks_are_told_from_lagging_directories() {
+        let offered = Offered {
+            generation: 5,
+            run: 7,
+        };
+        let own = |generation, run| Meta {
+            generation,
+            run,
+            ..Meta::default()
+        };
+        assert!(!offered.forked(&own(5, 7)), "what was offered");
+        assert!(!offered.forked(&own(4, 3)), "behind: a write failed");
+        assert!(offered.forked(&own(6, 9)), "written past the offer");
+        assert!(
+            offered.forked(&own(5, 9)),
+            "the same generation by another run"
+        );
+        assert!(!offered.forked(&own(9, 0)), "written before lineage");
+        let unknown = Offered::default();
+        assert!(!unknown.forked(&own(9, 9)));
+        let best = Meta {
+            offered: vec![offered],
+            ..Meta::default()
+        };
+        assert!(best.forked(&own(6, 9), 0));
+        assert!(!best.forked(&own(6, 9), 1), "no entry for the directory");
+    }
+
+    /// A `lineage` line must name a run and one offer per directory.
+    #[test]
+    fn bad_lineage_is_refused() {
+        for lineage in [
+            "lineage",
+            "lineage 0 1:2",
+            "lineage 5 1:2",
+            "lineage 5 1:2 x:3",
+            "lineage 5 1-2 3:4",
+        ] {
+            let body = format!("generation 1\ndirs 2 this 0\n{lineage}\n");
+            let error = Meta::decode(&body, Path::new("meta")).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::Corruption {
+                        what: "meta lineage",
+                        ..
+                    }
+                ),
+                "{lineage}: {error}"
+            );
+        }
+        let body = "generation 1\ndirs 2 this 0\nlineage 5 1:2 3:4\n";
+        let (meta, _) = Meta::decode(body, Path::new("meta")).unwrap();
+        assert_eq!(meta.run, 5);
+        assert_eq!(
+            meta.offered,
+            [
+                Offered {
+                    generation: 1,
+                    run: 2
+                },
+                Offered {
+                    generation: 3,
+                    run: 4
+                }
+            ]
+        );
     }
 
     /// A `meta` written before replication (one directory per partition, no replication

@@ -23,6 +23,12 @@ pub struct RecoveryReport {
     /// while a peer could lead: each was moved aside to the path given (with the error
     /// found), recreated empty and rebuilt from its leader.
     pub repaired: Vec<(PathBuf, String)>,
+    /// Replicas moved aside (to the paths given) because their directory's history forked
+    /// from the one the log opened with: the directory was offline while the others went
+    /// on, then written alone by a log opened without them (a double failure). Each may
+    /// hold acknowledged records the log no longer has; it is kept, never deleted, and the
+    /// replica is rebuilt from its leader.
+    pub diverged: Vec<PathBuf>,
 }
 
 impl RecoveryReport {
@@ -34,6 +40,7 @@ impl RecoveryReport {
     /// True when nothing was truncated, rebuilt or removed.
     pub fn is_clean(&self) -> bool {
         self.repaired.is_empty()
+            && self.diverged.is_empty()
             && self.offline_dirs.is_empty()
             && self.partitions.iter().all(|p| {
                 p.truncation.is_none()

@@ -1364,3 +1364,180 @@ fn a_deletion_no_directory_could_record_is_not_acknowledged() {
         "the deletion always failed: nothing tested"
     );
 }
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The double failure DESIGN.md describes under "Open and return": `d0` goes offline while
+/// `d1` acknowledges a record alone; then the log opens while `d1` is unreadable, and `d0`
+/// (its older `meta` still names it in sync) acknowledges another alone. Each history holds
+/// an acknowledged record the other lacks. When both directories are back, the open keeps
+/// the history of the `meta` it chooses and moves the other directory's replica aside as
+/// `<partition>.diverged` (reported, kept on disk, never deleted) instead of cutting its
+/// records; the replica is rebuilt, and later opens find one history again.
+#[test]
+fn a_forked_history_is_set_aside_not_cut() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(1);
+    {
+        let log = open_over(&dirs, &fault);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["both-a"]).unwrap();
+        fault.fail_dir(&dirs[0], FaultKind::Eio);
+        partition.append_values(["only-d1-b"]).unwrap();
+        assert!(!log.dir_status()[0].online);
+        assert_eq!(values(&log, "t", 0), ["both-a", "only-d1-b"]);
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        assert!(log.recovery_report().diverged.is_empty());
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        partition.append_values(["only-d0-c"]).unwrap();
+        assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[1]);
+    {
+        let log = open_over(&dirs, &fault);
+        let report = log.recovery_report();
+        assert_eq!(report.diverged.len(), 1, "{report:?}");
+        assert!(!report.is_clean());
+        let aside = &report.diverged[0];
+        assert!(aside.ends_with("t-0.diverged"), "{}", aside.display());
+        let kept = values(&log, "t", 0);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0], "both-a");
+        // The other history's record is in the copy set aside.
+        let other = if kept[1] == "only-d1-b" {
+            "only-d0-c"
+        } else {
+            assert_eq!(kept[1], "only-d0-c");
+            "only-d1-b"
+        };
+        assert!(
+            holds(&files_under(aside), other),
+            "{other} not in {}",
+            aside.display()
+        );
+        assert_fully_replicated(&log);
+        log.close().unwrap();
+    }
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = open_over(&dirs, &fault);
+    assert!(log.recovery_report().diverged.is_empty());
+    assert!(log.recovery_report().repaired.is_empty());
+    log.close().unwrap();
+}
+
+/// The same double failure, ended by `restore_dir` instead of a reopen: the running log's
+/// history has moved past the generation the returning directory wrote alone, so the
+/// restore is allowed, finds the directory's history forked from the log's, and moves its
+/// replica aside as `.diverged` (with the record only it held) before rebuilding it.
+#[test]
+fn restore_dir_sets_aside_a_forked_history() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(1);
+    {
+        let log = open_over(&dirs, &fault);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["both-a"]).unwrap();
+        fault.fail_dir(&dirs[0], FaultKind::Eio);
+        partition.append_values(["only-d1-b"]).unwrap();
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let log = open_over(&dirs, &fault);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values(["only-d0-c"]).unwrap();
+    // Enough `meta` writes that the returning directory's is not newer than the log's.
+    for name in ["u", "v", "w"] {
+        log.create_topic(name, TopicConfig::default()).unwrap();
+    }
+    fault.heal_dir(&dirs[1]);
+    log.restore_dir(&dirs[1]).unwrap();
+    let aside = dirs[1].join("t-0.diverged");
+    assert!(
+        holds(&files_under(&aside), "only-d1-b"),
+        "{}",
+        aside.display()
+    );
+    assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = open_over(&dirs, &fault);
+    assert!(log.recovery_report().diverged.is_empty());
+    assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
+    log.close().unwrap();
+}
+
+/// A forked history that created a topic: when the open keeps the other history, whose
+/// `meta` does not place the topic, the topic's partition directory in the forked
+/// directory is kept with its records (before, it was removed as a stray of a topic deleted
+/// while the directory was offline).
+#[test]
+fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    {
+        let log = open_over(&dirs, &fault);
+        let shared = log
+            .create_topic("shared", TopicConfig::default().replication_factor(2))
+            .unwrap();
+        fault.fail_dir(&dirs[0], FaultKind::Eio);
+        shared.partition(0).unwrap().append_values(["s"]).unwrap();
+        // Placed on d1, the only directory online.
+        let x = log.create_topic("x", TopicConfig::default()).unwrap();
+        x.partition(0).unwrap().append_values(["x-record"]).unwrap();
+        assert!(!log.dir_status()[0].online);
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        // More `meta` writes than d1's history made: d0's `meta` is chosen at the next open.
+        for name in ["y1", "y2", "y3", "y4", "y5"] {
+            log.create_topic(name, TopicConfig::default()).unwrap();
+        }
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[1]);
+    let log = open_over(&dirs, &fault);
+    assert!(log.topic("x").is_err(), "d0's history is kept");
+    assert!(log.topic("y5").is_ok());
+    let x0 = dirs[1].join("x-0");
+    assert!(holds(&files_under(&x0), "x-record"), "{}", x0.display());
+    log.close().unwrap();
+    let log = open_over(&dirs, &fault);
+    assert!(holds(&files_under(&x0), "x-record"));
+    log.close().unwrap();
+}

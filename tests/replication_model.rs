@@ -372,6 +372,13 @@ fn run(ops: &[Op], fsync: FsyncPolicy, root: &Path) -> Result<(), String> {
                 }
                 Err(error) => return Err(at(format!("reopen failed: {error}"))),
             };
+            // The schedule never forks a history (no double failure): none is found.
+            if !log.recovery_report().diverged.is_empty() {
+                return Err(at(format!(
+                    "a history taken for forked: {:?}",
+                    log.recovery_report()
+                )));
+            }
         } else {
             apply(op, &log, &dirs, &fault, &mut model).map_err(at)?;
         }
@@ -398,6 +405,15 @@ fn run(ops: &[Op], fsync: FsyncPolicy, root: &Path) -> Result<(), String> {
         .unwrap()
         .log_start_offset();
     log.close().unwrap();
+    // Nor did a restore or the last open take one for forked.
+    for dir in &dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name.to_string_lossy().contains(".diverged") {
+                return Err(format!("{} set aside in {}", name.display(), dir.display()));
+            }
+        }
+    }
     let copies = batches_from(&dirs, start);
     for (i, copy) in copies.iter().enumerate().skip(1) {
         if *copy != copies[0] {
