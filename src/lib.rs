@@ -240,6 +240,18 @@ pub mod testing {
         }
     }
 
+    /// Fuzz oracle for `index_lookup`: a sealed segment of valid batches with arbitrary
+    /// bytes as its offset and time indexes. Offset lookups through an index that passes
+    /// the open's sanity check find the batch a scan finds or report `Corruption`;
+    /// timestamp searches find a record at or after the timestamp (or `None` only when
+    /// there is none) or report `Corruption`; nothing panics.
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_index_lookup(data: &[u8]) {
+        crate::segment::index_fuzz::index_lookup(data);
+    }
+
     /// Fuzz oracle for `recover_segment`: never panics; the valid prefix is self-consistent
     /// (scanning just the prefix accepts all of it with the same end offset).
     ///

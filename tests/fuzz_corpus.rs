@@ -6,7 +6,8 @@ use std::path::Path;
 
 use tarnlog::BatchBuilder;
 use tarnlog::testing::{
-    fuzz_decode_batch, fuzz_offsets_record, fuzz_recover_segment, fuzz_topic_name,
+    fuzz_decode_batch, fuzz_index_lookup, fuzz_offsets_record, fuzz_recover_segment,
+    fuzz_topic_name,
 };
 
 fn replay(target: &str, oracle: fn(&[u8])) -> usize {
@@ -82,6 +83,71 @@ fn write_seeds() {
     let mut zeros = segment;
     zeros.extend_from_slice(&[0u8; 64]);
     std::fs::write(root.join("recover_segment/seed-zero-tail"), &zeros).unwrap();
+}
+
+/// Seeds for `index_lookup`: the oracle's segment for `shape` (its batch sizes, as the
+/// oracle builds them), with indexes holding an entry for every batch, either exact or
+/// with one entry `wrong`ed.
+fn index_seed(shape: u8, wrong: impl Fn(&mut Vec<[u8; 8]>, &mut Vec<[u8; 12]>)) -> Vec<u8> {
+    const BASE: u64 = 100;
+    let (mut offsets, mut times) = (Vec::new(), Vec::new());
+    let (mut position, mut next) = (0u32, BASE);
+    for b in 0..=usize::from(shape & 7) {
+        let count = (usize::from(shape >> 3) + b) % 3 + 1;
+        let mut builder = BatchBuilder::new();
+        for r in 0..count as u64 {
+            let timestamp = 1_000 + 10 * (next + r - BASE) as i64;
+            builder.push(timestamp, None, Some(&[7u8; 20]), &[]);
+        }
+        let size = builder.finish_vec().unwrap().len() as u32;
+        let last = next + count as u64 - 1;
+        let relative = (last - BASE) as u32;
+        let mut entry = [0u8; 8];
+        entry[..4].copy_from_slice(&relative.to_be_bytes());
+        entry[4..].copy_from_slice(&position.to_be_bytes());
+        offsets.push(entry);
+        let mut entry = [0u8; 12];
+        entry[..8].copy_from_slice(&(1_000 + 10 * (last - BASE) as i64).to_be_bytes());
+        entry[8..].copy_from_slice(&relative.to_be_bytes());
+        times.push(entry);
+        position += size;
+        next = last + 1;
+    }
+    wrong(&mut offsets, &mut times);
+    let mut seed = vec![shape, offsets.len() as u8];
+    seed.extend(offsets.concat());
+    seed.extend(times.concat());
+    seed
+}
+
+// Writes the index_lookup seeds (run once with `cargo test --test fuzz_corpus -- --ignored`).
+#[test]
+#[ignore = "writes the seed corpus files"]
+fn write_index_lookup_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/index_lookup");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("seed-no-entries"), [0b0001_0101u8, 0]).unwrap();
+    std::fs::write(root.join("seed-exact"), index_seed(0b0001_0110, |_, _| {})).unwrap();
+    let mid_batch = index_seed(0b0000_0111, |offsets, _| offsets[2][7] += 8);
+    std::fs::write(root.join("seed-mid-batch-position"), mid_batch).unwrap();
+    let wrong_offset = index_seed(0b0000_0111, |offsets, _| offsets[1][3] += 1);
+    std::fs::write(root.join("seed-wrong-offset"), wrong_offset).unwrap();
+    // Entry 1 names batch 1's last offset at batch 2's position: a lookup that followed it
+    // would answer batch 2 for batch 1's offsets.
+    let past = index_seed(0b0000_0111, |offsets, _| {
+        let position: [u8; 4] = offsets[2][4..].try_into().unwrap();
+        offsets[1][4..].copy_from_slice(&position);
+    });
+    std::fs::write(root.join("seed-entry-past-its-batch"), past).unwrap();
+    let late_time = index_seed(0b0000_0111, |_, times| times[1][11] += 1);
+    std::fs::write(root.join("seed-late-time-entry"), late_time).unwrap();
+}
+
+// Every stored index_lookup input passes the oracle (lookups exact or `Corruption`).
+#[test]
+fn index_lookup_corpus_replays() {
+    let n = replay("index_lookup", fuzz_index_lookup);
+    assert!(n > 0, "the index_lookup corpus is empty");
 }
 
 // Every stored offsets_record input passes the oracle (no panic, re-encoding round trips).

@@ -6,6 +6,7 @@
 //! segment is trimmed to its data, mapped read-only and holds no file descriptor.
 
 pub(crate) mod index;
+pub(crate) mod index_fuzz;
 pub(crate) mod scan;
 
 use std::path::{Path, PathBuf};
