@@ -214,21 +214,27 @@ fn records_held_across_a_deletion_stay_valid() {
     assert_eq!(partition.log_end_offset(), 13);
 }
 
+/// A fresh log with topic `t` (time retention off) holding ten records at `NOW`.
+fn ten_records_kept_forever() -> (tempfile::TempDir, ManualClock, Log, Partition) {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open(root.path(), &clock);
+    let partition = log
+        .create_topic("t", TopicConfig::default().retention_ms(-1))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    for _ in 0..10 {
+        append(&partition, NOW, b"v");
+    }
+    (root, clock, log, partition)
+}
+
 /// The moved log start survives a clean reopen and a crash.
 #[test]
 fn the_log_start_persists() {
     for crash in [false, true] {
-        let root = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(NOW);
-        let log = open(root.path(), &clock);
-        let partition = log
-            .create_topic("t", TopicConfig::default().retention_ms(-1))
-            .unwrap()
-            .partition(0)
-            .unwrap();
-        for _ in 0..10 {
-            append(&partition, NOW, b"v");
-        }
+        let (root, clock, log, partition) = ten_records_kept_forever();
         partition.delete_records(6).unwrap();
         drop(partition);
         if crash {
@@ -251,17 +257,7 @@ fn the_log_start_persists() {
 #[test]
 fn delete_records_rewrites_only_the_log_start_checkpoint() {
     use std::os::unix::fs::MetadataExt;
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(NOW);
-    let log = open(root.path(), &clock);
-    let partition = log
-        .create_topic("t", TopicConfig::default().retention_ms(-1))
-        .unwrap()
-        .partition(0)
-        .unwrap();
-    for _ in 0..10 {
-        append(&partition, NOW, b"v");
-    }
+    let (root, clock, log, partition) = ten_records_kept_forever();
     partition.flush().unwrap();
     partition.delete_records(2).unwrap();
     let inode = |name: &str| std::fs::metadata(root.path().join(name)).unwrap().ino();
