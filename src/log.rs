@@ -574,22 +574,25 @@ struct Lineage {
 
 impl Lineage {
     fn new(best: &Meta, owns: &[Option<Meta>]) -> Lineage {
-        let forked = owns
+        let forked: Vec<bool> = owns
             .iter()
             .enumerate()
             .map(|(i, own)| own.as_ref().is_some_and(|own| best.forked(own, i)))
             .collect();
         // A directory read now holds its own; one that could not be read, what the chosen
-        // history last offered it.
+        // history last offered it; so does a forked one, which then stays forked until
+        // this history writes to it (if it goes offline first, the next open finds it
+        // forked again instead of taking its `meta` for this history's).
         let offered = owns
             .iter()
+            .zip(&forked)
             .enumerate()
-            .map(|(i, own)| match own {
-                Some(own) => Offered {
+            .map(|(i, (own, &forked))| match own {
+                Some(own) if !forked => Offered {
                     generation: own.generation,
                     run: own.run,
                 },
-                None => best.offered.get(i).copied().unwrap_or_default(),
+                _ => best.offered.get(i).copied().unwrap_or_default(),
             })
             .collect();
         Lineage { forked, offered }

@@ -1541,3 +1541,61 @@ fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
     assert!(holds(&files_under(&x0), "x-record"));
     log.close().unwrap();
 }
+
+/// A forked directory that goes offline before the kept history writes its `meta` there
+/// (here: its replica unreadable at the open that finds the fork) is still found forked at the next
+/// open, and its replica set aside then: the `meta` written meanwhile keeps what the kept
+/// history had offered it, not what the directory holds.
+#[test]
+fn a_forked_directory_offline_at_the_open_stays_forked() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(1);
+    {
+        let log = open_over(&dirs, &fault);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["both-a"]).unwrap();
+        fault.fail_dir(&dirs[0], FaultKind::Eio);
+        partition.append_values(["only-d1-b"]).unwrap();
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        log.topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .append_values(["only-d0-c"])
+            .unwrap();
+        // More `meta` writes than d1's history made: d0's is chosen from now on.
+        for name in ["u1", "u2", "u3", "u4", "u5"] {
+            log.create_topic(name, TopicConfig::default()).unwrap();
+        }
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[1]);
+    // d1's `meta` reads (the open finds it forked); its replica does not, which takes d1
+    // offline before anything is written there.
+    let replica = dirs[1].join("t-0");
+    fault.fail_dir(&replica, FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        assert!(!log.dir_status()[1].online);
+        assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
+        log.close().unwrap();
+    }
+    fault.heal_dir(&replica);
+    let log = open_over(&dirs, &fault);
+    let report = log.recovery_report();
+    assert_eq!(report.diverged.len(), 1, "{report:?}");
+    assert!(holds(&files_under(&report.diverged[0]), "only-d1-b"));
+    assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
