@@ -512,10 +512,9 @@ fn check_dirs(dirs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The newest valid `meta` among the directories (the first on a tie), and what the
+/// The newest valid `meta` among the directories (`metadata::newest`), and what the
 /// directories' own say of its history.
 fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
-    let mut best: Option<Meta> = None;
     let mut owns = vec![None; dirs.len()];
     let mut first_error = None;
     let mut found_any = false;
@@ -538,9 +537,6 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
                         ),
                     });
                 }
-                if best.as_ref().is_none_or(|b| meta.generation > b.generation) {
-                    best = Some(meta.clone());
-                }
                 owns[i] = Some(meta);
             }
             Err(error) => {
@@ -549,7 +545,8 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
             }
         }
     }
-    let best = match (best, first_error) {
+    let chosen = metadata::newest(&owns);
+    let best = match (chosen.and_then(|i| owns[i].clone()), first_error) {
         (Some(meta), _) => meta,
         (None, Some(error)) if found_any => return Err(error),
         _ => Meta {
@@ -558,7 +555,7 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
             ..Meta::default()
         },
     };
-    let lineage = Lineage::new(&best, &owns);
+    let lineage = Lineage::new(&best, chosen.unwrap_or(0), &owns);
     Ok((best, lineage))
 }
 
@@ -573,11 +570,11 @@ struct Lineage {
 }
 
 impl Lineage {
-    fn new(best: &Meta, owns: &[Option<Meta>]) -> Lineage {
+    fn new(best: &Meta, this: usize, owns: &[Option<Meta>]) -> Lineage {
         let forked: Vec<bool> = owns
             .iter()
             .enumerate()
-            .map(|(i, own)| own.as_ref().is_some_and(|own| best.forked(own, i)))
+            .map(|(i, own)| own.as_ref().is_some_and(|own| best.forked(this, own, i)))
             .collect();
         // A directory read now holds its own; one that could not be read, what the chosen
         // history last offered it; so does a forked one, which then stays forked until
@@ -667,15 +664,7 @@ fn load_topics(
             &mut report.unclean_dirs
         }
         .push(dir.path().to_path_buf());
-        // Strays only when every directory opened with a readable `meta`: otherwise the
-        // `meta` in hand may be older than one that places them.
-        // Nor in a directory whose history forked from `meta`'s: what `meta` does not place
-        // there may be a topic created in the other history.
-        let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
-        let own = own.filter(|_| every_meta_readable && !lineage.forked[index]);
-        let tidied = metadata::remove_clean_marker(dir)
-            .and_then(|()| remove_deleted_dirs(dir))
-            .and_then(|()| remove_stray_partitions(dir, index, meta, own.as_ref()));
+        let tidied = tidy_dir(dir, index, meta, every_meta_readable, lineage, report);
         match tidied {
             // With several directories one that fails here is offline; the others go on.
             Err(error) if dirs.len() > 1 => {
@@ -770,10 +759,13 @@ fn repair_damaged(
             _ => false,
         };
     let can_lead = loaded.iter().zip(dirs).any(|(l, d)| leads(l, d));
-    let can_lead_unforked = loaded
-        .iter()
-        .zip(dirs)
-        .any(|(l, d)| !forked[*d as usize] && leads(l, d));
+    // A replica with data: under unclean election an empty one would do for `leads`, and
+    // setting the forked one aside would leave the partition without its records.
+    let can_lead_unforked = loaded.iter().zip(dirs).any(|(l, d)| {
+        !forked[*d as usize]
+            && matches!(l, Some(Ok((_, recovered))) if !recovered.created)
+            && leads(l, d)
+    });
     let mut set = Vec::with_capacity(loaded.len());
     let mut standing = Vec::with_capacity(loaded.len());
     for (result, &d) in loaded.into_iter().zip(dirs) {
@@ -785,9 +777,16 @@ fn repair_damaged(
             Some(Ok((replica, recovered)))
                 if forked[d as usize] && can_lead_unforked && !recovered.created =>
             {
-                // Closed before its directory is renamed.
+                // Closed before its directory is renamed; rebuilt without the other
+                // history's hints (its log start would raise this history's).
                 drop(replica);
-                let options = options(d);
+                let options = LoadOptions {
+                    clean: false,
+                    recovery_point: None,
+                    log_start: None,
+                    high_watermark: None,
+                    ..options(d)
+                };
                 let dir = Arc::clone(&options.dir);
                 let rebuilt = set_aside(&dir, tp, "diverged").and_then(|diverged| {
                     report.diverged.push(diverged);
@@ -878,6 +877,13 @@ fn set_aside(dir: &StorageDir, tp: &TopicPartition, why: &str) -> Result<PathBuf
     // no recovery point, where its damage would read as a torn tail and be cut. Now a crash
     // leaves the directory missing, which the next open handles as any missing one.
     forget_recovery_point(dir, tp)?;
+    if why == "diverged" {
+        // The other history's log start and high watermark say nothing of this one's
+        // offsets: left there, a crash before the next checkpoint would restart the rebuilt
+        // replica at that start and raise its leader's to it.
+        forget_entry(dir, metadata::LOG_START, tp)?;
+        forget_entry(dir, metadata::HIGH_WATERMARK, tp)?;
+    }
     Ok(aside)
 }
 
@@ -887,19 +893,25 @@ fn set_aside(dir: &StorageDir, tp: &TopicPartition, why: &str) -> Result<PathBuf
 /// leave the new data below it, which the open after it takes for damaged synced data (fatal
 /// with no peer to repair it from). A 0 only means a rescan from the start.
 fn forget_recovery_point(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
-    let recovery = match metadata::read_checkpoint(dir, metadata::RECOVERY_POINT) {
-        Ok(mut recovery) => {
-            if recovery.get(tp).is_none_or(|&entry| entry == 0) {
+    forget_entry(dir, metadata::RECOVERY_POINT, tp)
+}
+
+/// Sets `tp`'s entry in `dir`'s checkpoint `name` to 0, durably (see
+/// [`forget_recovery_point`]); an unreadable checkpoint is replaced by an empty one.
+fn forget_entry(dir: &StorageDir, name: &str, tp: &TopicPartition) -> Result<()> {
+    let entries = match metadata::read_checkpoint(dir, name) {
+        Ok(mut entries) => {
+            if entries.get(tp).is_none_or(|&entry| entry == 0) {
                 return Ok(());
             }
-            recovery.insert(tp.clone(), 0);
-            recovery
+            entries.insert(tp.clone(), 0);
+            entries
         }
         // Unreadable now, perhaps readable later: replaced by an empty one (every replica
-        // here is then rescanned from its start at the next open).
+        // here then goes without the hint at the next open).
         Err(_) => BTreeMap::new(),
     };
-    metadata::write_checkpoint(dir, metadata::RECOVERY_POINT, &recovery, false)
+    metadata::write_checkpoint(dir, name, &entries, false)
 }
 
 /// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
@@ -975,6 +987,64 @@ fn remove_stray_partitions(
             .map_err(|e| Error::io("remove", &doomed, e))?;
     }
     Ok(())
+}
+
+/// Before directory `index`'s replicas load: removes its clean marker, what a deletion left,
+/// and its stray partitions; in a forked one, moves aside what `meta` does not place.
+fn tidy_dir(
+    dir: &StorageDir,
+    index: usize,
+    meta: &Meta,
+    every_meta_readable: bool,
+    lineage: &Lineage,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    metadata::remove_clean_marker(dir)?;
+    remove_deleted_dirs(dir)?;
+    if lineage.forked[index] {
+        // What `meta` does not place there may be a topic of the other history: kept.
+        report
+            .diverged
+            .extend(set_aside_unplaced(dir, index, meta)?);
+        return Ok(());
+    }
+    // Strays only when every directory opened with a readable `meta`: otherwise the
+    // `meta` in hand may be older than one that places them.
+    let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
+    let own = own.filter(|_| every_meta_readable);
+    remove_stray_partitions(dir, index, meta, own.as_ref())
+}
+
+/// Moves aside as `.diverged` the partition directories in directory `index`, whose history
+/// forked, that `current` does not place there: replicas of the other history's topics
+/// (created there, or deleted here), which a topic created again under the name would
+/// otherwise replace. Returns their new paths.
+fn set_aside_unplaced(dir: &StorageDir, index: usize, current: &Meta) -> Result<Vec<PathBuf>> {
+    let storage = dir.storage();
+    let names = storage
+        .list_dir(dir.path())
+        .map_err(|e| Error::io("list", dir.path(), e))?;
+    let mut aside = Vec::new();
+    for name in &names {
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(number) = partition.parse::<u32>() else {
+            continue;
+        };
+        let placed = current
+            .topics
+            .get(topic)
+            .and_then(|t| t.placement.get(number as usize))
+            .is_some_and(|replicas| replicas.contains(&(index as u32)));
+        let path = dir.path().join(name);
+        if number.to_string() != partition || placed || storage.list_dir(&path).is_err() {
+            continue;
+        }
+        let tp = TopicPartition::new(topic, number);
+        aside.push(set_aside(dir, &tp, "diverged")?);
+    }
+    Ok(aside)
 }
 
 /// The `meta` writes of one directory: only the newest waiting `meta` is written, by one job
@@ -2336,11 +2406,20 @@ impl Log {
         let own = metadata::read_meta(dir)?.map(|(own, _)| own);
         // A directory that wrote `meta` in a run without this log's history (opened while
         // this log's directories were unreadable) may hold acknowledged records of that
-        // history: its replicas are set aside whole, as `.diverged`, and rebuilt, and what
-        // this log does not place there (a topic of that history) stays.
+        // history: its replicas are set aside whole, as `.diverged`, and rebuilt, and so is
+        // what this log does not place there (a topic of that history).
+        // As at open (`Meta::forked`): past what this log offered it, and each side written
+        // without the other (this log since the directory left, the directory without one
+        // of this log's).
         let offered = self.inner.offered.lock()[index];
-        let forked = own.as_ref().is_some_and(|own| offered.forked(own));
-        if !forked {
+        let forked = own.as_ref().is_some_and(|own| {
+            offered.forked(own)
+                && meta.generation > offered.generation
+                && (0..self.inner.dir_count).any(|j| j != index && own.wrote_without(j))
+        });
+        if forked {
+            set_aside_unplaced(dir, index, &meta)?;
+        } else {
             remove_stray_partitions(dir, index, &meta, own.as_ref())?;
         }
         let reset = untrusted || forked;
@@ -2356,15 +2435,20 @@ impl Log {
                 }
                 let set = &sets[p];
                 let tp = TopicPartition::new(topic.name.clone(), p as u32);
+                let led_elsewhere = set.is_replicated() && set.leader().is_ok();
+                // A forked directory's hints belong to the other history: they go with a
+                // replica that is rebuilt (its log start would raise the leader's).
+                let hinted = !(forked && led_elsewhere);
                 let mut options = self.load_options_in(
                     Arc::clone(dir),
                     tp.clone(),
                     &topic.config.read().clone(),
-                    high.get(&tp).copied(),
+                    high.get(&tp).copied().filter(|_| hinted),
                 );
-                options.recovery_point = recovery.get(&tp).copied();
-                options.log_start = start.get(&tp).copied();
-                let led_elsewhere = set.is_replicated() && set.leader().is_ok();
+                if hinted {
+                    options.recovery_point = recovery.get(&tp).copied();
+                    options.log_start = start.get(&tp).copied();
+                }
                 if reset
                     && led_elsewhere
                     && dir

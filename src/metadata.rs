@@ -140,13 +140,38 @@ pub(crate) struct Offered {
 }
 
 impl Meta {
-    /// Whether `own`, the `meta` directory number `index` holds, forked from this copy's
-    /// history (see [`Offered::forked`]).
-    pub(crate) fn forked(&self, own: &Meta, index: usize) -> bool {
+    /// Whether this copy was written without directory `other`: its generation is past
+    /// the last one it offered `other` (unknown: no).
+    pub(crate) fn wrote_without(&self, other: usize) -> bool {
+        self.offered
+            .get(other)
+            .is_some_and(|offered| offered.run != 0 && offered.generation < self.generation)
+    }
+
+    /// Whether `own`, the `meta` directory `index` holds, forked from the history of this
+    /// copy, directory `this`'s: `own` was written past what this history offered it (see
+    /// [`Offered::forked`]), and each was written without the other. A directory that ran
+    /// on alone while this one had merely stopped (a crash cut this copy's writes short,
+    /// say) continues this history: it is newer, not forked.
+    pub(crate) fn forked(&self, this: usize, own: &Meta, index: usize) -> bool {
         self.offered
             .get(index)
             .is_some_and(|offered| offered.forked(own))
+            && self.wrote_without(index)
+            && own.wrote_without(this)
     }
+}
+
+/// The directory whose `meta` the open goes by among `owns` (each directory's own, where
+/// readable): the highest generation; on a tie one written without another directory (it
+/// ran on after the other stopped), then the first.
+pub(crate) fn newest(owns: &[Option<Meta>]) -> Option<usize> {
+    let ran_on = |i: usize, meta: &Meta| (0..owns.len()).any(|j| j != i && meta.wrote_without(j));
+    owns.iter()
+        .enumerate()
+        .filter_map(|(i, own)| own.as_ref().map(|own| (i, own)))
+        .max_by_key(|&(i, own)| (own.generation, ran_on(i, own), std::cmp::Reverse(i)))
+        .map(|(i, _)| i)
 }
 
 impl Offered {
@@ -613,12 +638,46 @@ mod tests {
         assert!(!offered.forked(&own(9, 0)), "written before lineage");
         let unknown = Offered::default();
         assert!(!unknown.forked(&own(9, 9)));
-        let best = Meta {
-            offered: vec![offered],
+    }
+
+    /// Two directories, 0 and 1, each holding a `meta` of generation 6 (runs 8 and 9).
+    /// A fork needs each to have been written without the other; one that merely stopped
+    /// (its last offer to the other is its own generation) is behind the one that ran on,
+    /// which the open then goes by.
+    #[test]
+    fn a_fork_needs_both_sides_written_alone() {
+        let copy = |run, offered: [(u64, u64); 2]| Meta {
+            generation: 6,
+            run,
+            offered: offered
+                .iter()
+                .map(|&(generation, run)| Offered { generation, run })
+                .collect(),
             ..Meta::default()
         };
-        assert!(best.forked(&own(6, 9), 0));
-        assert!(!best.forked(&own(6, 9), 1), "no entry for the directory");
+        // Directory 0 went offline at generation 4; 1 ran on alone (runs 7, then 9), and 0
+        // alone too (run 8, which had found 1 unreadable at 4).
+        let zero = copy(8, [(6, 8), (4, 7)]);
+        let one = copy(9, [(4, 7), (6, 9)]);
+        assert!(zero.forked(0, &one, 1) && one.forked(1, &zero, 0));
+        // Run 8 offered 6 to both and crashed before 1 stored it; run 9 opened without 0
+        // and wrote its own 6 to 1 alone: 1 continues 0's history.
+        let zero = copy(8, [(6, 8), (6, 8)]);
+        let one = copy(9, [(5, 8), (6, 9)]);
+        assert!(!zero.forked(0, &one, 1) && !one.forked(1, &zero, 0));
+        assert_eq!(newest(&[Some(zero.clone()), Some(one.clone())]), Some(1));
+        assert_eq!(newest(&[Some(one), Some(zero)]), Some(0));
+        assert_eq!(newest(&[None, None]), None);
+        // Files without lineage: the first of the highest generation.
+        let plain = |generation| Meta {
+            generation,
+            ..Meta::default()
+        };
+        assert_eq!(
+            newest(&[Some(plain(3)), Some(plain(5)), Some(plain(5))]),
+            Some(1)
+        );
+        assert!(!plain(5).forked(0, &plain(6), 1));
     }
 
     /// A `lineage` line must name a run and one offer per directory.

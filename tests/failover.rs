@@ -1500,8 +1500,9 @@ fn restore_dir_sets_aside_a_forked_history() {
 
 /// A forked history that created a topic: when the open keeps the other history, whose
 /// `meta` does not place the topic, the topic's partition directory in the forked
-/// directory is kept with its records (before, it was removed as a stray of a topic deleted
-/// while the directory was offline).
+/// directory is moved aside as `.diverged` with its records (it would have been removed as
+/// a stray of a topic deleted while the directory was offline, or replaced by a topic
+/// created again under its name).
 #[test]
 fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
     let root = common::scratch("tarnlog-failover-");
@@ -1534,8 +1535,14 @@ fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
     let log = open_over(&dirs, &fault);
     assert!(log.topic("x").is_err(), "d0's history is kept");
     assert!(log.topic("y5").is_ok());
-    let x0 = dirs[1].join("x-0");
+    // Moved aside, so that a topic `x` created in this history starts empty beside it.
+    let x0 = dirs[1].join("x-0.diverged");
+    assert!(log.recovery_report().diverged.contains(&x0));
     assert!(holds(&files_under(&x0), "x-record"), "{}", x0.display());
+    let x = log
+        .create_topic("x", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    assert_eq!(x.partition(0).unwrap().log_end_offset(), 0);
     log.close().unwrap();
     let log = open_over(&dirs, &fault);
     assert!(holds(&files_under(&x0), "x-record"));
@@ -1597,5 +1604,96 @@ fn a_forked_directory_offline_at_the_open_stays_forked() {
     assert_eq!(values(&log, "t", 0), ["both-a", "only-d0-c"]);
     assert_fully_replicated(&log);
     log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// Not a fork: a crash cut short a `meta` write that d0 completed and d1 (hung) did not;
+/// the next run, opened without d0, wrote d1's `meta` and acknowledged a record there
+/// alone. d1 ran on from where d0 stopped: when both are back the open goes by d1's
+/// `meta`, sets nothing aside, and keeps every record.
+#[test]
+fn a_directory_that_ran_on_after_a_crash_is_not_taken_for_forked() {
+    use std::time::Duration;
+    let (_root, dirs, fault, log) = two_dirs_with_topic_t(100);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(1);
+    let r = log.create_topic("r", config).unwrap().partition(0).unwrap();
+    r.append_values(["a"]).unwrap();
+    // Hung until healed: the next `meta` reaches d0 only.
+    fault.slow_dir(&dirs[1], Duration::from_secs(3600));
+    let altered = log.topic("t").unwrap().config().retention_ms(4242);
+    log.alter_topic_config("t", altered).unwrap();
+    log.simulate_crash();
+    fault.heal_dir(&dirs[1]);
+    // The stuck write ends without writing (see the test above).
+    std::thread::sleep(Duration::from_millis(500));
+    fault.fail_dir(&dirs[0], FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        let r = log.topic("r").unwrap().partition(0).unwrap();
+        r.append_values(["b"]).unwrap();
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    let log = open_over(&dirs, &fault);
+    let report = log.recovery_report();
+    assert!(report.diverged.is_empty(), "{report:?}");
+    assert_eq!(values(&log, "r", 0), ["a", "b"]);
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "r", 1);
+}
+
+/// The forked history moved its log start (`delete_records`) past the kept history's end:
+/// the replica rebuilt in its place starts from the kept leader's log start, not the other
+/// history's, and no open raises the kept log start to it.
+#[test]
+fn a_forked_log_start_does_not_move_the_kept_history() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(1);
+    {
+        let log = open_over(&dirs, &fault);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["a"]).unwrap();
+        fault.fail_dir(&dirs[0], FaultKind::Eio);
+        for i in 1..10 {
+            partition.append_values([format!("b{i}")]).unwrap();
+        }
+        assert_eq!(partition.delete_records(8).unwrap(), 8);
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[0]);
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    {
+        let log = open_over(&dirs, &fault);
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        // Past the other history's log start: a replica started there would copy from it.
+        for i in 1..13 {
+            partition.append_values([format!("c{i}")]).unwrap();
+        }
+        // More `meta` writes than d1's history made: d0's is kept.
+        for name in ["u1", "u2", "u3", "u4", "u5"] {
+            log.create_topic(name, TopicConfig::default()).unwrap();
+        }
+        let _ = log.close();
+    }
+    fault.heal_dir(&dirs[1]);
+    let kept: Vec<String> = std::iter::once("a".to_owned())
+        .chain((1..13).map(|i| format!("c{i}")))
+        .collect();
+    for reopen in 0..2 {
+        let log = open_over(&dirs, &fault);
+        assert_eq!(log.recovery_report().diverged.len(), 1 - reopen);
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(partition.log_start_offset(), 0, "reopen {reopen}");
+        assert_eq!(values(&log, "t", 0), kept, "reopen {reopen}");
+        assert_fully_replicated(&log);
+        log.close().unwrap();
+    }
     assert_replicas_identical(&dirs, "t", 1);
 }
