@@ -555,7 +555,7 @@ fn load_meta(dirs: &[Arc<StorageDir>]) -> Result<(Meta, Lineage)> {
             ..Meta::default()
         },
     };
-    let lineage = Lineage::new(&best, chosen.unwrap_or(0), &owns);
+    let lineage = Lineage::new(&best, &owns);
     Ok((best, lineage))
 }
 
@@ -570,11 +570,24 @@ struct Lineage {
 }
 
 impl Lineage {
-    fn new(best: &Meta, this: usize, owns: &[Option<Meta>]) -> Lineage {
+    fn new(best: &Meta, owns: &[Option<Meta>]) -> Lineage {
+        // The directories holding the chosen copy itself.
+        let holders: Vec<usize> = owns
+            .iter()
+            .enumerate()
+            .filter(|(_, own)| {
+                own.as_ref()
+                    .is_some_and(|o| o.generation == best.generation && o.run == best.run)
+            })
+            .map(|(i, _)| i)
+            .collect();
         let forked: Vec<bool> = owns
             .iter()
             .enumerate()
-            .map(|(i, own)| own.as_ref().is_some_and(|own| best.forked(this, own, i)))
+            .map(|(i, own)| {
+                own.as_ref()
+                    .is_some_and(|own| best.forked(&holders, own, i))
+            })
             .collect();
         // A directory read now holds its own; one that could not be read, what the chosen
         // history last offered it; so does a forked one, which then stays forked until
@@ -2408,15 +2421,19 @@ impl Log {
         // this log's directories were unreadable) may hold acknowledged records of that
         // history: its replicas are set aside whole, as `.diverged`, and rebuilt, and so is
         // what this log does not place there (a topic of that history).
-        // As at open (`Meta::forked`): past what this log offered it, and each side written
-        // without the other (this log since the directory left, the directory without one
-        // of this log's).
+        // As at open (`Meta::forked`): past what this log offered it, this log written
+        // without it since, and it written without every directory holding this log's
+        // history now.
         let offered = self.inner.offered.lock()[index];
-        let forked = own.as_ref().is_some_and(|own| {
-            offered.forked(own)
-                && meta.generation > offered.generation
-                && (0..self.inner.dir_count).any(|j| j != index && own.wrote_without(j))
-        });
+        let online: Vec<usize> = (0..self.inner.dir_count)
+            .filter(|&j| j != index && !self.inner.dir(j).is_poisoned())
+            .collect();
+        let forked = !online.is_empty()
+            && own.as_ref().is_some_and(|own| {
+                offered.forked(own)
+                    && meta.generation > offered.generation
+                    && online.iter().all(|&j| own.wrote_without(j))
+            });
         if forked {
             set_aside_unplaced(dir, index, &meta)?;
         } else {

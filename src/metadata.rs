@@ -149,29 +149,40 @@ impl Meta {
     }
 
     /// Whether `own`, the `meta` directory `index` holds, forked from the history of this
-    /// copy, directory `this`'s: `own` was written past what this history offered it (see
-    /// [`Offered::forked`]), and each was written without the other. A directory that ran
-    /// on alone while this one had merely stopped (a crash cut this copy's writes short,
-    /// say) continues this history: it is newer, not forked.
-    pub(crate) fn forked(&self, this: usize, own: &Meta, index: usize) -> bool {
+    /// copy, which the directories `holders` hold: `own` was written past what this history
+    /// offered it (see [`Offered::forked`]), this copy was written without it, and it was
+    /// written without every holder. A directory that ran on alone while this one had
+    /// merely stopped (a crash cut this copy's writes short, say) continues this history:
+    /// it is newer, not forked.
+    pub(crate) fn forked(&self, holders: &[usize], own: &Meta, index: usize) -> bool {
         self.offered
             .get(index)
             .is_some_and(|offered| offered.forked(own))
             && self.wrote_without(index)
-            && own.wrote_without(this)
+            && !holders.is_empty()
+            && holders.iter().all(|&h| own.wrote_without(h))
     }
 }
 
 /// The directory whose `meta` the open goes by among `owns` (each directory's own, where
-/// readable): the highest generation; on a tie one written without another directory (it
-/// ran on after the other stopped), then the first.
+/// readable): the highest generation; on a tie the first copy no other beats, where `k`
+/// beats `i` when `k` was written without `i` and `i` not without `k` (`k` ran on after
+/// `i` stopped); the first when every one is beaten.
 pub(crate) fn newest(owns: &[Option<Meta>]) -> Option<usize> {
-    let ran_on = |i: usize, meta: &Meta| (0..owns.len()).any(|j| j != i && meta.wrote_without(j));
-    owns.iter()
+    let top = owns.iter().flatten().map(|m| m.generation).max()?;
+    let tied: Vec<(usize, &Meta)> = owns
+        .iter()
         .enumerate()
-        .filter_map(|(i, own)| own.as_ref().map(|own| (i, own)))
-        .max_by_key(|&(i, own)| (own.generation, ran_on(i, own), std::cmp::Reverse(i)))
-        .map(|(i, _)| i)
+        .filter_map(|(i, own)| own.as_ref().filter(|m| m.generation == top).map(|m| (i, m)))
+        .collect();
+    let beaten = |i: usize, mi: &Meta| {
+        tied.iter()
+            .any(|&(k, mk)| k != i && mk.wrote_without(i) && !mi.wrote_without(k))
+    };
+    tied.iter()
+        .find(|&&(i, m)| !beaten(i, m))
+        .or(tied.first())
+        .map(|&(i, _)| i)
 }
 
 impl Offered {
@@ -659,12 +670,12 @@ mod tests {
         // alone too (run 8, which had found 1 unreadable at 4).
         let zero = copy(8, [(6, 8), (4, 7)]);
         let one = copy(9, [(4, 7), (6, 9)]);
-        assert!(zero.forked(0, &one, 1) && one.forked(1, &zero, 0));
+        assert!(zero.forked(&[0], &one, 1) && one.forked(&[1], &zero, 0));
         // Run 8 offered 6 to both and crashed before 1 stored it; run 9 opened without 0
         // and wrote its own 6 to 1 alone: 1 continues 0's history.
         let zero = copy(8, [(6, 8), (6, 8)]);
         let one = copy(9, [(5, 8), (6, 9)]);
-        assert!(!zero.forked(0, &one, 1) && !one.forked(1, &zero, 0));
+        assert!(!zero.forked(&[0], &one, 1) && !one.forked(&[1], &zero, 0));
         assert_eq!(newest(&[Some(zero.clone()), Some(one.clone())]), Some(1));
         assert_eq!(newest(&[Some(one), Some(zero)]), Some(0));
         assert_eq!(newest(&[None, None]), None);
@@ -677,7 +688,35 @@ mod tests {
             newest(&[Some(plain(3)), Some(plain(5)), Some(plain(5))]),
             Some(1)
         );
-        assert!(!plain(5).forked(0, &plain(6), 1));
+        assert!(!plain(5).forked(&[0], &plain(6), 1));
+    }
+
+    /// Three directories. Run 1 (X=0, Y=1, Z=2 at 4): Y goes offline, X and Z reach 5; the
+    /// offer of 6 reaches X and not Z (a crash). Run 2 opens without X, goes by Z's 5 and
+    /// writes 6 to Y and Z. No fork: Z carries run 1's history on. The open goes by run 2's
+    /// copy, and X (run 1's 6, written without Y but not without Z) is behind, not forked.
+    #[test]
+    fn three_directories_that_ran_on_are_no_fork() {
+        let copy = |run, offered: [(u64, u64); 3]| Meta {
+            generation: 6,
+            run,
+            offered: offered
+                .iter()
+                .map(|&(generation, run)| Offered { generation, run })
+                .collect(),
+            ..Meta::default()
+        };
+        let x = copy(1, [(6, 1), (4, 1), (6, 1)]);
+        let y = copy(2, [(5, 1), (6, 2), (6, 2)]);
+        let z = y.clone();
+        let owns = [Some(x.clone()), Some(y.clone()), Some(z)];
+        let chosen = newest(&owns).unwrap();
+        assert_eq!(chosen, 1, "run 2's copy, which ran on");
+        assert!(!y.forked(&[1, 2], &x, 0));
+        // A real fork: X ran alone too (run 3, without Y and Z).
+        let x = copy(3, [(6, 3), (4, 1), (5, 1)]);
+        assert!(y.forked(&[1, 2], &x, 0));
+        assert!(!y.forked(&[], &x, 0), "no holder: nothing to fork from");
     }
 
     /// A `lineage` line must name a run and one offer per directory.
