@@ -1383,15 +1383,10 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-/// The double failure DESIGN.md describes under "Open and return": `d0` goes offline while
-/// `d1` acknowledges a record alone; then the log opens while `d1` is unreadable, and `d0`
-/// (its older `meta` still names it in sync) acknowledges another alone. Each history holds
-/// an acknowledged record the other lacks. When both directories are back, the open keeps
-/// the history of the `meta` it chooses and moves the other directory's replica aside as
-/// `<partition>.diverged` (reported, kept on disk, never deleted) instead of cutting its
-/// records; the replica is rebuilt, and later opens find one history again.
-#[test]
-fn a_forked_history_is_set_aside_not_cut() {
+/// The first half of a double failure over two directories: topic `t` (replication factor
+/// 2, `min_insync_replicas` 1) gets `both-a` on both, then `d0` fails and `only-d1-b` is
+/// acknowledged on `d1` alone; the log closes, and `d0` works again while `d1` fails.
+fn d1_ran_alone() -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage) {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
     let fault = FaultStorage::new(OsStorage::shared());
@@ -1410,6 +1405,19 @@ fn a_forked_history_is_set_aside_not_cut() {
     }
     fault.heal_dir(&dirs[0]);
     fault.fail_dir(&dirs[1], FaultKind::Eio);
+    (root, dirs, fault)
+}
+
+/// The double failure DESIGN.md describes under "Open and return": `d0` goes offline while
+/// `d1` acknowledges a record alone; then the log opens while `d1` is unreadable, and `d0`
+/// (its older `meta` still names it in sync) acknowledges another alone. Each history holds
+/// an acknowledged record the other lacks. When both directories are back, the open keeps
+/// the history of the `meta` it chooses and moves the other directory's replica aside as
+/// `<partition>.diverged` (reported, kept on disk, never deleted) instead of cutting its
+/// records; the replica is rebuilt, and later opens find one history again.
+#[test]
+fn a_forked_history_is_set_aside_not_cut() {
+    let (_root, dirs, fault) = d1_ran_alone();
     {
         let log = open_over(&dirs, &fault);
         assert!(log.recovery_report().diverged.is_empty());
@@ -1457,22 +1465,7 @@ fn a_forked_history_is_set_aside_not_cut() {
 /// replica aside as `.diverged` (with the record only it held) before rebuilding it.
 #[test]
 fn restore_dir_sets_aside_a_forked_history() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let fault = FaultStorage::new(OsStorage::shared());
-    let config = TopicConfig::default()
-        .replication_factor(2)
-        .min_insync_replicas(1);
-    {
-        let log = open_over(&dirs, &fault);
-        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-        partition.append_values(["both-a"]).unwrap();
-        fault.fail_dir(&dirs[0], FaultKind::Eio);
-        partition.append_values(["only-d1-b"]).unwrap();
-        let _ = log.close();
-    }
-    fault.heal_dir(&dirs[0]);
-    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let (_root, dirs, fault) = d1_ran_alone();
     let log = open_over(&dirs, &fault);
     let partition = log.topic("t").unwrap().partition(0).unwrap();
     partition.append_values(["only-d0-c"]).unwrap();
@@ -1555,22 +1548,7 @@ fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
 /// history had offered it, not what the directory holds.
 #[test]
 fn a_forked_directory_offline_at_the_open_stays_forked() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let fault = FaultStorage::new(OsStorage::shared());
-    let config = TopicConfig::default()
-        .replication_factor(2)
-        .min_insync_replicas(1);
-    {
-        let log = open_over(&dirs, &fault);
-        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-        partition.append_values(["both-a"]).unwrap();
-        fault.fail_dir(&dirs[0], FaultKind::Eio);
-        partition.append_values(["only-d1-b"]).unwrap();
-        let _ = log.close();
-    }
-    fault.heal_dir(&dirs[0]);
-    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let (_root, dirs, fault) = d1_ran_alone();
     {
         let log = open_over(&dirs, &fault);
         log.topic("t")
