@@ -800,23 +800,11 @@ fn repair_damaged(
                     high_watermark: None,
                     ..options(d)
                 };
-                let dir = Arc::clone(&options.dir);
-                let rebuilt = set_aside(&dir, tp, "diverged").and_then(|diverged| {
-                    report.diverged.push(diverged);
-                    ReplicaLog::load(options)
+                let (slot, stands) = rebuild_aside(tp, options, "diverged", report, |r, aside| {
+                    r.diverged.push(aside);
                 });
-                match rebuilt {
-                    Ok((replica, recovered)) => {
-                        report.partitions.push(recovered);
-                        standing.push(Standing::Stale);
-                        set.push(Some(Arc::new(replica)));
-                    }
-                    Err(error) => {
-                        take_offline(&dir, &error, report);
-                        standing.push(Standing::Offline);
-                        set.push(None);
-                    }
-                }
+                set.push(slot);
+                standing.push(stands);
             }
             Some(Ok((replica, recovered))) => {
                 standing.push(if recovered.created {
@@ -828,24 +816,12 @@ fn repair_damaged(
                 set.push(Some(Arc::new(replica)));
             }
             Some(Err(error)) if multi_dir && can_lead && error.is_corruption() => {
-                let options = options(d);
-                let dir = Arc::clone(&options.dir);
-                let rebuilt = set_aside(&dir, tp, "damaged").and_then(|damaged| {
-                    report.repaired.push((damaged, error.to_string()));
-                    ReplicaLog::load(options)
-                });
-                match rebuilt {
-                    Ok((replica, recovered)) => {
-                        report.partitions.push(recovered);
-                        standing.push(Standing::Stale);
-                        set.push(Some(Arc::new(replica)));
-                    }
-                    Err(error) => {
-                        take_offline(&dir, &error, report);
-                        standing.push(Standing::Offline);
-                        set.push(None);
-                    }
-                }
+                let (slot, stands) =
+                    rebuild_aside(tp, options(d), "damaged", report, |r, aside| {
+                        r.repaired.push((aside, error.to_string()));
+                    });
+                set.push(slot);
+                standing.push(stands);
             }
             // Several directories: one that cannot be read is offline, not fatal.
             Some(Err(error @ Error::Io { .. })) if multi_dir => {
@@ -857,6 +833,33 @@ fn repair_damaged(
         }
     }
     Ok((set, standing))
+}
+
+/// Moves a replica's directory aside as `<partition>.<why>` (`record` notes the new path in
+/// the report) and loads the replica again, empty, to be rebuilt from its leader; a failure
+/// takes its directory offline.
+fn rebuild_aside(
+    tp: &TopicPartition,
+    options: LoadOptions,
+    why: &str,
+    report: &mut RecoveryReport,
+    record: impl FnOnce(&mut RecoveryReport, PathBuf),
+) -> (Slot, Standing) {
+    let dir = Arc::clone(&options.dir);
+    let rebuilt = set_aside(&dir, tp, why).and_then(|aside| {
+        record(report, aside);
+        ReplicaLog::load(options)
+    });
+    match rebuilt {
+        Ok((replica, recovered)) => {
+            report.partitions.push(recovered);
+            (Some(Arc::new(replica)), Standing::Stale)
+        }
+        Err(error) => {
+            take_offline(&dir, &error, report);
+            (None, Standing::Offline)
+        }
+    }
 }
 
 /// Marks a directory offline at open after `error`, and reports it (once).
