@@ -651,13 +651,9 @@ mod tests {
         assert!(!unknown.forked(&own(9, 9)));
     }
 
-    /// Two directories, 0 and 1, each holding a `meta` of generation 6 (runs 8 and 9).
-    /// A fork needs each to have been written without the other; one that merely stopped
-    /// (its last offer to the other is its own generation) is behind the one that ran on,
-    /// which the open then goes by.
-    #[test]
-    fn a_fork_needs_both_sides_written_alone() {
-        let copy = |run, offered: [(u64, u64); 2]| Meta {
+    /// A `meta` of generation 6 by `run`, with its offers (generation, run) per directory.
+    fn copy(run: u64, offered: &[(u64, u64)]) -> Meta {
+        Meta {
             generation: 6,
             run,
             offered: offered
@@ -665,16 +661,24 @@ mod tests {
                 .map(|&(generation, run)| Offered { generation, run })
                 .collect(),
             ..Meta::default()
-        };
+        }
+    }
+
+    /// Two directories, 0 and 1, each holding a `meta` of generation 6 (runs 8 and 9).
+    /// A fork needs each to have been written without the other; one that merely stopped
+    /// (its last offer to the other is its own generation) is behind the one that ran on,
+    /// which the open then goes by.
+    #[test]
+    fn a_fork_needs_both_sides_written_alone() {
         // Directory 0 went offline at generation 4; 1 ran on alone (runs 7, then 9), and 0
         // alone too (run 8, which had found 1 unreadable at 4).
-        let zero = copy(8, [(6, 8), (4, 7)]);
-        let one = copy(9, [(4, 7), (6, 9)]);
+        let zero = copy(8, &[(6, 8), (4, 7)]);
+        let one = copy(9, &[(4, 7), (6, 9)]);
         assert!(zero.forked(&[0], &one, 1) && one.forked(&[1], &zero, 0));
         // Run 8 offered 6 to both and crashed before 1 stored it; run 9 opened without 0
         // and wrote its own 6 to 1 alone: 1 continues 0's history.
-        let zero = copy(8, [(6, 8), (6, 8)]);
-        let one = copy(9, [(5, 8), (6, 9)]);
+        let zero = copy(8, &[(6, 8), (6, 8)]);
+        let one = copy(9, &[(5, 8), (6, 9)]);
         assert!(!zero.forked(&[0], &one, 1) && !one.forked(&[1], &zero, 0));
         assert_eq!(newest(&[Some(zero.clone()), Some(one.clone())]), Some(1));
         assert_eq!(newest(&[Some(one), Some(zero)]), Some(0));
@@ -697,24 +701,15 @@ mod tests {
     /// copy, and X (run 1's 6, written without Y but not without Z) is behind, not forked.
     #[test]
     fn three_directories_that_ran_on_are_no_fork() {
-        let copy = |run, offered: [(u64, u64); 3]| Meta {
-            generation: 6,
-            run,
-            offered: offered
-                .iter()
-                .map(|&(generation, run)| Offered { generation, run })
-                .collect(),
-            ..Meta::default()
-        };
-        let x = copy(1, [(6, 1), (4, 1), (6, 1)]);
-        let y = copy(2, [(5, 1), (6, 2), (6, 2)]);
+        let x = copy(1, &[(6, 1), (4, 1), (6, 1)]);
+        let y = copy(2, &[(5, 1), (6, 2), (6, 2)]);
         let z = y.clone();
         let owns = [Some(x.clone()), Some(y.clone()), Some(z)];
         let chosen = newest(&owns).unwrap();
         assert_eq!(chosen, 1, "run 2's copy, which ran on");
         assert!(!y.forked(&[1, 2], &x, 0));
         // A real fork: X ran alone too (run 3, without Y and Z).
-        let x = copy(3, [(6, 3), (4, 1), (5, 1)]);
+        let x = copy(3, &[(6, 3), (4, 1), (5, 1)]);
         assert!(y.forked(&[1, 2], &x, 0));
         assert!(!y.forked(&[], &x, 0), "no holder: nothing to fork from");
     }
