@@ -204,9 +204,12 @@ impl StorageDir {
         // Absolute, so that every path joined to it stays right whatever the callers join
         // (a partition path under it, or a name) and if the working directory changes.
         let path = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
-        storage
-            .create_dir_all(&path)
-            .map_err(|e| Error::io("create directory", &path, e))?;
+        // Only when missing: the directory itself may be a link (to another disk).
+        if !storage.exists(&path) {
+            storage
+                .create_dir_all(&path)
+                .map_err(|e| Error::io("create directory", &path, e))?;
+        }
         let lock = storage.lock(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 Error::Locked { dir: path.clone() }

@@ -36,13 +36,61 @@ impl Drop for FileLock {
     }
 }
 
+/// The error for a symbolic link met where tarnlog keeps its own files and directories.
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link; tarnlog does not follow links inside its storage directories",
+            path.display()
+        ),
+    )
+}
+
+/// Fails with [`link_refused`] when `path` is a symbolic link (a missing path is not).
+fn refuse_link(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(link_refused(path)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Options that refuse to open a symbolic link (`O_NOFOLLOW`), so that no file tarnlog
+/// opens, truncates or maps can lie outside its directory.
+fn no_follow() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed());
+    options
+}
+
+/// `options.open(path)`, with the error for a symbolic link (`ELOOP` under `O_NOFOLLOW`)
+/// saying so.
+fn open_no_follow(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    options.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            link_refused(path)
+        } else {
+            e
+        }
+    })
+}
+
+// Symbolic links inside a storage directory are refused: a file is opened with
+// `O_NOFOLLOW`, a listing fails on an entry that is a link, and a link is neither created
+// over nor removed as a directory. A link would let a truncation, a recovery or a deletion
+// reach files outside the directory, or two partitions share files. The storage directory
+// itself may be reached through links.
 impl Storage for OsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        refuse_link(path)?;
         fs::create_dir_all(path)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let mut options = OpenOptions::new();
+        let mut options = no_follow();
         options.read(true);
         match mode {
             OpenMode::Read => {}
@@ -56,13 +104,16 @@ impl Storage for OsStorage {
                 options.write(true).create(true).truncate(true);
             }
         }
-        Ok(Arc::new(OsFile(options.open(path)?)))
+        Ok(Arc::new(OsFile(open_no_follow(&options, path)?)))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(path)? {
             let entry = entry?;
+            if entry.file_type()?.is_symlink() {
+                return Err(link_refused(&entry.path()));
+            }
             if let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_owned());
             }
@@ -83,6 +134,7 @@ impl Storage for OsStorage {
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        refuse_link(path)?;
         fs::remove_dir_all(path)
     }
 
@@ -91,12 +143,15 @@ impl Storage for OsStorage {
     }
 
     fn lock(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))?;
+        let path = dir.join("LOCK");
+        let file = open_no_follow(
+            no_follow()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &path,
+        )?;
         // flock: per open file description, so a second open in this process conflicts too.
         match file.try_lock() {
             Ok(()) => Ok(Box::new(FileLock(file))),
