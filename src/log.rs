@@ -954,6 +954,17 @@ fn remove_deleted_dirs(dir: &StorageDir) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path`, named like a partition directory, is a directory: false for a file;
+/// an error for one that cannot be listed (a symbolic link among its entries too), so that
+/// it is not passed over unnoticed.
+fn is_listable_dir(dir: &StorageDir, path: &Path) -> Result<bool> {
+    match dir.storage().list_dir(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+        Err(e) => Err(Error::io("list", path, e)),
+    }
+}
+
 /// Removes partition directories of directory `index` that its own `meta` (`own`, older)
 /// placed there and the current `meta` no longer does: replicas of topics deleted while the
 /// directory was offline. Without that evidence nothing is removed (an orphan of a creation
@@ -989,7 +1000,7 @@ fn remove_stray_partitions(
         if number.to_string() != partition
             || !placed(own, topic, number)
             || placed(current, topic, number)
-            || storage.list_dir(&path).is_err()
+            || !is_listable_dir(dir, &path)?
         {
             continue;
         }
@@ -1054,7 +1065,7 @@ fn set_aside_unplaced(dir: &StorageDir, index: usize, current: &Meta) -> Result<
             .and_then(|t| t.placement.get(number as usize))
             .is_some_and(|replicas| replicas.contains(&(index as u32)));
         let path = dir.path().join(name);
-        if number.to_string() != partition || placed || storage.list_dir(&path).is_err() {
+        if number.to_string() != partition || placed || !is_listable_dir(dir, &path)? {
             continue;
         }
         let tp = TopicPartition::new(topic, number);

@@ -1498,6 +1498,27 @@ fn restore_dir_sets_aside_a_forked_history() {
 /// created again under its name).
 #[test]
 fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
+    let (_root, dirs, fault) = x_created_in_a_forked_history();
+    let log = open_over(&dirs, &fault);
+    assert!(log.topic("x").is_err(), "d0's history is kept");
+    assert!(log.topic("y5").is_ok());
+    // Moved aside, so that a topic `x` created in this history starts empty beside it.
+    let x0 = dirs[1].join("x-0.diverged");
+    assert!(log.recovery_report().diverged.contains(&x0));
+    assert!(holds(&files_under(&x0), "x-record"), "{}", x0.display());
+    let x = log
+        .create_topic("x", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    assert_eq!(x.partition(0).unwrap().log_end_offset(), 0);
+    log.close().unwrap();
+    let log = open_over(&dirs, &fault);
+    assert!(holds(&files_under(&x0), "x-record"));
+    log.close().unwrap();
+}
+
+/// A topic `x` that `d1` created while `d0` was offline, then five topics `d0` created
+/// while `d1` was: both directories back, `d0`'s history is the one kept.
+fn x_created_in_a_forked_history() -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage) {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
     let fault = FaultStorage::new(OsStorage::shared());
@@ -1525,21 +1546,26 @@ fn a_topic_created_in_a_forked_history_is_kept_on_disk() {
         let _ = log.close();
     }
     fault.heal_dir(&dirs[1]);
+    (root, dirs, fault)
+}
+
+/// As above, with a symbolic link inside the other history's `x-0`: that directory cannot
+/// be listed, so it is neither passed over (a topic `x` created later would replace it) nor
+/// followed. `d1` goes offline with an error naming the link; `x-0` stays as it was.
+#[test]
+fn a_forked_partition_holding_a_symbolic_link_is_not_passed_over() {
+    let (_root, dirs, fault) = x_created_in_a_forked_history();
+    let outside = common::scratch("tarnlog-outside-");
+    let link = dirs[1].join("x-0/notes");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
     let log = open_over(&dirs, &fault);
-    assert!(log.topic("x").is_err(), "d0's history is kept");
-    assert!(log.topic("y5").is_ok());
-    // Moved aside, so that a topic `x` created in this history starts empty beside it.
-    let x0 = dirs[1].join("x-0.diverged");
-    assert!(log.recovery_report().diverged.contains(&x0));
-    assert!(holds(&files_under(&x0), "x-record"), "{}", x0.display());
-    let x = log
-        .create_topic("x", TopicConfig::default().replication_factor(2))
-        .unwrap();
-    assert_eq!(x.partition(0).unwrap().log_end_offset(), 0);
+    assert!(!log.dir_status()[1].online, "{:?}", log.dir_status());
+    assert!(log.recovery_report().diverged.is_empty());
+    let x = log.create_topic("x", TopicConfig::default()).unwrap();
+    x.partition(0).unwrap().append_values(["new-x"]).unwrap();
     log.close().unwrap();
-    let log = open_over(&dirs, &fault);
-    assert!(holds(&files_under(&x0), "x-record"));
-    log.close().unwrap();
+    assert!(holds(&files_under(&dirs[1].join("x-0")), "x-record"));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
 
 /// A forked directory that goes offline before the kept history writes its `meta` there

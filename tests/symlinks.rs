@@ -135,6 +135,40 @@ fn a_partition_directory_that_is_a_link_is_refused() {
 }
 
 #[test]
+fn a_link_among_a_partitions_files_is_refused() {
+    // Not one of the log's own names, and a dangling one: still refused by name.
+    for target in [None, Some("/nonexistent/tarnlog-target")] {
+        let (root, outside) = (scratch("links"), scratch("outside"));
+        ten_records(root.path());
+        let link = root.path().join(format!("{TOPIC}-0/{:020}.index", 0));
+        match target {
+            None => {
+                link_away(&link, outside.path());
+            }
+            Some(target) => {
+                fs::remove_file(&link).unwrap();
+                symlink(target, &link).unwrap();
+            }
+        }
+        let before = snapshot(outside.path());
+        assert_refused(Log::open(root.path()), &link);
+        assert_eq!(snapshot(outside.path()), before);
+    }
+}
+
+#[test]
+fn a_deleted_topics_leftover_that_is_a_link_is_neither_followed_nor_removed() {
+    let (root, outside) = (scratch("links"), scratch("outside"));
+    ten_records(root.path());
+    fs::write(outside.path().join("keep"), b"outside").unwrap();
+    let link = root.path().join("gone-0.delete");
+    symlink(outside.path(), &link).unwrap();
+    assert_refused(Log::open(root.path()), &link);
+    assert!(fs::symlink_metadata(&link).is_ok(), "the link stays");
+    assert_eq!(fs::read(outside.path().join("keep")).unwrap(), b"outside");
+}
+
+#[test]
 fn meta_and_checkpoints_that_are_links_are_refused() {
     for name in ["meta", "recovery-point-offset-checkpoint"] {
         let (root, outside) = (scratch("links"), scratch("outside"));
@@ -188,11 +222,26 @@ fn with_two_directories_the_one_holding_a_link_goes_offline_and_the_records_stay
     assert_eq!(values(&partition).len(), 10);
     append(&partition, 2);
     assert_eq!(values(&partition).len(), 12);
-    log.close().unwrap();
     assert_eq!(
         snapshot(outside.path()),
         before,
         "nothing written through the link"
+    );
+    // Once the link is gone, the directory comes back and its replica is rebuilt.
+    fs::remove_file(&partition_dir).unwrap();
+    log.restore_dir(b.path()).unwrap();
+    assert!(log.dir_status()[1].online);
+    let described = log.describe_topic(TOPIC).unwrap();
+    assert_eq!(described.partitions[0].isr.len(), 2, "{described:?}");
+    log.close().unwrap();
+    let segment = format!("{TOPIC}-0/{:020}.log", 0);
+    let (in_a, in_b) = (
+        fs::read(a.path().join(&segment)).unwrap(),
+        fs::read(b.path().join(&segment)).unwrap(),
+    );
+    assert_eq!(
+        in_a, in_b,
+        "the rebuilt replica is byte for byte the leader's"
     );
 }
 

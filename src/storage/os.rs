@@ -70,7 +70,8 @@ fn no_follow() -> OpenOptions {
 /// saying so.
 fn open_no_follow(options: &OpenOptions, path: &Path) -> io::Result<File> {
     options.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        let link = || fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) && link() {
             link_refused(path)
         } else {
             e
@@ -121,8 +122,10 @@ impl Storage for OsStorage {
         Ok(names)
     }
 
+    /// True for a symbolic link too, even a dangling one: what is done with it next (an
+    /// open, a listing) then refuses it by name instead of taking it for missing.
     fn exists(&self, path: &Path) -> bool {
-        path.exists()
+        fs::symlink_metadata(path).is_ok()
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
