@@ -452,7 +452,7 @@ impl<'a> RecordIter<'a> {
             .wrapping_add((buf.len() + self.pos).wrapping_sub(RECORD_BATCH_OVERHEAD));
         crate::storage::mmap::prefetch(ahead);
         crate::storage::mmap::prefetch(ahead.wrapping_add(64));
-        let (len, body) = record_length(buf, self.pos)?;
+        let (len, body) = small_length(buf, self.pos)?;
         let end = body.checked_add(len).filter(|&e| e <= buf.len())?;
         let record = &buf[..end];
         // Deltas within 8 s take the inlined two-byte path; longer ones the full reader.
@@ -460,7 +460,8 @@ impl<'a> RecordIter<'a> {
             Some(read) => read,
             None => read_varlong(record, body + 1).ok()?,
         };
-        let (delta, p) = small_varint(record, p)?;
+        let (delta, p) = small_length(record, p)?;
+        let delta = delta as i64;
         if delta <= self.prev_delta || delta > i64::from(self.last_offset_delta) {
             return None;
         }
@@ -740,27 +741,25 @@ pub(crate) fn framing_is_valid(buf: &[u8], header: &BatchHeader) -> bool {
 )]
 #[inline(always)]
 fn small_nullable(record: &[u8], pos: usize) -> Option<(Option<&[u8]>, usize)> {
-    let (n, p) = small_varint(record, pos)?;
-    match n {
-        -1 => Some((None, p)),
-        n if n >= 0 => {
-            let end = p.checked_add(n as usize)?;
-            Some((Some(record.get(p..end)?), end))
-        }
-        _ => None,
+    // -1 (null) is the one-byte varint 1.
+    if record.get(pos) == Some(&1) {
+        return Some((None, pos + 1));
     }
+    let (n, p) = small_length(record, pos)?;
+    let end = p.checked_add(n)?;
+    Some((Some(record.get(p..end)?), end))
 }
 
-/// A record's length varint at `pos` when it takes at most two bytes and is not negative:
-/// the length and where the record's body starts. The length is the zig-zag value halved,
-/// its sign bit checked apart, so that the next record's start (which depends on it) waits
-/// on as few instructions as possible.
+/// A varint at `pos` that takes at most two bytes and is not negative (a length, an offset
+/// delta), and the position after it; `None` for anything else. The value is the zig-zag
+/// value halved, its sign bit checked apart: for a record's length, the next record's start
+/// (which depends on it) then waits on as few instructions as possible.
 #[allow(
     clippy::inline_always,
     reason = "part of the read fast path; see `fast_record`"
 )]
 #[inline(always)]
-fn record_length(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+fn small_length(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     let b0 = usize::from(*buf.get(pos)?);
     if b0 < 0x80 {
         return (b0 & 1 == 0).then_some((b0 >> 1, pos + 1));
