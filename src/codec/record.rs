@@ -455,7 +455,7 @@ impl<'a> RecordIter<'a> {
         let (len, body) = small_length(buf, self.pos)?;
         let end = body.checked_add(len).filter(|&e| e <= buf.len())?;
         let record = &buf[..end];
-        // Deltas within 8 s take the inlined two-byte path; longer ones the full reader.
+        // Deltas within 8 s take the two-byte path; longer ones an inlined full varint read.
         let (timestamp_delta, p) = match small_varint(record, body + 1) {
             Some(read) => read,
             None => read_varlong(record, body + 1).ok()?,
