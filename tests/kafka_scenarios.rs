@@ -386,6 +386,18 @@ fn test_read_at_log_gap() {
     close(log, p);
 }
 
+// The same gap with the next segment the active one: a read in the gap continues there.
+#[test]
+fn test_read_at_log_gap_before_the_active_segment() {
+    let dir = tempdir();
+    let root = dir.path();
+    craft_log(root, &[(40, &[(50, 2)]), (60, &[(60, 2)])]);
+    let (log, p) = reopen(root);
+    assert_eq!(offsets(&p.read(55, 200).unwrap()), [60, 61]);
+    assert_eq!(offsets(&p.read(52, 200).unwrap()), [60, 61]);
+    close(log, p);
+}
+
 // UnifiedLogTest.testReadOutOfRange: a log starting at 1024 with one record → reading 1025
 // is empty; 0, 1023 and 1026 are out of range.
 #[test]

@@ -1688,6 +1688,66 @@ fn untrimmed_sealed_segment(untrimmed_indexes: bool) {
     close(log, p);
 }
 
+/// A raised base offset in one of the active segment's last batches, after a clean close
+/// (when the open reads only the segment's tail, from its last index entry): the open fails
+/// with `Corruption` there (the data was synced), or the log is exactly as written; it
+/// never takes the raised offset for the log's end.
+#[test]
+fn a_raised_base_offset_in_the_active_segment_tail_is_caught() {
+    for back in 1..=6 {
+        for (byte, low_bit) in [(7, 2), (6, 1)] {
+            let dir = tempdir();
+            let root = dir.path();
+            let (log, p) = create(root, config());
+            for i in 0..120u64 {
+                p.append_values((0..4).map(|j| value_of_offset(i * 4 + j)))
+                    .unwrap();
+            }
+            close(log, p);
+            let active = *bases(root).last().unwrap();
+            let path = seg(root, active, "log");
+            let batches = spans(&fs::read(&path).unwrap());
+            let damaged = batches[batches.len() - back];
+            let mut bytes = fs::read(&path).unwrap();
+            // A raise: the lowest clear bit from `low_bit` up.
+            let bit = (low_bit..8)
+                .find(|b| bytes[damaged.pos + byte] & (1 << b) == 0)
+                .unwrap();
+            bytes[damaged.pos + byte] |= 1 << bit;
+            fs::write(&path, bytes).unwrap();
+            let case = format!("batch {back} from the end, byte {byte} bit {bit}");
+            let log = match Log::open(root) {
+                Ok(log) => log,
+                Err(error) => {
+                    let (file, position) = corruption_at(&error);
+                    assert_eq!(file, path, "{case}");
+                    assert!(position <= damaged.end() as u64, "{case}: {error}");
+                    continue;
+                }
+            };
+            // Opened: the damage lies before the tail the open read, and reads report it.
+            let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
+            assert_eq!(p.log_end_offset(), 480, "{case}");
+            let mut failed = false;
+            for offset in 0..480 {
+                match p.read(offset, 1 << 20).and_then(|r| records_of(&r)) {
+                    Ok(records) => {
+                        for (i, record) in records.iter().enumerate() {
+                            assert_eq!(record.offset, offset + i as u64, "{case}");
+                            assert_eq!(record.value, value_of_offset(record.offset).into_bytes());
+                        }
+                    }
+                    Err(error) => {
+                        assert_eq!(corruption_at(&error).0, path, "{case}");
+                        failed = true;
+                    }
+                }
+            }
+            assert!(failed, "{case}: no read met the damage");
+        }
+    }
+}
+
 /// The value written at `offset` by `a_damaged_base_offset_is_reported_not_misread`.
 fn value_of_offset(offset: u64) -> String {
     format!("v-{}-{}", offset / 4, offset % 4)

@@ -931,19 +931,29 @@ fn tail_scan(
     time_index: &Index,
     config: &TopicConfig,
 ) -> Option<ScanOutcome> {
-    let position = index.last_offset_entry().map_or(0, |(_, p)| p as usize);
+    let entry = index.last_offset_entry();
+    let position = entry.map_or(0, |(_, p)| p as usize);
     let mut state = IndexState::new(config.index_interval_bytes);
     if let Some((ts, rel)) = time_index.last_time_entry() {
         state.max_timestamp = ts;
         state.offset_of_max_timestamp = rel;
         state.last_time_entry = Some(ts);
     }
-    let expected = if position == 0 {
-        base
-    } else {
-        codec::BatchHeader::parse(bytes.get(position..)?, bytes.len())
-            .ok()?
-            .base_offset as u64
+    let expected = match entry {
+        Some((relative, position)) if position != 0 => {
+            // The batch the entry points at starts the scan, so its base offset (which its
+            // CRC does not cover) is checked against the entry, which names its last
+            // offset: a damaged one would otherwise become the log's end. A mismatch means
+            // the full scan, which checks every batch from the segment's base.
+            let header =
+                codec::BatchHeader::parse(bytes.get(position as usize..)?, bytes.len()).ok()?;
+            let last = header.last_offset() as u64;
+            if last != base + u64::from(relative) {
+                return None;
+            }
+            header.base_offset as u64
+        }
+        _ => base,
     };
     let mut outcome = scan::scan(bytes, base, position, expected, state, limits(config));
     if outcome.stop.is_some() {

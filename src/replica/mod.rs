@@ -716,6 +716,21 @@ impl ReplicaLog {
                     );
                     return Err(offsets_corrupt(&segment, position, detail));
                 }
+                if next_segment.is_none()
+                    && first.base_offset as u64 > offset.max(segment.base_offset)
+                {
+                    // The active segment holds every offset from its base on without a gap
+                    // (the open scans its tail, appends and rolls keep it so): a batch
+                    // starting past `offset` has a damaged base offset. Not a batch to wait
+                    // for: its offsets would never be read. (An `offset` below its base
+                    // comes from a gap in the sealed segment before it: Kafka's, legal.)
+                    let detail = format!(
+                        "batch {}..={} starts past offset {offset}, which the active segment holds",
+                        first.base_offset,
+                        first.last_offset()
+                    );
+                    return Err(offsets_corrupt(&segment, position, detail));
+                }
                 if first.base_offset as u64 >= upper {
                     break;
                 }

@@ -37,6 +37,8 @@ pub(crate) fn prefetch(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 reads nothing architecturally and never faults, whatever the
     // address (Intel SDM, PREFETCHh); SSE, which it needs, is part of every x86_64 CPU.
+    // (`unused_unsafe`: the standard library may make the intrinsic safe to call.)
+    #[allow(unused_unsafe)]
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         _mm_prefetch::<_MM_HINT_T0>(address.cast());
