@@ -398,6 +398,26 @@ fn test_read_at_log_gap_before_the_active_segment() {
     close(log, p);
 }
 
+// A truncation into a segment with gaps would make an active segment with gaps: refused,
+// with nothing changed (it used to cut at the first gap, losing 50 and 51 here).
+#[test]
+fn a_truncation_into_a_segment_with_gaps_is_refused_and_changes_nothing() {
+    let dir = tempdir();
+    let root = dir.path();
+    craft_log(root, &[(40, &[(50, 2), (60, 2)]), (62, &[(62, 1)])]);
+    let (log, p) = reopen(root);
+    let before = common::files(root);
+    let error = p.truncate_to(61).unwrap_err();
+    assert!(matches!(error, Error::Corruption { .. }), "{error}");
+    assert_eq!(common::files(root), before, "no file changed");
+    let all: Vec<u64> = read_all(&p).into_iter().map(|(o, _, _)| o).collect();
+    assert_eq!(all, [50, 51, 60, 61, 62]);
+    // Into the gap-free segment it works as before.
+    p.truncate_to(62).unwrap();
+    assert_eq!(p.log_end_offset(), 62);
+    close(log, p);
+}
+
 // UnifiedLogTest.testReadOutOfRange: a log starting at 1024 with one record → reading 1025
 // is empty; 0, 1023 and 1026 are out of range.
 #[test]

@@ -1012,11 +1012,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
     let cut = containing
         .translate_offset(offset)?
         .map_or(containing.size(), |(position, _)| position);
-    delete_segments(dir, &log.path, &bases[keep + 1..])?;
     let base = containing.base_offset;
-    if cut < containing.size() || containing.log_file().is_none() {
-        rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
-    }
     let outcome = scan::scan(
         &containing.bytes()[..cut],
         base,
@@ -1025,6 +1021,27 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
         IndexState::new(log.config().index_interval_bytes),
         limits(&log.config()),
     );
+    // The kept part becomes the active segment, which must run without gaps from its base:
+    // one that does not (a sealed segment with Kafka's gaps) is refused before anything
+    // changes, instead of being cut at its first gap.
+    if let Some(stop) = outcome.stop {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: containing.log_path().to_path_buf(),
+                position: outcome.valid_len as u64,
+            },
+            what: "truncation",
+            detail: format!(
+                "the part kept by a truncation to offset {offset} must run without gaps, \
+                 but stops at byte {} of {cut}: {stop}",
+                outcome.valid_len
+            ),
+        });
+    }
+    delete_segments(dir, &log.path, &bases[keep + 1..])?;
+    if cut < containing.size() || containing.log_file().is_none() {
+        rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
+    }
     *w = active_from_scan(&log.unclean_options(), &log.path, base, outcome, now)?;
     let kept = segments[..keep]
         .iter()
