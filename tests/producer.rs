@@ -1072,3 +1072,184 @@ fn a_closed_log_fails_pending_sends() {
     let error = pending.wait().unwrap_err();
     assert!(matches!(error, Error::Closed), "{error:?}");
 }
+
+/// The size limits apply to the exact size of the batch a record would be sent in alone:
+/// a record whose batch is exactly `max_request_size` is sent, one byte more is refused
+/// with that exact size.
+#[test]
+fn a_record_whose_batch_is_exactly_max_request_size_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().max_request_size(1_000))
+        .unwrap();
+    // 61 bytes of batch header, then the record: its length (2 bytes), attributes,
+    // timestamp and offset deltas, a null key (1 byte each), the value's length (2 bytes)
+    // and 930 bytes, the header count (1 byte).
+    let metadata = producer
+        .send(ProducerRecord::new("t").value(vec![7u8; 930]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(metadata.offset, Some(0));
+    let p = log.topic("t").unwrap().partition(0).unwrap();
+    let batch = p
+        .read(0, usize::MAX)
+        .unwrap()
+        .batches()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.bytes().len(), 1_000);
+    let error = producer
+        .send(ProducerRecord::new("t").value(vec![7u8; 931]))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::RecordTooLarge {
+                size: 1_001,
+                max: 1_000
+            }
+        ),
+        "{error:?}"
+    );
+    producer.close().unwrap();
+}
+
+/// A record without a key is refused at `send` for a compacted topic (as Kafka's broker
+/// refuses its batch), instead of failing every keyed record batched with it.
+#[test]
+fn a_record_without_a_key_is_refused_by_a_compacted_topic_and_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(
+        "t",
+        TopicConfig::default().cleanup_policy(tarnlog::CleanupPolicy::Compact),
+    )
+    .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(600_000))
+        .unwrap();
+    let keyed = producer
+        .send(ProducerRecord::new("t").key("k").value("v"))
+        .unwrap();
+    let error = producer
+        .send(ProducerRecord::new("t").value("no key"))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidRecord { .. }), "{error:?}");
+    let error = producer
+        .send_batch([
+            ProducerRecord::new("t").key("k").value("v2"),
+            ProducerRecord::new("t").value("no key"),
+        ])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidRecord { .. }), "{error:?}");
+    producer.flush().unwrap();
+    assert_eq!(keyed.wait().unwrap().offset, Some(0));
+    assert_eq!(read_all(&log, "t", 0).len(), 1);
+    producer.close().unwrap();
+}
+
+/// A partitioner that sets the log's clock back an hour, as an NTP step would.
+#[derive(Debug)]
+struct SetsClockBack(Arc<ManualClock>);
+
+impl Partitioner for SetsClockBack {
+    fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> u32 {
+        self.0.set(T0 - 3_600_000);
+        0
+    }
+}
+
+/// A clock set back while a batch waits does not hold the batch until the clock is past
+/// its creation again: with `linger_ms = 0` it is sent at once.
+#[test]
+fn a_clock_set_back_does_not_hold_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .acks(Acks::Leader)
+                .partitioner(Arc::new(SetsClockBack(Arc::clone(&clock)))),
+        )
+        .unwrap();
+    // The first record dates the batch by the clock before the second one's partitioner
+    // sets it back.
+    let futures = producer
+        .send_batch([
+            ProducerRecord::new("t").partition(0).value("a"),
+            ProducerRecord::new("t").value("b"),
+        ])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !futures.iter().all(SendFuture::is_done) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch waits for the clock"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let offsets: Vec<_> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, [Some(0), Some(1)]);
+    producer.close().unwrap();
+}
+
+/// A waker that panics when woken.
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("an application's waker panics (expected by this test)");
+    }
+}
+
+/// A waker that panics runs on the sender thread: it neither stops the other records'
+/// sends nor leaves `flush` waiting.
+#[test]
+fn a_panicking_waker_does_not_stop_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(3_600_000))
+        .unwrap();
+    let mut first = producer
+        .send(ProducerRecord::new("t").partition(0).value("a"))
+        .unwrap();
+    let waker = Waker::from(Arc::new(PanickingWaker));
+    assert!(
+        std::pin::Pin::new(&mut first)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    let second = producer
+        .send(ProducerRecord::new("t").partition(1).value("b"))
+        .unwrap();
+    let flushing = producer.clone();
+    let (done, flushed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(flushing.flush()).unwrap());
+    flushed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("flush returns")
+        .unwrap();
+    assert_eq!(first.wait().unwrap().offset, Some(0));
+    assert_eq!(second.wait().unwrap().offset, Some(0));
+    // The sender still runs.
+    let third = producer
+        .send(ProducerRecord::new("t").partition(1).value("c"))
+        .unwrap();
+    producer.flush().unwrap();
+    assert_eq!(third.wait().unwrap().offset, Some(1));
+    producer.close().unwrap();
+}

@@ -20,6 +20,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -48,7 +49,9 @@ pub enum Acks {
     None,
     /// `acks=1`: the future completes once the batch is in the log and visible to readers,
     /// before the topic's fsync policy runs. Survives a crash of the process; may be lost
-    /// with power if the policy's fsync then fails or never ran.
+    /// with power if the policy's fsync then fails or never ran, and, on a replicated
+    /// topic, if the leader's directory fails before a follower has the batch (as in
+    /// Kafka, where it is lost with the leader broker).
     Leader,
     /// `acks=all` (Kafka's default): the future completes once the batch is durable as the
     /// topic's fsync policy promises (with `EveryBatch`, after the `fdatasync` covering it).
@@ -329,7 +332,12 @@ impl Completion {
         };
         self.done.notify_all();
         for waker in wakers {
-            waker.wake();
+            // An application's waker runs on the sender thread: one that panics (the panic
+            // hook has reported it) must not stop the others being woken, nor the sender.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                #[cfg(test)]
+                tests::WAKER_PANICS.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -415,13 +423,12 @@ impl SendFuture {
         pending.result(outcome)
     }
 
-    /// True once [`wait`](Self::wait) would return without blocking.
+    /// True once [`wait`](Self::wait) would return without blocking (also once the future
+    /// was polled to completion).
     pub fn is_done(&self) -> bool {
-        self.ready.is_some()
-            || self
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.completion.state.lock().outcome.is_some())
+        self.pending
+            .as_ref()
+            .is_none_or(|p| p.completion.is_finished())
     }
 }
 
@@ -462,6 +469,8 @@ struct CachedTopic {
     partitions: Vec<Partition>,
     /// Largest batch the topic takes: `max_message_bytes`, and no more than a segment.
     max_batch_bytes: usize,
+    /// The topic is compacted: it takes only records with a key.
+    compacts: bool,
     /// [`Topic::changes`] read before the rest: the entry is current while it is equal.
     changes: u64,
 }
@@ -580,8 +589,12 @@ impl Handle {
         }
         self.shared.work.notify_all();
         self.shared.space.notify_all();
-        if let Some(sender) = self.sender.lock().take() {
-            // The sender only ends by returning; a panic there is a bug already reported.
+        if let Some(sender) = self.sender.lock().take()
+            // The last clone dropped by an application's waker, on the sender thread
+            // itself: it returns once it sees the producer closed.
+            && sender.thread().id() != std::thread::current().id()
+        {
+            // The sender only ends by returning (`run_sender` catches its panics).
             let _ = sender.join();
         }
     }
@@ -768,23 +781,51 @@ impl Producer {
     /// Checks a record and chooses its partition, without touching the accumulator. A
     /// record without a timestamp gets `now`, read from the clock if still `None`.
     fn place(&self, record: &ProducerRecord, now: &mut Option<i64>) -> Result<Placed> {
+        match self.place_in(self.cached_topic(&record.topic, false)?, record, now)? {
+            Ok(placed) => Ok(placed),
+            // Partitions were added just after the topic was cached: look it up again (a
+            // custom partitioner is asked again too).
+            Err(_) => self.place_in(self.cached_topic(&record.topic, true)?, record, now)?,
+        }
+    }
+
+    /// [`place`](Self::place) with the topic as cached: the inner error is a partition
+    /// that the live topic has but the cached one lacks.
+    fn place_in(
+        &self,
+        topic: Arc<CachedTopic>,
+        record: &ProducerRecord,
+        now: &mut Option<i64>,
+    ) -> Result<Result<Placed>> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let topic = self.cached_topic(&record.topic)?;
+        if topic.compacts && record.key.is_none() {
+            // Kafka's broker refuses it (`LogValidator`), failing every record batched
+            // with it; refused here, it fails alone.
+            return Err(Error::InvalidRecord {
+                reason: format!(
+                    "topic {} is compacted and cannot accept a record without a key",
+                    topic.name
+                ),
+            });
+        }
         let partitions = topic.partitions.len() as u32;
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
-        let size = BatchBuilder::estimate_record_size(
+        let (key_len, value_len) = (
             record.key.as_ref().map(Bytes::len),
             record.value.as_ref().map(Bytes::len),
-            &headers,
         );
-        let with_header = size + RECORD_BATCH_OVERHEAD;
+        let size = BatchBuilder::estimate_record_size(key_len, value_len, &headers);
+        // A record too large for a batch it shares is sent in one of its own, where both
+        // its deltas are 0: the limits apply to that batch's exact size.
+        let with_header = BatchBuilder::new().next_record_size(0, key_len, value_len, &headers)
+            + RECORD_BATCH_OVERHEAD;
         let limits = [
             shared.config.max_request_size,
             topic.max_batch_bytes,
@@ -812,6 +853,12 @@ impl Producer {
         {
             // The log's own error, with the topic's partition count.
             topic.topic.partition(index)?;
+            // The live topic has it: the cached one is from before partitions were added.
+            return Ok(Err(Error::UnknownPartition {
+                topic: record.topic.clone(),
+                partition: index,
+                partitions,
+            }));
         }
         let timestamp = match record.timestamp {
             Some(t) if t < 0 => {
@@ -822,26 +869,28 @@ impl Producer {
             Some(t) => t,
             None => *now.get_or_insert_with(|| shared.log.now_ms()),
         };
-        Ok(Placed {
+        Ok(Ok(Placed {
             topic,
             partition,
             size,
             timestamp,
             now: *now,
-        })
+        }))
     }
 
     /// The topic's cached handles, looked up (or auto-created) on first use, and again
     /// after the topic was deleted, its partitions added or its config altered (a lowered
-    /// `max_message_bytes` bounds the next batches).
-    fn cached_topic(&self, name: &str) -> Result<Arc<CachedTopic>> {
+    /// `max_message_bytes` bounds the next batches), or when `refresh` says the cached
+    /// ones are behind.
+    fn cached_topic(&self, name: &str, refresh: bool) -> Result<Arc<CachedTopic>> {
         let shared = self.shared();
         // Deleted is checked apart: a topic fetched just as it was deleted may carry the
         // count its deletion left, which never moves again.
         let current = |cached: &CachedTopic| {
             cached.topic.changes() == cached.changes && !cached.topic.is_deleted()
         };
-        if let Some(cached) = shared.topics.read().get(name)
+        if !refresh
+            && let Some(cached) = shared.topics.read().get(name)
             && current(cached)
         {
             return Ok(Arc::clone(cached));
@@ -856,6 +905,7 @@ impl Producer {
         // partition never has two open batches.
         if let Some(cached) = topics.get(name)
             && current(cached)
+            && cached.partitions.len() >= partitions.len()
         {
             return Ok(Arc::clone(cached));
         }
@@ -873,6 +923,7 @@ impl Producer {
             name: Arc::from(name),
             max_batch_bytes: (topic.config().max_message_bytes as usize)
                 .min(topic.config().segment_bytes as usize),
+            compacts: topic.config().cleanup_policy.compacts(),
             topic,
             partitions,
             changes,
@@ -1053,6 +1104,37 @@ const LINGER_POLL: Duration = Duration::from_millis(10);
 /// reuse) rides on the lock that takes the next batches. Fewer and shorter holds matter:
 /// every send takes the same lock.
 fn run_sender(shared: &Shared) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| sender_loop(shared))).is_err() {
+        fail_pending(shared);
+    }
+}
+
+/// After the sender panicked (a bug, which the panic hook has reported): the producer
+/// closes, and every record not yet acknowledged fails with `Closed`, so that no future,
+/// flush or blocked send waits for ever.
+fn fail_pending(shared: &Shared) {
+    let pending: Vec<Arc<Completion>> = {
+        let mut state = shared.state.lock();
+        state.closed = true;
+        shared.closed.store(true, Ordering::Release);
+        release_open(&mut state);
+        let closed = std::mem::take(&mut state.closed_batches);
+        let in_flight = std::mem::take(&mut state.in_flight);
+        closed
+            .into_iter()
+            .map(|batch| batch.completion)
+            .chain(in_flight)
+            .collect()
+    };
+    shared.work.notify_all();
+    shared.space.notify_all();
+    for completion in pending {
+        completion.complete(Outcome::Failed(Error::Closed));
+    }
+}
+
+/// The sender's rounds, until the producer closes.
+fn sender_loop(shared: &Shared) {
     let linger = shared.config.linger_ms.min(i64::MAX as u64) as i64;
     let mut batches: Vec<OpenBatch> = Vec::new();
     let mut ready: Vec<(u32, u32)> = Vec::new();
@@ -1070,15 +1152,16 @@ fn run_sender(shared: &Shared) {
         loop {
             let now = shared.log.now_ms();
             let drain_all = state.memory_waiters > 0;
-            let lingered = |b: &OpenBatch| drain_all || now.saturating_sub(b.created_ms) >= linger;
             ready.clear();
-            ready.extend(
-                state
-                    .open
-                    .iter()
-                    .filter(|(_, b)| lingered(b))
-                    .map(|(k, _)| *k),
-            );
+            for (key, batch) in &mut state.open {
+                // A clock set back restarts the batch's linger instead of holding the
+                // batch until the clock is past its creation again (Kafka's waited time
+                // is never negative either).
+                batch.created_ms = batch.created_ms.min(now);
+                if drain_all || now.saturating_sub(batch.created_ms) >= linger {
+                    ready.push(*key);
+                }
+            }
             // Batches closed earlier go first, in the order they closed; then the open
             // ones in the order they opened.
             batches.extend(state.closed_batches.drain(..));
@@ -1175,6 +1258,10 @@ fn send_batch(acks: Acks, batch: &mut OpenBatch) {
 mod tests {
     use super::*;
     use crate::TopicConfig;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Wakers that panicked when a completion woke them.
+    pub(super) static WAKER_PANICS: AtomicUsize = AtomicUsize::new(0);
 
     /// The sender keeps the builders of ordinary batches for reuse, and frees the buffer a
     /// large record needed.
@@ -1236,5 +1323,99 @@ mod tests {
             "{sizes:?}"
         );
         assert!(sizes.iter().all(|&c| c <= limit), "{sizes:?}");
+    }
+
+    /// A send to a partition the live topic has but the producer's cached topic lacks (the
+    /// moment while partitions are added, before the topic's change count moves) looks the
+    /// topic up again instead of indexing past the cached partitions.
+    #[test]
+    fn a_partition_added_after_the_topic_was_cached_is_looked_up_again() {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t").partition(0).value("a"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        // The cache as it is in that moment: the change count current, a partition short.
+        {
+            let mut topics = producer.shared().topics.write();
+            let cached = topics.get("t").unwrap();
+            let stale = Arc::new(CachedTopic {
+                id: cached.id,
+                name: Arc::clone(&cached.name),
+                topic: cached.topic.clone(),
+                partitions: cached.partitions[..1].to_vec(),
+                max_batch_bytes: cached.max_batch_bytes,
+                compacts: cached.compacts,
+                changes: cached.changes,
+            });
+            topics.insert("t".into(), stale);
+        }
+        let metadata = producer
+            .send(ProducerRecord::new("t").partition(1).value("b"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!((metadata.partition, metadata.offset), (1, Some(0)));
+        let error = producer
+            .send(ProducerRecord::new("t").partition(2).value("c"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::UnknownPartition { partitions: 2, .. }),
+            "{error:?}"
+        );
+        producer.close().unwrap();
+    }
+
+    /// Holds the last clone of a producer and drops it when woken.
+    struct DropsProducer(Mutex<Option<Producer>>, AtomicBool);
+
+    impl std::task::Wake for DropsProducer {
+        fn wake(self: Arc<Self>) {
+            drop(self.0.lock().take());
+            self.1.store(true, Ordering::Release);
+        }
+    }
+
+    /// An application's waker that drops the last clone of the producer runs on the
+    /// sender thread: the close this makes does not join the sender thread from itself
+    /// (which panics with a deadlock error), and the sender stops.
+    #[test]
+    fn the_last_clone_dropped_by_a_waker_on_the_sender_thread_closes_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
+        let log = Log::builder()
+            .dir(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().linger_ms(1_000))
+            .unwrap();
+        let mut future = producer.send(ProducerRecord::new("t").value("a")).unwrap();
+        let shared = Arc::clone(&producer.handle.shared);
+        let waker = Arc::new(DropsProducer(Mutex::new(None), AtomicBool::new(false)));
+        assert!(
+            Pin::new(&mut future)
+                .poll(&mut Context::from_waker(&Waker::from(Arc::clone(&waker))))
+                .is_pending()
+        );
+        // The waker holds the only handle; the batch leaves once its linger has passed.
+        *waker.0.lock() = Some(producer);
+        let panics_before = WAKER_PANICS.load(Ordering::Acquire);
+        clock.advance(2_000);
+        assert_eq!(future.wait().unwrap().offset, Some(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !waker.1.load(Ordering::Acquire) || Arc::strong_count(&shared) > 1 {
+            assert!(Instant::now() < deadline, "the sender thread still runs");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(shared.closed.load(Ordering::Acquire));
+        assert_eq!(WAKER_PANICS.load(Ordering::Acquire), panics_before);
     }
 }
