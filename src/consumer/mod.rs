@@ -555,6 +555,11 @@ impl Consumer {
     /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned` from reads or commits;
     /// `Closed`.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
+        self.poll_up_to(timeout, self.config.max_poll_records)
+    }
+
+    /// [`poll`](Self::poll) returning at most `max_records` records.
+    fn poll_up_to(&mut self, timeout: Duration, max_records: usize) -> Result<ConsumerRecords> {
         self.check_open()?;
         let deadline = Instant::now().checked_add(timeout);
         // Before any rejoin, while the generation they were made in may still take them.
@@ -573,7 +578,7 @@ impl Consumer {
         let mut refetched = false;
         loop {
             let seen = self.log.appended().seq();
-            let (records, moved, advanced) = self.fetch()?;
+            let (records, moved, advanced) = self.fetch(max_records)?;
             if !records.is_empty() {
                 return Ok(records.finish());
             }
@@ -596,28 +601,27 @@ impl Consumer {
         }
     }
 
-    /// A blocking iterator over records for simple loops: it polls again whenever its
-    /// buffer is empty, forever; stop by breaking out of the loop.
+    /// A blocking iterator over records for simple loops, forever; stop by breaking out of
+    /// the loop. Each record is polled as it is asked for, so the positions (and what
+    /// auto-commit commits) never run ahead of the records the loop has taken: after a
+    /// break, the next `poll` or `iter` goes on from the record after the last one taken.
     pub fn iter(&mut self) -> Iter<'_> {
-        Iter {
-            consumer: self,
-            buffer: VecDeque::new(),
-        }
+        Iter { consumer: self }
     }
 
     /// One pass over the partitions, in turn from `next_start`: the records, whether a
     /// position was reset on the way, and whether one moved forward over batches holding no
     /// records. An error after some records were read is kept for the next `poll`, so that
     /// records whose positions moved are never dropped.
-    fn fetch(&mut self) -> Result<(PollBuilder, bool, bool)> {
+    fn fetch(&mut self, max_records: usize) -> Result<(PollBuilder, bool, bool)> {
         let n = self.assignment.len();
-        let mut out = PollBuilder::with_capacity(self.config.max_poll_records.min(4096));
+        let mut out = PollBuilder::with_capacity(max_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
         let mut moved = false;
         let mut advanced = false;
         for step in 0..n {
-            if out.len() >= self.config.max_poll_records || bytes_left == 0 {
+            if out.len() >= max_records || bytes_left == 0 {
                 break;
             }
             let index = (self.next_start + step) % n;
@@ -632,7 +636,7 @@ impl Consumer {
             let before = out.len();
             let position = state.position;
             let mut read = false;
-            match self.fetch_partition(&tp, bytes_left, &mut out) {
+            match self.fetch_partition(&tp, bytes_left, max_records, &mut out) {
                 Ok(Fetched::Read(bytes)) => {
                     bytes_left = bytes_left.saturating_sub(bytes);
                     read = true;
@@ -661,11 +665,11 @@ impl Consumer {
         &mut self,
         tp: &TopicPartition,
         bytes_left: usize,
+        max_records: usize,
         out: &mut PollBuilder,
     ) -> Result<Fetched> {
         let position = self.resolve_position(tp)?;
         let limit = self.config.max_partition_fetch_bytes.min(bytes_left);
-        let max_records = self.config.max_poll_records;
         let reset = self.config.auto_offset_reset;
         let check_crcs = self.config.check_crcs;
         let state = self.state(tp)?;
@@ -1503,7 +1507,6 @@ impl Consumer {
 #[derive(Debug)]
 pub struct Iter<'a> {
     consumer: &'a mut Consumer,
-    buffer: VecDeque<ConsumerRecord>,
 }
 
 impl Iterator for Iter<'_> {
@@ -1511,11 +1514,15 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(record) = self.buffer.pop_front() {
-                return Some(Ok(record));
-            }
-            match self.consumer.poll(Duration::from_secs(1)) {
-                Ok(records) => self.buffer.extend(records),
+            // One record a poll: records a poll returns count as delivered (their
+            // positions move, auto-commit may commit them), so none may wait in a buffer
+            // of the iterator that a `break` would drop.
+            match self.consumer.poll_up_to(Duration::from_secs(1), 1) {
+                Ok(records) => {
+                    if let Some(record) = records.into_iter().next() {
+                        return Some(Ok(record));
+                    }
+                }
                 Err(error) => return Some(Err(error)),
             }
         }
