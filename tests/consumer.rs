@@ -902,3 +902,59 @@ fn names_that_collide_with_internal_topics_are_reserved() {
         );
     }
 }
+
+/// A deleted topic among the assigned partitions is skipped (as Kafka's consumer waits on
+/// its metadata), not an error that stops the other partitions being read.
+#[test]
+fn an_assigned_partition_of_a_deleted_topic_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("a", None).unwrap();
+    log.create_topic("b", None).unwrap();
+    fill(&log, "a", 0, &["a1"]);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("a", 0), tp("b", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a1"]);
+    log.delete_topic("a").unwrap();
+    fill(&log, "b", 0, &["b1", "b2"]);
+    assert_eq!(values(&poll(&mut consumer)), ["b1", "b2"]);
+    fill(&log, "b", 0, &["b3"]);
+    assert_eq!(values(&poll(&mut consumer)), ["b3"]);
+    assert!(poll(&mut consumer).is_empty());
+}
+
+/// A partition that fails every read (its only directory failed) does not keep the
+/// consumer from the other partitions: their records come, and the failure is reported.
+#[test]
+fn a_failing_partition_does_not_stop_the_others() {
+    let root = common::scratch("tarnlog-consumer-");
+    let dirs: Vec<_> = (0..2).map(|i| root.path().join(format!("d{i}"))).collect();
+    let (log, fault) = common::faulty_log(&dirs);
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let described = log.describe_topic("t").unwrap();
+    let leader = |p: usize| described.partitions[p].leader.unwrap();
+    assert_ne!(leader(0), leader(1), "placement spreads the two partitions");
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
+    fault.fail_dir(&dirs[leader(0) as usize], FaultKind::Eio);
+    // The failure is noticed at the partition's next use.
+    let p0 = log.topic("t").unwrap().partition(0).unwrap();
+    assert!(p0.append_values(["lost"]).is_err());
+    fill(&log, "t", 1, &["x", "y"]);
+    let (mut got, mut errors) = (Vec::new(), 0);
+    for _ in 0..6 {
+        match consumer.poll(Duration::from_millis(50)) {
+            Ok(records) => got.extend(records),
+            Err(error) => {
+                assert!(
+                    matches!(error, Error::PartitionOffline { partition: 0, .. }),
+                    "{error}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(values(&got), ["x", "y"]);
+    assert!(errors > 0, "the failing partition is reported");
+}

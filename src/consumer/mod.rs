@@ -552,8 +552,10 @@ impl Consumer {
     ///
     /// # Errors
     /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` under
-    /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned` from reads or commits;
-    /// `Closed`.
+    /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned`, `PartitionOffline` from
+    /// reads or commits; `Closed`. A partition that fails does not keep the others from
+    /// being read: their records come first, and its error with the next `poll`. A
+    /// deleted topic's partitions are skipped.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.poll_up_to(timeout, self.config.max_poll_records)
     }
@@ -611,13 +613,16 @@ impl Consumer {
 
     /// One pass over the partitions, in turn from `next_start`: the records, whether a
     /// position was reset on the way, and whether one moved forward over batches holding no
-    /// records. An error after some records were read is kept for the next `poll`, so that
-    /// records whose positions moved are never dropped.
+    /// records. A partition that fails does not stop the others: the pass goes on, and the
+    /// first error is returned when no records were read, else kept for the next `poll`
+    /// (so that records whose positions moved are never dropped); the next pass starts
+    /// after the failed partition either way.
     fn fetch(&mut self, max_records: usize) -> Result<(PollBuilder, bool, bool)> {
         let n = self.assignment.len();
         let mut out = PollBuilder::with_capacity(max_records.min(4096));
         let mut bytes_left = self.config.fetch_max_bytes;
         let mut last_with_records = None;
+        let mut failed: Option<(usize, Error)> = None;
         let mut moved = false;
         let mut advanced = false;
         for step in 0..n {
@@ -626,11 +631,11 @@ impl Consumer {
             }
             let index = (self.next_start + step) % n;
             let tp = self.assignment[index].clone();
-            let subscribed = self.membership.is_some();
             let state = self.state(&tp)?;
-            // A subscribed consumer's deleted topic leaves at the next rebalance (which
-            // its deletion starts); until then it is skipped, not an error.
-            if state.paused || subscribed && state.partition.is_deleted() {
+            // A deleted topic's partitions are skipped, not an error (Kafka's consumer
+            // waits on its metadata too): a subscribed consumer's leave at the rebalance
+            // the deletion starts, an assigned one's at the next `assign`.
+            if state.paused || state.partition.is_deleted() {
                 continue;
             }
             let before = out.len();
@@ -642,10 +647,11 @@ impl Consumer {
                     read = true;
                 }
                 Ok(Fetched::Reset) => moved = true,
-                Err(error) if out.is_empty() => return Err(error),
                 Err(error) => {
-                    self.deferred = Some(error);
-                    break;
+                    if failed.is_none() {
+                        failed = Some((index, error));
+                    }
+                    continue;
                 }
             }
             if out.len() > before {
@@ -656,6 +662,13 @@ impl Consumer {
         }
         if let Some(index) = last_with_records {
             self.next_start = (index + 1) % n;
+        }
+        if let Some((index, error)) = failed {
+            if out.is_empty() {
+                self.next_start = (index + 1) % n;
+                return Err(error);
+            }
+            self.deferred = Some(error);
         }
         Ok((out, moved, advanced))
     }
