@@ -402,10 +402,7 @@ fn leaving_the_blocking_iterator_skips_no_record() {
         }
     }
     consumer.commit_sync().unwrap();
-    assert_eq!(
-        consumer.committed(&tp("t", 0)).unwrap().unwrap().offset,
-        2
-    );
+    assert_eq!(consumer.committed(&tp("t", 0)).unwrap().unwrap().offset, 2);
     assert_eq!(values(&poll(&mut consumer)), ["c", "d"]);
 }
 
@@ -937,7 +934,7 @@ fn a_failing_partition_does_not_stop_the_others() {
     assert_ne!(leader(0), leader(1), "placement spreads the two partitions");
     let mut consumer = log.consumer(earliest(None)).unwrap();
     consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
-    fault.fail_dir(&dirs[leader(0) as usize], FaultKind::Eio);
+    fault.fail_dir(&dirs[leader(0)], FaultKind::Eio);
     // The failure is noticed at the partition's next use.
     let p0 = log.topic("t").unwrap().partition(0).unwrap();
     assert!(p0.append_values(["lost"]).is_err());

@@ -1701,3 +1701,62 @@ fn a_forked_log_start_does_not_move_the_kept_history() {
     }
     assert_replicas_identical(&dirs, "t", 1);
 }
+
+/// A directory replaced by an empty one while it held the only in-sync replica: its
+/// recreated replica is marked as one to rebuild, durably, so that it never leads with
+/// nothing — not at the first open, nor at any later one — and never cuts the out-of-sync
+/// peer that still holds the older records (an unclean election can still take them).
+/// A third directory holds `meta` with the in-sync set as it shrank.
+#[test]
+fn a_replaced_directory_never_leads_empty_at_a_later_open() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let config = TopicConfig::default().replication_factor(2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let partition = log
+        .create_topic("t", config.clone())
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    let leader = described.leader.unwrap();
+    let follower = *described.replicas.iter().find(|&&d| d != leader).unwrap();
+    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
+    partition.append_values(["c"]).unwrap();
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+    log.close().unwrap();
+    // The leader's disk is replaced by an empty one.
+    std::fs::remove_dir_all(&dirs[leader]).unwrap();
+    std::fs::create_dir_all(&dirs[leader]).unwrap();
+    // The follower's records, without the preallocated zeros a clean close trims.
+    let held = || {
+        let mut files = segments(std::slice::from_ref(&dirs[follower]), "t", 0).remove(0);
+        for bytes in files.values_mut() {
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            bytes.truncate(end);
+        }
+        files
+    };
+    let kept = held();
+    assert!(!kept.is_empty());
+    for open in 0..3 {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let described = log.describe_topic("t").unwrap().partitions[0].clone();
+        assert_eq!(described.leader, None, "open {open}: {described:?}");
+        log.close().unwrap();
+        assert!(
+            held() == kept,
+            "open {open}: the follower's records changed"
+        );
+    }
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    log.alter_topic_config("t", config.unclean_leader_election(true))
+        .unwrap();
+    log.close().unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(follower), "{described:?}");
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
+}

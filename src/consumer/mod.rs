@@ -553,9 +553,10 @@ impl Consumer {
     /// # Errors
     /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` under
     /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned`, `PartitionOffline` from
-    /// reads or commits; `Closed`. A partition that fails does not keep the others from
-    /// being read: their records come first, and its error with the next `poll`. A
-    /// deleted topic's partitions are skipped.
+    /// reads or commits; `Closed`. A damaged partition (`Corruption`) stays in the way, as
+    /// in Kafka, until it is sought past or paused; one that cannot be read for another
+    /// reason does not keep the others from being read: their records come first, and its
+    /// error with the next `poll`. A deleted topic's partitions are skipped.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.poll_up_to(timeout, self.config.max_poll_records)
     }
@@ -613,10 +614,10 @@ impl Consumer {
 
     /// One pass over the partitions, in turn from `next_start`: the records, whether a
     /// position was reset on the way, and whether one moved forward over batches holding no
-    /// records. A partition that fails does not stop the others: the pass goes on, and the
-    /// first error is returned when no records were read, else kept for the next `poll`
-    /// (so that records whose positions moved are never dropped); the next pass starts
-    /// after the failed partition either way.
+    /// records. An error is returned when no records were read, else kept for the next
+    /// `poll` (so that records whose positions moved are never dropped). `Corruption` ends
+    /// the pass and stays first in turn; a partition that cannot be read for another reason
+    /// does not stop the others: the pass goes on, and the next one starts after it.
     fn fetch(&mut self, max_records: usize) -> Result<(PollBuilder, bool, bool)> {
         let n = self.assignment.len();
         let mut out = PollBuilder::with_capacity(max_records.min(4096));
@@ -647,6 +648,16 @@ impl Consumer {
                     read = true;
                 }
                 Ok(Fetched::Reset) => moved = true,
+                // Damage stays in the way, as in Kafka (whose fetcher throws at the damaged
+                // partition's turn, every poll, until it is sought past or paused).
+                Err(error) if error.is_corruption() && out.is_empty() => return Err(error),
+                Err(error) if error.is_corruption() => {
+                    self.deferred = Some(error);
+                    break;
+                }
+                // A partition that cannot be read now (offline, its directory failed, its
+                // topic gone) does not keep the others from being read (Kafka's fetcher
+                // skips a partition without a leader).
                 Err(error) => {
                     if failed.is_none() {
                         failed = Some((index, error));

@@ -55,6 +55,38 @@ pub(crate) fn partition_dir_name(tp: &TopicPartition) -> String {
     format!("{}-{}", tp.topic, tp.partition)
 }
 
+/// The file in a partition directory that says its replica was recreated empty and has not
+/// been level with a leader since: it is not the in-sync copy `meta` may still record it
+/// as (its directory was replaced, or the copy set aside), so it must not lead.
+pub(crate) const REBUILDING: &str = "rebuilding";
+
+/// Creates the partition directory `path` (missing) holding the [`REBUILDING`] marker, as
+/// one step: it is built under a name an open removes (`.delete`), then renamed into
+/// place, so that after a crash the directory is either missing or marked.
+fn create_rebuilding(dir: &StorageDir, path: &Path) -> Result<()> {
+    let storage = dir.storage();
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".rebuild.delete");
+    let staging = PathBuf::from(staging);
+    if storage.exists(&staging) {
+        storage
+            .remove_dir_all(&staging)
+            .map_err(|e| Error::io("remove", &staging, e))?;
+    }
+    storage
+        .create_dir_all(&staging)
+        .map_err(|e| Error::io("create directory", &staging, e))?;
+    let marker = staging.join(REBUILDING);
+    storage
+        .open(&marker, OpenMode::Create)
+        .map_err(|e| Error::io("create", &marker, e))?;
+    dir.sync_dir(&staging)?;
+    storage
+        .rename(&staging, path)
+        .map_err(|e| Error::io("rename", &staging, e))?;
+    dir.sync_dir(dir.path())
+}
+
 /// Segments found and the recovery decisions made while loading.
 struct Loaded {
     sealed: Vec<Arc<Segment>>,
@@ -99,14 +131,16 @@ impl ReplicaLog {
     pub(crate) fn load(options: LoadOptions) -> Result<(ReplicaLog, PartitionRecovery)> {
         let path = options.dir.path().join(partition_dir_name(&options.tp));
         let storage = options.dir.storage();
+        // A missing directory is recreated marked: the replica's data is gone, and it
+        // stays a replica to rebuild (`Stale`) at every open until it has been level with a
+        // leader, however often the log reopens before then.
         let created = !storage.exists(&path);
         if created {
-            storage
-                .create_dir_all(&path)
-                .map_err(|e| Error::io("create directory", &path, e))?;
+            create_rebuilding(&options.dir, &path)?;
         }
+        let rebuilding = created || storage.exists(&path.join(REBUILDING));
         let mut loaded = load_segments(&options, &path)?;
-        loaded.report.created = created;
+        loaded.report.created = rebuilding;
         let writer = loaded.writer;
         let next = writer.next_offset;
         let first_base = loaded
@@ -153,6 +187,7 @@ impl ReplicaLog {
             cleaner_file: Mutex::new(u64::MAX),
             truncations: AtomicU64::new(0),
             retired: std::sync::atomic::AtomicBool::new(false),
+            rebuilding: std::sync::atomic::AtomicBool::new(rebuilding),
             sync: Mutex::new(SyncState {
                 synced_to: recovery_point,
                 ..SyncState::default()

@@ -102,6 +102,9 @@ pub(crate) struct ReplicaLog {
     truncations: AtomicU64,
     /// Set by `retire`: a cleaning running now stops at its next batch.
     retired: std::sync::atomic::AtomicBool,
+    /// Its directory holds the `REBUILDING` marker: recreated empty and not yet level
+    /// with a leader (see `ReplicaSet::rebuilt`).
+    rebuilding: std::sync::atomic::AtomicBool,
     sync: Mutex<SyncState>,
     synced: Condvar,
 }
@@ -109,6 +112,24 @@ pub(crate) struct ReplicaLog {
 impl ReplicaLog {
     pub(crate) fn topic_partition(&self) -> &TopicPartition {
         &self.tp
+    }
+
+    /// Removes the `REBUILDING` marker, durably, once the replica has been level with its
+    /// leader (its copies synced as an in-sync follower's are): from then on it is what
+    /// `meta` records. A failure keeps the marker, and the replica stays one to rebuild.
+    pub(crate) fn finish_rebuilding(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.rebuilding.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let marker = self.path.join(load::REBUILDING);
+        self.dir
+            .storage()
+            .remove_file(&marker)
+            .map_err(|e| Error::io("remove", &marker, e))?;
+        self.dir.sync_dir(&self.path)?;
+        self.rebuilding.store(false, Ordering::Release);
+        Ok(())
     }
 
     pub(crate) fn dir(&self) -> &Arc<StorageDir> {

@@ -230,6 +230,7 @@ impl ReplicaSet {
                 }
             }
             set.advance_high_watermark(&leader);
+            set.rebuilt();
         } else {
             // Offline: the recorded in-sync replicas stay the ones to wait for, less any
             // whose data is gone (recreated empty). As in Kafka the in-sync set never
@@ -791,8 +792,27 @@ impl ReplicaSet {
         self.advance_high_watermark(replica);
     }
 
-    /// Writes the leadership to `meta` (no hook: not yet part of an open log).
+    /// Clears the rebuilding mark of each in-sync replica while there is a leader: it has
+    /// been level with the leader (an in-sync set waited for by an offline partition says
+    /// nothing of its members' data, so then nothing is cleared). A marker that cannot be
+    /// removed stays, and its replica stays one to rebuild at the next open.
+    fn rebuilt(&self) {
+        if self.leader.load(Ordering::Acquire) == NO_LEADER {
+            return;
+        }
+        for (replica, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            if let Some(replica) = replica.as_ref().filter(|r| !r.dir().is_poisoned())
+                && in_sync.load(Ordering::Acquire)
+            {
+                let _ = replica.finish_rebuilding();
+            }
+        }
+    }
+
+    /// Writes the leadership to `meta` (no hook: not yet part of an open log), after
+    /// clearing the rebuilding mark of replicas now in sync.
     fn persist(&self) -> Result<()> {
+        self.rebuilt();
         match self.persist.get() {
             Some(hook) => (hook.0)(&self.leadership()),
             None => Ok(()),
