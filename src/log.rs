@@ -30,6 +30,7 @@ use crate::read::LogRead;
 use crate::recovery::RecoveryReport;
 use crate::replica::{
     LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, SetOptions, Slot, Standing,
+    VisibleHook,
 };
 use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
@@ -1323,6 +1324,12 @@ impl TopicState {
                 None => Ok(()),
             }
         })));
+        let weak = Arc::downgrade(inner);
+        set.set_visible(VisibleHook(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.appended.notify();
+            }
+        })));
     }
 }
 
@@ -2492,7 +2499,10 @@ impl Log {
                 }
                 forget_if_missing(dir, &tp)?;
                 let (replica, standing) = match ReplicaLog::load(options.clone()) {
-                    Ok((replica, recovered)) if recovered.created || reset => {
+                    // Distrusted (a failed fsync, a forked history) only when a leader
+                    // elsewhere has better: with none, it is what a reopen would load and
+                    // lead from, so it may lead now too.
+                    Ok((replica, recovered)) if recovered.created || reset && led_elsewhere => {
                         (replica, Standing::Stale)
                     }
                     Ok((replica, _)) => (replica, Standing::Loaded),

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+use tarnlog::storage::{FaultKind, FaultStorage, OpKind, OsStorage};
 use tarnlog::{Acks, Error, Log, ProducerConfig, ProducerRecord, TopicConfig};
 
 fn dirs(root: &Path, n: usize) -> Vec<PathBuf> {
@@ -1758,5 +1758,143 @@ fn a_replaced_directory_never_leads_empty_at_a_later_open() {
     let described = log.describe_topic("t").unwrap().partitions[0].clone();
     assert_eq!(described.leader, Some(follower), "{described:?}");
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
+}
+
+/// A log start raised by `delete_records` in a history that an unclean election then
+/// superseded is not copied onto the new history at the next open before the old replica
+/// is reconciled: its cut lowers it first, and the records acknowledged since survive.
+#[test]
+fn a_log_start_from_a_superseded_history_deletes_nothing_new() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["x"]).unwrap();
+    assert_eq!(partition.delete_records(3).unwrap(), 3);
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    assert!(partition.append_values(["lost"]).is_err());
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    assert_eq!(
+        log.describe_topic("t").unwrap().partitions[0].leader,
+        Some(follower),
+        "unclean election"
+    );
+    partition.append_values(["c", "d"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["c", "d"]);
+    log.simulate_crash();
+    fault.heal_dir(&dirs[leader]);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(values(&log, "t", 0), ["c", "d"]);
+    log.close().unwrap();
+}
+
+/// The last in-sync replica's directory failed at an fsync: after `restore_dir` it leads
+/// again (there is no better copy anywhere; a reopen would lead from it too), instead of
+/// being distrusted as a replica to rebuild while no leader exists to rebuild it from.
+#[test]
+fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
+    partition.append_values(["b"]).unwrap();
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+    // One more append shows where its fsync falls among its storage calls.
+    let before = fault.ops();
+    partition.append_values(["c"]).unwrap();
+    let sync_at = fault
+        .op_log()
+        .iter()
+        .find(|&&(n, kind)| n > before && kind == OpKind::Sync)
+        .map(|&(n, _)| n - before)
+        .unwrap();
+    fault.fail_at(fault.ops() + sync_at, FaultKind::Eio, true);
+    assert!(partition.append_values(["d"]).is_err());
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, None, "{described:?}");
+    assert_eq!(described.isr, [leader], "the replica waited for");
+    fault.heal();
+    log.restore_dir(&dirs[leader]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(leader), "{described:?}");
+    let read = values(&log, "t", 0);
+    assert_eq!(read[..3], ["a", "b", "c"], "{read:?}");
+    partition.append_values(["e"]).unwrap();
+    log.close().unwrap();
+}
+
+/// Records that become visible without an append (a restored follower lets the high
+/// watermark past them, under `min_insync_replicas = 2`) wake a consumer waiting in
+/// `poll` then, not at its timeout.
+#[test]
+fn a_high_watermark_moved_by_a_restore_wakes_a_waiting_consumer() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(2);
+    log.create_topic("t", config).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    producer
+        .send(ProducerRecord::new("t").value("held"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        log.describe_topic("t").unwrap().partitions[0].high_watermark,
+        0
+    );
+    let mut consumer = log
+        .consumer(
+            tarnlog::ConsumerConfig::default()
+                .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest),
+        )
+        .unwrap();
+    consumer
+        .assign([tarnlog::TopicPartition::new("t", 0)])
+        .unwrap();
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let records = consumer.poll(std::time::Duration::from_secs(30)).unwrap();
+        (records.into_iter().count(), started.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let (count, waited) = waiting.join().unwrap();
+    assert_eq!(count, 1);
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "woken at the restore, not the timeout: {waited:?}"
+    );
+    producer.close().unwrap();
     log.close().unwrap();
 }

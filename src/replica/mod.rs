@@ -40,7 +40,7 @@ pub(crate) use durability::SyncState;
 use epochs::EpochCache;
 pub(crate) use load::{LoadOptions, partition_dir_name};
 pub(crate) use retention::Deleted;
-pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing};
+pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing, VisibleHook};
 
 /// Largest growth step of an active segment file.
 const LOG_CHUNK_MAX: usize = 4 << 20;

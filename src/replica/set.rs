@@ -48,6 +48,15 @@ pub(crate) struct PersistHook(pub PersistFn);
 /// The function behind a [`PersistHook`].
 pub(crate) type PersistFn = Box<dyn Fn(&Leadership) -> Result<()> + Send + Sync>;
 
+/// Wakes the log's readers when the high watermark moved (records became visible).
+pub(crate) struct VisibleHook(pub Box<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for VisibleHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VisibleHook")
+    }
+}
+
 impl fmt::Debug for PersistHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PersistHook")
@@ -121,6 +130,8 @@ pub(crate) struct ReplicaSet {
     /// rejoins only once that is done).
     syncing: Arc<Vec<AtomicBool>>,
     persist: OnceLock<PersistHook>,
+    /// Called whenever the high watermark moves up.
+    visible: OnceLock<VisibleHook>,
     /// The open raised a replica's log start (to the highest among the replicas, or a
     /// follower's to its leader's): only memory holds it until checkpoints are written.
     raised_log_start: bool,
@@ -201,6 +212,7 @@ impl ReplicaSet {
                     .collect(),
             ),
             persist: OnceLock::new(),
+            visible: OnceLock::new(),
             raised_log_start: false,
         };
         let replicas = set.replicas();
@@ -214,12 +226,8 @@ impl ReplicaSet {
         if let Some((l, leader)) = leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?))))
         {
             leader.set_leader_epoch(epoch);
-            let loaded = replicas
-                .iter()
-                .zip(standing)
-                .filter(|(r, s)| **s == Standing::Loaded && live(r))
-                .filter_map(|(r, _)| r.as_ref());
-            set.raised_log_start = raise_to_highest_log_start(&leader, loaded);
+            let floors = log_start_floors(&replicas, standing, &set.dirs, &recorded.isr);
+            set.raised_log_start = raise_after_reconciling(&leader, floors);
             for (i, follower) in replicas.iter().enumerate() {
                 if let Some(follower) = follower.as_ref().filter(|_| i != l) {
                     let start = follower.log_start_offset();
@@ -259,6 +267,11 @@ impl ReplicaSet {
     /// Installs the hook that writes leadership changes to `meta` (once).
     pub(crate) fn set_persist(&self, hook: PersistHook) {
         let _ = self.persist.set(hook);
+    }
+
+    /// Installs the hook that wakes readers when the high watermark moves (once).
+    pub(crate) fn set_visible(&self, hook: VisibleHook) {
+        let _ = self.visible.set(hook);
     }
 
     /// Every replica slot, in assignment order.
@@ -773,7 +786,8 @@ impl ReplicaSet {
     /// other replicas present follow it.
     fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
         // The others' log starts (offline, but as they were) are floors for its own, which
-        // its directory's checkpoint may not hold yet (see `open`).
+        // its directory's checkpoint may not hold yet (see `open`); offline ones cannot
+        // be reconciled, and their starts count as they were, capped at its end.
         raise_to_highest_log_start(replica, self.present().iter());
         let epoch = self.next_epoch(i);
         self.epoch.store(epoch, Ordering::Release);
@@ -1007,6 +1021,7 @@ impl ReplicaSet {
         if self.in_sync_count() < self.required_in_sync() {
             return;
         }
+        let before = leader.high_watermark();
         let high_watermark = replicas
             .iter()
             .zip(&self.in_sync)
@@ -1017,7 +1032,53 @@ impl ReplicaSet {
         for replica in replicas.iter().flatten() {
             replica.advance_high_watermark(high_watermark);
         }
+        // Readers waiting for records see them now: not only after an append (a restored
+        // follower, a lowered `min_insync_replicas` or a follower's copy moves it too).
+        if leader.high_watermark() > before
+            && let Some(hook) = self.visible.get()
+        {
+            (hook.0)();
+        }
     }
+}
+
+/// The replicas whose log starts are floors for a leader's at open: each loaded one (to be
+/// reconciled with the leader first, a cut at a divergence lowering it). An empty replica
+/// cannot be reconciled (it keeps no epochs): its start counts only if it was in sync as
+/// recorded, since one outside may be from a history the leader's superseded (a
+/// `delete_records` there, then an unclean election), and raising to it would delete what
+/// the leader appended since.
+fn log_start_floors<'a>(
+    replicas: &'a [Slot],
+    standing: &'a [Standing],
+    dirs: &'a [u32],
+    isr: &'a [u32],
+) -> impl Iterator<Item = &'a Arc<ReplicaLog>> {
+    replicas
+        .iter()
+        .zip(standing)
+        .zip(dirs)
+        .filter(|((r, s), _)| **s == Standing::Loaded && live(r))
+        .filter_map(|((r, _), d)| Some((r.as_ref()?, d)))
+        .filter(|(r, d)| r.log_end_offset() > r.log_start_offset() || isr.contains(d))
+        .map(|(r, _)| r)
+}
+
+/// [`raise_to_highest_log_start`] from the replicas that reconcile with `leader` first: a
+/// replica's log start from a history the leader's superseded (a `delete_records` there,
+/// then an unclean election) would delete what the leader appended since; its cut at the
+/// divergence lowers it first. A replica that cannot be reconciled (its directory failed)
+/// counts for nothing.
+fn raise_after_reconciling<'a>(
+    leader: &Arc<ReplicaLog>,
+    replicas: impl Iterator<Item = &'a Arc<ReplicaLog>>,
+) -> bool {
+    let reconciled: Vec<&Arc<ReplicaLog>> = replicas
+        .filter(|r| {
+            Arc::ptr_eq(r, leader) || r.dir().check().and_then(|()| reconcile(leader, r)).is_ok()
+        })
+        .collect();
+    raise_to_highest_log_start(leader, reconciled.into_iter())
 }
 
 /// Raises `leader`'s log start to the highest among `replicas`; true when it moved. Every
