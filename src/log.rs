@@ -1958,7 +1958,7 @@ impl Log {
         Ok((state.meta.clone(), Arc::clone(topic)))
     }
 
-    fn remove_topic(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
         self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();

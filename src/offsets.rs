@@ -3,8 +3,10 @@
 //! `OffsetCommitKey` (v1) / `OffsetCommitValue` (v3) schemas (reference §7).
 //!
 //! Invariants: the in-memory cache equals the replay of the topic's records in offset
-//! order (latest record per key wins, a null value removes the key); a commit is appended
-//! (and synced) before the cache changes; before a commit of offset `o` for a partition is
+//! order (latest record per key wins, a null value removes the key), so the cache changes
+//! once a commit is in the log, before its sync: `committed` may show a commit whose sync
+//! then fails (its committer gets the error), which a crash can take back — an offset that
+//! goes back, never one past data; before a commit of offset `o` for a partition is
 //! appended, that partition's data below `o` is synced, so after any crash a recovered
 //! commit never points past recovered data.
 
@@ -449,13 +451,31 @@ impl OffsetStore {
                 }
             }
         }
-        // Offsets of topics deleted before their tombstones were written.
-        for offsets in cache.values_mut() {
-            offsets.retain(|tp, _| log.topic(&tp.topic).is_ok());
+        // Offsets of topics deleted before their tombstones were written (a crash, or a
+        // failed write): they get their tombstones now, so that a topic created again
+        // under the name at a later open does not bring them back.
+        let mut orphaned = Vec::new();
+        for (group, offsets) in &mut cache {
+            let gone: Vec<TopicPartition> = offsets
+                .keys()
+                .filter(|tp| log.topic(&tp.topic).is_err())
+                .cloned()
+                .collect();
+            for tp in &gone {
+                offsets.remove(tp);
+            }
+            if !gone.is_empty() {
+                orphaned.push((group.clone(), gone));
+            }
         }
         cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
         *self.groups.write() = groups;
+        for (group, tps) in orphaned {
+            // Best effort (the offsets topic's partition may be offline): what is not
+            // written now is found again, and written, at the next open.
+            let _ = self.tombstone(log, &group, &tps);
+        }
         Ok(())
     }
 
@@ -542,6 +562,12 @@ impl OffsetStore {
     /// topic, as Kafka does for deleted partitions.
     pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
         let _serial = self.commit_lock.lock();
+        let forget = |cache: &mut Cache| {
+            for offsets in cache.values_mut() {
+                offsets.retain(|tp, _| tp.topic != topic);
+            }
+            cache.retain(|_, offsets| !offsets.is_empty());
+        };
         let doomed: Vec<(String, Vec<TopicPartition>)> = self
             .cache
             .read()
@@ -557,7 +583,12 @@ impl OffsetStore {
             .filter(|(_, tps)| !tps.is_empty())
             .collect();
         for (group, tps) in doomed {
-            self.tombstone(log, &group, &tps)?;
+            if let Err(error) = self.tombstone(log, &group, &tps) {
+                // The topic is gone: its offsets go from memory whatever happens, and the
+                // next open writes the tombstones that could not be written now.
+                forget(&mut self.cache.write());
+                return Err(error);
+            }
         }
         Ok(())
     }
@@ -844,6 +875,41 @@ fn tombstone() -> Option<bytes::Bytes> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A topic deleted before its committed offsets' tombstones were written (a crash
+    /// between the two): the next open writes them, so the offsets stay gone when the
+    /// topic is created again under the name, across later opens too.
+    #[test]
+    fn offsets_of_a_topic_deleted_before_its_tombstones_do_not_come_back() {
+        use crate::TopicConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let fill = |log: &Log| {
+            let partition = log.topic("t").unwrap().partition(0).unwrap();
+            partition
+                .append_values((0..20).map(|i| i.to_string()))
+                .unwrap();
+        };
+        {
+            let log = Log::open(dir.path()).unwrap();
+            log.create_topic("t", TopicConfig::default()).unwrap();
+            fill(&log);
+            log.commit_offsets("g", &[(tp.clone(), OffsetAndMetadata::new(10))])
+                .unwrap();
+            log.remove_topic("t").unwrap();
+            log.simulate_crash();
+        }
+        {
+            let log = Log::open(dir.path()).unwrap();
+            assert!(log.committed_offset("g", &tp).unwrap().is_none());
+            log.create_topic("t", TopicConfig::default()).unwrap();
+            fill(&log);
+            log.close().unwrap();
+        }
+        let log = Log::open(dir.path()).unwrap();
+        assert!(log.committed_offset("g", &tp).unwrap().is_none());
+        log.close().unwrap();
+    }
 
     #[test]
     fn group_partition_follows_java_hash_code() {

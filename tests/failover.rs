@@ -1898,3 +1898,47 @@ fn a_high_watermark_moved_by_a_restore_wakes_a_waiting_consumer() {
     producer.close().unwrap();
     log.close().unwrap();
 }
+
+/// A follower whose directory failed through another partition still counted as in sync
+/// until its own partition's next copy: an `acks=All` append under `min_insync_replicas = 2`
+/// passed the check, was written to the leader, then failed with its batch in the log (a
+/// retry would duplicate it). It is refused before anything is written now.
+#[test]
+fn a_follower_failed_through_another_partition_is_not_counted_in_sync() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let strict = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(2);
+    let t = log.create_topic("t", strict).unwrap().partition(0).unwrap();
+    let u = log
+        .create_topic("u", TopicConfig::default().replication_factor(2))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    t.append_values(["a"]).unwrap();
+    u.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let other = 1 - leader;
+    fault.fail_dir(&dirs[other], FaultKind::Eio);
+    // The directory fails through u (a copy, or u's leader there failing over).
+    let _ = u.append_values(["b"]);
+    assert!(!log.dir_status()[other].online);
+    let end = t.log_end_offset();
+    let error = t.append_values(["b"]).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::NotEnoughReplicas {
+                in_sync: 1,
+                required: 2
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(t.log_end_offset(), end, "nothing written");
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+}

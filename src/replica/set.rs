@@ -530,6 +530,9 @@ impl ReplicaSet {
         loop {
             let leader = self.ensure_leader()?;
             let required = self.required_in_sync();
+            if acks_all {
+                self.drop_failed_followers(&leader)?;
+            }
             if acks_all && self.in_sync_count() < required {
                 // A follower that fell out may be back: try before refusing.
                 self.copy_to_followers(&leader, true)?;
@@ -679,6 +682,29 @@ impl ReplicaSet {
             self.persist()?;
         }
         Ok(pending)
+    }
+
+    /// Takes in-sync followers whose directory has failed (through another partition) out
+    /// of the in-sync set, written to `meta`, so that the `min_insync_replicas` check
+    /// before an append counts only live ones: removal is otherwise lazy (at the next copy),
+    /// and an append let through would be written to the leader, then answered
+    /// `NotEnoughReplicas` with its batch in the log.
+    fn drop_failed_followers(&self, leader: &Arc<ReplicaLog>) -> Result<()> {
+        let mut changed = false;
+        for (replica, in_sync) in self.replicas.read().iter().zip(&self.in_sync) {
+            if let Some(replica) = replica
+                && !Arc::ptr_eq(replica, leader)
+                && replica.dir().is_poisoned()
+                && in_sync.load(Ordering::Acquire)
+            {
+                in_sync.store(false, Ordering::Release);
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
     }
 
     /// Applies the fsync policy to an out-of-sync follower's copies on its directory's
