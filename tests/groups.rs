@@ -893,3 +893,44 @@ fn unsubscribing_from_a_revocation_leaves_no_member_behind() {
     assert_eq!(b.assignment().len(), 4);
     assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
 }
+
+/// A member waiting in a long `poll` on quiet partitions heartbeats meanwhile (Kafka's
+/// heartbeat thread does): it is still a member when another joins after its session
+/// timeout has passed, instead of being removed while it waits. The real clock, since the
+/// wait is timed by it.
+#[test]
+fn a_member_waiting_in_a_long_poll_keeps_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::builder()
+        .dir(dir.path())
+        .offsets_topic_partitions(2)
+        .group_initial_rebalance_delay_ms(0)
+        .open()
+        .unwrap();
+    log.create_topic("jobs", TopicConfig::default().partitions(2))
+        .unwrap();
+    let session = ConsumerConfig::default()
+        .group_id("g")
+        .session_timeout_ms(1_500)
+        .max_poll_interval_ms(60_000);
+    let mut a = log.consumer(session.clone()).unwrap();
+    a.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut a]);
+    let waiting = std::thread::spawn(move || {
+        // Longer than the session, with nothing to read.
+        a.poll(Duration::from_secs(7)).unwrap();
+        a
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut b = log.consumer(session).unwrap();
+    b.subscribe(["jobs"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_millis(3_500);
+    while b.assignment().is_empty() && std::time::Instant::now() < deadline {
+        b.poll(SHORT).unwrap();
+    }
+    let members = log.describe_group("g").unwrap().members.len();
+    let a = waiting.join().unwrap();
+    assert_eq!(members, 2, "a was removed while it waited in poll");
+    assert_eq!(b.assignment().len(), 1);
+    drop(a);
+}

@@ -548,7 +548,9 @@ impl Consumer {
 
     /// Returns records after the positions of the assigned, unpaused partitions — at
     /// least one if any arrive before `timeout`, at most `max_poll_records` — and moves
-    /// the positions past them. Runs due auto-commits and pending async commits first.
+    /// the positions past them. Runs due auto-commits and pending async commits first. A
+    /// subscribed consumer heartbeats while it waits (every third of its session), and a
+    /// rebalance found then completes within the call, as in Kafka.
     ///
     /// # Errors
     /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` under
@@ -579,6 +581,16 @@ impl Consumer {
         }
         self.maybe_auto_commit();
         let mut refetched = false;
+        // A member heartbeats while it waits (Kafka's heartbeat thread runs meanwhile), so
+        // that a long `poll` on quiet partitions does not outlive its session.
+        let beat = self.membership.as_ref().map(|_| {
+            let session = self
+                .config
+                .session_timeout_ms
+                .min(self.config.max_poll_interval_ms);
+            Duration::from_millis((session / 3).max(1))
+        });
+        let mut next_beat = beat.and_then(|beat| Instant::now().checked_add(beat));
         loop {
             let seen = self.log.appended().seq();
             let (records, moved, advanced) = self.fetch(max_records)?;
@@ -600,7 +612,19 @@ impl Consumer {
                 return Ok(ConsumerRecords::default());
             }
             let wake_by = deadline.unwrap_or(now + Duration::from_secs(3600));
-            self.log.appended().wait_until(seen, wake_by);
+            self.log
+                .appended()
+                .wait_until(seen, next_beat.map_or(wake_by, |b| b.min(wake_by)));
+            if let (Some(beat), Some(due)) = (beat, next_beat)
+                && Instant::now() >= due
+            {
+                // A rebalance found here completes here too, as in Kafka's `poll`; the
+                // fetch then goes on with the assignment it leaves.
+                if !self.ensure_member(deadline)? {
+                    return Ok(ConsumerRecords::default());
+                }
+                next_beat = Instant::now().checked_add(beat);
+            }
         }
     }
 
