@@ -60,6 +60,9 @@ impl OffsetAndMetadata {
 
 /// Kafka's group-to-partition rule: `abs(groupId.hashCode()) % partitions`, with Java's
 /// `String.hashCode` over UTF-16 code units and `abs(Integer.MIN_VALUE) = 0`.
+///
+/// # Panics
+/// When `partitions` is 0 (no topic has no partitions).
 pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
     let hash = group.encode_utf16().fold(0i32, |h, unit| {
         h.wrapping_mul(31).wrapping_add(i32::from(unit))

@@ -955,3 +955,46 @@ fn a_failing_partition_does_not_stop_the_others() {
     assert_eq!(values(&got), ["x", "y"]);
     assert!(errors > 0, "the failing partition is reported");
 }
+
+/// An async commit queued before its topic was deleted and created again under the name
+/// runs at the next `poll`: it fails with `UnknownTopic` instead of committing the old
+/// topic's positions for the new one (whose first records the group would then skip).
+#[test]
+fn an_async_commit_of_a_deleted_topic_does_not_land_on_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let old: Vec<String> = (0..10).map(|i| format!("old-{i}")).collect();
+    fill(
+        &log,
+        "t",
+        0,
+        &old.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut consumer = log
+        .consumer(earliest(Some("g")).enable_auto_commit(false))
+        .unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(poll(&mut consumer).len(), 10);
+    let outcome = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&outcome);
+    consumer
+        .commit_async(move |result| *seen.lock().unwrap() = Some(result))
+        .unwrap();
+    log.delete_topic("t").unwrap();
+    log.create_topic("t", None).unwrap();
+    let new: Vec<String> = (0..20).map(|i| format!("new-{i}")).collect();
+    fill(
+        &log,
+        "t",
+        0,
+        &new.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    poll(&mut consumer);
+    let result = outcome.lock().unwrap().take().expect("the callback ran");
+    assert!(
+        matches!(result, Err(Error::UnknownTopic { .. })),
+        "{result:?}"
+    );
+    assert!(log.committed_offset("g", &tp("t", 0)).unwrap().is_none());
+}

@@ -289,6 +289,9 @@ fn check_instance_id(instance: &str) -> Result<()> {
 type PendingCommit = (
     Committer,
     Vec<(TopicPartition, OffsetAndMetadata)>,
+    // The partitions the positions were read from: a topic deleted (and perhaps created
+    // again under its name) before the commit runs fails it, not the new topic.
+    Vec<Partition>,
     CommitCallback,
 );
 
@@ -1080,7 +1083,9 @@ impl Consumer {
     /// fenced like any stale commit if the group moved on first.
     ///
     /// # Errors
-    /// `InvalidConfig` without a `group_id`; `Closed`.
+    /// `InvalidConfig` without a `group_id`; `Closed`. The callback gets `UnknownTopic`
+    /// when a topic of the positions was deleted before the commit ran (nothing is then
+    /// committed, not even for a topic created again under its name).
     pub fn commit_async(
         &mut self,
         callback: impl FnOnce(Result<()>) + Send + 'static,
@@ -1088,8 +1093,12 @@ impl Consumer {
         self.check_open()?;
         self.group()?;
         let offsets = self.positions();
+        let partitions = offsets
+            .iter()
+            .filter_map(|(tp, _)| Some(self.states.get(tp)?.partition.clone()))
+            .collect();
         self.pending_async
-            .push_back((self.committer(), offsets, Box::new(callback)));
+            .push_back((self.committer(), offsets, partitions, Box::new(callback)));
         Ok(())
     }
 
@@ -1097,8 +1106,15 @@ impl Consumer {
         let Some(group) = self.config.group_id.clone() else {
             return;
         };
-        while let Some((committer, offsets, callback)) = self.pending_async.pop_front() {
-            callback(self.commit_as(&group, &committer, &offsets));
+        while let Some((committer, offsets, partitions, callback)) = self.pending_async.pop_front()
+        {
+            let gone = partitions.iter().find(|p| p.is_deleted());
+            callback(match gone {
+                Some(partition) => Err(Error::UnknownTopic {
+                    topic: partition.topic_partition().topic,
+                }),
+                None => self.commit_as(&group, &committer, &offsets),
+            });
         }
     }
 
