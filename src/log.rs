@@ -282,14 +282,7 @@ impl LogBuilder {
         check_dirs(&canonical)?;
         let (dirs, offline) = self.open_dirs()?;
         let (meta, lineage) = load_meta(&dirs)?;
-        let prefaulter = if self.prefault.unwrap_or(true) {
-            Some(
-                Prefaulter::start()
-                    .map_err(|e| Error::io("spawn prefault thread", PathBuf::new(), e))?,
-            )
-        } else {
-            None
-        };
+        let prefaulter = self.start_prefaulter()?;
         let mut report = RecoveryReport {
             offline_dirs: offline,
             ..RecoveryReport::default()
@@ -325,6 +318,9 @@ impl LogBuilder {
             offsets_retention_ms: (self.offsets_retention_minutes * 60_000) as i64,
             last_offsets_expiry_ms: AtomicI64::new(i64::MIN),
             appended: Notifier::default(),
+            restoring: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            restore_step: Mutex::new(None),
             background: Mutex::new(None),
             cleaner: Mutex::new(None),
             offsets_topic_segment_bytes: self.offsets_topic_segment_bytes,
@@ -374,6 +370,17 @@ impl LogBuilder {
         log.persist_groups()?;
         Ok(log)
     }
+
+    /// The prefault thread, unless the builder turned it off.
+    fn start_prefaulter(&self) -> Result<Option<Prefaulter>> {
+        if !self.prefault.unwrap_or(true) {
+            return Ok(None);
+        }
+        Prefaulter::start()
+            .map(Some)
+            .map_err(|e| Error::io("spawn prefault thread", PathBuf::new(), e))
+    }
+
     /// Checks the builder's settings (each with its allowed range).
     fn validate(&self) -> Result<()> {
         use crate::config::range;
@@ -624,6 +631,26 @@ type Topics = BTreeMap<String, Arc<TopicState>>;
 
 /// A replica loaded from a restored directory, for its partition.
 type Restored = (Arc<ReplicaSet>, Arc<ReplicaLog>, Standing);
+
+/// A test's call between the partitions a restore restores.
+#[cfg(test)]
+struct RestoreStep(Box<dyn Fn() + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for RestoreStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RestoreStep")
+    }
+}
+
+/// Empties [`Inner::restoring`] when a restore ends, however it ends.
+struct RestoringGuard<'a>(&'a Inner);
+
+impl Drop for RestoringGuard<'_> {
+    fn drop(&mut self) {
+        self.0.restoring.lock().clear();
+    }
+}
 
 /// What a directory's checkpoints say, for loading its replicas.
 #[derive(Debug, Default)]
@@ -1222,6 +1249,13 @@ struct Inner {
     last_offsets_expiry_ms: AtomicI64,
     /// Signalled after every append, for consumers waiting in `poll`.
     appended: Notifier,
+    /// Replicas a `restore_dir` loaded and has not yet put in their partitions: their
+    /// checkpoint entries (as their directory's checkpoints gave them) are written with the
+    /// installed ones meanwhile, not dropped.
+    restoring: Mutex<Vec<Arc<ReplicaLog>>>,
+    /// Called between the partitions a `restore_dir` restores (tests).
+    #[cfg(test)]
+    restore_step: Mutex<Option<RestoreStep>>,
     background: Mutex<Option<JoinHandle<()>>>,
     /// The log cleaner's thread (compaction), when maintenance runs on its own.
     cleaner: Mutex<Option<JoinHandle<()>>>,
@@ -2379,6 +2413,10 @@ impl Log {
                 dir.poison();
                 dir.unlock();
             })?;
+        // Checkpoints written while the restore runs (the background thread, a flush, a
+        // truncation) keep the entries of replicas not yet installed.
+        *self.inner.restoring.lock() = loaded.iter().map(|(_, r, _)| Arc::clone(r)).collect();
+        let _restoring = RestoringGuard(&self.inner);
         {
             // Under the meta lock, so that no `meta` write pairs the new directory with the
             // old one's slot (whose writer may still be stuck).
@@ -2387,6 +2425,10 @@ impl Log {
             self.inner.meta_slots.lock()[index] = Arc::default();
         }
         for (set, replica, standing) in loaded {
+            #[cfg(test)]
+            if let Some(step) = self.inner.restore_step.lock().as_ref() {
+                (step.0)();
+            }
             if let Err(error) = set.restore(index as u32, &replica, standing) {
                 // Half restored: offline again, so that a retry starts over.
                 dir.poison();
@@ -2907,7 +2949,10 @@ impl Inner {
     fn write_checkpoint_files(&self, all: bool) -> Result<()> {
         let _writer = self.checkpoint_lock.lock();
         let topics: Vec<Arc<TopicState>> = self.state.read().topics.values().cloned().collect();
-        let replicas: Vec<Arc<ReplicaLog>> = topics.iter().flat_map(|t| t.all_replicas()).collect();
+        let mut replicas: Vec<Arc<ReplicaLog>> =
+            topics.iter().flat_map(|t| t.all_replicas()).collect();
+        // Loaded by a restore, not yet installed (an installed one is there twice, alike).
+        replicas.extend(self.restoring.lock().iter().cloned());
         for dir in self.dirs().iter().filter(|d| self.online(d)) {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
@@ -3366,5 +3411,74 @@ impl Partition {
         self.set.truncate(offset)?;
         // The recovery point may have moved down: a crash must not trust the old one.
         self.topic.log.write_checkpoints()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::storage::{FaultKind, FaultStorage};
+
+    /// Checkpoints written while `restore_dir` runs (the background thread's, a flush's)
+    /// keep the entries of the replicas it has not yet put back: without them a crash then
+    /// would reopen those replicas with no recovery point (damage below it read as a torn
+    /// tail and cut) and no log start (deleted records back).
+    #[test]
+    fn checkpoints_during_a_restore_keep_the_replicas_not_yet_restored() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = [root.path().join("d0"), root.path().join("d1")];
+        let fault = FaultStorage::new(OsStorage::shared());
+        let log = Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap();
+        let mut in_d1 = Vec::new();
+        for name in ["a", "b"] {
+            let topic = log
+                .create_topic(name, TopicConfig::default().partitions(2))
+                .unwrap();
+            for (p, described) in log
+                .describe_topic(name)
+                .unwrap()
+                .partitions
+                .iter()
+                .enumerate()
+            {
+                let partition = topic.partition(p as u32).unwrap();
+                partition
+                    .append_values((0..10).map(|i| i.to_string()))
+                    .unwrap();
+                partition.delete_records(5).unwrap();
+                if described.replicas == [1] {
+                    in_d1.push(partition);
+                }
+            }
+        }
+        assert!(in_d1.len() >= 2, "placement spreads the partitions");
+        log.flush().unwrap();
+        fault.fail_dir(&dirs[1], FaultKind::Eio);
+        assert!(in_d1[0].append_values(["x"]).is_err());
+        fault.heal_dir(&dirs[1]);
+        let expected: BTreeMap<TopicPartition, u64> =
+            in_d1.iter().map(|p| (p.topic_partition(), 5)).collect();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (inner, record) = (Arc::clone(&log.inner), Arc::clone(&seen));
+        *log.inner.restore_step.lock() = Some(RestoreStep(Box::new(move || {
+            inner.write_checkpoint_files(true).unwrap();
+            let dir = Arc::clone(&inner.dirs()[1]);
+            let starts = metadata::read_checkpoint(&dir, metadata::LOG_START).unwrap();
+            record.lock().push(starts);
+        })));
+        log.restore_dir(&dirs[1]).unwrap();
+        *log.inner.restore_step.lock() = None;
+        let seen = seen.lock();
+        assert_eq!(seen.len(), in_d1.len());
+        for starts in seen.iter() {
+            assert_eq!(*starts, expected);
+        }
+        drop(seen);
+        log.close().unwrap();
     }
 }
