@@ -2547,7 +2547,19 @@ impl Log {
                     Ok((replica, recovered)) if recovered.created || reset && led_elsewhere => {
                         (replica, Standing::Stale)
                     }
-                    Ok((replica, _)) => (replica, Standing::Loaded),
+                    Ok((replica, _)) => {
+                        // After a failed fsync only what was synced before is known to be
+                        // on the disk (the kernel may have dropped the rest, and pages it
+                        // marked clean are read from the disk once evicted): the replica
+                        // leads from there, never from bytes only the page cache held.
+                        if untrusted
+                            && let Some(synced) = set.synced_end(index as u32)
+                            && synced < replica.log_end_offset()
+                        {
+                            replica.truncate_to(synced)?;
+                        }
+                        (replica, Standing::Loaded)
+                    }
                     Err(error) if error.is_corruption() && led_elsewhere => {
                         set_aside(dir, &tp, "damaged")?;
                         (ReplicaLog::load(options)?.0, Standing::Stale)
@@ -3228,15 +3240,12 @@ impl Partition {
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
         let appended = self.topic.log.appended();
-        let info = self.set.append(batch, acks_all, |info| {
+        // A replicated partition's readers are woken again when its high watermark moves
+        // (the replica set's visible hook).
+        self.set.append(batch, acks_all, |info| {
             appended.notify();
             on_appended(info);
-        });
-        if self.set.is_replicated() {
-            // The high watermark moved once the followers had the batch.
-            appended.notify();
-        }
-        info
+        })
     }
 
     /// Returns once every offset below `offset` (at most the log end) is durable,

@@ -2061,3 +2061,23 @@ fn read_errors_during_open_never_lose_or_invent_records() {
         );
     }
 }
+
+/// A partition directory recreated at open (it vanished) is built under a staging name
+/// that fits the file system's limit whatever the topic name's length (Kafka allows 249
+/// characters).
+#[test]
+fn a_vanished_partition_of_a_topic_with_a_long_name_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "t".repeat(249);
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic(&name, TopicConfig::default()).unwrap();
+        log.close().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join(format!("{name}-0"))).unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    assert!(log.recovery_report().partitions.iter().any(|p| p.created));
+    let partition = log.topic(&name).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    log.close().unwrap();
+}

@@ -563,12 +563,8 @@ impl Consumer {
     /// reason does not keep the others from being read: their records come first, and its
     /// error with the next `poll`. A deleted topic's partitions are skipped.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
-        self.poll_up_to(timeout, self.config.max_poll_records)
-    }
-
-    /// [`poll`](Self::poll) returning at most `max_records` records.
-    fn poll_up_to(&mut self, timeout: Duration, max_records: usize) -> Result<ConsumerRecords> {
         self.check_open()?;
+        let max_records = self.config.max_poll_records;
         let deadline = Instant::now().checked_add(timeout);
         // Before any rejoin, while the generation they were made in may still take them.
         self.run_async_commits();
@@ -632,11 +628,15 @@ impl Consumer {
     }
 
     /// A blocking iterator over records for simple loops, forever; stop by breaking out of
-    /// the loop. Each record is polled as it is asked for, so the positions (and what
-    /// auto-commit commits) never run ahead of the records the loop has taken: after a
-    /// break, the next `poll` or `iter` goes on from the record after the last one taken.
+    /// the loop. It polls whenever it has handed out every record of the last poll (so
+    /// auto-commit, which runs in `poll`, never covers a record the loop has not taken),
+    /// and when it is dropped the positions go back to the first record not taken: after a
+    /// break, the next `poll`, `iter` or commit goes on from there.
     pub fn iter(&mut self) -> Iter<'_> {
-        Iter { consumer: self }
+        Iter {
+            consumer: self,
+            buffer: VecDeque::new(),
+        }
     }
 
     /// One pass over the partitions, in turn from `next_start`: the records, whether a
@@ -1571,6 +1571,7 @@ impl Consumer {
 #[derive(Debug)]
 pub struct Iter<'a> {
     consumer: &'a mut Consumer,
+    buffer: VecDeque<ConsumerRecord>,
 }
 
 impl Iterator for Iter<'_> {
@@ -1578,17 +1579,29 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            // One record a poll: records a poll returns count as delivered (their
-            // positions move, auto-commit may commit them), so none may wait in a buffer
-            // of the iterator that a `break` would drop.
-            match self.consumer.poll_up_to(Duration::from_secs(1), 1) {
-                Ok(records) => {
-                    if let Some(record) = records.into_iter().next() {
-                        return Some(Ok(record));
-                    }
-                }
+            if let Some(record) = self.buffer.pop_front() {
+                return Some(Ok(record));
+            }
+            match self.consumer.poll(Duration::from_secs(1)) {
+                Ok(records) => self.buffer.extend(records),
                 Err(error) => return Some(Err(error)),
             }
+        }
+    }
+}
+
+impl Drop for Iter<'_> {
+    /// Records polled but not taken go back: each partition's position returns to the
+    /// first of them (a partition no longer assigned has no position to return).
+    fn drop(&mut self) {
+        let mut first: HashMap<TopicPartition, u64> = HashMap::new();
+        for record in &self.buffer {
+            first
+                .entry(TopicPartition::new(&*record.topic, record.partition))
+                .or_insert(record.offset);
+        }
+        for (tp, offset) in first {
+            let _ = self.consumer.seek(&tp, offset);
         }
     }
 }

@@ -589,7 +589,10 @@ impl Handle {
         }
         self.shared.work.notify_all();
         self.shared.space.notify_all();
-        if let Some(sender) = self.sender.lock().take()
+        // Taken apart from the join: a close that waits for the sender must not hold the
+        // lock another close (from a waker on the sender thread) takes.
+        let sender = self.sender.lock().take();
+        if let Some(sender) = sender
             // The last clone dropped by an application's waker, on the sender thread
             // itself: it returns once it sees the producer closed.
             && sender.thread().id() != std::thread::current().id()

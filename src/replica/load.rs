@@ -62,12 +62,17 @@ pub(crate) const REBUILDING: &str = "rebuilding";
 
 /// Creates the partition directory `path` (missing) holding the [`REBUILDING`] marker, as
 /// one step: it is built under a name an open removes (`.delete`), then renamed into
-/// place, so that after a crash the directory is either missing or marked.
+/// place, so that after a crash the directory is either missing or marked. The staging
+/// name is short and fixed in length (a hash of the partition's), so that a topic name
+/// of any valid length fits the file system's limit.
 fn create_rebuilding(dir: &StorageDir, path: &Path) -> Result<()> {
+    use std::hash::{Hash, Hasher};
     let storage = dir.storage();
-    let mut staging = path.as_os_str().to_owned();
-    staging.push(".rebuild.delete");
-    let staging = PathBuf::from(staging);
+    let mut hasher = std::hash::DefaultHasher::new();
+    path.hash(&mut hasher);
+    let staging = dir
+        .path()
+        .join(format!(".rebuild-{:016x}.delete", hasher.finish()));
     if storage.exists(&staging) {
         storage
             .remove_dir_all(&staging)

@@ -114,6 +114,11 @@ impl ReplicaLog {
         &self.tp
     }
 
+    /// Offsets below this are synced to the disk.
+    pub(crate) fn synced_to(&self) -> u64 {
+        self.sync.lock().synced_to
+    }
+
     /// Removes the `REBUILDING` marker, durably, once the replica has been level with its
     /// leader (its copies synced as an in-sync follower's are): from then on it is what
     /// `meta` records. A failure keeps the marker, and the replica stays one to rebuild.
@@ -123,10 +128,12 @@ impl ReplicaLog {
             return Ok(());
         }
         let marker = self.path.join(load::REBUILDING);
-        self.dir
-            .storage()
-            .remove_file(&marker)
-            .map_err(|e| Error::io("remove", &marker, e))?;
+        match self.dir.storage().remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &marker, e));
+            }
+            _ => {}
+        }
         self.dir.sync_dir(&self.path)?;
         self.rebuilding.store(false, Ordering::Release);
         Ok(())

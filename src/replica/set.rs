@@ -284,6 +284,13 @@ impl ReplicaSet {
         self.replicas.read().iter().flatten().cloned().collect()
     }
 
+    /// How far the replica in directory `dir` (still in its slot after its directory
+    /// failed) was synced.
+    pub(crate) fn synced_end(&self, dir: u32) -> Option<u64> {
+        let i = self.dirs.iter().position(|&d| d == dir)?;
+        Some(self.replica(i)?.synced_to())
+    }
+
     /// The replica at `i`, when present.
     fn replica(&self, i: usize) -> Slot {
         self.replicas.read().get(i).cloned().flatten()
@@ -1240,10 +1247,12 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
         }
         if from <= start || follower.log_start_offset() == from {
             // A follower wholly below the leader's log start (deleted there), or an empty
-            // one, starts afresh where the leader's batch holding its position begins (a
+            // one, starts afresh where the leader's batch holding the log start begins (a
             // log start may fall inside a batch): Kafka's follower on
-            // `UnexpectedAppendOffset`.
-            let base = batch_base(leader, from.max(start), end)?;
+            // `UnexpectedAppendOffset`. An empty one starts there even when its own start
+            // is higher: that start may be from a history the leader's superseded, and
+            // once the follower is in sync a later open would raise the leader's to it.
+            let base = batch_base(leader, start, end)?;
             if base != from {
                 follower.restart_at(base)?;
                 continue;
