@@ -2547,19 +2547,7 @@ impl Log {
                     Ok((replica, recovered)) if recovered.created || reset && led_elsewhere => {
                         (replica, Standing::Stale)
                     }
-                    Ok((replica, _)) => {
-                        // After a failed fsync only what was synced before is known to be
-                        // on the disk (the kernel may have dropped the rest, and pages it
-                        // marked clean are read from the disk once evicted): the replica
-                        // leads from there, never from bytes only the page cache held.
-                        if untrusted
-                            && let Some(synced) = set.synced_end(index as u32)
-                            && synced < replica.log_end_offset()
-                        {
-                            replica.truncate_to(synced)?;
-                        }
-                        (replica, Standing::Loaded)
-                    }
+                    Ok((replica, _)) => (replica, Standing::Loaded),
                     Err(error) if error.is_corruption() && led_elsewhere => {
                         set_aside(dir, &tp, "damaged")?;
                         (ReplicaLog::load(options)?.0, Standing::Stale)

@@ -825,20 +825,23 @@ impl Producer {
             record.value.as_ref().map(Bytes::len),
         );
         let size = BatchBuilder::estimate_record_size(key_len, value_len, &headers);
-        // A record too large for a batch it shares is sent in one of its own, where both
-        // its deltas are 0: the limits apply to that batch's exact size.
-        let with_header = BatchBuilder::new().next_record_size(0, key_len, value_len, &headers)
-            + RECORD_BATCH_OVERHEAD;
         let limits = [
             shared.config.max_request_size,
             topic.max_batch_bytes,
             shared.config.buffer_memory,
         ];
-        if let Some(&max) = limits.iter().filter(|&&max| with_header > max).min() {
-            return Err(Error::RecordTooLarge {
-                size: with_header,
-                max,
-            });
+        // A record too large for a batch it shares is sent in one of its own, where both
+        // its deltas are 0: the limits apply to that batch's exact size, worked out only
+        // when the estimate (an upper bound) is over one of them.
+        if limits.iter().any(|&max| size + RECORD_BATCH_OVERHEAD > max) {
+            let with_header = BatchBuilder::new().next_record_size(0, key_len, value_len, &headers)
+                + RECORD_BATCH_OVERHEAD;
+            if let Some(&max) = limits.iter().filter(|&&max| with_header > max).min() {
+                return Err(Error::RecordTooLarge {
+                    size: with_header,
+                    max,
+                });
+            }
         }
         let partition = match (record.partition, &shared.config.partitioner, &record.key) {
             (Some(p), _, _) => Some(p),

@@ -114,11 +114,6 @@ impl ReplicaLog {
         &self.tp
     }
 
-    /// Offsets below this are synced to the disk.
-    pub(crate) fn synced_to(&self) -> u64 {
-        self.sync.lock().synced_to
-    }
-
     /// Removes the `REBUILDING` marker, durably, once the replica has been level with its
     /// leader (its copies synced as an in-sync follower's are): from then on it is what
     /// `meta` records. A failure keeps the marker, and the replica stays one to rebuild.

@@ -234,7 +234,10 @@ impl ReplicaSet {
                     let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
                         && follower.log_end_offset() == leader.log_end_offset();
                     set.in_sync[i].store(level, Ordering::Release);
-                    set.raised_log_start |= follower.log_start_offset() > start;
+                    // Raised to the leader's, or lowered by a restart from it: either way
+                    // the checkpoint must say so before the follower counts as in sync at
+                    // the next open.
+                    set.raised_log_start |= follower.log_start_offset() != start;
                 }
             }
             set.advance_high_watermark(&leader);
@@ -259,7 +262,8 @@ impl ReplicaSet {
         set
     }
 
-    /// Whether the open raised a replica's log start, which then needs checkpoints written.
+    /// Whether the open raised (or a restart lowered) a replica's log start, which then
+    /// needs checkpoints written.
     pub(crate) fn raised_log_start(&self) -> bool {
         self.raised_log_start
     }
@@ -282,13 +286,6 @@ impl ReplicaSet {
     /// The replicas present (their directory was online when they were loaded).
     pub(crate) fn present(&self) -> Vec<Arc<ReplicaLog>> {
         self.replicas.read().iter().flatten().cloned().collect()
-    }
-
-    /// How far the replica in directory `dir` (still in its slot after its directory
-    /// failed) was synced.
-    pub(crate) fn synced_end(&self, dir: u32) -> Option<u64> {
-        let i = self.dirs.iter().position(|&d| d == dir)?;
-        Some(self.replica(i)?.synced_to())
     }
 
     /// The replica at `i`, when present.
@@ -1066,7 +1063,7 @@ impl ReplicaSet {
             replica.advance_high_watermark(high_watermark);
         }
         // Readers waiting for records see them now: not only after an append (a restored
-        // follower, a lowered `min_insync_replicas` or a follower's copy moves it too).
+        // follower or a follower's catch-up copy moves it too).
         if leader.high_watermark() > before
             && let Some(hook) = self.visible.get()
         {
@@ -1231,10 +1228,12 @@ fn catch_up(leader: &ReplicaLog, follower: &ReplicaLog, steps: usize, wait: bool
     for _ in 0..steps {
         let from = follower.log_end_offset();
         let end = leader.log_end_offset();
-        if from == end {
+        let start = leader.log_start_offset();
+        // An empty follower at the leader's end is level only if its start is the
+        // leader's too (see below).
+        if from == end && (follower.log_start_offset() != from || from <= start) {
             break;
         }
-        let start = leader.log_start_offset();
         if from > end {
             if follower.log_start_offset() != from {
                 return behind("the follower is ahead of its leader");
