@@ -1761,6 +1761,24 @@ fn a_replaced_directory_never_leads_empty_at_a_later_open() {
     log.close().unwrap();
 }
 
+/// Two directories under a fresh root (kept while the guard lives), with a log over them
+/// whose storage can fail directory by directory.
+fn two_faulty_dirs() -> (tempfile::TempDir, Vec<PathBuf>, Log, FaultStorage) {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    (root, dirs, log, fault)
+}
+
+/// The directories of the leader and the follower of partition 0 of `topic` (replication
+/// factor 2 over two directories).
+fn leader_and_follower(log: &Log, topic: &str) -> (usize, usize) {
+    let leader = log.describe_topic(topic).unwrap().partitions[0]
+        .leader
+        .unwrap();
+    (leader, 1 - leader)
+}
+
 /// A log start raised by `delete_records` in a history that an unclean election then
 /// superseded is not copied onto the new history at a later open: the old replica is
 /// reconciled before its start counts, an empty one counts only if it was in sync, and an
@@ -1769,18 +1787,13 @@ fn a_replaced_directory_never_leads_empty_at_a_later_open() {
 /// batches; `crash` ends the first reopen with a crash instead of a close (the lowered
 /// start must be checkpointed before the follower counts as in sync).
 fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
+    let (_root, dirs, log, fault) = two_faulty_dirs();
     let config = TopicConfig::default()
         .replication_factor(2)
         .unclean_leader_election(true);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     partition.append_values(["a", "b"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    let follower = 1 - leader;
+    let (leader, follower) = leader_and_follower(&log, "t");
     fault.fail_dir(&dirs[follower], FaultKind::Eio);
     partition.append_values(["x"]).unwrap();
     assert_eq!(partition.delete_records(3).unwrap(), 3);
@@ -1836,18 +1849,13 @@ fn an_empty_replica_at_the_leaders_end_with_a_superseded_start_is_not_level() {
 /// being distrusted as a replica to rebuild while no leader exists to rebuild it from.
 #[test]
 fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
+    let (_root, dirs, log, fault) = two_faulty_dirs();
     let config = TopicConfig::default()
         .replication_factor(2)
         .fsync(tarnlog::FsyncPolicy::EveryBatch);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     partition.append_values(["a"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    let follower = 1 - leader;
+    let (leader, follower) = leader_and_follower(&log, "t");
     fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
     partition.append_values(["b"]).unwrap();
     assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
@@ -1881,17 +1889,12 @@ fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
 /// `poll` then, not at its timeout.
 #[test]
 fn a_high_watermark_moved_by_a_restore_wakes_a_waiting_consumer() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
+    let (_root, dirs, log, fault) = two_faulty_dirs();
     let config = TopicConfig::default()
         .replication_factor(2)
         .min_insync_replicas(2);
     log.create_topic("t", config).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    let follower = 1 - leader;
+    let (_, follower) = leader_and_follower(&log, "t");
     fault.fail_dir(&dirs[follower], FaultKind::Eio);
     let producer = log
         .producer(ProducerConfig::default().acks(Acks::Leader))
@@ -1938,9 +1941,7 @@ fn a_high_watermark_moved_by_a_restore_wakes_a_waiting_consumer() {
 /// retry would duplicate it). It is refused before anything is written now.
 #[test]
 fn a_follower_failed_through_another_partition_is_not_counted_in_sync() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
+    let (_root, dirs, log, fault) = two_faulty_dirs();
     let strict = TopicConfig::default()
         .replication_factor(2)
         .min_insync_replicas(2);
@@ -1952,10 +1953,7 @@ fn a_follower_failed_through_another_partition_is_not_counted_in_sync() {
         .unwrap();
     t.append_values(["a"]).unwrap();
     u.append_values(["a"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    let other = 1 - leader;
+    let (leader, other) = leader_and_follower(&log, "t");
     fault.fail_dir(&dirs[other], FaultKind::Eio);
     // The directory fails through u (a copy, or u's leader there failing over).
     let _ = u.append_values(["b"]);
