@@ -1973,3 +1973,33 @@ fn a_follower_failed_through_another_partition_is_not_counted_in_sync() {
     assert_eq!(t.log_end_offset(), end, "nothing written");
     assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
 }
+
+/// Lowering `min_insync_replicas` lets the high watermark past records held back under the
+/// old value at once, not at the next append.
+#[test]
+fn a_lowered_min_insync_replicas_shows_held_records_at_once() {
+    let (_root, dirs, log, fault) = two_faulty_dirs();
+    let strict = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(2);
+    log.create_topic("t", strict.clone()).unwrap();
+    let (_, follower) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    for value in ["a", "b"] {
+        producer
+            .send(ProducerRecord::new("t").value(value))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let high = || log.describe_topic("t").unwrap().partitions[0].high_watermark;
+    assert_eq!(high(), 0, "held under min_insync_replicas = 2");
+    log.alter_topic_config("t", strict.min_insync_replicas(1))
+        .unwrap();
+    assert_eq!(high(), 2);
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    producer.close().unwrap();
+}

@@ -918,6 +918,13 @@ impl ReplicaSet {
                 self.failed(&replica, &error);
             }
         }
+        // A lowered `min_insync_replicas` may let the high watermark past records held
+        // back under the old one: they show now, not at the next append.
+        if self.is_replicated()
+            && let Ok(leader) = self.ensure_leader()
+        {
+            self.advance_high_watermark(&leader);
+        }
     }
 
     /// Retention (see [`ReplicaLog::delete_old_segments`]) on the leader, in step with
