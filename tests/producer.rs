@@ -46,6 +46,17 @@ fn value_of(record: &Record) -> String {
     String::from_utf8(record.value.as_deref().unwrap().to_vec()).unwrap()
 }
 
+/// A log in `root` whose storage calls go through a fault injector.
+fn log_with_faults(root: &Path) -> (Log, FaultStorage) {
+    let faults = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dir(root)
+        .storage(faults.shared())
+        .open()
+        .unwrap();
+    (log, faults)
+}
+
 /// A manual clock and a log in `root` that reads it.
 fn log_with_clock(root: &Path) -> (Log, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
@@ -374,12 +385,7 @@ fn acks_none_leader_and_all() {
 #[test]
 fn acks_all_fails_when_the_fsync_fails_but_leader_was_already_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = FaultStorage::new(OsStorage::shared());
-    let log = Log::builder()
-        .dir(dir.path())
-        .storage(faults.shared())
-        .open()
-        .unwrap();
+    let (log, faults) = log_with_faults(dir.path());
     log.create_topic("t", TopicConfig::default().fsync(FsyncPolicy::EveryBatch))
         .unwrap();
     let leader = log
@@ -1252,4 +1258,155 @@ fn a_panicking_waker_does_not_stop_the_sender() {
     producer.flush().unwrap();
     assert_eq!(third.wait().unwrap().offset, Some(1));
     producer.close().unwrap();
+}
+
+/// A producer with `linger_ms = 0` whose sends find nothing pending: `send` appends the
+/// record itself, so its future is complete when `send` returns and the record readable.
+#[test]
+fn a_send_that_finds_nothing_pending_is_appended_before_it_returns() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    for acks in [Acks::None, Acks::Leader, Acks::All] {
+        let producer = log.producer(ProducerConfig::default().acks(acks)).unwrap();
+        let before = read_all(&log, "t", 0).len();
+        let sent = producer
+            .send(ProducerRecord::new("t").partition(0).value("now"))
+            .unwrap();
+        assert!(sent.is_done(), "{acks:?}");
+        assert_eq!(read_all(&log, "t", 0).len(), before + 1, "{acks:?}");
+        let metadata = sent.wait().unwrap();
+        let expected = (acks != Acks::None).then_some(before as u64);
+        assert_eq!((metadata.partition, metadata.offset), (0, expected));
+        producer.close().unwrap();
+    }
+}
+
+/// Records still pending when a send comes keep their place: the send does not append in
+/// the calling thread but goes after them.
+#[test]
+fn a_send_after_pending_records_lands_after_them() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
+    // A record the sender appends, whose future holds a waker that stalls the sender once
+    // it completes it. (A send right after one appended in this thread goes to the sender;
+    // tried again if the sender was done before the waker was in place.)
+    let (release, gate) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
+    let mut sent = 0;
+    let stalled = loop {
+        producer.send(value("before")).unwrap().wait().unwrap();
+        let mut next = producer.send(value("stall")).unwrap();
+        sent += 2;
+        if std::pin::Pin::new(&mut next)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+        {
+            break next;
+        }
+    };
+    // Once it is in the log, the sender is in (or on its way into) the waker.
+    while read_all(&log, "t", 0).len() < sent {
+        std::thread::yield_now();
+    }
+    let pending = producer
+        .send_batch((0..100).map(|i| value(&i.to_string())))
+        .unwrap();
+    // Long after the last append in this thread: only the pending records hold it back.
+    std::thread::sleep(Duration::from_millis(50));
+    let last = producer.send(value("last")).unwrap();
+    assert!(!last.is_done(), "the send waits behind the pending records");
+    release.send(()).unwrap();
+    assert_eq!(last.wait().unwrap().offset, Some(sent as u64 + 100));
+    stalled.wait().unwrap();
+    for (i, future) in pending.into_iter().enumerate() {
+        assert_eq!(future.wait().unwrap().offset, Some((sent + i) as u64));
+    }
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values[sent - 1], "stall");
+    assert_eq!(values[sent], "0");
+    assert_eq!(values[sent + 100], "last");
+}
+
+/// A caller sending as fast as it can still has its records batched by the sender: only
+/// sends that come at least an append's time apart append alone.
+#[test]
+fn a_tight_loop_of_sends_is_still_batched() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let records = 20_000;
+    // Made first: the loop does nothing but send.
+    let values: Vec<bytes::Bytes> = (0..records)
+        .map(|i| format!("{i:0100}").into_bytes().into())
+        .collect();
+    for value in values {
+        drop(
+            producer
+                .send(ProducerRecord::new("t").partition(0).value(value))
+                .unwrap(),
+        );
+    }
+    producer.flush().unwrap();
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values.len(), records);
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "send order kept");
+    let batches = batch_count(&log, "t", 0);
+    assert!(batches <= records / 2, "{batches} batches");
+}
+
+/// A send appending in the calling thread reports the append's failure through its
+/// future, as the sender does.
+#[test]
+fn a_failed_append_in_the_calling_thread_fails_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, faults) = log_with_faults(dir.path());
+    // A tiny segment: the second record rolls a new one, which the fault fails.
+    log.create_topic("t", TopicConfig::default().segment_bytes(100))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let first = producer
+        .send(ProducerRecord::new("t").value("first"))
+        .unwrap();
+    assert!(first.is_done());
+    first.wait().unwrap();
+    faults.fail_dir(dir.path(), FaultKind::Eio);
+    // Longer after the first than its append took: this one appends in this thread too.
+    std::thread::sleep(Duration::from_millis(50));
+    let failed = producer
+        .send(ProducerRecord::new("t").value("second"))
+        .unwrap();
+    assert!(failed.is_done());
+    let failed = failed.wait();
+    assert!(
+        matches!(failed, Err(Error::Io { .. } | Error::Poisoned { .. })),
+        "{failed:?}"
+    );
+    faults.heal_dir(dir.path());
+    assert_eq!(read_all(&log, "t", 0).len(), 1);
+}
+
+/// A topic whose appends wait for an fsync keeps that wait on the sender thread: `send`
+/// returns at once even with nothing pending.
+#[test]
+fn a_send_to_a_topic_that_syncs_every_batch_does_not_wait_for_the_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, faults) = log_with_faults(dir.path());
+    log.create_topic("t", TopicConfig::default().fsync(FsyncPolicy::EveryBatch))
+        .unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    faults.slow_dir(dir.path(), Duration::from_millis(500));
+    let sent = producer
+        .send(ProducerRecord::new("t").value("synced"))
+        .unwrap();
+    assert!(!sent.is_done(), "send waited for the fsync");
+    faults.heal_dir(dir.path());
+    assert_eq!(sent.wait().unwrap().offset, Some(0));
 }

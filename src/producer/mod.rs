@@ -36,6 +36,7 @@ pub use partitioner::{
 };
 
 use crate::codec::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::log::{Log, Partition, Topic};
 use crate::types::{AppendInfo, TopicPartition};
@@ -45,7 +46,8 @@ use partitioner::Sticky;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Acks {
     /// `acks=0`: the future completes as soon as the record is accepted into a batch, with
-    /// no offset; a later failure to append is not reported. Lost with the process.
+    /// no offset; a later failure to append is not reported (one of an append `send` made
+    /// itself is, see [`ProducerConfig::linger_ms`]). Lost with the process.
     None,
     /// `acks=1`: the future completes once the batch is in the log and visible to readers,
     /// before the topic's fsync policy runs. Survives a crash of the process; may be lost
@@ -72,6 +74,13 @@ pub struct ProducerConfig {
     /// How long a batch that is not full waits for more records (`linger.ms`). Default 0:
     /// batches form while the sender is busy with earlier ones. (Kafka 4.0 moved its default
     /// to 5; in process, 0 gives the lowest latency at no cost in throughput under load.)
+    ///
+    /// With 0, a record that finds nothing of the producer pending, for a topic with
+    /// [`FsyncPolicy::None`], is appended by `send` itself, in the calling thread, as a
+    /// batch of its own: its future is complete when `send` returns, without the hand-off
+    /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). A caller
+    /// sending faster than it could append that way hands its records to the sender, which
+    /// batches them.
     pub linger_ms: u64,
     /// Bytes of records sent but not yet acknowledged (`buffer.memory`), default 32 MiB.
     pub buffer_memory: usize,
@@ -473,6 +482,9 @@ struct CachedTopic {
     compacts: bool,
     /// [`Topic::changes`] read before the rest: the entry is current while it is equal.
     changes: u64,
+    /// The topic's fsync policy is `None`: an append never waits for a sync, so a send may
+    /// append its record in the calling thread (see [`Producer::direct_start`]).
+    appends_without_sync: bool,
 }
 
 /// A hasher for the producer's lookups on every send (topic ids and partitions, topic
@@ -548,6 +560,13 @@ struct State {
     /// Sends blocked for buffer memory: while there are any, every batch is ready (as
     /// Kafka's accumulator does), so that memory comes free.
     memory_waiters: usize,
+    /// Sends appending their record in the calling thread right now: `close` waits for
+    /// them.
+    direct_sends: usize,
+    /// No send appends in the calling thread before this: half the last such append's
+    /// duration after its end, so that a caller sending back to back hands its records to
+    /// the sender (to be batched) instead.
+    direct_after: Option<Instant>,
     closed: bool,
 }
 
@@ -589,6 +608,12 @@ impl Handle {
         }
         self.shared.work.notify_all();
         self.shared.space.notify_all();
+        {
+            let mut state = self.shared.state.lock();
+            while state.direct_sends > 0 {
+                self.shared.space.wait(&mut state);
+            }
+        }
         // Taken apart from the join: a close that waits for the sender must not hold the
         // lock another close (from a waker on the sender thread) takes.
         let sender = self.sender.lock().take();
@@ -703,6 +728,9 @@ impl Producer {
         let placed = self.place(&record, &mut None)?;
         let shared = self.shared();
         let mut state = shared.state.lock();
+        if let Some(start) = self.direct_start(&mut state, &placed) {
+            return Ok(self.send_direct(state, &placed, &record, start));
+        }
         let (future, wake) = self.enqueue(&mut state, &placed, &record)?;
         drop(state);
         if wake {
@@ -930,6 +958,7 @@ impl Producer {
             max_batch_bytes: (topic.config().max_message_bytes as usize)
                 .min(topic.config().segment_bytes as usize),
             compacts: topic.config().cleanup_policy.compacts(),
+            appends_without_sync: topic.config().fsync == FsyncPolicy::None,
             topic,
             partitions,
             changes,
@@ -1041,6 +1070,92 @@ impl Producer {
         Ok((future, wake))
     }
 
+    /// When a send may append its record in the calling thread, the time it starts.
+    ///
+    /// With `linger_ms = 0` a record that finds nothing pending would be taken by the
+    /// sender thread alone, in a batch of one: appending it in the calling thread gives the
+    /// same batch without the hand-off (a wake-up of the sender, on a busy machine up to a
+    /// scheduler slice). Only when nothing of the producer is pending, so that no record
+    /// sent earlier can land after it; only for topics whose appends never wait for an
+    /// fsync (the sender's hand-off is there to keep that wait off the caller); and only
+    /// if the last such append ended at least half its duration ago: a caller sending back
+    /// to back hands its records to the sender, which batches them (the gap between its
+    /// sends is far shorter than an append), while records a few microseconds apart
+    /// (100 k a second, say) are each appended by their `send`, even when an append's
+    /// wake-up of a waiting reader makes it several microseconds long.
+    fn direct_start(&self, state: &mut State, placed: &Placed) -> Option<Instant> {
+        if self.shared().config.linger_ms != 0
+            || !placed.topic.appends_without_sync
+            || state.closed
+            || state.memory_waiters > 0
+            || !state.open.is_empty()
+            || !state.closed_batches.is_empty()
+        {
+            return None;
+        }
+        // A batch the sender took is appended once its completion is finished.
+        state.in_flight.retain(|c| !c.is_finished());
+        if !state.in_flight.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        state
+            .direct_after
+            .is_none_or(|after| now >= after)
+            .then_some(now)
+    }
+
+    /// Appends the record as a batch of its own in the calling thread (see
+    /// [`direct_start`](Self::direct_start)) and returns its completed future.
+    fn send_direct(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        placed: &Placed,
+        record: &ProducerRecord,
+        start: Instant,
+    ) -> SendFuture {
+        let shared = self.shared();
+        let topic = &placed.topic;
+        let index = placed.partition.unwrap_or_else(|| {
+            let partitions = topic.partitions.len() as u32;
+            let batch_size = shared.config.batch_size;
+            state
+                .sticky
+                .partition(topic.id, partitions, placed.size, batch_size)
+        });
+        state.direct_sends += 1;
+        drop(state);
+        // Counted out even if the append panics, so that `close` never waits for ever.
+        let _counted = DirectSend { shared, start };
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let mut builder = BatchBuilder::with_capacity(placed.size + RECORD_BATCH_OVERHEAD);
+        builder.push(
+            placed.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
+        let acks = shared.config.acks;
+        let appended = match builder.finish() {
+            Some(bytes) => {
+                topic.partitions[index as usize].append_then(bytes, acks == Acks::All, |_| {})
+            }
+            None => Err(Error::InvalidRecord {
+                reason: "empty producer batch".into(),
+            }),
+        };
+        SendFuture::ready(appended.map(|info| RecordMetadata {
+            topic: topic.name.to_string(),
+            partition: index,
+            offset: (acks != Acks::None).then_some(info.base_offset),
+            timestamp: info.log_append_time.unwrap_or(placed.timestamp),
+        }))
+    }
+
     /// Blocks until `size` bytes of buffer memory are free, up to `max_block_ms`.
     fn wait_for_memory(&self, state: &mut MutexGuard<'_, State>, size: usize) -> Result<()> {
         let shared = self.shared();
@@ -1070,6 +1185,27 @@ impl Producer {
         };
         state.memory_waiters -= 1;
         result
+    }
+}
+
+/// A send appending in the calling thread: when it ends, it is counted out and dates the
+/// next such send.
+struct DirectSend<'a> {
+    shared: &'a Shared,
+    start: Instant,
+}
+
+impl Drop for DirectSend<'_> {
+    fn drop(&mut self) {
+        let end = Instant::now();
+        let mut state = self.shared.state.lock();
+        state.direct_sends -= 1;
+        state.direct_after = Some(end + end.saturating_duration_since(self.start) / 2);
+        let last = state.closed && state.direct_sends == 0;
+        drop(state);
+        if last {
+            self.shared.space.notify_all();
+        }
     }
 }
 
@@ -1357,6 +1493,7 @@ mod tests {
                 max_batch_bytes: cached.max_batch_bytes,
                 compacts: cached.compacts,
                 changes: cached.changes,
+                appends_without_sync: cached.appends_without_sync,
             });
             topics.insert("t".into(), stale);
         }
