@@ -1410,3 +1410,72 @@ fn a_send_to_a_topic_that_syncs_every_batch_does_not_wait_for_the_fsync() {
     faults.heal_dir(dir.path());
     assert_eq!(sent.wait().unwrap().offset, Some(0));
 }
+
+/// A waker that sends a record when woken (on the producer's sender thread).
+struct SendOnWake {
+    producer: Producer,
+    done: std::sync::Mutex<std::sync::mpsc::Sender<bool>>,
+}
+
+impl Wake for SendOnWake {
+    fn wake(self: Arc<Self>) {
+        // Long after any append in the test's thread: only being the sender thread keeps
+        // this send from appending in its own thread.
+        std::thread::sleep(Duration::from_millis(20));
+        let sent = self
+            .producer
+            .send(
+                ProducerRecord::new("t")
+                    .partition(0)
+                    .value("from the waker"),
+            )
+            .is_ok();
+        let _ = self.done.lock().unwrap().send(sent);
+    }
+}
+
+/// A waker on the sender thread that sends to the same partition of a replicated topic
+/// (whose wakers run while the partition's append lock is held) does not append in its
+/// own thread, which would wait for that lock for ever.
+#[test]
+fn a_waker_that_sends_on_the_sender_thread_does_not_hang() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    log.create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let (done, woken) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(SendOnWake {
+        producer: producer.clone(),
+        done: std::sync::Mutex::new(done),
+    }));
+    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
+    // A record the sender appends, its future holding the waker (as in
+    // `a_send_after_pending_records_lands_after_them`).
+    let stalled = loop {
+        producer.send(value("before")).unwrap().wait().unwrap();
+        let mut next = producer.send(value("by the sender")).unwrap();
+        if std::pin::Pin::new(&mut next)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+        {
+            break next;
+        }
+    };
+    let sent = woken.recv_timeout(Duration::from_secs(10));
+    assert_eq!(sent, Ok(true), "the waker's send returned");
+    let stalled = stalled.wait().unwrap().offset.unwrap();
+    producer.flush().unwrap();
+    // Readable once the follower has it too (the high watermark).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut values: Vec<String> = Vec::new();
+    while values.len() as u64 <= stalled + 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        values = read_all(&log, "t", 0).iter().map(value_of).collect();
+    }
+    assert_eq!(values.len() as u64, stalled + 2);
+    assert_eq!(values.last().map(String::as_str), Some("from the waker"));
+}

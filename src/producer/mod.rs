@@ -7,7 +7,8 @@
 //! thread per producer takes batches that are full, whose linger passed, or that a `flush`
 //! or `close` released, appends each as-is to its partition and completes the records'
 //! futures. Batches of one partition are taken and appended in the order they were
-//! opened, so records of one partition keep their send order.
+//! opened, so records of one partition keep their send order. With `linger_ms = 0`, a send
+//! that finds nothing pending may append its record itself instead (`direct_start`).
 //!
 //! Invariants: every byte counted in `State::used` belongs to a record in an open, full or
 //! in-flight batch, or in a batch the sender sent and settles at the start of its next
@@ -23,9 +24,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,9 +80,11 @@ pub struct ProducerConfig {
     /// With 0, a record that finds nothing of the producer pending, for a topic with
     /// [`FsyncPolicy::None`], is appended by `send` itself, in the calling thread, as a
     /// batch of its own: its future is complete when `send` returns, without the hand-off
-    /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). A caller
-    /// sending faster than it could append that way hands its records to the sender, which
-    /// batches them.
+    /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). `send`
+    /// then takes as long as that append (microseconds; more when a segment rolls). A
+    /// caller sending back to back hands its records to the sender, which batches them; one
+    /// that sends a few hundred thousand records a second with work between them gets
+    /// batches of one, and `linger_ms = 1` batches them.
     pub linger_ms: u64,
     /// Bytes of records sent but not yet acknowledged (`buffer.memory`), default 32 MiB.
     pub buffer_memory: usize,
@@ -584,6 +588,16 @@ struct Shared {
     next_topic_id: AtomicU32,
     /// Mirrors `State::closed`, for checks without the lock.
     closed: AtomicBool,
+    /// The sender thread, once it runs: it never appends a record of a send in its own
+    /// thread (a waker's), and a `close` there does not wait for such appends (which may
+    /// wait for a partition lock the sender holds while it runs wakers).
+    sender_thread: OnceLock<ThreadId>,
+}
+
+impl Shared {
+    fn on_sender_thread(&self) -> bool {
+        self.sender_thread.get() == Some(&std::thread::current().id())
+    }
 }
 
 #[derive(Debug)]
@@ -608,7 +622,7 @@ impl Handle {
         }
         self.shared.work.notify_all();
         self.shared.space.notify_all();
-        {
+        if !self.shared.on_sender_thread() {
             let mut state = self.shared.state.lock();
             while state.direct_sends > 0 {
                 self.shared.space.wait(&mut state);
@@ -689,6 +703,7 @@ impl Producer {
             topics: RwLock::new(HashMap::default()),
             next_topic_id: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            sender_thread: OnceLock::new(),
         });
         let for_thread = Arc::clone(&shared);
         let sender = std::thread::Builder::new()
@@ -712,8 +727,10 @@ impl Producer {
         &self.shared().config
     }
 
-    /// Adds the record to its partition's batch and returns its future. Blocks only while
-    /// buffer memory is exhausted, up to `max_block_ms`.
+    /// Adds the record to its partition's batch and returns its future. Blocks while
+    /// buffer memory is exhausted, up to `max_block_ms`; with `linger_ms = 0` it may append
+    /// the record itself (see [`ProducerConfig::linger_ms`]), which takes as long as an
+    /// append: microseconds, more when a segment rolls or the partition's leadership moves.
     ///
     /// # Errors
     /// Nothing is sent when `send` fails: `UnknownTopic` (unless the log auto-creates
@@ -1086,6 +1103,7 @@ impl Producer {
     fn direct_start(&self, state: &mut State, placed: &Placed) -> Option<Instant> {
         if self.shared().config.linger_ms != 0
             || !placed.topic.appends_without_sync
+            || self.shared().on_sender_thread()
             || state.closed
             || state.memory_waiters > 0
             || !state.open.is_empty()
@@ -1246,6 +1264,7 @@ const LINGER_POLL: Duration = Duration::from_millis(10);
 /// reuse) rides on the lock that takes the next batches. Fewer and shorter holds matter:
 /// every send takes the same lock.
 fn run_sender(shared: &Shared) {
+    let _ = shared.sender_thread.set(std::thread::current().id());
     if std::panic::catch_unwind(AssertUnwindSafe(|| sender_loop(shared))).is_err() {
         fail_pending(shared);
     }
@@ -1404,6 +1423,39 @@ mod tests {
 
     /// Wakers that panicked when a completion woke them.
     pub(super) static WAKER_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A batch the sender took and has not appended yet holds back a send that would
+    /// append in the calling thread: its record would land before that batch's.
+    #[test]
+    fn a_batch_in_flight_keeps_a_send_from_appending_in_the_calling_thread() {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().acks(Acks::Leader))
+            .unwrap();
+        // As the sender leaves a batch between taking it and appending it.
+        let taken = Arc::new(Completion::new(Arc::from("t"), 0));
+        producer
+            .shared()
+            .state
+            .lock()
+            .in_flight
+            .push(Arc::clone(&taken));
+        let sent = producer
+            .send(ProducerRecord::new("t").partition(0).value("after"))
+            .unwrap();
+        // A fresh producer's first send appends in its own thread unless held back.
+        assert!(producer.shared().state.lock().direct_after.is_none());
+        taken.complete(Outcome::Failed(Error::Closed));
+        assert_eq!(sent.wait().unwrap().offset, Some(0));
+        // With nothing in flight, the next one appends in this thread.
+        std::thread::sleep(Duration::from_millis(20));
+        let next = producer
+            .send(ProducerRecord::new("t").partition(0).value("next"))
+            .unwrap();
+        assert!(next.is_done());
+        assert!(producer.shared().state.lock().direct_after.is_some());
+    }
 
     /// The sender keeps the builders of ordinary batches for reuse, and frees the buffer a
     /// large record needed.
