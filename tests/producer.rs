@@ -1479,3 +1479,58 @@ fn a_waker_that_sends_on_the_sender_thread_does_not_hang() {
     assert_eq!(values.len() as u64, stalled + 2);
     assert_eq!(values.last().map(String::as_str), Some("from the waker"));
 }
+
+/// Two threads closing one producer at once: each returns only once everything pending is
+/// appended (the second used to return at once, while the first waited for the sender).
+#[test]
+fn a_second_concurrent_close_waits_for_the_sender_too() {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
+    // The sender stalled in a waker once it appended a record (as in
+    // `a_send_after_pending_records_lands_after_them`), with more records pending.
+    let (release, gate) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
+    let mut sent = 0;
+    let _stalled = loop {
+        producer.send(value("before")).unwrap().wait().unwrap();
+        let mut next = producer.send(value("stall")).unwrap();
+        sent += 2;
+        if std::pin::Pin::new(&mut next)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+        {
+            break next;
+        }
+    };
+    while read_all(&log, "t", 0).len() < sent {
+        std::thread::yield_now();
+    }
+    let pending = producer
+        .send_batch((0..10).map(|i| value(&i.to_string())))
+        .unwrap();
+    let (returned, closes) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (producer, returned) = (producer.clone(), returned.clone());
+        std::thread::spawn(move || {
+            producer.close().unwrap();
+            returned.send(()).unwrap();
+        });
+    }
+    assert!(
+        closes.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a close returned while the sender still had records to append"
+    );
+    release.send(()).unwrap();
+    for _ in 0..2 {
+        closes.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    // Appended before either close returned.
+    assert_eq!(read_all(&log, "t", 0).len(), sent + 10);
+    for future in pending {
+        future.wait().unwrap();
+    }
+}

@@ -572,6 +572,8 @@ struct State {
     /// the sender (to be batched) instead.
     direct_after: Option<Instant>,
     closed: bool,
+    /// The sender thread has appended everything and returned (or failed what was left).
+    sender_done: bool,
 }
 
 #[derive(Debug)]
@@ -638,6 +640,12 @@ impl Handle {
         {
             // The sender only ends by returning (`run_sender` catches its panics).
             let _ = sender.join();
+        } else if !self.shared.on_sender_thread() {
+            // Another close joins the sender: this one waits for it to finish too.
+            let mut state = self.shared.state.lock();
+            while !state.sender_done {
+                self.shared.space.wait(&mut state);
+            }
         }
     }
 }
@@ -1268,6 +1276,8 @@ fn run_sender(shared: &Shared) {
     if std::panic::catch_unwind(AssertUnwindSafe(|| sender_loop(shared))).is_err() {
         fail_pending(shared);
     }
+    shared.state.lock().sender_done = true;
+    shared.space.notify_all();
 }
 
 /// After the sender panicked (a bug, which the panic hook has reported): the producer
