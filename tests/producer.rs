@@ -1439,17 +1439,30 @@ impl Wake for SendOnWake {
 /// own thread, which would wait for that lock for ever.
 #[test]
 fn a_waker_that_sends_on_the_sender_thread_does_not_hang() {
+    waker_sends_to_the_partition(false);
+}
+
+/// As above, through a second producer: no sender thread's waker appends in its thread.
+#[test]
+fn a_waker_that_sends_through_another_producer_does_not_hang() {
+    waker_sends_to_the_partition(true);
+}
+
+fn waker_sends_to_the_partition(through_another: bool) {
     let root = tempfile::tempdir().unwrap();
     let dirs = [root.path().join("a"), root.path().join("b")];
     let log = Log::builder().dirs(&dirs).open().unwrap();
     log.create_topic("t", TopicConfig::default().replication_factor(2))
         .unwrap();
-    let producer = log
-        .producer(ProducerConfig::default().acks(Acks::Leader))
-        .unwrap();
+    let config = ProducerConfig::default().acks(Acks::Leader);
+    let producer = log.producer(config.clone()).unwrap();
     let (done, woken) = std::sync::mpsc::channel();
     let waker = Waker::from(Arc::new(SendOnWake {
-        producer: producer.clone(),
+        producer: if through_another {
+            log.producer(config).unwrap()
+        } else {
+            producer.clone()
+        },
         done: std::sync::Mutex::new(done),
     }));
     let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
@@ -1466,7 +1479,11 @@ fn a_waker_that_sends_on_the_sender_thread_does_not_hang() {
         }
     };
     let sent = woken.recv_timeout(Duration::from_secs(10));
-    assert_eq!(sent, Ok(true), "the waker's send returned");
+    if sent != Ok(true) {
+        // Hung: closing the producers would wait for the hung sender thread for ever.
+        std::mem::forget((producer, stalled, waker, log));
+        panic!("the waker's send did not return: {sent:?}");
+    }
     let stalled = stalled.wait().unwrap().offset.unwrap();
     producer.flush().unwrap();
     // Readable once the follower has it too (the high watermark).

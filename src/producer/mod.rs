@@ -81,10 +81,13 @@ pub struct ProducerConfig {
     /// [`FsyncPolicy::None`], is appended by `send` itself, in the calling thread, as a
     /// batch of its own: its future is complete when `send` returns, without the hand-off
     /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). `send`
-    /// then takes as long as that append (microseconds; more when a segment rolls). A
-    /// caller sending back to back hands its records to the sender, which batches them; one
-    /// that sends a few hundred thousand records a second with work between them gets
-    /// batches of one, and `linger_ms = 1` batches them.
+    /// then takes as long as that append (microseconds; more when a segment rolls). Such a
+    /// future carries the append's error, if any, with every `acks` (with `Acks::None`
+    /// too), and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
+    /// back hands its records to the sender, which batches them; one that sends a few
+    /// hundred thousand records a second with work between them gets batches of one, and
+    /// `linger_ms = 1` batches them. Wakers (which run on the sender thread) never append
+    /// that way.
     pub linger_ms: u64,
     /// Bytes of records sent but not yet acknowledged (`buffer.memory`), default 32 MiB.
     pub buffer_memory: usize,
@@ -596,6 +599,13 @@ struct Shared {
     sender_thread: OnceLock<ThreadId>,
 }
 
+thread_local! {
+    /// This thread is a producer's sender (any producer's): a waker it runs may send, to a
+    /// partition whose append lock the sender holds while it runs wakers (on a replicated
+    /// topic), so no send there appends in its own thread.
+    static ON_A_SENDER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl Shared {
     fn on_sender_thread(&self) -> bool {
         self.sender_thread.get() == Some(&std::thread::current().id())
@@ -738,7 +748,9 @@ impl Producer {
     /// Adds the record to its partition's batch and returns its future. Blocks while
     /// buffer memory is exhausted, up to `max_block_ms`; with `linger_ms = 0` it may append
     /// the record itself (see [`ProducerConfig::linger_ms`]), which takes as long as an
-    /// append: microseconds, more when a segment rolls or the partition's leadership moves.
+    /// append: microseconds, more when a segment rolls, the partition's leadership moves
+    /// or another append to the partition is in progress (the sender's, wakers included:
+    /// they must not block).
     ///
     /// # Errors
     /// Nothing is sent when `send` fails: `UnknownTopic` (unless the log auto-creates
@@ -1111,7 +1123,7 @@ impl Producer {
     fn direct_start(&self, state: &mut State, placed: &Placed) -> Option<Instant> {
         if self.shared().config.linger_ms != 0
             || !placed.topic.appends_without_sync
-            || self.shared().on_sender_thread()
+            || ON_A_SENDER_THREAD.get()
             || state.closed
             || state.memory_waiters > 0
             || !state.open.is_empty()
@@ -1273,6 +1285,7 @@ const LINGER_POLL: Duration = Duration::from_millis(10);
 /// every send takes the same lock.
 fn run_sender(shared: &Shared) {
     let _ = shared.sender_thread.set(std::thread::current().id());
+    ON_A_SENDER_THREAD.set(true);
     if std::panic::catch_unwind(AssertUnwindSafe(|| sender_loop(shared))).is_err() {
         fail_pending(shared);
     }
