@@ -900,18 +900,40 @@ fn take_offline(dir: &StorageDir, error: &Error, report: &mut RecoveryReport) {
     }
 }
 
+/// `<name>.<suffix>`, or, when that is longer than a file name may be (255 bytes), `name`
+/// cut short and followed by a hash of the whole of it (`<cut>~<hash>.<suffix>`): the
+/// longest topic names (249 characters) make partition directories that leave no room for
+/// a suffix.
+fn aside_name(name: &str, suffix: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    const MAX_FILE_NAME: usize = 255;
+    let full = format!("{name}.{suffix}");
+    if full.len() <= MAX_FILE_NAME {
+        return full;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    let tail = format!("~{:016x}.{suffix}", hasher.finish());
+    let mut cut = MAX_FILE_NAME.saturating_sub(tail.len()).min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tail}", &name[..cut])
+}
+
 /// Renames a replica's directory to `<topic>-<partition>.<why>` (`damaged`, `diverged`;
-/// `.<why>.1`, `.<why>.2`, … when earlier ones are there) and returns the new path.
+/// `.<why>.1`, `.<why>.2`, … when earlier ones are there; see [`aside_name`] for names too
+/// long for that) and returns the new path.
 fn set_aside(dir: &StorageDir, tp: &TopicPartition, why: &str) -> Result<PathBuf> {
     let storage = dir.storage();
     let path = dir.path().join(format!("{}-{}", tp.topic, tp.partition));
     // Earlier copies set aside are kept: one may hold the only trace of something.
-    let name = format!("{}-{}.{why}", tp.topic, tp.partition);
-    let mut aside = dir.path().join(&name);
+    let name = format!("{}-{}", tp.topic, tp.partition);
+    let mut aside = dir.path().join(aside_name(&name, why));
     let mut n = 0u32;
     while storage.exists(&aside) && n < u32::MAX {
         n += 1;
-        aside = dir.path().join(format!("{name}.{n}"));
+        aside = dir.path().join(aside_name(&name, &format!("{why}.{n}")));
     }
     storage
         .rename(&path, &aside)
@@ -1032,7 +1054,7 @@ fn remove_stray_partitions(
         {
             continue;
         }
-        let doomed = dir.path().join(format!("{name}.delete"));
+        let doomed = dir.path().join(aside_name(name, "delete"));
         storage
             .rename(&path, &doomed)
             .map_err(|e| Error::io("rename", &path, e))?;
@@ -2021,11 +2043,14 @@ impl Log {
                 continue;
             }
             let storage = replica.dir().storage();
-            // Appended to the raw path: a lossy `display()` would break a path that is not
-            // UTF-8 (the working directory is part of it).
-            let mut doomed = replica.path().as_os_str().to_owned();
-            doomed.push(".delete");
-            let doomed = PathBuf::from(doomed);
+            // Only the file name changes: a lossy `display()` of the whole path would break
+            // one that is not UTF-8 (the working directory is part of it).
+            let name = format!(
+                "{}-{}",
+                replica.topic_partition().topic,
+                replica.topic_partition().partition
+            );
+            let doomed = replica.path().with_file_name(aside_name(&name, "delete"));
             storage
                 .rename(replica.path(), &doomed)
                 .map_err(|e| Error::io("rename", replica.path(), e))?;
@@ -3416,6 +3441,26 @@ impl Partition {
 mod tests {
     use super::*;
     use crate::storage::{FaultKind, FaultStorage};
+
+    /// Names set aside or doomed fit a file name (255 bytes) for the longest topic names,
+    /// stay distinct per partition, and are unchanged when they fit.
+    #[test]
+    fn names_set_aside_fit_a_file_name() {
+        assert_eq!(aside_name("t-0", "delete"), "t-0.delete");
+        assert_eq!(aside_name("t-0", "damaged.2"), "t-0.damaged.2");
+        let topic = "t".repeat(249);
+        let mut seen = std::collections::HashSet::new();
+        for partition in [0u32, 9, 10, 4_294_967_295] {
+            let name = format!("{topic}-{partition}");
+            for suffix in ["delete", "damaged", "diverged", "diverged.4294967295"] {
+                let aside = aside_name(&name, suffix);
+                assert!(aside.len() <= 255, "{} bytes", aside.len());
+                assert!(aside.ends_with(&format!(".{suffix}")));
+                assert!(aside.starts_with(&topic[..200]));
+                assert!(seen.insert(aside));
+            }
+        }
+    }
 
     /// Checkpoints written while `restore_dir` runs (the background thread's, a flush's)
     /// keep the entries of the replicas it has not yet put back: without them a crash then

@@ -2081,3 +2081,31 @@ fn a_vanished_partition_of_a_topic_with_a_long_name_is_recreated() {
     partition.append_values(["a"]).unwrap();
     log.close().unwrap();
 }
+
+/// A topic with the longest name Kafka allows (249 characters) and partitions numbered up
+/// to two digits is deleted (its directories renamed to a doomed name that fits the file
+/// system's 255 bytes) and created again.
+#[test]
+fn a_topic_with_the_longest_name_is_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "t".repeat(249);
+    let log = Log::open(dir.path()).unwrap();
+    let topic = log
+        .create_topic(&name, TopicConfig::default().partitions(12))
+        .unwrap();
+    topic.partition(11).unwrap().append_values(["a"]).unwrap();
+    drop(topic);
+    log.delete_topic(&name).unwrap();
+    assert!(log.topic(&name).is_err());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('t'))
+        .collect();
+    assert!(left.is_empty(), "{} entries left", left.len());
+    let topic = log
+        .create_topic(&name, TopicConfig::default().partitions(12))
+        .unwrap();
+    assert_eq!(topic.partition(11).unwrap().log_end_offset(), 0);
+    log.close().unwrap();
+}
