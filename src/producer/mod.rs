@@ -837,7 +837,13 @@ impl Producer {
     }
 
     /// Sends everything pending, waits for it, and stops the sender thread. Later sends
-    /// fail with `Closed`. Other clones of this producer are closed too.
+    /// fail with `Closed`. Other clones of this producer are closed too; a close running
+    /// in another thread meanwhile returns once this one's work is done too.
+    ///
+    /// From a waker of this producer's futures (on its sender thread) it returns without
+    /// waiting. Wakers must not block, so a waker must not close (or drop the last clone
+    /// of) another producer: that waits for the other's appends, which may wait for a
+    /// partition lock held while the waker runs.
     ///
     /// # Errors
     /// None today; the `Result` leaves room for failures of a clean shutdown.
