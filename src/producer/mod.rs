@@ -593,9 +593,9 @@ struct Shared {
     next_topic_id: AtomicU32,
     /// Mirrors `State::closed`, for checks without the lock.
     closed: AtomicBool,
-    /// The sender thread, once it runs: it never appends a record of a send in its own
-    /// thread (a waker's), and a `close` there does not wait for such appends (which may
-    /// wait for a partition lock the sender holds while it runs wakers).
+    /// The sender thread, once it runs: a `close` there (a waker's) does not wait for
+    /// sends appending in their own threads (which may wait for a partition lock the
+    /// sender holds while it runs wakers), nor for the sender itself.
     sender_thread: OnceLock<ThreadId>,
 }
 
