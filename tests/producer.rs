@@ -1281,6 +1281,48 @@ fn a_send_that_finds_nothing_pending_is_appended_before_it_returns() {
     }
 }
 
+/// A record for partition 0 of topic `t`.
+fn to_t0(value: &str) -> ProducerRecord {
+    ProducerRecord::new("t")
+        .partition(0)
+        .value(value.to_owned())
+}
+
+/// Sends to partition 0 of `t` until a record goes to the sender thread with `waker` in its
+/// future before the sender completes it (a send right after one appended in this thread
+/// goes to the sender; tried again if the sender was done before the waker was in place).
+/// Returns that record's future and how many records were sent.
+fn send_with_waker_to_the_sender(producer: &Producer, waker: &Waker) -> (SendFuture, usize) {
+    let mut sent = 0;
+    loop {
+        producer.send(to_t0("before")).unwrap().wait().unwrap();
+        let mut next = producer.send(to_t0("by the sender")).unwrap();
+        sent += 2;
+        if std::pin::Pin::new(&mut next)
+            .poll(&mut Context::from_waker(waker))
+            .is_pending()
+        {
+            return (next, sent);
+        }
+    }
+}
+
+/// Stalls the sender thread in a waker once it appended a record: returns the record's
+/// future, how many records were sent, and the channel that releases the sender. Returns
+/// once the record is readable, so that the sender is in (or on its way into) the waker.
+fn stall_the_sender(
+    log: &Log,
+    producer: &Producer,
+) -> (SendFuture, usize, std::sync::mpsc::Sender<()>) {
+    let (release, gate) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
+    let (stalled, sent) = send_with_waker_to_the_sender(producer, &waker);
+    while read_all(log, "t", 0).len() < sent {
+        std::thread::yield_now();
+    }
+    (stalled, sent, release)
+}
+
 /// Records still pending when a send comes keep their place: the send does not append in
 /// the calling thread but goes after them.
 #[test]
@@ -1290,34 +1332,13 @@ fn a_send_after_pending_records_lands_after_them() {
     let producer = log
         .producer(ProducerConfig::default().acks(Acks::Leader))
         .unwrap();
-    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
-    // A record the sender appends, whose future holds a waker that stalls the sender once
-    // it completes it. (A send right after one appended in this thread goes to the sender;
-    // tried again if the sender was done before the waker was in place.)
-    let (release, gate) = std::sync::mpsc::channel();
-    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
-    let mut sent = 0;
-    let stalled = loop {
-        producer.send(value("before")).unwrap().wait().unwrap();
-        let mut next = producer.send(value("stall")).unwrap();
-        sent += 2;
-        if std::pin::Pin::new(&mut next)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-        {
-            break next;
-        }
-    };
-    // Once it is in the log, the sender is in (or on its way into) the waker.
-    while read_all(&log, "t", 0).len() < sent {
-        std::thread::yield_now();
-    }
+    let (stalled, sent, release) = stall_the_sender(&log, &producer);
     let pending = producer
-        .send_batch((0..100).map(|i| value(&i.to_string())))
+        .send_batch((0..100).map(|i| to_t0(&i.to_string())))
         .unwrap();
     // Long after the last append in this thread: only the pending records hold it back.
     std::thread::sleep(Duration::from_millis(50));
-    let last = producer.send(value("last")).unwrap();
+    let last = producer.send(to_t0("last")).unwrap();
     assert!(!last.is_done(), "the send waits behind the pending records");
     release.send(()).unwrap();
     assert_eq!(last.wait().unwrap().offset, Some(sent as u64 + 100));
@@ -1326,7 +1347,7 @@ fn a_send_after_pending_records_lands_after_them() {
         assert_eq!(future.wait().unwrap().offset, Some((sent + i) as u64));
     }
     let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
-    assert_eq!(values[sent - 1], "stall");
+    assert_eq!(values[sent - 1], "by the sender");
     assert_eq!(values[sent], "0");
     assert_eq!(values[sent + 100], "last");
 }
@@ -1465,19 +1486,7 @@ fn waker_sends_to_the_partition(through_another: bool) {
         },
         done: std::sync::Mutex::new(done),
     }));
-    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
-    // A record the sender appends, its future holding the waker (as in
-    // `a_send_after_pending_records_lands_after_them`).
-    let stalled = loop {
-        producer.send(value("before")).unwrap().wait().unwrap();
-        let mut next = producer.send(value("by the sender")).unwrap();
-        if std::pin::Pin::new(&mut next)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-        {
-            break next;
-        }
-    };
+    let (stalled, _) = send_with_waker_to_the_sender(&producer, &waker);
     let sent = woken.recv_timeout(Duration::from_secs(10));
     if sent != Ok(true) {
         // Hung: closing the producers would wait for the hung sender thread for ever.
@@ -1506,28 +1515,10 @@ fn a_second_concurrent_close_waits_for_the_sender_too() {
     let producer = log
         .producer(ProducerConfig::default().acks(Acks::Leader))
         .unwrap();
-    let value = |v: &str| ProducerRecord::new("t").partition(0).value(v.to_owned());
-    // The sender stalled in a waker once it appended a record (as in
-    // `a_send_after_pending_records_lands_after_them`), with more records pending.
-    let (release, gate) = std::sync::mpsc::channel();
-    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
-    let mut sent = 0;
-    let _stalled = loop {
-        producer.send(value("before")).unwrap().wait().unwrap();
-        let mut next = producer.send(value("stall")).unwrap();
-        sent += 2;
-        if std::pin::Pin::new(&mut next)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-        {
-            break next;
-        }
-    };
-    while read_all(&log, "t", 0).len() < sent {
-        std::thread::yield_now();
-    }
+    // The sender stalled in a waker, with more records pending.
+    let (_stalled, sent, release) = stall_the_sender(&log, &producer);
     let pending = producer
-        .send_batch((0..10).map(|i| value(&i.to_string())))
+        .send_batch((0..10).map(|i| to_t0(&i.to_string())))
         .unwrap();
     let (returned, closes) = std::sync::mpsc::channel();
     for _ in 0..2 {
