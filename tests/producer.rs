@@ -1281,6 +1281,16 @@ fn a_send_that_finds_nothing_pending_is_appended_before_it_returns() {
     }
 }
 
+/// A temporary log with topic `t` (one partition) and an `acks=Leader` producer.
+fn temp_log_with_t() -> (Log, Producer) {
+    let log = Log::temp().unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    (log, producer)
+}
+
 /// A record for partition 0 of topic `t`.
 fn to_t0(value: &str) -> ProducerRecord {
     ProducerRecord::new("t")
@@ -1327,11 +1337,7 @@ fn stall_the_sender(
 /// the calling thread but goes after them.
 #[test]
 fn a_send_after_pending_records_lands_after_them() {
-    let log = Log::temp().unwrap();
-    log.create_topic("t", TopicConfig::default()).unwrap();
-    let producer = log
-        .producer(ProducerConfig::default().acks(Acks::Leader))
-        .unwrap();
+    let (log, producer) = temp_log_with_t();
     let (stalled, sent, release) = stall_the_sender(&log, &producer);
     let pending = producer
         .send_batch((0..100).map(|i| to_t0(&i.to_string())))
@@ -1356,11 +1362,7 @@ fn a_send_after_pending_records_lands_after_them() {
 /// sends that come at least an append's time apart append alone.
 #[test]
 fn a_tight_loop_of_sends_is_still_batched() {
-    let log = Log::temp().unwrap();
-    log.create_topic("t", TopicConfig::default()).unwrap();
-    let producer = log
-        .producer(ProducerConfig::default().acks(Acks::Leader))
-        .unwrap();
+    let (log, producer) = temp_log_with_t();
     let records = 20_000;
     // Made first: the loop does nothing but send.
     let values: Vec<bytes::Bytes> = (0..records)
@@ -1510,11 +1512,7 @@ fn waker_sends_to_the_partition(through_another: bool) {
 /// appended (the second used to return at once, while the first waited for the sender).
 #[test]
 fn a_second_concurrent_close_waits_for_the_sender_too() {
-    let log = Log::temp().unwrap();
-    log.create_topic("t", TopicConfig::default()).unwrap();
-    let producer = log
-        .producer(ProducerConfig::default().acks(Acks::Leader))
-        .unwrap();
+    let (log, producer) = temp_log_with_t();
     // The sender stalled in a waker, with more records pending.
     let (_stalled, sent, release) = stall_the_sender(&log, &producer);
     let pending = producer
