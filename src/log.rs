@@ -769,6 +769,15 @@ fn load_topics(
             Arc::new(TopicState::new(name.clone(), topic.clone(), sets)),
         );
     }
+    for dir in dirs.iter().filter(|d| !d.is_poisoned()) {
+        // Each replica there wrote its unsynced bytes again as it loaded. A failed fsync of
+        // the directory here takes it offline as any other does (with one directory, the
+        // open fails).
+        match dir.resynced() {
+            Err(error) if dirs.len() > 1 => take_offline(dir, &error, report),
+            resynced => resynced?,
+        }
+    }
     Ok(topics)
 }
 
@@ -2432,8 +2441,14 @@ impl Log {
             self.inner.set_options.replica_lag_time_max_ms,
         ));
         let dir = Arc::new(StorageDir::open(Arc::clone(old.storage()), old.path())?);
+        if untrusted {
+            // Replicas it keeps (those with no leader elsewhere) write their unsynced
+            // bytes again as they load.
+            dir.require_resync();
+        }
         let loaded = self
             .load_restored(&dir, index, untrusted)
+            .and_then(|loaded| dir.resynced().map(|()| loaded))
             .inspect_err(|_| {
                 dir.poison();
                 dir.unlock();

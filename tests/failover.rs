@@ -1873,15 +1873,98 @@ fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
     let described = log.describe_topic("t").unwrap().partitions[0].clone();
     assert_eq!(described.leader, None, "{described:?}");
     assert_eq!(described.isr, [leader], "the replica waited for");
+    assert!(!lost_segment_bytes(&fault).is_empty(), "\"d\" was written");
     fault.heal();
     log.restore_dir(&dirs[leader]).unwrap();
     let described = log.describe_topic("t").unwrap().partitions[0].clone();
     assert_eq!(described.leader, Some(leader), "{described:?}");
-    // "d", whose fsync failed, may be there (what the page cache holds).
+    // "d", whose fsync failed, may be there (what the page cache holds): then it was
+    // written again, so that the next sync writes it.
     let read = values(&log, "t", 0);
     assert_eq!(read[..3], ["a", "b", "c"], "{read:?}");
+    assert_eq!(lost_segment_bytes(&fault), [], "read {read:?}");
     partition.append_values(["e"]).unwrap();
     log.close().unwrap();
+    assert!(!dirs[leader].join("sync-failed").exists());
+}
+
+/// The bytes of segment files that a failed fsync left in the page cache alone (see
+/// [`FaultStorage::lost_writes`]).
+fn lost_segment_bytes(fault: &FaultStorage) -> Vec<(PathBuf, u64, u64)> {
+    let mut lost = fault.lost_writes();
+    lost.retain(|(path, _, _)| path.extension().is_some_and(|x| x == "log"));
+    lost
+}
+
+/// A log over one directory whose disk fails writeback is opened again by the same
+/// process (its page cache lives on): the records that read back are written again and
+/// synced before any is acknowledged from them, whatever the fsync policy, in every
+/// partition and segment.
+#[test]
+fn a_log_reopened_after_a_failed_fsync_writes_what_it_reads_again() {
+    for fsync in [tarnlog::FsyncPolicy::EveryBatch, tarnlog::FsyncPolicy::None] {
+        let root = common::scratch("tarnlog-failover-");
+        let dirs = dirs(root.path(), 1);
+        let (log, fault) = common::faulty_log(&dirs);
+        // Small segments: under `None` the sealed ones are unsynced too.
+        let config = TopicConfig::default()
+            .partitions(2)
+            .segment_bytes(200)
+            .fsync(fsync);
+        let topic = log.create_topic("t", config).unwrap();
+        let expected: Vec<String> = (0..6).map(|i| format!("record-{i}")).collect();
+        for p in 0..2 {
+            let partition = topic.partition(p).unwrap();
+            for value in &expected[..5] {
+                partition.append_values([value]).unwrap();
+            }
+        }
+        // Writes still reach the page cache; every sync fails.
+        fault.fail_dir(&dirs[0], FaultKind::FailedWriteback);
+        for p in 0..2 {
+            let partition = topic.partition(p).unwrap();
+            for value in &expected[5..6] {
+                let appended = partition.append_values([value]);
+                assert_eq!(appended.is_ok(), fsync == tarnlog::FsyncPolicy::None);
+            }
+        }
+        assert!(log.flush().is_err(), "{fsync:?}");
+        let lost = lost_segment_bytes(&fault);
+        // Under `EveryBatch` the first failed sync (t-0's) stops every later write.
+        let last_partition = if fsync == tarnlog::FsyncPolicy::None {
+            "t-1"
+        } else {
+            "t-0"
+        };
+        assert!(
+            lost.iter()
+                .any(|(p, _, _)| p.starts_with(dirs[0].join(last_partition))),
+            "{fsync:?} {lost:?}"
+        );
+        if fsync == tarnlog::FsyncPolicy::None {
+            let files: std::collections::BTreeSet<_> = lost.iter().map(|l| &l.0).collect();
+            assert!(
+                files.len() > 2,
+                "sealed segments are unsynced too: {lost:?}"
+            );
+        }
+        log.simulate_crash();
+        fault.heal_dir(&dirs[0]);
+        assert!(dirs[0].join("sync-failed").exists());
+        let log = Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap();
+        for p in 0..2 {
+            let read = values(&log, "t", p);
+            assert_eq!(read[..5], expected[..5], "{fsync:?}");
+        }
+        assert_eq!(lost_segment_bytes(&fault), [], "{fsync:?}");
+        assert!(!dirs[0].join("sync-failed").exists(), "{fsync:?}");
+        assert!(dirs[0].join("sync-ok").exists(), "{fsync:?}");
+        log.close().unwrap();
+    }
 }
 
 /// Records that become visible without an append (a restored follower lets the high

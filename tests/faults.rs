@@ -406,7 +406,7 @@ fn install_panic_hook() {
 fn errno(kind: FaultKind) -> i32 {
     match kind {
         FaultKind::NoSpace => libc::ENOSPC,
-        FaultKind::Eio | FaultKind::ShortWrite => libc::EIO,
+        FaultKind::Eio | FaultKind::ShortWrite | FaultKind::FailedWriteback => libc::EIO,
         FaultKind::ReadOnly => libc::EROFS,
         FaultKind::Interrupted => libc::EINTR,
         FaultKind::Abort => unreachable!("these tests plan errors, not crashes"),

@@ -14,7 +14,7 @@ use parking_lot::MutexGuard;
 
 use super::ReplicaLog;
 use crate::config::FsyncPolicy;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::segment::Segment;
 
 /// Sync bookkeeping of one replica.
@@ -147,6 +147,55 @@ impl ReplicaLog {
             return Ok(());
         };
         self.dir.sync("fsync", path, || file.sync_all())
+    }
+
+    /// Writes the bytes at and above the synced point again, through the file, then syncs
+    /// them (at load, in a directory where an fsync failed: see [`SYNC_FAILED`]). Linux
+    /// marks the pages of a failed writeback clean: a read finds the bytes in the page
+    /// cache (recovery checked their CRCs), but no later fsync writes them, so the next
+    /// sync would acknowledge bytes the disk may lack. Written again, they are dirty, and
+    /// reach the disk or fail the sync.
+    ///
+    /// [`SYNC_FAILED`]: crate::storage::SYNC_FAILED
+    pub(crate) fn resync_unsynced(&self) -> Result<()> {
+        /// Bytes copied out of the mapping per write (not written from the mapping
+        /// itself: the source and the target would be the same page).
+        const CHUNK: usize = 1 << 20;
+        let from = self.sync.lock().synced_to;
+        let end = self.log_end_offset();
+        if from >= end {
+            return Ok(());
+        }
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let storage = self.dir.storage();
+        let mut chunk = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            if segments
+                .get(i + 1)
+                .is_some_and(|next| next.base_offset <= from)
+            {
+                continue;
+            }
+            let Some((position, _)) = segment.translate_offset(from)? else {
+                continue;
+            };
+            let path = segment.log_path();
+            let file = match segment.log_file() {
+                Some(file) => Arc::clone(file),
+                None => storage
+                    .open(path, crate::storage::OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open", path, e))?,
+            };
+            let bytes = &segment.bytes()[position..];
+            for (k, piece) in bytes.chunks(CHUNK).enumerate() {
+                chunk.clear();
+                chunk.extend_from_slice(piece);
+                let at = (position + k * CHUNK) as u64;
+                crate::storage::write_all_at(file.as_ref(), &chunk, at)
+                    .map_err(|e| Error::io("write", path, e))?;
+            }
+        }
+        self.sync_to(end)
     }
 
     /// Records that every offset below `end` is durable (a roll synced them).

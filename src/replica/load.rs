@@ -204,6 +204,9 @@ impl ReplicaLog {
         }
         log.load_epochs()?;
         log.load_cleaner_point()?;
+        if !options.clean && log.dir.needs_resync() {
+            log.resync_unsynced()?;
+        }
         Ok((log, loaded.report))
     }
 

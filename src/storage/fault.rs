@@ -5,7 +5,14 @@
 //! same way. A whole
 //! directory can also be failed (`fail_dir`): every call under it then fails, as a dead disk
 //! would.
+//!
+//! It also keeps Linux's page-cache rule for a failed fsync (`PostgreSQL`'s "fsyncgate"): the
+//! bytes a file was written since its last good sync are not retried by later syncs once a
+//! sync of it fails (the kernel marks their pages clean). [`FaultStorage::lost_writes`]
+//! lists such bytes that were not written again since: a later sync that succeeds does not
+//! make them durable.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +55,11 @@ pub enum FaultKind {
     /// `EINTR`: a signal interrupted the call before it did anything. The log makes such
     /// calls again (at most 64 times in a row), so a one-off interruption changes nothing.
     Interrupted,
+    /// With `fail_dir`: only syncs fail (`EIO`), as when the disk rejects writeback while
+    /// writes still reach the page cache; at each failed sync the dirty bytes of every file
+    /// there are lost, as [`FaultStorage::lost_writes`] says. Planned with `fail_at`, the
+    /// same as `Eio`.
+    FailedWriteback,
     /// No error: the process ends (`abort`) at the call, before it is made — a crash at
     /// exactly that point, for crash tests that sweep every call of a workload. Planned
     /// with `fail_at` or `fail_read_at`; a directory failed with it (`fail_dir`) fails
@@ -76,6 +88,113 @@ struct Shared {
     failed_dirs: Mutex<Vec<(PathBuf, FaultKind)>>,
     /// Directories whose syncs take at least this long.
     slow_dirs: Mutex<Vec<(PathBuf, std::time::Duration)>>,
+    /// The page cache as the model sees it, by file.
+    pages: Mutex<PageCache>,
+}
+
+/// Byte ranges `[start, end)` of each file, by path.
+type Ranges = HashMap<PathBuf, Vec<(u64, u64)>>;
+
+/// Which written bytes of each file a sync would write, and which it never will.
+#[derive(Debug, Default)]
+struct PageCache {
+    /// Written since the file's last sync that succeeded.
+    dirty: Ranges,
+    /// Written before a sync of the file failed, and not written since: clean pages
+    /// that hold what the disk may lack.
+    lost: Ranges,
+}
+
+/// Adds `[start, end)` to `ranges`.
+fn add_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    if start < end {
+        ranges.push((start, end));
+    }
+}
+
+/// Removes `[start, end)` from `ranges`.
+fn remove_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    let mut kept = Vec::with_capacity(ranges.len());
+    for &(s, e) in ranges.iter() {
+        if e <= start || s >= end {
+            kept.push((s, e));
+            continue;
+        }
+        add_range(&mut kept, s, start.min(e));
+        add_range(&mut kept, end.max(s), e);
+    }
+    *ranges = kept;
+}
+
+impl PageCache {
+    /// `[start, end)` of `path` was written: dirty, no longer lost.
+    fn written(&mut self, path: &Path, start: u64, end: u64) {
+        if let Some(lost) = self.lost.get_mut(path) {
+            remove_range(lost, start, end);
+        }
+        add_range(
+            self.dirty.entry(path.to_path_buf()).or_default(),
+            start,
+            end,
+        );
+    }
+
+    /// A sync of `path` ended: what was dirty is durable, or with a failure lost.
+    fn synced(&mut self, path: &Path, ok: bool) {
+        let dirty = self.dirty.remove(path).unwrap_or_default();
+        if !ok {
+            self.lost
+                .entry(path.to_path_buf())
+                .or_default()
+                .extend(dirty);
+        }
+    }
+
+    /// The file was cut to `len` bytes.
+    fn cut(&mut self, path: &Path, len: u64) {
+        for ranges in [&mut self.dirty, &mut self.lost] {
+            if let Some(r) = ranges.get_mut(path) {
+                remove_range(r, len, u64::MAX);
+            }
+        }
+    }
+
+    /// The dirty bytes of every file under `dir` are lost (its writeback failed).
+    fn lose_under(&mut self, dir: &Path) {
+        let paths: Vec<PathBuf> = self
+            .dirty
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in paths {
+            self.synced(&path, false);
+        }
+    }
+
+    /// Everything under `path` is gone.
+    fn forget(&mut self, path: &Path) {
+        for ranges in [&mut self.dirty, &mut self.lost] {
+            ranges.retain(|p, _| !p.starts_with(path));
+        }
+    }
+
+    /// Everything under `from` is now under `to` (which it replaced).
+    fn renamed(&mut self, from: &Path, to: &Path) {
+        self.forget(to);
+        for ranges in [&mut self.dirty, &mut self.lost] {
+            let moved: Vec<PathBuf> = ranges
+                .keys()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
+            for old in moved {
+                if let (Some(r), Ok(rest)) = (ranges.remove(&old), old.strip_prefix(from)) {
+                    ranges.insert(to.join(rest), r);
+                }
+            }
+        }
+    }
 }
 
 /// `path` made absolute (as `StorageDir` holds its directory), so that a directory given
@@ -104,6 +223,7 @@ impl FaultStorage {
                 log: Mutex::new(Vec::new()),
                 failed_dirs: Mutex::new(Vec::new()),
                 slow_dirs: Mutex::new(Vec::new()),
+                pages: Mutex::default(),
             }),
         }
     }
@@ -184,6 +304,21 @@ impl FaultStorage {
         self.shared.log.lock().clone()
     }
 
+    /// Bytes written to a file before a sync of it failed and not written again since,
+    /// as `(path, start, end)`, sorted: on Linux they stay in the page cache as clean pages
+    /// (readable, so a read finds them) that no later sync writes, so they may never reach
+    /// the disk, whatever later syncs return. Files removed since are not listed.
+    pub fn lost_writes(&self) -> Vec<(PathBuf, u64, u64)> {
+        let pages = self.shared.pages.lock();
+        let mut lost: Vec<(PathBuf, u64, u64)> = pages
+            .lost
+            .iter()
+            .flat_map(|(path, ranges)| ranges.iter().map(|&(s, e)| (path.clone(), s, e)))
+            .collect();
+        lost.sort();
+        lost
+    }
+
     /// As a shared [`Storage`].
     pub fn shared(&self) -> Arc<dyn Storage> {
         Arc::new(self.clone())
@@ -200,18 +335,29 @@ impl Shared {
             .map(|&(_, kind)| kind)
     }
 
-    /// Fails a read-side call on `path` in a failed directory (not in a read-only one).
+    /// The failed directory holding `path`, if its fault is [`FaultKind::FailedWriteback`].
+    fn failed_writeback_dir(&self, path: &Path) -> Option<PathBuf> {
+        self.failed_dirs
+            .lock()
+            .iter()
+            .find(|(dir, kind)| path.starts_with(dir) && *kind == FaultKind::FailedWriteback)
+            .map(|(dir, _)| dir.clone())
+    }
+
+    /// Fails a read-side call on `path` in a failed directory (not in a read-only one, nor
+    /// in one whose writeback fails).
     fn check_dir_read(&self, path: &Path) -> io::Result<()> {
         match self.dir_fault(path) {
-            None | Some(FaultKind::ReadOnly) => Ok(()),
+            None | Some(FaultKind::ReadOnly | FaultKind::FailedWriteback) => Ok(()),
             Some(fault) => Err(error(fault)),
         }
     }
 
-    /// Fails an uncounted call on `path` in a failed directory.
+    /// Fails an uncounted call on `path` in a failed directory (not in one whose writeback
+    /// fails: those calls are not syncs).
     fn check_dir(&self, path: &Path) -> io::Result<()> {
         match self.dir_fault(path) {
-            None => Ok(()),
+            None | Some(FaultKind::FailedWriteback) => Ok(()),
             Some(fault) => Err(error(fault)),
         }
     }
@@ -236,7 +382,9 @@ impl Shared {
                 std::thread::sleep(left.min(std::time::Duration::from_millis(5)));
             }
         }
-        if let Some(fault) = self.dir_fault(path) {
+        if let Some(fault) = self.dir_fault(path)
+            && (fault != FaultKind::FailedWriteback || kind == OpKind::Sync)
+        {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Some(fault);
         }
@@ -284,7 +432,7 @@ fn error(fault: FaultKind) -> io::Error {
         FaultKind::ReadOnly => io::Error::from_raw_os_error(libc::EROFS),
         FaultKind::Interrupted => io::Error::from_raw_os_error(libc::EINTR),
         // `Abort` never returns from the call (see `tick`).
-        FaultKind::Eio | FaultKind::ShortWrite | FaultKind::Abort => {
+        FaultKind::Eio | FaultKind::ShortWrite | FaultKind::FailedWriteback | FaultKind::Abort => {
             io::Error::from_raw_os_error(libc::EIO)
         }
     }
@@ -308,7 +456,12 @@ impl Storage for FaultStorage {
         if mode != OpenMode::Read {
             self.shared.check_dir(path)?;
         }
+        let fresh = mode == OpenMode::Truncate || !self.shared.inner.exists(path);
         let inner = self.shared.inner.open(path, mode)?;
+        if fresh && mode != OpenMode::Read {
+            // A new (or emptied) file: nothing of an earlier one under the name is in it.
+            self.shared.pages.lock().forget(path);
+        }
         Ok(Arc::new(FaultFile {
             inner,
             shared: Arc::clone(&self.shared),
@@ -328,17 +481,23 @@ impl Storage for FaultStorage {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.shared.check_dir(to)?;
         self.shared.check(OpKind::Rename, from)?;
-        self.shared.inner.rename(from, to)
+        self.shared.inner.rename(from, to)?;
+        self.shared.pages.lock().renamed(from, to);
+        Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.shared.check(OpKind::Remove, path)?;
-        self.shared.inner.remove_file(path)
+        self.shared.inner.remove_file(path)?;
+        self.shared.pages.lock().forget(path);
+        Ok(())
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         self.shared.check(OpKind::Remove, path)?;
-        self.shared.inner.remove_dir_all(path)
+        self.shared.inner.remove_dir_all(path)?;
+        self.shared.pages.lock().forget(path);
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -364,24 +523,31 @@ impl StorageFile for FaultFile {
     }
 
     fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize> {
-        match self.shared.tick(OpKind::Write, &self.path) {
-            None => self.inner.write_at(buf, position),
+        let written = match self.shared.tick(OpKind::Write, &self.path) {
+            None => self.inner.write_at(buf, position)?,
             Some(FaultKind::ShortWrite) if buf.len() > 1 => {
                 let half = buf.len() / 2;
-                self.inner.write_at(&buf[..half], position)
+                self.inner.write_at(&buf[..half], position)?
             }
-            Some(fault) => Err(error(fault)),
-        }
+            Some(fault) => return Err(error(fault)),
+        };
+        self.written(position, written);
+        Ok(written)
     }
 
     fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
         match self.shared.tick(OpKind::Write, &self.path) {
-            None => self.inner.write_vectored_at(bufs, position),
+            None => {
+                let written = self.inner.write_vectored_at(bufs, position)?;
+                self.written(position, written);
+                Ok(written)
+            }
             Some(FaultKind::ShortWrite) => {
                 // A prefix reaches the file, then the call fails, as a store through a
                 // mapping can.
                 if let Some(buf) = bufs.iter().find(|b| b.len() > 1) {
-                    self.inner.write_at(&buf[..buf.len() / 2], position)?;
+                    let written = self.inner.write_at(&buf[..buf.len() / 2], position)?;
+                    self.written(position, written);
                 }
                 Err(error(FaultKind::Eio))
             }
@@ -391,7 +557,9 @@ impl StorageFile for FaultFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.shared.check(OpKind::Resize, &self.path)?;
-        self.inner.set_len(len)
+        self.inner.set_len(len)?;
+        self.shared.pages.lock().cut(&self.path, len);
+        Ok(())
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
@@ -400,13 +568,11 @@ impl StorageFile for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.shared.check(OpKind::Sync, &self.path)?;
-        self.inner.sync_data()
+        self.sync(|inner| inner.sync_data())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.shared.check(OpKind::Sync, &self.path)?;
-        self.inner.sync_all()
+        self.sync(|inner| inner.sync_all())
     }
 
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
@@ -422,14 +588,107 @@ impl StorageFile for FaultFile {
 
     fn write_mapped(&self, map: &MappedFile, position: usize, data: &[u8]) -> io::Result<()> {
         match self.shared.tick(OpKind::Write, &self.path) {
-            None => self.inner.write_mapped(map, position, data),
+            None => {
+                self.inner.write_mapped(map, position, data)?;
+                self.written(position as u64, data.len());
+                Ok(())
+            }
             Some(FaultKind::ShortWrite) => {
                 // A torn store: a prefix reaches the page cache, then the call fails.
-                self.inner
-                    .write_mapped(map, position, &data[..data.len() / 2])?;
+                let half = &data[..data.len() / 2];
+                self.inner.write_mapped(map, position, half)?;
+                self.written(position as u64, half.len());
                 Err(error(FaultKind::ShortWrite))
             }
             Some(fault) => Err(error(fault)),
         }
+    }
+}
+
+impl FaultFile {
+    /// `len` bytes at `position` reached the page cache.
+    fn written(&self, position: u64, len: usize) {
+        self.shared
+            .pages
+            .lock()
+            .written(&self.path, position, position + len as u64);
+    }
+
+    /// A counted sync, and what it does to the file's dirty bytes.
+    fn sync(&self, call: impl FnOnce(&dyn StorageFile) -> io::Result<()>) -> io::Result<()> {
+        let result = match self.shared.tick(OpKind::Sync, &self.path) {
+            None => call(self.inner.as_ref()),
+            Some(fault) => Err(error(fault)),
+        };
+        // An interrupted call did nothing; any other failure leaves the pages clean.
+        if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
+            let mut pages = self.shared.pages.lock();
+            pages.synced(&self.path, result.is_ok());
+            if let Some(dir) = self.shared.failed_writeback_dir(&self.path) {
+                // The disk's writeback fails for every file there, synced or not.
+                pages.lose_under(&dir);
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::storage::OsStorage;
+
+    #[test]
+    fn ranges_are_cut_around_a_removed_range() {
+        let mut ranges = vec![(0, 10), (20, 30)];
+        remove_range(&mut ranges, 5, 25);
+        assert_eq!(ranges, [(0, 5), (25, 30)]);
+        remove_range(&mut ranges, 0, 100);
+        assert_eq!(ranges, []);
+        let mut inside = vec![(0, 10)];
+        remove_range(&mut inside, 3, 4);
+        assert_eq!(inside, [(0, 3), (4, 10)]);
+    }
+
+    /// Bytes written before a failed sync stay lost through later good syncs, until they
+    /// are written again; a removed file takes its entries with it.
+    #[test]
+    fn a_failed_sync_loses_what_it_covered_until_it_is_written_again() {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let path = root.path().join("f");
+        let file = fault.open(&path, OpenMode::Create).unwrap();
+        file.write_at(b"durable", 0).unwrap();
+        file.sync_data().unwrap();
+        file.write_at(b"cached", 7).unwrap();
+        fault.fail_at(fault.ops() + 1, FaultKind::Eio, false);
+        assert!(file.sync_data().is_err());
+        file.write_at(b"later", 13).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(fault.lost_writes(), [(path.clone(), 7, 13)]);
+        file.write_at(b"ca", 7).unwrap();
+        assert_eq!(fault.lost_writes(), [(path.clone(), 9, 13)]);
+        file.set_len(10).unwrap();
+        assert_eq!(fault.lost_writes(), [(path.clone(), 9, 10)]);
+        fault.remove_file(&path).unwrap();
+        assert_eq!(fault.lost_writes(), []);
+    }
+
+    /// `FailedWriteback` fails only the syncs of a directory.
+    #[test]
+    fn failed_writeback_fails_only_syncs() {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        fault.fail_dir(root.path(), FaultKind::FailedWriteback);
+        let path = root.path().join("f");
+        let file = fault.open(&path, OpenMode::Create).unwrap();
+        file.write_at(b"bytes", 0).unwrap();
+        assert_eq!(file.len().unwrap(), 5);
+        assert!(file.sync_all().is_err());
+        assert!(fault.sync_dir(root.path()).is_err());
+        fault.rename(&path, &root.path().join("g")).unwrap();
+        assert_eq!(fault.lost_writes(), [(root.path().join("g"), 0, 5)]);
     }
 }

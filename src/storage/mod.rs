@@ -179,6 +179,19 @@ pub(crate) fn read_exact_at(
     Ok(())
 }
 
+/// The file a failed fsync leaves in its directory: the replicas loaded there next (in
+/// this run, by `restore_dir`, or at a later open) write their unsynced bytes again before
+/// anything is acknowledged from them (`ReplicaLog::resync_unsynced`). Linux marks the pages
+/// of a failed writeback clean, so no later fsync writes them, while reads still find them
+/// in the page cache. The file is not synced: it is needed only while that page cache
+/// lives, and a reboot (which loses it) also shows recovery the disk's true bytes.
+pub(crate) const SYNC_FAILED: &str = "sync-failed";
+
+/// The name [`SYNC_FAILED`] has while no fsync failed: made when the directory opens, and
+/// renamed at a failure, so that a full disk (which may be why the fsync failed, and
+/// where a new file cannot be made) still gets the marker.
+pub(crate) const SYNC_OK: &str = "sync-ok";
+
 /// One storage directory: its path, its storage, its lock and its health.
 #[derive(Debug)]
 pub struct StorageDir {
@@ -187,6 +200,8 @@ pub struct StorageDir {
     poisoned: AtomicBool,
     /// An fsync here failed (the page cache may hold what never reached the disk).
     sync_failed: AtomicBool,
+    /// Replicas loaded here write their unsynced bytes again ([`SYNC_FAILED`]).
+    resync: AtomicBool,
     lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
     /// The directory's background worker, started at its first job.
     worker: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
@@ -217,11 +232,17 @@ impl StorageDir {
                 Error::io("lock", path.join("LOCK"), e)
             }
         })?;
+        let resync = storage.exists(&path.join(SYNC_FAILED));
+        if !resync && !storage.exists(&path.join(SYNC_OK)) {
+            // Best effort: without it, a failure makes the marker anew.
+            let _ = storage.open(&path.join(SYNC_OK), OpenMode::Create);
+        }
         Ok(StorageDir {
             path,
             storage,
             poisoned: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
+            resync: AtomicBool::new(resync),
             lock: parking_lot::Mutex::new(Some(lock)),
             worker: parking_lot::Mutex::new(None),
             checkpoints: parking_lot::Mutex::default(),
@@ -235,6 +256,7 @@ impl StorageDir {
             storage,
             poisoned: AtomicBool::new(true),
             sync_failed: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(None),
             worker: parking_lot::Mutex::new(None),
             checkpoints: parking_lot::Mutex::default(),
@@ -345,7 +367,42 @@ impl StorageDir {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// Runs an fsync-like call; its failure poisons the directory.
+    /// Whether replicas loaded here must write their unsynced bytes again: an fsync here
+    /// failed, in this run (for a directory opened again by `restore_dir`) or in an
+    /// earlier one whose page cache may live on ([`SYNC_FAILED`]).
+    pub(crate) fn needs_resync(&self) -> bool {
+        self.resync.load(Ordering::Acquire)
+    }
+
+    /// Makes the replicas loaded here write their unsynced bytes again (the directory is
+    /// opened again after an fsync of its earlier `StorageDir` failed).
+    pub(crate) fn require_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    /// Every replica here was loaded, its unsynced bytes written again and synced: the
+    /// [`SYNC_FAILED`] file goes back to [`SYNC_OK`]. Not after a failure here (the
+    /// marker stays for the next open); a failure to rename it costs the next open the
+    /// same rewrite, nothing else.
+    pub(crate) fn resynced(&self) -> Result<()> {
+        self.check()?;
+        if !self.resync.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let failed = self.path.join(SYNC_FAILED);
+        if self.storage.exists(&failed)
+            && self
+                .storage
+                .rename(&failed, &self.path.join(SYNC_OK))
+                .is_ok()
+        {
+            self.sync_dir(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Runs an fsync-like call; its failure poisons the directory and leaves the
+    /// [`SYNC_FAILED`] file (best effort: a directory that fails every call takes none).
     pub(crate) fn sync(
         &self,
         op: &'static str,
@@ -356,6 +413,14 @@ impl StorageDir {
         call().map_err(|e| {
             self.sync_failed.store(true, Ordering::Release);
             self.poison();
+            let failed = self.path.join(SYNC_FAILED);
+            if self
+                .storage
+                .rename(&self.path.join(SYNC_OK), &failed)
+                .is_err()
+            {
+                let _ = self.storage.open(&failed, OpenMode::Create);
+            }
             Error::io(op, path, e)
         })
     }
