@@ -228,6 +228,26 @@ pub enum Error {
         /// The limit in bytes.
         max: usize,
     },
+    /// A consumer's position lies in records its partition no longer has: an unclean
+    /// leader election cut them after the consumer read them, and the offsets were given
+    /// to other records since (Kafka's `LogTruncationException`, KIP-320). Returned by
+    /// `poll` and `position` under `auto_offset_reset = None` until the consumer seeks
+    /// (`seek`, `seek_to_beginning`, `seek_to_end`); under the other policies the position
+    /// moves to `divergent_offset` instead.
+    #[error(
+        "{topic}-{partition} was truncated below the position {offset} (first divergent offset {divergent_offset:?})"
+    )]
+    LogTruncation {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The consumer's position.
+        offset: u64,
+        /// The first offset where the partition's history and the records the consumer
+        /// read differ, when the leader knows it.
+        divergent_offset: Option<u64>,
+    },
     /// A consumer has no position for a partition, no committed offset, and
     /// `auto_offset_reset` is `None` (Kafka's `NoOffsetForPartitionException`).
     #[error("no offset for {topic}-{partition}: nothing committed and auto_offset_reset is none")]
@@ -483,6 +503,17 @@ impl Error {
             Error::NoOffsetForPartition { topic, partition } => Error::NoOffsetForPartition {
                 topic: topic.clone(),
                 partition: *partition,
+            },
+            Error::LogTruncation {
+                topic,
+                partition,
+                offset,
+                divergent_offset,
+            } => Error::LogTruncation {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                divergent_offset: *divergent_offset,
             },
         }
     }

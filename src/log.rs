@@ -3211,6 +3211,28 @@ impl Partition {
         self.topic.is_deleted()
     }
 
+    /// The partition's current leader epoch.
+    pub(crate) fn leader_epoch(&self) -> i32 {
+        self.set.epoch()
+    }
+
+    /// Kafka's `OffsetsForLeaderEpoch` as a consumer asks it, answered by the leader: the
+    /// largest epoch at or below `epoch` in its history and the offset where the next one
+    /// starts (its log end for its latest epoch); `(-1, None)` when it does not know it.
+    ///
+    /// # Errors
+    /// `UnknownTopic` (deleted), `Closed`, `PartitionOffline`, `Poisoned` (one directory).
+    pub(crate) fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, Option<u64>)> {
+        self.check()?;
+        let leader = self.set.leader()?;
+        Ok(match leader.end_offset_for(epoch) {
+            // A leader that has appended nothing in its epoch (an empty log keeps no
+            // entry): its log in that epoch ends at its end, as Kafka's cache would say.
+            (_, None) if epoch == self.set.epoch() => (epoch, Some(leader.log_end_offset())),
+            answer => answer,
+        })
+    }
+
     /// The topic and partition number.
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.name(), self.index)

@@ -998,3 +998,46 @@ fn an_async_commit_of_a_deleted_topic_does_not_land_on_its_successor() {
     );
     assert!(log.committed_offset("g", &tp("t", 0)).unwrap().is_none());
 }
+
+/// A committed offset whose leader epoch the partition's leader does not know (KIP-320's
+/// undefined answer to `OffsetsForLeaderEpoch`): the truncation cannot be placed, so the
+/// position is reset by the policy, or, under `None`, `poll` fails with `LogTruncation`
+/// and no divergent offset. A commit with a known epoch resumes where it says.
+#[test]
+fn a_committed_offset_of_an_unknown_leader_epoch_is_reset_by_the_policy() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let commit = |group: &str, epoch: i32| {
+        let mut offset = OffsetAndMetadata::new(3);
+        offset.leader_epoch = Some(epoch);
+        log.commit_offsets(group, &[(tp("t", 0), offset)]).unwrap();
+    };
+    commit("known", 0);
+    let mut consumer = log.consumer(earliest(Some("known"))).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["d"]);
+    drop(consumer);
+    commit("unknown", 99);
+    let mut consumer = log.consumer(earliest(Some("unknown"))).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b", "c", "d"]);
+    drop(consumer);
+    commit("strict", 99);
+    let strict = ConsumerConfig::default()
+        .group_id("strict")
+        .auto_offset_reset(AutoOffsetReset::None);
+    let mut consumer = log.consumer(strict).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    match consumer.poll(Duration::from_millis(100)) {
+        Err(Error::LogTruncation {
+            offset: 3,
+            divergent_offset: None,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    consumer.seek(&tp("t", 0), 3).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["d"]);
+}

@@ -2086,3 +2086,211 @@ fn a_lowered_min_insync_replicas_shows_held_records_at_once() {
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     producer.close().unwrap();
 }
+
+/// Kafka's position validation (KIP-320), ported from the consumer's truncation-detection
+/// scenarios: a consumer reads `a b c d` from a leader whose follower had only `a b`; the
+/// leader's directory fails and the follower, elected uncleanly, takes `x y z` at offsets
+/// 2–4. Returns the log, the consumer built by `config` (its position at 4, past the cut),
+/// and the test's directories.
+fn consumer_past_an_unclean_cut(
+    config: tarnlog::ConsumerConfig,
+) -> (tempfile::TempDir, Log, tarnlog::Consumer) {
+    let (root, dirs, log, fault) = two_faulty_dirs();
+    let topic = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true);
+    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let (leader, follower) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["c", "d"]).unwrap();
+    let mut consumer = log.consumer(config).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    consumer.assign([tp.clone()]).unwrap();
+    consumer.seek(&tp, 0).unwrap();
+    assert_eq!(poll_values(&mut consumer, 4), ["a", "b", "c", "d"]);
+    assert_eq!(consumer.position(&tp).unwrap(), 4);
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    assert!(partition.append_values(["lost"]).is_err());
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    assert_eq!(
+        log.describe_topic("t").unwrap().partitions[0].leader,
+        Some(follower),
+        "unclean election"
+    );
+    partition.append_values(["x", "y", "z"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "x", "y", "z"]);
+    (root, log, consumer)
+}
+
+/// Polls until `n` values came (or 10 s passed).
+fn poll_values(consumer: &mut tarnlog::Consumer, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < n && std::time::Instant::now() < deadline {
+        let records = consumer
+            .poll(std::time::Duration::from_millis(100))
+            .unwrap();
+        out.extend(
+            records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_consumer_past_an_unclean_cut_goes_back_to_where_the_histories_diverge() {
+    for policy in [
+        tarnlog::AutoOffsetReset::Earliest,
+        tarnlog::AutoOffsetReset::Latest,
+    ] {
+        let config = tarnlog::ConsumerConfig::default().auto_offset_reset(policy);
+        let (_root, log, mut consumer) = consumer_past_an_unclean_cut(config);
+        // Without the check the consumer would read on at 4: `z` only.
+        assert_eq!(poll_values(&mut consumer, 3), ["x", "y", "z"], "{policy:?}");
+        drop(consumer);
+        log.close().unwrap();
+    }
+}
+
+#[test]
+fn a_truncated_position_fails_with_log_truncation_until_the_consumer_seeks() {
+    let config =
+        tarnlog::ConsumerConfig::default().auto_offset_reset(tarnlog::AutoOffsetReset::None);
+    let (_root, log, mut consumer) = consumer_past_an_unclean_cut(config);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    for _ in 0..2 {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Err(Error::LogTruncation {
+                topic,
+                partition,
+                offset,
+                divergent_offset,
+            }) => {
+                assert_eq!((topic.as_str(), partition), ("t", 0));
+                assert_eq!((offset, divergent_offset), (4, Some(2)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // `position` validates too, as Kafka's does.
+        assert!(matches!(
+            consumer.position(&tp),
+            Err(Error::LogTruncation { offset: 4, .. })
+        ));
+    }
+    consumer.seek(&tp, 2).unwrap();
+    assert_eq!(poll_values(&mut consumer, 3), ["x", "y", "z"]);
+    drop(consumer);
+    log.close().unwrap();
+}
+
+/// A group's committed offset carries the leader epoch of the last record consumed, and a
+/// member that resumes from it past an unclean cut goes back to the divergence too.
+#[test]
+fn a_committed_offset_past_an_unclean_cut_is_validated_when_a_member_resumes() {
+    let config = tarnlog::ConsumerConfig::default()
+        .group_id("g")
+        .enable_auto_commit(false)
+        .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest);
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let topic = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true);
+    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let (leader, follower) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["c", "d"]).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let mut consumer = log.consumer(config.clone()).unwrap();
+    consumer.assign([tp.clone()]).unwrap();
+    assert_eq!(poll_values(&mut consumer, 4), ["a", "b", "c", "d"]);
+    consumer.commit_sync().unwrap();
+    let committed = consumer.committed(&tp).unwrap().unwrap();
+    assert_eq!(committed.offset, 4);
+    let epoch = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    assert_eq!(committed.leader_epoch, Some(epoch));
+    consumer.close().unwrap();
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    assert!(partition.append_values(["lost"]).is_err());
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    partition.append_values(["x", "y", "z"]).unwrap();
+    let mut resumed = log.consumer(config).unwrap();
+    resumed.assign([tp.clone()]).unwrap();
+    assert_eq!(poll_values(&mut resumed, 3), ["x", "y", "z"]);
+    resumed.close().unwrap();
+    log.close().unwrap();
+}
+
+/// Batches fetched from the old leader and not yet returned are dropped when the leader
+/// changes, even when the position itself survived the cut: here `d` (fetched with `a b c`,
+/// held back by `max_poll_records`) was cut, and `x` took its offset.
+#[test]
+fn batches_fetched_before_an_unclean_cut_are_not_returned_after_it() {
+    let (_root, dirs, log, fault) = two_faulty_dirs();
+    let topic = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true);
+    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
+    for value in ["a", "b", "c"] {
+        partition.append_values([value]).unwrap();
+    }
+    let (leader, follower) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    partition.append_values(["d"]).unwrap();
+    let config = tarnlog::ConsumerConfig::default()
+        .max_poll_records(3)
+        .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest);
+    let mut consumer = log.consumer(config).unwrap();
+    consumer
+        .assign([tarnlog::TopicPartition::new("t", 0)])
+        .unwrap();
+    assert_eq!(poll_values(&mut consumer, 3), ["a", "b", "c"]);
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    assert!(partition.append_values(["lost"]).is_err());
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    partition.append_values(["x"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "x"]);
+    assert_eq!(poll_values(&mut consumer, 1), ["x"]);
+    drop(consumer);
+    log.close().unwrap();
+}
+
+/// A clean failover (the new leader was in sync) moves the leader epoch but cuts nothing:
+/// the position is validated and stays, under every policy (`None` would fail on a false
+/// truncation).
+#[test]
+fn a_clean_failover_keeps_the_consumers_position() {
+    let (_root, dirs, log, fault) = two_faulty_dirs();
+    let partition = log
+        .create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config =
+        tarnlog::ConsumerConfig::default().auto_offset_reset(tarnlog::AutoOffsetReset::None);
+    let mut consumer = log.consumer(config).unwrap();
+    consumer.assign([tp.clone()]).unwrap();
+    consumer.seek(&tp, 0).unwrap();
+    assert_eq!(poll_values(&mut consumer, 2), ["a", "b"]);
+    let before = log.describe_topic("t").unwrap().partitions[0].clone();
+    let (leader, _) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    partition.append_values(["c"]).unwrap();
+    let after = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_ne!(after.leader, before.leader);
+    assert!(after.leader_epoch > before.leader_epoch);
+    assert_eq!(consumer.position(&tp).unwrap(), 2);
+    assert_eq!(poll_values(&mut consumer, 1), ["c"]);
+    drop(consumer);
+    log.close().unwrap();
+}

@@ -362,12 +362,78 @@ struct PartitionState {
     topic: Arc<str>,
     partition: Partition,
     position: Option<u64>,
+    /// The leader epoch of the last record returned (or of the committed offset the
+    /// position came from): Kafka's `FetchPosition.offsetEpoch`, committed with the
+    /// position and checked against the leader's history when its epoch moves (KIP-320).
+    /// `None` after a seek or a reset.
+    epoch: Option<i32>,
+    /// The partition's leader epoch when the position was last validated.
+    validated_epoch: Option<i32>,
     reset: Option<Reset>,
     paused: bool,
     /// Batches read and checked but not yet returned in full, so the next poll goes on
     /// without reading (and checking) them again, each with where its records were left
     /// (`None`: at its start). Cleared by every seek.
     buffered: VecDeque<(Batch, Option<RecordCursor>)>,
+}
+
+/// Kafka's position validation (KIP-320). Once the partition's leader epoch has moved since
+/// the position was last validated, drops what was buffered and asks the leader where the
+/// epoch of the last record returned ends in its log. A position past that end lies in
+/// records an unclean election cut: the records at the position now follow a different
+/// history, and reading on would skip the new ones before it. Then, as Kafka's consumer
+/// does, the position moves to the first offset known to diverge under `Earliest` or
+/// `Latest` (by the policy when the leader does not know the epoch), and `poll` fails with
+/// `LogTruncation` under `None` until the application seeks. True when it moved.
+fn validate_position(
+    state: &mut PartitionState,
+    tp: &TopicPartition,
+    position: u64,
+    policy: AutoOffsetReset,
+) -> Result<bool> {
+    let current = state.partition.leader_epoch();
+    if state.validated_epoch == Some(current) {
+        return Ok(false);
+    }
+    // Read under another leadership: it may hold records the new leader's log lacks.
+    state.buffered.clear();
+    let Some(epoch) = state.epoch else {
+        state.validated_epoch = Some(current);
+        return Ok(false);
+    };
+    let (end_epoch, end) = state.partition.end_offset_for_epoch(epoch)?;
+    let divergent = match end {
+        Some(end) if end >= position => {
+            state.validated_epoch = Some(current);
+            return Ok(false);
+        }
+        Some(end) => Some(end),
+        None => None,
+    };
+    match (policy, divergent) {
+        (AutoOffsetReset::None, _) => {
+            return Err(Error::LogTruncation {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: position,
+                divergent_offset: divergent,
+            });
+        }
+        (_, Some(end)) => {
+            state.position = Some(end);
+            state.epoch = (end_epoch >= 0).then_some(end_epoch);
+        }
+        (AutoOffsetReset::Earliest, None) => {
+            state.position = None;
+            state.reset = Some(Reset::Beginning);
+        }
+        (AutoOffsetReset::Latest, None) => {
+            state.position = None;
+            state.reset = Some(Reset::End);
+        }
+    }
+    state.validated_epoch = Some(current);
+    Ok(true)
 }
 
 /// Called with the outcome of a [`Consumer::commit_async`].
@@ -520,6 +586,8 @@ impl Consumer {
                     topic: Arc::from(tp.topic.as_str()),
                     partition,
                     position: None,
+                    epoch: None,
+                    validated_epoch: None,
                     reset: None,
                     paused: false,
                     buffered: VecDeque::new(),
@@ -556,8 +624,12 @@ impl Consumer {
     /// rebalance found then completes within the call, as in Kafka.
     ///
     /// # Errors
-    /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` under
-    /// `AutoOffsetReset::None`; `Corruption`, `Io`, `Poisoned`, `PartitionOffline` from
+    /// `NoAssignment`; `NoOffsetForPartition` / `OffsetOutOfRange` / `LogTruncation` under
+    /// `AutoOffsetReset::None` (the last when an unclean leader election cut records the
+    /// consumer had read: Kafka's KIP-320 check, run when the partition's leader epoch
+    /// moves or a committed offset with an epoch is resumed; under the other policies the
+    /// position moves back to where the histories diverge); `Corruption`, `Io`, `Poisoned`,
+    /// `PartitionOffline` from
     /// reads or commits; `Closed`. A damaged partition (`Corruption`) stays in the way, as
     /// in Kafka, until it is sought past or paused; one that cannot be read for another
     /// reason does not keep the others from being read: their records come first, and its
@@ -724,6 +796,9 @@ impl Consumer {
         let reset = self.config.auto_offset_reset;
         let check_crcs = self.config.check_crcs;
         let state = self.state(tp)?;
+        if validate_position(state, tp, position, reset)? {
+            return Ok(Fetched::Reset);
+        }
         if state
             .buffered
             .front()
@@ -740,6 +815,7 @@ impl Consumer {
                     earliest,
                     latest,
                 }) => {
+                    state.epoch = None;
                     state.position = Some(match reset {
                         AutoOffsetReset::Earliest => earliest,
                         AutoOffsetReset::Latest => state.partition.high_watermark(),
@@ -755,6 +831,12 @@ impl Consumer {
                 }
                 Err(error) => return Err(error),
             };
+            if state.validated_epoch != Some(state.partition.leader_epoch()) {
+                // The leader changed while the read ran (an election, perhaps started by
+                // the read itself): its records may follow a history not checked yet.
+                // Dropped; the next pass validates first.
+                return Ok(Fetched::Reset);
+            }
             bytes = read.bytes().len();
             for batch in read.batches().check_crcs(check_crcs) {
                 match batch {
@@ -768,6 +850,7 @@ impl Consumer {
         }
         let mut next = position;
         while let Some((batch, cursor)) = state.buffered.front_mut() {
+            let before = next;
             let full = out.take_records(
                 batch,
                 cursor,
@@ -776,6 +859,10 @@ impl Consumer {
                 &mut next,
                 max_records,
             );
+            if next > before {
+                let epoch = batch.header().partition_leader_epoch;
+                state.epoch = (epoch >= 0).then_some(epoch);
+            }
             // Past the records taken before a damaged one, so that they are not returned
             // twice; the next poll meets the damage again, with nothing before it.
             let full = full.inspect_err(|_| state.position = Some(next))?;
@@ -804,6 +891,7 @@ impl Consumer {
         let reset = self.config.auto_offset_reset;
         let state = self.state(tp)?;
         let partition = &state.partition;
+        state.epoch = None;
         let position = match (state.reset.take(), committed, reset) {
             (Some(Reset::Beginning), _, _) | (None, None, AutoOffsetReset::Earliest) => {
                 partition.log_start_offset()
@@ -811,7 +899,12 @@ impl Consumer {
             (Some(Reset::End), _, _) | (None, None, AutoOffsetReset::Latest) => {
                 partition.high_watermark()
             }
-            (None, Some(commit), _) => commit.offset,
+            (None, Some(commit), _) => {
+                // Checked against the leader's history at the next fetch (KIP-320).
+                state.epoch = commit.leader_epoch;
+                state.validated_epoch = None;
+                commit.offset
+            }
             (None, None, AutoOffsetReset::None) => {
                 return Err(Error::NoOffsetForPartition {
                     topic: tp.topic.clone(),
@@ -830,6 +923,18 @@ impl Consumer {
     /// `NotAssigned`; `Closed`.
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
         self.check_open()?;
+        let state = self.state(tp)?;
+        state.position = Some(offset);
+        state.epoch = None;
+        state.reset = None;
+        state.buffered.clear();
+        Ok(())
+    }
+
+    /// Moves `tp` back to `offset`, a record polled but not taken, keeping the epoch the
+    /// position had (a later record's: it can only miss a truncation, never report one
+    /// that did not happen).
+    fn rewind(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
         let state = self.state(tp)?;
         state.position = Some(offset);
         state.reset = None;
@@ -868,6 +973,7 @@ impl Consumer {
         for tp in &all {
             let state = self.state(tp)?;
             state.position = None;
+            state.epoch = None;
             state.reset = Some(reset);
             state.buffered.clear();
         }
@@ -877,10 +983,16 @@ impl Consumer {
     /// The offset of the next record `poll` would return for `tp`.
     ///
     /// # Errors
-    /// `NotAssigned`; `NoOffsetForPartition` under `AutoOffsetReset::None`; `Closed`.
+    /// `NotAssigned`; `NoOffsetForPartition` or `LogTruncation` (see [`poll`](Self::poll))
+    /// under `AutoOffsetReset::None`; `Closed`.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         self.check_open()?;
-        self.resolve_position(tp)
+        let position = self.resolve_position(tp)?;
+        let policy = self.config.auto_offset_reset;
+        if validate_position(self.state(tp)?, tp, position, policy)? {
+            return self.resolve_position(tp);
+        }
+        Ok(position)
     }
 
     /// Stops fetching from these partitions until [`resume`](Self::resume); positions
@@ -1002,8 +1114,16 @@ impl Consumer {
                 if state.partition.is_deleted() {
                     return None;
                 }
-                (position <= state.partition.high_watermark())
-                    .then(|| (tp.clone(), OffsetAndMetadata::new(position)))
+                // One awaiting validation may lie in records an unclean election cut (as
+                // Kafka's `allConsumed` leaves such partitions out).
+                if state.epoch.is_some()
+                    && state.validated_epoch != Some(state.partition.leader_epoch())
+                {
+                    return None;
+                }
+                let mut commit = OffsetAndMetadata::new(position);
+                commit.leader_epoch = state.epoch;
+                (position <= state.partition.high_watermark()).then(|| (tp.clone(), commit))
             })
             .collect()
     }
@@ -1601,7 +1721,7 @@ impl Drop for Iter<'_> {
                 .or_insert(record.offset);
         }
         for (tp, offset) in first {
-            let _ = self.consumer.seek(&tp, offset);
+            let _ = self.consumer.rewind(&tp, offset);
         }
     }
 }

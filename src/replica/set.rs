@@ -335,6 +335,11 @@ impl ReplicaSet {
         self.dirs.len() > 1
     }
 
+    /// The current leader epoch.
+    pub(crate) fn epoch(&self) -> i32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// The current leadership, as `meta` records it.
     pub(crate) fn leadership(&self) -> Leadership {
         let leader = self.leader.load(Ordering::Acquire);
