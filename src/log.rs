@@ -769,16 +769,30 @@ fn load_topics(
             Arc::new(TopicState::new(name.clone(), topic.clone(), sets)),
         );
     }
+    finish_resync(dirs, every_meta_readable, report)?;
+    Ok(topics)
+}
+
+/// After every replica loaded: directories whose replicas wrote their unsynced bytes again
+/// as they loaded drop their `sync-failed` marker. Not while a `meta` was unreadable:
+/// partitions not loaded then were kept (strays a later `meta` may place), and they still
+/// need it. A failed fsync of a directory here takes it offline as any other does (with
+/// one directory, the open fails).
+fn finish_resync(
+    dirs: &[Arc<StorageDir>],
+    every_meta_readable: bool,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    if !every_meta_readable {
+        return Ok(());
+    }
     for dir in dirs.iter().filter(|d| !d.is_poisoned()) {
-        // Each replica there wrote its unsynced bytes again as it loaded. A failed fsync of
-        // the directory here takes it offline as any other does (with one directory, the
-        // open fails).
         match dir.resynced() {
             Err(error) if dirs.len() > 1 => take_offline(dir, &error, report),
             resynced => resynced?,
         }
     }
-    Ok(topics)
+    Ok(())
 }
 
 /// Takes the loaded replicas of one partition. A replica found damaged (a load error) is

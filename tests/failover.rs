@@ -2087,41 +2087,82 @@ fn a_lowered_min_insync_replicas_shows_held_records_at_once() {
     producer.close().unwrap();
 }
 
+/// A partition (replication factor 2, unclean election allowed) whose leader holds
+/// records its follower lacks, for the consumer's truncation detection (KIP-320).
+struct UncleanCut {
+    _root: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+    log: Log,
+    fault: FaultStorage,
+    partition: tarnlog::Partition,
+    leader: usize,
+    follower: usize,
+}
+
+impl UncleanCut {
+    /// `in_sync` reach both replicas, then the follower's directory fails and
+    /// `leader_only` reach the leader alone; one batch per value.
+    fn new(in_sync: &[&str], leader_only: &[&str]) -> UncleanCut {
+        let (root, dirs, log, fault) = two_faulty_dirs();
+        let topic = TopicConfig::default()
+            .replication_factor(2)
+            .unclean_leader_election(true);
+        let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
+        for value in in_sync {
+            partition.append_values([value]).unwrap();
+        }
+        let (leader, follower) = leader_and_follower(&log, "t");
+        fault.fail_dir(&dirs[follower], FaultKind::Eio);
+        for value in leader_only {
+            partition.append_values([value]).unwrap();
+        }
+        UncleanCut {
+            _root: root,
+            dirs,
+            log,
+            fault,
+            partition,
+            leader,
+            follower,
+        }
+    }
+
+    /// The leader's directory fails and the follower's comes back: elected uncleanly, it
+    /// takes `appended` where the leader-only records were.
+    fn elect_the_follower(&self, appended: &[&str]) {
+        self.fault.fail_dir(&self.dirs[self.leader], FaultKind::Eio);
+        assert!(self.partition.append_values(["lost"]).is_err());
+        self.fault.heal_dir(&self.dirs[self.follower]);
+        self.log.restore_dir(&self.dirs[self.follower]).unwrap();
+        assert_eq!(
+            self.log.describe_topic("t").unwrap().partitions[0].leader,
+            Some(self.follower),
+            "unclean election"
+        );
+        self.partition
+            .append_values(appended.iter().copied())
+            .unwrap();
+    }
+}
+
 /// Kafka's position validation (KIP-320), ported from the consumer's truncation-detection
 /// scenarios: a consumer reads `a b c d` from a leader whose follower had only `a b`; the
 /// leader's directory fails and the follower, elected uncleanly, takes `x y z` at offsets
-/// 2–4. Returns the log, the consumer built by `config` (its position at 4, past the cut),
-/// and the test's directories.
+/// 2–4. Returns the partition and the consumer built by `config` (its position at 4, past
+/// the cut).
 fn consumer_past_an_unclean_cut(
     config: tarnlog::ConsumerConfig,
-) -> (tempfile::TempDir, Log, tarnlog::Consumer) {
-    let (root, dirs, log, fault) = two_faulty_dirs();
-    let topic = TopicConfig::default()
-        .replication_factor(2)
-        .unclean_leader_election(true);
-    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
-    partition.append_values(["a", "b"]).unwrap();
-    let (leader, follower) = leader_and_follower(&log, "t");
-    fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    partition.append_values(["c", "d"]).unwrap();
-    let mut consumer = log.consumer(config).unwrap();
+) -> (UncleanCut, tarnlog::Consumer) {
+    let cut = UncleanCut::new(&["a", "b"], &["c", "d"]);
+    let mut consumer = cut.log.consumer(config).unwrap();
     let tp = tarnlog::TopicPartition::new("t", 0);
     consumer.assign([tp.clone()]).unwrap();
     consumer.seek(&tp, 0).unwrap();
     assert_eq!(poll_values(&mut consumer, 4), ["a", "b", "c", "d"]);
     assert_eq!(consumer.position(&tp).unwrap(), 4);
-    fault.fail_dir(&dirs[leader], FaultKind::Eio);
-    assert!(partition.append_values(["lost"]).is_err());
-    fault.heal_dir(&dirs[follower]);
-    log.restore_dir(&dirs[follower]).unwrap();
-    assert_eq!(
-        log.describe_topic("t").unwrap().partitions[0].leader,
-        Some(follower),
-        "unclean election"
-    );
-    partition.append_values(["x", "y", "z"]).unwrap();
-    assert_eq!(values(&log, "t", 0), ["a", "b", "x", "y", "z"]);
-    (root, log, consumer)
+    cut.elect_the_follower(&["x", "y", "z"]);
+    assert_eq!(values(&cut.log, "t", 0), ["a", "b", "x", "y", "z"]);
+    (cut, consumer)
 }
 
 /// Polls until `n` values came (or 10 s passed).
@@ -2148,11 +2189,11 @@ fn a_consumer_past_an_unclean_cut_goes_back_to_where_the_histories_diverge() {
         tarnlog::AutoOffsetReset::Latest,
     ] {
         let config = tarnlog::ConsumerConfig::default().auto_offset_reset(policy);
-        let (_root, log, mut consumer) = consumer_past_an_unclean_cut(config);
+        let (cut, mut consumer) = consumer_past_an_unclean_cut(config);
         // Without the check the consumer would read on at 4: `z` only.
         assert_eq!(poll_values(&mut consumer, 3), ["x", "y", "z"], "{policy:?}");
         drop(consumer);
-        log.close().unwrap();
+        cut.log.close().unwrap();
     }
 }
 
@@ -2160,7 +2201,7 @@ fn a_consumer_past_an_unclean_cut_goes_back_to_where_the_histories_diverge() {
 fn a_truncated_position_fails_with_log_truncation_until_the_consumer_seeks() {
     let config =
         tarnlog::ConsumerConfig::default().auto_offset_reset(tarnlog::AutoOffsetReset::None);
-    let (_root, log, mut consumer) = consumer_past_an_unclean_cut(config);
+    let (cut, mut consumer) = consumer_past_an_unclean_cut(config);
     let tp = tarnlog::TopicPartition::new("t", 0);
     for _ in 0..2 {
         match consumer.poll(std::time::Duration::from_millis(100)) {
@@ -2184,7 +2225,7 @@ fn a_truncated_position_fails_with_log_truncation_until_the_consumer_seeks() {
     consumer.seek(&tp, 2).unwrap();
     assert_eq!(poll_values(&mut consumer, 3), ["x", "y", "z"]);
     drop(consumer);
-    log.close().unwrap();
+    cut.log.close().unwrap();
 }
 
 /// A group's committed offset carries the leader epoch of the last record consumed, and a
@@ -2195,37 +2236,23 @@ fn a_committed_offset_past_an_unclean_cut_is_validated_when_a_member_resumes() {
         .group_id("g")
         .enable_auto_commit(false)
         .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest);
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let topic = TopicConfig::default()
-        .replication_factor(2)
-        .unclean_leader_election(true);
-    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
-    partition.append_values(["a", "b"]).unwrap();
-    let (leader, follower) = leader_and_follower(&log, "t");
-    fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    partition.append_values(["c", "d"]).unwrap();
+    let cut = UncleanCut::new(&["a", "b"], &["c", "d"]);
     let tp = tarnlog::TopicPartition::new("t", 0);
-    let mut consumer = log.consumer(config.clone()).unwrap();
+    let mut consumer = cut.log.consumer(config.clone()).unwrap();
     consumer.assign([tp.clone()]).unwrap();
     assert_eq!(poll_values(&mut consumer, 4), ["a", "b", "c", "d"]);
     consumer.commit_sync().unwrap();
     let committed = consumer.committed(&tp).unwrap().unwrap();
     assert_eq!(committed.offset, 4);
-    let epoch = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    let epoch = cut.log.describe_topic("t").unwrap().partitions[0].leader_epoch;
     assert_eq!(committed.leader_epoch, Some(epoch));
     consumer.close().unwrap();
-    fault.fail_dir(&dirs[leader], FaultKind::Eio);
-    assert!(partition.append_values(["lost"]).is_err());
-    fault.heal_dir(&dirs[follower]);
-    log.restore_dir(&dirs[follower]).unwrap();
-    partition.append_values(["x", "y", "z"]).unwrap();
-    let mut resumed = log.consumer(config).unwrap();
+    cut.elect_the_follower(&["x", "y", "z"]);
+    let mut resumed = cut.log.consumer(config).unwrap();
     resumed.assign([tp.clone()]).unwrap();
     assert_eq!(poll_values(&mut resumed, 3), ["x", "y", "z"]);
     resumed.close().unwrap();
-    log.close().unwrap();
+    cut.log.close().unwrap();
 }
 
 /// Batches fetched from the old leader and not yet returned are dropped when the leader
@@ -2233,34 +2260,20 @@ fn a_committed_offset_past_an_unclean_cut_is_validated_when_a_member_resumes() {
 /// held back by `max_poll_records`) was cut, and `x` took its offset.
 #[test]
 fn batches_fetched_before_an_unclean_cut_are_not_returned_after_it() {
-    let (_root, dirs, log, fault) = two_faulty_dirs();
-    let topic = TopicConfig::default()
-        .replication_factor(2)
-        .unclean_leader_election(true);
-    let partition = log.create_topic("t", topic).unwrap().partition(0).unwrap();
-    for value in ["a", "b", "c"] {
-        partition.append_values([value]).unwrap();
-    }
-    let (leader, follower) = leader_and_follower(&log, "t");
-    fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    partition.append_values(["d"]).unwrap();
+    let cut = UncleanCut::new(&["a", "b", "c"], &["d"]);
     let config = tarnlog::ConsumerConfig::default()
         .max_poll_records(3)
         .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest);
-    let mut consumer = log.consumer(config).unwrap();
+    let mut consumer = cut.log.consumer(config).unwrap();
     consumer
         .assign([tarnlog::TopicPartition::new("t", 0)])
         .unwrap();
     assert_eq!(poll_values(&mut consumer, 3), ["a", "b", "c"]);
-    fault.fail_dir(&dirs[leader], FaultKind::Eio);
-    assert!(partition.append_values(["lost"]).is_err());
-    fault.heal_dir(&dirs[follower]);
-    log.restore_dir(&dirs[follower]).unwrap();
-    partition.append_values(["x"]).unwrap();
-    assert_eq!(values(&log, "t", 0), ["a", "b", "c", "x"]);
+    cut.elect_the_follower(&["x"]);
+    assert_eq!(values(&cut.log, "t", 0), ["a", "b", "c", "x"]);
     assert_eq!(poll_values(&mut consumer, 1), ["x"]);
     drop(consumer);
-    log.close().unwrap();
+    cut.log.close().unwrap();
 }
 
 /// A clean failover (the new leader was in sync) moves the leader epoch but cuts nothing:
