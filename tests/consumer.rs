@@ -1041,3 +1041,21 @@ fn a_committed_offset_of_an_unknown_leader_epoch_is_reset_by_the_policy() {
     consumer.seek(&tp("t", 0), 3).unwrap();
     assert_eq!(values(&poll(&mut consumer)), ["d"]);
 }
+
+/// `truncate_to` on a partition with one replica starts a new leader epoch, so that a
+/// consumer that read the cut records goes back to the cut (KIP-320) instead of skipping
+/// the records appended there since.
+#[test]
+fn a_consumer_past_a_truncation_goes_back_to_the_cut() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b", "c", "d"]);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.truncate_to(2).unwrap();
+    fill(&log, "t", 0, &["x", "y", "z"]);
+    assert_eq!(values(&poll(&mut consumer)), ["x", "y", "z"]);
+}

@@ -186,8 +186,9 @@ fn bless() {
     let scratch = tempfile::tempdir().unwrap();
     write_workload(scratch.path());
     copy_tree(scratch.path(), &dir);
-    // The lock file is the one thing an open must make itself.
+    // The lock file and `sync-ok` are the things an open makes itself.
     let _ = std::fs::remove_file(dir.join("LOCK"));
+    let _ = std::fs::remove_file(dir.join("sync-ok"));
 }
 
 /// The v1 golden log opens cleanly (no rescan, no repair) and reads back exactly what the

@@ -42,7 +42,8 @@ pub enum AutoOffsetReset {
     /// The high watermark: only records appended from now on (Kafka's default).
     #[default]
     Latest,
-    /// No reset: `poll` fails with `NoOffsetForPartition` or `OffsetOutOfRange`.
+    /// No reset: `poll` fails with `NoOffsetForPartition`, `OffsetOutOfRange` or
+    /// `LogTruncation`.
     None,
 }
 
@@ -348,6 +349,10 @@ enum Fetched {
     Read(usize),
     /// The position was out of range and was reset.
     Reset,
+    /// The leader epoch moved: the position was validated (and moved if truncated), or a
+    /// read that met the change was dropped. Fetched again at once: it happens once per
+    /// change of leader.
+    Revalidated,
 }
 
 /// A reset asked for by `seek_to_beginning`/`seek_to_end`, resolved at the next use.
@@ -375,6 +380,12 @@ struct PartitionState {
     /// without reading (and checking) them again, each with where its records were left
     /// (`None`: at its start). Cleared by every seek.
     buffered: VecDeque<(Batch, Option<RecordCursor>)>,
+}
+
+/// The leader epoch stamped on a batch, if any.
+fn batch_epoch(batch: &Batch) -> Option<i32> {
+    let epoch = batch.header().partition_leader_epoch;
+    (epoch >= 0).then_some(epoch)
 }
 
 /// Kafka's position validation (KIP-320). Once the partition's leader epoch has moved since
@@ -725,6 +736,7 @@ impl Consumer {
         let mut failed: Option<(usize, Error)> = None;
         let mut moved = false;
         let mut advanced = false;
+        let policy = self.config.auto_offset_reset;
         for step in 0..n {
             if out.len() >= max_records || bytes_left == 0 {
                 break;
@@ -735,7 +747,15 @@ impl Consumer {
             // A deleted topic's partitions are skipped, not an error (Kafka's consumer
             // waits on its metadata too): a subscribed consumer's leave at the rebalance
             // the deletion starts, an assigned one's at the next `assign`.
-            if state.paused || state.partition.is_deleted() {
+            if state.partition.is_deleted() {
+                continue;
+            }
+            if state.paused {
+                // Validated all the same (as Kafka does), so that its position can be
+                // committed; a failure waits for its resume, and until then it is not.
+                if let Some(position) = state.position {
+                    let _ = validate_position(state, &tp, position, policy);
+                }
                 continue;
             }
             let before = out.len();
@@ -747,6 +767,9 @@ impl Consumer {
                     read = true;
                 }
                 Ok(Fetched::Reset) => moved = true,
+                // Not counted as a reset: the one refetch a `poll` allows for those may
+                // be spent already, and nothing would wake it (a failover appends nothing).
+                Ok(Fetched::Revalidated) => advanced = true,
                 // Damage stays in the way, as in Kafka (whose fetcher throws at the damaged
                 // partition's turn, every poll, until it is sought past or paused).
                 Err(error) if error.is_corruption() && out.is_empty() => return Err(error),
@@ -797,7 +820,7 @@ impl Consumer {
         let check_crcs = self.config.check_crcs;
         let state = self.state(tp)?;
         if validate_position(state, tp, position, reset)? {
-            return Ok(Fetched::Reset);
+            return Ok(Fetched::Revalidated);
         }
         if state
             .buffered
@@ -835,7 +858,7 @@ impl Consumer {
                 // The leader changed while the read ran (an election, perhaps started by
                 // the read itself): its records may follow a history not checked yet.
                 // Dropped; the next pass validates first.
-                return Ok(Fetched::Reset);
+                return Ok(Fetched::Revalidated);
             }
             bytes = read.bytes().len();
             for batch in read.batches().check_crcs(check_crcs) {
@@ -860,8 +883,7 @@ impl Consumer {
                 max_records,
             );
             if next > before {
-                let epoch = batch.header().partition_leader_epoch;
-                state.epoch = (epoch >= 0).then_some(epoch);
+                state.epoch = batch_epoch(batch);
             }
             // Past the records taken before a damaged one, so that they are not returned
             // twice; the next poll meets the damage again, with nothing before it.
@@ -870,8 +892,14 @@ impl Consumer {
                 state.position = Some(next);
                 return Ok(Fetched::Read(bytes));
             }
-            // Past the whole batch, including offsets it no longer holds.
-            next = next.max(batch.next_offset() as u64);
+            // Past the whole batch, including offsets it no longer holds (as Kafka does,
+            // the position takes the epoch of every batch it enters, one that compaction
+            // emptied too: its end is in that epoch).
+            let end = batch.next_offset() as u64;
+            if end > next {
+                next = end;
+                state.epoch = batch_epoch(batch);
+            }
             state.buffered.pop_front();
         }
         state.position = Some(next);
@@ -989,10 +1017,12 @@ impl Consumer {
         self.check_open()?;
         let position = self.resolve_position(tp)?;
         let policy = self.config.auto_offset_reset;
-        if validate_position(self.state(tp)?, tp, position, policy)? {
-            return self.resolve_position(tp);
+        match validate_position(self.state(tp)?, tp, position, policy) {
+            Ok(true) => self.resolve_position(tp),
+            Err(error @ Error::LogTruncation { .. }) => Err(error),
+            // Unvalidated for now (its partition offline, say): `poll` validates it.
+            Ok(false) | Err(_) => Ok(position),
         }
-        Ok(position)
     }
 
     /// Stops fetching from these partitions until [`resume`](Self::resume); positions

@@ -1033,9 +1033,10 @@ impl ReplicaSet {
         let leader = self.ensure_leader()?;
         let before = leader.log_end_offset();
         leader.truncate_to(offset)?;
-        // What is appended from here on must not pass for the cut records in a replica that
-        // missed the cut (an offline one): a new epoch tells them apart.
-        let mut changed = self.is_replicated() && leader.log_end_offset() < before;
+        // What is appended from here on must not pass for the cut records, in a replica
+        // that missed the cut (an offline one) or for a consumer that read them (KIP-320):
+        // a new epoch tells them apart.
+        let mut changed = leader.log_end_offset() < before;
         if changed {
             let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
             self.epoch.store(epoch, Ordering::Release);
