@@ -2074,6 +2074,13 @@ impl Log {
                 replica.topic_partition().partition
             );
             let doomed = replica.path().with_file_name(aside_name(&name, "delete"));
+            if storage.exists(&doomed) {
+                // What an earlier deletion under the name could not remove (an open would
+                // have): the rename cannot replace a directory that is not empty.
+                storage
+                    .remove_dir_all(&doomed)
+                    .map_err(|e| Error::io("remove", &doomed, e))?;
+            }
             storage
                 .rename(replica.path(), &doomed)
                 .map_err(|e| Error::io("rename", replica.path(), e))?;

@@ -2139,3 +2139,26 @@ fn a_topic_with_the_longest_name_is_deleted_and_created_again() {
     assert_eq!(topic.partition(11).unwrap().log_end_offset(), 0);
     log.close().unwrap();
 }
+
+/// A deletion whose removal of the renamed partition directory failed leaves
+/// `<partition>.delete` (an open removes it). A topic created again under the name and
+/// deleted in the same run must not fail on it (the rename cannot replace a directory that
+/// is not empty).
+#[test]
+fn a_topic_deleted_again_over_a_leftover_of_its_last_deletion_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let leftover = dir.path().join("t-0.delete");
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("00000000000000000000.log"), b"old").unwrap();
+    log.delete_topic("t").unwrap();
+    assert!(!leftover.exists());
+    let partition = log.create_topic("t", TopicConfig::default()).unwrap();
+    partition
+        .partition(0)
+        .unwrap()
+        .append_values(["a"])
+        .unwrap();
+    log.close().unwrap();
+}
