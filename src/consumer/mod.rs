@@ -679,9 +679,10 @@ impl Consumer {
             if !records.is_empty() {
                 return Ok(records.finish());
             }
-            if advanced {
-                // Past batches without records (a compacted log's emptied ones): there may
-                // be records right after them. Each pass moves a position forward.
+            if advanced && deadline.is_none_or(|d| Instant::now() < d) {
+                // Past batches without records (a compacted log's emptied ones), or a
+                // position checked after its leader changed: there may be records right
+                // there. Each pass moves a position forward or settles an epoch change.
                 continue;
             }
             if moved && !refetched {
@@ -1012,7 +1013,9 @@ impl Consumer {
     ///
     /// # Errors
     /// `NotAssigned`; `NoOffsetForPartition` or `LogTruncation` (see [`poll`](Self::poll))
-    /// under `AutoOffsetReset::None`; `Closed`.
+    /// under `AutoOffsetReset::None`; `Closed`. When the leader epoch moved and the check
+    /// against the leader cannot run now (its partition offline, say), the position is
+    /// returned unchecked; `poll` checks it before reading.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         self.check_open()?;
         let position = self.resolve_position(tp)?;

@@ -1036,12 +1036,15 @@ impl ReplicaSet {
         // What is appended from here on must not pass for the cut records, in a replica
         // that missed the cut (an offline one) or for a consumer that read them (KIP-320):
         // a new epoch tells them apart.
-        let mut changed = leader.log_end_offset() < before;
-        if changed {
+        let cut = leader.log_end_offset() < before;
+        if cut {
             let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
             self.epoch.store(epoch, Ordering::Release);
             leader.set_leader_epoch(epoch);
         }
+        // One replica keeps its epoch in its batches and epoch cache alone (written with
+        // the epoch's first batch): nothing to persist, and no rebuilding marker to clear.
+        let mut changed = cut && self.is_replicated();
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
             let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
