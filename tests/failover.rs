@@ -1764,8 +1764,13 @@ fn a_replaced_directory_never_leads_empty_at_a_later_open() {
 /// Two directories under a fresh root (kept while the guard lives), with a log over them
 /// whose storage can fail directory by directory.
 fn two_faulty_dirs() -> (tempfile::TempDir, Vec<PathBuf>, Log, FaultStorage) {
+    faulty_dirs(2)
+}
+
+/// A log over `n` directories under a scratch root, through a fault-injecting storage.
+fn faulty_dirs(n: usize) -> (tempfile::TempDir, Vec<PathBuf>, Log, FaultStorage) {
     let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
+    let dirs = dirs(root.path(), n);
     let (log, fault) = common::faulty_log(&dirs);
     (root, dirs, log, fault)
 }
@@ -1903,9 +1908,7 @@ fn lost_segment_bytes(fault: &FaultStorage) -> Vec<(PathBuf, u64, u64)> {
 #[test]
 fn a_log_reopened_after_a_failed_fsync_writes_what_it_reads_again() {
     for fsync in [tarnlog::FsyncPolicy::EveryBatch, tarnlog::FsyncPolicy::None] {
-        let root = common::scratch("tarnlog-failover-");
-        let dirs = dirs(root.path(), 1);
-        let (log, fault) = common::faulty_log(&dirs);
+        let (_root, dirs, log, fault) = faulty_dirs(1);
         // Small segments: under `None` the sealed ones are unsynced too.
         let config = TopicConfig::default()
             .partitions(2)
