@@ -578,6 +578,33 @@ fn decode(bytes: &[u8]) -> Result<Vec<Record>, Error> {
         .collect()
 }
 
+/// Records whose small fields before the value take their widest forms (a three-byte
+/// length, a ten-byte timestamp delta, a two-byte offset delta, a three-byte key length)
+/// round-trip: the builder's longest record prefixes.
+#[test]
+fn records_with_the_widest_varints_round_trip() {
+    let key = vec![3u8; 9000];
+    let inputs: Vec<Input> = (0..70)
+        .map(|i| Input {
+            // From the first record's 0, deltas of i64::MAX and i64::MIN: ten bytes each.
+            timestamp: match i {
+                0 => 0,
+                i if i % 2 == 0 => i64::MIN,
+                _ => i64::MAX,
+            },
+            key: (i % 3 != 0).then(|| key.clone()),
+            value: Some(vec![i as u8; 9000 + i]),
+            headers: if i % 5 == 0 {
+                vec![("h".to_string(), Some(vec![1, 2]))]
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let bytes = build(&inputs);
+    assert_eq!(decode(&bytes).unwrap(), expected(&inputs, 0, None));
+}
+
 proptest! {
     #[test]
     fn round_trip(inputs in inputs(8, 300), base_offset in 0i64..(1 << 50), epoch: i32) {
