@@ -1347,7 +1347,11 @@ fn sender_loop(shared: &Shared) {
                 // A clock set back restarts the batch's linger instead of holding the
                 // batch until the clock is past its creation again (Kafka's waited time
                 // is never negative either).
-                batch.created_ms = batch.created_ms.min(now);
+                // Written only when it changes: the sending thread writes this batch, and
+                // a store here would take its cache line away from it on every round.
+                if now < batch.created_ms {
+                    batch.created_ms = now;
+                }
                 if drain_all || now.saturating_sub(batch.created_ms) >= linger {
                     ready.push(*key);
                 }
