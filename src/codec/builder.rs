@@ -79,8 +79,8 @@ fn record_body_size(
         + headers_size(headers)
 }
 
-/// Bytes of the widest `Prefix`: a length varint, the attributes byte, a varlong and
-/// two more varints (26), rounded up to two 16-byte words.
+/// Bytes of the widest `Prefix`: a length varint, the attributes byte, a varlong and three
+/// more varints (27 when the key is null), rounded up to two 16-byte words.
 const PREFIX_BYTES: usize = 32;
 
 /// The small fields before a record's key or value, gathered in two registers so they
@@ -135,15 +135,26 @@ impl Prefix {
         self.unsigned(zigzag64(v));
     }
 
-    /// Appends the bytes gathered to `out`, which has room for `PREFIX_BYTES` more.
+    /// Appends the bytes gathered to `out`, which has room reserved for them.
+    ///
+    /// With room for `PREFIX_BYTES` more, the two words go in whole and the length is cut
+    /// back, so the copy has a fixed size. Near the end of the buffer's capacity (the last
+    /// record of a batch that fills the capacity it was given) only the bytes gathered are
+    /// copied, so that the buffer never grows past what the record needs.
     #[inline]
     fn append_to(&self, out: &mut Vec<u8>) {
         let end = out.len() + self.len;
-        out.extend_from_slice(&self.low.to_le_bytes());
-        if self.len > 16 {
-            out.extend_from_slice(&self.high.to_le_bytes());
+        if out.capacity() - out.len() >= PREFIX_BYTES {
+            out.extend_from_slice(&self.low.to_le_bytes());
+            if self.len > 16 {
+                out.extend_from_slice(&self.high.to_le_bytes());
+            }
+            out.truncate(end);
+        } else {
+            let (low, high) = (self.low.to_le_bytes(), self.high.to_le_bytes());
+            out.extend_from_slice(&low[..self.len.min(16)]);
+            out.extend_from_slice(&high[..self.len.saturating_sub(16)]);
         }
-        out.truncate(end);
     }
 }
 
@@ -225,10 +236,9 @@ impl BatchBuilder {
             "record batch would exceed {MAX_ENCODED_BATCH} bytes"
         );
         let start = self.buf.len();
-        // Reserved once with room for one whole `Prefix` past the record, so each piece
-        // below is appended without growing the buffer or zero-filling bytes about to be
-        // written.
-        self.buf.reserve(total + PREFIX_BYTES);
+        // Reserved once, then appended piece by piece: no zero-fill of bytes about to be
+        // written, and each append's capacity check is a branch that always passes.
+        self.buf.reserve(total);
         // Length, attributes (unused in v2), the two deltas and the key's length.
         let mut prefix = Prefix::new();
         prefix.varint(body as i32);

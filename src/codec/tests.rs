@@ -325,6 +325,14 @@ fn the_fast_path_agrees_on_every_two_byte_encoding() {
         let mut full = records(&b, &header);
         let full: Vec<_> = std::iter::from_fn(|| full.next_full()).map(shown).collect();
         assert_eq!(fast, full, "record area {area:02x?}");
+        // The append path's framing check accepts only what the full reader accepts.
+        if crate::codec::record::framing_is_valid(&b[..header.size()], &header) {
+            let mut all = records(&b, &header);
+            assert!(
+                std::iter::from_fn(|| all.next_full()).all(|r| r.is_ok()),
+                "framing check accepted record area {area:02x?}"
+            );
+        }
     };
     let (null, value) = ([1u8], [2u8, 9]);
     for b0 in 0x80..=0xFF_u8 {
@@ -441,6 +449,60 @@ fn records_ignores_bytes_after_the_batch_and_rejects_short_buffers() {
     let mut iter = records(&buf[..80], &header);
     assert_eq!(what_at(iter.next().unwrap()), ("batch length", 8));
     assert!(iter.next().is_none());
+}
+
+/// A batch that fills exactly the capacity its builder was given never grows the buffer
+/// (the producer sizes its buffers by `batch_size` and accounts for them), with or without
+/// keys, values and headers, and its bytes are the ones a builder with room to spare
+/// writes. The last records leave less room than a whole two-word prefix copy.
+#[test]
+fn a_batch_filling_its_capacity_exactly_keeps_its_buffer() {
+    /// Builds `count` records with `capacity`; the builder's capacity and the batch.
+    fn build_with(
+        capacity: usize,
+        count: i64,
+        timestamp: impl Fn(i64) -> i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> (usize, Vec<u8>) {
+        let mut builder = BatchBuilder::with_capacity(capacity);
+        for i in 0..count {
+            builder.push(timestamp(i), key, value, headers);
+        }
+        let capacity = builder.buffer_capacity();
+        (capacity, builder.finish().unwrap().to_vec())
+    }
+    let check = |count: i64,
+                 timestamp: &dyn Fn(i64) -> i64,
+                 key: Option<&[u8]>,
+                 value: Option<&[u8]>,
+                 headers: &[(&str, Option<&[u8]>)]| {
+        let (_, want) = build_with(1 << 22, count, timestamp, key, value, headers);
+        let (capacity, got) = build_with(want.len(), count, timestamp, key, value, headers);
+        assert_eq!(capacity, want.len(), "{count} records");
+        assert_eq!(got, want, "{count} records");
+        assert_eq!(decode(&got).unwrap().len(), count as usize);
+    };
+    let header = [("h", Some(&[1u8][..]))];
+    for count in 1..20 {
+        for key in [None, Some(&[5u8; 3][..])] {
+            for value in [
+                None,
+                Some(&[][..]),
+                Some(&[9u8; 7][..]),
+                Some(&[9u8; 40][..]),
+            ] {
+                for headers in [&[][..], &header[..]] {
+                    check(count, &|i| T0 + i, key, value, headers);
+                }
+            }
+        }
+    }
+    // Prefixes of 17 bytes (a three-byte offset delta, a ten-byte timestamp delta) ahead of
+    // a 5-byte value: the second word, copied byte by byte at the end of the capacity.
+    let extreme = |i: i64| if i % 2 == 0 { 0 } else { i64::MAX };
+    check(8200, &extreme, None, Some(&[4u8; 5]), &[]);
 }
 
 #[test]
@@ -578,9 +640,9 @@ fn decode(bytes: &[u8]) -> Result<Vec<Record>, Error> {
         .collect()
 }
 
-/// Records whose small fields before the value take their widest forms (a three-byte
-/// length, a ten-byte timestamp delta, a two-byte offset delta, a three-byte key length)
-/// round-trip: the builder's longest record prefixes.
+/// Records whose small fields before the value take wide forms (a three-byte length, a
+/// ten-byte timestamp delta, a two-byte offset delta, a three-byte key length) round-trip:
+/// record prefixes past 16 bytes, which take the builder's second word.
 #[test]
 fn records_with_the_widest_varints_round_trip() {
     let key = vec![3u8; 9000];
