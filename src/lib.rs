@@ -100,11 +100,29 @@ pub mod testing {
     pub use crate::segment::scan::{IndexState, ScanLimits, ScanOutcome, scan};
 
     /// Fuzz oracle for `decode_batch`: never panics; an accepted batch decodes fully, to
-    /// exactly its record count, with offsets inside its range.
+    /// exactly its record count, with offsets inside its range. Checked on the bytes as
+    /// given, and again with the batch length and CRC made to fit them, so that mutations
+    /// reach the records' framing instead of stopping at the checksum.
     ///
     /// # Panics
     /// When the oracle finds a violation.
     pub fn fuzz_decode_batch(data: &[u8]) {
+        use crate::codec::{CRC_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD};
+        check_decoded(data);
+        let Ok(length) = i32::try_from(data.len().wrapping_sub(LOG_OVERHEAD)) else {
+            return;
+        };
+        if data.len() >= RECORD_BATCH_OVERHEAD {
+            let mut fitted = data.to_vec();
+            fitted[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+            let crc = crate::codec::compute_crc(&fitted);
+            fitted[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            check_decoded(&fitted);
+        }
+    }
+
+    /// The oracle of [`fuzz_decode_batch`] for one input.
+    fn check_decoded(data: &[u8]) {
         let Ok(header) = crate::codec::validate_batch(data, 1 << 20) else {
             return;
         };
