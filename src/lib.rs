@@ -271,11 +271,34 @@ pub mod testing {
     }
 
     /// Fuzz oracle for `recover_segment`: never panics; the valid prefix is self-consistent
-    /// (scanning just the prefix accepts all of it with the same end offset).
+    /// (scanning just the prefix accepts all of it with the same end offset). Checked on the
+    /// bytes as given, and again with the CRC of every batch their length fields frame made
+    /// to fit, so that mutations reach the checks after the checksum.
     ///
     /// # Panics
     /// When the oracle finds a violation.
     pub fn fuzz_recover_segment(data: &[u8]) {
+        use crate::codec::{CRC_OFFSET, RECORD_BATCH_OVERHEAD};
+        check_recovered(data);
+        let mut fitted = data.to_vec();
+        let mut position = 0;
+        while let Some(size) = fitted
+            .get(position..)
+            .and_then(crate::codec::peek_batch_size)
+            .filter(|&size| size >= RECORD_BATCH_OVERHEAD && position + size <= fitted.len())
+        {
+            let batch = &mut fitted[position..position + size];
+            let crc = crate::codec::compute_crc(batch);
+            batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            position += size;
+        }
+        if position > 0 {
+            check_recovered(&fitted);
+        }
+    }
+
+    /// The oracle of [`fuzz_recover_segment`] for one input.
+    fn check_recovered(data: &[u8]) {
         let limits = ScanLimits {
             max_batch_bytes: 1 << 20,
             max_offset_entries: 1024,

@@ -640,6 +640,34 @@ fn decode(bytes: &[u8]) -> Result<Vec<Record>, Error> {
         .collect()
 }
 
+/// A record whose length covers bytes after its headers count (one record of three, each
+/// position in turn) is refused by the append path's check as by the full reader, with
+/// the batch's length and CRC made to fit.
+#[test]
+fn bytes_after_a_records_headers_inside_its_length_are_refused() {
+    for damaged in 0..3 {
+        let mut builder = BatchBuilder::new();
+        let mut starts = Vec::new();
+        for i in 0..3 {
+            starts.push(builder.size_in_bytes());
+            builder.push(T0 + i, None, Some(&[7u8; 10]), &[]);
+        }
+        let mut b = builder.finish_vec().unwrap();
+        starts.push(b.len());
+        // One more byte at the end of the damaged record, counted by its length (a
+        // one-byte varint here: the record is 17 bytes long).
+        let (start, end) = (starts[damaged], starts[damaged + 1]);
+        b.insert(end, 0);
+        assert!(b[start] < 0x80);
+        b[start] += 2;
+        let length = (b.len() - LOG_OVERHEAD) as i32;
+        b[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        fix_crc(&mut b);
+        assert!(validate_batch(&b, MAX).is_err(), "record {damaged}");
+        assert!(decode(&b).is_err(), "record {damaged}");
+    }
+}
+
 /// Records whose small fields before the value take wide forms (a three-byte length, a
 /// ten-byte timestamp delta, a two-byte offset delta, a three-byte key length) round-trip:
 /// record prefixes past 16 bytes, which take the builder's second word.
