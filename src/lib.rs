@@ -102,23 +102,53 @@ pub mod testing {
     /// Fuzz oracle for `decode_batch`: never panics; an accepted batch decodes fully, to
     /// exactly its record count, with offsets inside its range. Checked on the bytes as
     /// given, and again with the batch length and CRC made to fit them, so that mutations
-    /// reach the records' framing instead of stopping at the checksum.
+    /// reach the records' framing instead of stopping at the checksum; that copy's records
+    /// are also read by the fast path and by the full reader alone, which must agree, and
+    /// `validate_batch` must accept it exactly when they read every record without an error.
     ///
     /// # Panics
     /// When the oracle finds a violation.
     pub fn fuzz_decode_batch(data: &[u8]) {
         use crate::codec::{CRC_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD};
         check_decoded(data);
-        let Ok(length) = i32::try_from(data.len().wrapping_sub(LOG_OVERHEAD)) else {
+        if data.len() < RECORD_BATCH_OVERHEAD {
+            return;
+        }
+        let Ok(length) = i32::try_from(data.len() - LOG_OVERHEAD) else {
             return;
         };
-        if data.len() >= RECORD_BATCH_OVERHEAD {
-            let mut fitted = data.to_vec();
-            fitted[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
-            let crc = crate::codec::compute_crc(&fitted);
-            fitted[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let mut fitted = data.to_vec();
+        fitted[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        let crc = crate::codec::compute_crc(&fitted);
+        fitted[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        if fitted != data {
             check_decoded(&fitted);
         }
+        check_framing(&fitted);
+    }
+
+    /// For a batch whose length and CRC fit it: the fast path and the full reader yield the
+    /// same records and errors, and `validate_batch` accepts it exactly when that is
+    /// `records_count` records and no error.
+    fn check_framing(data: &[u8]) {
+        use crate::codec::{BatchHeader, RecordView, records, validate_batch};
+        fn shown(r: crate::Result<RecordView<'_>>) -> Result<RecordView<'_>, String> {
+            r.map_err(|e| e.to_string())
+        }
+        let Ok(header) = BatchHeader::parse(data, 1 << 20) else {
+            return;
+        };
+        let fast: Vec<_> = records(data, &header).map(shown).collect();
+        let mut full = records(data, &header);
+        let full: Vec<_> = std::iter::from_fn(|| full.next_full()).map(shown).collect();
+        assert_eq!(fast, full, "the fast path and the full reader disagree");
+        let read_all =
+            fast.iter().all(Result::is_ok) && fast.len() == header.records_count.max(0) as usize;
+        assert_eq!(
+            validate_batch(data, 1 << 20).is_ok(),
+            read_all,
+            "validate_batch and the readers disagree"
+        );
     }
 
     /// The oracle of [`fuzz_decode_batch`] for one input.
@@ -285,14 +315,14 @@ pub mod testing {
         while let Some(size) = fitted
             .get(position..)
             .and_then(crate::codec::peek_batch_size)
-            .filter(|&size| size >= RECORD_BATCH_OVERHEAD && position + size <= fitted.len())
+            .filter(|&size| size >= RECORD_BATCH_OVERHEAD && size <= fitted.len() - position)
         {
             let batch = &mut fitted[position..position + size];
             let crc = crate::codec::compute_crc(batch);
             batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
             position += size;
         }
-        if position > 0 {
+        if fitted != data {
             check_recovered(&fitted);
         }
     }

@@ -601,10 +601,9 @@ impl<'a> RecordIter<'a> {
     }
 }
 
-#[cfg(test)]
 impl<'a> RecordIter<'a> {
     /// [`Iterator::next`] through the full reader alone: the reference that the fast path
-    /// is tested against.
+    /// is tested against (by the unit tests and the `decode_batch` fuzz oracle).
     pub(crate) fn next_full(&mut self) -> Option<Result<RecordView<'a>>> {
         self.next_slow()
     }

@@ -658,13 +658,18 @@ fn bytes_after_a_records_headers_inside_its_length_are_refused() {
         // one-byte varint here: the record is 17 bytes long).
         let (start, end) = (starts[damaged], starts[damaged + 1]);
         b.insert(end, 0);
-        assert!(b[start] < 0x80);
+        assert_eq!(b[start], 0x20, "a 16-byte body");
         b[start] += 2;
         let length = (b.len() - LOG_OVERHEAD) as i32;
         b[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
         fix_crc(&mut b);
-        assert!(validate_batch(&b, MAX).is_err(), "record {damaged}");
-        assert!(decode(&b).is_err(), "record {damaged}");
+        let refused = ("record length", start);
+        assert_eq!(
+            what_at(validate_batch(&b, MAX)),
+            refused,
+            "record {damaged}"
+        );
+        assert_eq!(what_at(decode(&b)), refused, "record {damaged}");
     }
 }
 
