@@ -1,6 +1,7 @@
 //! Committed offsets, kept as Kafka keeps them: records in the internal, compacted topic
 //! `__consumer_offsets`, one partition per group by Kafka's hash rule, with Kafka's
-//! `OffsetCommitKey` (v1) / `OffsetCommitValue` (v3) schemas (reference §7).
+//! `OffsetCommitKey` (v1) / `OffsetCommitValue` (v3) schemas (reference §7); values of
+//! versions 0 to 4 are read, 4 being Kafka's first flexible version.
 //!
 //! Invariants: the in-memory cache equals the replay of the topic's records in offset
 //! order (latest record per key wins, a null value removes the key), so the cache changes
@@ -189,15 +190,17 @@ fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a `GroupMetadataValue` of versions 0 to 3.
+/// Decodes a `GroupMetadataValue` of versions 0 to 4 (4 is Kafka's first flexible version,
+/// KIP-915: compact strings, bytes and arrays, and tagged fields after each struct).
 fn decode_group_value(v: &mut Cursor<'_>) -> Result<GroupMeta> {
     let version = v.i16("group value version")?;
-    if !(0..=3).contains(&version) {
+    if !(0..=4).contains(&version) {
         return Err(v.bad(
             "group value version",
             &format!("unsupported version {version}"),
         ));
     }
+    v.flexible = version >= 4;
     let _protocol_type = v.string("protocol type")?;
     let generation = v.i32("generation")?;
     let protocol = v.nullable_string("protocol")?;
@@ -207,8 +210,7 @@ fn decode_group_value(v: &mut Cursor<'_>) -> Result<GroupMeta> {
     } else {
         -1
     };
-    let count = v.i32("member count")?;
-    let count = usize::try_from(count).map_err(|_| v.bad("member count", "negative"))?;
+    let count = v.array_len("member count")?;
     let mut members = Vec::new();
     for _ in 0..count {
         let member_id = v.string("member id")?;
@@ -227,6 +229,7 @@ fn decode_group_value(v: &mut Cursor<'_>) -> Result<GroupMeta> {
         };
         v.bytes("subscription")?;
         v.bytes("assignment")?;
+        v.tagged_fields("member tagged fields")?;
         members.push(MemberMeta {
             member_id,
             instance_id,
@@ -234,6 +237,7 @@ fn decode_group_value(v: &mut Cursor<'_>) -> Result<GroupMeta> {
             session_timeout_ms,
         });
     }
+    v.tagged_fields("group value tagged fields")?;
     Ok(GroupMeta {
         generation,
         protocol,
@@ -248,6 +252,9 @@ struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     what: &'static str,
+    /// Reading a flexible version: strings, bytes and arrays carry an unsigned varint of
+    /// their length plus one (0 for null), and each struct ends with tagged fields.
+    flexible: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -285,33 +292,82 @@ impl<'a> Cursor<'a> {
         Ok(i64::from_be_bytes(a))
     }
 
-    fn string(&mut self, field: &str) -> Result<String> {
-        let len = self.i16(field)?;
-        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
-        let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.bad(field, "not UTF-8"))
+    /// Kafka's `UNSIGNED_VARINT`: at most five bytes, seven bits each, low group first.
+    fn uvarint(&mut self, field: &str) -> Result<u32> {
+        let mut value = 0u32;
+        for i in 0..5 {
+            let byte = self.take(1, field)?[0];
+            if i == 4 && byte > 0x0f {
+                return Err(self.bad(field, "varint longer than 32 bits"));
+            }
+            value |= u32::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.bad(field, "varint longer than 32 bits"))
     }
 
-    fn nullable_string(&mut self, field: &str) -> Result<Option<String>> {
-        let len = self.i16(field)?;
+    /// A length with null: `int16` (strings) or `int32` (bytes, arrays) with -1 for null,
+    /// or in a flexible version the unsigned varint of the length plus one, 0 for null.
+    fn length(&mut self, field: &str, wide: bool) -> Result<Option<usize>> {
+        let len = if self.flexible {
+            i64::from(self.uvarint(field)?) - 1
+        } else if wide {
+            i64::from(self.i32(field)?)
+        } else {
+            i64::from(self.i16(field)?)
+        };
         if len == -1 {
             return Ok(None);
         }
-        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
+        usize::try_from(len)
+            .map(Some)
+            .map_err(|_| self.bad(field, "negative length"))
+    }
+
+    fn string(&mut self, field: &str) -> Result<String> {
+        self.nullable_string(field)?
+            .ok_or_else(|| self.bad(field, "null where a string is required"))
+    }
+
+    fn nullable_string(&mut self, field: &str) -> Result<Option<String>> {
+        let Some(len) = self.length(field, false)? else {
+            return Ok(None);
+        };
         let bytes = self.take(len, field)?;
         String::from_utf8(bytes.to_vec())
             .map(Some)
             .map_err(|_| self.bad(field, "not UTF-8"))
     }
 
-    /// Kafka's `BYTES`: `int32` length (-1 for null), then the bytes (skipped).
+    /// Kafka's `BYTES` (`COMPACT_BYTES` when flexible), null allowed; the bytes are skipped.
     fn bytes(&mut self, field: &str) -> Result<()> {
-        let len = self.i32(field)?;
-        if len == -1 {
+        if let Some(len) = self.length(field, true)? {
+            self.take(len, field)?;
+        }
+        Ok(())
+    }
+
+    /// An array's element count (`int32`, or `COMPACT_ARRAY` when flexible); not null.
+    fn array_len(&mut self, field: &str) -> Result<usize> {
+        self.length(field, true)?
+            .ok_or_else(|| self.bad(field, "null where an array is required"))
+    }
+
+    /// The tagged fields ending a struct of a flexible version: a count, then each field's
+    /// tag, size and bytes. None are known here, so all are skipped, as Kafka skips the
+    /// tags it does not know.
+    fn tagged_fields(&mut self, field: &str) -> Result<()> {
+        if !self.flexible {
             return Ok(());
         }
-        let len = usize::try_from(len).map_err(|_| self.bad(field, "negative length"))?;
-        self.take(len, field)?;
+        let count = self.uvarint(field)?;
+        for _ in 0..count {
+            self.uvarint(field)?;
+            let size = self.uvarint(field)? as usize;
+            self.take(size, field)?;
+        }
         Ok(())
     }
 
@@ -338,6 +394,7 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
         buf: key,
         pos: 0,
         what: "offsets topic key",
+        flexible: false,
     };
     let version = k.i16("key version")?;
     if version == 2 {
@@ -348,6 +405,7 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
                 buf: value,
                 pos: 0,
                 what: "offsets topic group value",
+                flexible: false,
             })?),
         };
         return Ok(Entry::Group { group, meta });
@@ -371,15 +429,19 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
         buf: value,
         pos: 0,
         what: "offsets topic value",
+        flexible: false,
     };
     let version = v.i16("value version")?;
-    if !(0..=3).contains(&version) {
+    if !(0..=4).contains(&version) {
         return Err(v.bad("value version", &format!("unsupported version {version}")));
     }
+    // v4 is Kafka's first flexible version (KIP-915): a compact metadata string and tagged
+    // fields at the end.
+    v.flexible = version >= 4;
     let offset = v.i64("offset")?;
     let offset = u64::try_from(offset).map_err(|_| v.bad("offset", "negative"))?;
     // v3 adds the leader epoch before the metadata; v1 alone has an expire timestamp.
-    let epoch = if version == 3 {
+    let epoch = if version >= 3 {
         v.i32("leader epoch")?
     } else {
         -1
@@ -389,6 +451,7 @@ pub(crate) fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Entry> 
     if version == 1 {
         v.i64("expire timestamp")?;
     }
+    v.tagged_fields("value tagged fields")?;
     let commit = OffsetAndMetadata {
         offset,
         metadata,
@@ -1028,6 +1091,95 @@ mod tests {
         }
         // Unknown key versions (KIP-848 records) are skipped.
         assert_eq!(decode(Some(&[0, 9]), Some(&[1])).unwrap(), Entry::Other);
+    }
+
+    /// `OffsetCommitValue` and `GroupMetadataValue` v4, Kafka's first flexible versions
+    /// (KIP-915), built by hand from the schemas: compact strings, bytes and arrays (an
+    /// unsigned varint of the length plus one), and tagged fields after each struct, which
+    /// are skipped whatever their tags.
+    #[test]
+    fn flexible_version_4_values_are_read() {
+        let tp = TopicPartition::new("orders", 2);
+        let key = encode_key("g", &tp).unwrap();
+        let mut v4 = vec![0, 4];
+        v4.extend_from_slice(&42i64.to_be_bytes());
+        v4.extend_from_slice(&7i32.to_be_bytes()); // leader epoch
+        v4.extend_from_slice(&[3, b'o', b'k']); // compact "ok"
+        v4.extend_from_slice(&1_000i64.to_be_bytes());
+        // Two tagged fields: tag 0 with 3 bytes, tag 200 (a two-byte varint) with none.
+        v4.extend_from_slice(&[2, 0, 3, 9, 9, 9, 0xc8, 0x01, 0]);
+        let expected = Entry::Offset {
+            group: "g".into(),
+            tp: tp.clone(),
+            commit: Some(OffsetAndMetadata {
+                offset: 42,
+                metadata: "ok".into(),
+                leader_epoch: Some(7),
+                commit_timestamp: 1_000,
+            }),
+        };
+        assert_eq!(decode(Some(&key), Some(&v4)).unwrap(), expected);
+        for cut in 0..v4.len() {
+            let result = decode(Some(&key), Some(&v4[..cut]));
+            assert!(result.is_err_and(|e| e.is_corruption()), "v4 cut at {cut}");
+        }
+        // A null metadata (compact length 0) is corruption, as is a six-byte varint.
+        let mut null_metadata = v4.clone();
+        null_metadata[14] = 0;
+        assert!(decode(Some(&key), Some(&null_metadata)).is_err_and(|e| e.is_corruption()));
+        let mut long_varint = v4[..14].to_vec();
+        long_varint.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+        assert!(decode(Some(&key), Some(&long_varint)).is_err_and(|e| e.is_corruption()));
+
+        let mut group = vec![0, 4];
+        group.extend_from_slice(&[9]); // compact "consumer"
+        group.extend_from_slice(b"consumer");
+        group.extend_from_slice(&7i32.to_be_bytes());
+        group.extend_from_slice(&[6, b'r', b'a', b'n', b'g', b'e']);
+        group.extend_from_slice(&[0]); // null leader
+        group.extend_from_slice(&42i64.to_be_bytes());
+        group.extend_from_slice(&[2]); // one member
+        group.extend_from_slice(&[4, b'm', b'-', b'1']);
+        group.extend_from_slice(&[0]); // null group instance id
+        group.extend_from_slice(&[2, b'c', 1]); // client id "c", client host ""
+        group.extend_from_slice(&300_000i32.to_be_bytes());
+        group.extend_from_slice(&45_000i32.to_be_bytes());
+        group.extend_from_slice(&[3, 1, 2, 0]); // subscription of 2 bytes, null assignment
+        group.extend_from_slice(&[1, 5, 1, 0]); // the member's tagged field 5
+        group.extend_from_slice(&[0]); // no tagged fields for the group
+        let expected = Entry::Group {
+            group: "g".into(),
+            meta: Some(GroupMeta {
+                generation: 7,
+                protocol: Some("range".into()),
+                leader: None,
+                state_timestamp: 42,
+                members: vec![MemberMeta {
+                    member_id: "m-1".into(),
+                    instance_id: None,
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                }],
+            }),
+        };
+        let group_key = encode_group_key("g").unwrap();
+        assert_eq!(decode(Some(&group_key), Some(&group)).unwrap(), expected);
+        for cut in 0..group.len() {
+            let result = decode(Some(&group_key), Some(&group[..cut]));
+            assert!(
+                result.is_err_and(|e| e.is_corruption()),
+                "group cut at {cut}"
+            );
+        }
+        // A null member array is corruption.
+        let mut null_members = group[..31].to_vec();
+        assert_eq!(null_members.pop(), Some(2));
+        null_members.extend_from_slice(&[0, 0]);
+        assert!(decode(Some(&group_key), Some(&null_members)).is_err_and(|e| e.is_corruption()));
+        // Version 5 is not a version Kafka has written.
+        let mut v5 = v4;
+        v5[1] = 5;
+        assert!(decode(Some(&key), Some(&v5)).is_err_and(|e| e.is_corruption()));
     }
 
     #[test]
