@@ -2409,7 +2409,8 @@ impl Log {
     /// other replicas (a partition without another replica comes back empty, as its data
     /// went with the disk). An online directory is left alone. After a failed fsync the
     /// directory's replicas of partitions led elsewhere are set aside and rebuilt: the page
-    /// cache may hold what never reached the disk.
+    /// cache may hold what never reached the disk (an fsync failed in this run, or in an
+    /// earlier one that left its `sync-failed` file there).
     ///
     /// ```no_run
     /// # fn main() -> tarnlog::Result<()> {
@@ -2452,9 +2453,6 @@ impl Log {
         if !old.is_poisoned() {
             return Ok(());
         }
-        // After a failed fsync the page cache may hold what never reached the disk: what
-        // the directory holds is rebuilt from the leaders, never trusted.
-        let untrusted = old.sync_failed();
         // Work still queued for the old directory (a `meta` write) must not race the new:
         // it is waited for, and one still stuck sees the old directory failed (as it is)
         // before it replaces a file.
@@ -2462,6 +2460,12 @@ impl Log {
             self.inner.set_options.replica_lag_time_max_ms,
         ));
         let dir = Arc::new(StorageDir::open(Arc::clone(old.storage()), old.path())?);
+        // After a failed fsync the page cache may hold what never reached the disk: what
+        // the directory holds is rebuilt from the leaders, never trusted. Read after the
+        // drain (an fsync of work queued there may have failed in it) and from the
+        // directory's own marker too (an fsync of this run that failed after the
+        // directory went offline, or one of an earlier run).
+        let untrusted = old.sync_failed() || dir.needs_resync();
         if untrusted {
             // Replicas it keeps (those with no leader elsewhere) write their unsynced
             // bytes again as they load.

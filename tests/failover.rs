@@ -1854,16 +1854,8 @@ fn an_empty_replica_at_the_leaders_end_with_a_superseded_start_is_not_level() {
 /// being distrusted as a replica to rebuild while no leader exists to rebuild it from.
 #[test]
 fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
-    let (_root, dirs, log, fault) = two_faulty_dirs();
-    let config = TopicConfig::default()
-        .replication_factor(2)
-        .fsync(tarnlog::FsyncPolicy::EveryBatch);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let (leader, follower) = leader_and_follower(&log, "t");
-    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
-    partition.append_values(["b"]).unwrap();
-    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+    let (_root, dirs, log, fault, leader, _) = follower_failed(FaultKind::NoSpace);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
     // One more append shows where its fsync falls among its storage calls.
     let before = fault.ops();
     partition.append_values(["c"]).unwrap();
@@ -1891,6 +1883,69 @@ fn a_directory_restored_after_a_failed_fsync_leads_when_no_one_else_can() {
     partition.append_values(["e"]).unwrap();
     log.close().unwrap();
     assert!(!dirs[leader].join("sync-failed").exists());
+}
+
+/// A directory whose fsync failed in an earlier run of this process (its page cache lives
+/// on) and which was offline when the log opened again still holds the `sync-failed`
+/// marker: `restore_dir` distrusts it as it distrusts a directory whose fsync failed in
+/// this run. Its replica of a partition led elsewhere is set aside and rebuilt from the
+/// leader, not read back from what may be the page cache alone.
+#[test]
+fn a_directory_restored_with_an_earlier_runs_failed_fsync_is_rebuilt() {
+    let (_root, dirs, log, fault, _, follower) = follower_failed(FaultKind::FailedWriteback);
+    log.simulate_crash();
+    assert!(dirs[follower].join("sync-failed").exists());
+    // The next open finds the follower's directory unusable: it stays offline, and so does
+    // its marker.
+    fault.heal_dir(&dirs[follower]);
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    let log = open_over(&dirs, &fault);
+    assert!(!log.dir_status()[follower].online);
+    partition_append(&log, "c");
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let aside: Vec<String> = std::fs::read_dir(&dirs[follower])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("t-0."))
+        .collect();
+    assert_eq!(aside, ["t-0.damaged"], "set aside, not read back");
+    assert_fully_replicated(&log);
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
+    log.close().unwrap();
+    assert!(!dirs[follower].join("sync-failed").exists());
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// Topic `t` (replication factor 2, `EveryBatch`) over two faulty directories: "a"
+/// appended to both, then the follower's directory failed with `kind` and "b" appended
+/// with the leader alone in sync. Returns the directories' indexes too, leader first.
+fn follower_failed(
+    kind: FaultKind,
+) -> (
+    tempfile::TempDir,
+    Vec<PathBuf>,
+    Log,
+    FaultStorage,
+    usize,
+    usize,
+) {
+    let (root, dirs, log, fault) = two_faulty_dirs();
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let (leader, follower) = leader_and_follower(&log, "t");
+    fault.fail_dir(&dirs[follower], kind);
+    partition.append_values(["b"]).unwrap();
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+    (root, dirs, log, fault, leader, follower)
+}
+
+fn partition_append(log: &Log, value: &str) {
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values([value]).unwrap();
 }
 
 /// The bytes of segment files that a failed fsync left in the page cache alone (see
