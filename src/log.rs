@@ -2456,16 +2456,17 @@ impl Log {
         // Work still queued for the old directory (a `meta` write) must not race the new:
         // it is waited for, and one still stuck sees the old directory failed (as it is)
         // before it replaces a file.
-        old.drain_and_unlock(Duration::from_millis(
+        let drained = old.drain_and_unlock(Duration::from_millis(
             self.inner.set_options.replica_lag_time_max_ms,
         ));
         let dir = Arc::new(StorageDir::open(Arc::clone(old.storage()), old.path())?);
         // After a failed fsync the page cache may hold what never reached the disk: what
         // the directory holds is rebuilt from the leaders, never trusted. Read after the
-        // drain (an fsync of work queued there may have failed in it) and from the
-        // directory's own marker too (an fsync of this run that failed after the
-        // directory went offline, or one of an earlier run).
-        let untrusted = old.sync_failed() || dir.needs_resync();
+        // drain (an fsync of work queued there may have failed in it; work still stuck
+        // there may fail one yet) and from the directory's `sync-failed` file too,
+        // whatever left it (an fsync of this run that failed after the directory went
+        // offline, or one of an earlier run).
+        let untrusted = !drained || old.sync_failed() || dir.needs_resync();
         if untrusted {
             // Replicas it keeps (those with no leader elsewhere) write their unsynced
             // bytes again as they load.
@@ -2764,7 +2765,7 @@ impl Log {
         let lag = Duration::from_millis(self.inner.set_options.replica_lag_time_max_ms);
         for dir in &self.inner.dirs() {
             // Work already handed to a directory's worker counts as done before the "kill".
-            dir.drain_and_unlock(lag);
+            let _ = dir.drain_and_unlock(lag);
         }
     }
 }
@@ -3094,7 +3095,7 @@ impl Inner {
         // is recovered. Work still queued on a directory (a `meta` write) finishes first.
         let lag = Duration::from_millis(self.set_options.replica_lag_time_max_ms);
         for dir in &self.dirs() {
-            dir.drain_and_unlock(lag);
+            let _ = dir.drain_and_unlock(lag);
         }
         result
     }

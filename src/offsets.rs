@@ -335,17 +335,22 @@ impl<'a> Cursor<'a> {
         let Some(len) = self.length(field, false)? else {
             return Ok(None);
         };
+        // Kafka refuses longer strings in every version (the compact form could say more).
+        if len > i16::MAX as usize {
+            return Err(self.bad(field, "longer than 32767 bytes"));
+        }
         let bytes = self.take(len, field)?;
         String::from_utf8(bytes.to_vec())
             .map(Some)
             .map_err(|_| self.bad(field, "not UTF-8"))
     }
 
-    /// Kafka's `BYTES` (`COMPACT_BYTES` when flexible), null allowed; the bytes are skipped.
+    /// Kafka's `BYTES` (`COMPACT_BYTES` when flexible), not null; the bytes are skipped.
     fn bytes(&mut self, field: &str) -> Result<()> {
-        if let Some(len) = self.length(field, true)? {
-            self.take(len, field)?;
-        }
+        let len = self
+            .length(field, true)?
+            .ok_or_else(|| self.bad(field, "null where bytes are required"))?;
+        self.take(len, field)?;
         Ok(())
     }
 
@@ -1093,8 +1098,8 @@ mod tests {
         assert_eq!(decode(Some(&[0, 9]), Some(&[1])).unwrap(), Entry::Other);
     }
 
-    /// `OffsetCommitValue` and `GroupMetadataValue` v4, Kafka's first flexible versions
-    /// (KIP-915), built by hand from the schemas: compact strings, bytes and arrays (an
+    /// `OffsetCommitValue` v4, Kafka's first flexible version (KIP-915), built by hand
+    /// from the schema: compact strings, bytes and arrays (an
     /// unsigned varint of the length plus one), and tagged fields after each struct, which
     /// are skipped whatever their tags.
     #[test]
@@ -1123,14 +1128,47 @@ mod tests {
             let result = decode(Some(&key), Some(&v4[..cut]));
             assert!(result.is_err_and(|e| e.is_corruption()), "v4 cut at {cut}");
         }
-        // A null metadata (compact length 0) is corruption, as is a six-byte varint.
-        let mut null_metadata = v4.clone();
-        null_metadata[14] = 0;
-        assert!(decode(Some(&key), Some(&null_metadata)).is_err_and(|e| e.is_corruption()));
-        let mut long_varint = v4[..14].to_vec();
-        long_varint.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
-        assert!(decode(Some(&key), Some(&long_varint)).is_err_and(|e| e.is_corruption()));
+        // Each of these would read as a whole record if its field were taken leniently: a
+        // null metadata (compact length 0); a length of 2 spelt in six varint bytes, or
+        // in five whose last has bits past the 32nd; a string over 32767 bytes.
+        let with_metadata = |metadata: &[u8]| {
+            let mut value = v4[..14].to_vec();
+            value.extend_from_slice(metadata);
+            value.extend_from_slice(&1_000i64.to_be_bytes());
+            value.push(0);
+            value
+        };
+        let long = vec![b'x'; 32_768];
+        let mut over_long = vec![0x81, 0x80, 0x02];
+        over_long.extend_from_slice(&long);
+        for bad in [
+            vec![0],
+            vec![0x83, 0x80, 0x80, 0x80, 0x80, 0x00, b'o', b'k'],
+            vec![0x83, 0x80, 0x80, 0x80, 0x10, b'o', b'k'],
+            over_long.clone(),
+        ] {
+            let result = decode(Some(&key), Some(&with_metadata(&bad)));
+            assert!(
+                result.is_err_and(|e| e.is_corruption()),
+                "{:?}",
+                &bad[..8.min(bad.len())]
+            );
+        }
+        // The five-byte spelling of the same length is Kafka's limit, and is read.
+        let entry = decode(
+            Some(&key),
+            Some(&with_metadata(&[0x83, 0x80, 0x80, 0x80, 0x00, b'o', b'k'])),
+        );
+        assert_eq!(entry.unwrap(), expected);
+        // Version 5 is not a version Kafka has written.
+        let mut v5 = v4;
+        v5[1] = 5;
+        assert!(decode(Some(&key), Some(&v5)).is_err_and(|e| e.is_corruption()));
+    }
 
+    /// `GroupMetadataValue` v4 built by hand, as [`flexible_version_4_values_are_read`].
+    #[test]
+    fn flexible_version_4_group_values_are_read() {
         let mut group = vec![0, 4];
         group.extend_from_slice(&[9]); // compact "consumer"
         group.extend_from_slice(b"consumer");
@@ -1144,7 +1182,7 @@ mod tests {
         group.extend_from_slice(&[2, b'c', 1]); // client id "c", client host ""
         group.extend_from_slice(&300_000i32.to_be_bytes());
         group.extend_from_slice(&45_000i32.to_be_bytes());
-        group.extend_from_slice(&[3, 1, 2, 0]); // subscription of 2 bytes, null assignment
+        group.extend_from_slice(&[3, 1, 2, 1]); // subscription of 2 bytes, empty assignment
         group.extend_from_slice(&[1, 5, 1, 0]); // the member's tagged field 5
         group.extend_from_slice(&[0]); // no tagged fields for the group
         let expected = Entry::Group {
@@ -1171,15 +1209,17 @@ mod tests {
                 "group cut at {cut}"
             );
         }
+        // A null assignment is corruption (non-nullable bytes, as in Kafka).
+        let mut null_assignment = group.clone();
+        let at = null_assignment.len() - 6;
+        assert_eq!(null_assignment[at], 1);
+        null_assignment[at] = 0;
+        assert!(decode(Some(&group_key), Some(&null_assignment)).is_err_and(|e| e.is_corruption()));
         // A null member array is corruption.
         let mut null_members = group[..31].to_vec();
         assert_eq!(null_members.pop(), Some(2));
         null_members.extend_from_slice(&[0, 0]);
         assert!(decode(Some(&group_key), Some(&null_members)).is_err_and(|e| e.is_corruption()));
-        // Version 5 is not a version Kafka has written.
-        let mut v5 = v4;
-        v5[1] = 5;
-        assert!(decode(Some(&key), Some(&v5)).is_err_and(|e| e.is_corruption()));
     }
 
     #[test]

@@ -914,15 +914,7 @@ fn restore_dir_needs_several_directories() {
 #[test]
 fn a_slow_follower_leaves_the_isr_and_rejoins() {
     use std::time::{Duration, Instant};
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 3);
-    let fault = FaultStorage::new(OsStorage::shared());
-    let log = Log::builder()
-        .dirs(&dirs)
-        .storage(fault.shared())
-        .replica_lag_time_max_ms(50)
-        .open()
-        .unwrap();
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(3, 50);
     let config = TopicConfig::default()
         .replication_factor(3)
         .min_insync_replicas(2)
@@ -1097,8 +1089,18 @@ fn stray_replicas_of_deleted_topics_are_removed() {
 
 /// Two directories on a fault-injecting storage, a replica lag of `lag_ms`, and a topic "t".
 fn two_dirs_with_topic_t(lag_ms: u64) -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Log) {
+    let (root, dirs, fault, log) = lagging_faulty_dirs(2, lag_ms);
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    (root, dirs, fault, log)
+}
+
+/// A log over `n` directories on a fault-injecting storage, with a replica lag of `lag_ms`.
+fn lagging_faulty_dirs(
+    n: usize,
+    lag_ms: u64,
+) -> (tempfile::TempDir, Vec<PathBuf>, FaultStorage, Log) {
     let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
+    let dirs = dirs(root.path(), n);
     let fault = FaultStorage::new(OsStorage::shared());
     let log = Log::builder()
         .dirs(&dirs)
@@ -1106,7 +1108,6 @@ fn two_dirs_with_topic_t(lag_ms: u64) -> (tempfile::TempDir, Vec<PathBuf>, Fault
         .replica_lag_time_max_ms(lag_ms)
         .open()
         .unwrap();
-    log.create_topic("t", TopicConfig::default()).unwrap();
     (root, dirs, fault, log)
 }
 
@@ -1904,7 +1905,60 @@ fn a_directory_restored_with_an_earlier_runs_failed_fsync_is_rebuilt() {
     partition_append(&log, "c");
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
-    let aside: Vec<String> = std::fs::read_dir(&dirs[follower])
+    rebuilt_after_restore(log, &dirs[follower]);
+    assert!(!dirs[follower].join("sync-failed").exists());
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// A directory whose queued `meta` write is still stuck in an fsync when `restore_dir`
+/// stops waiting for it (after `replica_lag_time_max_ms`) is distrusted: that fsync may
+/// fail yet, so its replica of a partition led elsewhere is set aside and rebuilt.
+#[test]
+fn a_directory_restored_with_an_fsync_still_stuck_is_rebuilt() {
+    use std::time::Duration;
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 50);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let (_, follower) = leader_and_follower(&log, "t");
+    // Where an append's last write falls among its storage calls: the follower's copy.
+    let before = fault.ops();
+    partition.append_values(["b"]).unwrap();
+    let write_at = fault
+        .op_log()
+        .iter()
+        .rfind(|&&(n, kind)| n > before && kind == OpKind::Write)
+        .map(|&(n, _)| n - before)
+        .unwrap();
+    // Syncs there hang until healed: the `meta` write this change queues is stuck.
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let config = log.topic("t").unwrap().config().retention_ms(4242);
+    log.alter_topic_config("t", config).unwrap();
+    fault.fail_at(fault.ops() + write_at, FaultKind::Eio, false);
+    partition.append_values(["c"]).unwrap();
+    assert!(
+        !log.dir_status()[follower].online,
+        "the follower's write failed"
+    );
+    // The disk recovers well after `restore_dir` stopped waiting for the stuck write (and
+    // its own syncs there wait for that too).
+    let healer = {
+        let (fault, dir) = (fault.clone(), dirs[follower].clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            fault.heal_dir(dir);
+        })
+    };
+    log.restore_dir(&dirs[follower]).unwrap();
+    healer.join().unwrap();
+    rebuilt_after_restore(log, &dirs[follower]);
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// After a `restore_dir` of `restored` that distrusted it: its copy of `t-0` was set aside,
+/// not read back, and rebuilt from the leader with "a", "b" and "c". Closes the log.
+fn rebuilt_after_restore(log: Log, restored: &Path) {
+    let aside: Vec<String> = std::fs::read_dir(restored)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("t-0."))
@@ -1913,8 +1967,6 @@ fn a_directory_restored_with_an_earlier_runs_failed_fsync_is_rebuilt() {
     assert_fully_replicated(&log);
     assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
     log.close().unwrap();
-    assert!(!dirs[follower].join("sync-failed").exists());
-    assert_replicas_identical(&dirs, "t", 1);
 }
 
 /// Topic `t` (replication factor 2, `EveryBatch`) over two faulty directories: "a"

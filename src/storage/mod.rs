@@ -339,12 +339,14 @@ impl StorageDir {
     /// Waits as [`StorageDir::drain`], then releases the directory's `LOCK`. A job still
     /// running then (a write stuck on a hung disk) could otherwise finish its file
     /// replacement in a directory another `Log` has opened since: the directory is marked
-    /// failed first, which that job checks before its rename.
-    pub(crate) fn drain_and_unlock(&self, timeout: std::time::Duration) {
-        if !self.drain(timeout) {
+    /// failed first, which that job checks before its rename. False when the time ran out.
+    pub(crate) fn drain_and_unlock(&self, timeout: std::time::Duration) -> bool {
+        let drained = self.drain(timeout);
+        if !drained {
             self.poison();
         }
         self.unlock();
+        drained
     }
 
     /// Releases the directory's `LOCK` (the log is closed; stale handles may live on).
