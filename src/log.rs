@@ -3023,14 +3023,22 @@ impl Inner {
             let mut recovery = BTreeMap::new();
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
+            let mut covered = Vec::new();
             for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
+                // Before the recovery point: a cut counted here has lowered it.
+                covered.push((replica, replica.truncation_count()));
                 recovery.insert(tp.clone(), replica.recovery_point());
                 start.insert(tp.clone(), replica.log_start_offset());
                 high.insert(tp, replica.high_watermark());
             }
             let write = |name, entries: &_| metadata::write_checkpoint(dir, name, entries, all);
             let written = write(metadata::RECOVERY_POINT, &recovery)
+                .inspect(|()| {
+                    for (replica, truncations) in covered {
+                        replica.recovery_point_checkpointed(truncations);
+                    }
+                })
                 .and_then(|()| write(metadata::LOG_START, &start))
                 .and_then(|()| write(metadata::HIGH_WATERMARK, &high));
             match written {

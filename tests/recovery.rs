@@ -2162,3 +2162,76 @@ fn a_topic_deleted_again_over_a_leftover_of_its_last_deletion_is_deleted() {
         .unwrap();
     log.close().unwrap();
 }
+
+/// A kill at any storage call of a truncation below the recovery point (every call fails
+/// from that one on, then the process is dropped as `kill -9` would) leaves a log the next
+/// open takes: every record below the cut is there in order, and the log ends between the
+/// cut and its old end. Before the recovery floor, a kill after the cut and before the
+/// next checkpoint left a log ending below the recovery point on disk, which the open
+/// refused as damage to synced data. Checked for a cut inside a segment (the part kept
+/// rewritten) and for one at a segment's base (seven records to a segment here).
+#[test]
+fn a_kill_at_any_point_of_a_truncation_leaves_a_log_that_opens() {
+    use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+    let values: Vec<String> = (0..40)
+        .map(|i| format!("value-{i:02}-{}", "x".repeat(60)))
+        .collect();
+    for cut in [13, 28] {
+        for at in 1.. {
+            let dir = tempdir();
+            let fault = FaultStorage::new(OsStorage::shared());
+            let open = || {
+                Log::builder()
+                    .dir(dir.path())
+                    .storage(fault.shared())
+                    .open()
+            };
+            let log = open().unwrap();
+            let config = TopicConfig::default().segment_bytes(1024);
+            let partition = log
+                .create_topic(TOPIC, config)
+                .unwrap()
+                .partition(0)
+                .unwrap();
+            for value in &values {
+                partition.append_values([value]).unwrap();
+            }
+            // The recovery point on disk: the log's end.
+            log.flush().unwrap();
+            assert!(partition.segment_count() > 3);
+            fault.fail_at(fault.ops() + at, FaultKind::Eio, true);
+            let result = partition.truncate_to(cut);
+            let finished = fault.injected() == 0;
+            assert_eq!(result.is_ok(), finished, "kill at call {at}: {result:?}");
+            drop(partition);
+            log.simulate_crash();
+            fault.heal();
+            let log = open().unwrap_or_else(|e| panic!("cut {cut}, kill at call {at}: {e}"));
+            let partition = log.topic(TOPIC).unwrap().partition(0).unwrap();
+            let read: Vec<String> = read_all(&partition)
+                .unwrap()
+                .into_iter()
+                .map(|r| String::from_utf8(r.value).unwrap())
+                .collect();
+            assert!(
+                (cut as usize..=values.len()).contains(&read.len()),
+                "cut {cut}, kill at call {at}: {} records",
+                read.len()
+            );
+            assert_eq!(
+                read[..],
+                values[..read.len()],
+                "cut {cut}, kill at call {at}"
+            );
+            if finished {
+                assert_eq!(read.len(), cut as usize);
+                // The floor went with the checkpoint that covered the cut.
+                assert!(!pdir(dir.path()).join("recovery-floor").exists());
+                log.close().unwrap();
+                break;
+            }
+            drop(partition);
+            log.close().unwrap();
+        }
+    }
+}

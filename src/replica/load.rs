@@ -144,6 +144,13 @@ impl ReplicaLog {
             create_rebuilding(&options.dir, &path)?;
         }
         let rebuilding = created || storage.exists(&path.join(REBUILDING));
+        // A cut that a crash may have stopped before the recovery-point checkpoint went
+        // down with it: the log may end below that checkpoint, legitimately.
+        let floor = super::floor::read(&options.dir, &path)?;
+        let mut options = options;
+        if let Some(floor) = floor {
+            options.recovery_point = options.recovery_point.map(|point| point.min(floor));
+        }
         let mut loaded = load_segments(&options, &path)?;
         loaded.report.created = rebuilding;
         let writer = loaded.writer;
@@ -191,6 +198,7 @@ impl ReplicaLog {
             cleaning: Mutex::new(()),
             cleaner_file: Mutex::new(u64::MAX),
             truncations: AtomicU64::new(0),
+            floor: Mutex::new(super::floor::Floor::loaded(floor)),
             retired: std::sync::atomic::AtomicBool::new(false),
             rebuilding: std::sync::atomic::AtomicBool::new(rebuilding),
             sync: Mutex::new(SyncState {
@@ -226,7 +234,7 @@ impl ReplicaLog {
                 .flat_map(|&base| Segment::paths(&self.path, base)),
         );
         let mut w = self.writer.lock();
-        restart(self, &mut w, start, self.clock.now_ms())?;
+        restart(self, &mut w, start, self.clock.now_ms(), || Ok(()))?;
         drop(w);
         self.high_watermark.fetch_max(start, Ordering::AcqRel);
         self.recovery_point.store(start, Ordering::Release);
@@ -1017,8 +1025,17 @@ fn tail_scan(
 }
 
 /// Deletes every segment and starts the log afresh, empty, at `offset` (its log start).
-pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
+///
+/// `before_cut` runs before the first file is removed (see `ReplicaLog::lower_floor`).
+pub(super) fn restart(
+    log: &ReplicaLog,
+    w: &mut Writer,
+    offset: u64,
+    now: i64,
+    before_cut: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let dir = &log.dir;
+    before_cut()?;
     let mut bases: Vec<u64> = log.unlinking.lock().drain(..).collect();
     bases.extend(log.segments.read().keys().copied());
     // Queued or not, no old file may stay to be taken for the new segment's (or unlinked
@@ -1033,8 +1050,15 @@ pub(super) fn restart(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -
     Ok(())
 }
 
-/// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`).
-pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) -> Result<()> {
+/// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`). `before_cut`
+/// runs once the cut is known to be possible, before the first record goes.
+pub(super) fn truncate(
+    log: &ReplicaLog,
+    w: &mut Writer,
+    offset: u64,
+    now: i64,
+    before_cut: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let dir = &log.dir;
     // Files queued by retention at or above the cut go now: a later roll may create a
     // segment at one of their bases, which the queued unlink would then remove.
@@ -1049,7 +1073,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
     let bases: Vec<u64> = segments.iter().map(|s| s.base_offset).collect();
     let keep = segments.iter().rposition(|s| s.base_offset <= offset);
     let Some(keep) = keep else {
-        return restart(log, w, offset, now);
+        return restart(log, w, offset, now, before_cut);
     };
     let containing = &segments[keep];
     let cut = containing
@@ -1081,6 +1105,7 @@ pub(super) fn truncate(log: &ReplicaLog, w: &mut Writer, offset: u64, now: i64) 
             ),
         });
     }
+    before_cut()?;
     delete_segments(dir, &log.path, &bases[keep + 1..])?;
     if cut < containing.size() || containing.log_file().is_none() {
         rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;

@@ -10,6 +10,7 @@
 mod clean;
 mod durability;
 pub(crate) mod epochs;
+mod floor;
 mod load;
 mod retention;
 mod set;
@@ -100,6 +101,8 @@ pub(crate) struct ReplicaLog {
     /// while one runs: a cleaning gives up when one happened meanwhile, as its offset map may
     /// rest on records cut since; a read that found offsets out of order tries again.
     truncations: AtomicU64,
+    /// The recovery floor file (see [`floor`]); held through each cut.
+    floor: Mutex<floor::Floor>,
     /// Set by `retire`: a cleaning running now stops at its next batch.
     retired: std::sync::atomic::AtomicBool,
     /// Its directory holds the `REBUILDING` marker: recreated empty and not yet level
@@ -180,6 +183,13 @@ impl ReplicaLog {
     /// Offsets below this are known to be synced.
     pub(crate) fn recovery_point(&self) -> u64 {
         self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// How many times a truncation or restart began or ended here (odd while one runs).
+    /// Read before [`recovery_point`](Self::recovery_point) for a checkpoint, it says which
+    /// cuts that checkpoint covers (see [`ReplicaLog::recovery_point_checkpointed`]).
+    pub(crate) fn truncation_count(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
     }
 
     /// Number of segments.
@@ -805,13 +815,20 @@ impl ReplicaLog {
         let now = self.clock.now_ms();
         // Kafka's `maybeTruncateCheckpoint`: what is appended again after the cut is dirty;
         // the checkpoint says so (durably) before anything is cut. The cut falls at the
-        // start of the batch holding `offset`.
-        self.lower_cleaner_point(self.batch_start(offset)?)?;
+        // start of the batch holding `offset`; the recovery point an open trusts goes
+        // down to it first too.
+        let cut = self.batch_start(offset)?;
+        self.lower_cleaner_point(cut)?;
+        let mut floor = self.floor.lock();
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        let truncated = load::truncate(self, &mut w, offset, now);
+        let truncated = load::truncate(self, &mut w, offset, now, || {
+            self.lower_floor(&mut floor, cut)
+        });
         // After the segments changed: a cleaning that reads the new count sees them too.
-        self.truncations.fetch_add(1, Ordering::AcqRel);
+        let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
         truncated?;
+        floor.covered_from(count);
+        drop(floor);
         self.trim_epochs(w.next_offset)?;
         self.lower_cleaner_point(w.next_offset)
     }
@@ -854,10 +871,15 @@ impl ReplicaLog {
         self.dir.check()?;
         let now = self.clock.now_ms();
         self.lower_cleaner_point(offset)?;
+        let mut floor = self.floor.lock();
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        let restarted = load::restart(self, &mut w, offset, now);
-        self.truncations.fetch_add(1, Ordering::AcqRel);
+        let restarted = load::restart(self, &mut w, offset, now, || {
+            self.lower_floor(&mut floor, offset)
+        });
+        let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
         restarted?;
+        floor.covered_from(count);
+        drop(floor);
         // An empty log holds no epoch: the copies bring the leader's.
         self.trim_epochs(0)
     }

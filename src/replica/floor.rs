@@ -1,0 +1,113 @@
+//! The recovery floor: a file in a partition directory that caps the recovery point an
+//! open trusts for that replica.
+//!
+//! The recovery point lives in a checkpoint shared by every partition of the directory,
+//! written after the fact (by the background thread, a flush, a close). A truncation cuts
+//! the log below it: a crash before the next checkpoint would leave a log that ends below
+//! the recovery point on disk, which an open must take for damage to synced data
+//! (`Corruption`). So before a cut below the recovery point, the cut's offset is written
+//! here, durably; an open takes the smaller of the two. The file goes (durably) once a
+//! recovery-point checkpoint taken after the cut is on disk.
+//!
+//! Kept as a framed file (`storage::write_framed`) whose body is the offset in decimal.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::storage::{StorageDir, read_framed, write_framed};
+
+use super::ReplicaLog;
+
+/// Name of the file in the partition directory.
+pub(crate) const FILE: &str = "recovery-floor";
+const MAGIC: [u8; 8] = *b"TNLFLOOR";
+const VERSION: u32 = 1;
+
+/// What a replica knows of its floor file.
+#[derive(Debug, Default)]
+pub(crate) struct Floor {
+    /// The offset the file on disk holds, if there is one.
+    on_disk: Option<u64>,
+    /// The truncation count from which a recovery-point checkpoint covers every cut the
+    /// file stands for (`u64::MAX` while one runs, or after one failed: kept this run).
+    needed_until: u64,
+}
+
+impl Floor {
+    /// A floor found on disk at open: the recovery point loaded is already below it, so
+    /// the first checkpoint covers it.
+    pub(crate) fn loaded(on_disk: Option<u64>) -> Floor {
+        Floor {
+            on_disk,
+            needed_until: 0,
+        }
+    }
+
+    /// After a cut that succeeded, which left the truncation count at `truncations` (the
+    /// recovery point in memory is now at most its end): a checkpoint taken from here on
+    /// covers it.
+    pub(super) fn covered_from(&mut self, truncations: u64) {
+        self.needed_until = truncations;
+    }
+}
+
+/// Reads the floor in partition directory `path`: `None` without the file. A file that
+/// does not read as an offset (written whole by `write_framed`, so it never should) counts
+/// as a floor of 0: the open then checks nothing below the recovery point strictly, rather
+/// than take a legitimate cut for damage.
+pub(crate) fn read(dir: &StorageDir, path: &Path) -> Result<Option<u64>> {
+    match read_framed(dir, &path.join(FILE), MAGIC, VERSION) {
+        Ok(Some((_, body))) => Ok(Some(
+            std::str::from_utf8(&body)
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .unwrap_or(0),
+        )),
+        Ok(None) => Ok(None),
+        Err(Error::Corruption { .. }) => Ok(Some(0)),
+        Err(error) => Err(error),
+    }
+}
+
+impl ReplicaLog {
+    /// Before a cut (a truncation or a restart) that leaves the log ending at `end`, under
+    /// the writer lock: writes the floor at `end` when the recovery point on disk may lie
+    /// above it. (It can be above the one in memory only after an earlier cut, whose floor
+    /// is then on disk and at most that cut.)
+    pub(super) fn lower_floor(&self, floor: &mut Floor, end: u64) -> Result<()> {
+        floor.needed_until = u64::MAX;
+        let above = floor.on_disk.unwrap_or_else(|| self.recovery_point());
+        if end < above {
+            write_framed(
+                &self.dir,
+                &self.path,
+                FILE,
+                MAGIC,
+                VERSION,
+                end.to_string().as_bytes(),
+            )?;
+            floor.on_disk = Some(end);
+        }
+        Ok(())
+    }
+
+    /// A recovery-point checkpoint of this replica, read after its truncation count was
+    /// `truncations`, is on disk: the floor goes when that covers it. Best effort (a
+    /// floor left behind costs the next open a scan from it); skipped while a cut runs.
+    pub(crate) fn recovery_point_checkpointed(&self, truncations: u64) {
+        let Some(mut floor) = self.floor.try_lock() else {
+            return;
+        };
+        if floor.on_disk.is_none() || truncations < floor.needed_until {
+            return;
+        }
+        let file = self.path.join(FILE);
+        let removed = match self.dir.storage().remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(()),
+            _ => self.dir.sync_dir(&self.path).map_err(|_| ()),
+        };
+        if removed.is_ok() {
+            floor.on_disk = None;
+        }
+    }
+}
