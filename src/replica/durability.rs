@@ -198,9 +198,15 @@ impl ReplicaLog {
         self.sync_to(end)
     }
 
-    /// Records that every offset below `end` is durable (a roll synced them).
-    pub(super) fn note_synced(&self, end: u64) {
+    /// Records that the offsets from `from` to `end` are durable (a roll synced the segment
+    /// holding them). Only when everything before `from` was synced already: segments
+    /// sealed under `None` before the policy changed, or found by recovery, are synced by
+    /// the next [`sync_active`](Self::sync_to), which starts at what is recorded here.
+    pub(super) fn note_synced(&self, from: u64, end: u64) {
         let mut state = self.sync.lock();
+        if state.synced_to < from {
+            return;
+        }
         state.synced_to = state.synced_to.max(end);
         self.recovery_point.fetch_max(end, Ordering::AcqRel);
     }

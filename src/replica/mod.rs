@@ -626,7 +626,7 @@ impl ReplicaLog {
             // After the trim, so that the files' final lengths are durable too.
             self.sync_segment_files(&old)?;
             self.dir.sync_dir(&self.path)?;
-            self.note_synced(new_base);
+            self.note_synced(old.base_offset, new_base);
         }
         {
             let mut segments = self.segments.write();

@@ -980,3 +980,81 @@ fn power_loss_size_durable_only_at_fsync() {
         },
     );
 }
+
+/// A topic that ran under `FsyncPolicy::None` (its sealed segments never synced) and then
+/// under `EveryBatch`: once a `flush` after the change returned, a power loss keeps every
+/// record, also after a roll under the new policy. (That roll synced only the segment it
+/// sealed and took it for covering those sealed before it, so the flush skipped them.)
+#[test]
+fn segments_sealed_without_fsync_are_synced_after_the_policy_changes() {
+    let dir = common::scratch("tarnlog-power-run-");
+    let roots = roots_in(dir.path(), 1);
+    let image = common::scratch("tarnlog-power-image-");
+    let image_roots = roots_in(image.path(), 1);
+    let storage = CrashStorage::new(&roots, SizeRule::AnySync).unwrap();
+    {
+        let image_roots = image_roots.clone();
+        storage.on_crash(move |crash| {
+            if crash.forced {
+                crash
+                    .write_image(&image_roots, Keep::Synced, &mut Rng(1))
+                    .unwrap();
+            }
+        });
+    }
+    let log = open(&roots, Some(Arc::new(storage.clone())), false).unwrap();
+    let config = TopicConfig::default()
+        .segment_bytes(512)
+        .fsync(FsyncPolicy::None);
+    let partition = log
+        .create_topic(TOPIC, config)
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let values: Vec<String> = (0..30)
+        .map(|i| format!("{i:03}-{}", "v".repeat(40)))
+        .collect();
+    for value in &values[..15] {
+        partition.append_values([value]).unwrap();
+    }
+    assert!(partition.segment_count() >= 3);
+    let config = log
+        .topic(TOPIC)
+        .unwrap()
+        .config()
+        .fsync(FsyncPolicy::EveryBatch);
+    log.alter_topic_config(TOPIC, config).unwrap();
+    // The first append under the new policy rolls (it cannot fit after what the active
+    // segment holds), before it syncs anything.
+    let before = partition.segment_count();
+    partition.append_values([&values[15..20].concat()]).unwrap();
+    assert!(
+        partition.segment_count() > before,
+        "a roll under EveryBatch"
+    );
+    for value in &values[20..] {
+        partition.append_values([value]).unwrap();
+    }
+    log.flush().unwrap();
+    // The power goes now: only what was synced is on the disk.
+    storage.crash_now();
+    storage.clear_callback();
+    drop(partition);
+    log.simulate_crash();
+    let log = open(&image_roots, None, false).unwrap();
+    let partition = log.topic(TOPIC).unwrap().partition(0).unwrap();
+    let mut read = Vec::new();
+    let mut offset = 0;
+    while offset < partition.log_end_offset() {
+        for record in partition.read(offset, 1 << 20).unwrap().records() {
+            let record = record.unwrap();
+            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            offset = record.offset as u64 + 1;
+        }
+    }
+    let mut expected = values[..15].to_vec();
+    expected.push(values[15..20].concat());
+    expected.extend_from_slice(&values[20..]);
+    assert_eq!(read, expected);
+    log.close().unwrap();
+}
