@@ -273,10 +273,21 @@ impl ReplicaLog {
         // A record is removed because a later one of its key exists: that one must survive
         // a power loss first (under `FsyncPolicy::None` a sealed segment may be unsynced).
         self.sync_to(map.end)?;
+        // From the segment holding the log start: one wholly below it (left by a kill
+        // while retention unlinked the segments it dropped, until its next pass) is read
+        // by no one, and may not run on into the next (one between may be gone).
+        let start = self.log_start_offset();
         let cleaning: Vec<Arc<Segment>> = segments
             .iter()
-            .filter(|s| s.base_offset < map.end)
-            .cloned()
+            .zip(
+                segments
+                    .iter()
+                    .skip(1)
+                    .map(|s| Some(s.base_offset))
+                    .chain([None]),
+            )
+            .filter(|(s, next)| s.base_offset < map.end && next.is_none_or(|n| n > start))
+            .map(|(s, _)| Arc::clone(s))
             .collect();
         let filter = Filter {
             map: &map,
@@ -348,14 +359,16 @@ impl ReplicaLog {
         let mut scratch = Vec::new();
         let mut expected = base;
         for segment in group {
-            if stopped(stop, &self.retired) {
-                return Err(Error::Closed);
-            }
             cleaned.segments += 1;
             cleaned.bytes_read += segment.size() as u64;
             let bytes = segment.bytes();
             let mut position = 0;
             while position < bytes.len() {
+                // At each batch: a `retire` (topic deletion) or the log's close waits for
+                // this cleaning, so it stops within one batch, not one group of segments.
+                if stopped(stop, &self.retired) {
+                    return Err(Error::Closed);
+                }
                 let header = segment.header_at(position)?;
                 let in_file = |e: Error| e.in_file(segment.log_path(), position as u64);
                 if header.base_offset as u64 != expected {
@@ -1033,6 +1046,35 @@ mod tests {
 
     fn keys_and_offsets(log: &ReplicaLog) -> (Vec<String>, Vec<u64>) {
         records(log).into_iter().map(|(o, k, _)| (k, o)).unzip()
+    }
+
+    /// A segment wholly below the log start, with the one after it gone (a kill while
+    /// retention unlinked the segments it dropped leaves such a map at the next open,
+    /// until its next pass), is left out of a cleaning: before, the cleaning read on from
+    /// it into the segment at the log start and failed at the gap between them.
+    #[test]
+    fn a_stale_segment_below_the_log_start_is_not_cleaned() {
+        use std::sync::atomic::Ordering;
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path());
+        for segment in 0..4 {
+            for key in ["a", "b", "a"] {
+                append(&log, NOW, key, Some(&format!("{segment}")));
+            }
+            roll(&log);
+        }
+        let bases: Vec<u64> = log.segments.read().keys().copied().collect();
+        assert_eq!(bases, [0, 3, 6, 9, 12]);
+        log.segments.write().remove(&3);
+        log.log_start.store(6, Ordering::Release);
+        clean(&log, 6, NOW, 10);
+        assert_eq!(
+            records(&log),
+            [
+                (10, "b".into(), Some("3".into())),
+                (11, "a".into(), Some("3".into()))
+            ]
+        );
     }
 
     /// `testPartialSegmentClean`: an offset map that holds one key still makes progress,
