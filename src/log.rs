@@ -1480,7 +1480,9 @@ fn background(inner: &Arc<Inner>, tick: Duration, every: &Intervals) {
         if now - last_checkpoint >= every.checkpoint_ms {
             last_checkpoint = now;
             let points: Vec<u64> = replicas.iter().map(|r| r.recovery_point()).collect();
-            if points != checkpointed {
+            // A recovery floor goes with the next checkpoint: until then an open checks
+            // less below the recovery point strictly.
+            if points != checkpointed || replicas.iter().any(|r| r.has_recovery_floor()) {
                 // A failure here leaves the older checkpoint: recovery then rescans more.
                 if inner.write_checkpoints().is_ok() {
                     checkpointed = points;

@@ -2417,3 +2417,60 @@ fn a_clean_failover_keeps_the_consumers_position() {
     drop(consumer);
     log.close().unwrap();
 }
+
+/// A follower whose whole log lies below its leader's log start restarts empty at the
+/// leader's start when restored: a kill at any storage call of that restore (every call
+/// fails from that one on, then the process is dropped as `kill -9` would) leaves a
+/// follower the next open takes as it is, never one it finds ending below its recovery
+/// point and sets aside as damaged. (Its segments are deleted newest first, so a kill
+/// midway leaves a prefix of them: the recovery floor goes down to its first base.)
+#[test]
+fn a_kill_at_any_point_of_a_followers_restart_leaves_a_log_that_opens() {
+    for at in 1.. {
+        let (_root, dirs, log, fault) = two_faulty_dirs();
+        let config = TopicConfig::default()
+            .replication_factor(2)
+            .segment_bytes(512);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        let (leader, follower) = leader_and_follower(&log, "t");
+        let written: Vec<String> = (0..30)
+            .map(|i| format!("{i:02}-{}", "v".repeat(40)))
+            .collect();
+        for value in &written[..20] {
+            partition.append_values([value]).unwrap();
+        }
+        log.flush().unwrap();
+        fault.fail_dir(&dirs[follower], FaultKind::Eio);
+        for value in &written[20..] {
+            partition.append_values([value]).unwrap();
+        }
+        assert_eq!(partition.delete_records(25).unwrap(), 25);
+        fault.heal_dir(&dirs[follower]);
+        let start = fault.ops();
+        fault.fail_at(start + at, FaultKind::Eio, true);
+        let restored = log.restore_dir(&dirs[follower]);
+        // Every call of the restore ran before the failing one.
+        let finished = fault.ops() < start + at;
+        drop(partition);
+        log.simulate_crash();
+        fault.heal();
+        let log = open_over(&dirs, &fault);
+        let damaged: Vec<String> = std::fs::read_dir(&dirs[follower])
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("t-0."))
+            .collect();
+        assert_eq!(
+            damaged,
+            [] as [String; 0],
+            "kill at call {at}: {restored:?}"
+        );
+        assert_eq!(values(&log, "t", 0)[..], written[25..], "kill at call {at}");
+        assert!(log.dir_status()[leader].online);
+        log.close().unwrap();
+        if finished {
+            assert!(restored.is_ok());
+            break;
+        }
+    }
+}

@@ -521,7 +521,9 @@ impl ReplicaLog {
             segments.insert(base, fresh);
         }
         drop(w);
-        // A file that stays (reported) is removed at the next open.
+        // The swap is done: a file a kill leaves here is removed at the next open. A removal
+        // that fails is an I/O error like any other (with several directories this one
+        // goes offline, as Kafka's log directory does when it cannot delete a file).
         for segment in group {
             for path in suffixed(&self.path, segment.base_offset, "deleted") {
                 if storage.exists(&path) {

@@ -94,21 +94,33 @@ impl ReplicaLog {
         let mut state = self.sync.lock();
         state.in_progress = false;
         self.synced.notify_all();
-        let upto = result?;
+        let (upto, truncations) = result?;
+        self.note_sync(&mut state, upto, truncations);
+        Ok(state)
+    }
+
+    /// Records a sync of the log up to `upto`, which was read at truncation count
+    /// `truncations`. Not after a truncation since then (it lowered the synced point under
+    /// the sync lock, held here): `upto` is stale, and what is appended again below it is
+    /// not synced yet.
+    fn note_sync(&self, state: &mut SyncState, upto: u64, truncations: u64) {
+        if self.truncations.load(Ordering::Acquire) != truncations {
+            return;
+        }
         state.synced_to = state.synced_to.max(upto);
         state.unsynced_records = 0;
         state.oldest_unsynced_ms = None;
         self.recovery_point.fetch_max(upto, Ordering::AcqRel);
-        Ok(state)
     }
 
     /// fdatasyncs the active segment; returns the log end it covers. Sealed segments were
     /// synced when they were rolled (under a policy other than `None`) or are synced by
-    /// `flush`.
-    fn sync_active(&self, synced_to: u64) -> Result<u64> {
-        let (active, upto) = {
+    /// `flush`. Also returns the truncation count as it was when the log end was read.
+    fn sync_active(&self, synced_to: u64) -> Result<(u64, u64)> {
+        let (active, upto, truncations) = {
             let w = self.writer.lock();
-            (Arc::clone(&w.active), w.next_offset)
+            let truncations = self.truncations.load(Ordering::Acquire);
+            (Arc::clone(&w.active), w.next_offset, truncations)
         };
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         // Sealed segments holding offsets at or above `synced_to` may never have been synced:
@@ -133,7 +145,7 @@ impl ReplicaLog {
         if new_entries {
             self.dir.sync_dir(&self.path)?;
         }
-        Ok(upto)
+        Ok((upto, truncations))
     }
 
     /// fsyncs a file by path (one of a sealed segment, which keeps no descriptor). A file
@@ -266,5 +278,41 @@ impl ReplicaLog {
         drop(w);
         self.recovery_point.fetch_max(end, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::codec::BatchBuilder;
+    use crate::config::{FsyncPolicy, TopicConfig};
+
+    /// A sync that read the log end before a truncation and finished after it (an
+    /// appender's group commit, outside the partition's order lock) records nothing: it
+    /// would put the synced point, and the recovery point, back above the cut, and the
+    /// records appended there again would then pass for synced without an fsync.
+    #[test]
+    fn a_sync_overtaken_by_a_truncation_records_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let config = TopicConfig::default().fsync(FsyncPolicy::None);
+        let log = crate::replica::test_replica(root.path(), config, 1_700_000_000_000);
+        for i in 0..40 {
+            let mut builder = BatchBuilder::new();
+            builder.push(0, None, Some(format!("v{i}").as_bytes()), &[]);
+            log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+        }
+        let (upto, truncations) = log.sync_active(0).unwrap();
+        assert_eq!(upto, 40);
+        log.truncate_to(13).unwrap();
+        let mut state = log.sync.lock();
+        log.note_sync(&mut state, upto, truncations);
+        assert!(state.synced_to <= 13, "synced to {}", state.synced_to);
+        drop(state);
+        assert!(log.recovery_point() <= 13);
+        // A sync that read the log end after the cut counts.
+        let (upto, truncations) = log.sync_active(0).unwrap();
+        log.note_sync(&mut log.sync.lock(), upto, truncations);
+        assert_eq!((log.sync.lock().synced_to, log.recovery_point()), (13, 13));
     }
 }

@@ -78,17 +78,42 @@ impl ReplicaLog {
         floor.needed_until = u64::MAX;
         let above = floor.on_disk.unwrap_or_else(|| self.recovery_point());
         if end < above {
-            write_framed(
-                &self.dir,
-                &self.path,
-                FILE,
-                MAGIC,
-                VERSION,
-                end.to_string().as_bytes(),
-            )?;
-            floor.on_disk = Some(end);
+            self.write_floor(floor, end)?;
         }
         Ok(())
+    }
+
+    /// Writes the floor at `end` unless the one on disk is at most that already.
+    pub(super) fn write_floor(&self, floor: &mut Floor, end: u64) -> Result<()> {
+        if floor.on_disk.is_some_and(|on_disk| on_disk <= end) {
+            return Ok(());
+        }
+        write_framed(
+            &self.dir,
+            &self.path,
+            FILE,
+            MAGIC,
+            VERSION,
+            end.to_string().as_bytes(),
+        )?;
+        floor.on_disk = Some(end);
+        Ok(())
+    }
+
+    /// The lowest offset the log may end at while it restarts: its segments are deleted
+    /// newest first, so a kill midway leaves a prefix of them, ending at the base of the
+    /// last one deleted; at least the first segment's base (or `offset`, when lower).
+    pub(super) fn restart_floor(&self, offset: u64) -> u64 {
+        let first = self.segments.read().keys().next().copied();
+        first.map_or(offset, |first| first.min(offset))
+    }
+
+    /// Whether a floor file is on disk (as far as this replica knows), or a cut that may
+    /// write one runs now.
+    pub(crate) fn has_recovery_floor(&self) -> bool {
+        self.floor
+            .try_lock()
+            .is_none_or(|floor| floor.on_disk.is_some())
     }
 
     /// A recovery-point checkpoint of this replica, read after its truncation count was

@@ -234,7 +234,15 @@ impl ReplicaLog {
                 .flat_map(|&base| Segment::paths(&self.path, base)),
         );
         let mut w = self.writer.lock();
-        restart(self, &mut w, start, self.clock.now_ms(), || Ok(()))?;
+        // The recovery point on disk may lie above every offset this restart passes
+        // through (the one in memory is already cut to the log end): the floor is
+        // written whatever it is.
+        let lowest = self.restart_floor(start);
+        let mut floor = self.floor.lock();
+        restart(self, &mut w, start, self.clock.now_ms(), || {
+            self.write_floor(&mut floor, lowest)
+        })?;
+        drop(floor);
         drop(w);
         self.high_watermark.fetch_max(start, Ordering::AcqRel);
         self.recovery_point.store(start, Ordering::Release);

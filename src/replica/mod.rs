@@ -873,8 +873,9 @@ impl ReplicaLog {
         self.lower_cleaner_point(offset)?;
         let mut floor = self.floor.lock();
         self.truncations.fetch_add(1, Ordering::AcqRel);
+        let lowest = self.restart_floor(offset);
         let restarted = load::restart(self, &mut w, offset, now, || {
-            self.lower_floor(&mut floor, offset)
+            self.lower_floor(&mut floor, lowest)
         });
         let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
         restarted?;
