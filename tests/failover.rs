@@ -2423,7 +2423,7 @@ fn a_clean_failover_keeps_the_consumers_position() {
 /// fails from that one on, then the process is dropped as `kill -9` would) leaves a
 /// follower the next open takes as it is, never one it finds ending below its recovery
 /// point and sets aside as damaged. (Its segments are deleted newest first, so a kill
-/// midway leaves a prefix of them: the recovery floor goes down to its first base.)
+/// midway leaves a prefix of them: the recovery floor goes down to the lowest base.)
 #[test]
 fn a_kill_at_any_point_of_a_followers_restart_leaves_a_log_that_opens() {
     for at in 1.. {
@@ -2470,6 +2470,9 @@ fn a_kill_at_any_point_of_a_followers_restart_leaves_a_log_that_opens() {
         log.close().unwrap();
         if finished {
             assert!(restored.is_ok());
+            // The restore did restart the follower: its segment at 0 is gone.
+            let first = dirs[follower].join("t-0/00000000000000000000.log");
+            assert!(!first.exists(), "the follower kept its old log");
             break;
         }
     }

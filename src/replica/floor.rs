@@ -100,12 +100,14 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// The lowest offset the log may end at while it restarts: its segments are deleted
-    /// newest first, so a kill midway leaves a prefix of them, ending at the base of the
-    /// last one deleted; at least the first segment's base (or `offset`, when lower).
+    /// The lowest offset the log may end at while it restarts: its segments (and the files
+    /// retention queued for unlinking, below them) are deleted newest first, so a kill
+    /// midway leaves a prefix of them, ending at the base of the last one deleted; at
+    /// least the lowest base (or `offset`, when lower).
     pub(super) fn restart_floor(&self, offset: u64) -> u64 {
         let first = self.segments.read().keys().next().copied();
-        first.map_or(offset, |first| first.min(offset))
+        let queued = self.unlinking.lock().iter().copied().min();
+        [first, queued].into_iter().flatten().fold(offset, u64::min)
     }
 
     /// Whether a floor file is on disk (as far as this replica knows), or a cut that may
@@ -134,5 +136,39 @@ impl ReplicaLog {
         if removed.is_ok() {
             floor.on_disk = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::codec::BatchBuilder;
+    use crate::config::TopicConfig;
+
+    /// A restart deletes the files retention queued for unlinking too (newest first, after
+    /// the segments in the map): until they are unlinked, the lowest of them bounds where
+    /// a kill midway may leave the log's end.
+    #[test]
+    fn a_restarts_floor_counts_files_queued_for_unlinking() {
+        let root = tempfile::tempdir().unwrap();
+        let log = crate::replica::test_replica(root.path(), TopicConfig::default(), 0);
+        for _ in 0..3 {
+            for value in ["a", "b"] {
+                let mut builder = BatchBuilder::new();
+                builder.push(0, None, Some(value.as_bytes()), &[]);
+                log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+            }
+            let mut w = log.writer.lock();
+            log.roll(&mut w, 0, 0).unwrap();
+        }
+        assert_eq!(log.restart_floor(100), 0);
+        log.raise_log_start(4).unwrap();
+        assert_eq!(log.segments.read().keys().next(), Some(&4));
+        assert_eq!(log.restart_floor(100), 0, "queued, not yet unlinked");
+        assert_eq!(log.restart_floor(0), 0);
+        log.unlink_deleted().unwrap();
+        assert_eq!(log.restart_floor(100), 4);
+        assert_eq!(log.restart_floor(3), 3);
     }
 }
