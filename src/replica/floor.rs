@@ -167,8 +167,13 @@ mod tests {
         assert_eq!(log.segments.read().keys().next(), Some(&4));
         assert_eq!(log.restart_floor(100), 0, "queued, not yet unlinked");
         assert_eq!(log.restart_floor(0), 0);
+        // A truncation below the first segment restarts the log: its floor too.
+        log.flush().unwrap();
+        log.truncate_to(2).unwrap();
+        assert_eq!(log.floor.lock().on_disk, Some(0));
+        assert_eq!(super::read(&log.dir, &log.path).unwrap(), Some(0));
         log.unlink_deleted().unwrap();
-        assert_eq!(log.restart_floor(100), 4);
-        assert_eq!(log.restart_floor(3), 3);
+        assert_eq!(log.restart_floor(100), 2);
+        assert_eq!(log.restart_floor(1), 1);
     }
 }

@@ -819,10 +819,17 @@ impl ReplicaLog {
         // down to it first too.
         let cut = self.batch_start(offset)?;
         self.lower_cleaner_point(cut)?;
+        // Below the first segment the truncation restarts the log (see `restart_floor`).
+        let first = self.segments.read().keys().next().copied();
+        let lowest = if first.is_some_and(|first| offset < first) {
+            self.restart_floor(cut)
+        } else {
+            cut
+        };
         let mut floor = self.floor.lock();
         self.truncations.fetch_add(1, Ordering::AcqRel);
         let truncated = load::truncate(self, &mut w, offset, now, || {
-            self.lower_floor(&mut floor, cut)
+            self.lower_floor(&mut floor, lowest)
         });
         // After the segments changed: a cleaning that reads the new count sees them too.
         let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
