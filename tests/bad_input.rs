@@ -577,6 +577,11 @@ fn bad_input_is_typed_and_harmless() {
         || p0.append(&attributes(&good, 0x20)),
         is_invalid_record,
     );
+    cases.reject(
+        "append with the delete-horizon bit",
+        || p0.append(&attributes(&good, 0x40)),
+        is_invalid_record,
+    );
     let mut append_time = good.clone();
     set_log_append_time(&mut append_time, 1_700_000_000_000);
     cases.reject(

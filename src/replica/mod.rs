@@ -424,6 +424,11 @@ impl ReplicaLog {
         if header.timestamp_type() == TimestampType::LogAppendTime {
             return invalid("clients may not set the LogAppendTime attribute");
         }
+        if header.delete_horizon().is_some() {
+            // Only the cleaner sets it (KIP-534); a client's would make the cleaner take
+            // the base timestamp for a deadline and drop its tombstones at the wrong time.
+            return invalid("clients may not set the delete-horizon attribute (bit 6)");
+        }
         if header.producer_id >= 0 && header.base_sequence < 0 {
             return invalid("an idempotent batch needs a base sequence");
         }
