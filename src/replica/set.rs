@@ -790,8 +790,13 @@ impl ReplicaSet {
             return Ok(());
         };
         // A leader in a failed directory hands over first (an offline partition stays so).
-        let _ = self.ensure_leader();
+        let led = self.ensure_leader().is_ok();
         replica.set_replicated(self.is_replicated());
+        if led {
+            // Out of sync before it is in its slot: a cleaning must not take it for one
+            // (see `clean`) before it is reconciled.
+            self.in_sync[i].store(false, Ordering::Release);
+        }
         self.replicas.write()[i] = Some(Arc::clone(replica));
         // A background sync of the replaced replica says nothing of this one.
         self.syncing[i].store(false, Ordering::Release);
@@ -946,9 +951,14 @@ impl ReplicaSet {
     }
 
     /// Log compaction (see `clean.rs`): when the leader's log is due at `now`, cleans the
-    /// leader and then every other live replica with the leader's end offset and `now`.
-    /// Appends go on meanwhile (only the swaps take each replica's writer lock). A replica
-    /// whose cleaning fails on an I/O error is handled as at an append.
+    /// leader and then every other live in-sync replica with the leader's end offset and
+    /// `now`. Appends go on meanwhile (only the swaps take each replica's writer lock). A
+    /// replica whose cleaning fails on an I/O error is handled as at an append.
+    ///
+    /// An out-of-sync follower is left for a later cleaning: it may not be reconciled
+    /// with the leader yet (restored, or behind an unclean election), and a tail the
+    /// leader does not have would let its cleaning remove older values of keys that the
+    /// leader still holds, which the cut of that tail would not bring back.
     pub(crate) fn clean(
         &self,
         now: i64,
@@ -967,8 +977,12 @@ impl ReplicaSet {
             // Nothing swapped in (changed meanwhile, or another cleaning runs).
             return Ok(None);
         }
-        for follower in self.replicas().into_iter().flatten() {
-            if Arc::ptr_eq(&follower, &leader) || follower.dir().is_poisoned() {
+        for (follower, in_sync) in self.replicas().into_iter().zip(&self.in_sync) {
+            let Some(follower) = follower else { continue };
+            if Arc::ptr_eq(&follower, &leader)
+                || follower.dir().is_poisoned()
+                || !in_sync.load(Ordering::Acquire)
+            {
                 continue;
             }
             match follower.clean(now, cleanable.end, map_entries, stop) {
@@ -1495,6 +1509,80 @@ mod tests {
         converge(&[(0, "a"), (0, "b"), (0, "x")], &[(0, "a"), (0, "b")]);
         converge(&[], &[(1, "a"), (2, "b")]);
         converge(&[(7, "a")], &[(1, "a"), (2, "b")]);
+    }
+
+    /// A cleaning leaves an out-of-sync follower alone: here one holding a tail its leader
+    /// never had (as a returning replica does until it is reconciled), whose newer value
+    /// of `k` would have removed the older one the leader still holds.
+    #[test]
+    fn an_out_of_sync_follower_is_not_cleaned() {
+        let root = tempfile::tempdir().unwrap();
+        let config = TopicConfig::default()
+            .cleanup_policy(crate::config::CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0);
+        let open = |name: &str| {
+            let dir = StorageDir::open(OsStorage::shared(), &root.path().join(name)).unwrap();
+            let mut options = options(&Arc::new(dir));
+            options.config = config.clone();
+            Arc::new(ReplicaLog::create(options).unwrap())
+        };
+        let put = |log: &ReplicaLog, key: &str, value: &str| {
+            let mut builder = BatchBuilder::new();
+            builder.push(0, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+            log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+        };
+        let records = |log: &ReplicaLog| -> Vec<(i64, String)> {
+            let read = log.read(0, 1 << 20, log.log_end_offset()).unwrap();
+            read.records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    let value = r.value.unwrap();
+                    (r.offset, String::from_utf8(value.to_vec()).unwrap())
+                })
+                .collect()
+        };
+        let (leader, follower) = (open("l"), open("f"));
+        for (key, value) in [("a", "1"), ("a", "2"), ("k", "old")] {
+            put(&leader, key, value);
+        }
+        let recorded = Leadership {
+            leader: Some(0),
+            epoch: 0,
+            isr: vec![0, 1],
+        };
+        let set = ReplicaSet::open(
+            TopicPartition::new("topic", 0),
+            vec![Some(Arc::clone(&leader)), Some(Arc::clone(&follower))],
+            vec![0, 1],
+            &[Standing::Loaded; 2],
+            &recorded,
+            &config,
+            SetOptions {
+                dir_count: 2,
+                replica_lag_time_max_ms: 30_000,
+            },
+        );
+        assert_eq!(follower.log_end_offset(), 3);
+        for key in ["b", "c", "d"] {
+            put(&leader, key, "x");
+        }
+        // The follower's own tail, in an epoch the leader never had.
+        follower.set_leader_epoch(101);
+        put(&follower, "k", "new");
+        set.in_sync[1].store(false, Ordering::Release);
+        for log in [&leader, &follower] {
+            log.roll(&mut log.writer.lock(), 0, 0).unwrap();
+            log.advance_high_watermark(u64::MAX);
+        }
+        let before = records(&follower);
+        let cleaned = set.clean(0, 100, &AtomicBool::new(false)).unwrap();
+        assert!(cleaned.is_some_and(|c| c.segments > 0));
+        assert_eq!(
+            records(&leader)[0],
+            (1, "2".to_owned()),
+            "the leader cleaned"
+        );
+        assert_eq!(records(&follower), before);
     }
 
     /// Epochs are numbered by leader directory: never the same for two directories, always
