@@ -1382,18 +1382,16 @@ impl TopicState {
         self.sets.read().clone()
     }
 
-    /// Has every replicated partition write its leadership changes to `meta`.
+    /// Has every partition write its leadership changes to `meta`.
     fn install_persist_hooks(&self, inner: &Arc<Inner>) {
         for (p, set) in self.sets().iter().enumerate() {
             self.install_persist_hook(inner, p, set);
         }
     }
 
-    /// Has partition `p` (replica set `set`) write its leadership changes to `meta`.
+    /// Has partition `p` (replica set `set`) write its leadership changes to `meta` (with
+    /// one replica only a truncation's new epoch changes it).
     fn install_persist_hook(&self, inner: &Arc<Inner>, p: usize, set: &ReplicaSet) {
-        if !set.is_replicated() {
-            return;
-        }
         let weak = Arc::downgrade(inner);
         let name = self.name.clone();
         let incarnation = self.incarnation;

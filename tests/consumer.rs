@@ -1042,6 +1042,32 @@ fn a_committed_offset_of_an_unknown_leader_epoch_is_reset_by_the_policy() {
     assert_eq!(values(&poll(&mut consumer)), ["d"]);
 }
 
+/// The same with the log reopened between the cut and the next append: the new epoch is
+/// kept (in `meta`) though no batch carries it yet, so a group member resuming from an
+/// offset committed past the cut goes back to it.
+#[test]
+fn a_committed_offset_past_a_truncation_goes_back_to_the_cut_after_a_reopen() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b", "c", "d"]);
+    consumer.commit_sync().unwrap();
+    drop(consumer);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.truncate_to(2).unwrap();
+    let epoch = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    log.close().unwrap();
+    let (log, _) = open(root.path());
+    assert!(log.describe_topic("t").unwrap().partitions[0].leader_epoch >= epoch);
+    fill(&log, "t", 0, &["x", "y", "z"]);
+    let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["x", "y", "z"]);
+}
+
 /// `truncate_to` on a partition with one replica starts a new leader epoch, so that a
 /// consumer that read the cut records goes back to the cut (KIP-320) instead of skipping
 /// the records appended there since.

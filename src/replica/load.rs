@@ -1079,40 +1079,11 @@ pub(super) fn truncate(
     delete_segments(dir, &log.path, &doomed)?;
     let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
     let bases: Vec<u64> = segments.iter().map(|s| s.base_offset).collect();
-    let keep = segments.iter().rposition(|s| s.base_offset <= offset);
-    let Some(keep) = keep else {
+    let Some((keep, cut, outcome)) = kept_part(log, &segments, offset)? else {
         return restart(log, w, offset, now, before_cut);
     };
     let containing = &segments[keep];
-    let cut = containing
-        .translate_offset(offset)?
-        .map_or(containing.size(), |(position, _)| position);
     let base = containing.base_offset;
-    let outcome = scan::scan(
-        &containing.bytes()[..cut],
-        base,
-        0,
-        base,
-        IndexState::new(log.config().index_interval_bytes),
-        limits(&log.config()),
-    );
-    // The kept part becomes the active segment, which must run without gaps from its base:
-    // one that does not (a sealed segment with Kafka's gaps) is refused before anything
-    // changes, instead of being cut at its first gap.
-    if let Some(stop) = outcome.stop {
-        return Err(Error::Corruption {
-            location: Location::File {
-                path: containing.log_path().to_path_buf(),
-                position: outcome.valid_len as u64,
-            },
-            what: "truncation",
-            detail: format!(
-                "the part kept by a truncation to offset {offset} must run without gaps, \
-                 but stops at byte {} of {cut}: {stop}",
-                outcome.valid_len
-            ),
-        });
-    }
     before_cut()?;
     delete_segments(dir, &log.path, &bases[keep + 1..])?;
     if cut < containing.size() || containing.log_file().is_none() {
@@ -1128,6 +1099,56 @@ pub(super) fn truncate(
         .fetch_min(offset, std::sync::atomic::Ordering::AcqRel);
     finish_truncate(log, w, kept);
     Ok(())
+}
+
+/// Whether a truncation to `offset` would be refused (see [`kept_part`]), changing
+/// nothing: for a caller that must record something before the cut.
+pub(super) fn check_truncation(log: &ReplicaLog, offset: u64) -> Result<()> {
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    kept_part(log, &segments, offset).map(|_| ())
+}
+
+/// What a truncation to `offset` keeps of `segments`: the index of the last segment kept,
+/// the length of its prefix kept and that prefix's scan; `None` when the cut lies below
+/// the first segment (the log restarts). The kept part becomes the active segment, which
+/// must run without gaps from its base: one that does not (a sealed segment with Kafka's
+/// gaps) is refused before anything changes, instead of being cut at its first gap.
+fn kept_part(
+    log: &ReplicaLog,
+    segments: &[Arc<Segment>],
+    offset: u64,
+) -> Result<Option<(usize, usize, ScanOutcome)>> {
+    let Some(keep) = segments.iter().rposition(|s| s.base_offset <= offset) else {
+        return Ok(None);
+    };
+    let containing = &segments[keep];
+    let cut = containing
+        .translate_offset(offset)?
+        .map_or(containing.size(), |(position, _)| position);
+    let base = containing.base_offset;
+    let outcome = scan::scan(
+        &containing.bytes()[..cut],
+        base,
+        0,
+        base,
+        IndexState::new(log.config().index_interval_bytes),
+        limits(&log.config()),
+    );
+    if let Some(stop) = outcome.stop {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: containing.log_path().to_path_buf(),
+                position: outcome.valid_len as u64,
+            },
+            what: "truncation",
+            detail: format!(
+                "the part kept by a truncation to offset {offset} must run without gaps, \
+                 but stops at byte {} of {cut}: {stop}",
+                outcome.valid_len
+            ),
+        });
+    }
+    Ok(Some((keep, cut, outcome)))
 }
 
 /// Writes `bytes` as the new content of a segment's log: `.tmp`, fsync, rename, fsync dir.

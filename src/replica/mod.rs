@@ -845,6 +845,14 @@ impl ReplicaLog {
         self.lower_cleaner_point(w.next_offset)
     }
 
+    /// Refuses as [`truncate_to`](Self::truncate_to) would, changing nothing (a kept part
+    /// with gaps); for a caller that must record something before the cut, with appends
+    /// held off.
+    pub(crate) fn check_truncation(&self, offset: u64) -> Result<()> {
+        self.dir.check()?;
+        load::check_truncation(self, offset)
+    }
+
     /// The base offset of the batch holding `offset` (`offset` itself when none does).
     fn batch_start(&self, offset: u64) -> Result<u64> {
         let segment = self

@@ -1045,20 +1045,21 @@ impl ReplicaSet {
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
         let _order = self.order.lock();
         let leader = self.ensure_leader()?;
-        let before = leader.log_end_offset();
-        leader.truncate_to(offset)?;
         // What is appended from here on must not pass for the cut records, in a replica
         // that missed the cut (an offline one) or for a consumer that read them (KIP-320):
-        // a new epoch tells them apart.
-        let cut = leader.log_end_offset() < before;
-        if cut {
+        // a new epoch tells them apart. It is in `meta` before anything is cut: no batch
+        // carries it until the next append, and a reopen before that must keep it (one
+        // replica too).
+        if offset < leader.log_end_offset() {
+            // A truncation it would refuse changes nothing, `meta` included.
+            leader.check_truncation(offset)?;
             let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
             self.epoch.store(epoch, Ordering::Release);
             leader.set_leader_epoch(epoch);
+            self.persist()?;
         }
-        // One replica keeps its epoch in its batches and epoch cache alone (written with
-        // the epoch's first batch): nothing to persist, and no rebuilding marker to clear.
-        let mut changed = cut && self.is_replicated();
+        leader.truncate_to(offset)?;
+        let mut changed = false;
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
             let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
