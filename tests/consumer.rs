@@ -1061,7 +1061,10 @@ fn a_committed_offset_past_a_truncation_goes_back_to_the_cut_after_a_reopen() {
     let epoch = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
     log.close().unwrap();
     let (log, _) = open(root.path());
-    assert!(log.describe_topic("t").unwrap().partitions[0].leader_epoch >= epoch);
+    assert_eq!(
+        log.describe_topic("t").unwrap().partitions[0].leader_epoch,
+        epoch
+    );
     fill(&log, "t", 0, &["x", "y", "z"]);
     let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
     consumer.assign([tp("t", 0)]).unwrap();

@@ -809,6 +809,14 @@ impl ReplicaLog {
     /// whose history diverged. Readers holding older views keep them: the cut segment is
     /// rewritten to a new file and swapped in, never shortened under a mapping.
     pub(crate) fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.truncate_in_epoch(offset, None)
+    }
+
+    /// [`truncate_to`](Self::truncate_to) that also makes `epoch` the leader epoch of the
+    /// batches appended from the cut on, under the writer lock once the cut is made (made
+    /// or failed part way), so that no append lands between the two: one before is cut,
+    /// one after carries `epoch`.
+    pub(crate) fn truncate_in_epoch(&self, offset: u64, epoch: Option<i32>) -> Result<()> {
         let mut w = self.writer.lock();
         if w.closed {
             return Err(Error::Closed);
@@ -838,6 +846,9 @@ impl ReplicaLog {
         });
         // After the segments changed: a cleaning that reads the new count sees them too.
         let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(epoch) = epoch {
+            self.leader_epoch.store(epoch, Ordering::Release);
+        }
         truncated?;
         floor.covered_from(count);
         drop(floor);

@@ -789,10 +789,11 @@ impl ReplicaSet {
         let Some(i) = self.dirs.iter().position(|&d| d == dir) else {
             return Ok(());
         };
-        // A leader in a failed directory hands over first (an offline partition stays so).
-        let led = self.ensure_leader().is_ok();
+        // A leader in a failed directory hands over first (an offline partition stays so);
+        // a leader installed by a hand-over whose `meta` write failed counts below too.
+        let _ = self.ensure_leader();
         replica.set_replicated(self.is_replicated());
-        if led {
+        if self.is_replicated() && self.leader.load(Ordering::Acquire) != NO_LEADER {
             // Out of sync before it is in its slot: a cleaning must not take it for one
             // (see `clean`) before it is reconciled.
             self.in_sync[i].store(false, Ordering::Release);
@@ -866,9 +867,14 @@ impl ReplicaSet {
     /// Writes the leadership to `meta` (no hook: not yet part of an open log), after
     /// clearing the rebuilding mark of replicas now in sync.
     fn persist(&self) -> Result<()> {
+        self.persist_as(&self.leadership())
+    }
+
+    /// [`persist`](Self::persist) of `leadership`, which the set is about to take.
+    fn persist_as(&self, leadership: &Leadership) -> Result<()> {
         self.rebuilt();
         match self.persist.get() {
-            Some(hook) => (hook.0)(&self.leadership()),
+            Some(hook) => (hook.0)(leadership),
             None => Ok(()),
         }
     }
@@ -1047,18 +1053,23 @@ impl ReplicaSet {
         let leader = self.ensure_leader()?;
         // What is appended from here on must not pass for the cut records, in a replica
         // that missed the cut (an offline one) or for a consumer that read them (KIP-320):
-        // a new epoch tells them apart. It is in `meta` before anything is cut: no batch
-        // carries it until the next append, and a reopen before that must keep it (one
-        // replica too).
+        // a new epoch tells them apart. It is written to `meta` before anything is cut (no
+        // batch carries it until the next append, and a reopen before that must keep it,
+        // with one replica too), and shown only after the cut: a consumer validating its
+        // position against it before the cut would pass over the records appended there.
         if offset < leader.log_end_offset() {
             // A truncation it would refuse changes nothing, `meta` included.
             leader.check_truncation(offset)?;
             let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
+            let mut next = self.leadership();
+            next.epoch = epoch;
+            self.persist_as(&next)?;
+            // Shown even when the cut failed part way: `meta` holds it already.
+            let truncated = leader.truncate_in_epoch(offset, Some(epoch));
             self.epoch.store(epoch, Ordering::Release);
             leader.set_leader_epoch(epoch);
-            self.persist()?;
+            truncated?;
         }
-        leader.truncate_to(offset)?;
         let mut changed = false;
         for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
             let Some(follower) = follower else { continue };
@@ -1584,6 +1595,58 @@ mod tests {
             "the leader cleaned"
         );
         assert_eq!(records(&follower), before);
+    }
+
+    /// A truncation writes its new epoch to `meta` before the cut and shows it (to
+    /// consumers validating their positions, and to appends) only after: shown before,
+    /// a position past the cut would be checked against a log not yet cut, pass, and then
+    /// skip the records appended at the cut.
+    #[test]
+    fn a_truncations_epoch_is_recorded_before_the_cut_and_shown_after() {
+        let root = tempfile::tempdir().unwrap();
+        let leader = Arc::new(replica(root.path(), "l"));
+        write(&leader, &[(0, "a"), (0, "b"), (0, "c")]);
+        let recorded = Leadership {
+            leader: Some(0),
+            epoch: 0,
+            isr: vec![0],
+        };
+        let set = Arc::new(ReplicaSet::open(
+            TopicPartition::new("topic", 0),
+            vec![Some(Arc::clone(&leader))],
+            vec![0],
+            &[Standing::Loaded],
+            &recorded,
+            &TopicConfig::default(),
+            SetOptions {
+                dir_count: 1,
+                replica_lag_time_max_ms: 30_000,
+            },
+        ));
+        let before = set.epoch();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (weak, log) = (Arc::downgrade(&set), Arc::downgrade(&leader));
+        let record = Arc::clone(&seen);
+        set.set_persist(PersistHook(Box::new(move |leadership| {
+            let (set, log) = (weak.upgrade().unwrap(), log.upgrade().unwrap());
+            record.lock().push((
+                leadership.epoch,
+                set.epoch(),
+                log.leader_epoch.load(Ordering::Acquire),
+                log.log_end_offset(),
+            ));
+            Ok(())
+        })));
+        set.truncate(1).unwrap();
+        let after = set.epoch();
+        assert!(after > before);
+        assert_eq!(*seen.lock(), [(after, before, before, 3)]);
+        assert_eq!(leader.log_end_offset(), 1);
+        let mut builder = BatchBuilder::new();
+        builder.push(0, None, Some(b"x"), &[]);
+        set.append(builder.finish().unwrap(), false, |_| {})
+            .unwrap();
+        assert_eq!(leader.epoch_entries(), [(before, 0), (after, 1)]);
     }
 
     /// Epochs are numbered by leader directory: never the same for two directories, always
