@@ -2477,3 +2477,59 @@ fn a_kill_at_any_point_of_a_followers_restart_leaves_a_log_that_opens() {
         }
     }
 }
+
+/// `restore_dir` copies a replica it rebuilds from the leader one step (1 MiB) at a time and
+/// hands the partition's order lock to appends between steps: an append made while a
+/// large replica is rebuilt on a slow disk goes in then, instead of waiting for the whole
+/// copy (before, it did: the copy held the lock throughout). The replica still ends in
+/// sync and byte-identical.
+#[test]
+fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    // 32 MiB the follower misses: 32 steps of its rebuild, each synced on a slow disk.
+    let value = vec![b'v'; 256 << 10];
+    for _ in 0..128 {
+        partition.append_values([&value]).unwrap();
+    }
+    fault.heal_dir(&dirs[follower]);
+    fault.slow_dir(&dirs[follower], std::time::Duration::from_millis(100));
+    let sizes = || {
+        let described = log.describe_topic("t").unwrap().partitions[0].clone();
+        (
+            described.replica_size_bytes[leader].unwrap_or(0),
+            described.replica_size_bytes[follower].unwrap_or(0),
+        )
+    };
+    std::thread::scope(|s| {
+        let restore = s.spawn(|| log.restore_dir(&dirs[follower]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while sizes().1 < 4 << 20 {
+            assert!(std::time::Instant::now() < deadline, "no rebuild");
+            assert!(!restore.is_finished(), "{:?}", sizes());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        partition.append_values(["during"]).unwrap();
+        let (leader_size, follower_size) = sizes();
+        assert!(
+            follower_size < leader_size,
+            "the append waited for the whole rebuild: {follower_size} of {leader_size} bytes"
+        );
+        restore.join().unwrap().unwrap();
+    });
+    fault.heal_dir(&dirs[follower]);
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr.len(), 2);
+    assert_eq!(values(&log, "t", 0).last().unwrap(), "during");
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}

@@ -27,7 +27,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::config::TopicConfig;
 use crate::describe::PartitionDescription;
@@ -785,7 +785,7 @@ impl ReplicaSet {
         replica: &Arc<ReplicaLog>,
         standing: Standing,
     ) -> Result<()> {
-        let _order = self.order.lock();
+        let mut order = self.order.lock();
         let Some(i) = self.dirs.iter().position(|&d| d == dir) else {
             return Ok(());
         };
@@ -809,10 +809,7 @@ impl ReplicaSet {
             self.in_sync[i].store(false, Ordering::Release);
             // Its own high watermark is from before it left: never above the leader's.
             replica.reset_high_watermark(replica.high_watermark().min(leader.high_watermark()));
-            let level = follow(&leader, replica, usize::MAX, true, true).is_ok()
-                && replica.log_end_offset() == leader.log_end_offset();
-            self.in_sync[i].store(level, Ordering::Release);
-            self.advance_high_watermark(&leader);
+            self.rebuild_stepwise(&mut order, i, replica, leader);
         } else {
             let waited_for =
                 standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
@@ -821,6 +818,43 @@ impl ReplicaSet {
             }
         }
         self.persist()
+    }
+
+    /// Reconciles the restored replica `i` with `leader` and copies the leader's batches to
+    /// it one step (`CATCH_UP_BYTES`, synced per the fsync policy) at a time, handing the
+    /// order lock to a waiting append between steps, until it is level (then in sync) or a
+    /// step fails: a large replica rebuilt from its leader does not hold up the
+    /// partition's appends for the whole copy. (Each append meanwhile copies a step to it
+    /// too, and may bring it level and back in sync itself.)
+    fn rebuild_stepwise(
+        &self,
+        order: &mut MutexGuard<'_, ()>,
+        i: usize,
+        replica: &Arc<ReplicaLog>,
+        mut leader: Arc<ReplicaLog>,
+    ) {
+        loop {
+            let step = follow(&leader, replica, 1, true, true);
+            let level = step.is_ok() && replica.log_end_offset() == leader.log_end_offset();
+            if step.is_err() || level {
+                self.in_sync[i].store(level, Ordering::Release);
+                break;
+            }
+            MutexGuard::bump(order);
+            // Meanwhile an append may have brought it back in sync, its directory may have
+            // failed, or another replica (or, by an unclean election, this one) may lead.
+            let current = self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, replica));
+            if !current || self.in_sync[i].load(Ordering::Acquire) || replica.dir().is_poisoned() {
+                break;
+            }
+            match self.ensure_leader() {
+                Ok(next) if !Arc::ptr_eq(&next, replica) => leader = next,
+                _ => break,
+            }
+        }
+        if let Ok(leader) = self.ensure_leader() {
+            self.advance_high_watermark(&leader);
+        }
     }
 
     /// Makes replica `i` (restored into an offline partition) the leader in a new epoch; the
