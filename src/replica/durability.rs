@@ -77,6 +77,11 @@ impl ReplicaLog {
         }
     }
 
+    /// Whether everything up to `offset` (at most the log end) is synced.
+    pub(crate) fn synced_through(&self, offset: u64) -> bool {
+        self.sync.lock().synced_to >= offset.min(self.log_end_offset())
+    }
+
     /// Whether a sync of this replica is running now.
     pub(crate) fn sync_in_progress(&self) -> bool {
         self.sync.lock().in_progress

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::config::TopicConfig;
+use crate::config::{FsyncPolicy, TopicConfig};
 use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::metadata::Leadership;
@@ -821,11 +821,13 @@ impl ReplicaSet {
     }
 
     /// Reconciles the restored replica `i` with `leader` and copies the leader's batches to
-    /// it one step (`CATCH_UP_BYTES`, synced per the fsync policy) at a time, handing the
-    /// order lock to a waiting append between steps, until it is level (then in sync) or a
-    /// step fails: a large replica rebuilt from its leader does not hold up the
-    /// partition's appends for the whole copy. (Each append meanwhile copies a step to it
-    /// too, and may bring it level and back in sync itself.)
+    /// it one step (`CATCH_UP_BYTES`) at a time, handing the order lock to a waiting append
+    /// between steps, until it is level (then in sync) or a step fails: a large replica
+    /// rebuilt from its leader does not hold up the partition's appends for the whole copy.
+    /// The syncs the fsync policy asks for run with the lock released, and a level replica
+    /// counts as in sync only once everything it holds is synced (unless the policy is
+    /// `None`): an append's step (each append meanwhile copies a step to it too, and may
+    /// bring it back in sync itself) may have copied records that no running sync covers.
     fn rebuild_stepwise(
         &self,
         order: &mut MutexGuard<'_, ()>,
@@ -834,13 +836,26 @@ impl ReplicaSet {
         mut leader: Arc<ReplicaLog>,
     ) {
         loop {
-            let step = follow(&leader, replica, 1, true, true);
-            let level = step.is_ok() && replica.log_end_offset() == leader.log_end_offset();
-            if step.is_err() || level {
-                self.in_sync[i].store(level, Ordering::Release);
+            let Ok(records) = follow(&leader, replica, 1, true, false) else {
+                self.in_sync[i].store(false, Ordering::Release);
                 break;
+            };
+            let end = replica.log_end_offset();
+            let level = end == leader.log_end_offset();
+            let unsynced =
+                replica.config().fsync != FsyncPolicy::None && !replica.synced_through(end);
+            if (records > 0 && replica.sync_due_now(records)) || (level && unsynced) {
+                if let Err(error) = MutexGuard::unlocked(order, || replica.sync_to(end)) {
+                    Self::dir_failed(replica, &error);
+                    self.in_sync[i].store(false, Ordering::Release);
+                    break;
+                }
+            } else if level {
+                self.in_sync[i].store(true, Ordering::Release);
+                break;
+            } else {
+                MutexGuard::bump(order);
             }
-            MutexGuard::bump(order);
             // Meanwhile an append may have brought it back in sync, its directory may have
             // failed, or another replica (or, by an unclean election, this one) may lead.
             let current = self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, replica));
