@@ -1710,7 +1710,10 @@ impl Log {
     /// # Errors
     /// `InvalidTopicName` (Kafka's rule, reserved internal names, or a name that collides
     /// with an existing one when `.` and `_` are considered equal); `InvalidConfig`;
-    /// `TopicExists`; `Io`. A rejected call changes nothing on disk.
+    /// `TopicExists`; `Io`. A rejected call changes nothing on disk. A topic of a deleted
+    /// topic's name whose committed offsets' tombstones could not be written then (see
+    /// [`delete_topic`](Self::delete_topic)) is created only once they are: until then the
+    /// error that writing them meets (`PartitionOffline`, say).
     pub fn create_topic(
         &self,
         name: &str,
@@ -1926,6 +1929,12 @@ impl Log {
                 });
             }
         }
+        // Committed offsets of a deleted topic of this name whose tombstones could not be
+        // written when it was deleted would come back for the new topic at the next open:
+        // they are written first, or the topic is not created.
+        if !INTERNAL_TOPICS.contains(&name) {
+            self.inner.offsets.write_owed(self, Some(name))?;
+        }
         let available = online.len() as u32;
         if config.replication_factor > available {
             return Err(Error::InvalidReplicationFactor {
@@ -2015,7 +2024,10 @@ impl Log {
     /// it answer `UnknownTopic` from then on; records already read stay valid.
     ///
     /// # Errors
-    /// `UnknownTopic`; `Io`.
+    /// `UnknownTopic`; `Io`. An error writing the tombstones of its committed offsets to
+    /// `__consumer_offsets` (its partition offline, say) comes after the topic is deleted:
+    /// they are owed, retried by [`maintain`](Self::maintain), and written before a topic
+    /// of the name is created again.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         if INTERNAL_TOPICS.contains(&name) {
             return Err(Error::InternalTopic { topic: name.into() });
@@ -2176,8 +2188,10 @@ impl Log {
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            // The commit succeeded; an expiry failure is met again at the next check.
+            // The commit succeeded; an expiry failure is met again at the next check, as
+            // are tombstones still owed.
             let _ = self.expire_offsets();
+            let _ = self.inner.offsets.write_owed(self, None);
         }
         Ok(())
     }
@@ -2218,6 +2232,9 @@ impl Log {
             .last_offsets_expiry_ms
             .store(now, Ordering::Relaxed);
         report.expired_groups = self.expire_offsets()?;
+        // Retried while the offsets topic's partition is offline; a topic of the name is
+        // not created again before they are written (see `create_topic`).
+        let _ = self.inner.offsets.write_owed(self, None);
         Ok(report)
     }
 

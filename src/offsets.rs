@@ -479,6 +479,10 @@ pub(crate) struct OffsetStore {
     groups: RwLock<Groups>,
     /// Serialises commits, so that cache updates follow append order.
     commit_lock: Mutex<()>,
+    /// Tombstones of deleted topics' offsets not written yet (the offsets topic's
+    /// partition failed), per group: written before a topic of the name is created again,
+    /// and retried at each maintenance pass. (The next open finds and writes them too.)
+    owed: Mutex<Vec<(String, Vec<TopicPartition>)>>,
 }
 
 impl OffsetStore {
@@ -488,6 +492,7 @@ impl OffsetStore {
             cache: RwLock::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
             commit_lock: Mutex::new(()),
+            owed: Mutex::new(Vec::new()),
         }
     }
 
@@ -542,12 +547,44 @@ impl OffsetStore {
         cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
         *self.groups.write() = groups;
+        let _serial = self.commit_lock.lock();
         for (group, tps) in orphaned {
-            // Best effort (the offsets topic's partition may be offline): what is not
-            // written now is found again, and written, at the next open.
-            let _ = self.tombstone(log, &group, &tps);
+            // The offsets topic's partition may be offline: what is not written now is
+            // owed (see `owed`), and found again at the next open.
+            if self.tombstone(log, &group, &tps).is_err() {
+                self.owed.lock().push((group, tps));
+            }
         }
         Ok(())
+    }
+
+    /// Writes the tombstones owed for deleted topics' offsets (see `owed`), only those of
+    /// `topic` when given. The first that cannot be written is returned; it and the rest
+    /// stay owed.
+    pub(crate) fn write_owed(&self, log: &Log, topic: Option<&str>) -> Result<()> {
+        let wanted =
+            |tps: &[TopicPartition]| topic.is_none_or(|t| tps.iter().any(|tp| tp.topic == t));
+        if !self.owed.lock().iter().any(|(_, tps)| wanted(tps)) {
+            // Nothing owed (the usual case): no wait for the commit lock, which the caller
+            // may hold (a commit creating the offsets topic).
+            return Ok(());
+        }
+        let _serial = self.commit_lock.lock();
+        let owed = std::mem::take(&mut *self.owed.lock());
+        let mut result = Ok(());
+        let mut kept = Vec::new();
+        for (group, tps) in owed {
+            if !wanted(&tps) || result.is_err() {
+                kept.push((group, tps));
+                continue;
+            }
+            if let Err(error) = self.tombstone(log, &group, &tps) {
+                result = Err(error);
+                kept.push((group, tps));
+            }
+        }
+        self.owed.lock().extend(kept);
+        result
     }
 
     /// The committed offset of `group` for `tp`.
@@ -653,15 +690,21 @@ impl OffsetStore {
             })
             .filter(|(_, tps)| !tps.is_empty())
             .collect();
+        let mut result = Ok(());
         for (group, tps) in doomed {
-            if let Err(error) = self.tombstone(log, &group, &tps) {
+            if result.is_err() {
+                self.owed.lock().push((group, tps));
+            } else if let Err(error) = self.tombstone(log, &group, &tps) {
                 // The topic is gone: its offsets go from memory whatever happens, and the
-                // next open writes the tombstones that could not be written now.
-                forget(&mut self.cache.write());
-                return Err(error);
+                // tombstones that could not be written now are owed (see `owed`).
+                self.owed.lock().push((group, tps));
+                result = Err(error);
             }
         }
-        Ok(())
+        if result.is_err() {
+            forget(&mut self.cache.write());
+        }
+        result
     }
 
     /// Removes all of `group`'s offsets and its metadata, with tombstones, and makes the

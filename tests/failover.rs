@@ -2533,3 +2533,54 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
     log.close().unwrap();
     assert_replicas_identical(&dirs, "t", 1);
 }
+
+/// A topic deleted while the `__consumer_offsets` partition holding a group's commits is
+/// offline: the tombstones of its offsets cannot be written, and are owed. A topic of the
+/// name cannot be created again until they are written (else the old commits would come
+/// back for it at the next open); once the offsets partition is back it can, and the old
+/// offsets stay gone across a reopen.
+#[test]
+fn a_deleted_topics_offsets_stay_gone_when_their_tombstones_wait_for_an_offline_partition() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    // The offsets topic is created while directory 1 is offline: its one replica is in 0.
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    partition.append_values(["d"]).unwrap();
+    assert!(!log.dir_status()[1].online);
+    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(3))])
+        .unwrap();
+    fault.heal_dir(&dirs[1]);
+    log.restore_dir(&dirs[1]).unwrap();
+    fault.fail_dir(&dirs[0], FaultKind::Eio);
+    partition.append_values(["e"]).unwrap();
+    assert!(!log.dir_status()[0].online);
+    // The topic goes; its offsets' tombstones cannot be written.
+    assert!(log.delete_topic("t").is_err());
+    assert!(log.topic("t").is_err());
+    assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+    match log.create_topic("t", TopicConfig::default()) {
+        Err(Error::PartitionOffline { .. }) => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("created while the old offsets' tombstones are owed"),
+    }
+    assert!(log.topic("t").is_err());
+    fault.heal_dir(&dirs[0]);
+    log.restore_dir(&dirs[0]).unwrap();
+    let partition = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    partition.append_values(["new"]).unwrap();
+    assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+    log.close().unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+    assert_eq!(values(&log, "t", 0), ["new"]);
+    log.close().unwrap();
+}
