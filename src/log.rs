@@ -363,6 +363,9 @@ impl LogBuilder {
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
+        // Deleted topics whose offsets' tombstones the replay wrote (or found written) can
+        // be created again; with an offsets partition offline they wait.
+        let _ = log.settle_forgotten(None);
         let now = log.now_ms();
         for (group, meta) in log.inner.offsets.group_metas() {
             log.inner.coordinator.restore(&group, &meta, now);
@@ -1713,7 +1716,8 @@ impl Log {
     /// `TopicExists`; `Io`. A rejected call changes nothing on disk. A topic of a deleted
     /// topic's name whose committed offsets' tombstones could not be written then (see
     /// [`delete_topic`](Self::delete_topic)) is created only once they are: until then the
-    /// error that writing them meets (`PartitionOffline`, say).
+    /// error that writing them meets, or `PartitionOffline` of `__consumer_offsets` when
+    /// the open could not read one of its partitions; `Poisoned`.
     pub fn create_topic(
         &self,
         name: &str,
@@ -1932,8 +1936,9 @@ impl Log {
         // Committed offsets of a deleted topic of this name whose tombstones could not be
         // written when it was deleted would come back for the new topic at the next open:
         // they are written first, or the topic is not created.
-        if !INTERNAL_TOPICS.contains(&name) {
-            self.inner.offsets.write_owed(self, Some(name))?;
+        if !INTERNAL_TOPICS.contains(&name) && self.inner.state.read().meta.forgotten.contains(name)
+        {
+            self.settle_forgotten(Some(name))?;
         }
         let available = online.len() as u32;
         if config.replication_factor > available {
@@ -2025,18 +2030,58 @@ impl Log {
     ///
     /// # Errors
     /// `UnknownTopic`; `Io`. An error writing the tombstones of its committed offsets to
-    /// `__consumer_offsets` (its partition offline, say) comes after the topic is deleted:
-    /// they are owed, retried by [`maintain`](Self::maintain), and written before a topic
-    /// of the name is created again.
+    /// `__consumer_offsets` (`PartitionOffline`, say) comes after the topic is deleted:
+    /// they are owed, retried by [`maintain`](Self::maintain) and the next open, and
+    /// written before a topic of the name is created again.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         if INTERNAL_TOPICS.contains(&name) {
             return Err(Error::InternalTopic { topic: name.into() });
         }
         self.check_open()?;
-        self.remove_topic(name)?;
+        let removed = self.remove_topic(name);
         // Committed offsets of the topic go too, so that a topic created again under this
-        // name is read from its start (Kafka removes a deleted partition's offsets).
-        self.inner.offsets.forget_topic(self, name)
+        // name is read from its start (Kafka removes a deleted partition's offsets): once
+        // the topic left `meta`, whatever failed after it.
+        let settled = if self.inner.state.read().meta.forgotten.contains(name) {
+            self.settle_forgotten(Some(name))
+        } else {
+            Ok(())
+        };
+        removed.and(settled)
+    }
+
+    /// Writes the tombstones of the committed offsets of the deleted topics `meta` lists as
+    /// forgotten (only `only`, when given), then drops the names from `meta`, so that topics
+    /// of those names can be created again. Refused while the replay at open could not read
+    /// every offsets partition (an offset of the topic may be in one it did not read).
+    fn settle_forgotten(&self, only: Option<&str>) -> Result<()> {
+        let names: Vec<String> = self
+            .inner
+            .state
+            .read()
+            .meta
+            .forgotten
+            .iter()
+            .filter(|name| only.is_none_or(|only| only == name.as_str()))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.inner.offsets.check_complete()?;
+        for name in &names {
+            self.inner.offsets.write_owed(self, Some(name))?;
+        }
+        let _meta = self.inner.meta_lock.lock();
+        let mut meta = self.inner.state.read().meta.clone();
+        let before = meta.forgotten.len();
+        meta.forgotten.retain(|name| !names.contains(name));
+        if meta.forgotten.len() != before {
+            meta.generation += 1;
+            self.write_meta(&meta)?;
+            self.inner.state.write().meta = meta;
+        }
+        Ok(())
     }
 
     /// The current `meta` and topic `name` (`UnknownTopic` when there is none).
@@ -2056,6 +2101,12 @@ impl Log {
         let (mut meta, state) = self.meta_and_topic(name)?;
         meta.generation += 1;
         meta.topics.remove(name);
+        // Groups may have committed offsets of it: until their tombstones are written, no
+        // topic of the name is created (see `settle_forgotten`), across reopens too.
+        let offsets = meta.topics.contains_key(CONSUMER_OFFSETS);
+        if offsets {
+            meta.forgotten.insert(name.to_owned());
+        }
         self.write_meta(&meta)?;
         state.deleted.store(true, Ordering::Release);
         state.changes.fetch_add(1, Ordering::Release);
@@ -2065,6 +2116,10 @@ impl Log {
             guard.topics.remove(name);
         }
         drop(meta_guard);
+        if offsets {
+            // Still under the admin lock: before a topic of the name can exist.
+            self.inner.offsets.owe_topic(name);
+        }
         for replica in &state.all_replicas() {
             // No append, roll or retention pass touches its files from here on (one running
             // now finishes first): they are about to move.
@@ -2191,7 +2246,7 @@ impl Log {
             // The commit succeeded; an expiry failure is met again at the next check, as
             // are tombstones still owed.
             let _ = self.expire_offsets();
-            let _ = self.inner.offsets.write_owed(self, None);
+            let _ = self.settle_forgotten(None);
         }
         Ok(())
     }
@@ -2234,7 +2289,7 @@ impl Log {
         report.expired_groups = self.expire_offsets()?;
         // Retried while the offsets topic's partition is offline; a topic of the name is
         // not created again before they are written (see `create_topic`).
-        let _ = self.inner.offsets.write_owed(self, None);
+        let _ = self.settle_forgotten(None);
         Ok(report)
     }
 
@@ -3479,6 +3534,11 @@ impl Partition {
     /// Records below this offset are visible to readers.
     pub fn high_watermark(&self) -> u64 {
         self.set.current().map_or(0, |r| r.high_watermark())
+    }
+
+    /// Whether the partition has a leader (is not offline).
+    pub(crate) fn is_led(&self) -> bool {
+        self.set.leader().is_ok()
     }
 
     /// Syncs this partition's data now, whatever its fsync policy.

@@ -130,6 +130,9 @@ pub(crate) struct Meta {
     /// Per directory, the last `meta` offered to it: what it holds unless it wrote one
     /// since in a run that did not know this copy's (empty: unknown).
     pub offered: Vec<Offered>,
+    /// Deleted topics whose committed offsets may still be in `__consumer_offsets` without
+    /// their tombstones: no topic of these names is created until they are written.
+    pub forgotten: std::collections::BTreeSet<String>,
 }
 
 /// A `meta` generation offered to a directory, and the run that offered it.
@@ -232,6 +235,9 @@ impl Meta {
                 topic.config.to_words()
             );
         }
+        for name in &self.forgotten {
+            let _ = writeln!(out, "forgotten {name}");
+        }
         out
     }
 
@@ -285,6 +291,16 @@ impl Meta {
                 Some("topic") => {
                     let (name, topic) = decode_topic(words, meta.dir_count).map_err(bad)?;
                     meta.topics.insert(name, topic);
+                }
+                Some("forgotten") => {
+                    let name = words
+                        .next()
+                        .filter(|name| validate_topic_name(name).is_ok())
+                        .ok_or_else(|| bad("meta forgotten topic"))?;
+                    if words.next().is_some() {
+                        return Err(bad("meta forgotten topic"));
+                    }
+                    meta.forgotten.insert(name.to_owned());
                 }
                 _ if line.is_empty() => {}
                 _ => return Err(bad("meta line")),
@@ -595,6 +611,8 @@ mod tests {
             ],
             ..Meta::default()
         };
+        meta.forgotten.insert("gone".into());
+        meta.forgotten.insert("gone.too".into());
         meta.topics.insert(
             "t".into(),
             TopicMeta::new(TopicConfig::default().partitions(2), vec![vec![0], vec![1]]),

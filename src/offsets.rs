@@ -12,6 +12,7 @@
 //! commit never points past recovered data.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -479,10 +480,15 @@ pub(crate) struct OffsetStore {
     groups: RwLock<Groups>,
     /// Serialises commits, so that cache updates follow append order.
     commit_lock: Mutex<()>,
-    /// Tombstones of deleted topics' offsets not written yet (the offsets topic's
-    /// partition failed), per group: written before a topic of the name is created again,
-    /// and retried at each maintenance pass. (The next open finds and writes them too.)
+    /// Tombstones of deleted topics' offsets not written yet, per group: the offsets of a
+    /// topic move here from the cache when it is deleted, and leave once written. (A
+    /// deleted topic's name stays in `meta`'s `forgotten` until they are, and no topic of
+    /// the name is created meanwhile; the next open finds them again in the replay.)
     owed: Mutex<Vec<(String, Vec<TopicPartition>)>>,
+    /// The first partition of the offsets topic that the replay at open could not read
+    /// (offline), `u32::MAX` when it read them all: only then does the cache (with `owed`)
+    /// hold every committed offset.
+    unread: AtomicU32,
 }
 
 impl OffsetStore {
@@ -493,6 +499,7 @@ impl OffsetStore {
             groups: RwLock::new(HashMap::new()),
             commit_lock: Mutex::new(()),
             owed: Mutex::new(Vec::new()),
+            unread: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -503,8 +510,12 @@ impl OffsetStore {
         };
         let mut cache = HashMap::new();
         let mut groups = HashMap::new();
+        let mut unread = u32::MAX;
         for p in 0..topic.partitions() {
             let partition = topic.partition(p)?;
+            if !partition.is_led() {
+                unread = unread.min(p);
+            }
             let mut offset = partition.log_start_offset();
             while offset < partition.high_watermark() {
                 let read = partition.read(offset, 1 << 20)?;
@@ -547,15 +558,23 @@ impl OffsetStore {
         cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
         *self.groups.write() = groups;
-        let _serial = self.commit_lock.lock();
-        for (group, tps) in orphaned {
-            // The offsets topic's partition may be offline: what is not written now is
-            // owed (see `owed`), and found again at the next open.
-            if self.tombstone(log, &group, &tps).is_err() {
-                self.owed.lock().push((group, tps));
-            }
-        }
+        self.unread.store(unread, Ordering::Release);
+        *self.owed.lock() = orphaned;
+        // The offsets topic's partition may be offline: what is not written now stays owed.
+        let _ = self.write_owed(log, None);
         Ok(())
+    }
+
+    /// Whether every committed offset is known (see `unread`); `Err` names an offsets
+    /// partition the replay at open could not read.
+    pub(crate) fn check_complete(&self) -> Result<()> {
+        match self.unread.load(Ordering::Acquire) {
+            u32::MAX => Ok(()),
+            partition => Err(Error::PartitionOffline {
+                topic: CONSUMER_OFFSETS.into(),
+                partition,
+            }),
+        }
     }
 
     /// Writes the tombstones owed for deleted topics' offsets (see `owed`), only those of
@@ -565,26 +584,24 @@ impl OffsetStore {
         let wanted =
             |tps: &[TopicPartition]| topic.is_none_or(|t| tps.iter().any(|tp| tp.topic == t));
         if !self.owed.lock().iter().any(|(_, tps)| wanted(tps)) {
-            // Nothing owed (the usual case): no wait for the commit lock, which the caller
-            // may hold (a commit creating the offsets topic).
+            // Nothing owed (the usual case): no wait for the commit lock.
             return Ok(());
         }
         let _serial = self.commit_lock.lock();
-        let owed = std::mem::take(&mut *self.owed.lock());
-        let mut result = Ok(());
-        let mut kept = Vec::new();
-        for (group, tps) in owed {
-            if !wanted(&tps) || result.is_err() {
-                kept.push((group, tps));
-                continue;
-            }
-            if let Err(error) = self.tombstone(log, &group, &tps) {
-                result = Err(error);
-                kept.push((group, tps));
-            }
+        // Each entry leaves the list only once written (all entries are added under the
+        // commit lock, so the list is stable here).
+        let todo: Vec<(String, Vec<TopicPartition>)> = self
+            .owed
+            .lock()
+            .iter()
+            .filter(|(_, tps)| wanted(tps))
+            .cloned()
+            .collect();
+        for (group, tps) in todo {
+            self.tombstone(log, &group, &tps)?;
+            self.owed.lock().retain(|(g, t)| (g, t) != (&group, &tps));
         }
-        self.owed.lock().extend(kept);
-        result
+        Ok(())
     }
 
     /// The committed offset of `group` for `tp`.
@@ -666,45 +683,27 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Removes every group's offsets for `topic` (deleted), with tombstones in the offsets
-    /// topic, as Kafka does for deleted partitions.
-    pub(crate) fn forget_topic(&self, log: &Log, topic: &str) -> Result<()> {
+    /// Moves every group's offsets for `topic` (deleted) from the cache to `owed`, whose
+    /// tombstones [`write_owed`](Self::write_owed) writes (as Kafka removes a deleted
+    /// partition's offsets). Called as the topic is deleted, before a topic of the name can
+    /// exist again; under the commit lock, so a commit of the topic that passed its checks
+    /// before the deletion lands in the cache first and moves too.
+    pub(crate) fn owe_topic(&self, topic: &str) {
         let _serial = self.commit_lock.lock();
-        let forget = |cache: &mut Cache| {
-            for offsets in cache.values_mut() {
+        let mut cache = self.cache.write();
+        let mut owed = self.owed.lock();
+        for (group, offsets) in cache.iter_mut() {
+            let tps: Vec<TopicPartition> = offsets
+                .keys()
+                .filter(|tp| tp.topic == topic)
+                .cloned()
+                .collect();
+            if !tps.is_empty() {
                 offsets.retain(|tp, _| tp.topic != topic);
-            }
-            cache.retain(|_, offsets| !offsets.is_empty());
-        };
-        let doomed: Vec<(String, Vec<TopicPartition>)> = self
-            .cache
-            .read()
-            .iter()
-            .map(|(group, offsets)| {
-                let tps: Vec<TopicPartition> = offsets
-                    .keys()
-                    .filter(|tp| tp.topic == topic)
-                    .cloned()
-                    .collect();
-                (group.clone(), tps)
-            })
-            .filter(|(_, tps)| !tps.is_empty())
-            .collect();
-        let mut result = Ok(());
-        for (group, tps) in doomed {
-            if result.is_err() {
-                self.owed.lock().push((group, tps));
-            } else if let Err(error) = self.tombstone(log, &group, &tps) {
-                // The topic is gone: its offsets go from memory whatever happens, and the
-                // tombstones that could not be written now are owed (see `owed`).
-                self.owed.lock().push((group, tps));
-                result = Err(error);
+                owed.push((group.clone(), tps));
             }
         }
-        if result.is_err() {
-            forget(&mut self.cache.write());
-        }
-        result
+        cache.retain(|_, offsets| !offsets.is_empty());
     }
 
     /// Removes all of `group`'s offsets and its metadata, with tombstones, and makes the

@@ -2534,16 +2534,12 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
     assert_replicas_identical(&dirs, "t", 1);
 }
 
-/// A topic deleted while the `__consumer_offsets` partition holding a group's commits is
-/// offline: the tombstones of its offsets cannot be written, and are owed. A topic of the
-/// name cannot be created again until they are written (else the old commits would come
-/// back for it at the next open); once the offsets partition is back it can, and the old
-/// offsets stay gone across a reopen.
-#[test]
-fn a_deleted_topics_offsets_stay_gone_when_their_tombstones_wait_for_an_offline_partition() {
-    let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
+/// Deletes topic `t` of a log over `dirs` while the `__consumer_offsets` partition holding
+/// group `g`'s commit of `t-0` (offset 3) is offline (its one replica is in directory 0,
+/// failed): the tombstones of the offsets cannot be written. Returns the log, with
+/// directory 0 still failed.
+fn delete_while_offsets_offline(dirs: &[PathBuf]) -> (Log, FaultStorage) {
+    let (log, fault) = common::faulty_log(dirs);
     let tp = tarnlog::TopicPartition::new("t", 0);
     let config = TopicConfig::default().replication_factor(2);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
@@ -2563,14 +2559,22 @@ fn a_deleted_topics_offsets_stay_gone_when_their_tombstones_wait_for_an_offline_
     assert!(log.delete_topic("t").is_err());
     assert!(log.topic("t").is_err());
     assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+    assert_create_refused(&log);
+    (log, fault)
+}
+
+fn assert_create_refused(log: &Log) {
     match log.create_topic("t", TopicConfig::default()) {
-        Err(Error::PartitionOffline { .. }) => {}
+        Err(Error::PartitionOffline { topic, .. }) if topic == "__consumer_offsets" => {}
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("created while the old offsets' tombstones are owed"),
     }
     assert!(log.topic("t").is_err());
-    fault.heal_dir(&dirs[0]);
-    log.restore_dir(&dirs[0]).unwrap();
+}
+
+/// A topic of the name created at last: the old offsets stay gone across a reopen.
+fn assert_created_afresh(log: Log, dirs: &[PathBuf]) {
+    let tp = tarnlog::TopicPartition::new("t", 0);
     let partition = log
         .create_topic("t", TopicConfig::default())
         .unwrap()
@@ -2579,8 +2583,47 @@ fn a_deleted_topics_offsets_stay_gone_when_their_tombstones_wait_for_an_offline_
     partition.append_values(["new"]).unwrap();
     assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
     log.close().unwrap();
-    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let log = Log::builder().dirs(dirs).open().unwrap();
     assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
     assert_eq!(values(&log, "t", 0), ["new"]);
     log.close().unwrap();
+}
+
+/// A topic deleted while the `__consumer_offsets` partition holding a group's commits is
+/// offline: the tombstones of its offsets cannot be written, and the topic's name stays
+/// "forgotten" in `meta`. A topic of the name cannot be created again until they are
+/// written (else the old commits would come back for it at the next open); once the
+/// offsets partition is back it can, and the old offsets stay gone across a reopen.
+#[test]
+fn a_deleted_topics_offsets_stay_gone_when_their_tombstones_wait_for_an_offline_partition() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = delete_while_offsets_offline(&dirs);
+    fault.heal_dir(&dirs[0]);
+    log.restore_dir(&dirs[0]).unwrap();
+    assert_created_afresh(log, &dirs);
+}
+
+/// The same across reopens: reopened with the offsets partition still offline, the log
+/// cannot know every committed offset of the deleted topic (the replay could not read that
+/// partition), so a topic of the name is still refused; reopened with it back, the replay
+/// writes the tombstones and the name is free.
+#[test]
+fn a_deleted_topics_name_stays_refused_across_a_reopen_with_its_offsets_offline() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, _fault) = delete_while_offsets_offline(&dirs);
+    log.close().unwrap();
+    let fault = FaultStorage::new(OsStorage::shared());
+    fault.fail_dir(&dirs[0], FaultKind::Eio);
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .open()
+        .unwrap();
+    assert!(!log.dir_status()[0].online);
+    assert_create_refused(&log);
+    log.close().unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_created_afresh(log, &dirs);
 }
