@@ -5,7 +5,7 @@
 //! before files it no longer names are removed. Every handle operation first checks that the
 //! log is open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -364,8 +364,12 @@ impl LogBuilder {
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
         // Deleted topics whose offsets' tombstones the replay wrote (or found written) can
-        // be created again; with an offsets partition offline they wait.
-        let _ = log.settle_forgotten(None);
+        // be created again; with an offsets partition offline they wait. Topics the replay
+        // found offsets of without their tombstones (deleted by a version without
+        // `forgotten`) are recorded first, in case those cannot be written now.
+        let owed = log.inner.offsets.owed_topics();
+        let _ = log.change_forgotten(|forgotten| forgotten.extend(owed));
+        let _ = log.settle_forgotten(None, true);
         let now = log.now_ms();
         for (group, meta) in log.inner.offsets.group_metas() {
             log.inner.coordinator.restore(&group, &meta, now);
@@ -1717,7 +1721,9 @@ impl Log {
     /// topic's name whose committed offsets' tombstones could not be written then (see
     /// [`delete_topic`](Self::delete_topic)) is created only once they are: until then the
     /// error that writing them meets, or `PartitionOffline` of `__consumer_offsets` when
-    /// the open could not read one of its partitions; `Poisoned`.
+    /// the open could not read one of its partitions (tombstones written before a later
+    /// refusal stay written); `Poisoned`. A producer that auto-creates topics meets the
+    /// same.
     pub fn create_topic(
         &self,
         name: &str,
@@ -1933,19 +1939,19 @@ impl Log {
                 });
             }
         }
-        // Committed offsets of a deleted topic of this name whose tombstones could not be
-        // written when it was deleted would come back for the new topic at the next open:
-        // they are written first, or the topic is not created.
-        if !INTERNAL_TOPICS.contains(&name) && self.inner.state.read().meta.forgotten.contains(name)
-        {
-            self.settle_forgotten(Some(name))?;
-        }
         let available = online.len() as u32;
         if config.replication_factor > available {
             return Err(Error::InvalidReplicationFactor {
                 requested: config.replication_factor,
                 available,
             });
+        }
+        // Committed offsets of a deleted topic of this name whose tombstones could not be
+        // written when it was deleted would come back for the new topic at the next open:
+        // they are written first, or the topic is not created.
+        if !INTERNAL_TOPICS.contains(&name) && self.inner.state.read().meta.forgotten.contains(name)
+        {
+            self.settle_forgotten_locked(Some(name))?;
         }
         let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
         let placement: Vec<Vec<u32>> = crate::placement::assign(
@@ -2043,7 +2049,7 @@ impl Log {
         // name is read from its start (Kafka removes a deleted partition's offsets): once
         // the topic left `meta`, whatever failed after it.
         let settled = if self.inner.state.read().meta.forgotten.contains(name) {
-            self.settle_forgotten(Some(name))
+            self.settle_forgotten(Some(name), true)
         } else {
             Ok(())
         };
@@ -2051,10 +2057,26 @@ impl Log {
     }
 
     /// Writes the tombstones of the committed offsets of the deleted topics `meta` lists as
-    /// forgotten (only `only`, when given), then drops the names from `meta`, so that topics
-    /// of those names can be created again. Refused while the replay at open could not read
-    /// every offsets partition (an offset of the topic may be in one it did not read).
-    fn settle_forgotten(&self, only: Option<&str>) -> Result<()> {
+    /// forgotten (only `only`, when given), dropping each name from `meta` once its are
+    /// written, so that a topic of that name can be created again. Refused while the replay
+    /// at open could not read every offsets partition (an offset of the topic may be in one
+    /// it did not read). Under the admin lock (taken here; with `wait` false, only if free:
+    /// `restore_dir` holds it for a whole rebuild), so that no deletion or creation of a
+    /// name runs between reading the names and dropping them.
+    fn settle_forgotten(&self, only: Option<&str>, wait: bool) -> Result<()> {
+        let _admin = if wait {
+            self.inner.admin.lock()
+        } else {
+            match self.inner.admin.try_lock() {
+                Some(admin) => admin,
+                None => return Ok(()),
+            }
+        };
+        self.settle_forgotten_locked(only)
+    }
+
+    /// [`settle_forgotten`](Self::settle_forgotten) with the admin lock held.
+    fn settle_forgotten_locked(&self, only: Option<&str>) -> Result<()> {
         let names: Vec<String> = self
             .inner
             .state
@@ -2069,14 +2091,27 @@ impl Log {
             return Ok(());
         }
         self.inner.offsets.check_complete()?;
-        for name in &names {
-            self.inner.offsets.write_owed(self, Some(name))?;
+        let mut result = Ok(());
+        let mut settled = Vec::new();
+        for name in names {
+            match self.inner.offsets.write_owed(self, Some(&name)) {
+                Ok(()) => settled.push(name),
+                Err(error) => result = result.and(Err(error)),
+            }
         }
+        if !settled.is_empty() {
+            self.change_forgotten(|forgotten| forgotten.retain(|n| !settled.contains(n)))?;
+        }
+        result
+    }
+
+    /// Applies `change` to `meta`'s forgotten names, writing `meta` when they changed.
+    fn change_forgotten(&self, change: impl FnOnce(&mut BTreeSet<String>)) -> Result<()> {
         let _meta = self.inner.meta_lock.lock();
         let mut meta = self.inner.state.read().meta.clone();
-        let before = meta.forgotten.len();
-        meta.forgotten.retain(|name| !names.contains(name));
-        if meta.forgotten.len() != before {
+        let before = meta.forgotten.clone();
+        change(&mut meta.forgotten);
+        if meta.forgotten != before {
             meta.generation += 1;
             self.write_meta(&meta)?;
             self.inner.state.write().meta = meta;
@@ -2246,7 +2281,7 @@ impl Log {
             // The commit succeeded; an expiry failure is met again at the next check, as
             // are tombstones still owed.
             let _ = self.expire_offsets();
-            let _ = self.settle_forgotten(None);
+            let _ = self.settle_forgotten(None, false);
         }
         Ok(())
     }
@@ -2255,7 +2290,10 @@ impl Log {
     /// loops (see [`LogBuilder::background_maintenance`]), at the clock's time: retention
     /// on every topic (`retention_ms`, `retention_bytes`, the log start moved by
     /// [`Partition::delete_records`]), then the expiry of committed offsets of groups
-    /// without members (Kafka's `offsets.retention.minutes`).
+    /// without members (Kafka's `offsets.retention.minutes`), then another try at the
+    /// tombstones of deleted topics' offsets that could not be written before (see
+    /// [`delete_topic`](Self::delete_topic); best effort: a failure shows at
+    /// [`create_topic`](Self::create_topic) of the name).
     ///
     /// A partition whose retention fails (its directory goes offline) does not stop the
     /// pass; it is listed in [`MaintenanceReport::failures`].
@@ -2289,7 +2327,7 @@ impl Log {
         report.expired_groups = self.expire_offsets()?;
         // Retried while the offsets topic's partition is offline; a topic of the name is
         // not created again before they are written (see `create_topic`).
-        let _ = self.settle_forgotten(None);
+        let _ = self.settle_forgotten(None, false);
         Ok(report)
     }
 

@@ -551,9 +551,16 @@ impl OffsetStore {
             for tp in &gone {
                 offsets.remove(tp);
             }
-            if !gone.is_empty() {
-                orphaned.push((group.clone(), gone));
+            // One entry per topic: a name's tombstones are written (and it is freed)
+            // without waiting on another's.
+            let mut by_topic: Vec<Vec<TopicPartition>> = Vec::new();
+            for tp in gone {
+                match by_topic.iter_mut().find(|tps| tps[0].topic == tp.topic) {
+                    Some(tps) => tps.push(tp),
+                    None => by_topic.push(vec![tp]),
+                }
             }
+            orphaned.extend(by_topic.into_iter().map(|tps| (group.clone(), tps)));
         }
         cache.retain(|_, offsets| !offsets.is_empty());
         *self.cache.write() = cache;
@@ -563,6 +570,15 @@ impl OffsetStore {
         // The offsets topic's partition may be offline: what is not written now stays owed.
         let _ = self.write_owed(log, None);
         Ok(())
+    }
+
+    /// The topics whose offsets' tombstones are owed.
+    pub(crate) fn owed_topics(&self) -> std::collections::BTreeSet<String> {
+        self.owed
+            .lock()
+            .iter()
+            .flat_map(|(_, tps)| tps.iter().map(|tp| tp.topic.clone()))
+            .collect()
     }
 
     /// Whether every committed offset is known (see `unread`); `Err` names an offsets
@@ -645,6 +661,13 @@ impl OffsetStore {
             data.push(partition);
         }
         let _serial = self.commit_lock.lock();
+        // A topic deleted since the checks above moved its offsets to `owed` under this
+        // lock (`owe_topic`): a commit of it must not land in the cache after that.
+        if let Some(deleted) = data.iter().find(|p| p.is_deleted()) {
+            return Err(Error::UnknownTopic {
+                topic: deleted.topic_partition().topic,
+            });
+        }
         let _checked = check()?;
         let now = log.now_ms();
         // The data first: a recovered commit must never point past recovered data.
@@ -688,6 +711,10 @@ impl OffsetStore {
     /// partition's offsets). Called as the topic is deleted, before a topic of the name can
     /// exist again; under the commit lock, so a commit of the topic that passed its checks
     /// before the deletion lands in the cache first and moves too.
+    ///
+    /// Lock order: `admin` (held by the caller) before `commit_lock`. A commit takes
+    /// `admin` under `commit_lock` only to create `__consumer_offsets`, which exists
+    /// whenever this is called (and once created never goes), so the two never meet.
     pub(crate) fn owe_topic(&self, topic: &str) {
         let _serial = self.commit_lock.lock();
         let mut cache = self.cache.write();

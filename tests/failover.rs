@@ -2556,7 +2556,8 @@ fn delete_while_offsets_offline(dirs: &[PathBuf]) -> (Log, FaultStorage) {
     partition.append_values(["e"]).unwrap();
     assert!(!log.dir_status()[0].online);
     // The topic goes; its offsets' tombstones cannot be written.
-    assert!(log.delete_topic("t").is_err());
+    let error = log.delete_topic("t").unwrap_err();
+    assert!(matches!(error, Error::PartitionOffline { .. }), "{error}");
     assert!(log.topic("t").is_err());
     assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
     assert_create_refused(&log);
