@@ -363,13 +363,7 @@ impl LogBuilder {
         let open = Arc::new(OpenToken(Arc::clone(&inner)));
         let log = Log { inner, _open: open };
         log.inner.offsets.load(&log)?;
-        // Deleted topics whose offsets' tombstones the replay wrote (or found written) can
-        // be created again; with an offsets partition offline they wait. Topics the replay
-        // found offsets of without their tombstones (deleted by a version without
-        // `forgotten`) are recorded first, in case those cannot be written now.
-        let owed = log.inner.offsets.owed_topics();
-        let _ = log.change_forgotten(|forgotten| forgotten.extend(owed));
-        let _ = log.settle_forgotten(None, true);
+        log.settle_forgotten_at_open();
         let now = log.now_ms();
         for (group, meta) in log.inner.offsets.group_metas() {
             log.inner.coordinator.restore(&group, &meta, now);
@@ -2035,8 +2029,9 @@ impl Log {
     /// it answer `UnknownTopic` from then on; records already read stay valid.
     ///
     /// # Errors
-    /// `UnknownTopic`; `Io`. An error writing the tombstones of its committed offsets to
-    /// `__consumer_offsets` (`PartitionOffline`, say) comes after the topic is deleted:
+    /// `UnknownTopic`; `Io`; `Poisoned`. An error writing the tombstones of its committed
+    /// offsets to `__consumer_offsets` (`PartitionOffline`, say) comes after the topic is
+    /// deleted:
     /// they are owed, retried by [`maintain`](Self::maintain) and the next open, and
     /// written before a topic of the name is created again.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
@@ -2054,6 +2049,23 @@ impl Log {
             Ok(())
         };
         removed.and(settled)
+    }
+
+    /// After the replay at open: deleted topics whose offsets' tombstones the replay wrote
+    /// (or found written) can be created again; with an offsets partition offline they
+    /// wait (see `settle_forgotten`).
+    fn settle_forgotten_at_open(&self) {
+        // Topics the replay found offsets of without their tombstones (deleted by a version
+        // without `forgotten`) are recorded first, in case those cannot be written now.
+        let owed = self.inner.offsets.owed_topics();
+        if self
+            .change_forgotten(|forgotten| forgotten.extend(owed.iter().cloned()))
+            .is_err()
+        {
+            // Refused at create all the same; `meta` takes them at its next write.
+            self.inner.state.write().meta.forgotten.extend(owed);
+        }
+        let _ = self.settle_forgotten(None, true);
     }
 
     /// Writes the tombstones of the committed offsets of the deleted topics `meta` lists as
