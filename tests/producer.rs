@@ -1540,3 +1540,51 @@ fn a_second_concurrent_close_waits_for_the_sender_too() {
         future.wait().unwrap();
     }
 }
+
+/// A producer that wrote to a topic later deleted lets go of it (its partitions, and so the
+/// mappings of its unlinked segment files, whose disk space would otherwise stay taken
+/// while the producer lives) once it looks up another topic: a long-lived producer writing
+/// to one topic a day, the old ones deleted, does not keep them all.
+#[test]
+fn a_producer_lets_go_of_deleted_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let log = Log::open(&root).unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    log.create_topic("day1", TopicConfig::default()).unwrap();
+    let sent = producer
+        .send(ProducerRecord::new("day1").value("a"))
+        .unwrap();
+    producer.flush().unwrap();
+    sent.wait().unwrap();
+    log.delete_topic("day1").unwrap();
+    let held = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(root.to_str().unwrap()) && line.ends_with("(deleted)"))
+            .count()
+    };
+    assert!(
+        held() > 0,
+        "the deleted topic's files are still mapped here"
+    );
+    log.create_topic("day2", TopicConfig::default()).unwrap();
+    let sent = producer
+        .send(ProducerRecord::new("day2").value("b"))
+        .unwrap();
+    producer.flush().unwrap();
+    sent.wait().unwrap();
+    // The sender thread drops the batch it appended just after completing it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still mapped: {}",
+            held()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    producer.close().unwrap();
+    log.close().unwrap();
+}

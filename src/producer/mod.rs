@@ -51,7 +51,8 @@ pub enum Acks {
     /// no offset; a later failure to append is not reported (one of an append `send` made
     /// itself is, see [`ProducerConfig::linger_ms`]). Lost with the process.
     None,
-    /// `acks=1`: the future completes once the batch is in the log and visible to readers,
+    /// `acks=1`: the future completes once the batch is in the leader's log (on a
+    /// replicated topic readers see it once the high watermark passes it, right after),
     /// before the topic's fsync policy runs. Survives a crash of the process; may be lost
     /// with power if the policy's fsync then fails or never ran, and, on a replicated
     /// topic, if the leader's directory fails before a follower has the batch (as in
@@ -978,6 +979,9 @@ impl Producer {
             .map(|p| topic.partition(p))
             .collect::<Result<Vec<_>>>()?;
         let mut topics = shared.topics.write();
+        // Deleted topics leave the cache: their partitions hold their segments' mappings,
+        // whose files (unlinked) would keep their disk space for the producer's lifetime.
+        topics.retain(|_, cached| !cached.topic.is_deleted());
         // Another thread may have cached it meanwhile: one entry per live topic, so that a
         // partition never has two open batches.
         if let Some(cached) = topics.get(name)
