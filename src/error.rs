@@ -305,8 +305,9 @@ pub enum Error {
         /// The group.
         group: String,
     },
-    /// A call that does not fit the consumer's state (Kafka's `IllegalStateException`), such
-    /// as `assign` after `subscribe`.
+    /// A call that does not fit the client's state (Kafka's `IllegalStateException`), such
+    /// as `assign` after `subscribe`, or a producer's `flush` in a waker on its sender
+    /// thread.
     #[error("illegal state: {reason}")]
     IllegalState {
         /// What is wrong.

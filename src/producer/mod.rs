@@ -422,8 +422,11 @@ impl SendFuture {
     /// Blocks until the send is acknowledged or fails.
     ///
     /// # Errors
-    /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`, or a batch
-    /// the log refused (`RecordTooLarge`, `InvalidRecord`).
+    /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`,
+    /// `NotEnoughReplicas`, `PartitionOffline`, `UnknownTopic` (deleted meanwhile), or a
+    /// batch the log refused (`RecordTooLarge`, `InvalidRecord`). `IllegalState` when
+    /// called on a producer's sender thread (from a waker) before the send is done: only
+    /// that thread could complete it.
     pub fn wait(mut self) -> Result<RecordMetadata> {
         if let Some(result) = self.ready.take() {
             return result;
@@ -431,6 +434,11 @@ impl SendFuture {
         let Some(pending) = self.pending.take() else {
             return Err(Error::Closed);
         };
+        if ON_A_SENDER_THREAD.get() && !pending.completion.is_finished() {
+            return Err(Error::IllegalState {
+                reason: "waiting on a producer's sender thread (in a waker) would wait for itself",
+            });
+        }
         pending.completion.wait();
         let state = pending.completion.state.lock();
         let outcome = state
@@ -814,7 +822,9 @@ impl Producer {
     /// is acknowledged or failed (their futures say which).
     ///
     /// # Errors
-    /// `Closed` when the producer was closed before the call.
+    /// `Closed` when the producer was closed before the call; `IllegalState` when called
+    /// on a producer's sender thread (from a waker) with something still to wait for,
+    /// which only that thread could send (as Kafka refuses `flush` in a callback).
     pub fn flush(&self) -> Result<()> {
         let shared = self.shared();
         let waiting: Vec<Arc<Completion>> = {
@@ -830,6 +840,11 @@ impl Producer {
                 .chain(state.in_flight.iter().cloned())
                 .collect()
         };
+        if ON_A_SENDER_THREAD.get() && waiting.iter().any(|c| !c.is_finished()) {
+            return Err(Error::IllegalState {
+                reason: "flush on a producer's sender thread (in a waker) would wait for itself",
+            });
+        }
         shared.work.notify_all();
         for completion in waiting {
             completion.wait();
@@ -1599,6 +1614,65 @@ mod tests {
         assert!(
             matches!(error, Error::UnknownPartition { partitions: 2, .. }),
             "{error:?}"
+        );
+        producer.close().unwrap();
+    }
+
+    /// Flushes its producer after a send when woken, keeping what `flush` answered.
+    struct FlushesProducer(Producer, Mutex<Option<Result<()>>>);
+
+    impl std::task::Wake for FlushesProducer {
+        fn wake(self: Arc<Self>) {
+            let sent = self.0.send(ProducerRecord::new("t").value("b"));
+            let flushed = sent.and_then(|_| self.0.flush());
+            *self.1.lock() = Some(flushed);
+        }
+    }
+
+    /// `flush` in an application's waker, which runs on the sender thread, with a record
+    /// still to send: only that thread could send it, so the flush is refused with
+    /// `IllegalState` (as Kafka refuses `flush` in a callback) instead of waiting for ever;
+    /// the record goes out all the same.
+    #[test]
+    fn a_flush_in_a_waker_on_the_sender_thread_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
+        let log = Log::builder()
+            .dir(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().linger_ms(1_000))
+            .unwrap();
+        let mut future = producer.send(ProducerRecord::new("t").value("a")).unwrap();
+        let waker = Arc::new(FlushesProducer(producer.clone(), Mutex::new(None)));
+        assert!(
+            Pin::new(&mut future)
+                .poll(&mut Context::from_waker(&Waker::from(Arc::clone(&waker))))
+                .is_pending()
+        );
+        clock.advance(2_000);
+        assert_eq!(future.wait().unwrap().offset, Some(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while waker.1.lock().is_none() {
+            assert!(Instant::now() < deadline, "the waker did not run");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let flushed = waker.1.lock().take().unwrap();
+        assert!(
+            matches!(flushed, Err(Error::IllegalState { .. })),
+            "{flushed:?}"
+        );
+        producer.flush().unwrap();
+        assert_eq!(
+            log.topic("t")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .log_end_offset(),
+            2
         );
         producer.close().unwrap();
     }
