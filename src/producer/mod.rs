@@ -1618,6 +1618,21 @@ mod tests {
         producer.close().unwrap();
     }
 
+    /// A log in `dir` on a manual clock, with topic `t` and a producer lingering 1 s, and
+    /// the future of one record sent (held until the clock passes the linger).
+    fn lingering_send(
+        dir: &std::path::Path,
+    ) -> (Log, Arc<crate::ManualClock>, Producer, SendFuture) {
+        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
+        let log = Log::builder().dir(dir).clock(clock.clone()).open().unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().linger_ms(1_000))
+            .unwrap();
+        let future = producer.send(ProducerRecord::new("t").value("a")).unwrap();
+        (log, clock, producer, future)
+    }
+
     /// Flushes its producer after a send when woken, keeping what `flush` answered.
     struct FlushesProducer(Producer, Mutex<Option<Result<()>>>);
 
@@ -1636,17 +1651,7 @@ mod tests {
     #[test]
     fn a_flush_in_a_waker_on_the_sender_thread_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
-        let log = Log::builder()
-            .dir(dir.path())
-            .clock(clock.clone())
-            .open()
-            .unwrap();
-        log.create_topic("t", TopicConfig::default()).unwrap();
-        let producer = log
-            .producer(ProducerConfig::default().linger_ms(1_000))
-            .unwrap();
-        let mut future = producer.send(ProducerRecord::new("t").value("a")).unwrap();
+        let (log, clock, producer, mut future) = lingering_send(dir.path());
         let waker = Arc::new(FlushesProducer(producer.clone(), Mutex::new(None)));
         assert!(
             Pin::new(&mut future)
@@ -1693,17 +1698,7 @@ mod tests {
     #[test]
     fn the_last_clone_dropped_by_a_waker_on_the_sender_thread_closes_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
-        let log = Log::builder()
-            .dir(dir.path())
-            .clock(clock.clone())
-            .open()
-            .unwrap();
-        log.create_topic("t", TopicConfig::default()).unwrap();
-        let producer = log
-            .producer(ProducerConfig::default().linger_ms(1_000))
-            .unwrap();
-        let mut future = producer.send(ProducerRecord::new("t").value("a")).unwrap();
+        let (_log, clock, producer, mut future) = lingering_send(dir.path());
         let shared = Arc::clone(&producer.handle.shared);
         let waker = Arc::new(DropsProducer(Mutex::new(None), AtomicBool::new(false)));
         assert!(
