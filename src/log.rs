@@ -2031,9 +2031,8 @@ impl Log {
     /// # Errors
     /// `UnknownTopic`; `Io`; `Poisoned`. An error writing the tombstones of its committed
     /// offsets to `__consumer_offsets` (`PartitionOffline`, say) comes after the topic is
-    /// deleted:
-    /// they are owed, retried by [`maintain`](Self::maintain) and the next open, and
-    /// written before a topic of the name is created again.
+    /// deleted: they are owed, retried by [`maintain`](Self::maintain) and the next open,
+    /// and written before a topic of the name is created again.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         if INTERNAL_TOPICS.contains(&name) {
             return Err(Error::InternalTopic { topic: name.into() });
