@@ -1026,6 +1026,19 @@ fn invalid_config_names_the_field() {
             "max_block_ms",
             ProducerConfig::default().max_block_ms(u64::MAX),
         ),
+        ("retries", ProducerConfig::default().retries(u32::MAX)),
+        (
+            "retry_backoff_ms",
+            ProducerConfig::default().retry_backoff_ms(u64::MAX),
+        ),
+        (
+            "retry_backoff_max_ms",
+            ProducerConfig::default().retry_backoff_max_ms(u64::MAX),
+        ),
+        (
+            "delivery_timeout_ms",
+            ProducerConfig::default().delivery_timeout_ms(u64::MAX),
+        ),
     ];
     for (field, config) in cases {
         match log.producer(config) {
@@ -1587,4 +1600,222 @@ fn a_producer_lets_go_of_deleted_topics() {
     }
     producer.close().unwrap();
     log.close().unwrap();
+}
+
+/// A log over two directories through a fault injector, with topic `t` (two replicas,
+/// `min_insync_replicas` 2) holding `a` and `b`, topic `u` (two replicas), and `t`'s
+/// follower's directory failed: `acks=All` appends to `t` are refused with
+/// `NotEnoughReplicas` until the directory is restored.
+fn too_few_in_sync(root: &Path) -> (Log, FaultStorage, Vec<std::path::PathBuf>, usize) {
+    let dirs: Vec<_> = ["a", "b"].iter().map(|d| root.join(d)).collect();
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    log.create_topic("u", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    // The failure is noticed at the next append that needs the follower.
+    let error = partition.append_values(["b"]).unwrap_err();
+    assert!(
+        matches!(error, Error::NotEnoughReplicasAfterAppend { .. }),
+        "{error:?}"
+    );
+    assert!(matches!(
+        partition.append_values(["refused"]),
+        Err(Error::NotEnoughReplicas { .. })
+    ));
+    (log, fault, dirs, follower)
+}
+
+/// Kafka's producer retries `NOT_ENOUGH_REPLICAS` until `delivery.timeout.ms`: sends made
+/// while a replica is missing are held, in order (a later batch of the partition waits
+/// behind the one retried, other partitions go on), `close` waits for them, and once the
+/// directory is restored each record is appended once.
+#[test]
+fn sends_are_retried_until_enough_replicas_are_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, fault, dirs, follower) = too_few_in_sync(root.path());
+    let producer = log
+        .producer(ProducerConfig::default().retry_backoff_ms(5))
+        .unwrap();
+    let first = producer.send(to_t0("c")).unwrap();
+    let second = producer.send(to_t0("d")).unwrap();
+    // Another partition (min_insync_replicas 1) is not held up by them.
+    let other = producer
+        .send(ProducerRecord::new("u").value("x"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(other.offset, Some(0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!first.is_done() && !second.is_done());
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(
+        partition.log_end_offset(),
+        2,
+        "nothing written while refused"
+    );
+    let closer = {
+        let producer = producer.clone();
+        std::thread::spawn(move || producer.close())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!closer.is_finished(), "close waits for the retries");
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    closer.join().unwrap().unwrap();
+    let (first, second) = (first.wait().unwrap(), second.wait().unwrap());
+    assert_eq!((first.offset, second.offset), (Some(2), Some(3)));
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values, ["a", "b", "c", "d"]);
+}
+
+/// After `retries` retries the batch fails with the last error; the retries are spaced by
+/// `retry_backoff_ms`, doubled each time (Kafka's exponential backoff, KIP-580).
+#[test]
+fn retries_run_out_with_the_last_error_after_backing_off() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _fault, _dirs, _) = too_few_in_sync(root.path());
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .retries(3)
+                .retry_backoff_ms(40)
+                .linger_ms(1),
+        )
+        .unwrap();
+    let start = std::time::Instant::now();
+    let error = producer.send(to_t0("c")).unwrap().wait().unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(error, Error::NotEnoughReplicas { .. }),
+        "{error:?}"
+    );
+    // 40 + 80 + 160 ms between the four tries.
+    assert!(elapsed >= Duration::from_millis(280), "{elapsed:?}");
+    assert_eq!(
+        log.topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_end_offset(),
+        2
+    );
+    // Without retries the error comes at once.
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .retries(0)
+                .retry_backoff_ms(60_000),
+        )
+        .unwrap();
+    let error = producer.send(to_t0("c")).unwrap().wait().unwrap_err();
+    assert!(
+        matches!(error, Error::NotEnoughReplicas { .. }),
+        "{error:?}"
+    );
+}
+
+/// A batch still failing when `delivery_timeout_ms` has passed since it was created fails
+/// with `Timeout`; the later batches of its partition are tried after it, and its buffer
+/// memory is free again.
+#[test]
+fn a_batch_failing_past_the_delivery_timeout_times_out() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, fault, dirs, follower) = too_few_in_sync(root.path());
+    // Buffer memory for two records, sent lingering (a send appending in its own thread
+    // takes none).
+    let value = |v: &str| v.repeat(100);
+    let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .delivery_timeout_ms(300)
+                .retry_backoff_ms(20)
+                .linger_ms(1)
+                .buffer_memory(each * 2)
+                .max_block_ms(10_000),
+        )
+        .unwrap();
+    let start = std::time::Instant::now();
+    let first = producer.send(to_t0(&value("c"))).unwrap();
+    let error = first.wait().unwrap_err();
+    assert!(matches!(error, Error::Timeout { ms: 300, .. }), "{error:?}");
+    assert!(start.elapsed() >= Duration::from_millis(290));
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    // The failed batch's memory is free: two sends fit again without waiting.
+    let sent: Vec<_> = ["d", "e"]
+        .iter()
+        .map(|v| producer.send(to_t0(&value(v))).unwrap())
+        .collect();
+    let offsets: Vec<_> = sent.into_iter().map(|s| s.wait().unwrap().offset).collect();
+    assert_eq!(offsets, [Some(2), Some(3)]);
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values, ["a", "b", &value("d"), &value("e")]);
+}
+
+/// A partition with no replica able to lead (`PartitionOffline`) is retried too, until its
+/// directory is restored; an I/O error met by the append itself is not (the batch may be
+/// partly written), and `acks=None` sends are never retried.
+#[test]
+fn an_offline_partition_is_retried_until_its_directory_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["a", "b"].iter().map(|d| root.path().join(d)).collect();
+    let (log, fault) = common::faulty_log(&dirs);
+    let partition = log.create_topic("t", None).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let dir = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[dir], FaultKind::Eio);
+    let producer = log
+        .producer(ProducerConfig::default().retry_backoff_ms(5))
+        .unwrap();
+    let error = producer.send(to_t0("lost")).unwrap().wait().unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error:?}");
+    let none = log
+        .producer(ProducerConfig::default().acks(Acks::None))
+        .unwrap();
+    let error = none.send(to_t0("dropped")).unwrap().wait();
+    assert!(
+        matches!(error, Err(Error::PartitionOffline { .. })),
+        "{error:?}"
+    );
+    let held = producer.send(to_t0("b")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!held.is_done());
+    fault.heal_dir(&dirs[dir]);
+    log.restore_dir(&dirs[dir]).unwrap();
+    assert_eq!(held.wait().unwrap().offset, Some(1));
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values, ["a", "b"]);
+}
+
+/// A batch sent while an earlier one of its partition waits for its retry goes after it,
+/// even when it could be appended at once (the replicas came back during the backoff).
+#[test]
+fn a_later_batch_waits_behind_the_one_being_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, fault, dirs, follower) = too_few_in_sync(root.path());
+    let producer = log
+        .producer(ProducerConfig::default().retry_backoff_ms(500))
+        .unwrap();
+    let first = producer.send(to_t0("c")).unwrap();
+    // Its first tries have failed; the next one is half a second away.
+    std::thread::sleep(Duration::from_millis(50));
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let second = producer.send(to_t0("d")).unwrap();
+    assert_eq!(second.wait().unwrap().offset, Some(3));
+    assert_eq!(first.wait().unwrap().offset, Some(2));
+    let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+    assert_eq!(values, ["a", "b", "c", "d"]);
 }

@@ -421,8 +421,9 @@ fn min_insync_replicas_binds_only_acks_all() {
         .wait()
         .unwrap();
     assert_eq!(sent.offset, Some(0));
+    // Without retries (it would wait for the follower up to `delivery_timeout_ms`).
     let all_acks = log
-        .producer(ProducerConfig::default().acks(Acks::All))
+        .producer(ProducerConfig::default().acks(Acks::All).retries(0))
         .unwrap();
     let refused = all_acks
         .send(ProducerRecord::new("t").value("refused"))

@@ -375,6 +375,12 @@ impl BatchBuilder {
         Some(std::mem::take(&mut self.buf))
     }
 
+    /// The batch the last [`finish`](Self::finish) returned, again (for a retry of its
+    /// append), until the next `push` or `clear`.
+    pub(crate) fn finished_batch(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bytes the buffer holds allocated now.
     pub(crate) fn buffer_capacity(&self) -> usize {
         self.buf.capacity()

@@ -84,7 +84,8 @@ pub struct ProducerConfig {
     /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). `send`
     /// then takes as long as that append (microseconds; more when a segment rolls). Such a
     /// future carries the append's error, if any, with every `acks` (with `Acks::None`
-    /// too), and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
+    /// too; one that [`retries`](Self::retries) covers goes to the sender to be retried
+    /// instead), and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
     /// back hands its records to the sender, which batches them; one that sends a few
     /// hundred thousand records a second with work between them gets batches of one, and
     /// `linger_ms = 1` batches them. Wakers (which run on the sender thread) never append
@@ -101,6 +102,32 @@ pub struct ProducerConfig {
     /// A custom partitioner (`partitioner.class`); `None` uses Kafka's built-in rule:
     /// murmur2 of the key, sticky for records without one.
     pub partitioner: Option<Arc<dyn Partitioner>>,
+    /// How many times a batch is tried again after a failure that a later attempt may not
+    /// meet (`retries`), default `i32::MAX` as in Kafka; allowed 0..=`i32::MAX`. Only
+    /// failures that wrote nothing are retried: `NotEnoughReplicas` (fewer replicas in
+    /// sync than `min_insync_replicas`, as while a directory is offline or a replica is
+    /// rebuilt), `PartitionOffline` (no replica can lead until a directory is restored)
+    /// and a full disk. A batch whose append reached the log and then failed
+    /// (`NotEnoughReplicasAfterAppend`, a failed sync) is never sent twice: its error
+    /// reaches the futures. Retries keep a partition's order: its later batches wait
+    /// behind the one being retried. With [`Acks::None`] nothing is retried (the futures
+    /// completed at `send`, as Kafka's `acks=0` never learns of failures).
+    pub retries: u32,
+    /// Wait before the first retry of a batch (`retry.backoff.ms`), default 100; each
+    /// further retry waits twice as long as the one before, up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: u64,
+    /// Longest wait between retries (`retry.backoff.max.ms`), default 1000. Kafka adds
+    /// ±20 % jitter to spread many clients' retries; one process has no herd to spread,
+    /// so there is none. A `retry_backoff_ms` above it waits this long every time.
+    pub retry_backoff_max_ms: u64,
+    /// Upper bound on the time from a batch's creation to its answer, retries included
+    /// (`delivery.timeout.ms`), default 120000: a batch still failing then fails with
+    /// `Timeout`. A value below `linger_ms` counts as `linger_ms` (Kafka raises its default
+    /// to `linger.ms` + `request.timeout.ms` the same way; a request timeout has no
+    /// counterpart in process). Measured with the real time since the batch's first
+    /// failure plus the time it lingered by the log's clock, so a manual clock that never
+    /// moves cannot hold a failing batch for ever. `close` and `flush` wait for retries.
+    pub delivery_timeout_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -113,6 +140,10 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             max_request_size: 1 << 20,
             partitioner: None,
+            retries: i32::MAX as u32,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
+            delivery_timeout_ms: 120_000,
         }
     }
 }
@@ -167,13 +198,41 @@ impl ProducerConfig {
         self
     }
 
+    /// Sets [`retries`](Self::retries).
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets [`retry_backoff_ms`](Self::retry_backoff_ms).
+    #[must_use]
+    pub fn retry_backoff_ms(mut self, ms: u64) -> Self {
+        self.retry_backoff_ms = ms;
+        self
+    }
+
+    /// Sets [`retry_backoff_max_ms`](Self::retry_backoff_max_ms).
+    #[must_use]
+    pub fn retry_backoff_max_ms(mut self, ms: u64) -> Self {
+        self.retry_backoff_max_ms = ms;
+        self
+    }
+
+    /// Sets [`delivery_timeout_ms`](Self::delivery_timeout_ms).
+    #[must_use]
+    pub fn delivery_timeout_ms(mut self, ms: u64) -> Self {
+        self.delivery_timeout_ms = ms;
+        self
+    }
+
     /// Checks every field against its allowed range.
     ///
     /// # Errors
     /// `InvalidConfig` naming the first field out of range and the range.
     pub fn validate(&self) -> Result<()> {
         let max_i32 = i32::MAX as usize;
-        let checks: [(&'static str, u64, u64, u64); 5] = [
+        let checks: [(&'static str, u64, u64, u64); 9] = [
             ("batch_size", self.batch_size as u64, 0, max_i32 as u64),
             ("linger_ms", self.linger_ms, 0, MAX_WAIT_MS),
             (
@@ -188,6 +247,20 @@ impl ProducerConfig {
                 self.max_request_size as u64,
                 RECORD_BATCH_OVERHEAD as u64 + 1,
                 max_i32 as u64,
+            ),
+            ("retries", u64::from(self.retries), 0, max_i32 as u64),
+            ("retry_backoff_ms", self.retry_backoff_ms, 0, MAX_WAIT_MS),
+            (
+                "retry_backoff_max_ms",
+                self.retry_backoff_max_ms,
+                0,
+                MAX_WAIT_MS,
+            ),
+            (
+                "delivery_timeout_ms",
+                self.delivery_timeout_ms,
+                0,
+                MAX_WAIT_MS,
             ),
         ];
         for (field, value, min, max) in checks {
@@ -423,8 +496,10 @@ impl SendFuture {
     ///
     /// # Errors
     /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`,
-    /// `NotEnoughReplicas`, `PartitionOffline`, `UnknownTopic` (deleted meanwhile), or a
-    /// batch the log refused (`RecordTooLarge`, `InvalidRecord`). `IllegalState` when
+    /// `NotEnoughReplicasAfterAppend`, `UnknownTopic` (deleted meanwhile), or a batch the
+    /// log refused (`RecordTooLarge`, `InvalidRecord`); after its retries,
+    /// `NotEnoughReplicas`, `PartitionOffline` or a full disk's `Io`, or `Timeout` once
+    /// `delivery_timeout_ms` passed (see [`ProducerConfig::retries`]). `IllegalState` when
     /// called on a producer's sender thread (from a waker) before the send is done: only
     /// that thread could complete it.
     pub fn wait(mut self) -> Result<RecordMetadata> {
@@ -538,9 +613,11 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A partition's batch that is still taking records.
+/// A partition's batch that is still taking records (and, once taken, being sent).
 #[derive(Debug)]
 struct OpenBatch {
+    /// Its key in `State::open`: (cached topic id, partition).
+    key: (u32, u32),
     partition: Partition,
     builder: BatchBuilder,
     completion: Arc<Completion>,
@@ -552,6 +629,8 @@ struct OpenBatch {
     limit: usize,
     /// Buffer memory its records hold.
     reserved: usize,
+    /// Appends tried so far.
+    tries: u32,
 }
 
 /// Accumulator state, under one lock.
@@ -1073,6 +1152,7 @@ impl Producer {
                 .min(config.max_request_size)
                 .min(placed.topic.max_batch_bytes);
             OpenBatch {
+                key,
                 limit,
                 partition: topic.partitions[index as usize].clone(),
                 builder: spare_builder(spare, limit),
@@ -1080,6 +1160,7 @@ impl Producer {
                 seq,
                 created_ms: placed.now.unwrap_or_else(|| shared.log.now_ms()),
                 reserved: 0,
+                tries: 0,
             }
         };
         let State {
@@ -1203,14 +1284,39 @@ impl Producer {
             &headers,
         );
         let acks = shared.config.acks;
+        let mut in_log = false;
         let appended = match builder.finish() {
             Some(bytes) => {
-                topic.partitions[index as usize].append_then(bytes, acks == Acks::All, |_| {})
+                topic.partitions[index as usize]
+                    .append_then(bytes, acks == Acks::All, |_| in_log = true)
             }
             None => Err(Error::InvalidRecord {
                 reason: "empty producer batch".into(),
             }),
         };
+        if let Err(error) = &appended
+            && !in_log
+            && acks != Acks::None
+            && shared.config.retries > 0
+            && error.is_retriable()
+        {
+            // Nothing was written: the sender retries it as any batch (this attempt is
+            // one more than `retries` counts). A producer closed meanwhile, or no buffer
+            // memory in time, leaves the append's own error.
+            let placed = Placed {
+                topic: Arc::clone(&placed.topic),
+                partition: Some(index),
+                ..*placed
+            };
+            let mut state = shared.state.lock();
+            if let Ok((future, wake)) = self.enqueue(&mut state, &placed, record) {
+                drop(state);
+                if wake {
+                    shared.work.notify_one();
+                }
+                return future;
+            }
+        }
         SendFuture::ready(appended.map(|info| RecordMetadata {
             topic: topic.name.to_string(),
             partition: index,
@@ -1342,21 +1448,26 @@ fn fail_pending(shared: &Shared) {
     }
 }
 
-/// The sender's rounds, until the producer closes.
+/// The sender's rounds, until the producer closes and nothing is left to retry.
 fn sender_loop(shared: &Shared) {
     let linger = shared.config.linger_ms.min(i64::MAX as u64) as i64;
     let mut batches: Vec<OpenBatch> = Vec::new();
     let mut ready: Vec<(u32, u32)> = Vec::new();
-    let mut spent: Vec<BatchBuilder> = Vec::new();
-    let mut released = 0;
-    let spare_limit = shared.config.batch_size.max(RECORD_BATCH_OVERHEAD) * 2;
+    let mut sender = Sender {
+        shared,
+        parked: HashMap::default(),
+        released: 0,
+        spent: Vec::new(),
+        spare_limit: shared.config.batch_size.max(RECORD_BATCH_OVERHEAD) * 2,
+    };
     loop {
         let mut state = shared.state.lock();
-        state.used -= released;
-        let mut wake_waiters = released > 0 && state.memory_waiters > 0;
-        released = 0;
+        state.used -= sender.released;
+        let mut wake_waiters = sender.released > 0 && state.memory_waiters > 0;
+        sender.released = 0;
         state.in_flight.retain(|c| !c.is_finished());
         let room = SPARE_BUILDERS.saturating_sub(state.spare.len());
+        let spent = &mut sender.spent;
         state.spare.extend(spent.drain(..room.min(spent.len())));
         loop {
             let now = shared.log.now_ms();
@@ -1383,10 +1494,11 @@ fn sender_loop(shared: &Shared) {
                 batches.extend(state.open.remove(key));
             }
             batches[first..].sort_by_key(|b| b.seq);
-            if !batches.is_empty() {
+            let retry = sender.next_due();
+            if !batches.is_empty() || retry.is_some_and(|due| due <= Instant::now()) {
                 break;
             }
-            if state.closed {
+            if state.closed && retry.is_none() {
                 return;
             }
             let oldest = state.open.values().map(|b| b.created_ms).min();
@@ -1394,12 +1506,16 @@ fn sender_loop(shared: &Shared) {
             if std::mem::take(&mut wake_waiters) {
                 shared.space.notify_all();
             }
-            if let Some(created) = oldest {
+            let lingering = oldest.map(|created| {
                 let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
-                let wait = Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL);
-                shared.work.wait_for(&mut state, wait);
-            } else {
-                shared.work.wait(&mut state);
+                Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL)
+            });
+            let retrying = retry.map(|due| due.saturating_duration_since(Instant::now()));
+            match lingering.into_iter().chain(retrying).min() {
+                Some(wait) => {
+                    shared.work.wait_for(&mut state, wait);
+                }
+                None => shared.work.wait(&mut state),
             }
         }
         state.sender_idle = false;
@@ -1407,18 +1523,158 @@ fn sender_loop(shared: &Shared) {
         in_flight.extend(batches.iter().map(|b| Arc::clone(&b.completion)));
         drop(state);
         // Builders the pool had no room for are freed here, not under the lock.
-        spent.clear();
+        sender.spent.clear();
         if wake_waiters {
             shared.space.notify_all();
         }
-        for mut batch in batches.drain(..) {
-            released += batch.reserved;
-            send_batch(shared.config.acks, &mut batch);
-            // Only buffers of an ordinary batch are kept (as Kafka's buffer pool keeps only
-            // `batch.size` ones): a large record's buffer is freed.
-            if batch.builder.buffer_capacity() <= spare_limit {
-                spent.push(batch.builder);
+        for batch in batches.drain(..) {
+            sender.send(batch);
+        }
+        sender.retry_due();
+    }
+}
+
+/// What the sender thread keeps between its rounds.
+struct Sender<'a> {
+    shared: &'a Shared,
+    /// Batches held back, by partition (`OpenBatch::key`), in the partition's order: the
+    /// first failed and waits to be retried, the others wait behind it.
+    parked: HashMap<(u32, u32), VecDeque<Parked>, BuildHasherDefault<IdHasher>>,
+    /// Buffer memory of the batches finished since the last round.
+    released: usize,
+    /// Builders of the batches finished since the last round, for the pool.
+    spent: Vec<BatchBuilder>,
+    /// Largest builder kept for reuse.
+    spare_limit: usize,
+}
+
+/// A batch the sender holds back.
+#[derive(Debug)]
+struct Parked {
+    batch: OpenBatch,
+    /// Its next append is not tried before this.
+    retry_at: Instant,
+    /// It fails with `Timeout` then (`delivery_timeout_ms`): set at its first failure;
+    /// `None` before, or when the time is past what an `Instant` can hold.
+    deadline: Option<Instant>,
+}
+
+impl Sender<'_> {
+    /// Appends a batch, or parks it: behind its partition's batch being retried, or as
+    /// that batch when it failed and may be tried again.
+    fn send(&mut self, mut batch: OpenBatch) {
+        let now = Instant::now();
+        if let Some(queue) = self.parked.get_mut(&batch.key) {
+            queue.push_back(Parked {
+                batch,
+                retry_at: now,
+                deadline: None,
+            });
+            return;
+        }
+        if send_batch(&self.shared.config, &mut batch) {
+            let mut parked = Parked {
+                batch,
+                retry_at: now,
+                deadline: None,
+            };
+            self.back_off(&mut parked);
+            self.parked
+                .entry(parked.batch.key)
+                .or_default()
+                .push_back(parked);
+        } else {
+            self.finished(batch);
+        }
+    }
+
+    /// Tries each partition's parked batches that are due, in order, until one must wait.
+    fn retry_due(&mut self) {
+        let mut parked = std::mem::take(&mut self.parked);
+        parked.retain(|_, queue| {
+            self.drain(queue);
+            !queue.is_empty()
+        });
+        self.parked = parked;
+    }
+
+    fn drain(&mut self, queue: &mut VecDeque<Parked>) {
+        while let Some(head) = queue.front_mut() {
+            let now = Instant::now();
+            if head.deadline.is_some_and(|deadline| now >= deadline) {
+                let Some(head) = queue.pop_front() else { break };
+                head.batch
+                    .completion
+                    .complete(Outcome::Failed(Error::Timeout {
+                        what: "delivery of a producer batch (delivery_timeout_ms)",
+                        ms: (self.shared.config.delivery_timeout_ms)
+                            .max(self.shared.config.linger_ms),
+                    }));
+                self.finished(head.batch);
+                continue;
             }
+            if head.retry_at > now {
+                break;
+            }
+            if send_batch(&self.shared.config, &mut head.batch) {
+                self.back_off(head);
+                break;
+            }
+            let Some(head) = queue.pop_front() else { break };
+            self.finished(head.batch);
+        }
+    }
+
+    /// Dates the next try of a batch that just failed: `retry_backoff_ms` doubled for each
+    /// try before, up to `retry_backoff_max_ms`; the first failure also sets its deadline.
+    fn back_off(&self, parked: &mut Parked) {
+        let config = &self.shared.config;
+        let now = Instant::now();
+        if parked.batch.tries == 1 {
+            // Kafka counts from the batch's creation: the time it lingered, by the log's
+            // clock (a clock set back counts as none).
+            let lingered = self
+                .shared
+                .log
+                .now_ms()
+                .saturating_sub(parked.batch.created_ms)
+                .max(0)
+                .unsigned_abs();
+            let timeout = config.delivery_timeout_ms.max(config.linger_ms);
+            let left = timeout.saturating_sub(lingered);
+            parked.deadline = now.checked_add(Duration::from_millis(left));
+        }
+        let doublings = (parked.batch.tries - 1).min(63);
+        let backoff = config
+            .retry_backoff_ms
+            .saturating_mul(1 << doublings)
+            .min(config.retry_backoff_max_ms);
+        // Past what an `Instant` holds: never again before the deadline (if any).
+        parked.retry_at = now
+            .checked_add(Duration::from_millis(backoff))
+            .unwrap_or_else(|| parked.deadline.unwrap_or(now));
+    }
+
+    /// When the sender must next look at its parked batches: the earliest retry or
+    /// deadline of a partition's first one.
+    fn next_due(&self) -> Option<Instant> {
+        self.parked
+            .values()
+            .filter_map(VecDeque::front)
+            .map(|head| {
+                head.deadline
+                    .map_or(head.retry_at, |d| d.min(head.retry_at))
+            })
+            .min()
+    }
+
+    /// A batch is answered: its memory is released at the next round and its builder kept
+    /// for reuse (only an ordinary batch's, as Kafka's buffer pool keeps only `batch.size`
+    /// ones: a large record's buffer is freed).
+    fn finished(&mut self, batch: OpenBatch) {
+        self.released += batch.reserved;
+        if batch.builder.buffer_capacity() <= self.spare_limit {
+            self.spent.push(batch.builder);
         }
     }
 }
@@ -1442,28 +1698,48 @@ fn spare_builder(spare: &mut Vec<BatchBuilder>, limit: usize) -> BatchBuilder {
 /// by default) to `buffer_memory`.
 const SPARE_BUILDERS: usize = 32;
 
-/// Appends one batch and completes its futures.
-fn send_batch(acks: Acks, batch: &mut OpenBatch) {
-    let Some(bytes) = batch.builder.finish() else {
+/// Appends one batch and completes its futures, unless the append failed before writing
+/// anything, with an error a later try may not meet, and `retries` allows another try:
+/// then it returns true, the futures still pending.
+fn send_batch(config: &ProducerConfig, batch: &mut OpenBatch) -> bool {
+    let acks = config.acks;
+    batch.tries += 1;
+    let bytes = if batch.tries == 1 {
+        batch.builder.finish()
+    } else {
+        Some(batch.builder.finished_batch())
+    };
+    let Some(bytes) = bytes else {
         batch
             .completion
             .complete(Outcome::Failed(Error::InvalidRecord {
                 reason: "empty producer batch".into(),
             }));
-        return;
+        return false;
     };
     let completion = &batch.completion;
+    let mut in_log = false;
     let result = batch
         .partition
         .append_then(bytes, acks == Acks::All, |info| {
+            in_log = true;
             if acks != Acks::All {
                 completion.appended(info);
             }
         });
     match result {
         Ok(info) => completion.appended(&info),
+        Err(error)
+            if !in_log
+                && acks != Acks::None
+                && batch.tries <= config.retries
+                && error.is_retriable() =>
+        {
+            return true;
+        }
         Err(error) => completion.complete(Outcome::Failed(error)),
     }
+    false
 }
 
 #[cfg(test)]
