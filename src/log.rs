@@ -69,6 +69,7 @@ pub struct LogBuilder {
     auto_create_topics: bool,
     offsets_topic_partitions: u32,
     offsets_topic_segment_bytes: u64,
+    offsets_topic_replication_factor: u32,
     group_initial_rebalance_delay_ms: u64,
     offsets_retention_minutes: u64,
     retention_check_interval_ms: u64,
@@ -92,6 +93,7 @@ impl Default for LogBuilder {
             auto_create_topics: false,
             offsets_topic_partitions: 50,
             offsets_topic_segment_bytes: 100 << 20,
+            offsets_topic_replication_factor: 3,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 10_080,
             retention_check_interval_ms: 300_000,
@@ -178,6 +180,18 @@ impl LogBuilder {
     #[must_use]
     pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
         self.offsets_topic_segment_bytes = bytes;
+        self
+    }
+
+    /// Replicas of each `__consumer_offsets` partition when the first commit creates it
+    /// (Kafka's `offsets.topic.replication.factor`), capped at the number of storage
+    /// directories. Default 3; allowed 1..=32767. Directories offline at that moment get
+    /// their replicas when they are restored (Kafka instead refuses to create the topic
+    /// until enough brokers are up): a disk that is out when a fresh log first commits does
+    /// not leave the group offsets on fewer disks for good.
+    #[must_use]
+    pub fn offsets_topic_replication_factor(mut self, replicas: u32) -> Self {
+        self.offsets_topic_replication_factor = replicas;
         self
     }
 
@@ -324,6 +338,7 @@ impl LogBuilder {
             background: Mutex::new(None),
             cleaner: Mutex::new(None),
             offsets_topic_segment_bytes: self.offsets_topic_segment_bytes,
+            offsets_topic_replication_factor: self.offsets_topic_replication_factor,
             cleaner_map_entries: (self.cleaner_dedupe_buffer_size / 24 * 9 / 10).max(1) as usize,
             wake: Condvar::new(),
             stop: Mutex::new(false),
@@ -410,6 +425,12 @@ impl LogBuilder {
             u64::from(self.offsets_topic_partitions),
             1,
             1000,
+        )?;
+        range(
+            "offsets_topic_replication_factor",
+            u64::from(self.offsets_topic_replication_factor),
+            1,
+            i16::MAX as u64,
         )?;
         range(
             "retention_check_interval_ms",
@@ -1005,6 +1026,29 @@ fn forget_entry(dir: &StorageDir, name: &str, tp: &TopicPartition) -> Result<()>
 }
 
 /// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
+/// What [`Log::create_sets`] made.
+struct NewSets {
+    /// One replica set per new partition.
+    sets: Vec<ReplicaSet>,
+    /// The replicas created, for a cleanup if a later step fails.
+    created: Vec<Arc<ReplicaLog>>,
+    /// The leadership each partition starts from, for `meta`.
+    leadership: Vec<Leadership>,
+}
+
+/// Gives each partition of `placement` placed only in offline directories a replica in an
+/// online one (of `online`, which is not empty) in place of its last, so that it has a
+/// leader from the start.
+fn with_an_online_replica(placement: &mut [Vec<u32>], online: &[u32]) {
+    for (p, replicas) in placement.iter_mut().enumerate() {
+        if !replicas.iter().any(|d| online.contains(d))
+            && let Some(last) = replicas.last_mut()
+        {
+            *last = online[p % online.len()];
+        }
+    }
+}
+
 fn forget_if_missing(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
     let path = dir.path().join(crate::replica::partition_dir_name(tp));
     if dir.storage().exists(&path) {
@@ -1307,6 +1351,8 @@ struct Inner {
     cleaner: Mutex<Option<JoinHandle<()>>>,
     /// `segment_bytes` of `__consumer_offsets` when it is created.
     offsets_topic_segment_bytes: u64,
+    /// Its replicas per partition, before the cap at the directory count.
+    offsets_topic_replication_factor: u32,
     /// Keys one cleaning maps at most (`cleaner_dedupe_buffer_size / 24 × 0.9`).
     cleaner_map_entries: usize,
     wake: Condvar,
@@ -1740,16 +1786,13 @@ impl Log {
     /// Creates `__consumer_offsets` (Kafka's internal-topic settings: 100 MiB segments
     /// unless [`LogBuilder::offsets_topic_segment_bytes`] says otherwise;
     /// compacted, so only each group's latest commit per partition stays; every batch
-    /// synced, as a commit is acknowledged only once durable; replicated like
-    /// `offsets.topic.replication.factor`, 3, capped at the directory count).
+    /// synced, as a commit is acknowledged only once durable;
+    /// [`LogBuilder::offsets_topic_replication_factor`] replicas, capped at the directory
+    /// count, placed over every directory: those offline now get theirs when restored).
     pub(crate) fn create_offsets_topic(&self, partitions: u32) -> Result<Topic> {
-        let online = self
-            .inner
-            .dirs()
-            .iter()
-            .filter(|d| !d.is_poisoned())
-            .count();
-        let replicas = online.clamp(1, 3) as u32;
+        let replicas = (self.inner.offsets_topic_replication_factor)
+            .min(self.inner.dir_count as u32)
+            .max(1);
         let config = TopicConfig::default()
             .partitions(partitions)
             .segment_bytes(self.inner.offsets_topic_segment_bytes)
@@ -1763,27 +1806,37 @@ impl Log {
     }
 
     /// Creates the replicas of partitions `first..` of topic `name` in the directories
-    /// `placement` names (one entry per partition) and opens their replica sets. On failure
-    /// removes what it created.
+    /// `placement` names (one entry per partition) and opens their replica sets, with the
+    /// leadership each starts from. A replica in an offline directory is left out (it is
+    /// built when the directory is restored; only `__consumer_offsets` is placed there).
+    /// On failure removes what it created.
     fn create_sets(
         &self,
         name: &str,
         first: u32,
         placement: &[Vec<u32>],
         config: &TopicConfig,
-    ) -> Result<(Vec<ReplicaSet>, Vec<Arc<ReplicaLog>>)> {
+    ) -> Result<NewSets> {
         let mut created = Vec::new();
         let mut sets = Vec::with_capacity(placement.len());
+        let mut leadership = Vec::with_capacity(placement.len());
         for (p, replicas) in (first..).zip(placement) {
             let tp = TopicPartition::new(name, p);
             let mut set = Vec::with_capacity(replicas.len());
+            let mut standing = Vec::with_capacity(replicas.len());
             for &d in replicas {
+                if self.inner.multi_dir() && self.inner.dir(d as usize).is_poisoned() {
+                    set.push(None);
+                    standing.push(Standing::Offline);
+                    continue;
+                }
                 let options = self.load_options(tp.clone(), d, config);
                 match ReplicaLog::create(options) {
                     Ok(replica) => {
                         let replica = Arc::new(replica);
                         created.push(Arc::clone(&replica));
                         set.push(Some(replica));
+                        standing.push(Standing::Loaded);
                     }
                     Err(error) => {
                         Self::remove_partition_dirs(&created);
@@ -1791,8 +1844,24 @@ impl Log {
                     }
                 }
             }
-            let standing = vec![Standing::Loaded; set.len()];
-            let recorded = Leadership::initial(replicas);
+            // The first replica online leads; those online are in sync.
+            let isr: Vec<u32> = (replicas.iter().zip(&standing))
+                .filter(|(_, s)| **s == Standing::Loaded)
+                .map(|(&d, _)| d)
+                .collect();
+            let Some(&leader) = isr.first() else {
+                // Every directory it was placed in went offline meanwhile.
+                Self::remove_partition_dirs(&created);
+                return Err(Error::PartitionOffline {
+                    topic: name.to_owned(),
+                    partition: p,
+                });
+            };
+            let recorded = Leadership {
+                leader: Some(leader),
+                epoch: 0,
+                isr,
+            };
             sets.push(ReplicaSet::open(
                 tp,
                 set,
@@ -1802,8 +1871,13 @@ impl Log {
                 config,
                 self.inner.set_options,
             ));
+            leadership.push(recorded);
         }
-        Ok((sets, created))
+        Ok(NewSets {
+            sets,
+            created,
+            leadership,
+        })
     }
 
     /// Raises a topic's partition count to `total` (Kafka's `CreatePartitions`). The new
@@ -1875,7 +1949,11 @@ impl Log {
         .into_iter()
         .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
         .collect();
-        let (sets, created) = self.create_sets(name, current, &placement, &config)?;
+        let NewSets {
+            sets,
+            created,
+            leadership,
+        } = self.create_sets(name, current, &placement, &config)?;
         if let Err(error) = self.write_checkpoints() {
             Self::remove_partition_dirs(&created);
             return Err(error);
@@ -1886,9 +1964,7 @@ impl Log {
         if let Some(recorded) = meta.topics.get_mut(name) {
             recorded.config = config.clone();
             recorded.placement.extend(placement.iter().cloned());
-            recorded
-                .leadership
-                .extend(placement.iter().map(|r| Leadership::initial(r)));
+            recorded.leadership.extend(leadership);
         }
         if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
@@ -1918,8 +1994,16 @@ impl Log {
         config.validate()?;
         let _admin = self.inner.admin.lock();
         // A poisoned directory takes no change at all, not even a cleanup. With several
-        // directories the new topic is placed over the online ones.
+        // directories the new topic is placed over the online ones; `__consumer_offsets`
+        // over all of them, those offline getting their replicas when restored (at least
+        // one directory must be online).
         let online = self.inner.online_dirs()?;
+        let is_offsets = name == CONSUMER_OFFSETS;
+        let placed_over: Vec<u32> = if is_offsets && !online.is_empty() {
+            (0..self.inner.dir_count as u32).collect()
+        } else {
+            online.clone()
+        };
         {
             let state = self.inner.state.read();
             if state.topics.contains_key(name) {
@@ -1933,7 +2017,7 @@ impl Log {
                 });
             }
         }
-        let available = online.len() as u32;
+        let available = placed_over.len() as u32;
         if config.replication_factor > available {
             return Err(Error::InvalidReplicationFactor {
                 requested: config.replication_factor,
@@ -1948,7 +2032,7 @@ impl Log {
             self.settle_forgotten_locked(Some(name))?;
         }
         let start = self.inner.next_placement.fetch_add(1, Ordering::Relaxed);
-        let placement: Vec<Vec<u32>> = crate::placement::assign(
+        let mut placement: Vec<Vec<u32>> = crate::placement::assign(
             config.partitions,
             0,
             config.replication_factor,
@@ -1956,9 +2040,21 @@ impl Log {
             (start % u64::from(available)) as u32,
         )
         .into_iter()
-        .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
+        .map(|replicas| {
+            replicas
+                .into_iter()
+                .map(|i| placed_over[i as usize])
+                .collect()
+        })
         .collect();
-        let (sets, created) = self.create_sets(name, 0, &placement, &config)?;
+        if is_offsets {
+            with_an_online_replica(&mut placement, &online);
+        }
+        let NewSets {
+            sets,
+            created,
+            leadership,
+        } = self.create_sets(name, 0, &placement, &config)?;
         // Checkpoints may still name an earlier topic of this name: rewrite them without it,
         // so a crash cannot apply its recovery point to the new partitions.
         if let Err(error) = self.write_checkpoints() {
@@ -1967,7 +2063,11 @@ impl Log {
         }
         let state = Arc::new(TopicState::new(
             name.to_owned(),
-            TopicMeta::new(config, placement),
+            TopicMeta {
+                config,
+                placement,
+                leadership,
+            },
             sets,
         ));
         let _meta = self.inner.meta_lock.lock();
@@ -3638,6 +3738,25 @@ impl Partition {
 mod tests {
     use super::*;
     use crate::storage::{FaultKind, FaultStorage};
+
+    /// `__consumer_offsets` placed over five directories, three replicas a partition, with
+    /// only directory 4 online: every partition placed only in offline ones gets a replica
+    /// in 4 in place of its last; the others keep their placement.
+    #[test]
+    fn every_offsets_partition_gets_an_online_replica() {
+        let mut placement = crate::placement::assign(10, 0, 3, 5, 0);
+        let before = placement.clone();
+        with_an_online_replica(&mut placement, &[4]);
+        for (replicas, old) in placement.iter().zip(&before) {
+            assert!(replicas.contains(&4), "{replicas:?}");
+            if old.contains(&4) {
+                assert_eq!(replicas, old);
+            } else {
+                assert_eq!(replicas[..2], old[..2]);
+            }
+        }
+        assert!(before.iter().any(|r| !r.contains(&4)), "nothing to move");
+    }
 
     /// Names set aside or doomed fit a file name (255 bytes) for the longest topic names,
     /// stay distinct per partition, and are unchanged when they fit.

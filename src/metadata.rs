@@ -56,18 +56,6 @@ pub(crate) struct TopicMeta {
     pub leadership: Vec<Leadership>,
 }
 
-impl TopicMeta {
-    /// A new topic: preferred leaders, epoch 0, every replica in sync.
-    pub(crate) fn new(config: TopicConfig, placement: Vec<Vec<u32>>) -> TopicMeta {
-        let leadership = placement.iter().map(|r| Leadership::initial(r)).collect();
-        TopicMeta {
-            config,
-            placement,
-            leadership,
-        }
-    }
-}
-
 /// Who leads a partition, in which epoch, and which replicas are in sync (Kafka keeps this
 /// in the controller; here it is part of `meta`, in every directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -615,7 +603,11 @@ mod tests {
         meta.forgotten.insert("gone.too".into());
         meta.topics.insert(
             "t".into(),
-            TopicMeta::new(TopicConfig::default().partitions(2), vec![vec![0], vec![1]]),
+            TopicMeta {
+                config: TopicConfig::default().partitions(2),
+                placement: vec![vec![0], vec![1]],
+                leadership: vec![Leadership::initial(&[0]), Leadership::initial(&[1])],
+            },
         );
         meta.topics.insert(
             "replicated".into(),

@@ -2539,12 +2539,19 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
 /// failed): the tombstones of the offsets cannot be written. Returns the log, with
 /// directory 0 still failed.
 fn delete_while_offsets_offline(dirs: &[PathBuf]) -> (Log, FaultStorage) {
-    let (log, fault) = common::faulty_log(dirs);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(dirs)
+        .storage(fault.shared())
+        .offsets_topic_replication_factor(1)
+        .open()
+        .unwrap();
     let tp = tarnlog::TopicPartition::new("t", 0);
     let config = TopicConfig::default().replication_factor(2);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     partition.append_values(["a", "b", "c"]).unwrap();
-    // The offsets topic is created while directory 1 is offline: its one replica is in 0.
+    // The offsets topic, of one replica, is created while directory 1 is offline: its
+    // replica is in 0.
     fault.fail_dir(&dirs[1], FaultKind::Eio);
     partition.append_values(["d"]).unwrap();
     assert!(!log.dir_status()[1].online);
@@ -2635,4 +2642,50 @@ fn a_deleted_topics_name_stays_refused_across_a_reopen_with_its_offsets_offline(
     log.close().unwrap();
     let log = Log::builder().dirs(&dirs).open().unwrap();
     assert_created_afresh(log, &dirs);
+}
+
+/// `__consumer_offsets` created by a first commit while one of two directories is offline
+/// still gets a replica there (`offsets.topic.replication.factor` 3, capped at the two
+/// directories), built when the directory is restored: the group's offsets then survive
+/// the loss of the directory that was online at the commit.
+#[test]
+fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let _ = partition.append_values(["d"]);
+    assert!(!log.dir_status()[1].online);
+    let commit = |offset| {
+        log.commit_offsets(
+            "g",
+            &[(tp.clone(), tarnlog::OffsetAndMetadata::new(offset))],
+        )
+        .unwrap();
+    };
+    commit(3);
+    let offsets = log.describe_topic("__consumer_offsets").unwrap();
+    for p in &offsets.partitions {
+        assert_eq!(p.replicas.len(), 2, "{p:?}");
+        assert_eq!((p.leader, p.isr.as_slice()), (Some(0), &[0][..]), "{p:?}");
+        assert_eq!(p.offline_replicas, [1], "{p:?}");
+    }
+    fault.heal_dir(&dirs[1]);
+    log.restore_dir(&dirs[1]).unwrap();
+    let offsets = log.describe_topic("__consumer_offsets").unwrap();
+    assert!(offsets.partitions.iter().all(|p| p.isr.len() == 2));
+    commit(4);
+    log.close().unwrap();
+    // Directory 0 is lost; an empty one takes its place.
+    std::fs::rename(&dirs[0], root.path().join("lost")).unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(
+        log.committed_offset("g", &tp).unwrap().map(|o| o.offset),
+        Some(4)
+    );
+    log.close().unwrap();
 }
