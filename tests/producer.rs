@@ -1607,8 +1607,22 @@ fn a_producer_lets_go_of_deleted_topics() {
 /// follower's directory failed: `acks=All` appends to `t` are refused with
 /// `NotEnoughReplicas` until the directory is restored.
 fn too_few_in_sync(root: &Path) -> (Log, FaultStorage, Vec<std::path::PathBuf>, usize) {
+    too_few_in_sync_on(root, Arc::new(tarnlog::SystemClock))
+}
+
+/// [`too_few_in_sync`] on `clock`.
+fn too_few_in_sync_on(
+    root: &Path,
+    clock: Arc<dyn tarnlog::Clock>,
+) -> (Log, FaultStorage, Vec<std::path::PathBuf>, usize) {
     let dirs: Vec<_> = ["a", "b"].iter().map(|d| root.join(d)).collect();
-    let (log, fault) = common::faulty_log(&dirs);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .clock(clock)
+        .open()
+        .unwrap();
     let config = TopicConfig::default()
         .replication_factor(2)
         .min_insync_replicas(2);
@@ -1635,9 +1649,8 @@ fn too_few_in_sync(root: &Path) -> (Log, FaultStorage, Vec<std::path::PathBuf>, 
 }
 
 /// Kafka's producer retries `NOT_ENOUGH_REPLICAS` until `delivery.timeout.ms`: sends made
-/// while a replica is missing are held, in order (a later batch of the partition waits
-/// behind the one retried, other partitions go on), `close` waits for them, and once the
-/// directory is restored each record is appended once.
+/// while a replica is missing are held, in order, while other partitions go on; `close`
+/// waits for them, and once the directory is restored each record is appended once.
 #[test]
 fn sends_are_retried_until_enough_replicas_are_back() {
     let root = tempfile::tempdir().unwrap();
@@ -1751,7 +1764,8 @@ fn a_batch_failing_past_the_delivery_timeout_times_out() {
     assert!(start.elapsed() >= Duration::from_millis(290));
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
-    // The failed batch's memory is free: two sends fit again without waiting.
+    // The failed batch's memory is free (at the sender's next round): two sends fit again
+    // (one more would wait `max_block_ms` and fail).
     let sent: Vec<_> = ["d", "e"]
         .iter()
         .map(|v| producer.send(to_t0(&value(v))).unwrap())
@@ -1806,11 +1820,12 @@ fn a_later_batch_waits_behind_the_one_being_retried() {
     let root = tempfile::tempdir().unwrap();
     let (log, fault, dirs, follower) = too_few_in_sync(root.path());
     let producer = log
-        .producer(ProducerConfig::default().retry_backoff_ms(500))
+        .producer(ProducerConfig::default().retry_backoff_ms(2_000))
         .unwrap();
     let first = producer.send(to_t0("c")).unwrap();
-    // Its first tries have failed; the next one is half a second away.
-    std::thread::sleep(Duration::from_millis(50));
+    // Its first tries have failed (the sender's unless it did not run for that long, which
+    // would leave this test proving nothing); the next one is two seconds away.
+    std::thread::sleep(Duration::from_millis(200));
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
     let second = producer.send(to_t0("d")).unwrap();
@@ -1818,4 +1833,37 @@ fn a_later_batch_waits_behind_the_one_being_retried() {
     assert_eq!(first.wait().unwrap().offset, Some(2));
     let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
     assert_eq!(values, ["a", "b", "c", "d"]);
+}
+
+/// Batches queued behind one being retried share its delivery timeout, by the real clock
+/// once held back: on a manual clock that never moves, three one-record batches all time
+/// out about one `delivery_timeout_ms` after they were sent, not one after another.
+#[test]
+fn batches_queued_behind_a_retried_one_time_out_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let (log, _fault, _dirs, _) = too_few_in_sync_on(root.path(), clock);
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .batch_size(0)
+                .delivery_timeout_ms(1_000)
+                .retry_backoff_ms(20),
+        )
+        .unwrap();
+    let start = std::time::Instant::now();
+    let sent: Vec<_> = ["c", "d", "e"]
+        .iter()
+        .map(|v| producer.send(to_t0(v)).unwrap())
+        .collect();
+    for future in sent {
+        let error = future.wait().unwrap_err();
+        assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    }
+    let elapsed = start.elapsed();
+    // One after another they would take three seconds.
+    assert!(
+        elapsed >= Duration::from_millis(990) && elapsed < Duration::from_millis(2_500),
+        "{elapsed:?}"
+    );
 }

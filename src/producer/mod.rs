@@ -1,17 +1,22 @@
 //! The producer: Kafka's `KafkaProducer` in process — partitioning, batching per partition
-//! with `batch_size` and `linger_ms`, `acks`, and back-pressure with `buffer_memory` and
-//! `max_block_ms`.
+//! with `batch_size` and `linger_ms`, `acks`, back-pressure with `buffer_memory` and
+//! `max_block_ms`, and retries with `retries`, `retry_backoff_ms` and
+//! `delivery_timeout_ms`.
 //!
 //! Design: `send` validates the record, chooses its partition and adds it to that
 //! partition's open batch, built once in Kafka's v2 form (`BatchBuilder`). One sender
 //! thread per producer takes batches that are full, whose linger passed, or that a `flush`
 //! or `close` released, appends each as-is to its partition and completes the records'
 //! futures. Batches of one partition are taken and appended in the order they were
-//! opened, so records of one partition keep their send order. With `linger_ms = 0`, a send
-//! that finds nothing pending may append its record itself instead (`direct_start`).
+//! opened, so records of one partition keep their send order. A batch whose append wrote
+//! nothing and failed with a retriable error is parked by the sender (`Sender::parked`)
+//! with the partition's later batches behind it, and tried again after its backoff. With
+//! `linger_ms = 0`, a send that finds nothing pending may append its record itself instead
+//! (`direct_start`).
 //!
 //! Invariants: every byte counted in `State::used` belongs to a record in an open, full or
-//! in-flight batch, or in a batch the sender sent and settles at the start of its next
+//! in-flight (parked included) batch, or in a batch the sender answered and settles at the
+//! start of its next
 //! round (when it next takes the lock); a batch's futures complete exactly once, after its append (and, for
 //! `acks = All`, after the fsync policy is satisfied).
 
@@ -114,7 +119,10 @@ pub struct ProducerConfig {
     /// completed at `send`, as Kafka's `acks=0` never learns of failures).
     pub retries: u32,
     /// Wait before the first retry of a batch (`retry.backoff.ms`), default 100; each
-    /// further retry waits twice as long as the one before, up to `retry_backoff_max_ms`.
+    /// further retry waits twice as long as the one before, up to `retry_backoff_max_ms`,
+    /// and at least 1 ms (a wait of 0 would spin the sender). A record that a `send`
+    /// appended in its own thread (see [`linger_ms`](Self::linger_ms)) and handed to the
+    /// sender on such a failure gets one try more, the sender's first without a wait.
     pub retry_backoff_ms: u64,
     /// Longest wait between retries (`retry.backoff.max.ms`), default 1000. Kafka adds
     /// ±20 % jitter to spread many clients' retries; one process has no herd to spread,
@@ -124,9 +132,11 @@ pub struct ProducerConfig {
     /// (`delivery.timeout.ms`), default 120000: a batch still failing then fails with
     /// `Timeout`. A value below `linger_ms` counts as `linger_ms` (Kafka raises its default
     /// to `linger.ms` + `request.timeout.ms` the same way; a request timeout has no
-    /// counterpart in process). Measured with the real time since the batch's first
-    /// failure plus the time it lingered by the log's clock, so a manual clock that never
-    /// moves cannot hold a failing batch for ever. `close` and `flush` wait for retries.
+    /// counterpart in process). Measured by the log's clock from the batch's creation to
+    /// the moment the sender holds it back (its first failure, or queued behind a batch of
+    /// its partition being retried), and by the real clock from then on, so that a manual
+    /// clock that never moves cannot hold a failing batch for ever. `close` and `flush`
+    /// wait for retries.
     pub delivery_timeout_ms: u64,
 }
 
@@ -499,7 +509,10 @@ impl SendFuture {
     /// `NotEnoughReplicasAfterAppend`, `UnknownTopic` (deleted meanwhile), or a batch the
     /// log refused (`RecordTooLarge`, `InvalidRecord`); after its retries,
     /// `NotEnoughReplicas`, `PartitionOffline` or a full disk's `Io`, or `Timeout` once
-    /// `delivery_timeout_ms` passed (see [`ProducerConfig::retries`]). `IllegalState` when
+    /// `delivery_timeout_ms` passed (see [`ProducerConfig::retries`]). Those come at once
+    /// without retries: with `Acks::None`, with `retries = 0`, or from a send appending in
+    /// its own thread whose hand-off to the sender met a closed producer or no buffer
+    /// memory within `max_block_ms`. `IllegalState` when
     /// called on a producer's sender thread (from a waker) before the send is done: only
     /// that thread could complete it.
     pub fn wait(mut self) -> Result<RecordMetadata> {
@@ -757,7 +770,7 @@ fn release_open(state: &mut State) {
 
 /// Kafka's producer in process: `Send + Sync`, cheap to clone; the clones share one
 /// accumulator and one sender thread. Dropping the last clone closes it (as
-/// [`Producer::close`]).
+/// [`Producer::close`], which waits for the batches being retried).
 ///
 /// ```
 /// # fn main() -> tarnlog::Result<()> {
@@ -935,8 +948,10 @@ impl Producer {
     /// fail with `Closed`. Other clones of this producer are closed too; a close running
     /// in another thread meanwhile returns once this one's work is done too.
     ///
-    /// From a waker of this producer's futures (on its sender thread) it returns without
-    /// waiting. Wakers must not block, so a waker must not close (or drop the last clone
+    /// Batches being retried are waited for too, up to `delivery_timeout_ms` (two minutes
+    /// by default) while their partition cannot take them; closing the log ends them at
+    /// once (with `Closed`). From a waker of this producer's futures (on its sender thread)
+    /// it returns without waiting. Wakers must not block, so a waker must not close (or drop the last clone
     /// of) another producer: that waits for the other's appends, which may wait for a
     /// partition lock held while the waker runs.
     ///
@@ -1270,7 +1285,7 @@ impl Producer {
         state.direct_sends += 1;
         drop(state);
         // Counted out even if the append panics, so that `close` never waits for ever.
-        let _counted = DirectSend { shared, start };
+        let counted = DirectSend { shared, start };
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
             .iter()
@@ -1301,8 +1316,11 @@ impl Producer {
             && error.is_retriable()
         {
             // Nothing was written: the sender retries it as any batch (this attempt is
-            // one more than `retries` counts). A producer closed meanwhile, or no buffer
-            // memory in time, leaves the append's own error.
+            // one more than `retries` counts, and the sender's first comes without a
+            // backoff). A producer closed meanwhile, or no buffer memory in time, leaves
+            // the append's own error. Counted out first: the append is over (its time
+            // dates the next such send), and `close` refuses the hand-off once closed.
+            drop(counted);
             let placed = Placed {
                 topic: Arc::clone(&placed.topic),
                 partition: Some(index),
@@ -1554,8 +1572,8 @@ struct Parked {
     batch: OpenBatch,
     /// Its next append is not tried before this.
     retry_at: Instant,
-    /// It fails with `Timeout` then (`delivery_timeout_ms`): set at its first failure;
-    /// `None` before, or when the time is past what an `Instant` can hold.
+    /// It fails with `Timeout` then (`delivery_timeout_ms`): set when it is parked;
+    /// `None` when the time is past what an `Instant` can hold.
     deadline: Option<Instant>,
 }
 
@@ -1564,12 +1582,18 @@ impl Sender<'_> {
     /// that batch when it failed and may be tried again.
     fn send(&mut self, mut batch: OpenBatch) {
         let now = Instant::now();
-        if let Some(queue) = self.parked.get_mut(&batch.key) {
-            queue.push_back(Parked {
-                batch,
-                retry_at: now,
-                deadline: None,
-            });
+        if self.parked.contains_key(&batch.key) {
+            // Its delivery timeout runs from now on as a failed batch's does, so that a
+            // queue behind a parked batch is bounded by about one timeout (on a manual
+            // clock that never moves as well).
+            let deadline = self.deadline(&batch, now);
+            if let Some(queue) = self.parked.get_mut(&batch.key) {
+                queue.push_back(Parked {
+                    batch,
+                    retry_at: now,
+                    deadline,
+                });
+            }
             return;
         }
         if send_batch(&self.shared.config, &mut batch) {
@@ -1625,30 +1649,37 @@ impl Sender<'_> {
         }
     }
 
+    /// When a batch parked `now` fails with `Timeout`: `delivery_timeout_ms` after its
+    /// creation, which Kafka counts from. The time since is read on the log's clock (a
+    /// clock set back counts as none); `None` past what an `Instant` holds.
+    fn deadline(&self, batch: &OpenBatch, now: Instant) -> Option<Instant> {
+        let config = &self.shared.config;
+        let waited = self
+            .shared
+            .log
+            .now_ms()
+            .saturating_sub(batch.created_ms)
+            .max(0)
+            .unsigned_abs();
+        let timeout = config.delivery_timeout_ms.max(config.linger_ms);
+        now.checked_add(Duration::from_millis(timeout.saturating_sub(waited)))
+    }
+
     /// Dates the next try of a batch that just failed: `retry_backoff_ms` doubled for each
-    /// try before, up to `retry_backoff_max_ms`; the first failure also sets its deadline.
+    /// try before, up to `retry_backoff_max_ms`, and at least 1 ms (so that a backoff of 0
+    /// does not spin the sender); its deadline is set if it has none yet.
     fn back_off(&self, parked: &mut Parked) {
         let config = &self.shared.config;
         let now = Instant::now();
-        if parked.batch.tries == 1 {
-            // Kafka counts from the batch's creation: the time it lingered, by the log's
-            // clock (a clock set back counts as none).
-            let lingered = self
-                .shared
-                .log
-                .now_ms()
-                .saturating_sub(parked.batch.created_ms)
-                .max(0)
-                .unsigned_abs();
-            let timeout = config.delivery_timeout_ms.max(config.linger_ms);
-            let left = timeout.saturating_sub(lingered);
-            parked.deadline = now.checked_add(Duration::from_millis(left));
+        if parked.deadline.is_none() {
+            parked.deadline = self.deadline(&parked.batch, now);
         }
         let doublings = (parked.batch.tries - 1).min(63);
         let backoff = config
             .retry_backoff_ms
             .saturating_mul(1 << doublings)
-            .min(config.retry_backoff_max_ms);
+            .min(config.retry_backoff_max_ms)
+            .max(1);
         // Past what an `Instant` holds: never again before the deadline (if any).
         parked.retry_at = now
             .checked_add(Duration::from_millis(backoff))
