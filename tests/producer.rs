@@ -497,6 +497,53 @@ fn back_pressure_times_out_and_loses_nothing_acknowledged() {
     assert_eq!(future.wait().unwrap().offset, Some(5));
 }
 
+/// Buffer memory goes to waiting sends in the order they came (Kafka's `BufferPool`): a
+/// small record sent while a large one waits queues behind it even though it would fit,
+/// so a stream of small records cannot starve the large one.
+#[test]
+fn buffer_memory_goes_to_waiting_sends_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", None).unwrap();
+    let producer = small_buffer(&log, 5, 5_000);
+    let value = |size: usize| ProducerRecord::new("t").value(vec![7u8; size]);
+    // The first record's future holds a waker that stalls the sender once it completes,
+    // before it frees the memory of the records sent so far.
+    let (release, gate) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(Gate(std::sync::Mutex::new(gate))));
+    let mut first = producer.send(value(100)).unwrap();
+    assert!(
+        std::pin::Pin::new(&mut first)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    let mut held = vec![first];
+    for _ in 0..3 {
+        held.push(producer.send(value(100)).unwrap());
+    }
+    std::thread::scope(|s| {
+        // Four records' memory is held: a record of three waits.
+        let large = s.spawn(|| producer.send(value(300)).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!large.is_finished());
+        // One more would fit, but it comes after the large one.
+        let small = s.spawn(|| producer.send(value(100)).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !small.is_finished(),
+            "the small record went before the large one"
+        );
+        release.send(()).unwrap();
+        let (large, small) = (large.join().unwrap(), small.join().unwrap());
+        producer.flush().unwrap();
+        assert_eq!(large.wait().unwrap().offset, Some(4));
+        assert_eq!(small.wait().unwrap().offset, Some(5));
+    });
+    for future in held {
+        future.wait().unwrap();
+    }
+}
+
 /// Kafka's accumulator: while a send waits for memory, lingering batches are sent at once.
 #[test]
 fn a_send_waiting_for_memory_releases_lingering_batches() {

@@ -665,9 +665,14 @@ struct State {
     sender_idle: bool,
     /// Builders of sent batches, kept for new ones (at most [`SPARE_BUILDERS`]).
     spare: Vec<BatchBuilder>,
-    /// Sends blocked for buffer memory: while there are any, every batch is ready (as
-    /// Kafka's accumulator does), so that memory comes free.
-    memory_waiters: usize,
+    /// Sends blocked for buffer memory, by ticket, in the order they came (Kafka's
+    /// `BufferPool` waiters): memory goes to the first, and a send finding any waiting
+    /// queues behind them even if its record would fit, so that a large record is not
+    /// starved by smaller ones. While there are any, every batch is ready (as Kafka's
+    /// accumulator does), so that memory comes free.
+    memory_queue: VecDeque<u64>,
+    /// The next send's ticket in `memory_queue`.
+    next_ticket: u64,
     /// Sends appending their record in the calling thread right now: `close` waits for
     /// them.
     direct_sends: usize,
@@ -1133,7 +1138,7 @@ impl Producer {
     ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
-        if state.used + placed.size > config.buffer_memory {
+        if state.used + placed.size > config.buffer_memory || !state.memory_queue.is_empty() {
             self.wait_for_memory(state, placed.size)?;
         }
         if state.closed {
@@ -1246,7 +1251,7 @@ impl Producer {
             || !placed.topic.appends_without_sync
             || ON_A_SENDER_THREAD.get()
             || state.closed
-            || state.memory_waiters > 0
+            || !state.memory_queue.is_empty()
             || !state.open.is_empty()
             || !state.closed_batches.is_empty()
         {
@@ -1343,14 +1348,20 @@ impl Producer {
         }))
     }
 
-    /// Blocks until `size` bytes of buffer memory are free, up to `max_block_ms`.
+    /// Blocks until `size` bytes of buffer memory are free and every send that waited for
+    /// memory before this one has had its turn, up to `max_block_ms`.
     fn wait_for_memory(&self, state: &mut MutexGuard<'_, State>, size: usize) -> Result<()> {
         let shared = self.shared();
         let config = &shared.config;
         let deadline = Instant::now().checked_add(Duration::from_millis(config.max_block_ms));
-        state.memory_waiters += 1;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.memory_queue.push_back(ticket);
+        let served = |state: &State| {
+            state.memory_queue.front() == Some(&ticket) && state.used + size <= config.buffer_memory
+        };
         let result = loop {
-            if state.used + size <= config.buffer_memory {
+            if served(state) {
                 break Ok(());
             }
             if state.closed {
@@ -1363,14 +1374,20 @@ impl Producer {
                 shared.space.wait(state);
                 false
             };
-            if timed_out && state.used + size > config.buffer_memory {
+            if timed_out && !served(state) {
                 break Err(Error::Timeout {
                     what: "producer buffer memory",
                     ms: config.max_block_ms,
                 });
             }
         };
-        state.memory_waiters -= 1;
+        if let Some(at) = state.memory_queue.iter().position(|&t| t == ticket) {
+            state.memory_queue.remove(at);
+        }
+        // The next in line may be served now: memory may be left, or this one gave up.
+        if !state.memory_queue.is_empty() {
+            shared.space.notify_all();
+        }
         result
     }
 }
@@ -1481,7 +1498,7 @@ fn sender_loop(shared: &Shared) {
     loop {
         let mut state = shared.state.lock();
         state.used -= sender.released;
-        let mut wake_waiters = sender.released > 0 && state.memory_waiters > 0;
+        let mut wake_waiters = sender.released > 0 && !state.memory_queue.is_empty();
         sender.released = 0;
         state.in_flight.retain(|c| !c.is_finished());
         let room = SPARE_BUILDERS.saturating_sub(state.spare.len());
@@ -1489,7 +1506,7 @@ fn sender_loop(shared: &Shared) {
         state.spare.extend(spent.drain(..room.min(spent.len())));
         loop {
             let now = shared.log.now_ms();
-            let drain_all = state.memory_waiters > 0;
+            let drain_all = !state.memory_queue.is_empty();
             ready.clear();
             for (key, batch) in &mut state.open {
                 // A clock set back restarts the batch's linger instead of holding the
