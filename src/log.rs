@@ -1025,14 +1025,14 @@ fn forget_entry(dir: &StorageDir, name: &str, tp: &TopicPartition) -> Result<()>
     metadata::write_checkpoint(dir, name, &entries, false)
 }
 
-/// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
 /// What [`Log::create_sets`] made.
 struct NewSets {
     /// One replica set per new partition.
     sets: Vec<ReplicaSet>,
     /// The replicas created, for a cleanup if a later step fails.
     created: Vec<Arc<ReplicaLog>>,
-    /// The leadership each partition starts from, for `meta`.
+    /// The leadership each partition starts with (its epoch already the first leader's),
+    /// for `meta`.
     leadership: Vec<Leadership>,
 }
 
@@ -1049,6 +1049,7 @@ fn with_an_online_replica(placement: &mut [Vec<u32>], online: &[u32]) {
     }
 }
 
+/// [`forget_recovery_point`] when `tp` has no directory in `dir` (the load will create it).
 fn forget_if_missing(dir: &StorageDir, tp: &TopicPartition) -> Result<()> {
     let path = dir.path().join(crate::replica::partition_dir_name(tp));
     if dir.storage().exists(&path) {
@@ -1757,7 +1758,8 @@ impl Log {
     /// # Errors
     /// `InvalidTopicName` (Kafka's rule, reserved internal names, or a name that collides
     /// with an existing one when `.` and `_` are considered equal); `InvalidConfig`;
-    /// `TopicExists`; `Io`. A rejected call changes nothing on disk. A topic of a deleted
+    /// `TopicExists`; `Io`; `PartitionOffline` when every directory a partition was placed
+    /// in failed during the call. A rejected call changes nothing on disk. A topic of a deleted
     /// topic's name whose committed offsets' tombstones could not be written then (see
     /// [`delete_topic`](Self::delete_topic)) is created only once they are: until then the
     /// error that writing them meets, or `PartitionOffline` of `__consumer_offsets` when
@@ -1807,9 +1809,11 @@ impl Log {
 
     /// Creates the replicas of partitions `first..` of topic `name` in the directories
     /// `placement` names (one entry per partition) and opens their replica sets, with the
-    /// leadership each starts from. A replica in an offline directory is left out (it is
-    /// built when the directory is restored; only `__consumer_offsets` is placed there).
-    /// On failure removes what it created.
+    /// leadership each starts with. A replica in an offline directory is left out (it is
+    /// built when the directory is restored): `__consumer_offsets` is placed there on
+    /// purpose, other topics only when the directory failed after they were placed. On
+    /// failure (`PartitionOffline` when no directory a partition was placed in is online)
+    /// removes what it created.
     fn create_sets(
         &self,
         name: &str,
@@ -1871,7 +1875,7 @@ impl Log {
                 config,
                 self.inner.set_options,
             ));
-            leadership.push(recorded);
+            leadership.push(sets.last().map_or(recorded, ReplicaSet::leadership));
         }
         Ok(NewSets {
             sets,
@@ -1903,7 +1907,8 @@ impl Log {
     /// `InvalidPartitions` when `total` is not more than the current count; `InvalidConfig`
     /// above 10000; `InvalidReplicationFactor` when fewer directories than the topic's
     /// replication factor are online; `UnknownTopic`; `InternalTopic`; `Io` (nothing
-    /// changed then); `Closed`.
+    /// changed then); `PartitionOffline` when every directory a new partition was placed
+    /// in failed during the call; `Closed`.
     pub fn add_partitions(&self, name: &str, total: u32) -> Result<Topic> {
         self.check_open()?;
         if INTERNAL_TOPICS.contains(&name) {

@@ -2689,3 +2689,73 @@ fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() 
     );
     log.close().unwrap();
 }
+
+/// As above, with the offline directory back at a reopen instead of `restore_dir`: the
+/// open builds its offsets replicas, and the offsets survive losing the other directory.
+#[test]
+fn the_offsets_replicas_of_a_directory_offline_at_creation_are_built_at_reopen() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let _ = partition.append_values(["d"]);
+    assert!(!log.dir_status()[1].online);
+    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(3))])
+        .unwrap();
+    drop(partition);
+    log.close().unwrap();
+    fault.heal_dir(&dirs[1]);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let offsets = log.describe_topic("__consumer_offsets").unwrap();
+    assert!(
+        offsets.partitions.iter().all(|p| p.isr.len() == 2),
+        "{:?}",
+        offsets.partitions[0]
+    );
+    log.close().unwrap();
+    std::fs::rename(&dirs[0], root.path().join("lost")).unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(
+        log.committed_offset("g", &tp).unwrap().map(|o| o.offset),
+        Some(3)
+    );
+    log.close().unwrap();
+}
+
+/// With four directories, three of them offline at the first commit, every partition of
+/// `__consumer_offsets` (three replicas each) gets a replica in the online one and leads
+/// there; the commit succeeds.
+#[test]
+fn every_offsets_partition_leads_in_the_one_online_directory() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 4);
+    let (log, fault) = common::faulty_log(&dirs);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config = TopicConfig::default().replication_factor(4);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    for (d, dir) in dirs.iter().enumerate().filter(|&(d, _)| d != leader) {
+        fault.fail_dir(dir, FaultKind::Eio);
+        let _ = partition.append_values(["b"]);
+        assert!(!log.dir_status()[d].online);
+    }
+    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(1))])
+        .unwrap();
+    let offsets = log.describe_topic("__consumer_offsets").unwrap();
+    for p in &offsets.partitions {
+        assert_eq!(p.replicas.len(), 3, "{p:?}");
+        assert_eq!(p.leader, Some(leader), "{p:?}");
+        assert_eq!(p.offline_replicas.len(), 2, "{p:?}");
+    }
+    assert_eq!(
+        log.committed_offset("g", &tp).unwrap().map(|o| o.offset),
+        Some(1)
+    );
+}
