@@ -863,7 +863,8 @@ impl Producer {
     /// topics), `InternalTopic`, `UnknownPartition` (explicit or from a custom
     /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
     /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
-    /// `max_block_ms`), `Closed`.
+    /// `max_block_ms`), `IllegalState` (no buffer memory for a send in a waker, on the
+    /// producer's sender thread, which alone frees it), `Closed`.
     // The record is taken (as Kafka's `send` does) so that callers hand over its buffers;
     // it is read in place and dropped on return.
     #[allow(clippy::needless_pass_by_value)]
@@ -1139,7 +1140,16 @@ impl Producer {
         let shared = self.shared();
         let config = &shared.config;
         if state.used + placed.size > config.buffer_memory || !state.memory_queue.is_empty() {
-            self.wait_for_memory(state, placed.size)?;
+            if !shared.on_sender_thread() {
+                self.wait_for_memory(state, placed.size)?;
+            } else if state.used + placed.size > config.buffer_memory {
+                // A waker's send: only this thread frees memory, so a wait would last
+                // `max_block_ms` for nothing (and hold up every send queued for memory).
+                return Err(Error::IllegalState {
+                    reason: "no buffer memory for a send on the producer's sender thread (in \
+                             a waker): only that thread frees it",
+                });
+            }
         }
         if state.closed {
             return Err(Error::Closed);
@@ -2003,6 +2013,59 @@ mod tests {
                 .log_end_offset(),
             2
         );
+        producer.close().unwrap();
+    }
+
+    /// Sends a record through its producer when woken, keeping what `send` answered.
+    struct SendsRecord(Producer, Mutex<Option<Result<()>>>);
+
+    impl std::task::Wake for SendsRecord {
+        fn wake(self: Arc<Self>) {
+            let sent = self.0.send(ProducerRecord::new("t").value(vec![3u8; 100]));
+            *self.1.lock() = Some(sent.map(|_| ()));
+        }
+    }
+
+    /// A send in a waker (on the sender thread) that finds no buffer memory is refused at
+    /// once with `IllegalState`: only that thread frees memory, so waiting would last
+    /// `max_block_ms` for nothing, and hold up the sends queued for memory behind it.
+    #[test]
+    fn a_send_in_a_waker_without_buffer_memory_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
+        let log = Log::builder().dir(dir.path()).clock(clock).open().unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let each = BatchBuilder::estimate_record_size(None, Some(100), &[]);
+        let producer = log
+            .producer(
+                ProducerConfig::default()
+                    .linger_ms(3_600_000)
+                    .buffer_memory(2 * each)
+                    .max_block_ms(60_000),
+            )
+            .unwrap();
+        let value = || ProducerRecord::new("t").value(vec![1u8; 100]);
+        let mut first = producer.send(value()).unwrap();
+        let _second = producer.send(value()).unwrap();
+        let waker = Arc::new(SendsRecord(producer.clone(), Mutex::new(None)));
+        assert!(
+            Pin::new(&mut first)
+                .poll(&mut Context::from_waker(&Waker::from(Arc::clone(&waker))))
+                .is_pending()
+        );
+        // The batch goes; its memory is still counted when the waker sends.
+        let start = Instant::now();
+        producer.flush().unwrap();
+        assert_eq!(first.wait().unwrap().offset, Some(0));
+        while waker.1.lock().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the waker waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let sent = waker.1.lock().take().unwrap();
+        assert!(matches!(sent, Err(Error::IllegalState { .. })), "{sent:?}");
         producer.close().unwrap();
     }
 
