@@ -2759,3 +2759,68 @@ fn every_offsets_partition_leads_in_the_one_online_directory() {
         Some(1)
     );
 }
+
+/// A replica restored into an offline partition that it may lead (it was in sync) leads at
+/// once, and the other replicas present follow it step by step, handing the partition's
+/// order lock to appends between steps: an append goes in while a far-behind follower on
+/// a slow disk catches up (before, the follower was copied whole under the lock).
+#[test]
+fn appends_go_on_while_followers_catch_up_with_a_restored_leader() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    // 32 MiB the follower misses: 32 steps of its catch-up, each synced on a slow disk.
+    let value = vec![b'v'; 256 << 10];
+    for _ in 0..128 {
+        partition.append_values([&value]).unwrap();
+    }
+    // The leader's directory fails too: the partition is offline. The follower returns
+    // first; out of sync, it cannot lead.
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    let error = partition.append_values(["lost"]).unwrap_err();
+    assert!(matches!(error, Error::PartitionOffline { .. }), "{error}");
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    assert!(partition.append_values(["lost"]).is_err());
+    fault.slow_dir(&dirs[follower], std::time::Duration::from_millis(100));
+    fault.heal_dir(&dirs[leader]);
+    let sizes = || {
+        let described = log.describe_topic("t").unwrap().partitions[0].clone();
+        (
+            described.replica_size_bytes[leader].unwrap_or(0),
+            described.replica_size_bytes[follower].unwrap_or(0),
+        )
+    };
+    std::thread::scope(|s| {
+        let restore = s.spawn(|| log.restore_dir(&dirs[leader]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while sizes().1 < 4 << 20 {
+            assert!(std::time::Instant::now() < deadline, "no catch-up");
+            assert!(!restore.is_finished(), "{:?}", sizes());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        partition.append_values(["during"]).unwrap();
+        let (leader_size, follower_size) = sizes();
+        assert!(
+            follower_size < leader_size,
+            "the append waited for the whole catch-up: {follower_size} of {leader_size} bytes"
+        );
+        restore.join().unwrap().unwrap();
+    });
+    fault.heal_dir(&dirs[follower]);
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(leader));
+    assert_eq!(described.isr.len(), 2);
+    assert_eq!(values(&log, "t", 0).last().unwrap(), "during");
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}

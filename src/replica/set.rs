@@ -815,6 +815,17 @@ impl ReplicaSet {
                 standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
             if waited_for || self.unclean.load(Ordering::Acquire) {
                 self.lead_from(i, replica);
+                // Written before the others follow: appends in the new epoch may go in
+                // between their steps.
+                self.persist()?;
+                let others: Vec<(usize, Arc<ReplicaLog>)> = (self.replicas().iter())
+                    .enumerate()
+                    .filter(|&(j, slot)| j != i && live(slot))
+                    .filter_map(|(j, slot)| Some((j, Arc::clone(slot.as_ref()?))))
+                    .collect();
+                for (j, other) in others {
+                    self.rebuild_stepwise(&mut order, j, &other, Arc::clone(replica));
+                }
             }
         }
         self.persist()
@@ -872,8 +883,8 @@ impl ReplicaSet {
         }
     }
 
-    /// Makes replica `i` (restored into an offline partition) the leader in a new epoch; the
-    /// other replicas present follow it.
+    /// Makes replica `i` (restored into an offline partition) the leader in a new epoch,
+    /// alone in sync: the other replicas present follow it afterwards, step by step.
     fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
         // The others' log starts (offline, but as they were) are floors for its own, which
         // its directory's checkpoint may not hold yet (see `open`); offline ones cannot
@@ -886,13 +897,6 @@ impl ReplicaSet {
             in_sync.store(j == i, Ordering::Release);
         }
         self.leader.store(i, Ordering::Release);
-        for (j, slot) in self.replicas().iter().enumerate() {
-            if let Some(other) = slot.as_ref().filter(|_| j != i && live(slot)) {
-                let level = follow(replica, other, usize::MAX, true, true).is_ok()
-                    && other.log_end_offset() == replica.log_end_offset();
-                self.in_sync[j].store(level, Ordering::Release);
-            }
-        }
         self.advance_high_watermark(replica);
     }
 
