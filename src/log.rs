@@ -2716,13 +2716,21 @@ impl Log {
             self.inner.dirs.write()[index] = Arc::clone(&dir);
             self.inner.meta_slots.lock()[index] = Arc::default();
         }
-        for (set, replica, standing) in loaded {
+        // Every replica goes in its slot first (an offline partition it may lead takes
+        // appends again at once), then the copies run, partition by partition.
+        for (set, replica, standing) in &loaded {
             #[cfg(test)]
             if let Some(step) = self.inner.restore_step.lock().as_ref() {
                 (step.0)();
             }
-            if let Err(error) = set.restore(index as u32, &replica, standing) {
+            if let Err(error) = set.restore(index as u32, replica, *standing) {
                 // Half restored: offline again, so that a retry starts over.
+                dir.poison();
+                return Err(error);
+            }
+        }
+        for (set, replica, _) in &loaded {
+            if let Err(error) = set.catch_up_restored(index as u32, replica) {
                 dir.poison();
                 return Err(error);
             }

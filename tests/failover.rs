@@ -2519,13 +2519,24 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
             assert!(!restore.is_finished(), "{:?}", sizes());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        partition.append_values(["during"]).unwrap();
-        let (leader_size, follower_size) = sizes();
+        // The next step's sync hangs until healed: the rebuild cannot be done meanwhile.
+        fault.slow_dir(&dirs[follower], std::time::Duration::from_secs(3600));
+        let append = s.spawn(|| partition.append_values(["during"]));
+        let waited = std::time::Instant::now();
+        while !append.is_finished() && waited.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let went_in = append.is_finished();
+        let sizes_then = went_in.then(sizes);
+        fault.heal_dir(&dirs[follower]);
+        append.join().unwrap().unwrap();
+        restore.join().unwrap().unwrap();
+        assert!(went_in, "the append waited for the whole rebuild");
+        let (leader_size, follower_size) = sizes_then.unwrap();
         assert!(
             follower_size < leader_size,
-            "the append waited for the whole rebuild: {follower_size} of {leader_size} bytes"
+            "{follower_size} of {leader_size} bytes"
         );
-        restore.join().unwrap().unwrap();
     });
     fault.heal_dir(&dirs[follower]);
     assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr.len(), 2);
@@ -2808,13 +2819,24 @@ fn appends_go_on_while_followers_catch_up_with_a_restored_leader() {
             assert!(!restore.is_finished(), "{:?}", sizes());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        partition.append_values(["during"]).unwrap();
-        let (leader_size, follower_size) = sizes();
+        // The next step's sync hangs until healed: the catch-up cannot be done meanwhile.
+        fault.slow_dir(&dirs[follower], std::time::Duration::from_secs(3600));
+        let append = s.spawn(|| partition.append_values(["during"]));
+        let waited = std::time::Instant::now();
+        while !append.is_finished() && waited.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let went_in = append.is_finished();
+        let sizes_then = went_in.then(sizes);
+        fault.heal_dir(&dirs[follower]);
+        append.join().unwrap().unwrap();
+        restore.join().unwrap().unwrap();
+        assert!(went_in, "the append waited for the whole catch-up");
+        let (leader_size, follower_size) = sizes_then.unwrap();
         assert!(
             follower_size < leader_size,
-            "the append waited for the whole catch-up: {follower_size} of {leader_size} bytes"
+            "{follower_size} of {leader_size} bytes"
         );
-        restore.join().unwrap().unwrap();
     });
     fault.heal_dir(&dirs[follower]);
     let described = log.describe_topic("t").unwrap().partitions[0].clone();
@@ -2823,4 +2845,73 @@ fn appends_go_on_while_followers_catch_up_with_a_restored_leader() {
     assert_eq!(values(&log, "t", 0).last().unwrap(), "during");
     log.close().unwrap();
     assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// `restore_dir` gives every offline partition that the returning directory's replicas may
+/// lead its leader before any follower catches up: while a far-behind follower of one
+/// partition is copied on a slow disk, another partition the directory leads takes
+/// appends already (before, it stayed offline until the first partition's copy ended).
+#[test]
+fn every_partition_leads_again_before_the_followers_catch_up() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default()
+        .partitions(2)
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let topic = log.create_topic("t", config).unwrap();
+    let partitions: Vec<_> = (0..2).map(|p| topic.partition(p).unwrap()).collect();
+    let (leader, follower) = (0, 1);
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    // 16 MiB each that the follower misses: 16 steps each, each synced on a slow disk.
+    let value = vec![b'v'; 256 << 10];
+    for _ in 0..64 {
+        for partition in &partitions {
+            partition.append_values([&value]).unwrap();
+        }
+    }
+    assert!(
+        log.describe_topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.isr == [leader])
+    );
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    for partition in &partitions {
+        assert!(partition.append_values(["lost"]).is_err());
+    }
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    fault.slow_dir(&dirs[follower], std::time::Duration::from_millis(100));
+    fault.heal_dir(&dirs[leader]);
+    let copied = |p: usize| {
+        log.describe_topic("t").unwrap().partitions[p].replica_size_bytes[follower].unwrap_or(0)
+    };
+    std::thread::scope(|s| {
+        let restore = s.spawn(|| log.restore_dir(&dirs[leader]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let first = loop {
+            if let Some(p) = (0..2).find(|&p| copied(p) >= 2 << 20) {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no catch-up");
+            assert!(!restore.is_finished());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let other = 1 - first;
+        partitions[other].append_values(["during"]).unwrap();
+        assert!(
+            !restore.is_finished(),
+            "the catch-ups ended first: nothing tested"
+        );
+        restore.join().unwrap().unwrap();
+    });
+    fault.heal_dir(&dirs[follower]);
+    for p in log.describe_topic("t").unwrap().partitions {
+        assert_eq!((p.leader, p.isr.len()), (Some(leader), 2), "{p:?}");
+    }
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 2);
 }

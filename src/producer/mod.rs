@@ -863,8 +863,8 @@ impl Producer {
     /// topics), `InternalTopic`, `UnknownPartition` (explicit or from a custom
     /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
     /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
-    /// `max_block_ms`), `IllegalState` (no buffer memory for a send in a waker, on the
-    /// producer's sender thread, which alone frees it), `Closed`.
+    /// `max_block_ms`), `IllegalState` (no buffer memory for a send in a waker, on a
+    /// producer's sender thread, which must not block), `Closed`.
     // The record is taken (as Kafka's `send` does) so that callers hand over its buffers;
     // it is read in place and dropped on return.
     #[allow(clippy::needless_pass_by_value)]
@@ -887,8 +887,8 @@ impl Producer {
     /// [`send`](Self::send)'s checks, none is sent.
     ///
     /// # Errors
-    /// As [`send`](Self::send); a `Timeout` or `Closed` while waiting for buffer memory
-    /// leaves the records before it sent (their futures are then dropped unawaited).
+    /// As [`send`](Self::send); a `Timeout`, `Closed` or `IllegalState` met for buffer
+    /// memory leaves the records before it sent (their futures are then dropped unawaited).
     pub fn send_batch(
         &self,
         records: impl IntoIterator<Item = ProducerRecord>,
@@ -1139,18 +1139,7 @@ impl Producer {
     ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
-        if state.used + placed.size > config.buffer_memory || !state.memory_queue.is_empty() {
-            if !shared.on_sender_thread() {
-                self.wait_for_memory(state, placed.size)?;
-            } else if state.used + placed.size > config.buffer_memory {
-                // A waker's send: only this thread frees memory, so a wait would last
-                // `max_block_ms` for nothing (and hold up every send queued for memory).
-                return Err(Error::IllegalState {
-                    reason: "no buffer memory for a send on the producer's sender thread (in \
-                             a waker): only that thread frees it",
-                });
-            }
-        }
+        self.reserve_memory(state, placed.size)?;
         if state.closed {
             return Err(Error::Closed);
         }
@@ -1356,6 +1345,29 @@ impl Producer {
             offset: (acks != Acks::None).then_some(info.base_offset),
             timestamp: info.log_append_time.unwrap_or(placed.timestamp),
         }))
+    }
+
+    /// Waits, if it must, until `size` bytes of buffer memory can be taken (not on a
+    /// sender thread, which must not block).
+    fn reserve_memory(&self, state: &mut MutexGuard<'_, State>, size: usize) -> Result<()> {
+        let buffer_memory = self.shared().config.buffer_memory;
+        if state.used + size > buffer_memory || !state.memory_queue.is_empty() {
+            if !ON_A_SENDER_THREAD.get() {
+                self.wait_for_memory(state, size)?;
+            } else if state.closed {
+                return Err(Error::Closed);
+            } else if state.used + size > buffer_memory {
+                // A waker's send: on this producer's sender thread only this thread frees
+                // memory, so a wait would last `max_block_ms` for nothing (and hold up
+                // every send queued for memory); on another producer's, that producer's
+                // sender may need a partition lock this thread holds while wakers run.
+                return Err(Error::IllegalState {
+                    reason: "no buffer memory for a send on a producer's sender thread (in \
+                             a waker), which must not block",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Blocks until `size` bytes of buffer memory are free and every send that waited for

@@ -775,17 +775,19 @@ impl ReplicaSet {
         self.persist()
     }
 
-    /// Puts `replica`, loaded from directory `dir` once it came back, in its slot. With a
-    /// leader it reconciles and catches up in full, rejoining the in-sync set once level.
-    /// Without one it leads if it was the in-sync replica waited for (or, under
-    /// `unclean_leader_election`, whatever it holds), in a new epoch.
+    /// Puts `replica`, loaded from directory `dir` once it came back, in its slot: out of
+    /// sync under a leader, or, without one, leading if it was the in-sync replica waited
+    /// for (or, under `unclean_leader_election`, whatever it holds), in a new epoch, alone
+    /// in sync. [`catch_up_restored`](Self::catch_up_restored) then brings the followers
+    /// level; `restore_dir` restores every partition first, so that each offline one leads
+    /// again without waiting for the others' copies.
     pub(crate) fn restore(
         &self,
         dir: u32,
         replica: &Arc<ReplicaLog>,
         standing: Standing,
     ) -> Result<()> {
-        let mut order = self.order.lock();
+        let _order = self.order.lock();
         let Some(i) = self.dirs.iter().position(|&d| d == dir) else {
             return Ok(());
         };
@@ -809,29 +811,60 @@ impl ReplicaSet {
             self.in_sync[i].store(false, Ordering::Release);
             // Its own high watermark is from before it left: never above the leader's.
             replica.reset_high_watermark(replica.high_watermark().min(leader.high_watermark()));
-            self.rebuild_stepwise(&mut order, i, replica, leader);
         } else {
             let waited_for =
                 standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
             if waited_for || self.unclean.load(Ordering::Acquire) {
                 self.lead_from(i, replica);
-                // Written before the others follow: appends in the new epoch may go in
-                // between their steps.
-                self.persist()?;
-                let others: Vec<(usize, Arc<ReplicaLog>)> = (self.replicas().iter())
-                    .enumerate()
-                    .filter(|&(j, slot)| j != i && live(slot))
-                    .filter_map(|(j, slot)| Some((j, Arc::clone(slot.as_ref()?))))
-                    .collect();
-                for (j, other) in others {
-                    self.rebuild_stepwise(&mut order, j, &other, Arc::clone(replica));
-                }
             }
         }
         self.persist()
     }
 
-    /// Reconciles the restored replica `i` with `leader` and copies the leader's batches to
+    /// After [`restore`](Self::restore) of `replica` from directory `dir`: when it leads,
+    /// the other replicas present follow it; otherwise it follows the leader. Each is
+    /// reconciled and copied step by step (see [`rebuild_stepwise`](Self::rebuild_stepwise)),
+    /// appends going in between steps, against the leader of the moment (whose directory
+    /// may fail meanwhile, or an unclean election may choose another).
+    pub(crate) fn catch_up_restored(&self, dir: u32, replica: &Arc<ReplicaLog>) -> Result<()> {
+        if !self.is_replicated() {
+            return Ok(());
+        }
+        let mut order = self.order.lock();
+        let Some(i) = self.dirs.iter().position(|&d| d == dir) else {
+            return Ok(());
+        };
+        if !self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, replica)) {
+            return Ok(());
+        }
+        let leads = self
+            .ensure_leader()
+            .is_ok_and(|leader| Arc::ptr_eq(&leader, replica));
+        let followers: Vec<usize> = if leads {
+            (0..self.dirs.len()).filter(|&j| j != i).collect()
+        } else {
+            vec![i]
+        };
+        for j in followers {
+            let Ok(leader) = self.ensure_leader() else {
+                break;
+            };
+            let Some(follower) = self.replica(j) else {
+                continue;
+            };
+            if Arc::ptr_eq(&leader, &follower)
+                || self.in_sync[j].load(Ordering::Acquire)
+                || follower.dir().is_poisoned()
+            {
+                continue;
+            }
+            self.rebuild_stepwise(&mut order, j, &follower, leader);
+        }
+        self.persist()
+    }
+
+    /// Reconciles replica `i` (restored, or following a restored leader) with `leader` and
+    /// copies the leader's batches to
     /// it one step (`CATCH_UP_BYTES`) at a time, handing the order lock to a waiting append
     /// between steps, until it is level (then in sync) or a step fails: a large replica
     /// rebuilt from its leader does not hold up the partition's appends for the whole copy.
