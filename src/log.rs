@@ -2653,8 +2653,9 @@ impl Log {
     /// `InvalidConfig` when `path` is not one of the log's directories, when the log has a
     /// single directory (reopen it instead), or when the directory's `meta` is newer than
     /// the log's (reopen to adopt it); `Corruption` for a damaged replica with no other copy
-    /// (its data is left where it was); `Io` or `Locked` when it cannot be opened or read.
-    /// The directory then stays offline. `Closed`.
+    /// (its data is left where it was); `Io` or `Locked` when it cannot be opened or read;
+    /// `Poisoned` when it failed again while its replicas were being copied. The directory
+    /// then stays offline. `Closed`.
     pub fn restore_dir(&self, path: impl AsRef<Path>) -> Result<()> {
         self.check_open()?;
         let path = path.as_ref();
@@ -2734,6 +2735,13 @@ impl Log {
                 dir.poison();
                 return Err(error);
             }
+        }
+        // A copy that failed there (the catch-ups stop at such an error) took it offline
+        // again.
+        if dir.is_poisoned() {
+            return Err(Error::Poisoned {
+                dir: dir.path().to_path_buf(),
+            });
         }
         {
             let _meta = self.inner.meta_lock.lock();

@@ -811,6 +811,12 @@ impl ReplicaSet {
             self.in_sync[i].store(false, Ordering::Release);
             // Its own high watermark is from before it left: never above the leader's.
             replica.reset_high_watermark(replica.high_watermark().min(leader.high_watermark()));
+            // Cut where its history parts from the leader's now, under this hold of the
+            // lock (a cut is cheap; the copy waits for `catch_up_restored`): an unclean
+            // election meanwhile must not pick a tail the leader never had.
+            if let Err(error) = reconcile(&leader, replica) {
+                Self::dir_failed(replica, &error);
+            }
         } else {
             let waited_for =
                 standing == Standing::Loaded && self.in_sync[i].load(Ordering::Acquire);
