@@ -1914,3 +1914,39 @@ fn batches_queued_behind_a_retried_one_time_out_with_it() {
         "{elapsed:?}"
     );
 }
+
+/// `close_timeout` (Kafka's `close(Duration)`) waits for what is pending up to its time,
+/// then fails what is left, a batch being retried included, with `Closed`: nothing of it
+/// is written, and later sends are refused.
+#[test]
+fn close_timeout_fails_what_is_still_being_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _fault, _dirs, _) = too_few_in_sync(root.path());
+    let producer = log
+        .producer(ProducerConfig::default().retry_backoff_ms(10))
+        .unwrap();
+    let other = producer.send(ProducerRecord::new("u").value("x")).unwrap();
+    let held = producer.send(to_t0("c")).unwrap();
+    let start = std::time::Instant::now();
+    producer.close_timeout(Duration::from_millis(200)).unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(190) && elapsed < Duration::from_secs(60),
+        "{elapsed:?}"
+    );
+    assert_eq!(other.wait().unwrap().offset, Some(0));
+    let error = held.wait().unwrap_err();
+    assert!(matches!(error, Error::Closed), "{error:?}");
+    assert_eq!(
+        log.topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_end_offset(),
+        2
+    );
+    assert!(matches!(
+        producer.send(to_t0("d")).map(|_| ()),
+        Err(Error::Closed)
+    ));
+}

@@ -699,6 +699,8 @@ struct Shared {
     next_topic_id: AtomicU32,
     /// Mirrors `State::closed`, for checks without the lock.
     closed: AtomicBool,
+    /// A `close_timeout`'s time passed: the sender fails what is left with `Closed`.
+    forced: AtomicBool,
     /// The sender thread, once it runs: a `close` there (a waker's) does not wait for
     /// sends appending in their own threads (which may wait for a partition lock the
     /// sender holds while it runs wakers), nor for the sender itself.
@@ -726,12 +728,15 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.close();
+        self.close(None);
     }
 }
 
 impl Handle {
-    fn close(&self) {
+    /// Closes the producer; with a `timeout`, what is not sent by then fails with `Closed`
+    /// (at once on the sender thread, as Kafka's `close` in a callback is `close(0)`).
+    fn close(&self, timeout: Option<Duration>) {
+        let deadline = timeout.map(|t| Instant::now().checked_add(t));
         {
             let mut state = self.shared.state.lock();
             state.closed = true;
@@ -745,7 +750,33 @@ impl Handle {
             while state.direct_sends > 0 {
                 self.shared.space.wait(&mut state);
             }
+        } else if timeout.is_some() {
+            self.force();
         }
+        // Waits for the sender up to the deadline, then forces it to give up.
+        let wait_or_force = |deadline: Option<Instant>| {
+            let mut state = self.shared.state.lock();
+            while !state.sender_done {
+                let timed_out = match deadline {
+                    Some(deadline) => self
+                        .shared
+                        .space
+                        .wait_until(&mut state, deadline)
+                        .timed_out(),
+                    None => false,
+                };
+                if timed_out && !state.sender_done {
+                    drop(state);
+                    self.force();
+                    return;
+                }
+                if deadline.is_none() {
+                    self.shared
+                        .space
+                        .wait_for(&mut state, Duration::from_secs(3600));
+                }
+            }
+        };
         // Taken apart from the join: a close that waits for the sender must not hold the
         // lock another close (from a waker on the sender thread) takes.
         let sender = self.sender.lock().take();
@@ -754,15 +785,27 @@ impl Handle {
             // itself: it returns once it sees the producer closed.
             && sender.thread().id() != std::thread::current().id()
         {
+            if let Some(deadline) = deadline {
+                wait_or_force(deadline);
+            }
             // The sender only ends by returning (`run_sender` catches its panics).
             let _ = sender.join();
         } else if !self.shared.on_sender_thread() {
             // Another close joins the sender: this one waits for it to finish too.
+            if let Some(deadline) = deadline {
+                wait_or_force(deadline);
+            }
             let mut state = self.shared.state.lock();
             while !state.sender_done {
                 self.shared.space.wait(&mut state);
             }
         }
+    }
+
+    /// Has the sender fail every batch not yet appended with `Closed` and stop.
+    fn force(&self) {
+        self.shared.forced.store(true, Ordering::Release);
+        self.shared.work.notify_all();
     }
 }
 
@@ -827,6 +870,7 @@ impl Producer {
             topics: RwLock::new(HashMap::default()),
             next_topic_id: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
             sender_thread: OnceLock::new(),
         });
         let for_thread = Arc::clone(&shared);
@@ -956,7 +1000,7 @@ impl Producer {
     ///
     /// Batches being retried are waited for too, up to `delivery_timeout_ms` (two minutes
     /// by default) while their partition cannot take them; closing the log ends them at
-    /// once (with `Closed`). From a waker of this producer's futures (on its sender thread)
+    /// once (with `Closed`), and [`close_timeout`](Self::close_timeout) bounds the wait. From a waker of this producer's futures (on its sender thread)
     /// it returns without waiting. Wakers must not block, so a waker must not close (or drop the last clone
     /// of) another producer: that waits for the other's appends, which may wait for a
     /// partition lock held while the waker runs.
@@ -964,7 +1008,35 @@ impl Producer {
     /// # Errors
     /// None today; the `Result` leaves room for failures of a clean shutdown.
     pub fn close(&self) -> Result<()> {
-        self.handle.close();
+        self.handle.close(None);
+        Ok(())
+    }
+
+    /// [`close`](Self::close) that waits at most `timeout` (Kafka's `close(Duration)`):
+    /// what is not appended by then, batches being retried included, fails with
+    /// `Closed`. An append already running is not interrupted: the call may return that
+    /// much later. On the producer's sender thread (in a waker) it waits for nothing, as
+    /// Kafka's `close` in a callback is `close(0)`.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use std::time::Duration;
+    /// use tarnlog::{Log, ProducerConfig, ProducerRecord};
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("events", None)?;
+    /// let producer = log.producer(ProducerConfig::default())?;
+    /// let sent = producer.send(ProducerRecord::new("events").value("last"))?;
+    /// producer.close_timeout(Duration::from_secs(5))?;
+    /// assert!(sent.is_done());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// None today, as `close`.
+    pub fn close_timeout(&self, timeout: Duration) -> Result<()> {
+        self.handle.close(Some(timeout));
         Ok(())
     }
 
@@ -1552,7 +1624,8 @@ fn sender_loop(shared: &Shared) {
             }
             batches[first..].sort_by_key(|b| b.seq);
             let retry = sender.next_due();
-            if !batches.is_empty() || retry.is_some_and(|due| due <= Instant::now()) {
+            let forced = shared.forced.load(Ordering::Acquire) && retry.is_some();
+            if !batches.is_empty() || forced || retry.is_some_and(|due| due <= Instant::now()) {
                 break;
             }
             if state.closed && retry.is_none() {
@@ -1584,10 +1657,23 @@ fn sender_loop(shared: &Shared) {
         if wake_waiters {
             shared.space.notify_all();
         }
+        let forced = shared.forced.load(Ordering::Acquire);
         for batch in batches.drain(..) {
-            sender.send(batch);
+            if forced {
+                sender.abandon(batch);
+            } else {
+                sender.send(batch);
+            }
         }
-        sender.retry_due();
+        if forced {
+            for (_, queue) in std::mem::take(&mut sender.parked) {
+                for parked in queue {
+                    sender.abandon(parked.batch);
+                }
+            }
+        } else {
+            sender.retry_due();
+        }
     }
 }
 
@@ -1736,6 +1822,12 @@ impl Sender<'_> {
                     .map_or(head.retry_at, |d| d.min(head.retry_at))
             })
             .min()
+    }
+
+    /// Fails a batch with `Closed` (a forced close) without appending it.
+    fn abandon(&mut self, batch: OpenBatch) {
+        batch.completion.complete(Outcome::Failed(Error::Closed));
+        self.finished(batch);
     }
 
     /// A batch is answered: its memory is released at the next round and its builder kept
