@@ -734,7 +734,7 @@ impl Drop for Handle {
 
 impl Handle {
     /// Closes the producer; with a `timeout`, what is not sent by then fails with `Closed`
-    /// (at once on the sender thread, as Kafka's `close` in a callback is `close(0)`).
+    /// (at once on the sender thread: Kafka's `close` in a callback is `close(0)`).
     fn close(&self, timeout: Option<Duration>) {
         let deadline = timeout.map(|t| Instant::now().checked_add(t));
         {
@@ -771,9 +771,7 @@ impl Handle {
                     return;
                 }
                 if deadline.is_none() {
-                    self.shared
-                        .space
-                        .wait_for(&mut state, Duration::from_secs(3600));
+                    self.shared.space.wait(&mut state);
                 }
             }
         };
@@ -804,7 +802,11 @@ impl Handle {
 
     /// Has the sender fail every batch not yet appended with `Closed` and stop.
     fn force(&self) {
-        self.shared.forced.store(true, Ordering::Release);
+        {
+            // Under the lock: the sender reads the flag under it before it sleeps.
+            let _state = self.shared.state.lock();
+            self.shared.forced.store(true, Ordering::Release);
+        }
         self.shared.work.notify_all();
     }
 }
@@ -996,7 +998,8 @@ impl Producer {
 
     /// Sends everything pending, waits for it, and stops the sender thread. Later sends
     /// fail with `Closed`. Other clones of this producer are closed too; a close running
-    /// in another thread meanwhile returns once this one's work is done too.
+    /// in another thread meanwhile returns once this one's work is done too (or failed
+    /// with `Closed` by a `close_timeout` whose time passed).
     ///
     /// Batches being retried are waited for too, up to `delivery_timeout_ms` (two minutes
     /// by default) while their partition cannot take them; closing the log ends them at
@@ -1015,8 +1018,9 @@ impl Producer {
     /// [`close`](Self::close) that waits at most `timeout` (Kafka's `close(Duration)`):
     /// what is not appended by then, batches being retried included, fails with
     /// `Closed`. An append already running is not interrupted: the call may return that
-    /// much later. On the producer's sender thread (in a waker) it waits for nothing, as
-    /// Kafka's `close` in a callback is `close(0)`.
+    /// much later, and so may sends appending in their own threads. On the producer's
+    /// sender thread (in a waker) it fails what is left at once, as Kafka's `close` in a
+    /// callback is `close(0)` (a plain `close` there lets it go on, retries included).
     ///
     /// ```
     /// # fn main() -> tarnlog::Result<()> {
@@ -1657,23 +1661,11 @@ fn sender_loop(shared: &Shared) {
         if wake_waiters {
             shared.space.notify_all();
         }
-        let forced = shared.forced.load(Ordering::Acquire);
+        // A forced close fails each batch not yet appended (checked batch by batch).
         for batch in batches.drain(..) {
-            if forced {
-                sender.abandon(batch);
-            } else {
-                sender.send(batch);
-            }
+            sender.send(batch);
         }
-        if forced {
-            for (_, queue) in std::mem::take(&mut sender.parked) {
-                for parked in queue {
-                    sender.abandon(parked.batch);
-                }
-            }
-        } else {
-            sender.retry_due();
-        }
+        sender.retry_due();
     }
 }
 
@@ -1706,6 +1698,10 @@ impl Sender<'_> {
     /// Appends a batch, or parks it: behind its partition's batch being retried, or as
     /// that batch when it failed and may be tried again.
     fn send(&mut self, mut batch: OpenBatch) {
+        if self.shared.forced.load(Ordering::Acquire) {
+            self.abandon(batch);
+            return;
+        }
         let now = Instant::now();
         if self.parked.contains_key(&batch.key) {
             // Its delivery timeout runs from now on as a failed batch's does, so that a
@@ -1748,6 +1744,12 @@ impl Sender<'_> {
     }
 
     fn drain(&mut self, queue: &mut VecDeque<Parked>) {
+        if self.shared.forced.load(Ordering::Acquire) {
+            for parked in queue.drain(..) {
+                self.abandon(parked.batch);
+            }
+            return;
+        }
         while let Some(head) = queue.front_mut() {
             let now = Instant::now();
             if head.deadline.is_some_and(|deadline| now >= deadline) {
