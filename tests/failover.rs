@@ -2507,7 +2507,26 @@ fn a_kill_at_any_point_of_a_followers_restart_leaves_a_log_that_opens() {
 #[test]
 fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
     let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
+    let (dirs, log, fault, partition, leader, follower) = far_behind_follower(root.path());
+    fault.heal_dir(&dirs[follower]);
+    append_while_restoring(&dirs, log, &fault, &partition, leader, &dirs[follower]);
+}
+
+/// A log over two directories through a fault injector with topic `t` (two replicas, a
+/// sync every batch) whose follower's directory failed before 32 MiB were appended: 32
+/// steps of its catch-up. Returns the directories, the log, its fault injector, the
+/// partition, and the leader's and follower's directory indexes.
+fn far_behind_follower(
+    root: &Path,
+) -> (
+    Vec<PathBuf>,
+    Log,
+    FaultStorage,
+    tarnlog::Partition,
+    usize,
+    usize,
+) {
+    let dirs = dirs(root, 2);
     let (log, fault) = common::faulty_log(&dirs);
     let config = TopicConfig::default()
         .replication_factor(2)
@@ -2518,12 +2537,25 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
         .unwrap();
     let follower = 1 - leader;
     fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    // 32 MiB the follower misses: 32 steps of its rebuild, each synced on a slow disk.
     let value = vec![b'v'; 256 << 10];
     for _ in 0..128 {
         partition.append_values([&value]).unwrap();
     }
-    fault.heal_dir(&dirs[follower]);
+    (dirs, log, fault, partition, leader, follower)
+}
+
+/// Restores `restored` while the follower's disk is slow (each step synced there), and
+/// once it holds 4 MiB hangs its next sync: an append made then must go in (before the
+/// copy ends), and the follower ends in sync with `leader` leading, byte-identical.
+fn append_while_restoring(
+    dirs: &[PathBuf],
+    log: Log,
+    fault: &FaultStorage,
+    partition: &tarnlog::Partition,
+    leader: usize,
+    restored: &Path,
+) {
+    let follower = 1 - leader;
     fault.slow_dir(&dirs[follower], std::time::Duration::from_millis(100));
     let sizes = || {
         (
@@ -2532,15 +2564,15 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
         )
     };
     std::thread::scope(|s| {
-        let restore = s.spawn(|| log.restore_dir(&dirs[follower]));
-        let _heal = HealOnDrop(&fault, &dirs[follower]);
+        let restore = s.spawn(|| log.restore_dir(restored));
+        let _heal = HealOnDrop(fault, &dirs[follower]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while sizes().1 < 4 << 20 {
-            assert!(std::time::Instant::now() < deadline, "no rebuild");
+            assert!(std::time::Instant::now() < deadline, "no copy");
             assert!(!restore.is_finished(), "{:?}", sizes());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        // The next step's sync hangs until healed: the rebuild cannot be done meanwhile.
+        // The next step's sync hangs until healed: the copy cannot end meanwhile.
         fault.slow_dir(&dirs[follower], std::time::Duration::from_secs(3600));
         let append = s.spawn(|| partition.append_values(["during"]));
         let waited = std::time::Instant::now();
@@ -2552,18 +2584,19 @@ fn appends_go_on_while_restore_dir_rebuilds_a_replica() {
         fault.heal_dir(&dirs[follower]);
         append.join().unwrap().unwrap();
         restore.join().unwrap().unwrap();
-        assert!(went_in, "the append waited for the whole rebuild");
+        assert!(went_in, "the append waited for the whole copy");
         let (leader_size, follower_size) = sizes_then.unwrap();
         assert!(
             follower_size < leader_size,
             "{follower_size} of {leader_size} bytes"
         );
     });
-    fault.heal_dir(&dirs[follower]);
-    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr.len(), 2);
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(leader));
+    assert_eq!(described.isr.len(), 2);
     assert_eq!(values(&log, "t", 0).last().unwrap(), "during");
     log.close().unwrap();
-    assert_replicas_identical(&dirs, "t", 1);
+    assert_replicas_identical(dirs, "t", 1);
 }
 
 /// Deletes topic `t` of a log over `dirs` while the `__consumer_offsets` partition holding
@@ -2684,14 +2717,7 @@ fn a_deleted_topics_name_stays_refused_across_a_reopen_with_its_offsets_offline(
 fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let tp = tarnlog::TopicPartition::new("t", 0);
-    let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a", "b", "c"]).unwrap();
-    fault.fail_dir(&dirs[1], FaultKind::Eio);
-    let _ = partition.append_values(["d"]);
-    assert!(!log.dir_status()[1].online);
+    let (log, fault, tp) = dir_1_offline_at_the_first_commit(&dirs);
     let commit = |offset| {
         log.commit_offsets(
             "g",
@@ -2699,7 +2725,6 @@ fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() 
         )
         .unwrap();
     };
-    commit(3);
     let offsets = log.describe_topic("__consumer_offsets").unwrap();
     for p in &offsets.partitions {
         assert_eq!(p.replicas.len(), 2, "{p:?}");
@@ -2712,12 +2737,41 @@ fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() 
     assert!(offsets.partitions.iter().all(|p| p.isr.len() == 2));
     commit(4);
     log.close().unwrap();
-    // Directory 0 is lost; an empty one takes its place.
-    std::fs::rename(&dirs[0], root.path().join("lost")).unwrap();
-    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_offset_survives_losing_dir_0(root.path(), &dirs, &tp, 4);
+}
+
+/// A log over `dirs` (two) through a fault injector, with topic `t` (two replicas) holding
+/// three records, and directory 1 failed before group `g` commits offset 3 of `t-0` (which
+/// creates `__consumer_offsets`). Returns the log, its fault injector and `t-0`.
+fn dir_1_offline_at_the_first_commit(
+    dirs: &[PathBuf],
+) -> (Log, FaultStorage, tarnlog::TopicPartition) {
+    let (log, fault) = common::faulty_log(dirs);
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let _ = partition.append_values(["d"]);
+    assert!(!log.dir_status()[1].online);
+    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(3))])
+        .unwrap();
+    (log, fault, tp)
+}
+
+/// Directory 0 of the (closed) log over `dirs` is lost and an empty one takes its place:
+/// group `g`'s committed offset of `tp` is still `offset`.
+fn assert_offset_survives_losing_dir_0(
+    root: &Path,
+    dirs: &[PathBuf],
+    tp: &tarnlog::TopicPartition,
+    offset: u64,
+) {
+    std::fs::rename(&dirs[0], root.join("lost")).unwrap();
+    let log = Log::builder().dirs(dirs).open().unwrap();
     assert_eq!(
-        log.committed_offset("g", &tp).unwrap().map(|o| o.offset),
-        Some(4)
+        log.committed_offset("g", tp).unwrap().map(|o| o.offset),
+        Some(offset)
     );
     log.close().unwrap();
 }
@@ -2728,17 +2782,7 @@ fn the_offsets_topic_gets_its_replicas_in_a_directory_offline_at_its_creation() 
 fn the_offsets_replicas_of_a_directory_offline_at_creation_are_built_at_reopen() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let tp = tarnlog::TopicPartition::new("t", 0);
-    let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a", "b", "c"]).unwrap();
-    fault.fail_dir(&dirs[1], FaultKind::Eio);
-    let _ = partition.append_values(["d"]);
-    assert!(!log.dir_status()[1].online);
-    log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(3))])
-        .unwrap();
-    drop(partition);
+    let (log, fault, tp) = dir_1_offline_at_the_first_commit(&dirs);
     log.close().unwrap();
     fault.heal_dir(&dirs[1]);
     let log = Log::builder().dirs(&dirs).open().unwrap();
@@ -2749,13 +2793,7 @@ fn the_offsets_replicas_of_a_directory_offline_at_creation_are_built_at_reopen()
         offsets.partitions[0]
     );
     log.close().unwrap();
-    std::fs::rename(&dirs[0], root.path().join("lost")).unwrap();
-    let log = Log::builder().dirs(&dirs).open().unwrap();
-    assert_eq!(
-        log.committed_offset("g", &tp).unwrap().map(|o| o.offset),
-        Some(3)
-    );
-    log.close().unwrap();
+    assert_offset_survives_losing_dir_0(root.path(), &dirs, &tp, 3);
 }
 
 /// With four directories, three of them offline at the first commit, every partition of
@@ -2799,22 +2837,7 @@ fn every_offsets_partition_leads_in_the_one_online_directory() {
 #[test]
 fn appends_go_on_while_followers_catch_up_with_a_restored_leader() {
     let root = common::scratch("tarnlog-failover-");
-    let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let config = TopicConfig::default()
-        .replication_factor(2)
-        .fsync(tarnlog::FsyncPolicy::EveryBatch);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
-    let follower = 1 - leader;
-    fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    // 32 MiB the follower misses: 32 steps of its catch-up, each synced on a slow disk.
-    let value = vec![b'v'; 256 << 10];
-    for _ in 0..128 {
-        partition.append_values([&value]).unwrap();
-    }
+    let (dirs, log, fault, partition, leader, follower) = far_behind_follower(root.path());
     // The leader's directory fails too: the partition is offline. The follower returns
     // first; out of sync, it cannot lead.
     fault.fail_dir(&dirs[leader], FaultKind::Eio);
@@ -2823,49 +2846,8 @@ fn appends_go_on_while_followers_catch_up_with_a_restored_leader() {
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
     assert!(partition.append_values(["lost"]).is_err());
-    fault.slow_dir(&dirs[follower], std::time::Duration::from_millis(100));
     fault.heal_dir(&dirs[leader]);
-    let sizes = || {
-        (
-            replica_size(&log, "t", 0, leader),
-            replica_size(&log, "t", 0, follower),
-        )
-    };
-    std::thread::scope(|s| {
-        let restore = s.spawn(|| log.restore_dir(&dirs[leader]));
-        let _heal = HealOnDrop(&fault, &dirs[follower]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while sizes().1 < 4 << 20 {
-            assert!(std::time::Instant::now() < deadline, "no catch-up");
-            assert!(!restore.is_finished(), "{:?}", sizes());
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        // The next step's sync hangs until healed: the catch-up cannot be done meanwhile.
-        fault.slow_dir(&dirs[follower], std::time::Duration::from_secs(3600));
-        let append = s.spawn(|| partition.append_values(["during"]));
-        let waited = std::time::Instant::now();
-        while !append.is_finished() && waited.elapsed() < std::time::Duration::from_secs(30) {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let went_in = append.is_finished();
-        let sizes_then = went_in.then(sizes);
-        fault.heal_dir(&dirs[follower]);
-        append.join().unwrap().unwrap();
-        restore.join().unwrap().unwrap();
-        assert!(went_in, "the append waited for the whole catch-up");
-        let (leader_size, follower_size) = sizes_then.unwrap();
-        assert!(
-            follower_size < leader_size,
-            "{follower_size} of {leader_size} bytes"
-        );
-    });
-    fault.heal_dir(&dirs[follower]);
-    let described = log.describe_topic("t").unwrap().partitions[0].clone();
-    assert_eq!(described.leader, Some(leader));
-    assert_eq!(described.isr.len(), 2);
-    assert_eq!(values(&log, "t", 0).last().unwrap(), "during");
-    log.close().unwrap();
-    assert_replicas_identical(&dirs, "t", 1);
+    append_while_restoring(&dirs, log, &fault, &partition, leader, &dirs[leader]);
 }
 
 /// `restore_dir` gives every offline partition that the returning directory's replicas may
