@@ -2925,3 +2925,101 @@ fn every_partition_leads_again_before_the_followers_catch_up() {
     log.close().unwrap();
     assert_replicas_identical(&dirs, "t", 2);
 }
+
+/// Appends `count` single-record batches to `partition` on a thread, each of which must
+/// return within ten seconds (the follower in `hung` hangs every fsync meanwhile): appends
+/// must not wait under the partition's order lock for a follower's disk.
+fn appends_go_on_past_a_hung_follower(
+    fault: &FaultStorage,
+    hung: &Path,
+    partition: &tarnlog::Partition,
+    count: usize,
+) {
+    use std::time::{Duration, Instant};
+    fault.slow_dir(hung, Duration::from_secs(3600));
+    let _heal = HealOnDrop(fault, hung);
+    std::thread::scope(|s| {
+        let appends = s.spawn(|| {
+            for i in 0..count {
+                partition.append_values([format!("during-{i}")]).unwrap();
+            }
+        });
+        let started = Instant::now();
+        while !appends.is_finished() && started.elapsed() < Duration::from_secs(10 * count as u64) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = appends.is_finished();
+        fault.heal_dir(hung);
+        appends.join().unwrap();
+        assert!(finished, "the appends waited for the hung follower");
+    });
+}
+
+/// A follower's first batch of a new leader epoch (a reopen bumps it) does not fsync the
+/// follower's leader-epoch checkpoint under the order lock: with the follower's disk hung,
+/// appends go on. The checkpoint is written by the follower's next sync (here the close),
+/// so the follower knows the new epoch at the next open.
+#[test]
+fn a_hung_follower_does_not_hold_up_the_first_appends_of_a_new_epoch() {
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default().replication_factor(2);
+    log.create_topic("t", config).unwrap();
+    log.topic("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .append_values(["a"])
+        .unwrap();
+    log.close().unwrap();
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .replica_lag_time_max_ms(200)
+        .open()
+        .unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert!(described.leader_epoch > 0, "the reopen bumped the epoch");
+    let (_, follower) = leader_and_follower(&log, "t");
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    appends_go_on_past_a_hung_follower(&fault, &dirs[follower], &partition, 2);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let checkpoint = std::fs::read(dirs[follower].join("t-0/leader-epoch-checkpoint")).unwrap();
+    let entry = format!("\n{} 1\n", described.leader_epoch);
+    assert!(
+        checkpoint
+            .windows(entry.len())
+            .any(|w| w == entry.as_bytes()),
+        "the follower's checkpoint lacks the new epoch"
+    );
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "during-0", "during-1"]);
+    log.close().unwrap();
+}
+
+/// A follower's copy that rolls a segment does not fsync the sealed segment under the
+/// order lock (its next sync, outside the lock, does): with the follower's disk hung and
+/// every batch synced, appends go on once the follower leaves the in-sync set.
+#[test]
+fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .segment_bytes(200)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let (_, follower) = leader_and_follower(&log, "t");
+    appends_go_on_past_a_hung_follower(&fault, &dirs[follower], &partition, 4);
+    // Healed: the follower catches up and rejoins (once its background sync ended).
+    for i in 0.. {
+        partition.append_values([format!("after-{i}")]).unwrap();
+        if log.describe_topic("t").unwrap().partitions[0].isr.len() == 2 {
+            break;
+        }
+        assert!(i < 100, "the follower never rejoined");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}

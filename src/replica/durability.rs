@@ -119,22 +119,33 @@ impl ReplicaLog {
     }
 
     /// fdatasyncs the active segment; returns the log end it covers. Sealed segments were
-    /// synced when they were rolled (under a policy other than `None`) or are synced by
-    /// `flush`. Also returns the truncation count as it was when the log end was read.
+    /// synced when they were rolled (a leader's roll under a policy other than `None`) or
+    /// are synced here. Also returns the truncation count as it was when the log end was
+    /// read.
     fn sync_active(&self, synced_to: u64) -> Result<(u64, u64)> {
         let (active, upto, truncations) = {
             let w = self.writer.lock();
             let truncations = self.truncations.load(Ordering::Acquire);
             (Arc::clone(&w.active), w.next_offset, truncations)
         };
+        // The leader-epoch checkpoint as it is now covers every batch below `upto`; written
+        // before the recovery point passes them (see `Epochs`).
+        self.persist_epochs()?;
+        // Taken after `upto` was read: every segment sealed unsynced below it is here (one
+        // sealed since then is synced too, harmlessly). A failure below poisons the
+        // directory, so none is lost to a later sync.
+        let rolled = std::mem::take(&mut *self.sealed_unsynced.lock());
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
-        // Sealed segments holding offsets at or above `synced_to` may never have been synced:
-        // sealed under policy `None`, or found by recovery. Their data, trimmed lengths and
-        // directory entries become durable here.
+        // Sealed segments holding offsets at or above `synced_to` may never have been synced
+        // (sealed under policy `None`, or found by recovery), nor those a roll left unsynced
+        // (a follower's, or under `None`), even when the synced point passed their offsets
+        // (an append read it just before the roll sealed them). Their data, trimmed lengths
+        // and directory entries become durable here.
         let mut new_entries = active.base_offset >= synced_to && upto > active.base_offset;
         for pair in segments.windows(2) {
             let (segment, next) = (&pair[0], &pair[1]);
-            if next.base_offset > synced_to && segment.log_file().is_none() {
+            let unsynced = next.base_offset > synced_to || rolled.contains(&segment.base_offset);
+            if unsynced && segment.log_file().is_none() {
                 for path in [
                     segment.log_path(),
                     segment.index.path(),
@@ -217,8 +228,9 @@ impl ReplicaLog {
 
     /// Records that the offsets from `from` to `end` are durable (a roll synced the segment
     /// holding them). Only when everything before `from` was synced already: segments
-    /// sealed under `None` before the policy changed, or found by recovery, are synced by
-    /// the next [`sync_active`](Self::sync_to), which starts at what is recorded here.
+    /// sealed under `None` before the policy changed, sealed by a follower's copies, or
+    /// found by recovery, are synced by the next [`sync_active`](Self::sync_to), which
+    /// starts at what is recorded here.
     pub(super) fn note_synced(&self, from: u64, end: u64) {
         let mut state = self.sync.lock();
         if state.synced_to < from {
@@ -272,6 +284,12 @@ impl ReplicaLog {
             return Ok(());
         }
         w.closed = true;
+        drop(w);
+        // An append (or a copy's roll) between the flush and the flag is made durable too,
+        // with its epoch: the recovery point below covers it, and a clean open trusts it.
+        self.flush()?;
+        self.persist_epochs()?;
+        let mut w = self.writer.lock();
         let active = Arc::clone(&w.active);
         if let Some(entry) = w.index_state.time_entry() {
             active.time_index.push(&entry)?;
@@ -319,5 +337,51 @@ mod tests {
         let (upto, truncations) = log.sync_active(0).unwrap();
         log.note_sync(&mut log.sync.lock(), upto, truncations);
         assert_eq!((log.sync.lock().synced_to, log.recovery_point()), (13, 13));
+    }
+
+    /// A segment sealed by a roll that does not sync (policy `None`, a follower's copy)
+    /// just after a sync read the log end is synced by the next sync, though the synced
+    /// point already passed its offsets: else its trimmed length and indexes never are.
+    #[test]
+    fn a_segment_sealed_unsynced_behind_a_running_sync_is_synced_by_the_next() {
+        use crate::storage::{FaultStorage, OpKind, OsStorage, StorageDir};
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let dir = StorageDir::open(fault.shared(), &root.path().join("d")).unwrap();
+        let config = TopicConfig::default()
+            .fsync(FsyncPolicy::None)
+            .segment_bytes(200);
+        let log = crate::replica::ReplicaLog::create(crate::replica::LoadOptions {
+            tp: crate::types::TopicPartition::new("t", 0),
+            dir: std::sync::Arc::new(dir),
+            config,
+            clock: std::sync::Arc::new(crate::clock::ManualClock::new(0)),
+            clean: false,
+            recovery_point: None,
+            log_start: None,
+            high_watermark: None,
+            prefaulter: None,
+        })
+        .unwrap();
+        let append = |value: &[u8]| {
+            let mut builder = BatchBuilder::new();
+            builder.push(0, None, Some(value), &[]);
+            log.append_then(builder.finish().unwrap(), |_| {}).unwrap();
+        };
+        append(b"a");
+        // A sync reads the log end (1), then a roll seals segment 0 before it is noted.
+        let (upto, truncations) = log.sync_active(0).unwrap();
+        append(&[b'b'; 100]);
+        assert_eq!(log.segments.read().len(), 2, "rolled");
+        log.note_sync(&mut log.sync.lock(), upto, truncations);
+        assert_eq!(log.sync.lock().synced_to, 1);
+        let syncs = || {
+            let ops = fault.op_log();
+            ops.iter().filter(|(_, kind)| *kind == OpKind::Sync).count()
+        };
+        let before = syncs();
+        log.flush().unwrap();
+        // Segment 0's log and indexes, the active log, the directory.
+        assert_eq!(syncs() - before, 5);
     }
 }

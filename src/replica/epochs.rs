@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use parking_lot::Mutex;
+
 use crate::error::{Error, Location, Result};
 use crate::storage::{StorageDir, read_framed, write_framed};
 
@@ -176,6 +178,62 @@ impl EpochCache {
     /// Replaces the file atomically.
     pub(crate) fn write(&self, dir: &StorageDir, sub: &Path) -> Result<()> {
         write_framed(dir, sub, FILE, MAGIC, VERSION, self.encode().as_bytes())
+    }
+}
+
+/// A replica's epoch cache and its checkpoint file. A change made by an append stays in
+/// memory until the replica's next sync writes the file, before the recovery point moves
+/// past the batch (see `ReplicaLog::sync_active`; a leader's synced roll and `close` write
+/// it too): an append's new epoch never waits for the checkpoint's fsync under the writer
+/// lock, which a follower's copy holds under its partition's order lock (Kafka took the
+/// same flush off its append path, KAFKA-15046). What a crash leaves unwritten, the batches
+/// from the recovery point on tell again at load.
+#[derive(Debug, Default)]
+pub(crate) struct Epochs {
+    /// The cache and its version, bumped by every change.
+    cache: Mutex<(EpochCache, u64)>,
+    /// The version the file holds. Held while the file is written, so that writes land in
+    /// the order of the versions they hold.
+    file: Mutex<u64>,
+}
+
+impl Epochs {
+    /// `f` of the cache as it is in memory.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&EpochCache) -> R) -> R {
+        f(&self.cache.lock().0)
+    }
+
+    /// Applies `change` (which says whether it changed anything) in memory only.
+    pub(crate) fn change(&self, change: impl FnOnce(&mut EpochCache) -> bool) {
+        let mut cache = self.cache.lock();
+        if change(&mut cache.0) {
+            cache.1 += 1;
+        }
+    }
+
+    /// Replaces the cache with `cache`, as the file holds it (or as good: at load, stale
+    /// entries past the log end, which the next load trims again).
+    pub(crate) fn install(&self, cache: EpochCache) {
+        let mut file = self.file.lock();
+        let mut current = self.cache.lock();
+        current.0 = cache;
+        current.1 += 1;
+        *file = current.1;
+    }
+
+    /// Writes the file of partition directory `sub` when it lags the cache.
+    pub(crate) fn persist(&self, dir: &StorageDir, sub: &Path) -> Result<()> {
+        let mut file = self.file.lock();
+        let (cache, version) = {
+            let current = self.cache.lock();
+            if current.1 == *file {
+                return Ok(());
+            }
+            (current.0.clone(), current.1)
+        };
+        cache.write(dir, sub)?;
+        *file = version;
+        Ok(())
     }
 }
 

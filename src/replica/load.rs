@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::{EpochCache, ReplicaLog, SyncState, Writer};
+use super::{EpochCache, Epochs, ReplicaLog, SyncState, Writer};
 use crate::clock::Clock;
 use crate::codec::{self, NO_TIMESTAMP};
 use crate::config::TopicConfig;
@@ -191,7 +191,8 @@ impl ReplicaLog {
             high_watermark: AtomicU64::new(high_watermark),
             recovery_point: AtomicU64::new(recovery_point),
             leader_epoch: AtomicI32::new(0),
-            epochs: Mutex::new(EpochCache::default()),
+            epochs: Epochs::default(),
+            sealed_unsynced: Mutex::new(std::collections::BTreeSet::new()),
             replicated: std::sync::atomic::AtomicBool::new(false),
             prefaulter: options.prefaulter,
             cleaner_point: AtomicU64::new(0),
@@ -252,15 +253,24 @@ impl ReplicaLog {
     }
 
     /// Reads the leader-epoch checkpoint, rebuilding it from the batch headers when it is
-    /// missing or damaged, and trims it to the log as recovered.
+    /// missing or damaged, and trims it to the log as recovered. Its entries from the
+    /// recovery point on are made again from the batches there (Kafka's recovery assigns
+    /// the epochs of the batches it recovers): the checkpoint is written by the sync that
+    /// moves the recovery point past an epoch's first batch (see [`Epochs`]), so a crash
+    /// may leave it without the newest.
     fn load_epochs(&self) -> Result<()> {
-        let (mut cache, mut dirty) = match EpochCache::read(&self.dir, &self.path) {
-            Ok(Some(cache)) => (cache, false),
-            Ok(None) | Err(Error::Corruption { .. }) => (self.epochs_from_batches()?, true),
+        let start = self.log_start_offset();
+        let (mut cache, mut dirty, from) = match EpochCache::read(&self.dir, &self.path) {
+            Ok(Some(cache)) => (cache, false, self.recovery_point().max(start)),
+            Ok(None) | Err(Error::Corruption { .. }) => (EpochCache::default(), true, start),
             Err(error) => return Err(error),
         };
-        dirty |= cache.truncate_from_end(self.log_end_offset());
-        dirty |= cache.truncate_from_start(self.log_start_offset());
+        // Entries from `from` on are the batches' to tell: one the file holds there for an
+        // epoch whose batches start below (say `(3, 0)`, with the recovery point inside
+        // epoch 3) would otherwise be moved up to `from`.
+        dirty |= cache.truncate_from_end(from.min(self.log_end_offset()));
+        dirty |= self.assign_batch_epochs(&mut cache, from)?;
+        dirty |= cache.truncate_from_start(start);
         if dirty && !cache.entries().is_empty() {
             cache.write(&self.dir, &self.path)?;
         }
@@ -268,15 +278,16 @@ impl ReplicaLog {
             self.leader_epoch
                 .store(epoch, std::sync::atomic::Ordering::Release);
         }
-        *self.epochs.lock() = cache;
+        self.epochs.install(cache);
         Ok(())
     }
 
-    /// The epoch cache as the batch headers tell it (a walk over the whole log).
-    fn epochs_from_batches(&self) -> Result<EpochCache> {
-        let mut cache = EpochCache::default();
+    /// Assigns the epochs of the batches from `from` to the log end in `cache` (a walk
+    /// over their headers); whether that changed it.
+    fn assign_batch_epochs(&self, cache: &mut EpochCache, from: u64) -> Result<bool> {
+        let mut changed = false;
         let end = self.log_end_offset();
-        let mut offset = self.log_start_offset();
+        let mut offset = from;
         while offset < end {
             let read = self.read(offset, 1 << 20, end)?;
             let mut progressed = false;
@@ -295,7 +306,7 @@ impl ReplicaLog {
                         detail: format!("a batch ends at {next}, not after {offset}"),
                     });
                 }
-                cache.assign(header.partition_leader_epoch, header.base_offset as u64);
+                changed |= cache.assign(header.partition_leader_epoch, header.base_offset as u64);
                 offset = next;
                 progressed = true;
             }
@@ -303,7 +314,7 @@ impl ReplicaLog {
                 break;
             }
         }
-        Ok(cache)
+        Ok(changed)
     }
 }
 

@@ -38,7 +38,7 @@ use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 pub(crate) use clean::Cleaned;
 pub(crate) use durability::SyncState;
-use epochs::EpochCache;
+use epochs::{EpochCache, Epochs};
 pub(crate) use load::{LoadOptions, partition_dir_name};
 pub(crate) use retention::Deleted;
 pub(crate) use set::{PersistHook, ReplicaSet, SetOptions, Slot, Standing, VisibleHook};
@@ -83,8 +83,12 @@ pub(crate) struct ReplicaLog {
     high_watermark: AtomicU64,
     recovery_point: AtomicU64,
     leader_epoch: AtomicI32,
-    /// Where each leader epoch starts in this log; behind the writer lock when both are taken.
-    epochs: Mutex<EpochCache>,
+    /// Where each leader epoch starts in this log, and its checkpoint file; behind the
+    /// writer lock when both are taken.
+    epochs: Epochs,
+    /// Base offsets of segments a roll sealed without syncing them (a follower's copy,
+    /// policy `None`): the next sync does (see `sync_active`).
+    sealed_unsynced: Mutex<std::collections::BTreeSet<u64>>,
     /// Part of a replicated partition: the high watermark moves only when the replica set
     /// says so (the smallest log end among in-sync replicas), not at each append.
     replicated: std::sync::atomic::AtomicBool,
@@ -284,54 +288,47 @@ impl ReplicaLog {
 
     /// The newest leader epoch in this log.
     pub(crate) fn latest_epoch(&self) -> Option<i32> {
-        self.epochs.lock().latest_epoch()
+        self.epochs.with(EpochCache::latest_epoch)
     }
 
     /// The leader-epoch cache's entries, oldest first.
     pub(crate) fn epoch_entries(&self) -> Vec<(i32, u64)> {
-        self.epochs.lock().entries().to_vec()
+        self.epochs.with(|cache| cache.entries().to_vec())
     }
 
     /// Kafka's `OffsetsForLeaderEpoch` answer for `epoch` from this log (see
     /// [`EpochCache::end_offset_for`]).
     pub(crate) fn end_offset_for(&self, epoch: i32) -> (i32, Option<u64>) {
-        let cache = self.epochs.lock();
-        let end = self.log_end_offset();
-        let current = self.leader_epoch.load(Ordering::Acquire);
-        if cache.latest_epoch().is_some_and(|latest| current > latest) {
-            // A leader's epoch starts at its log end when it is elected (Kafka assigns it
-            // then); here the entry is written with the epoch's first batch, so it is
-            // added for the answer.
-            let mut with_current = cache.clone();
-            with_current.assign(current, end);
-            return with_current.end_offset_for(epoch, end);
-        }
-        cache.end_offset_for(epoch, end)
+        self.epochs.with(|cache| {
+            let end = self.log_end_offset();
+            let current = self.leader_epoch.load(Ordering::Acquire);
+            if cache.latest_epoch().is_some_and(|latest| current > latest) {
+                // A leader's epoch starts at its log end when it is elected (Kafka assigns
+                // it then); here the entry is made with the epoch's first batch, so it is
+                // added for the answer.
+                let mut with_current = cache.clone();
+                with_current.assign(current, end);
+                return with_current.end_offset_for(epoch, end);
+            }
+            cache.end_offset_for(epoch, end)
+        })
     }
 
-    /// Records that `epoch` starts at `start` when that is news, writing the checkpoint
-    /// before the batch that carries it. Called under the writer lock.
-    fn assign_epoch(&self, epoch: i32, start: u64) -> Result<()> {
-        let mut cache = self.epochs.lock();
-        if !cache.needs(epoch, start) {
-            return Ok(());
-        }
-        let mut next = cache.clone();
-        next.assign(epoch, start);
-        next.write(&self.dir, &self.path)?;
-        *cache = next;
-        Ok(())
+    /// Records that `epoch` starts at `start` when that is news, in memory: the checkpoint
+    /// is written by the next sync (see [`Epochs`]). Called under the writer lock.
+    fn assign_epoch(&self, epoch: i32, start: u64) {
+        self.epochs.change(|cache| cache.assign(epoch, start));
+    }
+
+    /// Writes the leader-epoch checkpoint when it lags the cache.
+    fn persist_epochs(&self) -> Result<()> {
+        self.epochs.persist(&self.dir, &self.path)
     }
 
     /// Drops cache entries at or after the log end (after a truncation) and persists.
     fn trim_epochs(&self, end: u64) -> Result<()> {
-        let mut cache = self.epochs.lock();
-        let mut next = cache.clone();
-        if next.truncate_from_end(end) {
-            next.write(&self.dir, &self.path)?;
-            *cache = next;
-        }
-        Ok(())
+        self.epochs.change(|cache| cache.truncate_from_end(end));
+        self.persist_epochs()
     }
 
     /// Appends every batch of `read` (a leader's log from this replica's end) as copies and
@@ -477,7 +474,9 @@ impl ReplicaLog {
             Stamp::Copy => self.must_roll(&w, header, batch.len()),
         };
         if roll {
-            self.roll(&mut w, now, batch.len())?;
+            // A copy's roll leaves the sealed segment to the follower's next sync: it runs
+            // under its partition's order lock, which must not wait for a follower's disk.
+            self.roll_synced(&mut w, now, batch.len(), stamp == Stamp::Leader)?;
         }
         if w.active.size() == 0 && batch.len() > w.active.capacity() {
             // A copy larger than an empty active segment made under a smaller `segment_bytes`
@@ -496,7 +495,7 @@ impl ReplicaLog {
             Stamp::Leader => self.leader_epoch.load(Ordering::Relaxed),
             Stamp::Copy | Stamp::CopyStartingSegment => header.partition_leader_epoch,
         };
-        self.assign_epoch(epoch, base_offset)?;
+        self.assign_epoch(epoch, base_offset);
         let head = patched_header(batch, base_offset, epoch, log_append_time);
         let body = &batch[RECORD_BATCH_OVERHEAD..];
         if self.writes_through() {
@@ -609,6 +608,18 @@ impl ReplicaLog {
     /// The new segment holds at least `at_least` bytes (a copy of a batch written under a
     /// larger `segment_bytes`).
     fn roll(&self, w: &mut Writer, now: i64, at_least: usize) -> Result<()> {
+        self.roll_synced(w, now, at_least, true)
+    }
+
+    /// [`roll`](Self::roll) that syncs the sealed segment now only with `sync` (and a
+    /// policy other than `None`); else the next sync does (see `sync_active`).
+    fn roll_synced(&self, w: &mut Writer, now: i64, at_least: usize, sync: bool) -> Result<()> {
+        let durable = sync && self.config().fsync != FsyncPolicy::None;
+        if durable {
+            // The epochs of the batches the recovery point is about to pass, before anything
+            // changes: a failure leaves the log as it was.
+            self.persist_epochs()?;
+        }
         let old = Arc::clone(&w.active);
         let new_base = w.next_offset;
         if let Some(entry) = w.index_state.time_entry() {
@@ -623,15 +634,16 @@ impl ReplicaLog {
                 return Err(error);
             }
         };
-        let durable = self.config().fsync != FsyncPolicy::None;
         // A half-sealed segment can take no more writes: the directory goes offline.
         let sealed = Arc::new(old.seal().inspect_err(|_| self.dir.poison())?);
-        // Under `None` the next flush syncs what this roll leaves unsynced (see `sync_active`).
         if durable {
             // After the trim, so that the files' final lengths are durable too.
             self.sync_segment_files(&old)?;
             self.dir.sync_dir(&self.path)?;
             self.note_synced(old.base_offset, new_base);
+        } else {
+            // The next sync syncs it (see `sync_active`).
+            self.sealed_unsynced.lock().insert(old.base_offset);
         }
         {
             let mut segments = self.segments.write();

@@ -185,13 +185,9 @@ impl ReplicaLog {
     /// Drops leader-epoch entries below the log start and persists (Kafka's
     /// `truncateFromStart`).
     fn trim_epochs_to_start(&self) -> Result<()> {
-        let mut cache = self.epochs.lock();
-        let mut next = cache.clone();
-        if next.truncate_from_start(self.log_start_offset()) {
-            next.write(&self.dir, &self.path)?;
-            *cache = next;
-        }
-        Ok(())
+        let start = self.log_start_offset();
+        self.epochs.change(|cache| cache.truncate_from_start(start));
+        self.persist_epochs()
     }
 }
 

@@ -1433,6 +1433,7 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::codec::BatchBuilder;
     use crate::replica::LoadOptions;
+    use crate::replica::epochs::EpochCache;
     use crate::storage::{OsStorage, StorageDir};
 
     /// Opening `topic-0` in `dir`, unclean, with the default config.
@@ -1785,5 +1786,65 @@ mod tests {
         assert_eq!(rebuilt.epoch_entries(), expected);
         rebuilt.truncate_to(2).unwrap();
         assert_eq!(rebuilt.epoch_entries(), [(0, 0), (2, 1)]);
+    }
+
+    /// An append's new epoch reaches the checkpoint with the sync that covers the batch,
+    /// not before; a crash before that sync leaves it to the batches above the recovery
+    /// point, which load assigns again (as Kafka's recovery does).
+    #[test]
+    fn new_epochs_are_checkpointed_by_the_sync_and_recovered_from_the_batches() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path(), "r");
+        let on_disk = |log: &ReplicaLog| {
+            let cache = EpochCache::read(log.dir(), log.path()).unwrap();
+            cache.map(|c| c.entries().to_vec()).unwrap_or_default()
+        };
+        write(&log, &[(0, "a"), (0, "b")]);
+        log.flush().unwrap();
+        assert_eq!(on_disk(&log), [(0, 0)]);
+        write(&log, &[(3, "c"), (5, "d")]);
+        assert_eq!(log.epoch_entries(), [(0, 0), (3, 2), (5, 3)]);
+        assert_eq!(on_disk(&log), [(0, 0)], "written by the append");
+        // A crash now: the recovery point (2) is below the new epochs' batches.
+        let mut crashed = log.unclean_options();
+        crashed.recovery_point = Some(log.recovery_point());
+        assert_eq!(crashed.recovery_point, Some(2));
+        let (reopened, _) = ReplicaLog::load(crashed).unwrap();
+        assert_eq!(reopened.epoch_entries(), [(0, 0), (3, 2), (5, 3)]);
+        drop(reopened);
+        // (The load wrote what it recovered.) A new epoch again, then the sync.
+        write(&log, &[(7, "e")]);
+        assert_eq!(on_disk(&log), [(0, 0), (3, 2), (5, 3)]);
+        log.flush().unwrap();
+        assert_eq!(on_disk(&log), [(0, 0), (3, 2), (5, 3), (7, 4)]);
+        assert_eq!(log.recovery_point(), 5);
+        // A crash with the recovery point inside an epoch whose entry the file holds: its
+        // start stays where the file says, not at the recovery point.
+        let other = replica(root.path(), "s");
+        write(&other, &[(3, "a"), (3, "b"), (5, "c")]);
+        other.flush().unwrap();
+        let mut crashed = other.unclean_options();
+        crashed.recovery_point = Some(1);
+        drop(other);
+        let (reopened, _) = ReplicaLog::load(crashed).unwrap();
+        assert_eq!(reopened.epoch_entries(), [(3, 0), (5, 2)]);
+    }
+
+    /// A roll that syncs the sealed segment (the recovery point passes its batches) writes
+    /// their epochs first.
+    #[test]
+    fn a_synced_roll_checkpoints_the_epochs_it_covers() {
+        let root = tempfile::tempdir().unwrap();
+        let config = TopicConfig::default()
+            .segment_bytes(200)
+            .fsync(FsyncPolicy::EveryRecords(1000));
+        let log = crate::replica::test_replica(root.path(), config, 0);
+        write(&log, &[(2, "a"), (4, "b")]);
+        assert_eq!(log.recovery_point(), 0);
+        while log.recovery_point() == 0 {
+            write(&log, &[(4, "more")]);
+        }
+        let on_disk = EpochCache::read(log.dir(), log.path()).unwrap().unwrap();
+        assert_eq!(on_disk.entries(), [(2, 0), (4, 1)]);
     }
 }
