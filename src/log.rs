@@ -1678,7 +1678,9 @@ impl Log {
     /// this returns: the batch they have open closes before it would pass the new limit,
     /// and later batches keep to it. A batch already past it, already handed to the
     /// append, or grown past it by a send already under way on another thread, is refused
-    /// at the append with `RecordTooLarge`, its records' futures failing.
+    /// at the append with `RecordTooLarge` and split by the producer's sender (as Kafka's
+    /// producer splits a batch answered `MESSAGE_TOO_LARGE`): its parts are appended in its
+    /// place, and only a record over the limit alone fails, with `RecordTooLarge`.
     ///
     /// ```
     /// # fn main() -> tarnlog::Result<()> {
@@ -3472,6 +3474,13 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// The largest batch its topic takes now: `max_message_bytes`, and no more than a
+    /// segment.
+    pub(crate) fn max_batch_bytes(&self) -> usize {
+        let config = self.topic.config();
+        (config.max_message_bytes as usize).min(config.segment_bytes as usize)
+    }
+
     fn check(&self) -> Result<()> {
         self.topic.log.check_open()?;
         if self.topic.state.deleted.load(Ordering::Acquire) {

@@ -956,6 +956,99 @@ fn a_lowered_max_message_bytes_reaches_a_running_producer() {
     producer.close().unwrap();
 }
 
+/// Every batch of partition 0 of `t` holds at most `max` bytes; the values, in order.
+fn batches_within(log: &Log, max: usize) -> Vec<String> {
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let read = partition.read(0, 1 << 20).unwrap();
+    for batch in read.batches() {
+        let size = batch.unwrap().bytes().len();
+        assert!(size <= max, "a batch of {size} bytes");
+    }
+    read_all(log, "t", 0).iter().map(value_of).collect()
+}
+
+/// A batch built before the topic's `max_message_bytes` was lowered, and too large for it
+/// now, is split and its parts appended in order (Kafka's producer splits a batch answered
+/// `MESSAGE_TOO_LARGE`), instead of failing every record in it; a record too large alone
+/// fails alone, the others around it go in.
+#[test]
+fn a_batch_over_a_lowered_max_message_bytes_is_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(600_000))
+        .unwrap();
+    let value = |i: usize, size: usize| format!("{i:03}{}", "x".repeat(size - 3));
+    let sizes = [100, 100, 100, 300, 100, 100, 100, 100, 100, 100];
+    let sent: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            producer
+                .send(ProducerRecord::new("t").value(value(i, size)))
+                .unwrap()
+        })
+        .collect();
+    // The open batch (about 1.4 KB) no longer fits; no send follows to close it first.
+    let config = log.topic("t").unwrap().config().max_message_bytes(250);
+    log.alter_topic_config("t", config).unwrap();
+    producer.flush().unwrap();
+    let mut offsets = Vec::new();
+    for (i, future) in sent.into_iter().enumerate() {
+        match future.wait() {
+            Ok(metadata) => offsets.push(metadata.offset.unwrap()),
+            Err(Error::RecordTooLarge { max: 250, .. }) if i == 3 => {}
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    assert_eq!(offsets, (0..9).collect::<Vec<u64>>());
+    let expected: Vec<String> = (0..10)
+        .filter(|&i| i != 3)
+        .map(|i| value(i, sizes[i]))
+        .collect();
+    assert_eq!(batches_within(&log, 250), expected);
+    producer.close().unwrap();
+}
+
+/// A batch waiting to be retried when `max_message_bytes` is lowered is split at its next
+/// try, its parts taking its place ahead of the partition's later batches.
+#[test]
+fn a_batch_being_retried_is_split_when_the_limit_falls() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, fault, dirs, follower) = too_few_in_sync(root.path());
+    let producer = log
+        .producer(ProducerConfig::default().retry_backoff_ms(20).linger_ms(20))
+        .unwrap();
+    let sent: Vec<_> = (0..5)
+        .map(|i| {
+            producer
+                .send(to_t0(&format!("c{i}{}", "x".repeat(100))))
+                .unwrap()
+        })
+        .collect();
+    // Refused (too few in sync) and parked.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(sent.iter().all(|f| !f.is_done()));
+    let config = log.topic("t").unwrap().config().max_message_bytes(300);
+    log.alter_topic_config("t", config).unwrap();
+    let later = producer.send(to_t0("d")).unwrap();
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let offsets: Vec<u64> = sent
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset.unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3, 4, 5, 6]);
+    assert_eq!(later.wait().unwrap().offset, Some(7));
+    let values = batches_within(&log, 300);
+    assert_eq!(values.len(), 8);
+    assert_eq!(&values[..2], ["a", "b"]);
+    assert!(values[2].starts_with("c0") && values[6].starts_with("c4"));
+    assert_eq!(values[7], "d");
+    producer.close().unwrap();
+}
+
 #[test]
 fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -613,7 +613,7 @@ impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordView<'a>>;
 
     /// The common record takes the inlined fast path; everything else (headers, long
-    /// varints, errors, the end) goes through [`RecordIter::next_slow`], kept out of line so
+    /// varints, errors, the end) goes through `RecordIter::next_slow`, kept out of line so
     /// that a caller's loop holds the iterator in registers.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {

@@ -12,7 +12,8 @@
 //! nothing and failed with a retriable error is parked by the sender (`Sender::parked`)
 //! with the partition's later batches behind it, and tried again after its backoff. With
 //! `linger_ms = 0`, a send that finds nothing pending may append its record itself instead
-//! (`direct_start`).
+//! (`direct_start`). A batch the log refuses as too large (its limit lowered since) is
+//! split into parts appended in its place (`split_batch`).
 //!
 //! Invariants: every byte counted in `State::used` belongs to a record in an open, full or
 //! in-flight (parked included) batch, or in a batch the sender answered and settles at the
@@ -42,7 +43,7 @@ pub use partitioner::{
     Partitioner, RoundRobinPartitioner, murmur2, partition_for_key, to_positive,
 };
 
-use crate::codec::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::codec::{self, BatchBuilder, BatchHeader, RECORD_BATCH_OVERHEAD};
 use crate::config::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::log::{Log, Partition, Topic};
@@ -388,6 +389,26 @@ enum Outcome {
         log_append_time: Option<i64>,
     },
     Failed(Error),
+    /// It was split (see [`split_batch`]): each part's first record (its index in this
+    /// batch) and outcome, in record order.
+    Split(Vec<(u32, Outcome)>),
+}
+
+impl Outcome {
+    /// The outcome of the batch's record `index`, with that record's index in the part
+    /// it was appended with.
+    fn of_record(&self, mut index: u32) -> (&Outcome, u32) {
+        let mut outcome = self;
+        while let Outcome::Split(parts) = outcome {
+            let k = parts.partition_point(|&(first, _)| first <= index);
+            let Some((first, part)) = k.checked_sub(1).and_then(|k| parts.get(k)) else {
+                break;
+            };
+            index -= first;
+            outcome = part;
+        }
+        (outcome, index)
+    }
 }
 
 /// The completion shared by the futures of one batch's records, with what they have in
@@ -400,12 +421,18 @@ struct Completion {
     done: Condvar,
     /// Set once the outcome is: read without the lock.
     finished: AtomicBool,
+    /// A part of a split batch: the whole batch's completion and the part's place in it,
+    /// where its outcome goes (the records' futures wait on the whole; nothing waits on a
+    /// part, which keeps no outcome of its own).
+    whole: Option<(Arc<Completion>, usize)>,
 }
 
 #[derive(Debug, Default)]
 struct CompletionState {
     outcome: Option<Outcome>,
     wakers: Vec<Waker>,
+    /// A split batch's parts: each one's first record and outcome once known.
+    parts: Vec<(u32, Option<Outcome>)>,
 }
 
 impl Completion {
@@ -416,11 +443,59 @@ impl Completion {
             state: Mutex::default(),
             done: Condvar::new(),
             finished: AtomicBool::new(false),
+            whole: None,
         }
     }
 
-    /// Sets the outcome unless one is set already, and wakes every waiter.
+    /// Completions for the parts of this batch that start at records `firsts` (ascending,
+    /// the first 0): this one completes once they all have, with their outcomes.
+    fn split(self: &Arc<Self>, firsts: &[u32]) -> Vec<Arc<Completion>> {
+        self.state.lock().parts = firsts.iter().map(|&first| (first, None)).collect();
+        (0..firsts.len())
+            .map(|k| {
+                Arc::new(Completion {
+                    whole: Some((Arc::clone(self), k)),
+                    ..Completion::new(Arc::clone(&self.topic), self.partition)
+                })
+            })
+            .collect()
+    }
+
+    /// Part `k`'s outcome: its records' futures are answered now (as Kafka chains each
+    /// record's future to its part's); the whole completes with the last part.
+    fn part_done(&self, k: usize, outcome: Outcome) {
+        let wakers = {
+            let mut state = self.state.lock();
+            if let Some(slot) = state.parts.get_mut(k) {
+                slot.1.get_or_insert(outcome);
+            }
+            // (Kept when the whole was answered already: the sender failed.)
+            let all = state.parts.iter().all(|(_, outcome)| outcome.is_some());
+            if all && state.outcome.is_none() {
+                let parts = std::mem::take(&mut state.parts)
+                    .into_iter()
+                    .map(|(first, outcome)| outcome.map(|outcome| (first, outcome)))
+                    .collect::<Option<Vec<_>>>();
+                drop(state);
+                if let Some(parts) = parts {
+                    self.complete(Outcome::Split(parts));
+                }
+                return;
+            }
+            std::mem::take(&mut state.wakers)
+        };
+        self.wake(wakers);
+    }
+
+    /// Sets the outcome unless one is set already, and wakes every waiter (a part's goes
+    /// to its whole batch).
     fn complete(&self, outcome: Outcome) {
+        if let Some((whole, k)) = &self.whole {
+            if !self.finished.swap(true, Ordering::AcqRel) {
+                whole.part_done(*k, outcome);
+            }
+            return;
+        }
         let wakers = {
             let mut state = self.state.lock();
             if state.outcome.is_some() {
@@ -430,6 +505,11 @@ impl Completion {
             self.finished.store(true, Ordering::Release);
             std::mem::take(&mut state.wakers)
         };
+        self.wake(wakers);
+    }
+
+    /// Wakes the threads and the tasks waiting on this completion.
+    fn wake(&self, wakers: Vec<Waker>) {
         self.done.notify_all();
         for waker in wakers {
             // An application's waker runs on the sender thread: one that panics (the panic
@@ -478,7 +558,22 @@ struct Pending {
 }
 
 impl Pending {
-    fn result(&self, outcome: &Outcome) -> Result<RecordMetadata> {
+    /// The record's outcome and its index in the batch it was appended with, once known:
+    /// its part's (a split batch answers each part's records as the part completes), else
+    /// the batch's.
+    fn answer<'a>(&self, state: &'a CompletionState) -> Option<(&'a Outcome, u32)> {
+        let k = state
+            .parts
+            .partition_point(|&(first, _)| first <= self.index);
+        if let Some((first, Some(outcome))) = k.checked_sub(1).and_then(|k| state.parts.get(k)) {
+            return Some(outcome.of_record(self.index - first));
+        }
+        let outcome = state.outcome.as_ref()?;
+        Some(outcome.of_record(self.index))
+    }
+
+    /// The record's metadata from its `outcome`, where it is record `index`.
+    fn result(&self, outcome: &Outcome, index: u32) -> Result<RecordMetadata> {
         match outcome {
             Outcome::Appended {
                 base_offset,
@@ -486,10 +581,13 @@ impl Pending {
             } => Ok(RecordMetadata {
                 topic: self.completion.topic.to_string(),
                 partition: self.completion.partition,
-                offset: Some(base_offset + u64::from(self.index)),
+                offset: Some(base_offset + u64::from(index)),
                 timestamp: log_append_time.unwrap_or(self.timestamp),
             }),
             Outcome::Failed(error) => Err(error.duplicate()),
+            Outcome::Split(_) => Err(Error::IllegalState {
+                reason: "a split batch without a part holding the record",
+            }),
         }
     }
 }
@@ -507,7 +605,9 @@ impl SendFuture {
     /// # Errors
     /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`,
     /// `NotEnoughReplicasAfterAppend`, `UnknownTopic` (deleted meanwhile), or a batch the
-    /// log refused (`RecordTooLarge`, `InvalidRecord`); after its retries,
+    /// log refused (`InvalidRecord`; `RecordTooLarge` for a record alone over a
+    /// `max_message_bytes` or `segment_bytes` lowered since it was sent: a larger batch
+    /// is split, see [`Log::alter_topic_config`]); after its retries,
     /// `NotEnoughReplicas`, `PartitionOffline` or a full disk's `Io`, or `Timeout` once
     /// `delivery_timeout_ms` passed (see [`ProducerConfig::retries`]). Those come at once
     /// without retries: with `Acks::None`, with `retries = 0`, or from a send appending in
@@ -522,26 +622,26 @@ impl SendFuture {
         let Some(pending) = self.pending.take() else {
             return Err(Error::Closed);
         };
-        if ON_A_SENDER_THREAD.get() && !pending.completion.is_finished() {
-            return Err(Error::IllegalState {
-                reason: "waiting on a producer's sender thread (in a waker) would wait for itself",
-            });
+        let mut state = pending.completion.state.lock();
+        loop {
+            if let Some((outcome, index)) = pending.answer(&state) {
+                return pending.result(outcome, index);
+            }
+            if ON_A_SENDER_THREAD.get() {
+                return Err(Error::IllegalState {
+                    reason: "waiting on a producer's sender thread (in a waker) would wait for itself",
+                });
+            }
+            pending.completion.done.wait(&mut state);
         }
-        pending.completion.wait();
-        let state = pending.completion.state.lock();
-        let outcome = state
-            .outcome
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("wait returns once an outcome is set"));
-        pending.result(outcome)
     }
 
     /// True once [`wait`](Self::wait) would return without blocking (also once the future
     /// was polled to completion).
     pub fn is_done(&self) -> bool {
-        self.pending
-            .as_ref()
-            .is_none_or(|p| p.completion.is_finished())
+        self.pending.as_ref().is_none_or(|p| {
+            p.completion.is_finished() || p.answer(&p.completion.state.lock()).is_some()
+        })
     }
 }
 
@@ -558,13 +658,14 @@ impl Future for SendFuture {
         };
         let result = {
             let mut state = pending.completion.state.lock();
-            let Some(outcome) = &state.outcome else {
+            if let Some((outcome, index)) = pending.answer(&state) {
+                pending.result(outcome, index)
+            } else {
                 if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
                     state.wakers.push(cx.waker().clone());
                 }
                 return Poll::Pending;
-            };
-            pending.result(outcome)
+            }
         };
         self.pending = None;
         Poll::Ready(result)
@@ -1717,19 +1818,27 @@ impl Sender<'_> {
             }
             return;
         }
-        if send_batch(&self.shared.config, &mut batch) {
-            let mut parked = Parked {
-                batch,
-                retry_at: now,
-                deadline: None,
-            };
-            self.back_off(&mut parked);
-            self.parked
-                .entry(parked.batch.key)
-                .or_default()
-                .push_back(parked);
-        } else {
-            self.finished(batch);
+        match send_batch(&self.shared.config, &mut batch) {
+            Attempt::Retry => {
+                let mut parked = Parked {
+                    batch,
+                    retry_at: now,
+                    deadline: None,
+                };
+                self.back_off(&mut parked);
+                self.parked
+                    .entry(parked.batch.key)
+                    .or_default()
+                    .push_back(parked);
+            }
+            Attempt::Done => self.finished(batch),
+            Attempt::Split(parts) => {
+                self.finished(batch);
+                // In order: one that must wait parks the rest behind it.
+                for part in parts {
+                    self.send(part);
+                }
+            }
         }
     }
 
@@ -1767,12 +1876,29 @@ impl Sender<'_> {
             if head.retry_at > now {
                 break;
             }
-            if send_batch(&self.shared.config, &mut head.batch) {
-                self.back_off(head);
-                break;
+            let deadline = head.deadline;
+            match send_batch(&self.shared.config, &mut head.batch) {
+                Attempt::Retry => {
+                    self.back_off(head);
+                    break;
+                }
+                Attempt::Done => {
+                    let Some(head) = queue.pop_front() else { break };
+                    self.finished(head.batch);
+                }
+                Attempt::Split(parts) => {
+                    let Some(head) = queue.pop_front() else { break };
+                    self.finished(head.batch);
+                    // The parts take its place, tried next, under its deadline.
+                    for batch in parts.into_iter().rev() {
+                        queue.push_front(Parked {
+                            batch,
+                            retry_at: now,
+                            deadline,
+                        });
+                    }
+                }
             }
-            let Some(head) = queue.pop_front() else { break };
-            self.finished(head.batch);
         }
     }
 
@@ -1862,10 +1988,21 @@ fn spare_builder(spare: &mut Vec<BatchBuilder>, limit: usize) -> BatchBuilder {
 /// by default) to `buffer_memory`.
 const SPARE_BUILDERS: usize = 32;
 
-/// Appends one batch and completes its futures, unless the append failed before writing
-/// anything, with an error a later try may not meet, and `retries` allows another try:
-/// then it returns true, the futures still pending.
-fn send_batch(config: &ProducerConfig, batch: &mut OpenBatch) -> bool {
+/// What became of a try to append a batch.
+enum Attempt {
+    /// Its futures are answered.
+    Done,
+    /// It failed before writing anything, with an error a later try may not meet, and
+    /// `retries` allows another try: its futures are still pending.
+    Retry,
+    /// It is over the topic's limit now (lowered since it was built) and holds more than
+    /// one record: these parts of it go in its place, in order (see [`split_batch`]).
+    Split(Vec<OpenBatch>),
+}
+
+/// Appends one batch and completes its futures, unless it must be tried again or split
+/// (see [`Attempt`]).
+fn send_batch(config: &ProducerConfig, batch: &mut OpenBatch) -> Attempt {
     let acks = config.acks;
     batch.tries += 1;
     let bytes = if batch.tries == 1 {
@@ -1879,7 +2016,7 @@ fn send_batch(config: &ProducerConfig, batch: &mut OpenBatch) -> bool {
             .complete(Outcome::Failed(Error::InvalidRecord {
                 reason: "empty producer batch".into(),
             }));
-        return false;
+        return Attempt::Done;
     };
     let completion = &batch.completion;
     let mut in_log = false;
@@ -1899,11 +2036,98 @@ fn send_batch(config: &ProducerConfig, batch: &mut OpenBatch) -> bool {
                 && batch.tries <= config.retries
                 && error.is_retriable() =>
         {
-            return true;
+            return Attempt::Retry;
+        }
+        Err(Error::RecordTooLarge { size, max }) if !in_log => {
+            match split_batch(config, batch, max) {
+                Ok(Some(parts)) => return Attempt::Split(parts),
+                Ok(None) => batch
+                    .completion
+                    .complete(Outcome::Failed(Error::RecordTooLarge { size, max })),
+                Err(error) => batch.completion.complete(Outcome::Failed(error)),
+            }
         }
         Err(error) => completion.complete(Outcome::Failed(error)),
     }
-    false
+    Attempt::Done
+}
+
+/// Kafka's `ProducerBatch.split` (its sender's answer to `MESSAGE_TOO_LARGE`): the
+/// records of a built batch that the topic refused as over `max` bytes, in order, in
+/// batches of at most the topic's limit now and `batch_size` bytes (Kafka splits to
+/// `batch.size` alone, and splits again whatever is still too large; a record larger than
+/// that alone in one, to fail alone), each a part of the batch's completion, sharing its
+/// buffer memory (each part the estimates its records reserved), creation time (its
+/// delivery timeout) and place in the partition's order. `None` when that leaves one
+/// batch (one record).
+fn split_batch(
+    config: &ProducerConfig,
+    batch: &mut OpenBatch,
+    max: usize,
+) -> Result<Option<Vec<OpenBatch>>> {
+    let bytes = batch.builder.finished_batch();
+    let header = BatchHeader::parse(bytes, bytes.len())?;
+    let limit = max
+        .min(batch.partition.max_batch_bytes())
+        .min(config.batch_size);
+    // Each part's first record, builder and reserved memory.
+    let mut builders: Vec<(u32, BatchBuilder, usize)> = Vec::new();
+    let mut headers = Vec::new();
+    for (index, record) in (0u32..).zip(codec::records(bytes, &header)) {
+        let record = record?;
+        headers.clear();
+        for header in record.headers {
+            headers.push(header?);
+        }
+        let (key, value) = (record.key.map(<[u8]>::len), record.value.map(<[u8]>::len));
+        let fits = |builder: &BatchBuilder| {
+            builder.size_in_bytes()
+                + builder.next_record_size(record.timestamp, key, value, &headers)
+                <= limit
+        };
+        if builders.last().is_none_or(|(_, builder, _)| !fits(builder)) {
+            let builder = BatchBuilder::with_capacity(limit.min(bytes.len()));
+            builders.push((index, builder, 0));
+        }
+        if let Some((_, builder, reserved)) = builders.last_mut() {
+            builder.push(record.timestamp, record.key, record.value, &headers);
+            *reserved += BatchBuilder::estimate_record_size(key, value, &headers);
+        }
+    }
+    if builders.len() < 2 {
+        // Nothing to gain (and a part as large as the batch would be refused again).
+        return Ok(None);
+    }
+    let firsts: Vec<u32> = builders.iter().map(|&(first, ..)| first).collect();
+    let completions = batch.completion.split(&firsts);
+    // What `send` reserved for each record, so the shares add up (the last takes any rest).
+    let mut reserved = std::mem::take(&mut batch.reserved);
+    let count = builders.len();
+    let parts = builders
+        .into_iter()
+        .zip(completions)
+        .enumerate()
+        .map(|(k, ((_, builder, estimate), completion))| {
+            let share = if k + 1 == count {
+                reserved
+            } else {
+                estimate.min(reserved)
+            };
+            reserved -= share;
+            OpenBatch {
+                key: batch.key,
+                partition: batch.partition.clone(),
+                builder,
+                completion,
+                seq: batch.seq,
+                created_ms: batch.created_ms,
+                limit,
+                reserved: share,
+                tries: 0,
+            }
+        })
+        .collect();
+    Ok(Some(parts))
 }
 
 #[cfg(test)]
@@ -1915,6 +2139,129 @@ mod tests {
 
     /// Wakers that panicked when a completion woke them.
     pub(super) static WAKER_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A split keeps each record whole (timestamp, key, null value, headers with a null
+    /// value), in order, in parts within the limit, and shares the batch's buffer memory
+    /// as `send` reserved it, record by record.
+    #[test]
+    fn a_split_keeps_records_and_shares_their_memory() {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        let config = ProducerConfig::default();
+        let mut builder = BatchBuilder::with_capacity(4096);
+        let mut reserved = 0;
+        let value = [b'v'; 80];
+        for i in 0..8u8 {
+            let key = [i];
+            let headers: &[(&str, Option<&[u8]>)] = &[("h", Some(&[i][..])), ("n", None)];
+            let value = (i != 5).then_some(&value[..]);
+            builder.push(1_000 - i64::from(i), Some(&key), value, headers);
+            reserved +=
+                BatchBuilder::estimate_record_size(Some(1), value.map(<[u8]>::len), headers);
+        }
+        builder.finish().unwrap();
+        let mut batch = OpenBatch {
+            key: (0, 0),
+            partition: log.topic("t").unwrap().partition(0).unwrap(),
+            builder,
+            completion: Arc::new(Completion::new(Arc::from("t"), 0)),
+            seq: 1,
+            created_ms: 0,
+            limit: 4096,
+            reserved,
+            tries: 1,
+        };
+        // Within the limit (the batch is about 900 bytes): nothing to split.
+        assert!(split_batch(&config, &mut batch, 1 << 20).unwrap().is_none());
+        assert_eq!(batch.reserved, reserved);
+        let parts = split_batch(&config, &mut batch, 300).unwrap().unwrap();
+        assert_eq!(batch.reserved, 0);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        let mut shares = 0;
+        let mut index = 0u8;
+        for mut part in parts {
+            let bytes = part.builder.finish().unwrap().to_vec();
+            assert!(bytes.len() <= 300, "{} bytes", bytes.len());
+            let header = BatchHeader::parse(&bytes, bytes.len()).unwrap();
+            let mut estimates = 0;
+            for record in codec::records(&bytes, &header) {
+                let record = record.unwrap();
+                let headers: Vec<_> = record.headers.iter().map(|h| h.unwrap()).collect();
+                assert_eq!(record.timestamp, 1_000 - i64::from(index));
+                assert_eq!(record.key, Some(&[index][..]));
+                assert_eq!(record.value.is_none(), index == 5);
+                assert_eq!(headers, [("h", Some(&[index][..])), ("n", None)]);
+                estimates += BatchBuilder::estimate_record_size(
+                    Some(1),
+                    record.value.map(<[u8]>::len),
+                    &headers,
+                );
+                index += 1;
+            }
+            assert_eq!(part.reserved, estimates);
+            shares += part.reserved;
+        }
+        assert_eq!((index, shares), (8, reserved));
+    }
+
+    /// The futures of a split batch's records wait on the whole batch, which completes
+    /// once every part has (parts split again included), and each answers with its own
+    /// part's outcome and offset.
+    #[test]
+    fn a_split_batchs_futures_answer_with_their_parts_outcome() {
+        let whole = Arc::new(Completion::new(Arc::from("t"), 0));
+        let futures: Vec<SendFuture> = (0..6)
+            .map(|index| SendFuture {
+                pending: Some(Pending {
+                    completion: Arc::clone(&whole),
+                    index,
+                    timestamp: 7,
+                }),
+                ready: None,
+            })
+            .collect();
+        let appended = |base_offset| Outcome::Appended {
+            base_offset,
+            log_append_time: None,
+        };
+        // Records 0–1, 2–4 (split again: 2–3, 4), 5.
+        let parts = whole.split(&[0, 2, 5]);
+        let again = parts[1].split(&[0, 2]);
+        // A thread blocked on record 1 is woken by its part.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let blocked = SendFuture {
+            pending: Some(Pending {
+                completion: Arc::clone(&whole),
+                index: 1,
+                timestamp: 7,
+            }),
+            ready: None,
+        };
+        let waiter = std::thread::spawn(move || tx.send(blocked.wait().unwrap().offset));
+        std::thread::sleep(Duration::from_millis(20));
+        parts[0].complete(appended(10));
+        let woken = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(woken, Ok(Some(11)), "not woken by its part");
+        waiter.join().unwrap().unwrap();
+        parts[0].complete(appended(99));
+        // A part's records are answered as it completes, before the whole.
+        let done: Vec<bool> = futures.iter().map(SendFuture::is_done).collect();
+        assert_eq!(done, [true, true, false, false, false, false]);
+        again[1].complete(Outcome::Failed(Error::Closed));
+        again[0].complete(appended(12));
+        assert!(!whole.is_finished());
+        assert!(futures[4].is_done() && !futures[5].is_done());
+        parts[2].complete(appended(14));
+        assert!(whole.is_finished());
+        let offsets: Vec<Option<u64>> = futures
+            .into_iter()
+            .map(|future| future.wait().ok().and_then(|m| m.offset))
+            .collect();
+        assert_eq!(
+            offsets,
+            [Some(10), Some(11), Some(12), Some(13), None, Some(14)]
+        );
+    }
 
     /// A batch the sender took and has not appended yet holds back a send that would
     /// append in the calling thread: its record would land before that batch's.
