@@ -2926,6 +2926,18 @@ fn every_partition_leads_again_before_the_followers_catch_up() {
     assert_replicas_identical(&dirs, "t", 2);
 }
 
+/// Asserts that the leader-epoch checkpoint of `t-0` in `dir` holds `text` (its body is
+/// Kafka's text form, after a 20-byte frame header).
+fn assert_epoch_checkpoint_holds(dir: &Path, text: &str) {
+    let checkpoint = std::fs::read(dir.join("t-0/leader-epoch-checkpoint")).unwrap();
+    assert!(
+        checkpoint.windows(text.len()).any(|w| w == text.as_bytes()),
+        "{}: {:?}",
+        dir.display(),
+        String::from_utf8_lossy(checkpoint.get(20..).unwrap_or_default())
+    );
+}
+
 /// Appends `count` single-record batches to `partition` on a thread, each of which must
 /// return within ten seconds (the follower in `hung` hangs every fsync meanwhile): appends
 /// must not wait under the partition's order lock for a follower's disk.
@@ -2984,14 +2996,8 @@ fn a_hung_follower_does_not_hold_up_the_first_appends_of_a_new_epoch() {
     appends_go_on_past_a_hung_follower(&fault, &dirs[follower], &partition, 2);
     log.close().unwrap();
     assert_replicas_identical(&dirs, "t", 1);
-    let checkpoint = std::fs::read(dirs[follower].join("t-0/leader-epoch-checkpoint")).unwrap();
     let entry = format!("\n{} 1\n", described.leader_epoch);
-    assert!(
-        checkpoint
-            .windows(entry.len())
-            .any(|w| w == entry.as_bytes()),
-        "the follower's checkpoint lacks the new epoch"
-    );
+    assert_epoch_checkpoint_holds(&dirs[follower], &entry);
     let log = Log::builder().dirs(&dirs).open().unwrap();
     assert_eq!(values(&log, "t", 0), ["a", "during-0", "during-1"]);
     log.close().unwrap();
@@ -3022,4 +3028,48 @@ fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
     }
     log.close().unwrap();
     assert_replicas_identical(&dirs, "t", 1);
+}
+
+/// Moving the log start (`delete_records`, as retention does) trims a follower's
+/// leader-epoch cache in memory only, its checkpoint written by its next sync (Kafka's
+/// `truncateFromStartAsyncFlush`): with the follower's disk hung, the move does not hold
+/// the partition's order lock on an fsync, and appends go on meanwhile.
+#[test]
+fn a_hung_follower_does_not_hold_up_appends_while_the_log_start_moves() {
+    use std::time::{Duration, Instant};
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for i in 0..10 {
+        partition.append_values([format!("v{i}")]).unwrap();
+    }
+    let (_, follower) = leader_and_follower(&log, "t");
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let _heal = HealOnDrop(&fault, &dirs[follower]);
+    std::thread::scope(|s| {
+        let moved = s.spawn(|| partition.delete_records(5));
+        // The move takes the order lock first; then an append must get it.
+        std::thread::sleep(Duration::from_millis(100));
+        let appended = s.spawn(|| partition.append_values(["after"]));
+        let started = Instant::now();
+        while !appended.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let went_in = appended.is_finished();
+        fault.heal_dir(&dirs[follower]);
+        appended.join().unwrap().unwrap();
+        moved.join().unwrap().unwrap();
+        assert!(went_in, "the append waited for the hung follower");
+    });
+    assert_eq!(partition.log_start_offset(), 5);
+    let epoch = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    log.close().unwrap();
+    // Each replica's checkpoint starts its epoch at the new log start (written by the
+    // close's sync at the latest).
+    for dir in &dirs {
+        assert_epoch_checkpoint_holds(dir, &format!("\n1\n{epoch} 5\n"));
+    }
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(values(&log, "t", 0).first().unwrap(), "v5");
+    log.close().unwrap();
 }

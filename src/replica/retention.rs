@@ -48,7 +48,7 @@ impl ReplicaLog {
         }
         let start = segments.get(count).map_or(w.next_offset, |s| s.base_offset);
         self.log_start.fetch_max(start, Ordering::AcqRel);
-        self.remove_prefix(&w, count)
+        Ok(self.remove_prefix(&w, count))
     }
 
     /// How many of the oldest `segments` the three passes of `delete_old_segments` delete.
@@ -117,13 +117,13 @@ impl ReplicaLog {
             .windows(2)
             .take_while(|pair| pair[1].base_offset <= start)
             .count();
-        self.remove_prefix(&w, count)
+        Ok(self.remove_prefix(&w, count))
     }
 
     /// Takes the oldest `count` segments (never the active one) out of the map and queues
     /// their files for [`ReplicaLog::unlink_deleted`]; trims the epoch cache to the log
     /// start. Readers find the log start raised before a segment leaves the map.
-    fn remove_prefix(&self, w: &Writer, count: usize) -> Result<Deleted> {
+    fn remove_prefix(&self, w: &Writer, count: usize) -> Deleted {
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self.segments.write();
             let bases: Vec<u64> = segments.keys().copied().take(count).collect();
@@ -141,8 +141,8 @@ impl ReplicaLog {
         self.unlinking
             .lock()
             .extend(removed.iter().map(|s| s.base_offset));
-        self.trim_epochs_to_start()?;
-        Ok(deleted)
+        self.trim_epochs_to_start();
+        deleted
     }
 
     /// Whether segment files wait for `unlink_deleted`.
@@ -182,12 +182,13 @@ impl ReplicaLog {
         self.segments.read().values().map(|s| s.size() as u64).sum()
     }
 
-    /// Drops leader-epoch entries below the log start and persists (Kafka's
-    /// `truncateFromStart`).
-    fn trim_epochs_to_start(&self) -> Result<()> {
+    /// Drops leader-epoch entries below the log start, in memory: the checkpoint is
+    /// written by the next sync (Kafka's `truncateFromStartAsyncFlush`). A follower's log
+    /// start moves under its partition's order lock, which must not wait for its disk; and
+    /// a crash before the write leaves entries below the log start, which load trims.
+    fn trim_epochs_to_start(&self) {
         let start = self.log_start_offset();
         self.epochs.change(|cache| cache.truncate_from_start(start));
-        self.persist_epochs()
     }
 }
 
