@@ -1049,6 +1049,50 @@ fn a_batch_being_retried_is_split_when_the_limit_falls() {
     producer.close().unwrap();
 }
 
+/// The parts of a split batch that cannot be appended either (the disk is full) wait as
+/// the batch would and time out with its delivery timeout: every record is answered, with
+/// `Timeout`, not with the `RecordTooLarge` that split the batch.
+#[test]
+fn the_parts_of_a_split_batch_time_out_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = FaultStorage::new(OsStorage::shared());
+    // A clock that never moves: the batch lingers until the flush, and the parts' delivery
+    // timeout runs on the real clock once they wait.
+    let log = Log::builder()
+        .dir(root.path())
+        .storage(faults.shared())
+        .clock(Arc::new(ManualClock::new(T0)))
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .retry_backoff_ms(20)
+                .linger_ms(500)
+                .delivery_timeout_ms(1_000),
+        )
+        .unwrap();
+    let sent: Vec<_> = (0..5)
+        .map(|i| {
+            producer
+                .send(to_t0(&format!("c{i}{}", "x".repeat(100))))
+                .unwrap()
+        })
+        .collect();
+    let config = log.topic("t").unwrap().config().max_message_bytes(300);
+    log.alter_topic_config("t", config).unwrap();
+    faults.fail_dir(root.path(), FaultKind::NoSpace);
+    producer.flush().unwrap();
+    for future in sent {
+        let error = future.wait().unwrap_err();
+        assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    }
+    faults.heal_dir(root.path());
+    assert!(read_all(&log, "t", 0).is_empty(), "no part was appended");
+    producer.close().unwrap();
+}
+
 #[test]
 fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
