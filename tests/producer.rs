@@ -1049,17 +1049,18 @@ fn a_batch_being_retried_is_split_when_the_limit_falls() {
     producer.close().unwrap();
 }
 
-/// The parts of a split batch that cannot be appended either (the disk is full) wait as
-/// the batch would and time out with its delivery timeout: every record is answered, with
-/// `Timeout`, not with the `RecordTooLarge` that split the batch.
-#[test]
-fn the_parts_of_a_split_batch_time_out_with_it() {
-    let root = tempfile::tempdir().unwrap();
+/// A producer (`linger_ms` 500 on a clock that never moves, so its batch waits for a
+/// flush or close; `delivery_timeout_ms` as given, on the real clock once a batch waits)
+/// that sent five records of about 100 bytes in one batch, whose topic then lowered
+/// `max_message_bytes` to 300 and whose disk then filled: the batch will be split, and its
+/// parts refused (a full disk is retried).
+fn a_batch_to_split_onto_a_full_disk(
+    root: &Path,
+    delivery_timeout_ms: u64,
+) -> (Log, FaultStorage, Producer, Vec<tarnlog::SendFuture>) {
     let faults = FaultStorage::new(OsStorage::shared());
-    // A clock that never moves: the batch lingers until the flush, and the parts' delivery
-    // timeout runs on the real clock once they wait.
     let log = Log::builder()
-        .dir(root.path())
+        .dir(root)
         .storage(faults.shared())
         .clock(Arc::new(ManualClock::new(T0)))
         .open()
@@ -1070,7 +1071,7 @@ fn the_parts_of_a_split_batch_time_out_with_it() {
             ProducerConfig::default()
                 .retry_backoff_ms(20)
                 .linger_ms(500)
-                .delivery_timeout_ms(1_000),
+                .delivery_timeout_ms(delivery_timeout_ms),
         )
         .unwrap();
     let sent: Vec<_> = (0..5)
@@ -1082,7 +1083,17 @@ fn the_parts_of_a_split_batch_time_out_with_it() {
         .collect();
     let config = log.topic("t").unwrap().config().max_message_bytes(300);
     log.alter_topic_config("t", config).unwrap();
-    faults.fail_dir(root.path(), FaultKind::NoSpace);
+    faults.fail_dir(root, FaultKind::NoSpace);
+    (log, faults, producer, sent)
+}
+
+/// The parts of a split batch that cannot be appended either (the disk is full) wait as
+/// the batch would and time out with its delivery timeout: every record is answered, with
+/// `Timeout`, not with the `RecordTooLarge` that split the batch.
+#[test]
+fn the_parts_of_a_split_batch_time_out_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, faults, producer, sent) = a_batch_to_split_onto_a_full_disk(root.path(), 1_000);
     producer.flush().unwrap();
     for future in sent {
         let error = future.wait().unwrap_err();
@@ -1091,6 +1102,23 @@ fn the_parts_of_a_split_batch_time_out_with_it() {
     faults.heal_dir(root.path());
     assert!(read_all(&log, "t", 0).is_empty(), "no part was appended");
     producer.close().unwrap();
+}
+
+/// `close_timeout` fails the parts of a split batch still waiting to be retried with
+/// `Closed`, every record answered.
+#[test]
+fn close_timeout_fails_the_waiting_parts_of_a_split_batch() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, faults, producer, sent) = a_batch_to_split_onto_a_full_disk(root.path(), 120_000);
+    let started = std::time::Instant::now();
+    producer.close_timeout(Duration::from_millis(300)).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for future in sent {
+        let error = future.wait().unwrap_err();
+        assert!(matches!(error, Error::Closed), "{error:?}");
+    }
+    faults.heal_dir(root.path());
+    assert!(read_all(&log, "t", 0).is_empty(), "no part was appended");
 }
 
 #[test]
