@@ -211,6 +211,12 @@ pub enum Error {
     /// The handle's `Log` was closed.
     #[error("the log is closed")]
     Closed,
+    /// A consumer's `poll` was interrupted by [`ConsumerWakeup::wakeup`] (Kafka's
+    /// `WakeupException`).
+    ///
+    /// [`ConsumerWakeup::wakeup`]: crate::ConsumerWakeup::wakeup
+    #[error("the consumer was woken up (ConsumerWakeup::wakeup)")]
+    Wakeup,
     /// A blocking call gave up after its time limit (e.g. a producer `send` waiting for
     /// buffer memory beyond `max_block_ms`, Kafka's `TimeoutException`).
     #[error("timed out after {ms} ms waiting for {what}")]
@@ -435,6 +441,7 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,
+            Error::Wakeup => Error::Wakeup,
             Error::Timeout { what, ms } => Error::Timeout { what, ms: *ms },
             Error::InternalTopic { topic } => Error::InternalTopic {
                 topic: topic.clone(),

@@ -73,7 +73,7 @@ pub use codec::{Batch, BatchBuilder, Compression, Header, Record, TimestampType}
 pub use config::{CleanupPolicy, FsyncPolicy, TopicConfig};
 pub use consumer::{
     AutoOffsetReset, CommitCallback, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords,
-    Iter, OwnedRecords, RebalanceListener, RecordHeaders, RecordRef, RecordViews,
+    ConsumerWakeup, Iter, OwnedRecords, RebalanceListener, RecordHeaders, RecordRef, RecordViews,
 };
 pub use describe::{DirStatus, MaintenanceReport, PartitionDescription, TopicDescription};
 pub use error::{Error, Location, Result};

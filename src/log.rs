@@ -331,7 +331,7 @@ impl LogBuilder {
             coordinator: Coordinator::new(self.group_initial_rebalance_delay_ms),
             offsets_retention_ms: (self.offsets_retention_minutes * 60_000) as i64,
             last_offsets_expiry_ms: AtomicI64::new(i64::MIN),
-            appended: Notifier::default(),
+            appended: Arc::new(Notifier::default()),
             restoring: Mutex::new(Vec::new()),
             #[cfg(test)]
             restore_step: Mutex::new(None),
@@ -1339,7 +1339,7 @@ struct Inner {
     /// When offsets expiry last ran (log clock).
     last_offsets_expiry_ms: AtomicI64,
     /// Signalled after every append, for consumers waiting in `poll`.
-    appended: Notifier,
+    appended: Arc<Notifier>,
     /// Replicas a `restore_dir` loaded and has not yet put in their partitions: their
     /// checkpoint entries (as their directory's checkpoints gave them) are written with the
     /// installed ones meanwhile, not dropped.
@@ -2626,6 +2626,11 @@ impl Log {
     /// The append signal consumers wait on.
     pub(crate) fn appended(&self) -> &Notifier {
         &self.inner.appended
+    }
+
+    /// The append signal, to be held apart from the log (see `ConsumerWakeup`).
+    pub(crate) fn appended_signal(&self) -> Arc<Notifier> {
+        Arc::clone(&self.inner.appended)
     }
 
     /// Brings an offline storage directory back while the log runs (after the disk was

@@ -69,7 +69,94 @@ fn poll(consumer: &mut Consumer) -> Vec<ConsumerRecord> {
 #[test]
 fn consumer_is_send() {
     fn send<T: Send>() {}
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
     send::<Consumer>();
+    send_sync_clone::<tarnlog::ConsumerWakeup>();
+}
+
+/// Kafka's `wakeup()`: a `poll` waiting for records returns at once with `Wakeup` when
+/// another thread wakes the consumer, once: the next `poll` reads as before. A wake-up
+/// while no `poll` runs fails the next one, at its start; records there come with the one
+/// after. Other consumers of the log are not woken.
+#[test]
+fn wakeup_interrupts_a_waiting_poll_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let wakeup = consumer.wakeup_handle();
+    let waker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        wakeup.wakeup();
+    });
+    let started = Instant::now();
+    let polled = consumer.poll(Duration::from_secs(60));
+    assert!(matches!(polled, Err(Error::Wakeup)), "{polled:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    waker.join().unwrap();
+    // Once: the next poll waits and reads as before.
+    assert!(poll(&mut consumer).is_empty());
+    fill(&log, "t", 0, &["a"]);
+    assert_eq!(values(&poll(&mut consumer)), ["a"]);
+    // Woken while not polling: the next poll fails, records there or not.
+    fill(&log, "t", 0, &["b"]);
+    consumer.wakeup_handle().wakeup();
+    let polled = consumer.poll(Duration::from_secs(60));
+    assert!(matches!(polled, Err(Error::Wakeup)), "{polled:?}");
+    assert_eq!(values(&poll(&mut consumer)), ["b"]);
+    // Another consumer of the log, waiting, is not woken.
+    log.create_topic("quiet", TopicConfig::default()).unwrap();
+    let mut other = log.consumer(earliest(None)).unwrap();
+    other.assign([tp("quiet", 0)]).unwrap();
+    let waiting =
+        std::thread::spawn(move || other.poll(Duration::from_millis(300)).map(|r| r.count()));
+    std::thread::sleep(Duration::from_millis(50));
+    consumer.wakeup_handle().wakeup();
+    assert_eq!(waiting.join().unwrap().unwrap(), 0);
+    assert!(matches!(consumer.poll(Duration::ZERO), Err(Error::Wakeup)));
+    // An iterator ends at a wake-up, once it has handed out what it holds.
+    let wakeup = consumer.wakeup_handle();
+    fill(&log, "t", 0, &["c"]);
+    let mut taken = Vec::new();
+    for record in consumer.iter() {
+        taken.push(String::from_utf8(record.unwrap().value.unwrap().to_vec()).unwrap());
+        wakeup.wakeup();
+    }
+    assert_eq!(taken, ["c"]);
+}
+
+/// A `poll` waiting for its group's rebalance to complete (another member has not rejoined)
+/// is woken too, as Kafka's `wakeup` interrupts a join.
+#[test]
+fn wakeup_interrupts_a_poll_waiting_for_a_rebalance() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, clock) = open(root.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let mut first = log.consumer(earliest(Some("g"))).unwrap();
+    first.subscribe(["t"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.assignment().len() < 2 {
+        assert!(Instant::now() < deadline, "the first member never joined");
+        // Past the group's initial rebalance delay.
+        clock.advance(4_000);
+        assert!(poll(&mut first).is_empty());
+    }
+    // The second member's join waits for the first to rejoin, which it does not.
+    let mut second = log.consumer(earliest(Some("g"))).unwrap();
+    second.subscribe(["t"]).unwrap();
+    let wakeup = second.wakeup_handle();
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let polled = second.poll(Duration::from_secs(60)).map(|r| r.count());
+        (polled, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    wakeup.wakeup();
+    let (polled, waited) = waiting.join().unwrap();
+    assert!(matches!(polled, Err(Error::Wakeup)), "{polled:?}");
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod records;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Batch, RecordCursor};
@@ -495,7 +496,56 @@ pub struct Consumer {
     /// Another consumer took this one's `group_instance_id`: every later call fails with
     /// `FencedInstanceId` (Kafka treats it as fatal), so the two never take turns.
     fenced: Option<String>,
+    /// Set by [`ConsumerWakeup::wakeup`]: the running or next `poll` fails with `Wakeup`.
+    woken: Arc<AtomicBool>,
     closed: bool,
+}
+
+/// Interrupts a [`Consumer`]'s `poll` from another thread: Kafka's `KafkaConsumer.wakeup()`,
+/// the usual way to stop a polling loop at shutdown. After [`wakeup`](Self::wakeup) the
+/// `poll` waiting now (for records, or for its group's rebalance to complete) returns with
+/// [`Error::Wakeup`] within milliseconds, or, if none waits, the next `poll` does, at its
+/// start (records it would return stay for the one after); once, after which the consumer
+/// polls as before (a rebalance it left goes on). [`Consumer::iter`] ends instead. Cheap to
+/// clone, `Send + Sync`; it does not keep the log open. Only `poll` is woken: unlike
+/// Kafka's, a pending wake-up is not taken by a commit or other call in between.
+///
+/// ```
+/// # fn main() -> tarnlog::Result<()> {
+/// use std::time::Duration;
+/// use tarnlog::{ConsumerConfig, Error, Log, TopicPartition};
+/// let log = Log::temp()?;
+/// log.create_topic("events", None)?;
+/// let mut consumer = log.consumer(ConsumerConfig::default())?;
+/// consumer.assign([TopicPartition::new("events", 0)])?;
+/// let wakeup = consumer.wakeup_handle();
+/// let stopper = std::thread::spawn(move || {
+///     std::thread::sleep(Duration::from_millis(50));
+///     wakeup.wakeup();
+/// });
+/// // Nothing arrives: without the wake-up this would wait an hour.
+/// match consumer.poll(Duration::from_secs(3600)) {
+///     Err(Error::Wakeup) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// stopper.join().unwrap();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerWakeup {
+    woken: Arc<AtomicBool>,
+    appended: Arc<crate::notify::Notifier>,
+}
+
+impl ConsumerWakeup {
+    /// Wakes the consumer: its `poll` waiting now, or else its next one, fails with
+    /// [`Error::Wakeup`].
+    pub fn wakeup(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        // Every waiter of the log wakes and looks again; this consumer's finds the flag.
+        self.appended.notify();
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -531,8 +581,26 @@ impl Consumer {
             membership: None,
             listener: None,
             fenced: None,
+            woken: Arc::new(AtomicBool::new(false)),
             closed: false,
         })
+    }
+
+    /// A handle that interrupts this consumer's `poll` from another thread (see
+    /// [`ConsumerWakeup`]).
+    pub fn wakeup_handle(&self) -> ConsumerWakeup {
+        ConsumerWakeup {
+            woken: Arc::clone(&self.woken),
+            appended: self.log.appended_signal(),
+        }
+    }
+
+    /// Fails with `Wakeup` (once) if a wake-up is pending.
+    fn check_wakeup(&self) -> Result<()> {
+        if self.woken.swap(false, Ordering::SeqCst) {
+            return Err(Error::Wakeup);
+        }
+        Ok(())
     }
 
     fn check_open(&self) -> Result<()> {
@@ -644,9 +712,11 @@ impl Consumer {
     /// reads or commits; `Closed`. A damaged partition (`Corruption`) stays in the way, as
     /// in Kafka, until it is sought past or paused; one that cannot be read for another
     /// reason does not keep the others from being read: their records come first, and its
-    /// error with the next `poll`. A deleted topic's partitions are skipped.
+    /// error with the next `poll`. A deleted topic's partitions are skipped. `Wakeup`
+    /// once after [`ConsumerWakeup::wakeup`] (Kafka's `WakeupException`).
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
+        self.check_wakeup()?;
         let max_records = self.config.max_poll_records;
         let deadline = Instant::now().checked_add(timeout);
         // Before any rejoin, while the generation they were made in may still take them.
@@ -675,6 +745,8 @@ impl Consumer {
         let mut next_beat = beat.and_then(|beat| Instant::now().checked_add(beat));
         loop {
             let seen = self.log.appended().seq();
+            // After `seen` was read: a wake-up from now on ends the wait below.
+            self.check_wakeup()?;
             let (records, moved, advanced) = self.fetch(max_records)?;
             if !records.is_empty() {
                 return Ok(records.finish());
@@ -712,7 +784,9 @@ impl Consumer {
     }
 
     /// A blocking iterator over records for simple loops, forever; stop by breaking out of
-    /// the loop. It polls whenever it has handed out every record of the last poll (so
+    /// the loop, or from another thread with [`ConsumerWakeup::wakeup`], which ends it
+    /// (once it has handed out what it holds). It polls whenever it has handed out every
+    /// record of the last poll (so
     /// auto-commit, which runs in `poll`, never covers a record the loop has not taken),
     /// and when it is dropped the positions go back to the first record not taken: after a
     /// break, the next `poll`, `iter` or commit goes on from there.
@@ -1566,6 +1640,9 @@ impl Consumer {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
+            // A wake-up ends the wait for the round (as Kafka's does); the join goes on at
+            // the next `poll`. The coordinator's wait returns within `CLOCK_POLL`.
+            self.check_wakeup()?;
             let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             self.log.coordinator().wait(wait_until);
         }
@@ -1737,6 +1814,8 @@ impl Iterator for Iter<'_> {
             }
             match self.consumer.poll(Duration::from_secs(1)) {
                 Ok(records) => self.buffer.extend(records),
+                // The way to stop a loop over it from another thread.
+                Err(Error::Wakeup) => return None,
                 Err(error) => return Some(Err(error)),
             }
         }
