@@ -1011,6 +1011,23 @@ fn a_batch_over_a_lowered_max_message_bytes_is_split() {
     producer.close().unwrap();
 }
 
+/// Sends "c0xxx…" to "c4xxx…" (about 100 bytes each) to partition 0 of `t`.
+fn five_records_of_about_100_bytes(producer: &Producer) -> Vec<tarnlog::SendFuture> {
+    (0..5)
+        .map(|i| {
+            producer
+                .send(to_t0(&format!("c{i}{}", "x".repeat(100))))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Lowers `t`'s `max_message_bytes` to 300.
+fn max_message_bytes_to_300(log: &Log) {
+    let config = log.topic("t").unwrap().config().max_message_bytes(300);
+    log.alter_topic_config("t", config).unwrap();
+}
+
 /// A batch waiting to be retried when `max_message_bytes` is lowered is split at its next
 /// try, its parts taking its place ahead of the partition's later batches.
 #[test]
@@ -1020,18 +1037,11 @@ fn a_batch_being_retried_is_split_when_the_limit_falls() {
     let producer = log
         .producer(ProducerConfig::default().retry_backoff_ms(20).linger_ms(20))
         .unwrap();
-    let sent: Vec<_> = (0..5)
-        .map(|i| {
-            producer
-                .send(to_t0(&format!("c{i}{}", "x".repeat(100))))
-                .unwrap()
-        })
-        .collect();
+    let sent = five_records_of_about_100_bytes(&producer);
     // Refused (too few in sync) and parked.
     std::thread::sleep(Duration::from_millis(200));
     assert!(sent.iter().all(|f| !f.is_done()));
-    let config = log.topic("t").unwrap().config().max_message_bytes(300);
-    log.alter_topic_config("t", config).unwrap();
+    max_message_bytes_to_300(&log);
     let later = producer.send(to_t0("d")).unwrap();
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
@@ -1074,15 +1084,8 @@ fn a_batch_to_split_onto_a_full_disk(
                 .delivery_timeout_ms(delivery_timeout_ms),
         )
         .unwrap();
-    let sent: Vec<_> = (0..5)
-        .map(|i| {
-            producer
-                .send(to_t0(&format!("c{i}{}", "x".repeat(100))))
-                .unwrap()
-        })
-        .collect();
-    let config = log.topic("t").unwrap().config().max_message_bytes(300);
-    log.alter_topic_config("t", config).unwrap();
+    let sent = five_records_of_about_100_bytes(&producer);
+    max_message_bytes_to_300(&log);
     faults.fail_dir(root, FaultKind::NoSpace);
     (log, faults, producer, sent)
 }
