@@ -703,6 +703,74 @@ fn custom_and_round_robin_partitioners() {
 }
 
 #[test]
+fn partitioner_ignore_keys_places_keyed_records_as_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(4))
+        .unwrap();
+    let keys: Vec<String> = (0..40).map(|k| format!("key-{k}")).collect();
+    // The keys' own partitions cover all four: without the flag they would spread.
+    let hashed: std::collections::BTreeSet<u32> = keys
+        .iter()
+        .map(|k| partition_for_key(k.as_bytes(), 4))
+        .collect();
+    assert_eq!(hashed.len(), 4);
+    // About 1000 bytes per batch, the clock still: batches close only when full.
+    let config = ProducerConfig::default()
+        .batch_size(1000)
+        .linger_ms(60_000)
+        .partitioner_ignore_keys(true);
+    let producer = log.producer(config).unwrap();
+    let futures: Vec<SendFuture> = keys
+        .iter()
+        .map(|k| {
+            let record = ProducerRecord::new("t")
+                .key(k.clone())
+                .value(vec![1u8; 100]);
+            producer.send(record).unwrap()
+        })
+        .collect();
+    producer.flush().unwrap();
+    let partitions: Vec<u32> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().partition)
+        .collect();
+    // Sticky runs of about a batch (8 records), whatever the keys.
+    let runs: Vec<&[u32]> = partitions.chunk_by(|a, b| a == b).collect();
+    assert!(
+        runs.len() >= 4
+            && runs[..runs.len() - 1]
+                .iter()
+                .all(|r| (7..=10).contains(&r.len())),
+        "not sticky: {partitions:?}"
+    );
+    // An explicit partition still wins, and a custom partitioner is still asked.
+    let explicit = producer
+        .send(
+            ProducerRecord::new("t")
+                .key("key-0")
+                .partition(3)
+                .value("v"),
+        )
+        .unwrap();
+    producer.flush().unwrap();
+    assert_eq!(explicit.wait().unwrap().partition, 3);
+    let fixed = log
+        .producer(
+            ProducerConfig::default()
+                .partitioner(Arc::new(Fixed(2)))
+                .partitioner_ignore_keys(true),
+        )
+        .unwrap();
+    let metadata = fixed
+        .send(ProducerRecord::new("t").key("k").value("v"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(metadata.partition, 2);
+}
+
+#[test]
 fn log_append_time_topics_report_the_append_time() {
     let dir = tempfile::tempdir().unwrap();
     let (log, clock) = log_with_clock(dir.path());

@@ -108,6 +108,12 @@ pub struct ProducerConfig {
     /// A custom partitioner (`partitioner.class`); `None` uses Kafka's built-in rule:
     /// murmur2 of the key, sticky for records without one.
     pub partitioner: Option<Arc<dyn Partitioner>>,
+    /// The built-in partitioner ignores record keys (`partitioner.ignore.keys`, KIP-794),
+    /// default false: keyed records are then placed as records without a key are (sticky),
+    /// which spreads a few hot keys over every partition at the cost of per-key order.
+    /// An explicit partition and a custom [`partitioner`](Self::partitioner) are not
+    /// affected (Kafka applies the flag only to its built-in rule).
+    pub partitioner_ignore_keys: bool,
     /// How many times a batch is tried again after a failure that a later attempt may not
     /// meet (`retries`), default `i32::MAX` as in Kafka; allowed 0..=`i32::MAX`. Only
     /// failures that wrote nothing are retried: `NotEnoughReplicas` (fewer replicas in
@@ -151,6 +157,7 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             max_request_size: 1 << 20,
             partitioner: None,
+            partitioner_ignore_keys: false,
             retries: i32::MAX as u32,
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1_000,
@@ -206,6 +213,36 @@ impl ProducerConfig {
     #[must_use]
     pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
         self.partitioner = Some(partitioner);
+        self
+    }
+
+    /// Sets [`partitioner_ignore_keys`](Self::partitioner_ignore_keys).
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{Log, ProducerConfig, ProducerRecord, TopicConfig};
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("clicks", TopicConfig::default().partitions(4))?;
+    /// let config = ProducerConfig::default().partitioner_ignore_keys(true).linger_ms(1_000);
+    /// let producer = log.producer(config)?;
+    /// // One hot key no longer pins every record to one partition: the batch decides.
+    /// let futures: Vec<_> = ["home", "cart", "home", "pay"]
+    ///     .into_iter()
+    ///     .map(|page| producer.send(ProducerRecord::new("clicks").key(page).value("1")))
+    ///     .collect::<tarnlog::Result<_>>()?;
+    /// producer.flush()?;
+    /// let partitions: Vec<u32> = futures
+    ///     .into_iter()
+    ///     .map(|f| f.wait().map(|m| m.partition))
+    ///     .collect::<tarnlog::Result<_>>()?;
+    /// assert!(partitions.iter().all(|&p| p == partitions[0]), "one sticky batch");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn partitioner_ignore_keys(mut self, ignore: bool) -> Self {
+        self.partitioner_ignore_keys = ignore;
         self
     }
 
@@ -1215,8 +1252,10 @@ impl Producer {
                 record.value.as_deref(),
                 partitions,
             )),
-            (None, None, Some(key)) => Some(partition_for_key(key, partitions)),
-            (None, None, None) => None,
+            (None, None, Some(key)) if !shared.config.partitioner_ignore_keys => {
+                Some(partition_for_key(key, partitions))
+            }
+            (None, None, _) => None,
         };
         if let Some(index) = partition
             && index >= partitions
