@@ -473,6 +473,144 @@ fn the_blocking_iterator_yields_records_as_they_come() {
 
 /// Breaking out of the blocking iterator loses nothing: the next `poll` goes on from the
 /// record after the last one the loop took, and a commit covers only the records taken.
+/// Kafka's `fetch.min.bytes` / `fetch.max.wait.ms`: a `poll` that finds fewer bytes than
+/// the minimum waits for more, and returns them at once when they come; what is there is
+/// returned once the maximum wait has passed. That wait runs across polls, as Kafka's
+/// fetch in flight does: polls shorter than it return nothing until it has passed.
+#[test]
+fn fetch_min_bytes_holds_polls_until_enough_bytes_or_fetch_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let value = [7u8; 200];
+    partition.append_values([&value[..]]).unwrap();
+    let batch_bytes = partition.read(0, usize::MAX).unwrap().bytes().len();
+    // Enough bytes: five batches. No wait runs out during the test.
+    let config = earliest(None)
+        .fetch_min_bytes(5 * batch_bytes)
+        .fetch_max_wait_ms(600_000);
+    let mut consumer = log.consumer(config).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert!(consumer.poll(Duration::from_millis(50)).unwrap().is_empty());
+    for _ in 0..3 {
+        partition.append_values([&value[..]]).unwrap();
+    }
+    assert!(
+        consumer.poll(Duration::from_millis(50)).unwrap().is_empty(),
+        "four batches are too few"
+    );
+    // The fifth comes while a poll waits: it returns the five at once.
+    let appender = {
+        let partition = partition.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            partition.append_values([&value[..]]).unwrap();
+        })
+    };
+    let start = Instant::now();
+    let records = consumer.poll(Duration::from_secs(60)).unwrap();
+    assert_eq!(records.count(), 5);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    appender.join().unwrap();
+    // The minimum counts whole batches from the position, per partition within
+    // `max_partition_fetch_bytes`: with room for one batch a partition never has five.
+    let mut capped = log
+        .consumer(
+            earliest(None)
+                .fetch_min_bytes(5 * batch_bytes)
+                .fetch_max_wait_ms(600_000)
+                .max_partition_fetch_bytes(batch_bytes),
+        )
+        .unwrap();
+    capped.assign([tp("t", 0)]).unwrap();
+    assert!(capped.poll(Duration::from_millis(50)).unwrap().is_empty());
+    // Records left over from a read (past `max_poll_records`) are returned at once, as
+    // Kafka returns a fetch it holds already.
+    let mut small = log
+        .consumer(
+            earliest(None)
+                .max_poll_records(1)
+                .fetch_min_bytes(1 << 20)
+                .fetch_max_wait_ms(300),
+        )
+        .unwrap();
+    small.assign([tp("t", 0)]).unwrap();
+    partition.append_values([&value[..], &value[..]]).unwrap();
+    small.seek(&tp("t", 0), 5).unwrap();
+    let start = Instant::now();
+    assert_eq!(small.poll(Duration::from_secs(60)).unwrap().count(), 1);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(small.poll(Duration::from_millis(20)).unwrap().count(), 1);
+}
+
+/// `fetch.max.wait.ms` runs across polls, as Kafka's fetch in flight does: polls shorter
+/// than it return nothing until it has passed since the first, then what there is; a wait
+/// that passes with nothing readable starts the next (Kafka's next fetch).
+#[test]
+fn fetch_max_wait_runs_across_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let value = [7u8; 200];
+    partition.append_values([&value[..]]).unwrap();
+    // Too few bytes for ever: the polls return the record once a second has passed since
+    // the first of them, however short each one is.
+    let mut waiting = log
+        .consumer(
+            earliest(None)
+                .fetch_min_bytes(1 << 20)
+                .fetch_max_wait_ms(1_000),
+        )
+        .unwrap();
+    waiting.assign([tp("t", 0)]).unwrap();
+    let start = Instant::now();
+    let mut polls = 0;
+    let returned = loop {
+        polls += 1;
+        let records = waiting.poll(Duration::from_millis(20)).unwrap();
+        if !records.is_empty() {
+            break records.count();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the wait restarted with every poll"
+        );
+    };
+    assert_eq!(returned, 1);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert!(polls > 2, "each poll waited the whole wait: {polls}");
+    // With the wait passed and nothing readable, the next wait starts: a record appended
+    // later waits for it.
+    assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
+    partition.append_values([&value[..]]).unwrap();
+    assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
+    let start = Instant::now();
+    assert_eq!(waiting.poll(Duration::from_secs(60)).unwrap().count(), 1);
+    assert!(start.elapsed() < Duration::from_secs(30));
+
+    // Out of range.
+    for config in [
+        ConsumerConfig::default().fetch_min_bytes(i32::MAX as usize + 1),
+        ConsumerConfig::default().fetch_max_wait_ms(i32::MAX as u64 + 1),
+    ] {
+        let error = log.consumer(config).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::InvalidConfig {
+                    field: "fetch_min_bytes" | "fetch_max_wait_ms",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+}
+
 #[test]
 fn leaving_the_blocking_iterator_skips_no_record() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,6 +69,21 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: usize,
     /// About the most bytes one `poll` reads from one partition. Default 1048576.
     pub max_partition_fetch_bytes: usize,
+    /// Least bytes of records a `poll` waits for (`fetch.min.bytes`). Default 1: a poll
+    /// returns as soon as there is anything. With more, a poll that finds fewer bytes
+    /// readable over its unpaused partitions (whole batches from each position, counted
+    /// within `max_partition_fetch_bytes` and `fetch_max_bytes`, as Kafka's broker counts a
+    /// fetch) waits for more, up to [`fetch_max_wait_ms`](Self::fetch_max_wait_ms): fewer,
+    /// fuller polls at the cost of latency. Records already read and not yet returned
+    /// (past `max_poll_records`) are returned at once.
+    pub fetch_min_bytes: usize,
+    /// Longest a `poll` waits for `fetch_min_bytes` (`fetch.max.wait.ms`), default 500; then
+    /// it returns what there is. Timed as Kafka's fetch in flight: from the first poll that
+    /// found too few bytes, across polls, so a `poll` whose own timeout ends first returns
+    /// nothing and a later one returns the records once this wait has passed. A wait that
+    /// passes with nothing readable starts the next at once, as Kafka's consumer sends its
+    /// next fetch. 0 returns what there is at once. Real time, as `poll`'s timeout.
+    pub fetch_max_wait_ms: u64,
     /// A subscribed member that does not `poll` for this long is removed from its group
     /// (`poll` sends the heartbeats; there is no background thread). Default 45000.
     pub session_timeout_ms: u64,
@@ -108,6 +123,8 @@ impl Default for ConsumerConfig {
             max_poll_records: 500,
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
+            fetch_min_bytes: 1,
+            fetch_max_wait_ms: 500,
             group_instance_id: None,
             session_timeout_ms: 45_000,
             max_poll_interval_ms: 300_000,
@@ -167,6 +184,44 @@ impl ConsumerConfig {
     #[must_use]
     pub fn max_partition_fetch_bytes(mut self, bytes: usize) -> Self {
         self.max_partition_fetch_bytes = bytes;
+        self
+    }
+
+    /// Sets [`fetch_min_bytes`](Self::fetch_min_bytes).
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use std::time::Duration;
+    /// use tarnlog::{AutoOffsetReset, ConsumerConfig, Log, ProducerConfig, ProducerRecord};
+    /// use tarnlog::TopicPartition;
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("metrics", None)?;
+    /// let producer = log.producer(ProducerConfig::default())?;
+    /// producer.send(ProducerRecord::new("metrics").value("cpu=3"))?.wait()?;
+    /// // Polls of at least 64 KiB, or whatever there is after 50 ms.
+    /// let config = ConsumerConfig::default()
+    ///     .auto_offset_reset(AutoOffsetReset::Earliest)
+    ///     .fetch_min_bytes(64 << 10)
+    ///     .fetch_max_wait_ms(50);
+    /// let mut consumer = log.consumer(config)?;
+    /// consumer.assign([TopicPartition::new("metrics", 0)])?;
+    /// assert!(consumer.poll(Duration::ZERO)?.is_empty(), "one small record waits");
+    /// let records = consumer.poll(Duration::from_secs(5))?;
+    /// assert_eq!(records.count(), 1, "returned once the 50 ms have passed");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn fetch_min_bytes(mut self, bytes: usize) -> Self {
+        self.fetch_min_bytes = bytes;
+        self
+    }
+
+    /// Sets [`fetch_max_wait_ms`](Self::fetch_max_wait_ms).
+    #[must_use]
+    pub fn fetch_max_wait_ms(mut self, ms: u64) -> Self {
+        self.fetch_max_wait_ms = ms;
         self
     }
 
@@ -235,7 +290,7 @@ impl ConsumerConfig {
         }
         crate::config::range("session_timeout_ms", self.session_timeout_ms, 1, MAX_MS)?;
         crate::config::range("max_poll_interval_ms", self.max_poll_interval_ms, 1, MAX_MS)?;
-        let checks: [(&'static str, u64, u64, u64); 4] = [
+        let checks: [(&'static str, u64, u64, u64); 6] = [
             (
                 "auto_commit_interval_ms",
                 self.auto_commit_interval_ms,
@@ -258,6 +313,18 @@ impl ConsumerConfig {
                 "max_partition_fetch_bytes",
                 self.max_partition_fetch_bytes as u64,
                 1,
+                i32::MAX as u64,
+            ),
+            (
+                "fetch_min_bytes",
+                self.fetch_min_bytes as u64,
+                0,
+                i32::MAX as u64,
+            ),
+            (
+                "fetch_max_wait_ms",
+                self.fetch_max_wait_ms,
+                0,
                 i32::MAX as u64,
             ),
         ];
@@ -498,6 +565,9 @@ pub struct Consumer {
     fenced: Option<String>,
     /// Set by [`ConsumerWakeup::wakeup`]: the running or next `poll` fails with `Wakeup`.
     woken: Arc<AtomicBool>,
+    /// When polls began waiting for `fetch_min_bytes` (Kafka's fetch in flight since
+    /// then); `None` once a poll returned records.
+    fetch_wait_since: Option<Instant>,
     closed: bool,
 }
 
@@ -582,6 +652,7 @@ impl Consumer {
             listener: None,
             fenced: None,
             woken: Arc::new(AtomicBool::new(false)),
+            fetch_wait_since: None,
             closed: false,
         })
     }
@@ -747,8 +818,13 @@ impl Consumer {
             let seen = self.log.appended().seq();
             // After `seen` was read: a wake-up from now on ends the wait below.
             self.check_wakeup()?;
-            let (records, moved, advanced) = self.fetch(max_records)?;
+            let hold = self.hold_for_min_bytes();
+            let (records, moved, advanced) = match hold {
+                Some(_) => (PollBuilder::default(), false, false),
+                None => self.fetch(max_records)?,
+            };
             if !records.is_empty() {
+                self.fetch_wait_since = None;
                 return Ok(records.finish());
             }
             if advanced && deadline.is_none_or(|d| Instant::now() < d) {
@@ -767,6 +843,7 @@ impl Consumer {
                 return Ok(ConsumerRecords::default());
             }
             let wake_by = deadline.unwrap_or(now + Duration::from_secs(3600));
+            let wake_by = hold.map_or(wake_by, |until| until.min(wake_by));
             self.log
                 .appended()
                 .wait_until(seen, next_beat.map_or(wake_by, |b| b.min(wake_by)));
@@ -781,6 +858,85 @@ impl Consumer {
                 next_beat = Instant::now().checked_add(beat);
             }
         }
+    }
+
+    /// With `fetch_min_bytes` over 1, until when `poll` must wait for more bytes before it
+    /// fetches (Kafka's broker holding a fetch); `None` when it may fetch now: enough bytes
+    /// are readable, the wait has passed with some, or a partition needs a fetch anyway
+    /// (its position moved by a check after a leader change, records left from the last
+    /// read, an error to report).
+    fn hold_for_min_bytes(&mut self) -> Option<Instant> {
+        let min = self.config.fetch_min_bytes;
+        let max_wait = Duration::from_millis(self.config.fetch_max_wait_ms);
+        if min <= 1 || max_wait.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        let since = *self.fetch_wait_since.get_or_insert(now);
+        let available = self.readable_bytes(min);
+        if available >= min {
+            return None;
+        }
+        match since.checked_add(max_wait) {
+            Some(until) if now < until => Some(until),
+            // About 292 years: as good as for ever.
+            None => Some(now + Duration::from_secs(3600)),
+            Some(_) if available > 0 => None,
+            Some(_) => {
+                // The wait passed with nothing to return: the next one starts now.
+                self.fetch_wait_since = Some(now);
+                now.checked_add(max_wait)
+            }
+        }
+    }
+
+    /// Bytes of whole batches readable from the positions of the unpaused partitions, as
+    /// a fetch would read them (at most `max_partition_fetch_bytes` each and
+    /// `fetch_max_bytes` in all), counted up to `cap`; `cap` when a partition needs a
+    /// fetch whatever its bytes (see [`hold_for_min_bytes`](Self::hold_for_min_bytes)).
+    /// Positions are resolved and validated first, as a fetch does.
+    fn readable_bytes(&mut self, cap: usize) -> usize {
+        let mut total = 0usize;
+        let mut left = self.config.fetch_max_bytes;
+        for index in 0..self.assignment.len() {
+            let tp = self.assignment[index].clone();
+            let Some(state) = self.states.get(&tp) else {
+                continue;
+            };
+            if state.paused || state.partition.is_deleted() {
+                continue;
+            }
+            let policy = self.config.auto_offset_reset;
+            let Ok(position) = self.resolve_position(&tp) else {
+                return cap;
+            };
+            let Some(state) = self.states.get_mut(&tp) else {
+                continue;
+            };
+            // A position checked against a new leader's history may move (KIP-320): the
+            // fetch reads from where it lands.
+            if !state.buffered.is_empty()
+                || !matches!(validate_position(state, &tp, position, policy), Ok(false))
+            {
+                return cap;
+            }
+            let limit = self.config.max_partition_fetch_bytes.min(left);
+            if limit == 0 {
+                break;
+            }
+            match state.partition.read(position, limit) {
+                Ok(read) => {
+                    let bytes = read.bytes().len();
+                    total += bytes;
+                    left = left.saturating_sub(bytes);
+                }
+                Err(_) => return cap,
+            }
+            if total >= cap {
+                return cap;
+            }
+        }
+        total
     }
 
     /// A blocking iterator over records for simple loops, forever; stop by breaking out of
