@@ -473,6 +473,17 @@ fn the_blocking_iterator_yields_records_as_they_come() {
 
 /// Breaking out of the blocking iterator loses nothing: the next `poll` goes on from the
 /// record after the last one the loop took, and a commit covers only the records taken.
+const VALUE: [u8; 200] = [7; 200];
+
+/// A log in `root` with topic `t` holding one record of `value` in partition 0.
+fn one_record_of(value: &[u8], root: &Path) -> (Log, tarnlog::Partition) {
+    let (log, _clock) = open(root);
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values([value]).unwrap();
+    (log, partition)
+}
+
 /// Kafka's `fetch.min.bytes` / `fetch.max.wait.ms`: a `poll` that finds fewer bytes than
 /// the minimum waits for more, and returns them at once when they come; what is there is
 /// returned once the maximum wait has passed. That wait runs across polls, as Kafka's
@@ -480,11 +491,8 @@ fn the_blocking_iterator_yields_records_as_they_come() {
 #[test]
 fn fetch_min_bytes_holds_polls_until_enough_bytes_or_fetch_max_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("t", None).unwrap();
-    let partition = log.topic("t").unwrap().partition(0).unwrap();
-    let value = [7u8; 200];
-    partition.append_values([&value[..]]).unwrap();
+    let (log, partition) = one_record_of(&VALUE, dir.path());
+    let value = VALUE;
     let batch_bytes = partition.read(0, usize::MAX).unwrap().bytes().len();
     // Enough bytes: five batches. No wait runs out during the test.
     let config = earliest(None)
@@ -550,11 +558,8 @@ fn fetch_min_bytes_holds_polls_until_enough_bytes_or_fetch_max_wait() {
 #[test]
 fn fetch_max_wait_runs_across_polls() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
-    log.create_topic("t", None).unwrap();
-    let partition = log.topic("t").unwrap().partition(0).unwrap();
-    let value = [7u8; 200];
-    partition.append_values([&value[..]]).unwrap();
+    let (log, partition) = one_record_of(&VALUE, dir.path());
+    let value = VALUE;
     // Too few bytes for ever: the polls return the record once a second has passed since
     // the first of them, however short each one is.
     let mut waiting = log
