@@ -211,7 +211,8 @@ pub enum Error {
     /// The handle's `Log` was closed.
     #[error("the log is closed")]
     Closed,
-    /// A consumer's `poll` was interrupted by [`ConsumerWakeup::wakeup`] (Kafka's
+    /// A consumer's `poll`, or another of its calls that Kafka's wake-up interrupts (a
+    /// commit, an offset query), was interrupted by [`ConsumerWakeup::wakeup`] (Kafka's
     /// `WakeupException`).
     ///
     /// [`ConsumerWakeup::wakeup`]: crate::ConsumerWakeup::wakeup

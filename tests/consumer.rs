@@ -126,6 +126,63 @@ fn wakeup_interrupts_a_waiting_poll_once() {
     assert_eq!(taken, ["c"]);
 }
 
+/// As Kafka's, a pending wake-up is taken by the next call that can throw
+/// `WakeupException`, not only by `poll`: a commit fails with nothing committed, an
+/// offset query with nothing returned, each once. `commit_async`, `seek` and `close` do not
+/// take it.
+#[test]
+fn a_pending_wakeup_fails_the_next_commit_or_offset_query_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let t0 = tp("t", 0);
+    let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+    consumer.assign([t0.clone()]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b"]);
+    let wakeup = consumer.wakeup_handle();
+    let woken = |result: Result<(), Error>| matches!(result, Err(Error::Wakeup));
+    wakeup.wakeup();
+    assert!(woken(consumer.commit_sync()));
+    assert_eq!(log.committed_offset("g", &t0).unwrap(), None, "committed");
+    wakeup.wakeup();
+    let offsets = [(t0.clone(), OffsetAndMetadata::new(1))];
+    assert!(woken(consumer.commit_sync_offsets(offsets.clone())));
+    assert_eq!(log.committed_offset("g", &t0).unwrap(), None, "committed");
+    wakeup.wakeup();
+    assert!(woken(consumer.committed(&t0).map(drop)));
+    wakeup.wakeup();
+    assert!(woken(consumer.position(&t0).map(drop)));
+    wakeup.wakeup();
+    assert!(woken(
+        consumer.offsets_for_times(&[(t0.clone(), T0)]).map(drop)
+    ));
+    wakeup.wakeup();
+    assert!(woken(
+        consumer
+            .beginning_offsets(std::slice::from_ref(&t0))
+            .map(drop)
+    ));
+    wakeup.wakeup();
+    assert!(woken(
+        consumer.end_offsets(std::slice::from_ref(&t0)).map(drop)
+    ));
+    // Once each: the calls then work, and the position never moved.
+    assert_eq!(consumer.position(&t0).unwrap(), 2);
+    consumer.commit_sync().unwrap();
+    assert_eq!(consumer.committed(&t0).unwrap().unwrap().offset, 2);
+    // `commit_async` and `seek` leave it pending for the next such call.
+    wakeup.wakeup();
+    consumer.commit_async(|result| result.unwrap()).unwrap();
+    consumer.seek(&t0, 1).unwrap();
+    assert!(woken(consumer.poll(Duration::ZERO).map(drop)));
+    assert_eq!(values(&poll(&mut consumer)), ["b"]);
+    // `close` commits (auto-commit) despite one pending.
+    wakeup.wakeup();
+    consumer.close().unwrap();
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+}
+
 /// A `poll` waiting for its group's rebalance to complete (another member has not rejoined)
 /// is woken too, as Kafka's `wakeup` interrupts a join.
 #[test]
@@ -471,8 +528,6 @@ fn the_blocking_iterator_yields_records_as_they_come() {
     assert_eq!(got, [0, 1, 2]);
 }
 
-/// Breaking out of the blocking iterator loses nothing: the next `poll` goes on from the
-/// record after the last one the loop took, and a commit covers only the records taken.
 const VALUE: [u8; 200] = [7; 200];
 
 /// A log in `root` with topic `t` holding one record of `value` in partition 0.
@@ -560,13 +615,13 @@ fn fetch_max_wait_runs_across_polls() {
     let dir = tempfile::tempdir().unwrap();
     let (log, partition) = one_record_of(&VALUE, dir.path());
     let value = VALUE;
-    // Too few bytes for ever: the polls return the record once a second has passed since
-    // the first of them, however short each one is.
+    // Too few bytes for ever: the polls return the record once two seconds have passed
+    // since the first of them, however short each one is.
     let mut waiting = log
         .consumer(
             earliest(None)
                 .fetch_min_bytes(1 << 20)
-                .fetch_max_wait_ms(1_000),
+                .fetch_max_wait_ms(2_000),
         )
         .unwrap();
     waiting.assign([tp("t", 0)]).unwrap();
@@ -584,12 +639,21 @@ fn fetch_max_wait_runs_across_polls() {
         );
     };
     assert_eq!(returned, 1);
-    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert!(start.elapsed() >= Duration::from_secs(2));
     assert!(polls > 2, "each poll waited the whole wait: {polls}");
+    // The next wait started as the records were returned (Kafka's consumer sends its next
+    // fetch before it returns them): a record appended a second later is returned two
+    // seconds after that return, within a poll of 1.8 seconds begun a second after it.
+    std::thread::sleep(Duration::from_secs(1));
+    partition.append_values([&value[..]]).unwrap();
+    assert_eq!(
+        waiting.poll(Duration::from_millis(1_800)).unwrap().count(),
+        1,
+        "the wait started at the poll, not at the return before it"
+    );
     // With the wait passed and nothing readable, the next wait starts: a record appended
     // later waits for it.
-    assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
-    std::thread::sleep(Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(2_200));
     assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
     partition.append_values([&value[..]]).unwrap();
     assert!(waiting.poll(Duration::from_millis(20)).unwrap().is_empty());
@@ -616,6 +680,8 @@ fn fetch_max_wait_runs_across_polls() {
     }
 }
 
+/// Breaking out of the blocking iterator loses nothing: the next `poll` goes on from the
+/// record after the last one the loop took, and a commit covers only the records taken.
 #[test]
 fn leaving_the_blocking_iterator_skips_no_record() {
     let dir = tempfile::tempdir().unwrap();

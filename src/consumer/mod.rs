@@ -71,18 +71,21 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: usize,
     /// Least bytes of records a `poll` waits for (`fetch.min.bytes`). Default 1: a poll
     /// returns as soon as there is anything. With more, a poll that finds fewer bytes
-    /// readable over its unpaused partitions (whole batches from each position, counted
-    /// within `max_partition_fetch_bytes` and `fetch_max_bytes`, as Kafka's broker counts a
-    /// fetch) waits for more, up to [`fetch_max_wait_ms`](Self::fetch_max_wait_ms): fewer,
-    /// fuller polls at the cost of latency. Records already read and not yet returned
-    /// (past `max_poll_records`) are returned at once.
+    /// readable over its unpaused partitions (whole batches from each position, at most
+    /// `max_partition_fetch_bytes` a partition, as Kafka's `DelayedFetch` counts them)
+    /// waits for more, up to [`fetch_max_wait_ms`](Self::fetch_max_wait_ms): fewer, fuller
+    /// polls at the cost of latency. Records already read and not yet returned (past
+    /// `max_poll_records`) are returned at once.
     pub fetch_min_bytes: usize,
     /// Longest a `poll` waits for `fetch_min_bytes` (`fetch.max.wait.ms`), default 500; then
-    /// it returns what there is. Timed as Kafka's fetch in flight: from the first poll that
-    /// found too few bytes, across polls, so a `poll` whose own timeout ends first returns
-    /// nothing and a later one returns the records once this wait has passed. A wait that
-    /// passes with nothing readable starts the next at once, as Kafka's consumer sends its
-    /// next fetch. 0 returns what there is at once. Real time, as `poll`'s timeout.
+    /// it returns what there is. Timed as Kafka's fetch in flight: from the moment the last
+    /// `poll` returned records (Kafka's consumer sends its next fetch then, so the wait runs
+    /// while the application handles them), or else the first poll that found too few
+    /// bytes (after a seek or a new assignment), across polls: a `poll` whose own timeout
+    /// ends first returns nothing and a later one returns the records once this wait has
+    /// passed. A wait that passes with nothing readable starts the next at once, as
+    /// Kafka's consumer sends its next fetch. 0 returns what there is at once. Real time,
+    /// as `poll`'s timeout.
     pub fetch_max_wait_ms: u64,
     /// A subscribed member that does not `poll` for this long is removed from its group
     /// (`poll` sends the heartbeats; there is no background thread). Default 45000.
@@ -563,10 +566,12 @@ pub struct Consumer {
     /// Another consumer took this one's `group_instance_id`: every later call fails with
     /// `FencedInstanceId` (Kafka treats it as fatal), so the two never take turns.
     fenced: Option<String>,
-    /// Set by [`ConsumerWakeup::wakeup`]: the running or next `poll` fails with `Wakeup`.
+    /// Set by [`ConsumerWakeup::wakeup`]: the running `poll`, or the next call that takes
+    /// a wake-up, fails with `Wakeup`.
     woken: Arc<AtomicBool>,
-    /// When polls began waiting for `fetch_min_bytes` (Kafka's fetch in flight since
-    /// then); `None` once a poll returned records.
+    /// When the wait for `fetch_min_bytes` began (Kafka's fetch in flight since then): at
+    /// the first poll that found too few bytes, or as a poll returned records; `None`
+    /// after a seek or a new assignment.
     fetch_wait_since: Option<Instant>,
     closed: bool,
 }
@@ -576,9 +581,12 @@ pub struct Consumer {
 /// `poll` waiting now (for records, or for its group's rebalance to complete) returns with
 /// [`Error::Wakeup`] within milliseconds, or, if none waits, the next `poll` does, at its
 /// start (records it would return stay for the one after); once, after which the consumer
-/// polls as before (a rebalance it left goes on). [`Consumer::iter`] ends instead. Cheap to
-/// clone, `Send + Sync`; it does not keep the log open. Only `poll` is woken: unlike
-/// Kafka's, a pending wake-up is not taken by a commit or other call in between.
+/// polls as before (a rebalance it left goes on). [`Consumer::iter`] ends instead. As in
+/// Kafka, the other calls that can throw `WakeupException` take a pending wake-up too,
+/// failing at their start with nothing done: `commit_sync`, `commit_sync_offsets`,
+/// `committed`, `position`, `offsets_for_times`, `beginning_offsets` and `end_offsets`
+/// (not `commit_async`, `seek` or `close`, which Kafka's does not interrupt either). Cheap
+/// to clone, `Send + Sync`; it does not keep the log open.
 ///
 /// ```
 /// # fn main() -> tarnlog::Result<()> {
@@ -609,8 +617,8 @@ pub struct ConsumerWakeup {
 }
 
 impl ConsumerWakeup {
-    /// Wakes the consumer: its `poll` waiting now, or else its next one, fails with
-    /// [`Error::Wakeup`].
+    /// Wakes the consumer: its `poll` waiting now, or else its next call that Kafka's
+    /// wake-up interrupts (see [`ConsumerWakeup`]), fails with [`Error::Wakeup`].
     pub fn wakeup(&self) {
         self.woken.store(true, Ordering::SeqCst);
         // Every waiter of the log wakes and looks again; this consumer's finds the flag.
@@ -750,6 +758,7 @@ impl Consumer {
             states.insert(tp.clone(), state);
         }
         self.assignment = assignment;
+        self.fetch_wait_since = None;
         self.states = states;
         self.next_start = 0;
         Ok(())
@@ -824,7 +833,9 @@ impl Consumer {
                 None => self.fetch(max_records)?,
             };
             if !records.is_empty() {
-                self.fetch_wait_since = None;
+                // Kafka's consumer sends its next fetch before it returns records: that
+                // fetch's wait runs while the application handles them.
+                self.fetch_wait_since = Some(Instant::now());
                 return Ok(records.finish());
             }
             if advanced && deadline.is_none_or(|d| Instant::now() < d) {
@@ -871,12 +882,12 @@ impl Consumer {
         if min <= 1 || max_wait.is_zero() {
             return None;
         }
-        let now = Instant::now();
-        let since = *self.fetch_wait_since.get_or_insert(now);
         let available = self.readable_bytes(min);
         if available >= min {
             return None;
         }
+        let now = Instant::now();
+        let since = *self.fetch_wait_since.get_or_insert(now);
         match since.checked_add(max_wait) {
             Some(until) if now < until => Some(until),
             // About 292 years: as good as for ever.
@@ -890,14 +901,13 @@ impl Consumer {
         }
     }
 
-    /// Bytes of whole batches readable from the positions of the unpaused partitions, as
-    /// a fetch would read them (at most `max_partition_fetch_bytes` each and
-    /// `fetch_max_bytes` in all), counted up to `cap`; `cap` when a partition needs a
-    /// fetch whatever its bytes (see [`hold_for_min_bytes`](Self::hold_for_min_bytes)).
+    /// Bytes of whole batches readable from the positions of the unpaused partitions, at
+    /// most `max_partition_fetch_bytes` each (Kafka's `DelayedFetch` caps each partition,
+    /// not the total), counted up to `cap`; `cap` when a partition needs a fetch whatever
+    /// its bytes (see [`hold_for_min_bytes`](Self::hold_for_min_bytes)).
     /// Positions are resolved and validated first, as a fetch does.
     fn readable_bytes(&mut self, cap: usize) -> usize {
         let mut total = 0usize;
-        let mut left = self.config.fetch_max_bytes;
         for index in 0..self.assignment.len() {
             let tp = self.assignment[index].clone();
             let Some(state) = self.states.get(&tp) else {
@@ -920,16 +930,11 @@ impl Consumer {
             {
                 return cap;
             }
-            let limit = self.config.max_partition_fetch_bytes.min(left);
-            if limit == 0 {
-                break;
-            }
-            match state.partition.read(position, limit) {
-                Ok(read) => {
-                    let bytes = read.bytes().len();
-                    total += bytes;
-                    left = left.saturating_sub(bytes);
-                }
+            match state
+                .partition
+                .read(position, self.config.max_partition_fetch_bytes)
+            {
+                Ok(read) => total += read.bytes().len(),
                 Err(_) => return cap,
             }
             if total >= cap {
@@ -1187,6 +1192,7 @@ impl Consumer {
         state.epoch = None;
         state.reset = None;
         state.buffered.clear();
+        self.fetch_wait_since = None;
         Ok(())
     }
 
@@ -1198,6 +1204,7 @@ impl Consumer {
         state.position = Some(offset);
         state.reset = None;
         state.buffered.clear();
+        self.fetch_wait_since = None;
         Ok(())
     }
 
@@ -1245,9 +1252,11 @@ impl Consumer {
     /// `NotAssigned`; `NoOffsetForPartition` or `LogTruncation` (see [`poll`](Self::poll))
     /// under `AutoOffsetReset::None`; `Closed`. When the leader epoch moved and the check
     /// against the leader cannot run now (its partition offline, say), the position is
-    /// returned unchecked; `poll` checks it before reading.
+    /// returned unchecked; `poll` checks it before reading. `Wakeup` when a wake-up is
+    /// pending (see [`ConsumerWakeup`]).
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         self.check_open()?;
+        self.check_wakeup()?;
         let position = self.resolve_position(tp)?;
         let policy = self.config.auto_offset_reset;
         match validate_position(self.state(tp)?, tp, position, policy) {
@@ -1300,12 +1309,14 @@ impl Consumer {
     /// not be assigned.
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Corruption`; `Closed`.
+    /// `UnknownTopic` / `UnknownPartition`; `Corruption`; `Closed`; `Wakeup` when a wake-up
+    /// is pending.
     pub fn offsets_for_times(
         &self,
         query: &[(TopicPartition, i64)],
     ) -> Result<HashMap<TopicPartition, Option<TimestampOffset>>> {
         self.check_open()?;
+        self.check_wakeup()?;
         let mut out = HashMap::new();
         for (tp, timestamp) in query {
             let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
@@ -1320,7 +1331,7 @@ impl Consumer {
     /// The log start offset of each partition.
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Closed`.
+    /// `UnknownTopic` / `UnknownPartition`; `Closed`; `Wakeup` when a wake-up is pending.
     pub fn beginning_offsets(
         &self,
         partitions: &[TopicPartition],
@@ -1332,7 +1343,7 @@ impl Consumer {
     /// (Kafka's `endOffsets` under `read_uncommitted`).
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Closed`.
+    /// `UnknownTopic` / `UnknownPartition`; `Closed`; `Wakeup` when a wake-up is pending.
     pub fn end_offsets(
         &self,
         partitions: &[TopicPartition],
@@ -1346,6 +1357,7 @@ impl Consumer {
         offset: fn(&Partition) -> u64,
     ) -> Result<HashMap<TopicPartition, u64>> {
         self.check_open()?;
+        self.check_wakeup()?;
         partitions
             .iter()
             .map(|tp| {
@@ -1395,7 +1407,9 @@ impl Consumer {
     /// Pending async commits run first, so commits apply in call order.
     ///
     /// # Errors
-    /// `InvalidConfig` without a `group_id`; as [`Log::commit_offsets`]; `Closed`.
+    /// `InvalidConfig` without a `group_id`; as [`Log::commit_offsets`]; `Closed`;
+    /// `Wakeup` when a wake-up is pending (nothing is committed then, pending async
+    /// commits included).
     pub fn commit_sync(&mut self) -> Result<()> {
         self.check_open()?;
         let offsets = self.positions();
@@ -1412,6 +1426,7 @@ impl Consumer {
     ) -> Result<()> {
         self.check_open()?;
         let group = self.group()?.to_owned();
+        self.check_wakeup()?;
         self.run_async_commits();
         let offsets: Vec<_> = offsets.into_iter().collect();
         self.commit(&group, &offsets)
@@ -1527,10 +1542,12 @@ impl Consumer {
     /// The offset the group committed for `tp`, if any.
     ///
     /// # Errors
-    /// `InvalidConfig` without a `group_id`; `Closed`.
+    /// `InvalidConfig` without a `group_id`; `Closed`; `Wakeup` when a wake-up is pending.
     pub fn committed(&self, tp: &TopicPartition) -> Result<Option<OffsetAndMetadata>> {
         self.check_open()?;
-        self.log.committed_offset(self.group()?, tp)
+        let group = self.group()?;
+        self.check_wakeup()?;
+        self.log.committed_offset(group, tp)
     }
 
     /// Runs pending async commits and, with auto-commit on, commits the positions; a
