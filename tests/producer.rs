@@ -770,6 +770,108 @@ fn partitioner_ignore_keys_places_keyed_records_as_sticky() {
     assert_eq!(metadata.partition, 2);
 }
 
+/// Callbacks' answers: which record, and its outcome.
+type Answers = Arc<std::sync::Mutex<Vec<(u32, tarnlog::Result<tarnlog::RecordMetadata>)>>>;
+
+/// Kafka's `send(record, callback)`: each record's callback gets its metadata or its
+/// error once its batch is answered, on the sender thread, in send order within a
+/// partition; one that panics does not stop the others, and one may send again.
+#[test]
+fn send_with_callback_answers_each_record_in_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_with_clock(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    // The clock stands still: batches wait for `flush`.
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(60_000))
+        .unwrap();
+    let answers: Answers = Arc::default();
+    // The last one takes its time: `flush` returns only once it has run too (Kafka
+    // completes a batch's future after its callbacks).
+    let answer_to = |i: u32| {
+        let answers = Arc::clone(&answers);
+        move |result| {
+            if i == 39 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answers.lock().unwrap().push((i, result));
+        }
+    };
+    // First one whose callback panics: the callbacks after it run all the same.
+    producer
+        .send_with_callback(ProducerRecord::new("t").partition(0).value("p"), |_| {
+            panic!("a callback that panics")
+        })
+        .unwrap();
+    for i in 0..40 {
+        let record = ProducerRecord::new("t")
+            .partition(i % 2)
+            .value(format!("v{i}"));
+        producer.send_with_callback(record, answer_to(i)).unwrap();
+    }
+    // And one whose callback sends again.
+    let again = {
+        let (producer, answer) = (producer.clone(), answer_to(100));
+        move |result: tarnlog::Result<tarnlog::RecordMetadata>| {
+            result.unwrap();
+            let record = ProducerRecord::new("t").partition(1).value("again");
+            producer.send_with_callback(record, answer).unwrap();
+        }
+    };
+    producer
+        .send_with_callback(ProducerRecord::new("t").partition(1).value("a"), again)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        answers.lock().unwrap().is_empty(),
+        "answered before the append"
+    );
+    producer.flush().unwrap();
+    producer.flush().unwrap();
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    assert_eq!(answers.len(), 41, "{answers:?}");
+    for p in 0..2 {
+        let mut offsets = Vec::new();
+        for (i, result) in answers.iter().filter(|(i, _)| *i < 100 && i % 2 == p) {
+            let metadata = result.as_ref().unwrap();
+            assert_eq!(metadata.partition, p);
+            offsets.push((*i, metadata.offset.unwrap()));
+        }
+        // Partition 0's first record is the one whose callback panicked.
+        let first = u64::from(p == 0);
+        let expected: Vec<(u32, u64)> =
+            (0..20).map(|k| (2 * k + p, first + u64::from(k))).collect();
+        assert_eq!(offsets, expected, "partition {p} answered out of order");
+    }
+    let (_, chained) = answers.iter().find(|(i, _)| *i == 100).unwrap();
+    assert_eq!(chained.as_ref().unwrap().offset, Some(21));
+    assert_eq!(value_of(&read_all(&log, "t", 1)[21]), "again");
+
+    // A record that fails: its callback gets the error.
+    let (sender, failed) = std::sync::mpsc::channel();
+    let big = ProducerRecord::new("t").partition(0).value(vec![1u8; 500]);
+    producer
+        .send_with_callback(big, move |result| sender.send(result).unwrap())
+        .unwrap();
+    max_message_bytes_to_300(&log);
+    producer.flush().unwrap();
+    let result = failed.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        matches!(result, Err(Error::RecordTooLarge { .. })),
+        "{result:?}"
+    );
+    // Refused at once: the error is returned and the callback never runs.
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&called);
+    let refused = producer.send_with_callback(ProducerRecord::new("nope").value("v"), move |_| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(matches!(refused, Err(Error::UnknownTopic { .. })));
+    producer.close().unwrap();
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+}
+
 #[test]
 fn log_append_time_topics_report_the_append_time() {
     let dir = tempfile::tempdir().unwrap();

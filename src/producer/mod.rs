@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -456,7 +456,8 @@ struct Completion {
     partition: u32,
     state: Mutex<CompletionState>,
     done: Condvar,
-    /// Set once the outcome is: read without the lock.
+    /// Set once the outcome is and the wakers it woke have run (`settled`): read without
+    /// the lock.
     finished: AtomicBool,
     /// A part of a split batch: the whole batch's completion and the part's place in it,
     /// where its outcome goes (the records' futures wait on the whole; nothing waits on a
@@ -470,6 +471,10 @@ struct CompletionState {
     wakers: Vec<Waker>,
     /// A split batch's parts: each one's first record and outcome once known.
     parts: Vec<(u32, Option<Outcome>)>,
+    /// The outcome is set and the wakers it woke have run: `flush` and `close` wait for
+    /// this, so that the callbacks of what they waited for have run when they return (as
+    /// Kafka completes a batch's future after its callbacks).
+    settled: bool,
 }
 
 impl Completion {
@@ -539,10 +544,12 @@ impl Completion {
                 return;
             }
             state.outcome = Some(outcome);
-            self.finished.store(true, Ordering::Release);
             std::mem::take(&mut state.wakers)
         };
         self.wake(wakers);
+        self.state.lock().settled = true;
+        self.finished.store(true, Ordering::Release);
+        self.done.notify_all();
     }
 
     /// Wakes the threads and the tasks waiting on this completion.
@@ -569,9 +576,10 @@ impl Completion {
         self.finished.load(Ordering::Acquire)
     }
 
+    /// Waits until the outcome is set and the wakers it woke have run.
     fn wait(&self) {
         let mut state = self.state.lock();
-        while state.outcome.is_none() {
+        while !state.settled {
             self.done.wait(&mut state);
         }
     }
@@ -706,6 +714,43 @@ impl Future for SendFuture {
         };
         self.pending = None;
         Poll::Ready(result)
+    }
+}
+
+/// A send's future and the callback waiting for it ([`Producer::send_with_callback`]): a
+/// waker of the future, which runs the callback once the future is ready.
+struct CallbackTask {
+    slot: Mutex<Option<(SendFuture, Callback)>>,
+}
+
+type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+impl CallbackTask {
+    /// Polls the future with this task as its waker; once ready, calls the callback (after
+    /// letting go of the slot, so a callback that panics leaves nothing locked).
+    fn run(self: &Arc<Self>) {
+        let mut slot = self.slot.lock();
+        let Some((future, _)) = slot.as_mut() else {
+            return;
+        };
+        let waker = Waker::from(Arc::clone(self));
+        let ready = Pin::new(future).poll(&mut Context::from_waker(&waker));
+        if let Poll::Ready(result) = ready
+            && let Some((_, callback)) = slot.take()
+        {
+            drop(slot);
+            callback(result);
+        }
+    }
+}
+
+impl Wake for CallbackTask {
+    fn wake(self: Arc<Self>) {
+        self.run();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.run();
     }
 }
 
@@ -1067,6 +1112,56 @@ impl Producer {
         Ok(future)
     }
 
+    /// Kafka's `send(record, callback)`: sends the record as [`send`](Self::send) does, and
+    /// calls `callback` with its outcome once it is acknowledged or fails. Callbacks of one
+    /// partition run in send order, on the producer's sender thread (as Kafka runs them on
+    /// its I/O thread), so they must be quick and must not block: no
+    /// [`SendFuture::wait`] there (it fails with `IllegalState`), no
+    /// [`flush`](Self::flush); a send is fine. A send completed within the call (appended
+    /// in the calling thread, see [`ProducerConfig::linger_ms`], or with [`Acks::None`])
+    /// has its callback run in the calling thread before the call returns. A callback
+    /// that panics does not keep the others from running. [`flush`](Self::flush) and
+    /// `close` return once the callbacks of what they waited for have run.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use std::sync::mpsc;
+    /// use tarnlog::{Log, ProducerConfig, ProducerRecord};
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("events", None)?;
+    /// let producer = log.producer(ProducerConfig::default())?;
+    /// let (acked, offsets) = mpsc::channel();
+    /// for value in ["a", "b", "c"] {
+    ///     let acked = acked.clone();
+    ///     producer.send_with_callback(ProducerRecord::new("events").value(value), move |result| {
+    ///         let _ = acked.send(result.map(|metadata| metadata.offset));
+    ///     })?;
+    /// }
+    /// producer.flush()?;
+    /// let offsets: Vec<_> = offsets.try_iter().collect::<tarnlog::Result<_>>()?;
+    /// assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`send`](Self::send): nothing is sent and `callback` is not called. The
+    /// record's own failures (after the call returned) go to `callback`, as
+    /// [`SendFuture::wait`] would return them.
+    pub fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        let future = self.send(record)?;
+        let task = Arc::new(CallbackTask {
+            slot: Mutex::new(Some((future, Box::new(callback)))),
+        });
+        task.run();
+        Ok(())
+    }
+
     /// Sends the records in order. Every record is checked first: if any would fail
     /// [`send`](Self::send)'s checks, none is sent.
     ///
@@ -1101,7 +1196,8 @@ impl Producer {
     }
 
     /// Makes every batch sendable now and returns once every record sent before the call
-    /// is acknowledged or failed (their futures say which).
+    /// is acknowledged or failed (their futures say which) and their callbacks
+    /// ([`send_with_callback`](Self::send_with_callback)) and wakers have run.
     ///
     /// # Errors
     /// `Closed` when the producer was closed before the call; `IllegalState` when called
