@@ -36,7 +36,7 @@ use crate::storage::{OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 /// Names reserved for Kafka's internal topics.
-const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+pub(crate) const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
 
 /// Kafka's `offsets.retention.check.interval.ms`.
 const OFFSETS_RETENTION_CHECK_MS: i64 = 600_000;

@@ -167,6 +167,10 @@ fn a_pending_wakeup_fails_the_next_commit_or_offset_query_once() {
     assert!(woken(
         consumer.end_offsets(std::slice::from_ref(&t0)).map(drop)
     ));
+    wakeup.wakeup();
+    assert!(woken(consumer.partitions_for("t").map(drop)));
+    wakeup.wakeup();
+    assert!(woken(consumer.list_topics().map(drop)));
     // Once each: the calls then work, and the position never moved.
     assert_eq!(consumer.position(&t0).unwrap(), 2);
     consumer.commit_sync().unwrap();
@@ -181,6 +185,74 @@ fn a_pending_wakeup_fails_the_next_commit_or_offset_query_once() {
     wakeup.wakeup();
     consumer.close().unwrap();
     assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+}
+
+/// Kafka's `currentLag`, `partitionsFor`, `listTopics` and `commitAsync(offsets, callback)`.
+#[test]
+fn lag_metadata_and_async_commits_of_given_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    fill(&log, "t", 0, &["a", "b", "c"]);
+    let (t0, t1) = (tp("t", 0), tp("t", 1));
+    let mut consumer = log.consumer(earliest(Some("g"))).unwrap();
+    consumer.assign([t0.clone(), t1.clone()]).unwrap();
+    assert_eq!(consumer.current_lag(&t0).unwrap(), None, "no position yet");
+    assert_eq!(values(&poll(&mut consumer)), ["a", "b", "c"]);
+    assert_eq!(consumer.current_lag(&t0).unwrap(), Some(0));
+    assert_eq!(consumer.current_lag(&t1).unwrap(), Some(0));
+    fill(&log, "t", 0, &["d", "e"]);
+    assert_eq!(consumer.current_lag(&t0).unwrap(), Some(2));
+    consumer.seek(&t0, 1).unwrap();
+    assert_eq!(consumer.current_lag(&t0).unwrap(), Some(4));
+    consumer.seek_to_end(std::slice::from_ref(&t0)).unwrap();
+    assert_eq!(consumer.current_lag(&t0).unwrap(), None);
+    assert!(matches!(
+        consumer.current_lag(&tp("t", 5)),
+        Err(Error::NotAssigned { .. })
+    ));
+
+    let partitions = consumer.partitions_for("t").unwrap();
+    let numbers: Vec<u32> = partitions.iter().map(|p| p.partition).collect();
+    assert_eq!(numbers, [0, 1]);
+    assert_eq!(partitions[0].high_watermark, 5);
+    assert!(consumer.partitions_for("nope").unwrap().is_empty());
+    log.create_topic("u", None).unwrap();
+    let topics = consumer.list_topics().unwrap();
+    let mut names: Vec<&String> = topics.keys().collect();
+    names.sort();
+    assert_eq!(names, ["t", "u"], "internal topics are not listed");
+    assert_eq!(topics["t"].len(), 2);
+
+    // Given offsets, committed at the next poll, the callback told.
+    let (told, answers) = std::sync::mpsc::channel();
+    let offsets = [(t0.clone(), OffsetAndMetadata::new(2))];
+    consumer
+        .commit_async_offsets(offsets, move |result| told.send(result).unwrap())
+        .unwrap();
+    assert_eq!(log.committed_offset("g", &t0).unwrap(), None);
+    poll(&mut consumer);
+    answers.try_recv().unwrap().unwrap();
+    assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    // A partition the log lacks is refused at the call, with nothing queued.
+    let refused = consumer
+        .commit_async_offsets([(tp("nope", 0), OffsetAndMetadata::new(1))], |_| {
+            panic!("a refused commit's callback ran")
+        });
+    assert!(
+        matches!(refused, Err(Error::UnknownTopic { .. })),
+        "{refused:?}"
+    );
+    let mut lone = log.consumer(earliest(None)).unwrap();
+    assert!(matches!(
+        lone.commit_async_offsets([(t0.clone(), OffsetAndMetadata::new(1))], |_| {}),
+        Err(Error::InvalidConfig {
+            field: "group_id",
+            ..
+        })
+    ));
+    consumer.close().unwrap();
 }
 
 /// A `poll` waiting for its group's rebalance to complete (another member has not rejoined)

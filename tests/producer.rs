@@ -1013,6 +1013,9 @@ fn auto_creation_is_off_by_default_and_uses_the_defaults_when_on() {
             .send(ProducerRecord::new("new").value("v"))
             .unwrap_err();
         assert!(matches!(error, Error::UnknownTopic { .. }), "{error:?}");
+        // Kafka's `partitionsFor` answers the same.
+        let error = producer.partitions_for("new").unwrap_err();
+        assert!(matches!(error, Error::UnknownTopic { .. }), "{error:?}");
         assert!(log.topics().is_empty());
     }
     let log = Log::builder()
@@ -1028,6 +1031,18 @@ fn auto_creation_is_off_by_default_and_uses_the_defaults_when_on() {
         .wait()
         .unwrap();
     assert_eq!(log.topic("new").unwrap().partitions(), 2);
+    // `partitions_for` creates a topic too, as a Kafka producer's metadata request does.
+    let partitions = producer.partitions_for("other").unwrap();
+    let numbers: Vec<u32> = partitions.iter().map(|p| p.partition).collect();
+    assert_eq!(numbers, [0, 1]);
+    assert_eq!(partitions[0].leader, Some(0));
+    assert!(log.topics().contains(&"other".to_owned()));
+    assert!(matches!(
+        producer.partitions_for("bad/name"),
+        Err(Error::InvalidTopicName { .. })
+    ));
+    producer.close().unwrap();
+    assert!(matches!(producer.partitions_for("new"), Err(Error::Closed)));
 }
 
 /// A producer that cached a topic follows its deletion (`UnknownTopic`) and its creation

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Batch, RecordCursor};
+use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::group::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
@@ -584,7 +585,8 @@ pub struct Consumer {
 /// polls as before (a rebalance it left goes on). [`Consumer::iter`] ends instead. As in
 /// Kafka, the other calls that can throw `WakeupException` take a pending wake-up too,
 /// failing at their start with nothing done: `commit_sync`, `commit_sync_offsets`,
-/// `committed`, `position`, `offsets_for_times`, `beginning_offsets` and `end_offsets`
+/// `committed`, `position`, `offsets_for_times`, `beginning_offsets`, `end_offsets`,
+/// `partitions_for` and `list_topics`
 /// (not `commit_async`, `seek` or `close`, which Kafka's does not interrupt either). Cheap
 /// to clone, `Send + Sync`; it does not keep the log open.
 ///
@@ -1328,6 +1330,55 @@ impl Consumer {
         Ok(out)
     }
 
+    /// How far `tp`'s position is behind its high watermark (Kafka's `currentLag`):
+    /// `None` while the position is not known (before the first `poll` or `position`
+    /// resolves it, or after `seek_to_beginning` / `seek_to_end`).
+    ///
+    /// # Errors
+    /// `NotAssigned`; `Closed`.
+    pub fn current_lag(&mut self, tp: &TopicPartition) -> Result<Option<u64>> {
+        self.check_open()?;
+        let state = self.state(tp)?;
+        Ok(state
+            .position
+            .map(|position| state.partition.high_watermark().saturating_sub(position)))
+    }
+
+    /// The partitions of `topic`, each with its leader, replicas, in-sync replicas and
+    /// offsets (Kafka's `partitionsFor`, as [`Log::describe_topic`] reports them); empty
+    /// when the log has no such topic, as Kafka's consumer answers.
+    ///
+    /// # Errors
+    /// `Closed`; `Wakeup` when a wake-up is pending.
+    pub fn partitions_for(&self, topic: &str) -> Result<Vec<PartitionDescription>> {
+        self.check_open()?;
+        self.check_wakeup()?;
+        match self.log.describe_topic(topic) {
+            Ok(description) => Ok(description.partitions),
+            Err(Error::UnknownTopic { .. }) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every topic the application can see (not the internal ones, as
+    /// [`Log::topics`]) with its partitions, as [`partitions_for`](Self::partitions_for)
+    /// gives them (Kafka's `listTopics`).
+    ///
+    /// # Errors
+    /// `Closed`; `Wakeup` when a wake-up is pending.
+    pub fn list_topics(&self) -> Result<HashMap<String, Vec<PartitionDescription>>> {
+        self.check_open()?;
+        self.check_wakeup()?;
+        let mut topics = HashMap::new();
+        for name in self.log.topics() {
+            // One deleted meanwhile is left out.
+            if let Ok(description) = self.log.describe_topic(&name) {
+                topics.insert(name, description.partitions);
+            }
+        }
+        Ok(topics)
+    }
+
     /// The log start offset of each partition.
     ///
     /// # Errors
@@ -1495,6 +1546,33 @@ impl Consumer {
             .iter()
             .filter_map(|(tp, _)| Some(self.states.get(tp)?.partition.clone()))
             .collect();
+        self.pending_async
+            .push_back((self.committer(), offsets, partitions, Box::new(callback)));
+        Ok(())
+    }
+
+    /// [`commit_async`](Self::commit_async) of the given offsets (each the next offset to
+    /// consume), as Kafka's `commitAsync(offsets, callback)`: the commit runs at the next
+    /// `poll`, `commit_sync`, `close` or revocation, in call order with the others.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; `UnknownTopic` / `UnknownPartition` for a
+    /// partition the log does not have (nothing is queued then); `Closed`. The callback
+    /// gets the commit's own errors, as [`commit_sync_offsets`](Self::commit_sync_offsets)
+    /// would return them, and `UnknownTopic` when a topic was deleted before the commit
+    /// ran.
+    pub fn commit_async_offsets(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, OffsetAndMetadata)>,
+        callback: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.check_open()?;
+        self.group()?;
+        let offsets: Vec<_> = offsets.into_iter().collect();
+        let partitions = offsets
+            .iter()
+            .map(|(tp, _)| self.log.topic(&tp.topic)?.partition(tp.partition))
+            .collect::<Result<_>>()?;
         self.pending_async
             .push_back((self.committer(), offsets, partitions, Box::new(callback)));
         Ok(())

@@ -45,6 +45,7 @@ pub use partitioner::{
 
 use crate::codec::{self, BatchBuilder, BatchHeader, RECORD_BATCH_OVERHEAD};
 use crate::config::FsyncPolicy;
+use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::log::{Log, Partition, Topic};
 use crate::types::{AppendInfo, TopicPartition};
@@ -1193,6 +1194,39 @@ impl Producer {
             }
         }
         Ok(futures)
+    }
+
+    /// The partitions of `topic`, each with its leader, replicas, in-sync replicas and
+    /// offsets (Kafka's `partitionsFor`, as [`Log::describe_topic`] reports them). A topic
+    /// the log does not have is created first when the log auto-creates topics, as a Kafka
+    /// producer's metadata request creates it.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use tarnlog::{Log, ProducerConfig, TopicConfig};
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("orders", TopicConfig::default().partitions(3))?;
+    /// let producer = log.producer(ProducerConfig::default())?;
+    /// let partitions = producer.partitions_for("orders")?;
+    /// assert_eq!(partitions.len(), 3);
+    /// assert!(partitions.iter().all(|p| p.leader.is_some()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `UnknownTopic` (unless the log auto-creates topics; a name it cannot create gets
+    /// `InvalidTopicName`); `Closed` once the producer or the log is closed.
+    pub fn partitions_for(&self, topic: &str) -> Result<Vec<PartitionDescription>> {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if !crate::log::INTERNAL_TOPICS.contains(&topic) {
+            shared.log.topic_for_write(topic)?;
+        }
+        Ok(shared.log.describe_topic(topic)?.partitions)
     }
 
     /// Makes every batch sendable now and returns once every record sent before the call
