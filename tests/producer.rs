@@ -872,6 +872,68 @@ fn send_with_callback_answers_each_record_in_send_order() {
     assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
 }
 
+/// Callbacks follow offsets within a partition even when several threads send to it at
+/// once with `linger_ms = 0` (Kafka's guarantee), and one that panics in the calling
+/// thread (`Acks::None` answers at once) does not unwind into the caller.
+#[test]
+fn callbacks_of_a_partition_run_in_offset_order_across_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", None).unwrap();
+    let producer = log.producer(ProducerConfig::default()).unwrap();
+    let offsets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (producer, offsets) = (producer.clone(), Arc::clone(&offsets));
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    let offsets = Arc::clone(&offsets);
+                    let record = ProducerRecord::new("t").value("v");
+                    producer
+                        .send_with_callback(record, move |result| {
+                            offsets
+                                .lock()
+                                .unwrap()
+                                .push(result.unwrap().offset.unwrap());
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    producer.flush().unwrap();
+    let offsets = std::mem::take(&mut *offsets.lock().unwrap());
+    assert_eq!(offsets.len(), 8_000);
+    let out_of_order: Vec<_> = offsets.windows(2).filter(|w| w[0] >= w[1]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "callbacks out of offset order: {out_of_order:?}"
+    );
+
+    let fire_and_forget = log
+        .producer(ProducerConfig::default().acks(Acks::None))
+        .unwrap();
+    let (told, answers) = std::sync::mpsc::channel();
+    fire_and_forget
+        .send_with_callback(ProducerRecord::new("t").value("x"), |_| {
+            panic!("a callback that panics in the calling thread")
+        })
+        .unwrap();
+    fire_and_forget
+        .send_with_callback(ProducerRecord::new("t").value("y"), move |result| {
+            told.send(result.map(|m| m.offset)).unwrap();
+        })
+        .unwrap();
+    assert_eq!(
+        answers.try_recv().unwrap().unwrap(),
+        None,
+        "acks=0 has no offset"
+    );
+}
+
 #[test]
 fn log_append_time_topics_report_the_append_time() {
     let dir = tempfile::tempdir().unwrap();

@@ -1245,6 +1245,7 @@ impl Consumer {
             state.reset = Some(reset);
             state.buffered.clear();
         }
+        self.fetch_wait_since = None;
         Ok(())
     }
 
@@ -1258,6 +1259,7 @@ impl Consumer {
     /// pending (see [`ConsumerWakeup`]).
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         self.check_open()?;
+        self.state(tp)?;
         self.check_wakeup()?;
         let position = self.resolve_position(tp)?;
         let policy = self.config.auto_offset_reset;

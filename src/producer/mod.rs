@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -476,6 +476,54 @@ struct CompletionState {
     /// this, so that the callbacks of what they waited for have run when they return (as
     /// Kafka completes a batch's future after its callbacks).
     settled: bool,
+    /// Callbacks of [`Producer::send_with_callback`], in record order (added under the
+    /// accumulator's lock as the records join the batch).
+    callbacks: Vec<RecordCallback>,
+}
+
+/// What [`Producer::send_with_callback`] calls with a record's outcome.
+type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+/// A record's callback, waiting for the record's answer.
+struct RecordCallback {
+    /// The record's index in its batch.
+    index: u32,
+    timestamp: i64,
+    callback: Callback,
+}
+
+impl std::fmt::Debug for RecordCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordCallback")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Callbacks with their records' outcomes, to run in this order.
+type ReadyCallbacks = Vec<(Callback, Result<RecordMetadata>)>;
+
+/// Runs callbacks in order; one that panics (the panic hook has reported it) does not keep
+/// the others from running, nor unwinds into the sender or the caller.
+fn run_callbacks(ready: ReadyCallbacks) {
+    for (callback, result) in ready {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
+            #[cfg(test)]
+            tests::WAKER_PANICS.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The outcome of record `index` of a batch and the record's index in the batch it was
+/// appended with, once known: its part's (a split batch answers each part's records as
+/// the part completes), else the batch's.
+fn answer_of(state: &CompletionState, index: u32) -> Option<(&Outcome, u32)> {
+    let k = state.parts.partition_point(|&(first, _)| first <= index);
+    if let Some((first, Some(outcome))) = k.checked_sub(1).and_then(|k| state.parts.get(k)) {
+        return Some(outcome.of_record(index - first));
+    }
+    let outcome = state.outcome.as_ref()?;
+    Some(outcome.of_record(index))
 }
 
 impl Completion {
@@ -507,7 +555,7 @@ impl Completion {
     /// Part `k`'s outcome: its records' futures are answered now (as Kafka chains each
     /// record's future to its part's); the whole completes with the last part.
     fn part_done(&self, k: usize, outcome: Outcome) {
-        let wakers = {
+        let (wakers, callbacks) = {
             let mut state = self.state.lock();
             if let Some(slot) = state.parts.get_mut(k) {
                 slot.1.get_or_insert(outcome);
@@ -525,9 +573,44 @@ impl Completion {
                 }
                 return;
             }
-            std::mem::take(&mut state.wakers)
+            let callbacks = self.answered_callbacks(&mut state);
+            (std::mem::take(&mut state.wakers), callbacks)
         };
+        run_callbacks(callbacks);
         self.wake(wakers);
+    }
+
+    /// Adds the callback of the batch's record `index` (after those of earlier records).
+    fn add_callback(&self, index: u32, timestamp: i64, callback: Callback) {
+        self.state.lock().callbacks.push(RecordCallback {
+            index,
+            timestamp,
+            callback,
+        });
+    }
+
+    /// Takes the callbacks whose records are answered, with their outcomes, in record
+    /// order up to the first record not answered yet (a later part answered first waits
+    /// for it, so that callbacks keep record order).
+    fn answered_callbacks(&self, state: &mut CompletionState) -> ReadyCallbacks {
+        let mut waiting = std::mem::take(&mut state.callbacks).into_iter();
+        let mut ready = Vec::new();
+        for record in waiting.by_ref() {
+            let Some((outcome, index)) = answer_of(state, record.index) else {
+                state.callbacks.push(record);
+                break;
+            };
+            let result = metadata_of(
+                &self.topic,
+                self.partition,
+                record.timestamp,
+                outcome,
+                index,
+            );
+            ready.push((record.callback, result));
+        }
+        state.callbacks.extend(waiting);
+        ready
     }
 
     /// Sets the outcome unless one is set already, and wakes every waiter (a part's goes
@@ -539,14 +622,17 @@ impl Completion {
             }
             return;
         }
-        let wakers = {
+        let (wakers, callbacks) = {
             let mut state = self.state.lock();
             if state.outcome.is_some() {
                 return;
             }
             state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
+            let callbacks = self.answered_callbacks(&mut state);
+            (std::mem::take(&mut state.wakers), callbacks)
         };
+        // Callbacks first, as Kafka fires a batch's callbacks before completing its future.
+        run_callbacks(callbacks);
         self.wake(wakers);
         self.state.lock().settled = true;
         self.finished.store(true, Ordering::Release);
@@ -608,33 +694,44 @@ impl Pending {
     /// its part's (a split batch answers each part's records as the part completes), else
     /// the batch's.
     fn answer<'a>(&self, state: &'a CompletionState) -> Option<(&'a Outcome, u32)> {
-        let k = state
-            .parts
-            .partition_point(|&(first, _)| first <= self.index);
-        if let Some((first, Some(outcome))) = k.checked_sub(1).and_then(|k| state.parts.get(k)) {
-            return Some(outcome.of_record(self.index - first));
-        }
-        let outcome = state.outcome.as_ref()?;
-        Some(outcome.of_record(self.index))
+        answer_of(state, self.index)
     }
 
     /// The record's metadata from its `outcome`, where it is record `index`.
     fn result(&self, outcome: &Outcome, index: u32) -> Result<RecordMetadata> {
-        match outcome {
-            Outcome::Appended {
-                base_offset,
-                log_append_time,
-            } => Ok(RecordMetadata {
-                topic: self.completion.topic.to_string(),
-                partition: self.completion.partition,
-                offset: Some(base_offset + u64::from(index)),
-                timestamp: log_append_time.unwrap_or(self.timestamp),
-            }),
-            Outcome::Failed(error) => Err(error.duplicate()),
-            Outcome::Split(_) => Err(Error::IllegalState {
-                reason: "a split batch without a part holding the record",
-            }),
-        }
+        let completion = &self.completion;
+        metadata_of(
+            &completion.topic,
+            completion.partition,
+            self.timestamp,
+            outcome,
+            index,
+        )
+    }
+}
+
+/// A record's metadata from its batch's (or part's) `outcome`, where it is record `index`.
+fn metadata_of(
+    topic: &str,
+    partition: u32,
+    timestamp: i64,
+    outcome: &Outcome,
+    index: u32,
+) -> Result<RecordMetadata> {
+    match outcome {
+        Outcome::Appended {
+            base_offset,
+            log_append_time,
+        } => Ok(RecordMetadata {
+            topic: topic.to_owned(),
+            partition,
+            offset: Some(base_offset + u64::from(index)),
+            timestamp: log_append_time.unwrap_or(timestamp),
+        }),
+        Outcome::Failed(error) => Err(error.duplicate()),
+        Outcome::Split(_) => Err(Error::IllegalState {
+            reason: "a split batch without a part holding the record",
+        }),
     }
 }
 
@@ -715,43 +812,6 @@ impl Future for SendFuture {
         };
         self.pending = None;
         Poll::Ready(result)
-    }
-}
-
-/// A send's future and the callback waiting for it ([`Producer::send_with_callback`]): a
-/// waker of the future, which runs the callback once the future is ready.
-struct CallbackTask {
-    slot: Mutex<Option<(SendFuture, Callback)>>,
-}
-
-type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
-
-impl CallbackTask {
-    /// Polls the future with this task as its waker; once ready, calls the callback (after
-    /// letting go of the slot, so a callback that panics leaves nothing locked).
-    fn run(self: &Arc<Self>) {
-        let mut slot = self.slot.lock();
-        let Some((future, _)) = slot.as_mut() else {
-            return;
-        };
-        let waker = Waker::from(Arc::clone(self));
-        let ready = Pin::new(future).poll(&mut Context::from_waker(&waker));
-        if let Poll::Ready(result) = ready
-            && let Some((_, callback)) = slot.take()
-        {
-            drop(slot);
-            callback(result);
-        }
-    }
-}
-
-impl Wake for CallbackTask {
-    fn wake(self: Arc<Self>) {
-        self.run();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.run();
     }
 }
 
@@ -1099,13 +1159,25 @@ impl Producer {
     // it is read in place and dropped on return.
     #[allow(clippy::needless_pass_by_value)]
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
-        let placed = self.place(&record, &mut None)?;
+        self.send_inner(&record, None)
+    }
+
+    /// [`send`](Self::send), with the record's callback when it has one (such a send is
+    /// never appended in the calling thread: its callback joins its batch's, in order).
+    fn send_inner(
+        &self,
+        record: &ProducerRecord,
+        callback: Option<Callback>,
+    ) -> Result<SendFuture> {
+        let placed = self.place(record, &mut None)?;
         let shared = self.shared();
         let mut state = shared.state.lock();
-        if let Some(start) = self.direct_start(&mut state, &placed) {
-            return Ok(self.send_direct(state, &placed, &record, start));
+        if callback.is_none()
+            && let Some(start) = self.direct_start(&mut state, &placed)
+        {
+            return Ok(self.send_direct(state, &placed, record, start));
         }
-        let (future, wake) = self.enqueue(&mut state, &placed, &record)?;
+        let (future, wake) = self.enqueue(&mut state, &placed, record, callback)?;
         drop(state);
         if wake {
             shared.work.notify_one();
@@ -1115,14 +1187,16 @@ impl Producer {
 
     /// Kafka's `send(record, callback)`: sends the record as [`send`](Self::send) does, and
     /// calls `callback` with its outcome once it is acknowledged or fails. Callbacks of one
-    /// partition run in send order, on the producer's sender thread (as Kafka runs them on
-    /// its I/O thread), so they must be quick and must not block: no
-    /// [`SendFuture::wait`] there (it fails with `IllegalState`), no
-    /// [`flush`](Self::flush); a send is fine. A send completed within the call (appended
-    /// in the calling thread, see [`ProducerConfig::linger_ms`], or with [`Acks::None`])
-    /// has its callback run in the calling thread before the call returns. A callback
-    /// that panics does not keep the others from running. [`flush`](Self::flush) and
-    /// `close` return once the callbacks of what they waited for have run.
+    /// partition run in the order of the records' offsets, whichever threads sent them (as
+    /// Kafka's), on the producer's sender thread (as Kafka runs them on its I/O thread), so
+    /// they must be quick and must not block: no [`SendFuture::wait`] there (it fails with
+    /// `IllegalState`), no [`flush`](Self::flush) (refused too); a send is fine. Such a
+    /// record always goes to the sender, never appended by the call itself (see
+    /// [`ProducerConfig::linger_ms`]). With [`Acks::None`] the send is answered at once
+    /// and the callback runs in the calling thread before the call returns. A callback
+    /// that panics does not keep the others from running (nor unwinds into the caller).
+    /// [`flush`](Self::flush) and `close` return once the callbacks of what they waited
+    /// for have run.
     ///
     /// ```
     /// # fn main() -> tarnlog::Result<()> {
@@ -1150,16 +1224,22 @@ impl Producer {
     /// As [`send`](Self::send): nothing is sent and `callback` is not called. The
     /// record's own failures (after the call returned) go to `callback`, as
     /// [`SendFuture::wait`] would return them.
+    // Taken as `send` takes it.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
     ) -> Result<()> {
-        let future = self.send(record)?;
-        let task = Arc::new(CallbackTask {
-            slot: Mutex::new(Some((future, Box::new(callback)))),
-        });
-        task.run();
+        let callback: Callback = Box::new(callback);
+        if self.config().acks == Acks::None {
+            // Answered at once (Kafka's `acks=0` learns nothing more).
+            let result = self.send_inner(&record, None)?.wait();
+            run_callbacks(vec![(callback, result)]);
+            return Ok(());
+        }
+        // The callback answers; its future is not needed.
+        drop(self.send_inner(&record, Some(callback))?);
         Ok(())
     }
 
@@ -1185,7 +1265,7 @@ impl Producer {
         // One lock for the call, lent to the sender when a batch is ready for it.
         let mut state = shared.state.lock();
         for (i, (placed, record)) in placed.iter().zip(&records).enumerate() {
-            let (future, wake) = self.enqueue(&mut state, placed, record)?;
+            let (future, wake) = self.enqueue(&mut state, placed, record, None)?;
             futures.push(future);
             if wake {
                 MutexGuard::unlocked(&mut state, || shared.work.notify_one());
@@ -1231,7 +1311,9 @@ impl Producer {
 
     /// Makes every batch sendable now and returns once every record sent before the call
     /// is acknowledged or failed (their futures say which) and their callbacks
-    /// ([`send_with_callback`](Self::send_with_callback)) and wakers have run.
+    /// ([`send_with_callback`](Self::send_with_callback)) and wakers have run. A batch
+    /// counts as pending while its callbacks and wakers run, so a `flush` in one of this
+    /// producer's callbacks or wakers is always refused (as Kafka's).
     ///
     /// # Errors
     /// `Closed` when the producer was closed before the call; `IllegalState` when called
@@ -1482,6 +1564,7 @@ impl Producer {
         state: &mut MutexGuard<'_, State>,
         placed: &Placed,
         record: &ProducerRecord,
+        callback: Option<Callback>,
     ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
@@ -1563,6 +1646,12 @@ impl Producer {
             &headers,
         );
         batch.reserved += needed;
+        if let Some(callback) = callback {
+            // Under the accumulator's lock: callbacks join the batch in record order.
+            batch
+                .completion
+                .add_callback(index_in_batch, placed.timestamp, callback);
+        }
         let completion = Arc::clone(&batch.completion);
         let now_full = batch.builder.size_in_bytes() >= config.batch_size;
         if now_full && let Some(batch) = open.remove(&key) {
@@ -1677,7 +1766,7 @@ impl Producer {
                 ..*placed
             };
             let mut state = shared.state.lock();
-            if let Ok((future, wake)) = self.enqueue(&mut state, &placed, record) {
+            if let Ok((future, wake)) = self.enqueue(&mut state, &placed, record, None) {
                 drop(state);
                 if wake {
                     shared.work.notify_one();
