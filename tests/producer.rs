@@ -934,6 +934,38 @@ fn callbacks_of_a_partition_run_in_offset_order_across_threads() {
     );
 }
 
+/// A close that gives up at once fails a partition's batch being retried before the batch
+/// behind it, so that their callbacks keep the partition's order.
+#[test]
+fn a_forced_close_fails_a_partitions_batches_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let (log, _fault, _dirs, _follower) = too_few_in_sync_on(root.path(), clock);
+    // A full batch goes at once and is refused (too few in sync): it waits to be retried.
+    // The clock stands still, so the next batch lingers until the close.
+    let config = ProducerConfig::default()
+        .batch_size(300)
+        .linger_ms(60_000)
+        .retry_backoff_ms(60_000)
+        .retry_backoff_max_ms(60_000);
+    let producer = log.producer(config).unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let note = |name: &'static str| {
+        let order = Arc::clone(&order);
+        move |result: tarnlog::Result<tarnlog::RecordMetadata>| {
+            assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+            order.lock().unwrap().push(name);
+        }
+    };
+    let first = ProducerRecord::new("t").partition(0).value(vec![1u8; 300]);
+    producer.send_with_callback(first, note("first")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = ProducerRecord::new("t").partition(0).value("second");
+    producer.send_with_callback(second, note("second")).unwrap();
+    producer.close_timeout(Duration::ZERO).unwrap();
+    assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+}
+
 #[test]
 fn log_append_time_topics_report_the_append_time() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,8 +95,9 @@ pub struct ProducerConfig {
     /// instead), and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
     /// back hands its records to the sender, which batches them; one that sends a few
     /// hundred thousand records a second with work between them gets batches of one, and
-    /// `linger_ms = 1` batches them. Wakers (which run on the sender thread) never append
-    /// that way.
+    /// `linger_ms = 1` batches them. Wakers and callbacks (which run on the sender thread)
+    /// never append that way, nor does a send with a callback
+    /// ([`Producer::send_with_callback`]), which always goes to the sender.
     pub linger_ms: u64,
     /// Bytes of records sent but not yet acknowledged (`buffer.memory`), default 32 MiB.
     pub buffer_memory: usize,
@@ -756,7 +757,7 @@ impl SendFuture {
     /// without retries: with `Acks::None`, with `retries = 0`, or from a send appending in
     /// its own thread whose hand-off to the sender met a closed producer or no buffer
     /// memory within `max_block_ms`. `IllegalState` when
-    /// called on a producer's sender thread (from a waker) before the send is done: only
+    /// called on a producer's sender thread (from a waker or callback) before the send is done: only
     /// that thread could complete it.
     pub fn wait(mut self) -> Result<RecordMetadata> {
         if let Some(result) = self.ready.take() {
@@ -1177,8 +1178,13 @@ impl Producer {
         {
             return Ok(self.send_direct(state, &placed, record, start));
         }
-        let (future, wake) = self.enqueue(&mut state, &placed, record, callback)?;
+        let mut callback = callback;
+        let enqueued = self.enqueue(&mut state, &placed, record, &mut callback);
         drop(state);
+        // A callback left (the send failed) is dropped without the lock: its drop is the
+        // application's code.
+        drop(callback);
+        let (future, wake) = enqueued?;
         if wake {
             shared.work.notify_one();
         }
@@ -1190,7 +1196,12 @@ impl Producer {
     /// partition run in the order of the records' offsets, whichever threads sent them (as
     /// Kafka's), on the producer's sender thread (as Kafka runs them on its I/O thread), so
     /// they must be quick and must not block: no [`SendFuture::wait`] there (it fails with
-    /// `IllegalState`), no [`flush`](Self::flush) (refused too); a send is fine. Such a
+    /// `IllegalState`), no [`flush`](Self::flush) (refused too); a send is fine. As futures'
+    /// wakers, they may run while the sender holds the partition's lock (`Acks::Leader` on
+    /// a replicated topic), so they must not append to a partition directly
+    /// ([`Partition::append`](crate::Partition::append)), change a topic
+    /// ([`Log::alter_topic_config`], [`Log::delete_records`]) or close (or drop the last
+    /// clone of) another producer. Such a
     /// record always goes to the sender, never appended by the call itself (see
     /// [`ProducerConfig::linger_ms`]). With [`Acks::None`] the send is answered at once
     /// and the callback runs in the calling thread before the call returns. A callback
@@ -1265,7 +1276,7 @@ impl Producer {
         // One lock for the call, lent to the sender when a batch is ready for it.
         let mut state = shared.state.lock();
         for (i, (placed, record)) in placed.iter().zip(&records).enumerate() {
-            let (future, wake) = self.enqueue(&mut state, placed, record, None)?;
+            let (future, wake) = self.enqueue(&mut state, placed, record, &mut None)?;
             futures.push(future);
             if wake {
                 MutexGuard::unlocked(&mut state, || shared.work.notify_one());
@@ -1313,7 +1324,8 @@ impl Producer {
     /// is acknowledged or failed (their futures say which) and their callbacks
     /// ([`send_with_callback`](Self::send_with_callback)) and wakers have run. A batch
     /// counts as pending while its callbacks and wakers run, so a `flush` in one of this
-    /// producer's callbacks or wakers is always refused (as Kafka's).
+    /// producer's callbacks or wakers on its sender thread is always refused (as Kafka's;
+    /// an `Acks::None` callback runs in the calling thread, where `flush` works).
     ///
     /// # Errors
     /// `Closed` when the producer was closed before the call; `IllegalState` when called
@@ -1353,10 +1365,10 @@ impl Producer {
     ///
     /// Batches being retried are waited for too, up to `delivery_timeout_ms` (two minutes
     /// by default) while their partition cannot take them; closing the log ends them at
-    /// once (with `Closed`), and [`close_timeout`](Self::close_timeout) bounds the wait. From a waker of this producer's futures (on its sender thread)
-    /// it returns without waiting. Wakers must not block, so a waker must not close (or drop the last clone
+    /// once (with `Closed`), and [`close_timeout`](Self::close_timeout) bounds the wait. From a waker or callback of this producer's records (on its sender thread)
+    /// it returns without waiting. Wakers and callbacks must not block, so they must not close (or drop the last clone
     /// of) another producer: that waits for the other's appends, which may wait for a
-    /// partition lock held while the waker runs.
+    /// partition lock held while they run.
     ///
     /// # Errors
     /// None today; the `Result` leaves room for failures of a clean shutdown.
@@ -1564,7 +1576,7 @@ impl Producer {
         state: &mut MutexGuard<'_, State>,
         placed: &Placed,
         record: &ProducerRecord,
-        callback: Option<Callback>,
+        callback: &mut Option<Callback>,
     ) -> Result<(SendFuture, bool)> {
         let shared = self.shared();
         let config = &shared.config;
@@ -1646,7 +1658,7 @@ impl Producer {
             &headers,
         );
         batch.reserved += needed;
-        if let Some(callback) = callback {
+        if let Some(callback) = callback.take() {
             // Under the accumulator's lock: callbacks join the batch in record order.
             batch
                 .completion
@@ -1766,7 +1778,7 @@ impl Producer {
                 ..*placed
             };
             let mut state = shared.state.lock();
-            if let Ok((future, wake)) = self.enqueue(&mut state, &placed, record, None) {
+            if let Ok((future, wake)) = self.enqueue(&mut state, &placed, record, &mut None) {
                 drop(state);
                 if wake {
                     shared.work.notify_one();
@@ -1927,10 +1939,10 @@ fn fail_pending(shared: &Shared) {
         release_open(&mut state);
         let closed = std::mem::take(&mut state.closed_batches);
         let in_flight = std::mem::take(&mut state.in_flight);
-        closed
+        // The older first, so that callbacks keep each partition's order.
+        in_flight
             .into_iter()
-            .map(|batch| batch.completion)
-            .chain(in_flight)
+            .chain(closed.into_iter().map(|batch| batch.completion))
             .collect()
     };
     shared.work.notify_all();
@@ -2057,11 +2069,9 @@ impl Sender<'_> {
     /// Appends a batch, or parks it: behind its partition's batch being retried, or as
     /// that batch when it failed and may be tried again.
     fn send(&mut self, mut batch: OpenBatch) {
-        if self.shared.forced.load(Ordering::Acquire) {
-            self.abandon(batch);
-            return;
-        }
         let now = Instant::now();
+        // Behind its partition's parked batches even when forced, so that they fail first
+        // (their callbacks keep the partition's order).
         if self.parked.contains_key(&batch.key) {
             // Its delivery timeout runs from now on as a failed batch's does, so that a
             // queue behind a parked batch is bounded by about one timeout (on a manual
@@ -2074,6 +2084,10 @@ impl Sender<'_> {
                     deadline,
                 });
             }
+            return;
+        }
+        if self.shared.forced.load(Ordering::Acquire) {
+            self.abandon(batch);
             return;
         }
         match send_batch(&self.shared.config, &mut batch) {
