@@ -256,6 +256,46 @@ fn lag_metadata_and_async_commits_of_given_offsets() {
     consumer.close().unwrap();
 }
 
+/// Kafka's `seek(tp, OffsetAndMetadata)`: a position with a leader epoch is checked
+/// against the partition's history at the next poll (KIP-320), where a plain seek is not.
+#[test]
+fn a_seek_with_an_epoch_is_checked_against_a_truncation() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b", "c", "d"]);
+    let mut saved = OffsetAndMetadata::new(4);
+    saved.leader_epoch = Some(log.describe_topic("t").unwrap().partitions[0].leader_epoch);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.truncate_to(2).unwrap();
+    fill(&log, "t", 0, &["x", "y", "z"]);
+    let t0 = tp("t", 0);
+    let mut checked = log.consumer(earliest(None)).unwrap();
+    checked.assign([t0.clone()]).unwrap();
+    checked.seek_with_metadata(&t0, &saved).unwrap();
+    assert_eq!(values(&poll(&mut checked)), ["x", "y", "z"]);
+    // A plain seek to the same offset trusts it.
+    let mut plain = log.consumer(earliest(None)).unwrap();
+    plain.assign([t0.clone()]).unwrap();
+    plain.seek(&t0, 4).unwrap();
+    assert_eq!(values(&poll(&mut plain)), ["z"]);
+    // Checked even by a consumer that checked its position under this epoch already.
+    plain.seek_with_metadata(&t0, &saved).unwrap();
+    assert_eq!(values(&poll(&mut plain)), ["x", "y", "z"]);
+    // Without a reset policy the truncation is reported.
+    let strict = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::None);
+    let mut strict = log.consumer(strict).unwrap();
+    strict.assign([t0.clone()]).unwrap();
+    strict.seek_with_metadata(&t0, &saved).unwrap();
+    let error = strict.poll(Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(error, Error::LogTruncation { .. }), "{error:?}");
+    // Without an epoch it is a plain seek.
+    checked
+        .seek_with_metadata(&t0, &OffsetAndMetadata::new(4))
+        .unwrap();
+    assert_eq!(values(&poll(&mut checked)), ["z"]);
+}
+
 /// A `poll` waiting for its group's rebalance to complete (another member has not rejoined)
 /// is woken too, as Kafka's `wakeup` interrupts a join.
 #[test]

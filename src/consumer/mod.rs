@@ -1198,6 +1198,56 @@ impl Consumer {
         Ok(())
     }
 
+    /// Kafka's `seek(TopicPartition, OffsetAndMetadata)`: moves to `position.offset` with
+    /// the leader epoch it carries (a committed offset's, say, read from elsewhere), so that
+    /// the next `poll` checks it against the partition's history first (KIP-320), as it
+    /// checks a committed offset it resumes: a position past records an unclean leader
+    /// election cut moves back to where the histories diverge (or `poll` fails with
+    /// `LogTruncation` under `AutoOffsetReset::None`). Without an epoch it is
+    /// [`seek`](Self::seek).
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use std::time::Duration;
+    /// use tarnlog::{ConsumerConfig, Log, OffsetAndMetadata, TopicPartition};
+    ///
+    /// let log = Log::temp()?;
+    /// log.create_topic("events", None)?;
+    /// let partition = log.topic("events")?.partition(0)?;
+    /// for value in ["a", "b", "c"] {
+    ///     partition.append_values([value])?;
+    /// }
+    /// // A position saved with its epoch, then the log cut under it.
+    /// let mut saved = OffsetAndMetadata::new(3);
+    /// saved.leader_epoch = Some(log.describe_topic("events")?.partitions[0].leader_epoch);
+    /// partition.truncate_to(1)?;
+    /// partition.append_values(["x"])?;
+    /// let mut consumer = log.consumer(ConsumerConfig::default())?;
+    /// let tp = TopicPartition::new("events", 0);
+    /// consumer.assign([tp.clone()])?;
+    /// consumer.seek_with_metadata(&tp, &saved)?;
+    /// let records = consumer.poll(Duration::from_secs(1))?;
+    /// // Back to the cut: the record that replaced the cut ones is not skipped.
+    /// assert_eq!(records.iter().next().map(|r| r.offset), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `NotAssigned`; `Closed`.
+    pub fn seek_with_metadata(
+        &mut self,
+        tp: &TopicPartition,
+        position: &OffsetAndMetadata,
+    ) -> Result<()> {
+        self.seek(tp, position.offset)?;
+        let state = self.state(tp)?;
+        state.epoch = position.leader_epoch;
+        // Checked at the next poll whatever the partition's epoch is now.
+        state.validated_epoch = None;
+        Ok(())
+    }
+
     /// Moves `tp` back to `offset`, a record polled but not taken, keeping the epoch the
     /// position had (a later record's: it can only miss a truncation, never report one
     /// that did not happen).
