@@ -152,6 +152,12 @@ fn a_pending_wakeup_fails_the_next_commit_or_offset_query_once() {
     wakeup.wakeup();
     assert!(woken(consumer.committed(&t0).map(drop)));
     wakeup.wakeup();
+    assert!(woken(
+        consumer
+            .committed_offsets(std::slice::from_ref(&t0))
+            .map(drop)
+    ));
+    wakeup.wakeup();
     assert!(woken(consumer.position(&t0).map(drop)));
     wakeup.wakeup();
     assert!(woken(
@@ -236,6 +242,13 @@ fn lag_metadata_and_async_commits_of_given_offsets() {
     poll(&mut consumer);
     answers.try_recv().unwrap().unwrap();
     assert_eq!(log.committed_offset("g", &t0).unwrap().unwrap().offset, 2);
+    // Kafka's `committed(Set)`: every partition asked for, `None` without a commit.
+    let committed = consumer
+        .committed_offsets(&[t0.clone(), t1.clone()])
+        .unwrap();
+    assert_eq!(committed.len(), 2);
+    assert_eq!(committed[&t0].as_ref().unwrap().offset, 2);
+    assert_eq!(committed[&t1], None);
     // A partition the log lacks is refused at the call, with nothing queued.
     let refused = consumer
         .commit_async_offsets([(tp("nope", 0), OffsetAndMetadata::new(1))], |_| {

@@ -585,7 +585,8 @@ pub struct Consumer {
 /// polls as before (a rebalance it left goes on). [`Consumer::iter`] ends instead. As in
 /// Kafka, the other calls that can throw `WakeupException` take a pending wake-up too,
 /// failing at their start with nothing done: `commit_sync`, `commit_sync_offsets`,
-/// `committed`, `position`, `offsets_for_times`, `beginning_offsets`, `end_offsets`,
+/// `committed`, `committed_offsets`, `position`, `offsets_for_times`, `beginning_offsets`,
+/// `end_offsets`,
 /// `partitions_for` and `list_topics`
 /// (not `commit_async`, `seek` or `close`, which Kafka's does not interrupt either). Cheap
 /// to clone, `Send + Sync`; it does not keep the log open.
@@ -1678,6 +1679,25 @@ impl Consumer {
         let group = self.group()?;
         self.check_wakeup()?;
         self.log.committed_offset(group, tp)
+    }
+
+    /// The offsets the group committed for each of `partitions` (Kafka's
+    /// `committed(Set<TopicPartition>)`), `None` for one without a commit. Partitions need
+    /// not be assigned.
+    ///
+    /// # Errors
+    /// `InvalidConfig` without a `group_id`; `Closed`; `Wakeup` when a wake-up is pending.
+    pub fn committed_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndMetadata>>> {
+        self.check_open()?;
+        let group = self.group()?;
+        self.check_wakeup()?;
+        partitions
+            .iter()
+            .map(|tp| Ok((tp.clone(), self.log.committed_offset(group, tp)?)))
+            .collect()
     }
 
     /// Runs pending async commits and, with auto-commit on, commits the positions; a
