@@ -3030,6 +3030,68 @@ fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
     assert_replicas_identical(&dirs, "t", 1);
 }
 
+/// A follower out of sync on a hung disk that must be cut (the partition is truncated
+/// while it is out) does not hold up appends: a cut syncs, so it waits for the
+/// follower's disk, outside the order lock (the truncation itself waits for the
+/// checkpoints of every directory, that one's too, as `delete_records` does). Once the
+/// disk answers, the follower is cut at its next step, catches up and rejoins.
+#[test]
+fn a_hung_follower_that_must_be_cut_does_not_hold_up_appends() {
+    use std::time::{Duration, Instant};
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for value in ["a", "b", "c", "d"] {
+        partition.append_values([value]).unwrap();
+    }
+    let (_, follower) = leader_and_follower(&log, "t");
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let _heal = HealOnDrop(&fault, &dirs[follower]);
+    // The follower's sync hangs: it leaves the in-sync set after the lag time.
+    partition.append_values(["e"]).unwrap();
+    assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr.len(), 1);
+    std::thread::scope(|s| {
+        let truncated = s.spawn(|| partition.truncate_to(2));
+        let started = Instant::now();
+        while partition.log_end_offset() != 2 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let appended = s.spawn(|| {
+            for value in ["x", "y"] {
+                partition.append_values([value])?;
+            }
+            tarnlog::Result::<()>::Ok(())
+        });
+        while !appended.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let went_in = appended.is_finished();
+        fault.heal_dir(&dirs[follower]);
+        appended.join().unwrap().unwrap();
+        truncated.join().unwrap().unwrap();
+        assert!(
+            went_in,
+            "the cut or the appends waited for the hung follower"
+        );
+    });
+    // Healed: the follower is cut at its next step, catches up and rejoins.
+    for i in 0.. {
+        partition.append_values([format!("after-{i}")]).unwrap();
+        if log.describe_topic("t").unwrap().partitions[0].isr.len() == 2 {
+            break;
+        }
+        assert!(i < 100, "the follower never rejoined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(&values(&log, "t", 0)[..4], ["a", "b", "x", "y"]);
+    log.close().unwrap();
+}
+
 /// Moving the log start (`delete_records`, as retention does) trims a follower's
 /// leader-epoch cache in memory only, its checkpoint written by its next sync (Kafka's
 /// `truncateFromStartAsyncFlush`): with the follower's disk hung, the move does not hold

@@ -651,6 +651,11 @@ impl ReplicaSet {
                 && (follower.sync_in_progress() || self.syncing[index].load(Ordering::Acquire));
             let copied = if was {
                 follow(leader, follower, usize::MAX, false, wait)
+            } else if busy && needs_cut(leader, follower) {
+                // A cut syncs on the follower's disk, whose sync has not answered yet
+                // (perhaps it hangs): not under the order lock. The follower waits out of
+                // sync until its disk answers; the step after that cuts it.
+                Ok(0)
             } else {
                 // One step. In an append it is not synced under the order lock: when it
                 // leaves the follower level (and nothing of it is still syncing) the
@@ -1163,8 +1168,21 @@ impl ReplicaSet {
             truncated?;
         }
         let mut changed = false;
-        for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+        for ((follower, in_sync), syncing) in self
+            .replicas()
+            .iter()
+            .zip(&self.in_sync)
+            .zip(self.syncing.iter())
+        {
             let Some(follower) = follower else { continue };
+            // An out-of-sync follower whose disk has a sync still running (perhaps hung) is
+            // left to its next step, which cuts it where its history leaves the leader's
+            // (the new epoch tells) once its disk answers: a cut syncs, and must not wait
+            // for that disk under the order lock. It cannot rejoin before.
+            let busy = follower.sync_in_progress() || syncing.load(Ordering::Acquire);
+            if !in_sync.load(Ordering::Acquire) && busy {
+                continue;
+            }
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
                 // It may still hold the cut records: it must never rejoin with them, so its
                 // directory goes offline.
@@ -1346,6 +1364,30 @@ fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether [`reconcile`] would cut the follower, by its first round and without cutting: a
+/// follower whose disk is busy is not cut under the order lock. (When it says no where
+/// `reconcile` would cut after all, the cut runs as before.)
+fn needs_cut(leader: &ReplicaLog, follower: &ReplicaLog) -> bool {
+    let end = follower.log_end_offset();
+    if end == follower.log_start_offset() {
+        return false;
+    }
+    let Some(epoch) = follower.latest_epoch() else {
+        return true;
+    };
+    let (leader_epoch, leader_end) = leader.end_offset_for(epoch);
+    let Some(leader_end) = leader_end else {
+        return true;
+    };
+    let (follower_epoch, follower_end) = follower.end_offset_for(leader_epoch);
+    let follower_end = follower_end.unwrap_or(end).min(end);
+    if follower_epoch == leader_epoch {
+        leader_end.min(follower_end) < end
+    } else {
+        follower_end < end || leader_end < end
+    }
 }
 
 /// Copies the leader's batches from the follower's log end towards the leader's, in at
