@@ -309,6 +309,34 @@ fn a_seek_with_an_epoch_is_checked_against_a_truncation() {
     assert_eq!(values(&poll(&mut checked)), ["z"]);
 }
 
+/// Kafka's `ConsumerRecord.leaderEpoch`: each record carries the leader epoch of its batch
+/// (owned and borrowed alike), which a commit of the next offset can carry (KIP-320).
+#[test]
+fn records_carry_their_leader_epoch() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _) = open(root.path());
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    fill(&log, "t", 0, &["a", "b"]);
+    let first = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    // A truncation starts a new epoch.
+    log.topic("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .truncate_to(1)
+        .unwrap();
+    fill(&log, "t", 0, &["c"]);
+    let second = log.describe_topic("t").unwrap().partitions[0].leader_epoch;
+    assert!(second > first);
+    let mut consumer = log.consumer(earliest(None)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let records = consumer.poll(Duration::from_millis(100)).unwrap();
+    let epochs: Vec<Option<i32>> = records.views().map(|r| r.leader_epoch()).collect();
+    assert_eq!(epochs, [Some(first), Some(second)]);
+    let owned: Vec<Option<i32>> = records.into_iter().map(|r| r.leader_epoch).collect();
+    assert_eq!(owned, epochs);
+}
+
 /// A `poll` waiting for its group's rebalance to complete (another member has not rejoined)
 /// is woken too, as Kafka's `wakeup` interrupts a join.
 #[test]

@@ -40,6 +40,12 @@ pub struct ConsumerRecord {
     pub value: Option<Bytes>,
     /// Headers in order.
     pub headers: Vec<Header>,
+    /// The leader epoch its batch was appended in (Kafka's `ConsumerRecord.leaderEpoch`);
+    /// `None` for a batch without one. Commit it with the next offset
+    /// ([`OffsetAndMetadata::leader_epoch`](crate::OffsetAndMetadata::leader_epoch)) so
+    /// that a consumer resuming there can tell whether an unclean leader election cut the
+    /// log under it (KIP-320).
+    pub leader_epoch: Option<i32>,
 }
 
 impl ConsumerRecord {
@@ -123,6 +129,7 @@ struct Chunk {
     topic: Arc<str>,
     partition: u32,
     timestamp_type: TimestampType,
+    leader_epoch: Option<i32>,
     batch: Bytes,
     /// One past the index of the run's last entry.
     end: usize,
@@ -285,6 +292,7 @@ fn view<'a>(chunk: &'a Chunk, entry: &Entry) -> RecordRef<'a> {
         offset: entry.offset,
         timestamp: entry.timestamp,
         timestamp_type: chunk.timestamp_type,
+        leader_epoch: chunk.leader_epoch,
         key: entry.key.get(batch),
         value: entry.value.get(batch),
         headers: entry.headers.get(batch).unwrap_or_default(),
@@ -310,6 +318,7 @@ fn owned(chunk: &Chunk, entry: &Entry) -> ConsumerRecord {
         } else {
             view(chunk, entry).owned_headers()
         },
+        leader_epoch: chunk.leader_epoch,
     }
 }
 
@@ -404,6 +413,7 @@ pub struct RecordRef<'a> {
     offset: u64,
     timestamp: i64,
     timestamp_type: TimestampType,
+    leader_epoch: Option<i32>,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
     headers: &'a [u8],
@@ -440,6 +450,12 @@ impl<'a> RecordRef<'a> {
     /// `CreateTime` or `LogAppendTime`.
     pub fn timestamp_type(&self) -> TimestampType {
         self.timestamp_type
+    }
+
+    /// The leader epoch its batch was appended in, if any (see
+    /// [`ConsumerRecord::leader_epoch`]).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.leader_epoch
     }
 
     /// The key; `None` for null.
@@ -480,6 +496,7 @@ impl<'a> RecordRef<'a> {
             } else {
                 self.owned_headers()
             },
+            leader_epoch: self.leader_epoch,
         }
     }
 
@@ -601,6 +618,7 @@ impl PollBuilder {
                 topic: Arc::clone(topic),
                 partition,
                 timestamp_type: batch.header().timestamp_type(),
+                leader_epoch: Some(batch.header().partition_leader_epoch).filter(|&e| e >= 0),
                 batch: batch.bytes().clone(),
                 end: self.entries.len(),
             });
