@@ -3030,6 +3030,43 @@ fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
     assert_replicas_identical(&dirs, "t", 1);
 }
 
+/// Truncates `partition` to `offset` on one thread and, once the cut shows, appends
+/// `values` on another; then heals `hung`. The appends must not wait for the hung
+/// directory (the truncation itself may wait for its checkpoint until healed).
+fn cut_then_append_past_a_hung_dir(
+    fault: &FaultStorage,
+    hung: &Path,
+    partition: &tarnlog::Partition,
+    offset: u64,
+    values: &[&str],
+) {
+    use std::time::{Duration, Instant};
+    std::thread::scope(|s| {
+        let truncated = s.spawn(|| partition.truncate_to(offset));
+        let started = Instant::now();
+        while partition.log_end_offset() != offset && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let appended = s.spawn(|| {
+            for value in values {
+                partition.append_values([value])?;
+            }
+            tarnlog::Result::<()>::Ok(())
+        });
+        while !appended.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let went_in = appended.is_finished();
+        fault.heal_dir(hung);
+        appended.join().unwrap().unwrap();
+        truncated.join().unwrap().unwrap();
+        assert!(
+            went_in,
+            "the cut or the appends waited for the hung directory"
+        );
+    });
+}
+
 /// A follower out of sync on a hung disk that must be cut (the partition is truncated
 /// while it is out) does not hold up appends: a cut syncs, so it waits for the
 /// follower's disk, outside the order lock (the truncation itself waits for the
@@ -3037,7 +3074,7 @@ fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
 /// disk answers, the follower is cut at its next step, catches up and rejoins.
 #[test]
 fn a_hung_follower_that_must_be_cut_does_not_hold_up_appends() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
     let config = TopicConfig::default()
         .replication_factor(2)
@@ -3052,30 +3089,7 @@ fn a_hung_follower_that_must_be_cut_does_not_hold_up_appends() {
     // The follower's sync hangs: it leaves the in-sync set after the lag time.
     partition.append_values(["e"]).unwrap();
     assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr.len(), 1);
-    std::thread::scope(|s| {
-        let truncated = s.spawn(|| partition.truncate_to(2));
-        let started = Instant::now();
-        while partition.log_end_offset() != 2 && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let appended = s.spawn(|| {
-            for value in ["x", "y"] {
-                partition.append_values([value])?;
-            }
-            tarnlog::Result::<()>::Ok(())
-        });
-        while !appended.is_finished() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let went_in = appended.is_finished();
-        fault.heal_dir(&dirs[follower]);
-        appended.join().unwrap().unwrap();
-        truncated.join().unwrap().unwrap();
-        assert!(
-            went_in,
-            "the cut or the appends waited for the hung follower"
-        );
-    });
+    cut_then_append_past_a_hung_dir(&fault, &dirs[follower], &partition, 2, &["x", "y"]);
     // Healed: the follower is cut at its next step, catches up and rejoins.
     for i in 0.. {
         partition.append_values([format!("after-{i}")]).unwrap();
@@ -3089,6 +3103,80 @@ fn a_hung_follower_that_must_be_cut_does_not_hold_up_appends() {
     assert_replicas_identical(&dirs, "t", 1);
     let log = Log::builder().dirs(&dirs).open().unwrap();
     assert_eq!(&values(&log, "t", 0)[..4], ["a", "b", "x", "y"]);
+    log.close().unwrap();
+}
+
+/// The same with the follower's disk hung by another partition's sync, which holds up the
+/// directory's queued work (this partition's follower's sync waits behind it, never
+/// started): the cut still waits outside the order lock.
+#[test]
+fn a_follower_behind_another_partitions_hung_sync_does_not_hold_up_appends() {
+    cut_behind_another_partitions_hung_sync(false);
+}
+
+/// And with the follower still in sync (nothing appended to its partition since the disk
+/// hung): stuck for the lag time, it leaves the in-sync set instead of being cut.
+#[test]
+fn a_follower_in_sync_on_a_stuck_disk_leaves_the_in_sync_set_at_a_truncation() {
+    cut_behind_another_partitions_hung_sync(true);
+}
+
+/// Truncates a partition whose follower's directory is held up by another partition's
+/// hung sync, the follower still in sync or (after an append) not, and appends after the
+/// cut: neither may wait for that directory.
+fn cut_behind_another_partitions_hung_sync(still_in_sync: bool) {
+    use std::time::Duration;
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default()
+        .partitions(3)
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let topic = log.create_topic("t", config).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions;
+    // Two partitions whose followers share a directory.
+    let followers: Vec<(u32, usize)> = described
+        .iter()
+        .map(|p| {
+            (
+                p.partition,
+                p.replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| Some(r) != p.leader)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (first, shared) = followers[0];
+    let (second, _) = *followers[1..]
+        .iter()
+        .find(|(_, dir)| *dir == shared)
+        .unwrap();
+    let (first, second) = (
+        topic.partition(first).unwrap(),
+        topic.partition(second).unwrap(),
+    );
+    for value in ["a", "b", "c", "d"] {
+        first.append_values([value]).unwrap();
+        second.append_values([value]).unwrap();
+    }
+    fault.slow_dir(&dirs[shared], Duration::from_secs(3600));
+    let _heal = HealOnDrop(&fault, &dirs[shared]);
+    // The first partition's follower sync hangs on the directory's worker (it leaves the
+    // in-sync set after the lag time); the second's, if any, waits behind it.
+    first.append_values(["e"]).unwrap();
+    if !still_in_sync {
+        second.append_values(["e"]).unwrap();
+    }
+    let p = second.topic_partition().partition as usize;
+    let isr = || log.describe_topic("t").unwrap().partitions[p].isr.len();
+    assert_eq!(isr(), if still_in_sync { 2 } else { 1 });
+    cut_then_append_past_a_hung_dir(&fault, &dirs[shared], &second, 2, &["x"]);
+    assert_eq!(isr(), 1);
+    log.close().unwrap();
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    let p = second.topic_partition().partition;
+    assert_eq!(values(&log, "t", p), ["a", "b", "x"]);
     log.close().unwrap();
 }
 

@@ -647,8 +647,7 @@ impl ReplicaSet {
             // An in-sync follower holds exactly the leader's log: only one that fell out
             // (or follows a new leader after an unclean election) may have diverged.
             // A follower with a sync still running (a slow directory) does not rejoin.
-            let busy = !was
-                && (follower.sync_in_progress() || self.syncing[index].load(Ordering::Acquire));
+            let busy = !was && self.busy(index, follower);
             let copied = if was {
                 follow(leader, follower, usize::MAX, false, wait)
             } else if busy && needs_cut(leader, follower) {
@@ -719,6 +718,14 @@ impl ReplicaSet {
             self.persist()?;
         }
         Ok(())
+    }
+
+    /// Whether follower `index`'s disk is busy: a sync of it running (its own, or a
+    /// background one of its catch-up), or its directory's worker stuck on one job (of any
+    /// replica there) for the lag time, its queued syncs waiting behind. A cut, which
+    /// syncs, waits for it outside the order lock.
+    fn busy(&self, index: usize, follower: &ReplicaLog) -> bool {
+        busy(follower, &self.syncing[index]) || follower.dir().stalled_for() >= self.lag
     }
 
     /// Applies the fsync policy to an out-of-sync follower's copies on its directory's
@@ -1175,13 +1182,19 @@ impl ReplicaSet {
             .zip(self.syncing.iter())
         {
             let Some(follower) = follower else { continue };
-            // An out-of-sync follower whose disk has a sync still running (perhaps hung) is
-            // left to its next step, which cuts it where its history leaves the leader's
-            // (the new epoch tells) once its disk answers: a cut syncs, and must not wait
-            // for that disk under the order lock. It cannot rejoin before.
-            let busy = follower.sync_in_progress() || syncing.load(Ordering::Acquire);
-            if !in_sync.load(Ordering::Acquire) && busy {
-                continue;
+            // A follower out of sync whose disk has a sync still running (perhaps hung), or
+            // one in sync whose disk has been stuck on one job for the lag time (it is
+            // about to leave the in-sync set), is left to its next step, which cuts it
+            // where its history leaves the leader's (the new epoch tells) once its disk
+            // answers: a cut syncs, and must not wait for that disk under the order lock.
+            // It cannot rejoin before.
+            if !Arc::ptr_eq(follower, &leader) {
+                let was = in_sync.load(Ordering::Acquire);
+                let stuck = follower.dir().stalled_for() >= self.lag;
+                if stuck || (!was && busy(follower, syncing)) {
+                    changed |= in_sync.swap(false, Ordering::AcqRel);
+                    continue;
+                }
             }
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
                 // It may still hold the cut records: it must never rejoin with them, so its
@@ -1364,6 +1377,12 @@ fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A sync of `follower` is running: its own, or (`syncing`) a background one of its
+/// catch-up.
+fn busy(follower: &ReplicaLog, syncing: &AtomicBool) -> bool {
+    follower.sync_in_progress() || syncing.load(Ordering::Acquire)
 }
 
 /// Whether [`reconcile`] would cut the follower, by its first round and without cutting: a

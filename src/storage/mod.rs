@@ -205,6 +205,9 @@ pub struct StorageDir {
     lock: parking_lot::Mutex<Option<Box<dyn LockGuard>>>,
     /// The directory's background worker, started at its first job.
     worker: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// When the job the worker runs now started, if it runs one: a job running long (a
+    /// hung disk) holds up every job queued behind it.
+    job_started: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
     /// The body of each checkpoint file this `StorageDir` wrote and synced, by file name:
     /// writing the same body again would only repeat the syncs.
     checkpoints: parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>,
@@ -245,6 +248,7 @@ impl StorageDir {
             resync: AtomicBool::new(resync),
             lock: parking_lot::Mutex::new(Some(lock)),
             worker: parking_lot::Mutex::new(None),
+            job_started: Arc::default(),
             checkpoints: parking_lot::Mutex::default(),
         })
     }
@@ -259,6 +263,7 @@ impl StorageDir {
             resync: AtomicBool::new(false),
             lock: parking_lot::Mutex::new(None),
             worker: parking_lot::Mutex::new(None),
+            job_started: Arc::default(),
             checkpoints: parking_lot::Mutex::default(),
         }
     }
@@ -300,13 +305,16 @@ impl StorageDir {
         let mut worker = self.worker.lock();
         if worker.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let started = Arc::clone(&self.job_started);
             let spawned = std::thread::Builder::new()
                 .name("tarnlog-dir".into())
                 .spawn(move || {
                     for job in rx {
+                        *started.lock() = Some(std::time::Instant::now());
                         // A job that panics must not take the worker, and every later job
                         // on this directory, with it.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        *started.lock() = None;
                     }
                 });
             if spawned.is_ok() {
@@ -321,6 +329,15 @@ impl StorageDir {
         if let Some(job) = unsent {
             job();
         }
+    }
+
+    /// How long the job the directory's worker runs now has been running (zero when it
+    /// runs none): long on a hung disk, whose queued work (syncs, `meta` writes) waits
+    /// behind it.
+    pub(crate) fn stalled_for(&self) -> std::time::Duration {
+        self.job_started
+            .lock()
+            .map_or(std::time::Duration::ZERO, |started| started.elapsed())
     }
 
     /// Waits (at most `timeout`) until the work queued on the directory's worker so far is
