@@ -1247,6 +1247,7 @@ impl MetaSlot {
             } else {
                 metadata::write_meta(dir, &meta, index)
             };
+            dir.job_progressed();
             state = self.state.lock();
             match written {
                 Ok(()) => state.generation = state.generation.max(meta.generation),

@@ -725,7 +725,14 @@ impl ReplicaSet {
     /// replica there) for the lag time, its queued syncs waiting behind. A cut, which
     /// syncs, waits for it outside the order lock.
     fn busy(&self, index: usize, follower: &ReplicaLog) -> bool {
-        busy(follower, &self.syncing[index]) || follower.dir().stalled_for() >= self.lag
+        self.busy_at(follower, &self.syncing[index])
+    }
+
+    /// [`busy`](Self::busy), with the follower's background-sync flag.
+    fn busy_at(&self, follower: &ReplicaLog, syncing: &AtomicBool) -> bool {
+        follower.sync_in_progress()
+            || syncing.load(Ordering::Acquire)
+            || follower.dir().stalled_for() >= self.lag
     }
 
     /// Applies the fsync policy to an out-of-sync follower's copies on its directory's
@@ -1155,6 +1162,20 @@ impl ReplicaSet {
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
         let _order = self.order.lock();
         let leader = self.ensure_leader()?;
+        // A follower holding records to cut whose disk has been stuck on one job for the
+        // lag time (it is about to leave the in-sync set) leaves it now, in the same `meta`
+        // write as the new epoch: it is not cut here (see below), and a reopen must not
+        // find it in sync with the records the cut removed.
+        let mut changed = false;
+        for (follower, in_sync) in self.replicas().iter().zip(&self.in_sync) {
+            if let Some(follower) = follower
+                && !Arc::ptr_eq(follower, &leader)
+                && follower.log_end_offset() > offset
+                && follower.dir().stalled_for() >= self.lag
+            {
+                changed |= in_sync.swap(false, Ordering::AcqRel);
+            }
+        }
         // What is appended from here on must not pass for the cut records, in a replica
         // that missed the cut (an offline one) or for a consumer that read them (KIP-320):
         // a new epoch tells them apart. It is written to `meta` before anything is cut (no
@@ -1168,13 +1189,13 @@ impl ReplicaSet {
             let mut next = self.leadership();
             next.epoch = epoch;
             self.persist_as(&next)?;
+            changed = false;
             // Shown even when the cut failed part way: `meta` holds it already.
             let truncated = leader.truncate_in_epoch(offset, Some(epoch));
             self.epoch.store(epoch, Ordering::Release);
             leader.set_leader_epoch(epoch);
             truncated?;
         }
-        let mut changed = false;
         for ((follower, in_sync), syncing) in self
             .replicas()
             .iter()
@@ -1182,19 +1203,17 @@ impl ReplicaSet {
             .zip(self.syncing.iter())
         {
             let Some(follower) = follower else { continue };
-            // A follower out of sync whose disk has a sync still running (perhaps hung), or
-            // one in sync whose disk has been stuck on one job for the lag time (it is
-            // about to leave the in-sync set), is left to its next step, which cuts it
-            // where its history leaves the leader's (the new epoch tells) once its disk
-            // answers: a cut syncs, and must not wait for that disk under the order lock.
-            // It cannot rejoin before.
-            if !Arc::ptr_eq(follower, &leader) {
-                let was = in_sync.load(Ordering::Acquire);
-                let stuck = follower.dir().stalled_for() >= self.lag;
-                if stuck || (!was && busy(follower, syncing)) {
-                    changed |= in_sync.swap(false, Ordering::AcqRel);
-                    continue;
-                }
+            // A follower out of sync whose disk is busy (a sync of it running, perhaps hung,
+            // or its directory stuck, above) is left to its next step, which cuts it where
+            // its history leaves the leader's (the new epoch tells) once its disk answers:
+            // a cut syncs, and must not wait for that disk under the order lock. It cannot
+            // rejoin before.
+            if !Arc::ptr_eq(follower, &leader)
+                && !in_sync.load(Ordering::Acquire)
+                && follower.log_end_offset() > offset
+                && self.busy_at(follower, syncing)
+            {
+                continue;
             }
             if !Arc::ptr_eq(follower, &leader) && follower.truncate_to(offset).is_err() {
                 // It may still hold the cut records: it must never rejoin with them, so its
@@ -1377,12 +1396,6 @@ fn reconcile(leader: &ReplicaLog, follower: &ReplicaLog) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A sync of `follower` is running: its own, or (`syncing`) a background one of its
-/// catch-up.
-fn busy(follower: &ReplicaLog, syncing: &AtomicBool) -> bool {
-    follower.sync_in_progress() || syncing.load(Ordering::Acquire)
 }
 
 /// Whether [`reconcile`] would cut the follower, by its first round and without cutting: a

@@ -331,9 +331,20 @@ impl StorageDir {
         }
     }
 
+    /// A job on the directory's worker that does several writes in turn (the `meta`
+    /// writer, while newer versions keep coming) made progress: it counts as running since
+    /// now, so that a busy but working disk does not look stuck.
+    pub(crate) fn job_progressed(&self) {
+        let mut started = self.job_started.lock();
+        if started.is_some() {
+            *started = Some(std::time::Instant::now());
+        }
+    }
+
     /// How long the job the directory's worker runs now has been running (zero when it
     /// runs none): long on a hung disk, whose queued work (syncs, `meta` writes) waits
-    /// behind it.
+    /// behind it. A job run in the calling thread (when the worker cannot be started) is
+    /// not counted: its caller waits for it anyway.
     pub(crate) fn stalled_for(&self) -> std::time::Duration {
         self.job_started
             .lock()
