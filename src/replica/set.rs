@@ -1162,6 +1162,12 @@ impl ReplicaSet {
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
         let _order = self.order.lock();
         let leader = self.ensure_leader()?;
+        let cuts_leader = offset < leader.log_end_offset();
+        if cuts_leader {
+            // A truncation it would refuse changes nothing, `meta` and the in-sync set
+            // included.
+            leader.check_truncation(offset)?;
+        }
         // A follower holding records to cut whose disk has been stuck on one job for the
         // lag time (it is about to leave the in-sync set) leaves it now, in the same `meta`
         // write as the new epoch: it is not cut here (see below), and a reopen must not
@@ -1182,9 +1188,7 @@ impl ReplicaSet {
         // batch carries it until the next append, and a reopen before that must keep it,
         // with one replica too), and shown only after the cut: a consumer validating its
         // position against it before the cut would pass over the records appended there.
-        if offset < leader.log_end_offset() {
-            // A truncation it would refuse changes nothing, `meta` included.
-            leader.check_truncation(offset)?;
+        if cuts_leader {
             let epoch = self.next_epoch(self.leader.load(Ordering::Acquire));
             let mut next = self.leadership();
             next.epoch = epoch;
