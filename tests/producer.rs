@@ -68,6 +68,14 @@ fn log_with_clock(root: &Path) -> (Log, Arc<ManualClock>) {
     (log, clock)
 }
 
+/// [`log_with_clock`] with topic `t` of `partitions` partitions.
+fn topic_t_on_a_manual_clock(root: &Path, partitions: u32) -> (Log, Arc<ManualClock>) {
+    let (log, clock) = log_with_clock(root);
+    log.create_topic("t", TopicConfig::default().partitions(partitions))
+        .unwrap();
+    (log, clock)
+}
+
 #[test]
 fn producer_and_log_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
@@ -177,9 +185,7 @@ fn order_within_a_partition_holds_across_restarts() {
 #[test]
 fn records_without_key_stick_to_a_partition_for_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, clock) = log_with_clock(dir.path());
-    log.create_topic("t", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (log, clock) = topic_t_on_a_manual_clock(dir.path(), 4);
     // About 1000 bytes per batch: about 8 records of 100 bytes stick together.
     let producer = log
         .producer(ProducerConfig::default().batch_size(1000).linger_ms(60_000))
@@ -309,9 +315,7 @@ fn batch_size_zero_sends_each_record_alone() {
 #[test]
 fn flush_waits_for_everything_sent_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = log_with_clock(dir.path());
-    log.create_topic("t", TopicConfig::default().partitions(3))
-        .unwrap();
+    let (log, _clock) = topic_t_on_a_manual_clock(dir.path(), 3);
     let producer = log
         .producer(ProducerConfig::default().linger_ms(3_600_000))
         .unwrap();
@@ -705,9 +709,7 @@ fn custom_and_round_robin_partitioners() {
 #[test]
 fn partitioner_ignore_keys_places_keyed_records_as_sticky() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = log_with_clock(dir.path());
-    log.create_topic("t", TopicConfig::default().partitions(4))
-        .unwrap();
+    let (log, _clock) = topic_t_on_a_manual_clock(dir.path(), 4);
     let keys: Vec<String> = (0..40).map(|k| format!("key-{k}")).collect();
     // The keys' own partitions cover all four: without the flag they would spread.
     let hashed: std::collections::BTreeSet<u32> = keys
@@ -779,9 +781,7 @@ type Answers = Arc<std::sync::Mutex<Vec<(u32, tarnlog::Result<tarnlog::RecordMet
 #[test]
 fn send_with_callback_answers_each_record_in_send_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = log_with_clock(dir.path());
-    log.create_topic("t", TopicConfig::default().partitions(2))
-        .unwrap();
+    let (log, _clock) = topic_t_on_a_manual_clock(dir.path(), 2);
     // The clock stands still: batches wait for `flush`.
     let producer = log
         .producer(ProducerConfig::default().linger_ms(60_000))
