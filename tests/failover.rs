@@ -3223,3 +3223,74 @@ fn a_hung_follower_does_not_hold_up_appends_while_the_log_start_moves() {
     assert_eq!(values(&log, "t", 0).first().unwrap(), "v5");
     log.close().unwrap();
 }
+
+/// A follower out of sync on a hung disk when an `acks=All` append finds fewer in-sync
+/// replicas than `min_insync_replicas`: the step that tries to bring the follower back
+/// before refusing copies to it (it is level then) but does not count it back in sync
+/// while its sync hangs, so the append is refused at once (`NotEnoughReplicas`), rather
+/// than written and then waiting the lag time for that sync, and `acks=Leader` appends go
+/// on. Once the disk answers the follower rejoins.
+#[test]
+fn a_hung_follower_below_min_insync_replicas_does_not_hold_up_appends() {
+    use std::time::{Duration, Instant};
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .min_insync_replicas(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let (_, follower) = leader_and_follower(&log, "t");
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let _heal = HealOnDrop(&fault, &dirs[follower]);
+    // The follower's sync hangs: it leaves the in-sync set after the lag time, and the
+    // append is answered as not enough replicas after it was written.
+    assert!(matches!(
+        partition.append_values(["b"]),
+        Err(Error::NotEnoughReplicasAfterAppend { .. })
+    ));
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let appended = s.spawn(|| {
+            // `acks=Leader` needs no in-sync follower: the follower gets a copy to sync.
+            producer.send(ProducerRecord::new("t").value("c"))?.wait()?;
+            let refused = partition.append_values(["d"]);
+            producer.send(ProducerRecord::new("t").value("e"))?.wait()?;
+            Ok::<_, Error>(refused)
+        });
+        while !appended.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let went_in = appended.is_finished();
+        fault.heal_dir(&dirs[follower]);
+        let refused = appended.join().unwrap().unwrap();
+        assert!(went_in, "an append waited for the hung directory");
+        assert!(
+            matches!(
+                refused,
+                Err(Error::NotEnoughReplicas {
+                    in_sync: 1,
+                    required: 2
+                })
+            ),
+            "{refused:?}"
+        );
+    });
+    // Healed: the follower catches up and rejoins; acks=All appends go in again.
+    for i in 0.. {
+        if partition.append_values([format!("after-{i}")]).is_ok() {
+            break;
+        }
+        assert!(i < 100, "the follower never rejoined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.close().unwrap();
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert_eq!(&values(&log, "t", 0)[..4], ["a", "b", "c", "e"]);
+    log.close().unwrap();
+}
