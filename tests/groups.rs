@@ -934,3 +934,112 @@ fn a_member_waiting_in_a_long_poll_keeps_its_session() {
     assert_eq!(b.assignment().len(), 1);
     drop(a);
 }
+
+/// `enforce_rebalance` (Kafka's `enforceRebalance`, KIP-568): the next poll rejoins and the
+/// group runs a new round with every member, though nothing changed. Eager members give
+/// up and get back their partitions (the listener hears both); a second call while the
+/// round runs adds no round; nothing is read twice.
+#[test]
+fn enforce_rebalance_runs_one_new_round_with_every_member() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let events = Recorder::default();
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let mut b = member(&log, "g", &["jobs"]);
+    let (generation, _) = settle(&mut [&mut a, &mut b]);
+    fill(&log, "jobs", 4, 3);
+    let mut read = 0;
+    while read < 12 {
+        read += a.poll(SHORT).unwrap().count() + b.poll(SHORT).unwrap().count();
+    }
+    let before = (partitions_of(&a), partitions_of(&b));
+    events.0.lock().unwrap().clear();
+    b.enforce_rebalance().unwrap();
+    // b's poll starts the round; a's call meanwhile asks for nothing more.
+    assert!(b.poll(SHORT).unwrap().is_empty());
+    assert_eq!(
+        log.describe_group("g").unwrap().state,
+        GroupState::PreparingRebalance
+    );
+    a.enforce_rebalance().unwrap();
+    let (next, reread) = settle(&mut [&mut a, &mut b]);
+    assert_eq!(next, generation + 1);
+    assert!(reread.is_empty(), "nothing is read twice: {reread:?}");
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        ["revoked 2 commit_ok=true", "assigned 2"]
+    );
+    // The same inputs give the same assignment.
+    assert_eq!((partitions_of(&a), partitions_of(&b)), before);
+    for _ in 0..5 {
+        a.poll(SHORT).unwrap();
+        b.poll(SHORT).unwrap();
+    }
+    assert_eq!(
+        log.describe_group("g").unwrap().generation,
+        Some(generation + 1),
+        "one round only"
+    );
+    assert_eq!(log.describe_group("g").unwrap().state, GroupState::Stable);
+}
+
+/// With a cooperative assignor the round that `enforce_rebalance` asks for moves nothing:
+/// members keep their partitions and positions, and no revocation is heard.
+#[test]
+fn enforce_rebalance_keeps_a_cooperative_members_partitions() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let events = Recorder::default();
+    let mut a = log.consumer(cooperative_config("g")).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let mut b = log.consumer(cooperative_config("g")).unwrap();
+    b.subscribe(["jobs"]).unwrap();
+    let (generation, _) = settle(&mut [&mut a, &mut b]);
+    let held = partitions_of(&a);
+    assert_eq!(held.len(), 2);
+    events.0.lock().unwrap().clear();
+    a.enforce_rebalance().unwrap();
+    for _ in 0..100 {
+        a.poll(SHORT).unwrap();
+        b.poll(SHORT).unwrap();
+        if a.group_membership().map(|(_, g)| g) == Some(generation + 1)
+            && b.group_membership().map(|(_, g)| g) == Some(generation + 1)
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        log.describe_group("g").unwrap().generation,
+        Some(generation + 1)
+    );
+    assert_eq!(partitions_of(&a), held);
+    assert!(
+        !events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("revoked")),
+        "{:?}",
+        events.0.lock().unwrap()
+    );
+}
+
+/// Without a group there is nothing to rebalance (`IllegalState`, as Kafka's "consumer
+/// does not have a group"); a group consumer that `assign`ed its partitions has no
+/// membership, so nothing happens.
+#[test]
+fn enforce_rebalance_needs_a_group_membership() {
+    let (_dir, log, _clock) = jobs_log(2);
+    let mut loner = log.consumer(ConsumerConfig::default()).unwrap();
+    assert!(matches!(
+        loner.enforce_rebalance(),
+        Err(Error::IllegalState { .. })
+    ));
+    let mut assigned = log.consumer(config("g")).unwrap();
+    assigned.assign([TopicPartition::new("jobs", 0)]).unwrap();
+    assigned.enforce_rebalance().unwrap();
+    assigned.poll(SHORT).unwrap();
+    assert_eq!(assigned.group_membership(), None);
+    assert_eq!(assigned.assignment(), [TopicPartition::new("jobs", 0)]);
+    assigned.close().unwrap();
+}

@@ -412,6 +412,8 @@ struct Membership {
     /// Cooperative: the member keeps its partitions (and generation, for commits) but must
     /// join again.
     rejoin: bool,
+    /// `enforce_rebalance` was called: the next join asks for a rebalance.
+    enforce: bool,
 }
 
 /// What one partition's fetch did.
@@ -1836,6 +1838,58 @@ impl Consumer {
         Ok(())
     }
 
+    /// Asks the group for a rebalance at the next [`poll`](Self::poll), even though nothing
+    /// changed (Kafka's `enforceRebalance`, KIP-568): for example when an assignor's
+    /// inputs outside the subscription changed. It only marks the consumer; the `poll`
+    /// rejoins and the group's round runs as for any other change: every member rejoins, the
+    /// leader's assignor runs again and the generation moves on. An eager member gives up
+    /// its partitions first (committing them when auto-commit is on, its listener hearing
+    /// the revocation); a cooperative one keeps them and only those that move are
+    /// revoked. While a rebalance is already running it changes nothing. A consumer with a
+    /// group that `assign`ed its partitions has no membership to rebalance: nothing
+    /// happens, as in Kafka.
+    ///
+    /// ```
+    /// # fn main() -> tarnlog::Result<()> {
+    /// use std::time::Duration;
+    /// use tarnlog::{ConsumerConfig, Log, TopicConfig};
+    ///
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// // No wait for more members before the group's first round.
+    /// let log = Log::builder()
+    ///     .dir(dir.path())
+    ///     .group_initial_rebalance_delay_ms(0)
+    ///     .open()?;
+    /// log.create_topic("jobs", TopicConfig::default().partitions(2))?;
+    /// let mut consumer = log.consumer(ConsumerConfig::default().group_id("workers"))?;
+    /// consumer.subscribe(["jobs"])?;
+    /// while consumer.group_membership().is_none() {
+    ///     consumer.poll(Duration::from_millis(10))?;
+    /// }
+    /// let (_, generation) = consumer.group_membership().unwrap();
+    /// consumer.enforce_rebalance()?;
+    /// consumer.poll(Duration::from_millis(10))?;
+    /// assert_eq!(consumer.group_membership().unwrap().1, generation + 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `IllegalState` without a `group_id` (Kafka's "consumer does not have a group");
+    /// `Closed`.
+    pub fn enforce_rebalance(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.config.group_id.is_none() {
+            return Err(Error::IllegalState {
+                reason: "enforce_rebalance needs a group: the consumer has no group_id",
+            });
+        }
+        if let Some(m) = &mut self.membership {
+            m.enforce = true;
+        }
+        Ok(())
+    }
+
     /// Leaves the group and drops the assignment (Kafka's `unsubscribe`).
     ///
     /// # Errors
@@ -1876,6 +1930,7 @@ impl Consumer {
         let lookup = |topic: &str| log.topic(topic).ok().map(|t| t.shape());
         loop {
             let now = self.log.now_ms();
+            self.prepare_enforced_rebalance();
             // A listener may have unsubscribed the consumer.
             let Some(membership) = self.membership.clone() else {
                 return Ok(false);
@@ -1934,8 +1989,15 @@ impl Consumer {
                 rebalance_timeout_ms: self.config.max_poll_interval_ms,
                 owned: self.assignment.clone(),
                 generation: held_since,
+                force_rebalance: membership.enforce,
             };
             let joined = self.log.coordinator().join(&group, request, now, &lookup);
+            if joined.is_ok()
+                && let Some(m) = &mut self.membership
+            {
+                // The group took the request (or was rebalancing already).
+                m.enforce = false;
+            }
             self.log.persist_groups()?;
             match joined {
                 Ok(JoinOutcome::Joined {
@@ -1968,6 +2030,25 @@ impl Consumer {
             self.check_wakeup()?;
             let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             self.log.coordinator().wait(wait_until);
+        }
+    }
+
+    /// Readies a rejoin asked for by [`enforce_rebalance`](Self::enforce_rebalance):
+    /// eager, the member gives everything up first (committing when auto-commit is on, as
+    /// before any eager rejoin); cooperative, it keeps its partitions and rejoins.
+    fn prepare_enforced_rebalance(&mut self) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        if !membership.enforce || membership.generation.is_none() {
+            return;
+        }
+        if membership.protocol == Some(RebalanceProtocol::Cooperative) {
+            if let Some(m) = &mut self.membership {
+                m.rejoin = true;
+            }
+        } else if let Err(error) = self.revoke_all() {
+            self.auto_commit_error = Some(error);
         }
     }
 

@@ -71,6 +71,9 @@ pub(crate) struct JoinRequest {
     pub owned: Vec<TopicPartition>,
     /// The generation in which it got `owned` (`None` when it holds nothing).
     pub generation: Option<i32>,
+    /// The member asks for a rebalance of a stable group even if nothing it says changed
+    /// (Kafka's `enforceRebalance`, KIP-568); ignored while one is already in progress.
+    pub force_rebalance: bool,
 }
 
 /// The answer to a join.
@@ -620,7 +623,8 @@ impl Coordinator {
             (Some(_), None) => return Err(Error::UnknownMemberId),
             (None, None) => self.new_member_id(group),
         };
-        let changed = g.upsert_member(&member_id, request, replaced, now);
+        let forced = request.force_rebalance;
+        let changed = g.upsert_member(&member_id, request, replaced, now) || forced;
         g.check_topics(now, self.initial_delay_ms, lookup);
         if changed && g.state != GroupState::PreparingRebalance {
             g.prepare_rebalance(now, self.initial_delay_ms);
@@ -850,6 +854,7 @@ mod tests {
             assignors: vec![Arc::new(RangeAssignor)],
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 60_000,
+            force_rebalance: false,
         }
     }
 
