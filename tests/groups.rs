@@ -993,9 +993,11 @@ fn enforce_rebalance_keeps_a_cooperative_members_partitions() {
     a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
     let mut b = log.consumer(cooperative_config("g")).unwrap();
     b.subscribe(["jobs"]).unwrap();
-    let (generation, _) = settle(&mut [&mut a, &mut b]);
+    // Settled: the partitions that moved reached b in the cooperative follow-up round,
+    // and no round is owed (the generation stays put).
+    let generation = loop_until_stable(&log, &mut [&mut a, &mut b]);
     let held = partitions_of(&a);
-    assert_eq!(held.len(), 2);
+    assert_eq!((held.len(), b.assignment().len()), (2, 2));
     events.0.lock().unwrap().clear();
     a.enforce_rebalance().unwrap();
     for _ in 0..100 {
@@ -1021,6 +1023,73 @@ fn enforce_rebalance_keeps_a_cooperative_members_partitions() {
             .any(|e| e.starts_with("revoked")),
         "{:?}",
         events.0.lock().unwrap()
+    );
+}
+
+/// Polls the members until the group's generation has not moved for ten rounds of polls
+/// with every member in it; returns that generation.
+fn loop_until_stable(log: &Log, consumers: &mut [&mut Consumer]) -> i32 {
+    let (mut last, mut still) = (None, 0);
+    for _ in 0..300 {
+        for consumer in consumers.iter_mut() {
+            consumer.poll(SHORT).unwrap();
+        }
+        let generation = log.describe_group("g").unwrap().generation;
+        let all_in = consumers
+            .iter()
+            .all(|c| c.group_membership().map(|(_, g)| g) == generation);
+        still = if generation == last && all_in {
+            still + 1
+        } else {
+            0
+        };
+        last = generation;
+        if still == 10 {
+            return generation.unwrap();
+        }
+    }
+    panic!("the group never settled");
+}
+
+/// A second call from a member whose own join (asked for by the first) is still running
+/// asks for nothing more: the round it is in is the one it asked for.
+#[test]
+fn enforce_rebalance_during_the_members_own_join_adds_no_round() {
+    let (_dir, log, _clock) = jobs_log(4);
+    let mut a = member(&log, "g", &["jobs"]);
+    let mut b = member(&log, "g", &["jobs"]);
+    let generation = loop_until_stable(&log, &mut [&mut a, &mut b]);
+    b.enforce_rebalance().unwrap();
+    b.poll(SHORT).unwrap();
+    assert_eq!(b.group_membership(), None, "b waits for a to rejoin");
+    // a's poll completes the round; b has not seen it yet and calls again.
+    a.poll(SHORT).unwrap();
+    b.enforce_rebalance().unwrap();
+    assert_eq!(
+        loop_until_stable(&log, &mut [&mut a, &mut b]),
+        generation + 1
+    );
+}
+
+/// A member removed (its session expired) before the poll that acts on its
+/// `enforce_rebalance` learns it from the coordinator first: its listener hears that the
+/// partitions were lost, not revoked (they may be someone else's already).
+#[test]
+fn enforce_rebalance_by_a_removed_member_reports_its_partitions_lost() {
+    let (_dir, log, clock) = jobs_log(4);
+    let events = Recorder::default();
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let mut b = member(&log, "g", &["jobs"]);
+    loop_until_stable(&log, &mut [&mut a, &mut b]);
+    events.0.lock().unwrap().clear();
+    clock.advance(10_001);
+    b.poll(SHORT).unwrap();
+    a.enforce_rebalance().unwrap();
+    a.poll(SHORT).unwrap();
+    assert_eq!(
+        events.0.lock().unwrap().first().map(String::as_str),
+        Some("lost 2")
     );
 }
 

@@ -1845,7 +1845,8 @@ impl Consumer {
     /// leader's assignor runs again and the generation moves on. An eager member gives up
     /// its partitions first (committing them when auto-commit is on, its listener hearing
     /// the revocation); a cooperative one keeps them and only those that move are
-    /// revoked. While a rebalance is already running it changes nothing. A consumer with a
+    /// revoked. While a rebalance is already running (this consumer's own join included)
+    /// it changes nothing. A consumer with a
     /// group that `assign`ed its partitions has no membership to rebalance: nothing
     /// happens, as in Kafka.
     ///
@@ -1876,7 +1877,7 @@ impl Consumer {
     ///
     /// # Errors
     /// `IllegalState` without a `group_id` (Kafka's "consumer does not have a group");
-    /// `Closed`.
+    /// `FencedInstanceId` once another consumer took this one's static place; `Closed`.
     pub fn enforce_rebalance(&mut self) -> Result<()> {
         self.check_open()?;
         if self.config.group_id.is_none() {
@@ -1884,7 +1885,11 @@ impl Consumer {
                 reason: "enforce_rebalance needs a group: the consumer has no group_id",
             });
         }
-        if let Some(m) = &mut self.membership {
+        // A member without a generation (joining) or rejoining is in a round already.
+        if let Some(m) = &mut self.membership
+            && m.generation.is_some()
+            && !m.rejoin
+        {
             m.enforce = true;
         }
         Ok(())
@@ -1930,7 +1935,6 @@ impl Consumer {
         let lookup = |topic: &str| log.topic(topic).ok().map(|t| t.shape());
         loop {
             let now = self.log.now_ms();
-            self.prepare_enforced_rebalance();
             // A listener may have unsubscribed the consumer.
             let Some(membership) = self.membership.clone() else {
                 return Ok(false);
@@ -1950,14 +1954,16 @@ impl Consumer {
                     instance_id: self.config.group_instance_id.as_deref(),
                 };
                 match self.log.coordinator().heartbeat(&group, me, now, &lookup) {
-                    Ok(()) => return Ok(true),
-                    Err(Error::RebalanceInProgress) if cooperative => {
+                    Ok(()) if !membership.enforce => return Ok(true),
+                    // `enforce_rebalance`: still a member in its generation, it rejoins
+                    // as for a round begun elsewhere; the join asks for the round.
+                    Err(Error::RebalanceInProgress) | Ok(()) if cooperative => {
                         // Cooperative: keep the partitions; the round tells what moves.
                         if let Some(m) = &mut self.membership {
                             m.rejoin = true;
                         }
                     }
-                    Err(Error::RebalanceInProgress | Error::IllegalGeneration { .. }) => {
+                    Err(Error::RebalanceInProgress | Error::IllegalGeneration { .. }) | Ok(()) => {
                         // Eager: give everything up, then rejoin.
                         if let Err(error) = self.revoke_all() {
                             self.auto_commit_error = Some(error);
@@ -2030,25 +2036,6 @@ impl Consumer {
             self.check_wakeup()?;
             let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             self.log.coordinator().wait(wait_until);
-        }
-    }
-
-    /// Readies a rejoin asked for by [`enforce_rebalance`](Self::enforce_rebalance):
-    /// eager, the member gives everything up first (committing when auto-commit is on, as
-    /// before any eager rejoin); cooperative, it keeps its partitions and rejoins.
-    fn prepare_enforced_rebalance(&mut self) {
-        let Some(membership) = &self.membership else {
-            return;
-        };
-        if !membership.enforce || membership.generation.is_none() {
-            return;
-        }
-        if membership.protocol == Some(RebalanceProtocol::Cooperative) {
-            if let Some(m) = &mut self.membership {
-                m.rejoin = true;
-            }
-        } else if let Err(error) = self.revoke_all() {
-            self.auto_commit_error = Some(error);
         }
     }
 

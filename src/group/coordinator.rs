@@ -919,6 +919,40 @@ mod tests {
         assert!(a_parts.iter().all(|p| !b_parts.contains(p)));
     }
 
+    /// `force_rebalance` (a consumer's `enforce_rebalance`): a stable group's member rejoining
+    /// unchanged starts a round with it; without the flag it gets the current generation
+    /// back; during a round the flag adds nothing.
+    #[test]
+    fn a_forced_rejoin_starts_a_round_only_in_a_stable_group() {
+        let c = Coordinator::new(0);
+        let forced = |id: &str| JoinRequest {
+            force_rebalance: true,
+            ..request(Some(id))
+        };
+        let (a, _, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        let b = pending(c.join("g", request(None), 0, &four).unwrap());
+        joined(c.join("g", request(Some(&a)), 1, &four).unwrap());
+        let (_, generation, _) = joined(c.join("g", request(Some(&b)), 1, &four).unwrap());
+        assert_eq!(generation, 2);
+        // Unchanged, not forced: the current generation.
+        let (_, same, _) = joined(c.join("g", request(Some(&b)), 2, &four).unwrap());
+        assert_eq!(same, generation);
+        assert_eq!(c.describe("g").unwrap().0, GroupState::Stable);
+        // Forced: a round; a learns it from its heartbeat.
+        pending(c.join("g", forced(&b), 3, &four).unwrap());
+        assert!(matches!(
+            c.heartbeat("g", me(&a, generation), 3, &four),
+            Err(Error::RebalanceInProgress)
+        ));
+        // Forced again during the round: the same round, which a's join completes.
+        pending(c.join("g", forced(&b), 4, &four).unwrap());
+        let (_, next, _) = joined(c.join("g", forced(&a), 5, &four).unwrap());
+        assert_eq!(next, generation + 1);
+        let (_, next, _) = joined(c.join("g", request(Some(&b)), 6, &four).unwrap());
+        assert_eq!(next, generation + 1);
+        assert_eq!(c.describe("g").unwrap().0, GroupState::Stable);
+    }
+
     /// `GroupCoordinatorTest.testSessionTimeout`: no heartbeat for the session timeout →
     /// the next heartbeat is `UnknownMemberId`.
     #[test]
