@@ -655,6 +655,9 @@ impl ReplicaLog {
         w.index_state = IndexState::new(self.config().index_interval_bytes);
         w.first_batch_timestamp = NO_TIMESTAMP;
         w.created_ms = now;
+        if let Some(prefaulter) = &self.prefaulter {
+            prefaulter.retire(old);
+        }
         Ok(())
     }
 
@@ -948,6 +951,25 @@ pub(crate) fn test_replica(root: &Path, config: TopicConfig, now: i64) -> Replic
     .unwrap()
 }
 
+/// [`test_replica`] with the log's prefault thread.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn test_replica_prefaulted(root: &Path, config: TopicConfig) -> ReplicaLog {
+    let dir = StorageDir::open(crate::storage::OsStorage::shared(), &root.join("d")).unwrap();
+    ReplicaLog::create(LoadOptions {
+        tp: TopicPartition::new("t", 0),
+        dir: Arc::new(dir),
+        config,
+        clock: Arc::new(crate::clock::ManualClock::new(0)),
+        clean: false,
+        recovery_point: None,
+        log_start: None,
+        high_watermark: None,
+        prefaulter: Some(Prefaulter::start().unwrap()),
+    })
+    .unwrap()
+}
+
 /// `log` opened again from its directory (while `log` stays open: for reading what it
 /// made durable), for unit tests.
 #[cfg(test)]
@@ -972,13 +994,19 @@ fn allocation_chunk(capacity: usize) -> usize {
     (capacity / 16).clamp(LOG_CHUNK_MIN, LOG_CHUNK_MAX)
 }
 
-/// A background thread that allocates and faults in segment pages ahead of writers.
+/// A background thread that allocates and faults in segment pages ahead of writers, and
+/// unmaps the writable mappings of segments rolled away from.
 #[derive(Debug, Clone)]
 pub(crate) struct Prefaulter(std::sync::mpsc::SyncSender<GrowRequest>);
 
-/// A request to the prefaulter: the segment, the length to allocate it to, and whether to
-/// fault the pages in for writing.
-type GrowRequest = (std::sync::Weak<Segment>, usize, bool);
+/// A request to the prefaulter.
+enum GrowRequest {
+    /// The segment, the length to allocate it to, and whether to fault the pages in for
+    /// writing.
+    Grow(std::sync::Weak<Segment>, usize, bool),
+    /// A segment just sealed (replaced by its read-only copy), to be dropped there.
+    Retire(Arc<Segment>),
+}
 
 impl Prefaulter {
     /// Starts the thread; it ends when the last `Prefaulter` handle is dropped.
@@ -988,9 +1016,14 @@ impl Prefaulter {
         std::thread::Builder::new()
             .name("tarnlog-prefault".into())
             .spawn(move || {
-                while let Ok((segment, target, populate)) = receiver.recv() {
-                    if let Some(segment) = segment.upgrade() {
-                        segment.grow_ahead(target, populate);
+                while let Ok(request) = receiver.recv() {
+                    match request {
+                        GrowRequest::Grow(segment, target, populate) => {
+                            if let Some(segment) = segment.upgrade() {
+                                segment.grow_ahead(target, populate);
+                            }
+                        }
+                        GrowRequest::Retire(segment) => drop(segment),
                     }
                 }
             })?;
@@ -999,7 +1032,15 @@ impl Prefaulter {
 
     fn request(&self, segment: &Arc<Segment>, target: usize, populate: bool) {
         // A full queue drops the request: the writer then allocates for itself.
-        let _ = self.0.try_send((Arc::downgrade(segment), target, populate));
+        let grow = GrowRequest::Grow(Arc::downgrade(segment), target, populate);
+        let _ = self.0.try_send(grow);
+    }
+
+    /// Drops `segment` on the prefault thread: unmapping a large mapping whose pages were
+    /// all faulted in takes milliseconds, which a roll would otherwise add to an append.
+    /// With the queue full it is dropped here.
+    fn retire(&self, segment: Arc<Segment>) {
+        let _ = self.0.try_send(GrowRequest::Retire(segment));
     }
 }
 
@@ -1097,4 +1138,40 @@ fn batches_within(
         next = header.next_offset() as u64;
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::codec::BatchBuilder;
+
+    /// A roll hands the segment it leaves (with its writable mapping) to the prefault thread,
+    /// which drops it: nothing keeps it, and the sealed copy reads the same records.
+    #[test]
+    fn a_segment_rolled_away_from_is_dropped_by_the_prefault_thread() {
+        let root = tempfile::tempdir().unwrap();
+        let log = test_replica_prefaulted(root.path(), TopicConfig::default().segment_bytes(4096));
+        let mut builder = BatchBuilder::new();
+        builder.push(0, None, Some(&[1u8; 1500]), &[]);
+        let batch = builder.finish().unwrap().to_vec();
+        log.append_then(&batch, |_| {}).unwrap();
+        let rolled_from = Arc::downgrade(&log.writer.lock().active);
+        log.append_then(&batch, |_| {}).unwrap();
+        log.append_then(&batch, |_| {}).unwrap();
+        assert_eq!(log.segments.read().len(), 2, "one roll");
+        let started = std::time::Instant::now();
+        while rolled_from.strong_count() > 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the segment rolled away from was kept"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // A read stays within one segment: the sealed one, then the new one.
+        let end = log.log_end_offset();
+        assert_eq!(log.read(0, usize::MAX, end).unwrap().batches().count(), 2);
+        assert_eq!(log.read(2, usize::MAX, end).unwrap().batches().count(), 1);
+    }
 }
