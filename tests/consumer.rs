@@ -487,6 +487,34 @@ fn max_poll_records_splits_records_across_polls() {
     assert!(poll(&mut consumer).is_empty());
 }
 
+/// A poll that fills `max_poll_records` on the last record of a batch leaves nothing behind
+/// that would keep the next poll from reading the log: records appended meanwhile come
+/// back at once, not after the poll's timeout (or another append).
+#[test]
+fn a_poll_filled_on_a_batchs_last_record_does_not_hide_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values(["0", "1"]).unwrap();
+    let mut consumer = log.consumer(earliest(None).max_poll_records(2)).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    assert_eq!(values(&poll(&mut consumer)), ["0", "1"]);
+    partition.append_values(["2"]).unwrap();
+    let started = Instant::now();
+    let records: Vec<ConsumerRecord> = consumer
+        .poll(Duration::from_secs(30))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(values(&records), ["2"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the poll waited {:?} with a record there",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn polls_take_turns_over_partitions() {
     let dir = tempfile::tempdir().unwrap();

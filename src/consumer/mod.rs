@@ -1070,6 +1070,16 @@ impl Consumer {
         {
             state.buffered.clear();
         }
+        // A batch that a poll filled up on the last record of is done with: dropped now, so
+        // that an empty buffer reads from the log (else this fetch would take nothing and
+        // the poll would wait for an append although records are there).
+        while state
+            .buffered
+            .front()
+            .is_some_and(|(b, _)| b.next_offset() as u64 <= position)
+        {
+            state.buffered.pop_front();
+        }
         let mut bytes = 0;
         if state.buffered.is_empty() {
             let read = match state.partition.read(position, limit) {
