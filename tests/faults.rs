@@ -787,3 +787,81 @@ fn failed_roll_then_fitting_append_survives_clean_close() {
     );
     log.close().unwrap();
 }
+
+/// The values of partition 0 of `t`, in offset order, read without a consumer.
+fn partition_values(log: &Log) -> Vec<(u64, String)> {
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let mut out = Vec::new();
+    let mut offset = partition.log_start_offset();
+    while offset < partition.log_end_offset() {
+        let read = partition.read(offset, 1 << 20).unwrap();
+        let before = offset;
+        for batch in read.batches() {
+            for record in batch.unwrap().records() {
+                let record = record.unwrap();
+                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                out.push((record.offset as u64, value));
+                offset = record.offset as u64 + 1;
+            }
+        }
+        assert!(offset > before, "no progress reading at {before}");
+    }
+    out
+}
+
+/// A truncation that fails part way (an I/O error or a full disk at each of its steps in
+/// turn) never leaves the log taking appends it would lose: the records below the cut
+/// survive, and an append acknowledged after the failure is there at its offset when the
+/// log is opened again (before, a failure after the later segments were removed let
+/// appends go on into the removed files, acknowledged and then gone).
+#[test]
+fn a_truncation_failing_part_way_loses_no_later_append() {
+    let expected: Vec<(u64, String)> = (0..12).map(|i| (i, format!("value-{i}"))).collect();
+    for kind in [FaultKind::Eio, FaultKind::NoSpace] {
+        let mut step = 0;
+        loop {
+            let root = tempfile::tempdir().unwrap();
+            let fault = FaultStorage::new(OsStorage::shared());
+            let log = Log::builder()
+                .dir(root.path())
+                .storage(fault.shared())
+                .prefault(false)
+                .open()
+                .unwrap();
+            let config = TopicConfig::default().segment_bytes(1024);
+            let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+            for i in 0..30 {
+                partition.append_values([format!("value-{i}")]).unwrap();
+            }
+            fault.fail_at(fault.ops() + 1 + step, kind, false);
+            let cut = partition.truncate_to(12);
+            let injected = fault.injected() > 0;
+            fault.heal();
+            let after = partition.append_values(["after"]);
+            if cut.is_ok() {
+                assert_eq!(
+                    after.as_ref().unwrap().base_offset,
+                    12,
+                    "{kind:?} step {step}"
+                );
+            }
+            drop(partition);
+            drop(log);
+            let log = Log::open(root.path()).unwrap();
+            let found = partition_values(&log);
+            assert_eq!(found[..12], expected[..], "{kind:?} step {step}");
+            if let Ok(info) = after {
+                assert!(
+                    found.contains(&(info.base_offset, "after".into())),
+                    "{kind:?} step {step}: the acknowledged append is gone: {found:?}"
+                );
+            }
+            log.close().unwrap();
+            if !injected {
+                break;
+            }
+            step += 1;
+        }
+        assert!(step > 3, "{kind:?}: only {step} steps");
+    }
+}

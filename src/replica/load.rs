@@ -1055,18 +1055,21 @@ pub(super) fn restart(
 ) -> Result<()> {
     let dir = &log.dir;
     before_cut()?;
-    let mut bases: Vec<u64> = log.unlinking.lock().drain(..).collect();
-    bases.extend(log.segments.read().keys().copied());
-    // Queued or not, no old file may stay to be taken for the new segment's (or unlinked
-    // under it).
-    delete_segments(dir, &log.path, &bases)?;
-    let active = Segment::create(dir, &log.path, offset, log.sizes())?;
-    dir.sync_dir(&log.path)?;
-    *w = new_writer(active, &log.config(), offset, now);
-    log.log_start
-        .store(offset, std::sync::atomic::Ordering::Release);
-    finish_truncate(log, w, BTreeMap::new());
-    Ok(())
+    let restarted = (|| {
+        let mut bases: Vec<u64> = log.unlinking.lock().drain(..).collect();
+        bases.extend(log.segments.read().keys().copied());
+        // Queued or not, no old file may stay to be taken for the new segment's (or
+        // unlinked under it).
+        delete_segments(dir, &log.path, &bases)?;
+        let active = Segment::create(dir, &log.path, offset, log.sizes())?;
+        dir.sync_dir(&log.path)?;
+        *w = new_writer(active, &log.config(), offset, now);
+        log.log_start
+            .store(offset, std::sync::atomic::Ordering::Release);
+        finish_truncate(log, w, BTreeMap::new());
+        Ok(())
+    })();
+    restarted.inspect_err(|_| dir.poison())
 }
 
 /// Removes every record at or after `offset` (see `ReplicaLog::truncate_to`). `before_cut`
@@ -1096,20 +1099,26 @@ pub(super) fn truncate(
     let containing = &segments[keep];
     let base = containing.base_offset;
     before_cut()?;
-    delete_segments(dir, &log.path, &bases[keep + 1..])?;
-    if cut < containing.size() || containing.log_file().is_none() {
-        rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
-    }
-    *w = active_from_scan(&log.unclean_options(), &log.path, base, outcome, now)?;
-    let kept = segments[..keep]
-        .iter()
-        .map(|s| (s.base_offset, Arc::clone(s)))
-        .collect();
-    // Kafka's `min(logStartOffset, target)`: a cut below the log start moves it down.
-    log.log_start
-        .fetch_min(offset, std::sync::atomic::Ordering::AcqRel);
-    finish_truncate(log, w, kept);
-    Ok(())
+    // Once files go, a failure leaves them out of step with the writer, which may still
+    // point into a removed file: the directory goes offline rather than take appends that
+    // no open would find.
+    let cut = (|| {
+        delete_segments(dir, &log.path, &bases[keep + 1..])?;
+        if cut < containing.size() || containing.log_file().is_none() {
+            rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
+        }
+        *w = active_from_scan(&log.unclean_options(), &log.path, base, outcome, now)?;
+        let kept = segments[..keep]
+            .iter()
+            .map(|s| (s.base_offset, Arc::clone(s)))
+            .collect();
+        // Kafka's `min(logStartOffset, target)`: a cut below the log start moves it down.
+        log.log_start
+            .fetch_min(offset, std::sync::atomic::Ordering::AcqRel);
+        finish_truncate(log, w, kept);
+        Ok(())
+    })();
+    cut.inspect_err(|_| dir.poison())
 }
 
 /// Whether a truncation to `offset` would be refused (see [`kept_part`]), changing
