@@ -2235,3 +2235,41 @@ fn a_kill_at_any_point_of_a_truncation_leaves_a_log_that_opens() {
         }
     }
 }
+
+/// A cleanly closed active segment whose offset index ends in an entry damaged to position
+/// 0 (no real entry has it: a segment's first batch is never indexed) gets its indexes
+/// rebuilt by a full scan at open, not merged with the entries a scan from byte 0 finds
+/// again (an index out of order, or one over its capacity: a panic). Every offset reads
+/// back, and appends go on.
+#[test]
+fn a_clean_segments_last_index_entry_damaged_to_position_zero_is_rebuilt() {
+    let dir = tempdir();
+    let config = TopicConfig::default()
+        .segment_bytes(1 << 20)
+        .index_interval_bytes(100)
+        .segment_index_bytes(64);
+    let (log, p) = create(dir.path(), config);
+    let values: Vec<String> = (0..12).map(|i| format!("value-{i:02}")).collect();
+    for value in &values {
+        p.append_values([value]).unwrap();
+    }
+    let before = read_all(&p).unwrap();
+    assert_eq!(before.len(), 12);
+    drop(p);
+    log.close().unwrap();
+    let index = dir.path().join("t-0").join(format!("{:020}.index", 0));
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 32, "at least four entries: {}", bytes.len());
+    let len = bytes.len();
+    bytes[len - 4..].fill(0);
+    fs::write(&index, &bytes).unwrap();
+    let (log, p) = reopen(dir.path());
+    assert_eq!(read_all(&p).unwrap(), before);
+    for offset in 0..12 {
+        assert_eq!(read_one(&p, offset).unwrap(), before[offset as usize]);
+    }
+    p.append_values(["after"]).unwrap();
+    assert_eq!(read_all(&p).unwrap().len(), 13);
+    drop(p);
+    log.close().unwrap();
+}

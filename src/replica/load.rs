@@ -1002,6 +1002,11 @@ fn tail_scan(
     config: &TopicConfig,
 ) -> Option<ScanOutcome> {
     let entry = index.last_offset_entry();
+    if entry.is_some_and(|(_, position)| position == 0) {
+        // A segment's first batch is never indexed: the entry is damaged, and a scan from
+        // byte 0 would find the entries before it again.
+        return None;
+    }
     let position = entry.map_or(0, |(_, p)| p as usize);
     let mut state = IndexState::new(config.index_interval_bytes);
     if let Some((ts, rel)) = time_index.last_time_entry() {
@@ -1025,7 +1030,15 @@ fn tail_scan(
         }
         _ => base,
     };
-    let mut outcome = scan::scan(bytes, base, position, expected, state, limits(config));
+    // The entries found are added to those kept: together they must fit the indexes.
+    let mut limits = limits(config);
+    limits.max_offset_entries = limits
+        .max_offset_entries
+        .saturating_sub(index.bytes().len() / 8);
+    limits.max_time_entries = limits
+        .max_time_entries
+        .saturating_sub(time_index.bytes().len() / 12);
+    let mut outcome = scan::scan(bytes, base, position, expected, state, limits);
     if outcome.stop.is_some() {
         return None;
     }
