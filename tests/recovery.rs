@@ -2273,3 +2273,28 @@ fn a_clean_segments_last_index_entry_damaged_to_position_zero_is_rebuilt() {
     drop(p);
     log.close().unwrap();
 }
+
+/// A file named like a segment whose base offset is past Kafka's largest offset
+/// (`i64::MAX`) is no segment of the log: an open leaves it alone and the log is the one
+/// written (its offsets would overflow the arithmetic on them).
+#[test]
+fn a_file_named_past_the_largest_offset_is_not_taken_for_a_segment() {
+    let dir = tempdir();
+    let (log, p) = create(dir.path(), config());
+    p.append_values(["a", "b"]).unwrap();
+    let before = read_all(&p).unwrap();
+    drop(p);
+    log.close().unwrap();
+    let partition_dir = dir.path().join("t-0");
+    // Empty: taken for the active segment, it made the log end there.
+    let stray = partition_dir.join("18000000000000000000.log");
+    fs::write(&stray, b"").unwrap();
+    let (log, p) = reopen(dir.path());
+    assert_eq!(read_all(&p).unwrap(), before);
+    assert_eq!(p.log_end_offset(), 2);
+    p.append_values(["c"]).unwrap();
+    assert_eq!(read_all(&p).unwrap().len(), 3);
+    drop(p);
+    log.close().unwrap();
+    assert!(stray.exists(), "left alone");
+}

@@ -29,13 +29,16 @@ pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
-/// Parses a segment file name: `Some((base offset, extension))`.
+/// Parses a segment file name: `Some((base offset, extension))`. A base past Kafka's
+/// largest offset (`i64::MAX`) names no segment of a log (its offsets could not be
+/// written in a batch, and would overflow arithmetic on them).
 pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     let (stem, extension) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, extension))
+    let base: u64 = stem.parse().ok()?;
+    i64::try_from(base).is_ok().then_some((base, extension))
 }
 
 /// One segment's files.
