@@ -3294,3 +3294,77 @@ fn a_hung_follower_below_min_insync_replicas_does_not_hold_up_appends() {
     assert_eq!(&values(&log, "t", 0)[..4], ["a", "b", "c", "e"]);
     log.close().unwrap();
 }
+
+/// An I/O error at any step of an `acks=All` append over two directories (a full disk, once,
+/// at each storage call in turn; the first sync after an open writes the leader-epoch
+/// checkpoint too) takes the directory it hit offline: an append that fails for it never
+/// leaves every directory online (before, a failed checkpoint write in a sync answered
+/// `Poisoned` for a directory still online, and leadership never moved), the next append
+/// goes in, and every acknowledged record is there after a reopen.
+#[test]
+fn an_io_error_in_any_step_of_a_replicated_append_takes_its_directory_offline() {
+    let mut step = 0;
+    loop {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path(), 2);
+        {
+            let log = Log::builder().dirs(&dirs).open().unwrap();
+            let config = TopicConfig::default()
+                .replication_factor(2)
+                .fsync(tarnlog::FsyncPolicy::EveryBatch);
+            log.create_topic("t", config).unwrap();
+            log.topic("t")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .append_values(["a"])
+                .unwrap();
+            log.close().unwrap();
+        }
+        let fault = FaultStorage::new(OsStorage::shared());
+        let log = Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .prefault(false)
+            .open()
+            .unwrap();
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        fault.fail_at(fault.ops() + 1 + step, FaultKind::NoSpace, false);
+        let appended = partition.append_values(["b"]);
+        let injected = fault.injected() > 0;
+        let offline = log.dir_status().iter().any(|d| !d.online);
+        // A full disk met by any storage call: its directory is offline, whether the
+        // append failed or went in (a follower's failed sync).
+        assert!(
+            offline || !injected,
+            "step {step}: {appended:?} with every directory online"
+        );
+        let mut acknowledged = vec!["a".to_owned()];
+        if appended.is_ok() {
+            acknowledged.push("b".into());
+        }
+        if partition.append_values(["c"]).is_ok() {
+            acknowledged.push("c".into());
+        }
+        assert!(
+            acknowledged.len() > 1,
+            "step {step}: no append went in after the fault"
+        );
+        drop(partition);
+        drop(log);
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let found = values(&log, "t", 0);
+        for value in &acknowledged {
+            assert!(
+                found.contains(value),
+                "step {step}: {value} lost: {found:?}"
+            );
+        }
+        log.close().unwrap();
+        if !injected {
+            break;
+        }
+        step += 1;
+    }
+    assert!(step > 5, "only {step} steps");
+}

@@ -464,10 +464,14 @@ impl ReplicaSet {
                     pending.end,
                     Arc::clone(&followers),
                 );
-                pending
-                    .replica
-                    .dir()
-                    .run_in_background(Box::new(move || done.finish(slot, replica.sync_to(end))));
+                pending.replica.dir().run_in_background(Box::new(move || {
+                    // Any I/O error takes the directory offline (a failed fsync has already).
+                    let synced = replica.sync_to(end);
+                    if let Err(error) = &synced {
+                        Self::dir_failed(&replica, error);
+                    }
+                    done.finish(slot, synced);
+                }));
             } else {
                 followers.finish(slot, Ok(()));
             }
@@ -475,6 +479,11 @@ impl ReplicaSet {
         let leader_synced = written
             .leader
             .await_durable(info.last_offset + 1, u64::from(info.record_count));
+        if let Err(error) = &leader_synced {
+            // Not only a failed fsync: any I/O error of the sync (its leader-epoch
+            // checkpoint write, say) takes the directory offline, so that a follower leads.
+            Self::dir_failed(&written.leader, error);
+        }
         // A follower whose sync fails (its directory is then poisoned) or takes longer than
         // `replica_lag_time_max_ms` leaves the in-sync set.
         let results = followers.wait_for(self.lag);
@@ -747,8 +756,10 @@ impl ReplicaSet {
             follower.log_end_offset(),
         );
         follower.dir().run_in_background(Box::new(move || {
-            // A failure poisons the directory: the next step finds it offline.
-            let _ = replica.await_durable(end, records);
+            // A failure takes the directory offline: the next step finds it so.
+            if let Err(error) = replica.await_durable(end, records) {
+                Self::dir_failed(&replica, &error);
+            }
             syncing[index].store(false, Ordering::Release);
         }));
     }
@@ -1011,18 +1022,19 @@ impl ReplicaSet {
             let Some(follower) = follower else { continue };
             if !Arc::ptr_eq(follower, &leader)
                 && in_sync.load(Ordering::Acquire)
-                && follower
-                    .sync_to(offset.min(follower.log_end_offset()))
-                    .is_err()
+                && let Err(error) = follower.sync_to(offset.min(follower.log_end_offset()))
             {
+                Self::dir_failed(follower, &error);
                 failed.push((i, Arc::clone(follower)));
             }
         }
         if !failed.is_empty() {
             let _order = self.order.lock();
-            // Only the replica that failed leaves: a slot restored meanwhile holds another.
+            let current = self.leader.load(Ordering::Acquire);
+            // Only the replica that failed leaves, and never the leader (one may have taken
+            // over meanwhile): a slot restored meanwhile holds another.
             for (i, follower) in failed {
-                if self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, &follower)) {
+                if i != current && self.replica(i).is_some_and(|r| Arc::ptr_eq(&r, &follower)) {
                     self.in_sync[i].store(false, Ordering::Release);
                 }
             }
