@@ -632,3 +632,46 @@ fn a_fault_at_any_call_of_delete_records_leaves_a_consistent_log() {
         run(Some(k));
     }
 }
+
+/// After a power loss a directory may keep a later unlink of `delete_records` and lose an
+/// earlier one: a segment wholly below the checkpointed log start stays while the one
+/// after it is gone. The open leaves it out (it is below the log start) instead of
+/// scanning from it, finding a gap and cutting the log there (which lost every record
+/// from the log start on).
+#[test]
+fn a_leftover_segment_below_the_log_start_with_a_gap_after_it_loses_nothing() {
+    let (root, clock, log, partition) = fifteen_in_threes_of_five();
+    let dir = partition.path();
+    let first: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{:020}.", 0))
+        })
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert!(!first.is_empty());
+    // Segments [0, 5) and [5, 10) go; [10, 15) is the active one.
+    assert_eq!(partition.delete_records(10).unwrap(), 10);
+    drop(partition);
+    log.simulate_crash();
+    // The first segment's unlink did not reach the disk; the second's did.
+    for (path, bytes) in &first {
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert_eq!(segment_files(&dir), 2);
+    let log = open(root.path(), &clock);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_start_offset(), 10);
+    assert_eq!(partition.log_end_offset(), 15);
+    let read = partition.read(10, 1 << 20).unwrap();
+    assert_eq!(read.records().count(), 5);
+    drop(partition);
+    log.close().unwrap();
+}

@@ -469,7 +469,19 @@ fn load_segments(options: &LoadOptions, path: &Path) -> Result<Loaded> {
         created: false,
         log_end_offset: 0,
     };
-    let bases = list_segments(dir, path, &mut report.removed_files)?;
+    let mut bases = list_segments(dir, path, &mut report.removed_files)?;
+    // Segments wholly below the checkpointed log start (the next one starts at or below
+    // it) are ones whose unlink never reached the disk, perhaps while a later one's did
+    // (unlinks are not synced one by one): removed as their deletion meant, never scanned,
+    // where a missing segment after one would read as a gap in the log.
+    if let Some(start) = options.log_start {
+        let below = bases.windows(2).take_while(|w| w[1] <= start).count();
+        if below > 0 {
+            let removed = delete_segments(dir, path, &bases[..below])?;
+            report.removed_files.extend(removed);
+            bases.drain(..below);
+        }
+    }
     let now = options.clock.now_ms();
     if bases.is_empty() {
         let base = options.log_start.unwrap_or(0);
