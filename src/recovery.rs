@@ -66,7 +66,9 @@ pub struct PartitionRecovery {
     pub truncation: Option<Truncation>,
     /// Index files rebuilt from the log because they were missing or wrong.
     pub rebuilt_indexes: Vec<PathBuf>,
-    /// Leftover files removed (temporary files of interrupted operations, orphan indexes).
+    /// Leftover files removed (temporary files of interrupted operations, orphan indexes,
+    /// the log files of segments wholly below the log start whose deletion a crash
+    /// interrupted).
     pub removed_files: Vec<PathBuf>,
     /// The partition's directory was missing and was created empty.
     pub created: bool,
