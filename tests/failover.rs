@@ -3368,3 +3368,49 @@ fn an_io_error_in_any_step_of_a_replicated_append_takes_its_directory_offline() 
     }
     assert!(step > 5, "only {step} steps");
 }
+
+/// An `acks=All` append whose follower's sync hangs, when that follower takes over as leader
+/// before the append gives up waiting for it (the leader's directory failed under another
+/// append): the append is not acknowledged, since the new leader, the in-sync set now,
+/// never synced it (before, the timed-out follower was kept in sync for leading and
+/// counted). A third directory holds only metadata.
+#[test]
+fn an_append_is_not_acknowledged_by_a_leader_that_never_synced_it() {
+    use std::time::{Duration, Instant};
+    let (_root, dirs, fault, log) = lagging_faulty_dirs(3, 300);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    let leader = described.leader.unwrap();
+    let follower = *described.replicas.iter().find(|&&r| r != leader).unwrap();
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let _heal = HealOnDrop(&fault, &dirs[follower]);
+    let (answered, finished, leader_after) = std::thread::scope(|s| {
+        let first = s.spawn(|| partition.append_values(["b"]));
+        // While `b` waits for the follower's sync, the leader's directory fails under
+        // another append, which fails over to the follower (and then waits for its sync).
+        std::thread::sleep(Duration::from_millis(50));
+        fault.fail_dir(&dirs[leader], FaultKind::Eio);
+        let second = s.spawn(|| partition.append_values(["c"]));
+        let started = Instant::now();
+        while !first.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = first.is_finished();
+        let leader_after = log.describe_topic("t").unwrap().partitions[0].leader;
+        // Healed before anything is asserted: the threads must end.
+        fault.heal_dir(&dirs[follower]);
+        let answered = first.join().unwrap();
+        drop(second.join().unwrap());
+        (answered, finished, leader_after)
+    });
+    assert!(finished, "the first append hung");
+    assert_eq!(leader_after, Some(follower));
+    assert!(
+        answered.is_err(),
+        "acknowledged by a leader whose sync of it hung: {answered:?}"
+    );
+}

@@ -484,6 +484,7 @@ impl ReplicaSet {
             // checkpoint write, say) takes the directory offline, so that a follower leads.
             Self::dir_failed(&written.leader, error);
         }
+        let leader_ok = leader_synced.is_ok();
         // A follower whose sync fails (its directory is then poisoned) or takes longer than
         // `replica_lag_time_max_ms` leaves the in-sync set.
         let results = followers.wait_for(self.lag);
@@ -530,7 +531,96 @@ impl ReplicaSet {
                 self.advance_high_watermark(&leader);
             }
         }
+        if acks_all {
+            self.confirm_in_sync(&written, leader_ok, &results, info)?;
+        }
         self.check_after_append(info, acks_all)
+    }
+
+    /// `acks=All`: every replica in sync now holds the batch durably (per the fsync policy),
+    /// not only as many as required. One that joined the set after the batch's syncs were
+    /// started (a follower level again in another append's step), or a follower that leads
+    /// now (the leader's directory failed meanwhile) whose sync timed out, was not among
+    /// the syncs waited for or did not answer: each is waited for, on its directory's
+    /// worker, up to the lag time. A follower that does not answer leaves the in-sync set;
+    /// a leader that does not fails the append (`NotEnoughReplicasAfterAppend`: written,
+    /// not acknowledged).
+    fn confirm_in_sync(
+        &self,
+        written: &Written,
+        leader_ok: bool,
+        results: &[Option<Result<()>>],
+        info: AppendInfo,
+    ) -> Result<()> {
+        let end = info.last_offset + 1;
+        let confirmed = |index: usize, replica: &Arc<ReplicaLog>| {
+            (leader_ok && Arc::ptr_eq(replica, &written.leader))
+                || written.pending.iter().zip(results).any(|(p, r)| {
+                    p.index == index
+                        && Arc::ptr_eq(&p.replica, replica)
+                        && matches!(r, Some(Ok(())))
+                })
+        };
+        let unconfirmed: Vec<(usize, Arc<ReplicaLog>)> = self
+            .replicas()
+            .iter()
+            .zip(&self.in_sync)
+            .enumerate()
+            .filter(|(_, (_, in_sync))| in_sync.load(Ordering::Acquire))
+            .filter_map(|(i, (replica, _))| Some((i, Arc::clone(replica.as_ref()?))))
+            .filter(|(i, replica)| !confirmed(*i, replica))
+            .collect();
+        if unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let done = Arc::new(Completion::new(unconfirmed.len()));
+        for (slot, (_, target)) in unconfirmed.iter().enumerate() {
+            let (replica, done) = (Arc::clone(target), Arc::clone(&done));
+            let records = u64::from(info.record_count);
+            target.dir().run_in_background(Box::new(move || {
+                let synced = if replica.log_end_offset() < end {
+                    // Cut since (a truncation): the batch is not there to be durable.
+                    Err(Error::NotEnoughReplicasAfterAppend {
+                        in_sync: 0,
+                        required: 1,
+                    })
+                } else {
+                    replica.await_durable(end, records)
+                };
+                if let Err(error) = &synced {
+                    Self::dir_failed(&replica, error);
+                }
+                done.finish(slot, synced);
+            }));
+        }
+        let answers = done.wait_for(self.lag);
+        let failed: Vec<&(usize, Arc<ReplicaLog>)> = unconfirmed
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| !matches!(answer, Some(Ok(()))))
+            .map(|(u, _)| u)
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let _order = self.order.lock();
+        let current = self.leader.load(Ordering::Acquire);
+        let mut leader_failed = false;
+        for (i, replica) in failed {
+            if *i == current {
+                leader_failed = true;
+            } else if self.replica(*i).is_some_and(|r| Arc::ptr_eq(&r, replica)) {
+                self.in_sync[*i].store(false, Ordering::Release);
+            }
+        }
+        self.persist()?;
+        if leader_failed {
+            return Err(Error::NotEnoughReplicasAfterAppend {
+                in_sync: self.in_sync_count(),
+                required: self.required_in_sync(),
+            });
+        }
+        Ok(())
     }
 
     /// The part of an append done under the order lock: the leader's write and the
