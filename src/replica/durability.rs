@@ -82,6 +82,15 @@ impl ReplicaLog {
         self.sync.lock().synced_to >= offset.min(self.log_end_offset())
     }
 
+    /// Whether the fsync policy makes every batch durable before it is acknowledged
+    /// (`EveryBatch`, or a sync every record).
+    pub(crate) fn syncs_every_batch(&self) -> bool {
+        matches!(
+            self.config().fsync,
+            FsyncPolicy::EveryBatch | FsyncPolicy::EveryRecords(0 | 1)
+        )
+    }
+
     /// Whether a sync of this replica is running now.
     pub(crate) fn sync_in_progress(&self) -> bool {
         self.sync.lock().in_progress

@@ -1124,13 +1124,25 @@ pub(super) fn truncate(
     let containing = &segments[keep];
     let base = containing.base_offset;
     before_cut()?;
+    // The kept prefix's new file is written and synced before any file changes: a failure
+    // there (a full disk) leaves the log as it was, and its directory online.
+    let prefix = if cut < containing.size() || containing.log_file().is_none() {
+        Some(write_prefix(
+            dir,
+            &log.path,
+            base,
+            &containing.bytes()[..cut],
+        )?)
+    } else {
+        None
+    };
     // Once files go, a failure leaves them out of step with the writer, which may still
     // point into a removed file: the directory goes offline rather than take appends that
     // no open would find.
     let cut = (|| {
         delete_segments(dir, &log.path, &bases[keep + 1..])?;
-        if cut < containing.size() || containing.log_file().is_none() {
-            rewrite_prefix(dir, &log.path, base, &containing.bytes()[..cut])?;
+        if let Some(copy) = &prefix {
+            replace_with_prefix(dir, &log.path, base, copy)?;
         }
         *w = active_from_scan(&log.unclean_options(), &log.path, base, outcome, now)?;
         let kept = segments[..keep]
@@ -1196,20 +1208,31 @@ fn kept_part(
     Ok(Some((keep, cut, outcome)))
 }
 
-/// Writes `bytes` as the new content of a segment's log: `.tmp`, fsync, rename, fsync dir.
-/// (Not `.swap`: that suffix marks a committed cleaner swap, which an open finishes.)
-fn rewrite_prefix(dir: &StorageDir, path: &Path, base: u64, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes`, the new content of a segment's log, to `<log>.tmp` and fsyncs it;
+/// returns its path. (Not `.swap`: that suffix marks a committed cleaner swap, which an
+/// open finishes.) On a failure the copy is removed (an open would remove it too).
+fn write_prefix(dir: &StorageDir, path: &Path, base: u64, bytes: &[u8]) -> Result<PathBuf> {
+    let copy = path.join(format!("{}.tmp", file_name(base, "log")));
+    let written = (|| {
+        let file = dir
+            .storage()
+            .open(&copy, OpenMode::Truncate)
+            .map_err(|e| Error::io("create", &copy, e))?;
+        crate::storage::write_all_at(file.as_ref(), bytes, 0)
+            .map_err(|e| Error::io("write", &copy, e))?;
+        dir.sync("fsync", &copy, || file.sync_all())
+    })();
+    if written.is_err() && dir.storage().exists(&copy) {
+        let _ = dir.storage().remove_file(&copy);
+    }
+    written.map(|()| copy)
+}
+
+/// Puts the copy [`write_prefix`] made in place of the segment's log: rename, fsync dir.
+fn replace_with_prefix(dir: &StorageDir, path: &Path, base: u64, copy: &Path) -> Result<()> {
     let target = path.join(file_name(base, "log"));
-    let swap = path.join(format!("{}.tmp", file_name(base, "log")));
-    let file = dir
-        .storage()
-        .open(&swap, OpenMode::Truncate)
-        .map_err(|e| Error::io("create", &swap, e))?;
-    crate::storage::write_all_at(file.as_ref(), bytes, 0)
-        .map_err(|e| Error::io("write", &swap, e))?;
-    dir.sync("fsync", &swap, || file.sync_all())?;
     dir.storage()
-        .rename(&swap, &target)
+        .rename(copy, &target)
         .map_err(|e| Error::io("rename", &target, e))?;
     dir.sync_dir(path)
 }

@@ -897,6 +897,12 @@ impl ReplicaLog {
             }))
     }
 
+    /// Whether the replica's topic was deleted ([`retire`](Self::retire)): an I/O error met
+    /// by a sync that ran after it (its files are going) says nothing of the directory.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
     /// retention answer `Closed` from now on; one running now finishes first.
     pub(crate) fn retire(&self) {

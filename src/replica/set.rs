@@ -576,16 +576,17 @@ impl ReplicaSet {
         let done = Arc::new(Completion::new(unconfirmed.len()));
         for (slot, (_, target)) in unconfirmed.iter().enumerate() {
             let (replica, done) = (Arc::clone(target), Arc::clone(&done));
-            let records = u64::from(info.record_count);
             target.dir().run_in_background(Box::new(move || {
-                let synced = if replica.log_end_offset() < end {
-                    // Cut since (a truncation): the batch is not there to be durable.
-                    Err(Error::NotEnoughReplicasAfterAppend {
-                        in_sync: 0,
-                        required: 1,
-                    })
+                // A batch cut since (a truncation) has nothing left to be durable. Only a
+                // policy that syncs every batch waits here: the others' counts already
+                // hold these records, and counting them again would sync early.
+                let synced = if replica.log_end_offset() < end
+                    || replica.synced_through(end)
+                    || !replica.syncs_every_batch()
+                {
+                    Ok(())
                 } else {
-                    replica.await_durable(end, records)
+                    replica.sync_to(end)
                 };
                 if let Err(error) = &synced {
                     Self::dir_failed(&replica, error);
@@ -721,7 +722,8 @@ impl ReplicaSet {
     /// replicated partition's directory offline (Kafka's log-directory failure), as a failed
     /// fsync does every directory.
     fn dir_failed(replica: &ReplicaLog, error: &Error) -> bool {
-        if matches!(error, Error::Io { .. }) {
+        // A deleted topic's files go while its last syncs may still run.
+        if matches!(error, Error::Io { .. }) && !replica.is_retired() {
             replica.dir().poison();
         }
         replica.dir().is_poisoned()
