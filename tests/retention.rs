@@ -548,6 +548,23 @@ fn failed_unlink_is_reported_and_retried() {
     panic!("no storage call of delete_records was an unlink");
 }
 
+/// The files of `dir` that `keep` selects, with their contents (to put back later, as a
+/// power loss that lost their unlinks would).
+fn saved_files(
+    dir: &std::path::Path,
+    keep: impl Fn(&std::path::Path) -> bool,
+) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| keep(p))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
 /// A crash after the log start was checkpointed but before the files were unlinked:
 /// the open keeps the checkpointed start and removes the leftovers wholly below it (as
 /// their deletion meant; see
@@ -556,18 +573,10 @@ fn failed_unlink_is_reported_and_retried() {
 fn crash_between_checkpoint_and_unlink() {
     let (root, clock, log, partition) = fifteen_in_threes_of_five();
     let dir = partition.path();
-    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "log" || x == "index" || x == "timeindex")
-        })
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let saved = saved_files(&dir, |p| {
+        p.extension()
+            .is_some_and(|x| x == "log" || x == "index" || x == "timeindex")
+    });
     partition.delete_records(10).unwrap();
     drop(partition);
     log.simulate_crash();
@@ -644,27 +653,19 @@ fn a_fault_at_any_call_of_delete_records_leaves_a_consistent_log() {
 
 /// After a power loss a directory may keep a later unlink of `delete_records` and lose an
 /// earlier one: a segment wholly below the checkpointed log start stays while the one
-/// after it is gone. The open leaves it out (it is below the log start) instead of
-/// scanning from it, finding a gap and cutting the log there (which lost every record
-/// from the log start on).
+/// after it is gone. The open removes it (it is below the log start) instead of scanning
+/// from it, finding a gap and cutting the log there (which lost every record from the log
+/// start on).
 #[test]
 fn a_leftover_segment_below_the_log_start_with_a_gap_after_it_loses_nothing() {
     let (root, clock, log, partition) = fifteen_in_threes_of_five();
     let dir = partition.path();
-    let first: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{:020}.", 0))
-        })
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let first = saved_files(&dir, |p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{:020}.", 0))
+    });
     assert!(!first.is_empty());
     // Segments [0, 5) and [5, 10) go; [10, 15) is the active one.
     assert_eq!(partition.delete_records(10).unwrap(), 10);
