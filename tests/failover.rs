@@ -1799,6 +1799,21 @@ fn faulty_dirs(n: usize) -> (tempfile::TempDir, Vec<PathBuf>, Log, FaultStorage)
 
 /// The directories of the leader and the follower of partition 0 of `topic` (replication
 /// factor 2 over two directories).
+/// Partition 0 of a new topic `t` (of two replicas) with `values` appended one batch each,
+/// and its follower's directory.
+fn topic_t_and_its_follower(
+    log: &Log,
+    config: TopicConfig,
+    values: &[&str],
+) -> (tarnlog::Partition, usize) {
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for value in values {
+        partition.append_values([value]).unwrap();
+    }
+    let (_, follower) = leader_and_follower(log, "t");
+    (partition, follower)
+}
+
 fn leader_and_follower(log: &Log, topic: &str) -> (usize, usize) {
     let leader = log.describe_topic(topic).unwrap().partitions[0]
         .leader
@@ -1939,9 +1954,7 @@ fn a_directory_restored_with_an_fsync_still_stuck_is_rebuilt() {
     use std::time::Duration;
     let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 50);
     let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let (_, follower) = leader_and_follower(&log, "t");
+    let (partition, follower) = topic_t_and_its_follower(&log, config, &["a"]);
     // Where an append's last write falls among its storage calls: the follower's copy.
     let before = fault.ops();
     partition.append_values(["b"]).unwrap();
@@ -3013,9 +3026,7 @@ fn a_hung_follower_does_not_hold_up_appends_that_roll_its_segments() {
         .replication_factor(2)
         .segment_bytes(200)
         .fsync(tarnlog::FsyncPolicy::EveryBatch);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let (_, follower) = leader_and_follower(&log, "t");
+    let (partition, follower) = topic_t_and_its_follower(&log, config, &["a"]);
     appends_go_on_past_a_hung_follower(&fault, &dirs[follower], &partition, 4);
     // Healed: the follower catches up and rejoins (once its background sync ended).
     for i in 0.. {
@@ -3079,11 +3090,7 @@ fn a_hung_follower_that_must_be_cut_does_not_hold_up_appends() {
     let config = TopicConfig::default()
         .replication_factor(2)
         .fsync(tarnlog::FsyncPolicy::EveryBatch);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    for value in ["a", "b", "c", "d"] {
-        partition.append_values([value]).unwrap();
-    }
-    let (_, follower) = leader_and_follower(&log, "t");
+    let (partition, follower) = topic_t_and_its_follower(&log, config, &["a", "b", "c", "d"]);
     fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
     let _heal = HealOnDrop(&fault, &dirs[follower]);
     // The follower's sync hangs: it leaves the in-sync set after the lag time.
@@ -3195,11 +3202,9 @@ fn a_hung_follower_does_not_hold_up_appends_while_the_log_start_moves() {
     use std::time::{Duration, Instant};
     let (_root, dirs, fault, log) = lagging_faulty_dirs(2, 200);
     let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    for i in 0..10 {
-        partition.append_values([format!("v{i}")]).unwrap();
-    }
-    let (_, follower) = leader_and_follower(&log, "t");
+    let written: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    let written: Vec<&str> = written.iter().map(String::as_str).collect();
+    let (partition, follower) = topic_t_and_its_follower(&log, config, &written);
     fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
     let _heal = HealOnDrop(&fault, &dirs[follower]);
     std::thread::scope(|s| {
@@ -3244,9 +3249,7 @@ fn a_hung_follower_below_min_insync_replicas_does_not_hold_up_appends() {
         .replication_factor(2)
         .min_insync_replicas(2)
         .fsync(tarnlog::FsyncPolicy::EveryBatch);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let (_, follower) = leader_and_follower(&log, "t");
+    let (partition, follower) = topic_t_and_its_follower(&log, config, &["a"]);
     fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
     let _heal = HealOnDrop(&fault, &dirs[follower]);
     // The follower's sync hangs: it leaves the in-sync set after the lag time, and the
