@@ -685,3 +685,54 @@ fn a_leftover_segment_below_the_log_start_with_a_gap_after_it_loses_nothing() {
     drop(partition);
     log.close().unwrap();
 }
+
+/// Kafka's `largestTimestamp` falls back on a segment's last modification: one whose
+/// records carry no timestamp (-1) expires `retention_ms` after its last write (by the
+/// clock at the append while running, by the file's modification time after a reopen)
+/// instead of being kept forever and holding back every later segment.
+#[test]
+fn segments_without_timestamps_expire_from_their_last_write() {
+    use tarnlog::Clock;
+    const RETENTION: i64 = 60_000;
+    let root = tempfile::tempdir().unwrap();
+    let start = tarnlog::SystemClock.now_ms();
+    let clock = ManualClock::new(start);
+    let log = open(root.path(), &clock);
+    let config = TopicConfig::default()
+        .segment_bytes(5 * batch_size(b"test"))
+        .retention_ms(RETENTION);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for timestamp in [-1, start] {
+        for _ in 0..5 {
+            append(&partition, timestamp, b"test");
+        }
+    }
+    clock.advance(RETENTION / 2);
+    for _ in 0..5 {
+        append(&partition, -1, b"test");
+    }
+    assert_eq!(partition.segment_base_offsets(), [0, 5, 10]);
+    clock.set(start + RETENTION);
+    assert_eq!(log.maintain().unwrap().segments_deleted, 0, "not yet due");
+    // Segment 0 by its last append, and segment 5 (by its timestamps) after it.
+    clock.set(start + RETENTION + 1);
+    assert_eq!(log.maintain().unwrap().segments_deleted, 2);
+    assert_eq!(partition.segment_base_offsets(), [10]);
+    assert_eq!(partition.log_start_offset(), 10);
+    log.close().unwrap();
+
+    // After a reopen the last write is the file's modification time (real time here).
+    let reopened_at = tarnlog::SystemClock.now_ms();
+    let clock = ManualClock::new(reopened_at + RETENTION / 2);
+    let log = open(root.path(), &clock);
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(log.maintain().unwrap().segments_deleted, 0, "not yet due");
+    clock.set(reopened_at + 2 * RETENTION);
+    assert_eq!(
+        log.maintain().unwrap().segments_deleted,
+        1,
+        "the active one, by its file"
+    );
+    assert_eq!(partition.log_start_offset(), 15);
+    assert_eq!(partition.log_end_offset(), 15);
+}

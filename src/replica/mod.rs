@@ -505,6 +505,7 @@ impl ReplicaLog {
             w.active.write(position + RECORD_BATCH_OVERHEAD, body)?;
         }
         w.active.publish(position + batch.len());
+        w.active.touch(now);
         if position == 0 {
             w.first_batch_timestamp = max_timestamp;
         }

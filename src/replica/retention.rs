@@ -24,7 +24,8 @@ pub(crate) struct Deleted {
 
 impl ReplicaLog {
     /// Kafka's `deleteOldSegments` on the leader: the time pass (`retention_ms`: the
-    /// segment's newest record is older), the size pass (`retention_bytes`: the partition
+    /// segment's newest record is older, or its last write when its records carry no
+    /// timestamp), the size pass (`retention_bytes`: the partition
     /// would still hold at least that much without the segment) and the log-start pass (the
     /// next segment starts at or below the log start), each stopping at the first segment
     /// it keeps. A segment is deleted only when it lies wholly below the high watermark, so
@@ -65,15 +66,22 @@ impl ReplicaLog {
         let deletes = self.config().cleanup_policy.deletes();
         if deletes && self.config().retention_ms >= 0 {
             while deletable(count) {
+                let segment = &segments[count];
                 let newest = if count + 1 == n {
                     w.index_state.max_timestamp
                 } else {
-                    segments[count]
+                    segment
                         .time_index
                         .last_time_entry()
                         .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp)
                 };
-                // A segment without timestamps never expires by time.
+                // Kafka's `largestTimestamp`: a segment whose records carry no timestamp
+                // ages from its last write; one whose last write is unknown is kept.
+                let newest = if newest < 0 {
+                    segment.last_modified()
+                } else {
+                    newest
+                };
                 if newest == NO_TIMESTAMP
                     || now.saturating_sub(newest) <= self.config().retention_ms
                 {

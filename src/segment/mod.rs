@@ -11,7 +11,7 @@ pub(crate) mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -41,6 +41,17 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     i64::try_from(base).is_ok().then_some((base, extension))
 }
 
+/// `file`'s modification time in ms since the Unix epoch; `NO_TIMESTAMP` when the storage
+/// does not tell (or fails to).
+fn modified_ms(file: &dyn StorageFile) -> i64 {
+    file.modified()
+        .ok()
+        .flatten()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|since| i64::try_from(since.as_millis()).ok())
+        .unwrap_or(codec::NO_TIMESTAMP)
+}
+
 /// One segment's files.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -58,6 +69,10 @@ pub(crate) struct Segment {
     length_synced: AtomicUsize,
     /// Serialises growth with sealing: `true` once the files were trimmed.
     sealed: Mutex<bool>,
+    /// When the segment was last written, in ms since the Unix epoch (Kafka's
+    /// `lastModified`): the clock at its last append, or the file's modification time
+    /// when opened; `NO_TIMESTAMP` when neither is known.
+    last_modified: AtomicI64,
 }
 
 /// Sizes an active segment is created with.
@@ -155,6 +170,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log_path,
+            last_modified: AtomicI64::new(modified_ms(file.as_ref())),
             log_file: Some(file),
             log: Arc::new(map),
             index,
@@ -193,6 +209,7 @@ impl Segment {
             allocated: AtomicUsize::new(len as usize),
             length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
+            last_modified: AtomicI64::new(modified_ms(file.as_ref())),
         })
     }
 
@@ -220,6 +237,17 @@ impl Segment {
         file.sync_all()?;
         self.length_synced.fetch_max(allocated, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// When the segment was last written (ms since the Unix epoch; `NO_TIMESTAMP` when
+    /// unknown).
+    pub(crate) fn last_modified(&self) -> i64 {
+        self.last_modified.load(Ordering::Relaxed)
+    }
+
+    /// Records a write at `now` (ms since the Unix epoch).
+    pub(crate) fn touch(&self, now: i64) {
+        self.last_modified.store(now, Ordering::Relaxed);
     }
 
     /// Published bytes.
@@ -355,6 +383,7 @@ impl Segment {
             allocated: AtomicUsize::new(len),
             length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
+            last_modified: AtomicI64::new(self.last_modified()),
         })
     }
 

@@ -517,6 +517,11 @@ impl StorageFile for FaultFile {
         self.inner.len()
     }
 
+    fn modified(&self) -> io::Result<Option<std::time::SystemTime>> {
+        self.shared.check_read(&self.path)?;
+        self.inner.modified()
+    }
+
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
         self.shared.check_read(&self.path)?;
         self.inner.read_at(buf, position)

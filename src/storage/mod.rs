@@ -98,6 +98,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// `fsync`: data and all metadata are durable.
     fn sync_all(&self) -> io::Result<()>;
+    /// The file's last modification time, when the storage knows it (the default does
+    /// not). Retention falls back on it for a segment whose records carry no timestamp, as
+    /// Kafka does with the file's `lastModified`.
+    fn modified(&self) -> io::Result<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
     /// Maps `capacity` bytes for writing; `published` bytes are valid already.
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile>;
     /// Maps the first `len` bytes read-only.

@@ -169,6 +169,10 @@ impl StorageFile for OsFile {
         Ok(self.0.metadata()?.len())
     }
 
+    fn modified(&self) -> io::Result<Option<std::time::SystemTime>> {
+        self.0.metadata()?.modified().map(Some)
+    }
+
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
         self.0.read_at(buf, position)
     }

@@ -81,6 +81,10 @@ impl StorageFile for RetryingFile {
         again(|| self.0.len())
     }
 
+    fn modified(&self) -> io::Result<Option<std::time::SystemTime>> {
+        again(|| self.0.modified())
+    }
+
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
         again(|| self.0.read_at(buf, position))
     }
