@@ -501,16 +501,19 @@ impl Segment {
         let relative = from
             .saturating_sub(self.base_offset)
             .min(u64::from(u32::MAX)) as u32;
-        let mut position = self.index.lookup_offset(relative).map_or(0, |(_, p)| p);
+        // A position past 4 GiB (a hostile file; segments are smaller) must not wrap.
+        let mut position = self
+            .index
+            .lookup_offset(relative)
+            .map_or(0, |(_, p)| p as usize);
         let size = self.size();
-        while (position as usize) < size {
-            let header = self.header_at(position as usize)?;
-            let end = position as usize + header.size();
+        while position < size {
+            let header = self.header_at(position)?;
+            let end = position + header.size();
             if header.max_timestamp >= timestamp && header.last_offset() as u64 >= starting_offset {
-                let bytes = &self.bytes()[position as usize..end];
+                let bytes = &self.bytes()[position..end];
                 for record in codec::records(bytes, &header) {
-                    let record =
-                        record.map_err(|e| e.in_file(&self.log_path, u64::from(position)))?;
+                    let record = record.map_err(|e| e.in_file(&self.log_path, position as u64))?;
                     if record.timestamp >= timestamp && record.offset as u64 >= starting_offset {
                         return Ok(Some(TimestampOffset {
                             timestamp: record.timestamp,
@@ -519,7 +522,7 @@ impl Segment {
                     }
                 }
             }
-            position = end as u32;
+            position = end;
         }
         Ok(None)
     }
