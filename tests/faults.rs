@@ -886,3 +886,43 @@ fn a_truncation_failing_part_way_loses_no_later_append() {
         assert!(step > 3, "{kind:?}: only {step} steps");
     }
 }
+
+/// A topic deleted while a sync of its partition runs (here a slow one, started by
+/// `flush`): the deletion waits for it, so the sync never meets the files moving away,
+/// and the directory stays online for every other topic (it was poisoned: the sync's
+/// directory fsync failed on the removed partition directory).
+#[test]
+fn deleting_a_topic_during_its_sync_keeps_the_directory_online() {
+    let root = scratch();
+    let fault = FaultStorage::new(Arc::new(OsStorage));
+    let log = Log::builder()
+        .dir(root.path())
+        .storage(Arc::new(fault.clone()))
+        .background_maintenance(false)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default().fsync(FsyncPolicy::None);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values([vec![7u8; 1024]]).unwrap();
+    fault.slow_dir(
+        root.path().join("t-0"),
+        std::time::Duration::from_millis(400),
+    );
+    std::thread::scope(|s| {
+        let flush = s.spawn(|| log.flush());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log.delete_topic("t").unwrap();
+        flush.join().unwrap().unwrap();
+    });
+    fault.heal_dir(root.path().join("t-0"));
+    assert!(log.dir_status()[0].online, "{:?}", log.dir_status());
+    let other = log.create_topic("u", TopicConfig::default()).unwrap();
+    other
+        .partition(0)
+        .unwrap()
+        .append_values(["after"])
+        .unwrap();
+    log.flush().unwrap();
+    assert!(!root.path().join("t-0").exists());
+    log.close().unwrap();
+}

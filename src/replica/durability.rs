@@ -73,6 +73,10 @@ impl ReplicaLog {
                 self.synced.wait(&mut state);
                 continue;
             }
+            if self.is_retired() {
+                // Its topic was deleted: the files are going (see `retire`).
+                return Err(Error::Closed);
+            }
             state = self.run_sync(state)?;
         }
     }

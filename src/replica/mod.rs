@@ -904,14 +904,22 @@ impl ReplicaLog {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// Ends all writing (the topic is being deleted): appends, rolls, truncations and
-    /// retention answer `Closed` from now on; one running now finishes first.
+    /// Ends all writing (the topic is being deleted): appends, rolls, truncations,
+    /// retention and syncs answer `Closed` from now on; one running now finishes first.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.writer.lock().closed = true;
         // A cleaning running now stops at its next batch and removes what it wrote; none
         // touches the files after this.
         drop(self.cleaning.lock());
+        // Nor a sync: one running now (a flush, a group commit) finishes first, and none
+        // starts after (`sync_to` answers `Closed`). Its directory fsync or epoch
+        // checkpoint would otherwise fail on the moved files and take the directory
+        // offline, or write into a new topic's directory of the same name.
+        let mut state = self.sync.lock();
+        while state.in_progress {
+            self.synced.wait(&mut state);
+        }
     }
 
     /// Deletes everything and starts afresh, empty, at `offset`: a follower whose whole log
