@@ -663,11 +663,13 @@ impl OffsetStore {
         let _serial = self.commit_lock.lock();
         // A topic deleted since the checks above moved its offsets to `owed` under this
         // lock (`owe_topic`): a commit of it must not land in the cache after that.
-        if let Some(deleted) = data.iter().find(|p| p.is_deleted()) {
-            return Err(Error::UnknownTopic {
+        let refuse_deleted = || match data.iter().find(|p| p.is_deleted()) {
+            Some(deleted) => Err(Error::UnknownTopic {
                 topic: deleted.topic_partition().topic,
-            });
-        }
+            }),
+            None => Ok(()),
+        };
+        refuse_deleted()?;
         let _checked = check()?;
         let now = log.now_ms();
         // The data first: a recovered commit must never point past recovered data.
@@ -675,6 +677,10 @@ impl OffsetStore {
             partition.sync_to(commit.offset)?;
         }
         let topic = self.topic(log)?;
+        // Again: a deletion that finished while this created `__consumer_offsets` (it
+        // waited for the deletion's admin lock) owed no tombstones, the offsets topic not
+        // existing then. One after it owes them under this lock, after the append.
+        refuse_deleted()?;
         let index = partition_for_group(group, topic.partitions());
         let mut builder = BatchBuilder::new();
         let mut stamped = Vec::with_capacity(offsets.len());

@@ -926,3 +926,43 @@ fn deleting_a_topic_during_its_sync_keeps_the_directory_online() {
     assert!(!root.path().join("t-0").exists());
     log.close().unwrap();
 }
+
+/// The first commit of a log (`__consumer_offsets` not created yet) racing the deletion of
+/// its topic: it passed its checks before the deletion and creates the offsets topic after
+/// it (the deletion, holding the admin lock on a slow disk, owed no tombstones without an
+/// offsets topic). It must fail with `UnknownTopic`, not leave the old topic's offset for a
+/// new topic of the name.
+#[test]
+fn the_first_commit_racing_its_topics_deletion_does_not_reach_a_new_topic() {
+    let root = scratch();
+    let fault = FaultStorage::new(Arc::new(OsStorage));
+    let log = Log::builder()
+        .dir(root.path())
+        .storage(Arc::new(fault.clone()))
+        .background_maintenance(false)
+        .offsets_topic_partitions(2)
+        .open()
+        .unwrap();
+    let partition = log.create_topic("t", None).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    fault.slow_dir(root.path(), std::time::Duration::from_millis(300));
+    let committed = std::thread::scope(|s| {
+        let delete = s.spawn(|| log.delete_topic("t"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let commit = s
+            .spawn(|| log.commit_offsets("g", &[(tp.clone(), tarnlog::OffsetAndMetadata::new(2))]));
+        delete.join().unwrap().unwrap();
+        fault.heal_dir(root.path());
+        commit.join().unwrap()
+    });
+    assert!(
+        matches!(committed, Err(Error::UnknownTopic { .. })),
+        "{committed:?}"
+    );
+    log.create_topic("t", None).unwrap();
+    assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+    log.close().unwrap();
+    let log = Log::open(root.path()).unwrap();
+    assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
+}
