@@ -383,7 +383,9 @@ impl LogBuilder {
         for (group, meta) in log.inner.offsets.group_metas() {
             log.inner.coordinator.restore(&group, &meta, now);
         }
-        log.persist_groups()?;
+        // Best effort: what cannot be written now (an offsets partition offline) stays
+        // queued for the next write, rather than fail the open of every other group.
+        let _ = log.persist_groups();
         Ok(log)
     }
 
@@ -2386,7 +2388,7 @@ impl Log {
         let committed = self.inner.offsets.commit(self, group, offsets, || {
             self.inner.coordinator.fence(group, member, now)
         });
-        self.persist_groups()?;
+        self.persist_group(group)?;
         committed?;
         // Kafka checks for expired offsets every 10 minutes (offsets.retention.check.interval.ms).
         let last = self.inner.last_offsets_expiry_ms.load(Ordering::Relaxed);
@@ -2475,9 +2477,25 @@ impl Log {
     /// Writes the group metadata the coordinator changed (completed rounds, groups that
     /// became empty) to `__consumer_offsets`.
     pub(crate) fn persist_groups(&self) -> Result<()> {
-        self.inner
+        let failed = self
+            .inner
             .offsets
-            .write_groups(self, &self.inner.coordinator)
+            .write_groups(self, &self.inner.coordinator);
+        failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
+    }
+
+    /// As [`persist_groups`](Self::persist_groups), failing only when `group`'s own
+    /// metadata could not be written: another group's failure (its offsets partition
+    /// offline) stays queued for that group and is no concern of this caller's.
+    pub(crate) fn persist_group(&self, group: &str) -> Result<()> {
+        let failed = self
+            .inner
+            .offsets
+            .write_groups(self, &self.inner.coordinator);
+        failed
+            .into_iter()
+            .find(|(g, _)| g == group)
+            .map_or(Ok(()), |(_, e)| Err(e))
     }
 
     /// The group coordinator.
@@ -2605,7 +2623,7 @@ impl Log {
             .inner
             .offsets
             .delete_group(self, &self.inner.coordinator, group);
-        self.persist_groups()?;
+        self.persist_group(group)?;
         deleted
     }
 

@@ -779,20 +779,30 @@ impl OffsetStore {
     }
 
     /// Writes the group metadata the coordinator queued, in order, under `commit_lock` (so
-    /// a group deleted meanwhile is not written back). What fails to be written is queued
-    /// again for the next call.
-    pub(crate) fn write_groups(&self, log: &Log, coordinator: &Coordinator) -> Result<()> {
+    /// a group deleted meanwhile is not written back). A group whose write fails (its
+    /// offsets partition offline, say) keeps that change and its later ones queued, in
+    /// order, for the next call; the other groups' are written. Returns the failures, the
+    /// first of each group.
+    pub(crate) fn write_groups(
+        &self,
+        log: &Log,
+        coordinator: &Coordinator,
+    ) -> Vec<(String, Error)> {
         let _serial = self.commit_lock.lock();
-        let mut changes = coordinator.take_changes().into_iter();
-        while let Some((group, meta)) = changes.next() {
-            if let Err(error) = self.write_group_locked(log, &group, Some(&meta)) {
-                let mut unwritten = vec![(group, meta)];
-                unwritten.extend(changes);
-                coordinator.requeue(unwritten);
-                return Err(error);
+        let mut failed: Vec<(String, Error)> = Vec::new();
+        let mut unwritten = Vec::new();
+        for (group, meta) in coordinator.take_changes() {
+            if failed.iter().any(|(g, _)| *g == group) {
+                unwritten.push((group, meta));
+            } else if let Err(error) = self.write_group_locked(log, &group, Some(&meta)) {
+                failed.push((group.clone(), error));
+                unwritten.push((group, meta));
             }
         }
-        Ok(())
+        if !unwritten.is_empty() {
+            coordinator.requeue(unwritten);
+        }
+        failed
     }
 
     fn write_group_locked(&self, log: &Log, group: &str, meta: Option<&GroupMeta>) -> Result<()> {

@@ -3420,3 +3420,78 @@ fn an_append_is_not_acknowledged_by_a_leader_that_never_synced_it() {
         "acknowledged by a leader whose sync of it hung: {answered:?}"
     );
 }
+
+/// One group's metadata that cannot be written (its `__consumer_offsets` partition's one
+/// replica is in a failed directory) stays queued for that group alone: the consumers of
+/// another group go on polling and committing (they failed with the other group's
+/// `PartitionOffline`, stopped heartbeating and lost their sessions).
+#[test]
+fn one_groups_unwritable_metadata_does_not_stop_another_group() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .offsets_topic_replication_factor(1)
+        .offsets_topic_partitions(2)
+        .group_initial_rebalance_delay_ms(0)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b", "c"]).unwrap();
+    let member = |group: &str| {
+        let config = tarnlog::ConsumerConfig::default()
+            .group_id(group)
+            .auto_offset_reset(tarnlog::AutoOffsetReset::Earliest)
+            .enable_auto_commit(false);
+        let mut consumer = log.consumer(config).unwrap();
+        consumer.subscribe(["t"]).unwrap();
+        let mut read = 0;
+        for _ in 0..100 {
+            read += consumer
+                .poll(std::time::Duration::from_millis(20))
+                .unwrap()
+                .count();
+            if read == 3 {
+                break;
+            }
+        }
+        assert_eq!(read, 3, "{group}");
+        consumer.commit_sync().unwrap();
+        consumer
+    };
+    // Java's hash of one letter: "a" (97) maps to offsets partition 1, "b" (98) to 0.
+    let a = member("a");
+    let mut b = member("b");
+    let offsets = log.describe_topic("__consumer_offsets").unwrap();
+    let a_dir = offsets.partitions[1].leader.unwrap();
+    assert_ne!(
+        offsets.partitions[0].leader,
+        Some(a_dir),
+        "one group per directory"
+    );
+    fault.fail_dir(&dirs[a_dir], FaultKind::Eio);
+    // Leaving, `a`'s member queues the group's new metadata, which cannot be written.
+    assert!(a.close().is_err());
+    partition.append_values(["d"]).unwrap();
+    let mut read = 0;
+    for _ in 0..100 {
+        read += b
+            .poll(std::time::Duration::from_millis(20))
+            .unwrap()
+            .count();
+        if read == 1 {
+            break;
+        }
+    }
+    assert_eq!(read, 1);
+    b.commit_sync().unwrap();
+    assert_eq!(
+        log.committed_offset("b", &tarnlog::TopicPartition::new("t", 0))
+            .unwrap()
+            .map(|o| o.offset),
+        Some(4)
+    );
+}

@@ -1949,7 +1949,7 @@ impl Consumer {
             let Some(membership) = self.membership.clone() else {
                 return Ok(false);
             };
-            self.log.persist_groups()?;
+            self.log.persist_group(&group)?;
             // As Kafka's client: cooperative only when every assignor it offers is.
             let cooperative =
                 crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
@@ -2014,7 +2014,11 @@ impl Consumer {
                 // The group took the request (or was rebalancing already).
                 m.enforce = false;
             }
-            self.log.persist_groups()?;
+            // The outcome is taken even when the group's new metadata could not be written
+            // (it stays queued): the coordinator counts this member in its round, which a
+            // consumer that forgot its member id would leave holding partitions until its
+            // session expired.
+            let persisted = self.log.persist_group(&group);
             match joined {
                 Ok(JoinOutcome::Joined {
                     member_id,
@@ -2023,12 +2027,14 @@ impl Consumer {
                     protocol,
                 }) => {
                     self.take_assignment(member_id, generation, &assignment, protocol)?;
+                    persisted?;
                     return Ok(true);
                 }
                 Ok(JoinOutcome::Pending { member_id }) => {
                     if let Some(m) = &mut self.membership {
                         m.member_id = Some(member_id);
                     }
+                    persisted?;
                 }
                 Err(Error::UnknownMemberId) => {
                     // Removed while it held partitions (a cooperative rejoin): they are lost.
@@ -2181,7 +2187,7 @@ impl Consumer {
         }
         if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
             self.log.coordinator().leave(group, &id, self.log.now_ms());
-            return self.log.persist_groups();
+            return self.log.persist_group(group);
         }
         Ok(())
     }
