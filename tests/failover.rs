@@ -3441,6 +3441,21 @@ fn one_groups_unwritable_metadata_does_not_stop_another_group() {
     let config = TopicConfig::default().replication_factor(2);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     partition.append_values(["a", "b", "c"]).unwrap();
+    // Polls until `n` records came, then commits.
+    let read_and_commit = |consumer: &mut tarnlog::Consumer, n: usize| {
+        let mut read = 0;
+        for _ in 0..100 {
+            read += consumer
+                .poll(std::time::Duration::from_millis(20))
+                .unwrap()
+                .count();
+            if read == n {
+                break;
+            }
+        }
+        assert_eq!(read, n);
+        consumer.commit_sync().unwrap();
+    };
     let member = |group: &str| {
         let config = tarnlog::ConsumerConfig::default()
             .group_id(group)
@@ -3448,18 +3463,7 @@ fn one_groups_unwritable_metadata_does_not_stop_another_group() {
             .enable_auto_commit(false);
         let mut consumer = log.consumer(config).unwrap();
         consumer.subscribe(["t"]).unwrap();
-        let mut read = 0;
-        for _ in 0..100 {
-            read += consumer
-                .poll(std::time::Duration::from_millis(20))
-                .unwrap()
-                .count();
-            if read == 3 {
-                break;
-            }
-        }
-        assert_eq!(read, 3, "{group}");
-        consumer.commit_sync().unwrap();
+        read_and_commit(&mut consumer, 3);
         consumer
     };
     // Java's hash of one letter: "a" (97) maps to offsets partition 1, "b" (98) to 0.
@@ -3476,18 +3480,7 @@ fn one_groups_unwritable_metadata_does_not_stop_another_group() {
     // Leaving, `a`'s member queues the group's new metadata, which cannot be written.
     assert!(a.close().is_err());
     partition.append_values(["d"]).unwrap();
-    let mut read = 0;
-    for _ in 0..100 {
-        read += b
-            .poll(std::time::Duration::from_millis(20))
-            .unwrap()
-            .count();
-        if read == 1 {
-            break;
-        }
-    }
-    assert_eq!(read, 1);
-    b.commit_sync().unwrap();
+    read_and_commit(&mut b, 1);
     assert_eq!(
         log.committed_offset("b", &tarnlog::TopicPartition::new("t", 0))
             .unwrap()
