@@ -124,6 +124,8 @@ struct Member {
     /// What it said it still holds when it last joined (sorted), and since which generation.
     claimed: Vec<TopicPartition>,
     claimed_generation: Option<i32>,
+    /// The generation of the last round completed with it.
+    round: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -341,6 +343,7 @@ impl Group {
         let mut assignment = assignor.assign(&counts, &subscriptions);
         for (id, member) in &mut self.members {
             member.owned = assignment.remove(id).unwrap_or_default();
+            member.round = Some(self.generation);
         }
         self.leader = Some(leader);
         self.state = GroupState::Stable;
@@ -400,7 +403,12 @@ impl Group {
             if !replaced {
                 changed |= member.claimed != claimed;
                 member.claimed = claimed;
-                member.claimed_generation = request.generation;
+                // A member that took part in a later round than the one it claims at never
+                // learned of it (another round began before it asked again): it has held
+                // what it claims since that round, as Kafka's JoinGroup response would have
+                // told it. Taken for stale, its claims would let the assignor give its
+                // partitions to another member while it still holds them.
+                member.claimed_generation = request.generation.map(|g| member.round.unwrap_or(g));
             }
             member.topics = request.topics;
             member.assignors = request.assignors;
@@ -424,6 +432,7 @@ impl Group {
                 owned: Vec::new(),
                 claimed,
                 claimed_generation: request.generation,
+                round: None,
             },
         );
         true
@@ -1089,6 +1098,51 @@ mod tests {
             generation: (!owned.is_empty()).then_some(1),
             ..request(member_id)
         }
+    }
+
+    /// A cooperative member that missed a round's outcome (another round began before it
+    /// asked again) rejoins claiming its partitions at an older generation. It still holds
+    /// them: no round may give one to another member before it gave it up (Kafka's
+    /// cooperative-sticky withholds a partition moving away from any member claiming it,
+    /// whatever the claim's generation).
+    #[test]
+    fn a_partition_held_under_an_older_generation_is_not_given_to_another_member() {
+        let c = Coordinator::new(0);
+        let tp = |p| TopicPartition::new("t", p);
+        let coop = |id: &str, owned: &[TopicPartition], generation: i32| JoinRequest {
+            generation: Some(generation),
+            ..cooperative_request(Some(id), owned)
+        };
+        let (b, _, all) = joined(
+            c.join("g", cooperative_request(None, &[]), 0, &four)
+                .unwrap(),
+        );
+        assert_eq!(all.len(), 4);
+        let cm = pending(
+            c.join("g", cooperative_request(None, &[]), 1, &four)
+                .unwrap(),
+        );
+        let (_, generation, kept) = joined(c.join("g", coop(&b, &all, 1), 2, &four).unwrap());
+        assert_eq!((generation, kept.clone()), (2, vec![tp(0), tp(1)]));
+        // `b` gave 2 and 3 up; the round that hands them to `cm` completes when `cm` asks,
+        // and `b` never learns of it: a new member starts the next round first.
+        pending(c.join("g", coop(&b, &kept, 2), 3, &four).unwrap());
+        let (_, generation, moved) = joined(c.join("g", coop(&cm, &[], 2), 4, &four).unwrap());
+        assert_eq!((generation, moved.clone()), (3, vec![tp(2), tp(3)]));
+        let d = pending(
+            c.join("g", cooperative_request(None, &[]), 5, &four)
+                .unwrap(),
+        );
+        pending(c.join("g", coop(&cm, &moved, 3), 6, &four).unwrap());
+        let (_, generation, _) = joined(c.join("g", coop(&b, &kept, 2), 7, &four).unwrap());
+        assert_eq!(generation, 4);
+        let (_, _, given) = joined(c.join("g", coop(&d, &[], 4), 8, &four).unwrap());
+        assert!(
+            given
+                .iter()
+                .all(|tp| !kept.contains(tp) && !moved.contains(tp)),
+            "{given:?} taken from members still holding them"
+        );
     }
 
     /// A static cooperative member that restarts (owning nothing yet) inherits its old
