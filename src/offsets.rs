@@ -514,7 +514,11 @@ impl OffsetStore {
         for p in 0..topic.partitions() {
             let partition = topic.partition(p)?;
             if !partition.is_led() {
+                // Unreadable until it has a leader (a present follower out of sync has a
+                // high watermark, but reads go to the leader): its groups cannot commit
+                // meanwhile (`check_complete`).
                 unread = unread.min(p);
+                continue;
             }
             let mut offset = partition.log_start_offset();
             while offset < partition.high_watermark() {

@@ -3488,3 +3488,57 @@ fn one_groups_unwritable_metadata_does_not_stop_another_group() {
         Some(4)
     );
 }
+
+/// A `__consumer_offsets` partition left without a leader at the open (its one in-sync
+/// replica's directory failing) while an out-of-sync replica of it is present:
+/// the open succeeds, and only the groups of that partition cannot commit, instead of the
+/// replay failing the whole open on the offline partition.
+#[test]
+fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let open = |storage: Option<&FaultStorage>| {
+        let builder = Log::builder()
+            .dirs(&dirs)
+            .offsets_topic_partitions(1)
+            .offsets_topic_replication_factor(2);
+        match storage {
+            Some(fault) => builder.storage(fault.shared()),
+            None => builder,
+        }
+        .open()
+    };
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = open(Some(&fault)).unwrap();
+    let config = TopicConfig::default().replication_factor(3);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let tp = tarnlog::TopicPartition::new("t", 0);
+    let commit = |log: &Log, offset| {
+        log.commit_offsets(
+            "g",
+            &[(tp.clone(), tarnlog::OffsetAndMetadata::new(offset))],
+        )
+    };
+    commit(&log, 1).unwrap();
+    // Every replica's high watermark checkpointed past the commit.
+    log.close().unwrap();
+    let log = open(Some(&fault)).unwrap();
+    let described = log.describe_topic("__consumer_offsets").unwrap().partitions[0].clone();
+    let leader = described.leader.unwrap();
+    let follower = *described.replicas.iter().find(|&&d| d != leader).unwrap();
+    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
+    commit(&log, 2).unwrap();
+    let described = log.describe_topic("__consumer_offsets").unwrap().partitions[0].clone();
+    assert_eq!(described.isr, [leader]);
+    log.close().unwrap();
+    let fault = FaultStorage::new(OsStorage::shared());
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+
+    let log = open(Some(&fault)).unwrap();
+    let described = log.describe_topic("__consumer_offsets").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, None, "{described:?}");
+    assert!(commit(&log, 2).is_err());
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
+}
