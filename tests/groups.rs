@@ -223,6 +223,38 @@ fn the_listener_hears_revocation_before_assignment_and_may_commit() {
     assert!(b.poll(SHORT).unwrap().is_empty(), "nothing is read twice");
 }
 
+/// Eager rebalancing (Kafka's `onJoinPrepare`): a member of a generation hears
+/// `on_partitions_revoked` before every rejoin, even when it owns nothing, and
+/// `on_partitions_assigned` after, even with nothing.
+#[test]
+fn an_eager_member_owning_nothing_still_hears_the_revocation() {
+    let (_dir, log, _clock) = jobs_log(1);
+    let listening = |events: &Recorder| {
+        let mut consumer = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+        consumer
+            .subscribe_with_listener(["jobs"], events.clone())
+            .unwrap();
+        consumer
+    };
+    let (a_events, b_events) = (Recorder::default(), Recorder::default());
+    let mut a = listening(&a_events);
+    let mut b = listening(&b_events);
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(a.assignment().len() + b.assignment().len(), 1);
+    let idle = if a.assignment().is_empty() {
+        &a_events
+    } else {
+        &b_events
+    };
+    idle.0.lock().unwrap().clear();
+    let mut c = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a, &mut b, &mut c]);
+    assert_eq!(
+        *idle.0.lock().unwrap(),
+        ["revoked 0 commit_ok=true", "assigned 0"]
+    );
+}
+
 /// `GroupCoordinatorTest.testSessionTimeout` through consumers: a member that stops polling
 /// is removed after its session timeout; the survivor takes everything, and the stale
 /// member learns it lost its partitions, with its commits refused.

@@ -1730,7 +1730,7 @@ impl Consumer {
         self.run_async_commits();
         let result = if self.membership.is_some() {
             // Revocation commits (auto-commit) and tells the listener; then leave at once.
-            let result = self.revoke_all();
+            let result = self.revoke_all(false);
             let left = self.leave_group();
             result.and(left)
         } else {
@@ -1765,7 +1765,7 @@ impl Consumer {
         let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
         if changes && !self.assignment.is_empty() {
             // The rejoin with other topics rebalances: give the partitions up first.
-            if let Err(error) = self.revoke_all() {
+            if let Err(error) = self.revoke_all(true) {
                 self.auto_commit_error = Some(error);
             }
         }
@@ -1824,7 +1824,7 @@ impl Consumer {
             .membership
             .as_ref()
             .is_some_and(|m| m.generation.is_some())
-            && let Err(error) = self.revoke_all()
+            && let Err(error) = self.revoke_all(true)
         {
             self.auto_commit_error = Some(error);
         }
@@ -1915,7 +1915,7 @@ impl Consumer {
         if self.membership.is_none() {
             return self.set_assignment([]);
         }
-        let result = self.revoke_all();
+        let result = self.revoke_all(false);
         let left = self.leave_group();
         self.membership = None;
         self.listener = None;
@@ -1975,7 +1975,7 @@ impl Consumer {
                     }
                     Err(Error::RebalanceInProgress | Error::IllegalGeneration { .. }) | Ok(()) => {
                         // Eager: give everything up, then rejoin.
-                        if let Err(error) = self.revoke_all() {
+                        if let Err(error) = self.revoke_all(true) {
                             self.auto_commit_error = Some(error);
                         }
                     }
@@ -2119,8 +2119,10 @@ impl Consumer {
     }
 
     /// Eager revocation before a rebalance: auto-commit (synchronously, as Kafka's
-    /// `onJoinPrepare`), the listener, then no assignment and no generation.
-    fn revoke_all(&mut self) -> Result<()> {
+    /// `onJoinPrepare`), the listener, then no assignment and no generation. The listener
+    /// hears it even with nothing owned when the member `rejoins` (Kafka's `onJoinPrepare`
+    /// always calls it), only with something owned when it leaves (`onLeavePrepare`).
+    fn revoke_all(&mut self, rejoins: bool) -> Result<()> {
         self.run_async_commits();
         let owned = self.assignment.clone();
         let mut result = Ok(());
@@ -2134,7 +2136,7 @@ impl Consumer {
         {
             result = self.commit(&group, &self.positions());
         }
-        if !owned.is_empty() {
+        if rejoins || !owned.is_empty() {
             self.with_listener(|l, c| l.on_partitions_revoked(c, &owned));
         }
         self.run_async_commits();
