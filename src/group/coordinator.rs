@@ -535,6 +535,11 @@ impl Drop for Fence<'_> {
         let unused = self.created && g.generation == 0;
         if g.in_flight == 0 && g.members.is_empty() && (g.deleted || unused) {
             groups.remove(&self.group);
+        } else if !g.members.is_empty() {
+            // A member joined while the group was being deleted: it lives on (its new
+            // metadata is written after the deletion's tombstone), and a later fence from
+            // outside must not remove it once its members leave.
+            g.deleted = false;
         }
         c.changed.notify_all();
     }
@@ -1221,6 +1226,23 @@ mod tests {
         drop(fence);
         let (_, generation, _) = joined(c.join("g", request(Some(&b)), 5, &four).unwrap());
         assert_eq!(generation, 2);
+    }
+
+    /// A member that joined while the group was being deleted keeps it: the deletion's
+    /// mark goes, so a later fence from outside (a commit, the expiry pass) does not remove
+    /// the live group once its members left (its generation would restart at 1).
+    #[test]
+    fn a_group_joined_during_its_deletion_is_not_removed_later() {
+        let c = Coordinator::new(0);
+        let mut fence = c.fence("g", None, 0).unwrap();
+        let a = pending(c.join("g", request(None), 1, &four).unwrap());
+        fence.forget();
+        drop(fence);
+        let (_, generation, _) = joined(c.join("g", request(Some(&a)), 2, &four).unwrap());
+        c.leave("g", &a, 3);
+        drop(c.fence("g", None, 4).unwrap());
+        let (_, kept, _) = c.describe("g").expect("the group lives on");
+        assert!(kept >= generation, "{kept} < {generation}");
     }
 
     #[test]
