@@ -2791,7 +2791,14 @@ impl Log {
         // A directory whose metadata is newer than the log's picture moved on without it
         // (the log was opened while it was unreadable): adopting it takes a reopen.
         let generation = self.inner.state.read().meta.generation;
-        if let Some((meta, _)) = metadata::read_meta(dir)?
+        // A copy that does not read (damaged while the directory was away) counts for none,
+        // as at open, where another directory's is readable: this log's is written there
+        // at the end of the restore.
+        let own = match metadata::read_meta(dir) {
+            Err(Error::Corruption { .. }) => None,
+            read => read?.map(|(own, _)| own),
+        };
+        if let Some(meta) = &own
             && meta.generation > generation
         {
             return Err(Error::InvalidConfig {
@@ -2813,7 +2820,6 @@ impl Log {
         metadata::remove_clean_marker(dir)?;
         remove_deleted_dirs(dir)?;
         let meta = self.inner.state.read().meta.clone();
-        let own = metadata::read_meta(dir)?.map(|(own, _)| own);
         // A directory that wrote `meta` in a run without this log's history (opened while
         // this log's directories were unreadable) may hold acknowledged records of that
         // history: its replicas are set aside whole, as `.diverged`, and rebuilt, and so is

@@ -3542,3 +3542,34 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     log.close().unwrap();
 }
+
+/// A directory whose `meta` was damaged while it was offline: `restore_dir` takes it back
+/// as an open does (an unreadable copy is ignored while another is readable, and written
+/// afresh), instead of failing with `Corruption` at every try until a reopen.
+#[test]
+fn a_directory_with_damaged_meta_is_restored() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    partition.append_values(["b"]).unwrap();
+    assert!(!log.dir_status()[1].online);
+    let meta = dirs[1].join("meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&meta, bytes).unwrap();
+    fault.heal_dir(&dirs[1]);
+    log.restore_dir(&dirs[1]).unwrap();
+    assert!(log.dir_status().iter().all(|d| d.online));
+    assert_fully_replicated(&log);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+    let log = Log::builder().dirs(&dirs).open().unwrap();
+    assert!(log.recovery_report().repaired.is_empty());
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
+}
