@@ -3573,3 +3573,46 @@ fn a_directory_with_damaged_meta_is_restored() {
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     log.close().unwrap();
 }
+
+/// An I/O error at any storage call of `create_topic` (two partitions, replication factor
+/// 2, two directories; one-shot, and persistent from that call on): after a reopen the
+/// topic is absent (and can be created) or whole, every partition led.
+#[test]
+fn a_fault_at_any_call_of_create_topic_leaves_no_half_made_topic() {
+    let config = TopicConfig::default().partitions(2).replication_factor(2);
+    let calls = {
+        let root = common::scratch("tarnlog-failover-");
+        let dirs = dirs(root.path(), 2);
+        let (log, fault) = common::faulty_log(&dirs);
+        let before = fault.ops();
+        log.create_topic("t", config.clone()).unwrap();
+        let calls = fault.ops() - before;
+        log.close().unwrap();
+        calls
+    };
+    assert!(calls > 10, "{calls} calls");
+    let mut failed = 0;
+    for (k, persistent) in (1..=calls).flat_map(|k| [(k, false), (k, true)]) {
+        let root = common::scratch("tarnlog-failover-");
+        let dirs = dirs(root.path(), 2);
+        let (log, fault) = common::faulty_log(&dirs);
+        fault.fail_at(fault.ops() + k, FaultKind::Eio, persistent);
+        let created = log.create_topic("t", config.clone());
+        failed += usize::from(created.is_err());
+        fault.heal();
+        log.simulate_crash();
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        match log.describe_topic("t") {
+            Ok(described) => assert!(
+                described.partitions.iter().all(|p| p.leader.is_some()),
+                "call {k} ({persistent}): {created:?}, then {described:?}"
+            ),
+            Err(Error::UnknownTopic { .. }) => {
+                log.create_topic("t", config.clone()).unwrap();
+            }
+            Err(other) => panic!("call {k} ({persistent}): {other}"),
+        }
+        log.close().unwrap();
+    }
+    assert!(failed > 0);
+}
