@@ -1654,6 +1654,16 @@ impl Log {
         }
     }
 
+    /// The admin lock, for a call that changes topics or directories. `close` takes it
+    /// too, after marking the log closed, so it waits for a call holding it; a call that
+    /// gets it after that answers `Closed` rather than write to directories whose lock the
+    /// close released.
+    fn admin(&self) -> Result<parking_lot::MutexGuard<'_, ()>> {
+        let admin = self.inner.admin.lock();
+        self.check_open()?;
+        Ok(admin)
+    }
+
     /// The storage directories, in order.
     pub fn dirs(&self) -> Vec<PathBuf> {
         self.inner
@@ -1711,7 +1721,7 @@ impl Log {
             return Err(Error::InternalTopic { topic: name.into() });
         }
         config.validate()?;
-        let _admin = self.inner.admin.lock();
+        let _admin = self.admin()?;
         self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();
         let (mut meta, state) = self.meta_and_topic(name)?;
@@ -1919,7 +1929,7 @@ impl Log {
         if INTERNAL_TOPICS.contains(&name) {
             return Err(Error::InternalTopic { topic: name.into() });
         }
-        let _admin = self.inner.admin.lock();
+        let _admin = self.admin()?;
         let online = self.inner.online_dirs()?;
         let state = self.topic(name)?.state;
         let mut config = state.config.read().clone();
@@ -2002,7 +2012,7 @@ impl Log {
         self.check_open()?;
         metadata::validate_topic_name(name)?;
         config.validate()?;
-        let _admin = self.inner.admin.lock();
+        let _admin = self.admin()?;
         // A poisoned directory takes no change at all, not even a cleanup. With several
         // directories the new topic is placed over the online ones; `__consumer_offsets`
         // over all of them, those offline getting their replicas when restored (at least
@@ -2186,13 +2196,14 @@ impl Log {
     /// name runs between reading the names and dropping them.
     fn settle_forgotten(&self, only: Option<&str>, wait: bool) -> Result<()> {
         let _admin = if wait {
-            self.inner.admin.lock()
+            self.admin()?
         } else {
             match self.inner.admin.try_lock() {
                 Some(admin) => admin,
                 None => return Ok(()),
             }
         };
+        self.check_open()?;
         self.settle_forgotten_locked(only)
     }
 
@@ -2251,7 +2262,7 @@ impl Log {
     }
 
     pub(crate) fn remove_topic(&self, name: &str) -> Result<()> {
-        let _admin = self.inner.admin.lock();
+        let _admin = self.admin()?;
         self.inner.online_dirs()?;
         let meta_guard = self.inner.meta_lock.lock();
         let (mut meta, state) = self.meta_and_topic(name)?;
@@ -2695,7 +2706,7 @@ impl Log {
                 "a directory of a log over several; a single-directory log is reopened",
             ));
         }
-        let _admin = self.inner.admin.lock();
+        let _admin = self.admin()?;
         let dirs = self.inner.dirs();
         let wanted = canonical_dir(path)?;
         let index = dirs
@@ -3013,6 +3024,9 @@ impl Log {
 
     /// Closes the log cleanly: syncs everything, writes the checkpoints and the clean-shutdown
     /// marker, so the next open rescans nothing. Other handles answer `Closed` afterwards.
+    /// A call changing topics or directories in progress on another handle
+    /// (`create_topic`, `delete_topic`, `restore_dir`, …) finishes first; one that has not
+    /// begun yet answers `Closed`.
     ///
     /// Group metadata still queued (a write that failed earlier) is written first.
     ///
@@ -3372,6 +3386,9 @@ impl Inner {
         }
         // Consumers asleep in `poll` wake up to find the log closed.
         self.appended.notify();
+        // A call changing topics or directories (holding the admin lock) finishes first;
+        // one waiting for it answers `Closed` (`Log::admin`).
+        let _admin = self.admin.lock();
         let result = self.clean_shutdown();
         // Whatever happened, the directories are free again: reopening is how a failed log
         // is recovered. Work still queued on a directory (a `meta` write) finishes first.

@@ -966,3 +966,35 @@ fn the_first_commit_racing_its_topics_deletion_does_not_reach_a_new_topic() {
     let log = Log::open(root.path()).unwrap();
     assert_eq!(log.committed_offset("g", &tp).unwrap(), None);
 }
+
+/// `close` while `create_topic` runs (held up by a slow disk): the close waits for it, so
+/// the call never writes to the directory after its lock is released (a log opened on the
+/// directory then would have `meta` or partition files change under it).
+#[test]
+fn close_waits_for_an_administrative_call_in_progress() {
+    let root = scratch();
+    let fault = FaultStorage::new(Arc::new(OsStorage));
+    let log = Log::builder()
+        .dir(root.path())
+        .storage(Arc::new(fault.clone()))
+        .background_maintenance(false)
+        .open()
+        .unwrap();
+    fault.slow_dir(root.path(), std::time::Duration::from_millis(200));
+    let (created, finished_first) = std::thread::scope(|s| {
+        let create = s.spawn(|| log.create_topic("t", None).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log.clone().close().unwrap();
+        let finished_first = create.is_finished();
+        (create.join().unwrap(), finished_first)
+    });
+    assert!(
+        finished_first,
+        "the creation went on after the close: {created:?}"
+    );
+    fault.heal_dir(root.path());
+    let log = Log::open(root.path()).unwrap();
+    assert!(log.recovery_report().unclean_dirs.is_empty());
+    assert_eq!(log.topics().contains(&"t".to_string()), created.is_ok());
+    log.close().unwrap();
+}
