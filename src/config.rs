@@ -148,8 +148,10 @@ pub struct TopicConfig {
     /// left, at the cost of acknowledged records (`unclean.leader.election.enable`).
     /// Default false.
     pub unclean_leader_election: bool,
-    /// Sealed segments whose newest record is older than this are deleted (`retention.ms`).
-    /// Default 7 days; -1 keeps them forever; allowed -1..=2^63-1.
+    /// Sealed segments whose newest record is older than this are deleted (`retention.ms`);
+    /// a segment whose records carry no timestamp, once its last write is (Kafka's
+    /// fallback on the file's modification time). Default 7 days; -1 keeps them forever;
+    /// allowed -1..=2^63-1.
     pub retention_ms: i64,
     /// Oldest segments are deleted while the partition would still hold at least this many
     /// bytes without them (`retention.bytes`, per partition). Default -1 (no limit);

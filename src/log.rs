@@ -2287,10 +2287,11 @@ impl Log {
             // Still under the admin lock: before a topic of the name can exist.
             self.inner.offsets.owe_topic(name);
         }
+        let lag = Duration::from_millis(self.inner.set_options.replica_lag_time_max_ms);
         for replica in &state.all_replicas() {
             // No append, roll or retention pass touches its files from here on (one running
             // now finishes first): they are about to move.
-            replica.retire();
+            replica.retire(lag);
         }
         self.write_checkpoints()?;
         for replica in &state.all_replicas() {
@@ -2481,7 +2482,9 @@ impl Log {
             &self.inner.coordinator,
             self.inner.offsets_retention_ms,
         );
-        self.persist_groups()?;
+        // Best effort: metadata that cannot be written (another group's offsets partition
+        // offline, say) stays queued for its group; the expiry's own errors come below.
+        let _ = self.persist_groups();
         expired
     }
 
@@ -3005,12 +3008,16 @@ impl Log {
         self.check_open()?;
         let topics: Vec<Arc<TopicState>> =
             self.inner.state.read().topics.values().cloned().collect();
-        for set in topics.iter().flat_map(|t| t.sets()) {
-            match set.sync_to(u64::MAX) {
-                // Nothing of an offline partition can be synced; `describe_topic` says so.
-                Err(Error::PartitionOffline { .. } | Error::Poisoned { .. })
-                    if self.inner.multi_dir() => {}
-                synced => synced?,
+        for topic in &topics {
+            for set in topic.sets() {
+                match set.sync_to(u64::MAX) {
+                    // Nothing of an offline partition can be synced; `describe_topic` says so.
+                    Err(Error::PartitionOffline { .. } | Error::Poisoned { .. })
+                        if self.inner.multi_dir() => {}
+                    // Deleted since the list was taken: nothing of it is left to sync.
+                    Err(Error::Closed) if topic.deleted.load(Ordering::Acquire) => {}
+                    synced => synced?,
+                }
             }
         }
         // Every file written, changed or not: an explicit flush also finds out that a

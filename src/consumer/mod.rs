@@ -1763,9 +1763,16 @@ impl Consumer {
         topics.sort();
         topics.dedup();
         let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
-        if changes && !self.assignment.is_empty() {
-            // The rejoin with other topics rebalances: give the partitions up first.
-            if let Err(error) = self.revoke_all(true) {
+        let eager =
+            !crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
+        let holds_generation = self
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.generation.is_some());
+        if changes && (!self.assignment.is_empty() || eager && holds_generation) {
+            // The rejoin with other topics rebalances: give the partitions up first (an
+            // eager member of a generation tells its listener even owning nothing).
+            if let Err(error) = self.revoke_all(eager) {
                 self.auto_commit_error = Some(error);
             }
         }
@@ -1820,11 +1827,13 @@ impl Consumer {
         if self.membership.as_ref().is_some_and(|m| m.topics == topics) {
             return;
         }
+        let eager =
+            !crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
         if self
             .membership
             .as_ref()
             .is_some_and(|m| m.generation.is_some())
-            && let Err(error) = self.revoke_all(true)
+            && let Err(error) = self.revoke_all(eager)
         {
             self.auto_commit_error = Some(error);
         }

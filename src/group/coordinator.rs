@@ -508,6 +508,8 @@ pub(crate) struct Fence<'a> {
     /// When the group became empty (`i64::MIN` if it never had members here); only for
     /// fences taken from outside the group.
     pub empty_since_ms: i64,
+    /// The time the fence was taken at.
+    now: i64,
 }
 
 impl Fence<'_> {
@@ -536,9 +538,14 @@ impl Drop for Fence<'_> {
         if g.in_flight == 0 && g.members.is_empty() && (g.deleted || unused) {
             groups.remove(&self.group);
         } else if !g.members.is_empty() {
-            // A member joined while the group was being deleted: it lives on (its new
-            // metadata is written after the deletion's tombstone), and a later fence from
-            // outside must not remove it once its members leave.
+            // A member joined while the group was being deleted: it lives on, and a later
+            // fence from outside must not remove it once its members leave. Its metadata
+            // (dropped with the deleted group's by `forget`) is queued again, to be written
+            // after the deletion's tombstone.
+            if self.forget {
+                g.dirty = true;
+                c.collect(&self.group, g, self.now);
+            }
             g.deleted = false;
         }
         c.changed.notify_all();
@@ -762,6 +769,7 @@ impl Coordinator {
             created,
             forget: false,
             empty_since_ms,
+            now,
         };
         result.map(|()| fence)
     }
@@ -1228,9 +1236,10 @@ mod tests {
         assert_eq!(generation, 2);
     }
 
-    /// A member that joined while the group was being deleted keeps it: the deletion's
-    /// mark goes, so a later fence from outside (a commit, the expiry pass) does not remove
-    /// the live group once its members left (its generation would restart at 1).
+    /// A member that joined while the group was being deleted keeps it: its metadata is
+    /// queued again after the deletion dropped the group's, and the deletion's mark goes,
+    /// so a later fence from outside (a commit, the expiry pass) does not remove the live
+    /// group once its members left (its generation would restart at 1).
     #[test]
     fn a_group_joined_during_its_deletion_is_not_removed_later() {
         let c = Coordinator::new(0);
@@ -1238,6 +1247,11 @@ mod tests {
         let a = pending(c.join("g", request(None), 1, &four).unwrap());
         fence.forget();
         drop(fence);
+        let queued = c.take_changes();
+        assert!(
+            queued.iter().any(|(g, _)| g == "g"),
+            "metadata after the tombstone"
+        );
         let (_, generation, _) = joined(c.join("g", request(Some(&a)), 2, &four).unwrap());
         c.leave("g", &a, 3);
         drop(c.fence("g", None, 4).unwrap());

@@ -507,7 +507,15 @@ impl ReplicaLog {
             Segment::open_sealed(&self.dir, &self.path, base, index, time_index)
         })();
         let fresh = match finished {
-            Ok(segment) => Arc::new(segment),
+            Ok(segment) => {
+                // Kafka's cleaned segment keeps the last replaced one's modification time:
+                // time retention of records without timestamps counts from their writes,
+                // not from the cleaning (in this run; after an open, from the file's).
+                if let Some(last) = group.last() {
+                    segment.touch(last.last_modified());
+                }
+                Arc::new(segment)
+            }
             Err(error) => {
                 self.dir.poison();
                 return Err(error);
@@ -1081,6 +1089,24 @@ mod tests {
 
     /// `testPartialSegmentClean`: an offset map that holds one key still makes progress,
     /// one dirty offset per cleaning, and offsets never change.
+    /// A cleaned segment keeps the last replaced one's modification time (Kafka's
+    /// `cleanSegments`): time retention of records without timestamps counts from their
+    /// writes, not from the cleaning.
+    #[test]
+    fn a_cleaned_segment_keeps_the_modification_time_of_the_last_it_replaces() {
+        let root = tempfile::tempdir().unwrap();
+        let log = replica(root.path());
+        for key in ["a", "b", "a"] {
+            append(&log, -1, key, Some("v"));
+        }
+        roll(&log);
+        let first = || log.segments.read().values().next().unwrap().last_modified();
+        assert_eq!(first(), NOW, "the clock at the appends");
+        clean(&log, 0, NOW, 10);
+        assert_eq!(keys_and_offsets(&log).1, [1, 2], "cleaned");
+        assert_eq!(first(), NOW);
+    }
+
     #[test]
     fn partial_segment_clean() {
         let root = tempfile::tempdir().unwrap();

@@ -905,8 +905,9 @@ impl ReplicaLog {
     }
 
     /// Ends all writing (the topic is being deleted): appends, rolls, truncations,
-    /// retention and syncs answer `Closed` from now on; one running now finishes first.
-    pub(crate) fn retire(&self) {
+    /// retention and syncs answer `Closed` from now on; one running now finishes first (a
+    /// sync, for at most `patience`).
+    pub(crate) fn retire(&self, patience: std::time::Duration) {
         self.retired.store(true, Ordering::Release);
         self.writer.lock().closed = true;
         // A cleaning running now stops at its next batch and removes what it wrote; none
@@ -915,11 +916,15 @@ impl ReplicaLog {
         // Nor a sync: one running now (a flush, a group commit) finishes first, and none
         // starts after (`sync_to` answers `Closed`). Its directory fsync or epoch
         // checkpoint would otherwise fail on the moved files and take the directory
-        // offline, or write into a new topic's directory of the same name.
-        let mut state = self.sync.lock();
-        while state.in_progress {
-            self.synced.wait(&mut state);
+        // offline, or write into a new topic's directory of the same name. Not for ever:
+        // an offline directory's files are not moved, and a sync hung longer than
+        // `patience` is a disk failing anyway (whose late error may then take it offline).
+        if self.dir.is_poisoned() {
+            return;
         }
+        let deadline = std::time::Instant::now() + patience;
+        let mut state = self.sync.lock();
+        while state.in_progress && !self.synced.wait_until(&mut state, deadline).timed_out() {}
     }
 
     /// Deletes everything and starts afresh, empty, at `offset`: a follower whose whole log
