@@ -2222,7 +2222,7 @@ impl Log {
         if names.is_empty() {
             return Ok(());
         }
-        self.inner.offsets.check_complete()?;
+        self.inner.offsets.check_complete(self)?;
         let mut result = Ok(());
         let mut settled = Vec::new();
         for name in names {
@@ -2356,7 +2356,9 @@ impl Log {
     /// The offset `group` committed for `tp` (Kafka's `OffsetFetch`), if any.
     ///
     /// # Errors
-    /// `InvalidConfig` for an empty or over-long group id; `Closed`.
+    /// `InvalidConfig` for an empty or over-long group id; `PartitionOffline` while the
+    /// group's `__consumer_offsets` partition has not been read (it had no leader at the
+    /// open, and has none yet): its offsets are unknown, not absent; `Closed`.
     pub fn committed_offset(
         &self,
         group: &str,
@@ -2364,7 +2366,7 @@ impl Log {
     ) -> Result<Option<OffsetAndMetadata>> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
-        Ok(self.inner.offsets.committed(group, tp))
+        self.inner.offsets.committed(self, group, tp)
     }
 
     /// Commits offsets for `group` (Kafka's `OffsetCommit`): one atomic record batch in
@@ -2373,8 +2375,10 @@ impl Log {
     ///
     /// # Errors
     /// `UnknownTopic`/`UnknownPartition`; `OffsetOutOfRange` for an offset above the high
-    /// watermark; `OffsetMetadataTooLarge`; `InvalidConfig` for a bad group id; `Io`,
-    /// `Poisoned`, `Closed`. A refused commit writes nothing.
+    /// watermark; `OffsetMetadataTooLarge`; `InvalidConfig` for a bad group id;
+    /// `PartitionOffline` (the group's offsets partition offline, or not read yet: see
+    /// [`Log::committed_offset`]); `Io`, `Poisoned`, `Closed`. A refused commit writes
+    /// nothing.
     pub fn commit_offsets(
         &self,
         group: &str,
@@ -2531,11 +2535,12 @@ impl Log {
     /// end offset and the lag. An unknown group is `Dead` with no offsets, as in Kafka.
     ///
     /// # Errors
-    /// `InvalidConfig` for a bad group id; `Closed`.
+    /// `InvalidConfig` for a bad group id; `PartitionOffline` while the group's offsets are
+    /// unknown (see [`Log::committed_offset`]); `Closed`.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
-        let committed = self.inner.offsets.group_offsets(group);
+        let committed = self.inner.offsets.group_offsets(self, group)?;
         let active = self.inner.coordinator.describe(group);
         let (state, generation, members) = match active {
             Some((state, generation, members)) => (state, Some(generation), members),
@@ -2594,7 +2599,7 @@ impl Log {
         let targets: Vec<TopicPartition> = if partitions.is_empty() {
             self.inner
                 .offsets
-                .group_offsets(group)
+                .group_offsets(self, group)?
                 .into_keys()
                 .collect()
         } else {

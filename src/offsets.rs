@@ -12,7 +12,6 @@
 //! commit never points past recovered data.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -485,10 +484,20 @@ pub(crate) struct OffsetStore {
     /// deleted topic's name stays in `meta`'s `forgotten` until they are, and no topic of
     /// the name is created meanwhile; the next open finds them again in the replay.)
     owed: Mutex<Vec<(String, Vec<TopicPartition>)>>,
-    /// The first partition of the offsets topic that the replay at open could not read
-    /// (offline), `u32::MAX` when it read them all: only then does the cache (with `owed`)
-    /// hold every committed offset.
-    unread: AtomicU32,
+    /// The partitions of the offsets topic that the replay at open could not read (no
+    /// leader then): only once it read them all does the cache (with `owed`) hold every
+    /// committed offset. A group of an unread partition neither reads nor commits offsets
+    /// (`PartitionOffline`, as Kafka's coordinator answers a group it is still loading)
+    /// until the partition, led again, is replayed (`ensure_read`).
+    unread: Mutex<Unread>,
+}
+
+/// See [`OffsetStore::unread`].
+#[derive(Debug, Default)]
+struct Unread {
+    /// The offsets topic's partition count at the replay.
+    partitions: u32,
+    set: std::collections::BTreeSet<u32>,
 }
 
 impl OffsetStore {
@@ -499,7 +508,7 @@ impl OffsetStore {
             groups: RwLock::new(HashMap::new()),
             commit_lock: Mutex::new(()),
             owed: Mutex::new(Vec::new()),
-            unread: AtomicU32::new(u32::MAX),
+            unread: Mutex::new(Unread::default()),
         }
     }
 
@@ -510,43 +519,125 @@ impl OffsetStore {
         };
         let mut cache = HashMap::new();
         let mut groups = HashMap::new();
-        let mut unread = u32::MAX;
+        let mut unread = Unread {
+            partitions: topic.partitions(),
+            set: std::collections::BTreeSet::new(),
+        };
         for p in 0..topic.partitions() {
             let partition = topic.partition(p)?;
             if !partition.is_led() {
                 // Unreadable until it has a leader (a present follower out of sync has a
-                // high watermark, but reads go to the leader): its groups cannot commit
-                // meanwhile (`check_complete`).
-                unread = unread.min(p);
+                // high watermark, but reads go to the leader).
+                unread.set.insert(p);
                 continue;
             }
-            let mut offset = partition.log_start_offset();
-            while offset < partition.high_watermark() {
-                let read = partition.read(offset, 1 << 20)?;
-                let mut advanced = false;
-                for batch in read.batches() {
-                    let batch = batch?;
-                    for record in batch.records() {
-                        let record = record?;
-                        if (record.offset as u64) < offset {
-                            continue;
-                        }
-                        apply(&mut cache, &mut groups, &record)
-                            .map_err(|e| at_record(e, p, &record))?;
-                    }
-                    offset = batch.next_offset() as u64;
-                    advanced = true;
-                }
-                if !advanced {
-                    break;
+            replay(&partition, p, &mut cache, &mut groups)?;
+        }
+        let orphaned = orphans(log, &mut cache);
+        *self.cache.write() = cache;
+        *self.groups.write() = groups;
+        *self.unread.lock() = unread;
+        *self.owed.lock() = orphaned;
+        // The offsets topic's partition may be offline: what is not written now stays owed.
+        let _ = self.write_owed(log, None);
+        Ok(())
+    }
+
+    /// Replays the partitions the open could not read that have a leader now, into the
+    /// cache (their groups had nothing there: they could not commit meanwhile). Under the
+    /// commit lock.
+    fn replay_unread(&self, log: &Log) -> Result<()> {
+        let _serial = self.commit_lock.lock();
+        let pending: Vec<u32> = self.unread.lock().set.iter().copied().collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let topic = log.topic(CONSUMER_OFFSETS)?;
+        for p in pending {
+            let partition = topic.partition(p)?;
+            if !partition.is_led() {
+                continue;
+            }
+            let mut cache = HashMap::new();
+            let mut groups = HashMap::new();
+            replay(&partition, p, &mut cache, &mut groups)?;
+            let orphaned = orphans(log, &mut cache);
+            self.cache.write().extend(cache);
+            {
+                let mut known = self.groups.write();
+                for (group, meta) in groups {
+                    keep_newer(&mut known, group, meta);
                 }
             }
+            self.owed.lock().extend(orphaned);
+            self.unread.lock().set.remove(&p);
         }
-        // Offsets of topics deleted before their tombstones were written (a crash, or a
-        // failed write): they get their tombstones now, so that a topic created again
-        // under the name at a later open does not bring them back.
-        let mut orphaned = Vec::new();
-        for (group, offsets) in &mut cache {
+        Ok(())
+    }
+
+    /// `PartitionOffline` while the offsets partition of `group` could not be read (see
+    /// `unread`), after replaying it if it has a leader now.
+    pub(crate) fn ensure_read(&self, log: &Log, group: &str) -> Result<()> {
+        let unread = |this: &OffsetStore| {
+            let unread = this.unread.lock();
+            if unread.set.is_empty() {
+                return None;
+            }
+            let p = partition_for_group(group, unread.partitions);
+            unread.set.contains(&p).then_some(p)
+        };
+        if unread(self).is_none() {
+            return Ok(());
+        }
+        self.replay_unread(log)?;
+        match unread(self) {
+            None => Ok(()),
+            Some(partition) => Err(Error::PartitionOffline {
+                topic: CONSUMER_OFFSETS.into(),
+                partition,
+            }),
+        }
+    }
+}
+
+/// Applies every record of offsets partition `p` to `cache` and `groups`.
+fn replay(
+    partition: &crate::Partition,
+    p: u32,
+    cache: &mut Cache,
+    groups: &mut Groups,
+) -> Result<()> {
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 1 << 20)?;
+        let mut advanced = false;
+        for batch in read.batches() {
+            let batch = batch?;
+            for record in batch.records() {
+                let record = record?;
+                if (record.offset as u64) < offset {
+                    continue;
+                }
+                apply(cache, groups, &record).map_err(|e| at_record(e, p, &record))?;
+            }
+            offset = batch.next_offset() as u64;
+            advanced = true;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Takes out of `cache` the offsets of topics that no longer exist and returns them, one
+/// entry per group and topic: offsets of topics deleted before their tombstones were
+/// written (a crash, or a failed write) get their tombstones, so that a topic created
+/// again under the name at a later open does not bring them back.
+fn orphans(log: &Log, cache: &mut Cache) -> Vec<(String, Vec<TopicPartition>)> {
+    let mut orphaned = Vec::new();
+    {
+        for (group, offsets) in cache.iter_mut() {
             let gone: Vec<TopicPartition> = offsets
                 .keys()
                 .filter(|tp| log.topic(&tp.topic).is_err())
@@ -566,16 +657,12 @@ impl OffsetStore {
             }
             orphaned.extend(by_topic.into_iter().map(|tps| (group.clone(), tps)));
         }
-        cache.retain(|_, offsets| !offsets.is_empty());
-        *self.cache.write() = cache;
-        *self.groups.write() = groups;
-        self.unread.store(unread, Ordering::Release);
-        *self.owed.lock() = orphaned;
-        // The offsets topic's partition may be offline: what is not written now stays owed.
-        let _ = self.write_owed(log, None);
-        Ok(())
     }
+    cache.retain(|_, offsets| !offsets.is_empty());
+    orphaned
+}
 
+impl OffsetStore {
     /// The topics whose offsets' tombstones are owed.
     pub(crate) fn owed_topics(&self) -> std::collections::BTreeSet<String> {
         self.owed
@@ -585,12 +672,13 @@ impl OffsetStore {
             .collect()
     }
 
-    /// Whether every committed offset is known (see `unread`); `Err` names an offsets
-    /// partition the replay at open could not read.
-    pub(crate) fn check_complete(&self) -> Result<()> {
-        match self.unread.load(Ordering::Acquire) {
-            u32::MAX => Ok(()),
-            partition => Err(Error::PartitionOffline {
+    /// Whether every committed offset is known (see `unread`, whose partitions with a
+    /// leader now are replayed first); `Err` names an offsets partition not read yet.
+    pub(crate) fn check_complete(&self, log: &Log) -> Result<()> {
+        self.replay_unread(log)?;
+        match self.unread.lock().set.first() {
+            None => Ok(()),
+            Some(&partition) => Err(Error::PartitionOffline {
                 topic: CONSUMER_OFFSETS.into(),
                 partition,
             }),
@@ -625,8 +713,19 @@ impl OffsetStore {
     }
 
     /// The committed offset of `group` for `tp`.
-    pub(crate) fn committed(&self, group: &str, tp: &TopicPartition) -> Option<OffsetAndMetadata> {
-        self.cache.read().get(group)?.get(tp).cloned()
+    pub(crate) fn committed(
+        &self,
+        log: &Log,
+        group: &str,
+        tp: &TopicPartition,
+    ) -> Result<Option<OffsetAndMetadata>> {
+        self.ensure_read(log, group)?;
+        Ok(self
+            .cache
+            .read()
+            .get(group)
+            .and_then(|offsets| offsets.get(tp))
+            .cloned())
     }
 
     /// Commits `offsets` for `group` atomically (one batch), after syncing the data they
@@ -644,6 +743,8 @@ impl OffsetStore {
         if offsets.is_empty() {
             return Ok(());
         }
+        // Its earlier commits must be known first (see `unread`).
+        self.ensure_read(log, group)?;
         // Checks first: a refused commit writes nothing.
         let mut data = Vec::with_capacity(offsets.len());
         for (tp, commit) in offsets {
@@ -914,9 +1015,12 @@ impl OffsetStore {
     /// Every offset `group` committed, by partition.
     pub(crate) fn group_offsets(
         &self,
+        log: &Log,
         group: &str,
-    ) -> std::collections::BTreeMap<TopicPartition, OffsetAndMetadata> {
-        self.cache
+    ) -> Result<std::collections::BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        self.ensure_read(log, group)?;
+        Ok(self
+            .cache
             .read()
             .get(group)
             .map(|offsets| {
@@ -925,7 +1029,7 @@ impl OffsetStore {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// The offsets topic, created on first use.

@@ -3491,8 +3491,10 @@ fn one_groups_unwritable_metadata_does_not_stop_another_group() {
 
 /// A `__consumer_offsets` partition left without a leader at the open (its one in-sync
 /// replica's directory failing) while an out-of-sync replica of it is present:
-/// the open succeeds, and only the groups of that partition cannot commit, instead of the
-/// replay failing the whole open on the offline partition.
+/// the open succeeds (the replay used to fail it on the offline partition); the groups of
+/// that partition can neither read nor commit offsets (`PartitionOffline`, never a silent
+/// "none" that would reset consumers) until the partition has a leader again and is
+/// replayed.
 #[test]
 fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     let root = common::scratch("tarnlog-failover-");
@@ -3538,8 +3540,18 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     let log = open(Some(&fault)).unwrap();
     let described = log.describe_topic("__consumer_offsets").unwrap().partitions[0].clone();
     assert_eq!(described.leader, None, "{described:?}");
-    assert!(commit(&log, 2).is_err());
+    // The group's offsets are unknown, not absent: a consumer must not reset its position.
+    let offline = |e: &Error| matches!(e, Error::PartitionOffline { partition: 0, .. });
+    assert!(offline(&log.committed_offset("g", &tp).unwrap_err()));
+    assert!(offline(&log.describe_group("g").unwrap_err()));
+    assert!(offline(&commit(&log, 2).unwrap_err()));
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    // Back with its leader, the partition is replayed: the offsets are there again.
+    fault.heal_dir(&dirs[leader]);
+    log.restore_dir(&dirs[leader]).unwrap();
+    let committed = log.committed_offset("g", &tp).unwrap().map(|c| c.offset);
+    assert_eq!(committed, Some(2));
+    commit(&log, 1).unwrap();
     log.close().unwrap();
 }
 
