@@ -1579,7 +1579,9 @@ impl Drop for OpenToken {
             }
         } else {
             // Best effort, as `close` would: a failure leaves the log to be recovered on the
-            // next open. Never panics; bounded by one sync per partition.
+            // next open. Never panics; bounded by one sync per partition, and by a call
+            // changing topics or directories in progress (a `restore_dir` stops after the
+            // partition it copies).
             let _ = inner.shutdown();
         }
         if let Some(root) = &inner.temp_root {
@@ -2776,6 +2778,12 @@ impl Log {
             }
         }
         for (set, replica, _) in &loaded {
+            if self.inner.closed.load(Ordering::Acquire) {
+                // `close` waits for this call (it holds the admin lock): the copies stop
+                // here, and the directory, offline again, is restored at the next open.
+                dir.poison();
+                return Err(Error::Closed);
+            }
             if let Err(error) = set.catch_up_restored(index as u32, replica) {
                 dir.poison();
                 return Err(error);
@@ -3926,6 +3934,60 @@ mod tests {
             assert_eq!(*starts, expected);
         }
         drop(seen);
+        log.close().unwrap();
+    }
+
+    /// `close` during a `restore_dir` (which holds the admin lock `close` waits for) stops
+    /// its copies at the next partition: the restore answers `Closed`, the directory stays
+    /// offline, and the next open restores it.
+    #[test]
+    fn a_restore_stops_its_copies_when_the_log_closes() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = [root.path().join("d0"), root.path().join("d1")];
+        let fault = FaultStorage::new(OsStorage::shared());
+        let log = Log::builder()
+            .dirs(&dirs)
+            .storage(fault.shared())
+            .open()
+            .unwrap();
+        let config = TopicConfig::default().partitions(2).replication_factor(2);
+        let topic = log.create_topic("t", config).unwrap();
+        fault.fail_dir(&dirs[1], FaultKind::Eio);
+        for p in 0..2 {
+            topic
+                .partition(p)
+                .unwrap()
+                .append_values(["a", "b"])
+                .unwrap();
+        }
+        assert!(!log.dir_status()[1].online);
+        fault.heal_dir(&dirs[1]);
+        let inner = Arc::clone(&log.inner);
+        let closing = log.clone();
+        let closer: Arc<Mutex<Option<std::thread::JoinHandle<Result<()>>>>> = Arc::default();
+        let slot = Arc::clone(&closer);
+        *log.inner.restore_step.lock() = Some(RestoreStep(Box::new(move || {
+            let mut slot = slot.lock();
+            if slot.is_none() {
+                let closing = closing.clone();
+                *slot = Some(std::thread::spawn(move || closing.close()));
+                while !inner.closed.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+            }
+        })));
+        let restored = log.restore_dir(&dirs[1]);
+        assert!(matches!(restored, Err(Error::Closed)), "{restored:?}");
+        let close = closer.lock().take().unwrap();
+        close.join().unwrap().unwrap();
+        drop(topic);
+        drop(log);
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        assert!(log.dir_status().iter().all(|d| d.online));
+        for p in 0..2 {
+            let partition = log.topic("t").unwrap().partition(p).unwrap();
+            assert_eq!(partition.high_watermark(), 2);
+        }
         log.close().unwrap();
     }
 }
