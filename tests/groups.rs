@@ -255,6 +255,25 @@ fn an_eager_member_owning_nothing_still_hears_the_revocation() {
     );
 }
 
+/// `subscribe` with no topics is `unsubscribe` (Kafka's `KafkaConsumer.subscribe`): the
+/// member leaves its group at once, so the group can be administered (it stayed a member
+/// with no topics, and `reset_offsets` answered `GroupNotEmpty`).
+#[test]
+fn subscribing_to_nothing_leaves_the_group() {
+    let (_dir, log, _clock) = jobs_log(2);
+    let mut a = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a]);
+    assert_eq!(a.assignment().len(), 2);
+    a.subscribe(Vec::<String>::new()).unwrap();
+    assert!(a.assignment().is_empty());
+    assert!(a.group_membership().is_none());
+    assert_eq!(log.describe_group("g").unwrap().members.len(), 0);
+    log.reset_offsets("g", &[TopicPartition::new("jobs", 0)], ResetTo::Earliest)
+        .unwrap();
+    // As Kafka's: neither subscribed nor assigned.
+    assert!(matches!(a.poll(SHORT), Err(Error::NoAssignment)));
+}
+
 /// `GroupCoordinatorTest.testSessionTimeout` through consumers: a member that stops polling
 /// is removed after its session timeout; the survivor takes everything, and the stale
 /// member learns it lost its partitions, with its commits refused.

@@ -1744,24 +1744,29 @@ impl Consumer {
     }
 
     /// Joins the group for `topics`: the group assigns partitions at the next `poll`
-    /// (Kafka's `subscribe`). Replaces an earlier subscription.
+    /// (Kafka's `subscribe`). Replaces an earlier subscription. No topics is
+    /// [`unsubscribe`](Self::unsubscribe), as in Kafka.
     ///
     /// # Errors
-    /// `InvalidConfig` without a `group_id`; `IllegalState` after `assign`; `Closed`.
+    /// `InvalidConfig` without a `group_id`; `IllegalState` after `assign`; `Closed`; as
+    /// `unsubscribe` for no topics.
     pub fn subscribe<S: Into<String>>(
         &mut self,
         topics: impl IntoIterator<Item = S>,
     ) -> Result<()> {
         self.check_open()?;
+        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return self.unsubscribe();
+        }
         self.group()?;
         if self.membership.is_none() && !self.assignment.is_empty() {
             return Err(Error::IllegalState {
                 reason: "assign and subscribe are exclusive: assign an empty list first",
             });
         }
-        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
-        topics.sort();
-        topics.dedup();
         let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
         let eager =
             !crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
