@@ -232,6 +232,31 @@ fn compacted_topics_refuse_records_without_a_key() {
     assert_eq!(partition.log_end_offset(), 2);
 }
 
+/// `LogCleanerTest.testCleaningWithUnkeyedMessages`: records without a key (written while
+/// the topic was deleted by retention, before it was switched to compaction) are dropped
+/// by the cleaner; the keyed ones keep their offsets.
+#[test]
+fn a_cleaning_drops_records_without_a_key() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open(root.path(), &clock);
+    let partition = topic(&log, compacted().cleanup_policy(CleanupPolicy::Delete));
+    for i in 0..4 {
+        put(&partition, &format!("k{i}"), Some("v"));
+        partition.append_values(["no key"]).unwrap();
+    }
+    log.alter_topic_config("t", compacted()).unwrap();
+    roll_over(&partition);
+    log.maintain().unwrap();
+    let keyed: Vec<(u64, String)> = consume(&log)
+        .into_iter()
+        .filter(|(_, key, _)| key != "filler")
+        .map(|(offset, key, _)| (offset, key))
+        .collect();
+    let expected: Vec<(u64, String)> = (0..4).map(|i| (2 * i, format!("k{i}"))).collect();
+    assert_eq!(keyed, expected);
+}
+
 #[test]
 fn policies_and_retention() {
     let root = tempfile::tempdir().unwrap();
