@@ -267,6 +267,21 @@ mod tests {
         assert_eq!(later.end_offset_for(1, 9), (1, Some(5)));
     }
 
+    /// `shouldGetFirstOffsetOfSubsequentEpochWhenOffsetRequestedForPreviousEpoch`: an epoch
+    /// assigned again at later offsets keeps its first; a previous epoch ends where the next
+    /// one starts.
+    #[test]
+    fn a_previous_epoch_ends_where_the_next_starts() {
+        let mut cache = EpochCache::default();
+        for (epoch, offset) in [(1, 11), (1, 12), (2, 13), (2, 14), (3, 15), (3, 16)] {
+            cache.assign(epoch, offset);
+        }
+        assert_eq!(cache.entries(), &[(1, 11), (2, 13), (3, 15)]);
+        assert_eq!(cache.end_offset_for(2, 17), (2, Some(15)));
+        assert_eq!(cache.end_offset_for(1, 17), (1, Some(13)));
+        assert_eq!(cache.end_offset_for(3, 17), (3, Some(17)));
+    }
+
     #[test]
     fn assign_follows_kafka() {
         let mut cache = EpochCache::default();
