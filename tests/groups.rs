@@ -594,6 +594,45 @@ fn cooperative_config(group: &str) -> ConsumerConfig {
         .partition_assignment_strategy(vec![Arc::new(tarnlog::CooperativeStickyAssignor)])
 }
 
+/// A cooperative member that changes its subscription (Kafka's `onJoinPrepare` under the
+/// cooperative protocol) gives up only the partitions of topics it drops: adding a topic
+/// revokes nothing and keeps the positions (nothing is read twice); dropping one revokes
+/// only its partitions. Before, every change revoked everything, as an eager member does.
+#[test]
+fn a_cooperative_subscription_change_revokes_only_dropped_topics() {
+    let (_dir, log, _clock) = jobs_log(2);
+    log.create_topic("more", TopicConfig::default().partitions(2))
+        .unwrap();
+    fill(&log, "jobs", 2, 2);
+    let events = Recorder::default();
+    let mut a = log.consumer(cooperative_config("g")).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let (_, read) = settle(&mut [&mut a]);
+    let mut read = read.len();
+    while read < 4 {
+        read += a.poll(SHORT).unwrap().count();
+    }
+    events.0.lock().unwrap().clear();
+    a.subscribe(["jobs", "more"]).unwrap();
+    fill(&log, "more", 2, 1);
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        for record in a.poll(SHORT).unwrap() {
+            again.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+        if a.assignment().len() == 4 && again.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(a.assignment().len(), 4);
+    assert_eq!(again.len(), 2, "only the new topic's records: {again:?}");
+    assert_eq!(*events.0.lock().unwrap(), ["assigned 2"]);
+    events.0.lock().unwrap().clear();
+    a.subscribe(["more"]).unwrap();
+    assert_eq!(*events.0.lock().unwrap(), ["revoked 2 commit_ok=true"]);
+    assert!(a.assignment().iter().all(|tp| tp.topic == "more"));
+}
+
 /// An async commit made before a rebalance runs in the generation it was made in, before
 /// the member rejoins: it is applied, not refused as "rebalance in progress".
 #[test]

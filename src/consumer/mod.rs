@@ -1761,33 +1761,18 @@ impl Consumer {
         if topics.is_empty() {
             return self.unsubscribe();
         }
+        self.subscribe_to(topics, None)
+    }
+
+    /// `subscribe` to `topics` (sorted, without duplicates), from `pattern` if any.
+    fn subscribe_to(&mut self, topics: Vec<String>, pattern: Option<regex::Regex>) -> Result<()> {
         self.group()?;
         if self.membership.is_none() && !self.assignment.is_empty() {
             return Err(Error::IllegalState {
                 reason: "assign and subscribe are exclusive: assign an empty list first",
             });
         }
-        let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
-        let eager =
-            !crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
-        let holds_generation = self
-            .membership
-            .as_ref()
-            .is_some_and(|m| m.generation.is_some());
-        if changes && (!self.assignment.is_empty() || eager && holds_generation) {
-            // The rejoin with other topics rebalances: give the partitions up first (an
-            // eager member of a generation tells its listener even owning nothing).
-            if let Err(error) = self.revoke_all(eager) {
-                self.auto_commit_error = Some(error);
-            }
-        }
-        let membership = self.membership.get_or_insert_with(Membership::default);
-        membership.pattern = None;
-        if membership.topics != topics {
-            membership.topics = topics;
-            // The next poll rejoins with the new subscription.
-            membership.generation = None;
-        }
+        self.change_subscription(topics, pattern);
         Ok(())
     }
 
@@ -1805,12 +1790,9 @@ impl Consumer {
                 value: format!("{pattern:?}"),
                 allowed: format!("a regular expression ({e})"),
             })?;
+        self.check_open()?;
         let topics = self.matching(&regex);
-        self.subscribe(topics)?;
-        if let Some(m) = &mut self.membership {
-            m.pattern = Some(regex);
-        }
-        Ok(())
+        self.subscribe_to(topics, Some(regex))
     }
 
     /// The topics whose whole name matches, sorted.
@@ -1822,8 +1804,8 @@ impl Consumer {
             .collect()
     }
 
-    /// With a pattern subscription, takes up topics created or deleted since the last look;
-    /// a change revokes the assignment so that the next join rebalances.
+    /// With a pattern subscription, takes up topics created or deleted since the last look
+    /// (see `change_subscription`); the next join rebalances.
     fn refresh_pattern(&mut self) {
         let Some(regex) = self.membership.as_ref().and_then(|m| m.pattern.clone()) else {
             return;
@@ -1832,20 +1814,75 @@ impl Consumer {
         if self.membership.as_ref().is_some_and(|m| m.topics == topics) {
             return;
         }
+        self.change_subscription(topics, Some(regex));
+    }
+
+    /// Takes up a new subscription (`topics`, from `pattern` if any); the next poll rejoins
+    /// with it. As Kafka's `onJoinPrepare`: an eager member gives up everything first (its
+    /// listener hears it, even owning nothing, once it holds a generation); a cooperative
+    /// one gives up only the partitions of topics it no longer subscribes to, and keeps the
+    /// others (and their positions), claiming them in its rejoin under its generation.
+    fn change_subscription(&mut self, topics: Vec<String>, pattern: Option<regex::Regex>) {
+        let changes = self.membership.as_ref().is_some_and(|m| m.topics != topics);
         let eager =
             !crate::group::coordinator::cooperative(&self.config.partition_assignment_strategy);
-        if self
+        let holds_generation = self
             .membership
             .as_ref()
-            .is_some_and(|m| m.generation.is_some())
-            && let Err(error) = self.revoke_all(eager)
+            .is_some_and(|m| m.generation.is_some());
+        if changes && eager && (!self.assignment.is_empty() || holds_generation) {
+            if let Err(error) = self.revoke_all(true) {
+                self.auto_commit_error = Some(error);
+            }
+        } else if changes && !eager {
+            let dropped: Vec<TopicPartition> = self
+                .assignment
+                .iter()
+                .filter(|tp| !topics.contains(&tp.topic))
+                .cloned()
+                .collect();
+            if !dropped.is_empty()
+                && let Err(error) = self.revoke_some(&dropped)
+            {
+                self.auto_commit_error = Some(error);
+            }
+        }
+        let membership = self.membership.get_or_insert_with(Membership::default);
+        membership.pattern = pattern;
+        if membership.topics != topics {
+            membership.topics = topics;
+            if eager || membership.generation.is_none() {
+                membership.generation = None;
+            } else {
+                membership.rejoin = true;
+            }
+        }
+    }
+
+    /// A cooperative member gives up `partitions` (of topics it no longer subscribes to):
+    /// auto-commit of its positions (as Kafka's `onJoinPrepare`), the listener, then the
+    /// assignment without them.
+    fn revoke_some(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.run_async_commits();
+        let mut result = Ok(());
+        if self.config.enable_auto_commit
+            && self
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.generation.is_some())
+            && let Some(group) = self.config.group_id.clone()
         {
-            self.auto_commit_error = Some(error);
+            result = self.commit(&group, &self.positions());
         }
-        if let Some(m) = &mut self.membership {
-            m.topics = topics;
-            m.generation = None;
-        }
+        self.with_listener(|l, c| l.on_partitions_revoked(c, partitions));
+        self.run_async_commits();
+        let kept: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|tp| !partitions.contains(tp))
+            .cloned()
+            .collect();
+        result.and(self.set_assignment(kept))
     }
 
     /// As [`subscribe`](Self::subscribe), with callbacks around rebalances.
