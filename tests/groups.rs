@@ -450,6 +450,21 @@ fn a_static_member_that_restarts_in_time_gets_its_partitions_back_without_a_reba
     assert_eq!(b.assignment().len(), 4);
 }
 
+/// A pattern matching no topic yet is a subscription all the same (unlike `subscribe`
+/// with no topics, which unsubscribes): a matching topic created later is assigned.
+#[test]
+fn a_pattern_matching_nothing_yet_stays_subscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    let mut consumer = log.consumer(config("g")).unwrap();
+    consumer.subscribe_pattern("orders-.*").unwrap();
+    assert!(consumer.subscription().is_empty());
+    log.create_topic("orders-eu", TopicConfig::default().partitions(2))
+        .unwrap();
+    settle(&mut [&mut consumer]);
+    assert_eq!(consumer.assignment().len(), 2);
+}
+
 #[test]
 fn a_pattern_subscription_picks_up_new_topics() {
     let dir = tempfile::tempdir().unwrap();
