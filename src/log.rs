@@ -197,7 +197,9 @@ impl LogBuilder {
 
     /// How long the first rebalance of an empty group waits for more members (Kafka's
     /// `group.initial.rebalance.delay.ms`), so that consumers starting together share one
-    /// generation. Default 3000, on the log's clock; 0 assigns at once.
+    /// generation; in a new group it runs again while new members came during it, up to
+    /// the rebalance timeout, as Kafka's. Default 3000, on the log's clock; 0 assigns at
+    /// once.
     #[must_use]
     pub fn group_initial_rebalance_delay_ms(mut self, ms: u64) -> Self {
         self.group_initial_rebalance_delay_ms = ms;

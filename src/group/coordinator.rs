@@ -145,6 +145,12 @@ struct Group {
     /// `group.initial.rebalance.delay.ms`), so that members starting together join one
     /// generation.
     initial_delay_until_ms: i64,
+    /// Kafka's `InitialDelayedJoin`: a member new to a group of generation 0 joined during
+    /// the initial delay, which then runs once more (by the delay, or what is left of the
+    /// rebalance timeout, `initial_remaining_ms`) when it ends.
+    new_member_added: bool,
+    initial_delay_ms: i64,
+    initial_remaining_ms: i64,
     /// Commits and admin changes checked against the current generation and not yet in the
     /// log: no round completes while there are any, so a fenced write can never land after
     /// a later generation began.
@@ -167,6 +173,9 @@ impl Group {
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
+            new_member_added: false,
+            initial_delay_ms: 0,
+            initial_remaining_ms: 0,
             empty_since_ms: 0,
             dirty: false,
             in_flight: 0,
@@ -235,6 +244,9 @@ impl Group {
         self.rebalance_deadline_ms = now.saturating_add(timeout);
         if was_empty {
             self.initial_delay_until_ms = now.saturating_add(initial_delay_ms);
+            self.initial_delay_ms = initial_delay_ms;
+            self.initial_remaining_ms = timeout.saturating_sub(initial_delay_ms).max(0);
+            self.new_member_added = false;
         }
     }
 
@@ -286,6 +298,18 @@ impl Group {
         }
         let all_joined = self.members.values().all(|m| m.joined);
         let timed_out = now >= self.rebalance_deadline_ms;
+        // The initial delay runs again (from where it ended) while new members came during
+        // it and the rebalance timeout leaves room (Kafka's `InitialDelayedJoin`).
+        while !timed_out
+            && now >= self.initial_delay_until_ms
+            && self.new_member_added
+            && self.initial_remaining_ms > 0
+        {
+            let delay = self.initial_delay_ms.min(self.initial_remaining_ms);
+            self.initial_remaining_ms -= delay;
+            self.initial_delay_until_ms = self.initial_delay_until_ms.saturating_add(delay);
+            self.new_member_added = false;
+        }
         if !(timed_out || all_joined && now >= self.initial_delay_until_ms) {
             return false;
         }
@@ -417,6 +441,11 @@ impl Group {
             member.rebalance_timeout_ms = to_ms(request.rebalance_timeout_ms);
             member.last_heartbeat_ms = now;
             return changed;
+        }
+        // Kafka's `addMemberAndRebalance`: a new member of a group still in its first
+        // round extends the initial delay.
+        if self.state == GroupState::PreparingRebalance && self.generation == 0 {
+            self.new_member_added = true;
         }
         self.members.insert(
             member_id.to_owned(),
@@ -1045,11 +1074,44 @@ mod tests {
         let a = pending(c.join("g", request(None), 0, &four).unwrap());
         let b = pending(c.join("g", request(None), 1_000, &four).unwrap());
         pending(c.join("g", request(Some(&a)), 2_000, &four).unwrap());
+        // `b` came during the delay: it runs once more (Kafka's `InitialDelayedJoin`).
+        pending(c.join("g", request(Some(&a)), 3_000, &four).unwrap());
+        pending(c.join("g", request(Some(&a)), 5_999, &four).unwrap());
         let (_, generation, a_parts) =
-            joined(c.join("g", request(Some(&a)), 3_000, &four).unwrap());
-        let (_, _, b_parts) = joined(c.join("g", request(Some(&b)), 3_001, &four).unwrap());
+            joined(c.join("g", request(Some(&a)), 6_000, &four).unwrap());
+        let (_, _, b_parts) = joined(c.join("g", request(Some(&b)), 6_001, &four).unwrap());
         assert_eq!(generation, 1, "both started in one generation");
         assert_eq!((a_parts.len(), b_parts.len()), (2, 2));
+    }
+
+    /// `GroupCoordinatorTest.shouldDelayRebalanceUptoRebalanceTimeout`: each delay that saw
+    /// a new member runs again, but never past the rebalance timeout; a lone member, or a
+    /// group past its first generation, waits one delay.
+    #[test]
+    fn the_initial_delay_extends_up_to_the_rebalance_timeout() {
+        let group = Coordinator::new(50);
+        let short = |id: Option<&str>| JoinRequest {
+            rebalance_timeout_ms: 100,
+            ..request(id)
+        };
+        let first = pending(group.join("g", short(None), 0, &four).unwrap());
+        let second = pending(group.join("g", short(None), 0, &four).unwrap());
+        let late = pending(group.join("g", short(None), 51, &four).unwrap());
+        pending(group.join("g", short(Some(&first)), 99, &four).unwrap());
+        let (_, generation, _) = joined(group.join("g", short(Some(&first)), 100, &four).unwrap());
+        assert_eq!(generation, 1);
+        for id in [&second, &late] {
+            joined(group.join("g", short(Some(id)), 101, &four).unwrap());
+        }
+        // Alone: one delay.
+        let alone = Coordinator::new(50);
+        let lone = pending(alone.join("h", request(None), 0, &four).unwrap());
+        joined(alone.join("h", request(Some(&lone)), 50, &four).unwrap());
+        // Empty again, a later generation: new members do not extend it.
+        alone.leave("h", &lone, 60);
+        let again = pending(alone.join("h", request(None), 100, &four).unwrap());
+        pending(alone.join("h", request(None), 120, &four).unwrap());
+        joined(alone.join("h", request(Some(&again)), 150, &four).unwrap());
     }
 
     /// `GroupCoordinatorTest.staticMemberRejoinAsFollowerWithUnknownMemberId`: a static
