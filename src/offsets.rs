@@ -543,35 +543,55 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Replays the partitions the open could not read that have a leader now, into the
-    /// cache (their groups had nothing there: they could not commit meanwhile). Under the
-    /// commit lock.
-    fn replay_unread(&self, log: &Log) -> Result<()> {
+    /// Replays the partitions the open could not read that have a leader now (only `only`,
+    /// when given) into the cache (their groups had nothing there: they could not commit
+    /// meanwhile), under the commit lock. Every partition is tried; the first error is
+    /// returned.
+    fn replay_unread(&self, log: &Log, only: Option<u32>) -> Result<()> {
+        if self.unread.lock().set.is_empty() {
+            return Ok(());
+        }
         let _serial = self.commit_lock.lock();
-        let pending: Vec<u32> = self.unread.lock().set.iter().copied().collect();
+        let pending: Vec<u32> = self
+            .unread
+            .lock()
+            .set
+            .iter()
+            .copied()
+            .filter(|&p| only.is_none_or(|only| only == p))
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
         let topic = log.topic(CONSUMER_OFFSETS)?;
+        let mut result = Ok(());
         for p in pending {
-            let partition = topic.partition(p)?;
-            if !partition.is_led() {
-                continue;
+            if let Err(error) = self.replay_one(log, &topic, p) {
+                result = result.and(Err(error));
             }
-            let mut cache = HashMap::new();
-            let mut groups = HashMap::new();
-            replay(&partition, p, &mut cache, &mut groups)?;
-            let orphaned = orphans(log, &mut cache);
-            self.cache.write().extend(cache);
-            {
-                let mut known = self.groups.write();
-                for (group, meta) in groups {
-                    keep_newer(&mut known, group, meta);
-                }
-            }
-            self.owed.lock().extend(orphaned);
-            self.unread.lock().set.remove(&p);
         }
+        result
+    }
+
+    /// Replays offsets partition `p` (see `replay_unread`) if it has a leader now.
+    fn replay_one(&self, log: &Log, topic: &crate::Topic, p: u32) -> Result<()> {
+        let partition = topic.partition(p)?;
+        if !partition.is_led() {
+            return Ok(());
+        }
+        let mut cache = HashMap::new();
+        let mut groups = HashMap::new();
+        replay(&partition, p, &mut cache, &mut groups)?;
+        let orphaned = orphans(log, &mut cache);
+        self.cache.write().extend(cache);
+        {
+            let mut known = self.groups.write();
+            for (group, meta) in groups {
+                keep_newer(&mut known, group, meta);
+            }
+        }
+        self.owed.lock().extend(orphaned);
+        self.unread.lock().set.remove(&p);
         Ok(())
     }
 
@@ -586,10 +606,10 @@ impl OffsetStore {
             let p = partition_for_group(group, unread.partitions);
             unread.set.contains(&p).then_some(p)
         };
-        if unread(self).is_none() {
+        let Some(p) = unread(self) else {
             return Ok(());
-        }
-        self.replay_unread(log)?;
+        };
+        self.replay_unread(log, Some(p))?;
         match unread(self) {
             None => Ok(()),
             Some(partition) => Err(Error::PartitionOffline {
@@ -675,7 +695,7 @@ impl OffsetStore {
     /// Whether every committed offset is known (see `unread`, whose partitions with a
     /// leader now are replayed first); `Err` names an offsets partition not read yet.
     pub(crate) fn check_complete(&self, log: &Log) -> Result<()> {
-        self.replay_unread(log)?;
+        self.replay_unread(log, None)?;
         match self.unread.lock().set.first() {
             None => Ok(()),
             Some(&partition) => Err(Error::PartitionOffline {
@@ -852,6 +872,8 @@ impl OffsetStore {
         coordinator: &Coordinator,
         group: &str,
     ) -> Result<bool> {
+        // Its offsets must be known to be deleted (see `unread`).
+        self.ensure_read(log, group)?;
         let _serial = self.commit_lock.lock();
         let mut fence =
             coordinator
@@ -978,6 +1000,10 @@ impl OffsetStore {
         let now = log.now_ms();
         let mut expired = Vec::new();
         for group in self.groups() {
+            // A group whose offsets are not all known (see `unread`) is not judged.
+            if self.ensure_read(log, &group).is_err() {
+                continue;
+            }
             let _serial = self.commit_lock.lock();
             // Members: their offsets stay.
             let Ok(mut fence) = coordinator.fence(&group, None, now) else {

@@ -3545,6 +3545,8 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     assert!(offline(&log.committed_offset("g", &tp).unwrap_err()));
     assert!(offline(&log.describe_group("g").unwrap_err()));
     assert!(offline(&commit(&log, 2).unwrap_err()));
+    assert!(offline(&log.delete_group("g").unwrap_err()));
+    assert!(log.maintain().unwrap().expired_groups.is_empty());
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     // Back with its leader, the partition is replayed: the offsets are there again.
     fault.heal_dir(&dirs[leader]);

@@ -974,17 +974,20 @@ fn a_group_restored_with_members_is_idle_from_the_reopen() {
     assert_eq!(log.maintain().unwrap().expired_groups, ["g"]);
 }
 
+/// A listener that unsubscribes its consumer when partitions are revoked.
+struct QuitOnRevoke;
+
+impl RebalanceListener for QuitOnRevoke {
+    fn on_partitions_revoked(&mut self, consumer: &mut Consumer, _: &[TopicPartition]) {
+        consumer.unsubscribe().unwrap();
+    }
+    fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {}
+}
+
 /// A listener that unsubscribes the consumer from `on_partitions_revoked` leaves no member
 /// behind: the consumer does not rejoin with its old subscription.
 #[test]
 fn unsubscribing_from_a_revocation_leaves_no_member_behind() {
-    struct QuitOnRevoke;
-    impl RebalanceListener for QuitOnRevoke {
-        fn on_partitions_revoked(&mut self, consumer: &mut Consumer, _: &[TopicPartition]) {
-            consumer.unsubscribe().unwrap();
-        }
-        fn on_partitions_assigned(&mut self, _: &mut Consumer, _: &[TopicPartition]) {}
-    }
     let (_dir, log, _clock) = jobs_log(4);
     let mut a = log.consumer(config("g")).unwrap();
     a.subscribe_with_listener(["jobs"], QuitOnRevoke).unwrap();
@@ -997,6 +1000,33 @@ fn unsubscribing_from_a_revocation_leaves_no_member_behind() {
     settle(&mut [&mut b]);
     assert_eq!(b.assignment().len(), 4);
     assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
+}
+
+/// The same when the revocation comes from a subscription change (eager: everything;
+/// cooperative: the dropped topic's partitions): the change does not bring the membership
+/// back, nor the kept partitions.
+#[test]
+fn unsubscribing_from_a_subscription_changes_revocation_stays_unsubscribed() {
+    for cooperative in [false, true] {
+        let (_dir, log, _clock) = jobs_log(2);
+        log.create_topic("more", TopicConfig::default().partitions(2))
+            .unwrap();
+        let config = if cooperative {
+            cooperative_config("g")
+        } else {
+            config("g")
+        };
+        let mut a = log.consumer(config).unwrap();
+        a.subscribe_with_listener(["jobs", "more"], QuitOnRevoke)
+            .unwrap();
+        settle(&mut [&mut a]);
+        assert_eq!(a.assignment().len(), 4);
+        a.subscribe(["jobs"]).unwrap();
+        assert!(a.subscription().is_empty(), "cooperative {cooperative}");
+        assert!(a.assignment().is_empty(), "cooperative {cooperative}");
+        assert!(a.group_membership().is_none());
+        assert_eq!(log.describe_group("g").unwrap().members.len(), 0);
+    }
 }
 
 /// A member waiting in a long `poll` on quiet partitions heartbeats meanwhile (Kafka's

@@ -1685,7 +1685,9 @@ impl Consumer {
     /// The offset the group committed for `tp`, if any.
     ///
     /// # Errors
-    /// `InvalidConfig` without a `group_id`; `Closed`; `Wakeup` when a wake-up is pending.
+    /// `InvalidConfig` without a `group_id`; `PartitionOffline` while the group's offsets
+    /// are unknown (see [`Log::committed_offset`](crate::Log::committed_offset)); `Closed`;
+    /// `Wakeup` when a wake-up is pending.
     pub fn committed(&self, tp: &TopicPartition) -> Result<Option<OffsetAndMetadata>> {
         self.check_open()?;
         let group = self.group()?;
@@ -1755,6 +1757,7 @@ impl Consumer {
         topics: impl IntoIterator<Item = S>,
     ) -> Result<()> {
         self.check_open()?;
+        self.group()?;
         let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
         topics.sort();
         topics.dedup();
@@ -1830,6 +1833,7 @@ impl Consumer {
             .membership
             .as_ref()
             .is_some_and(|m| m.generation.is_some());
+        let had_membership = self.membership.is_some();
         if changes && eager && (!self.assignment.is_empty() || holds_generation) {
             if let Err(error) = self.revoke_all(true) {
                 self.auto_commit_error = Some(error);
@@ -1846,6 +1850,10 @@ impl Consumer {
             {
                 self.auto_commit_error = Some(error);
             }
+        }
+        if had_membership && self.membership.is_none() {
+            // The revocation's listener unsubscribed.
+            return;
         }
         let membership = self.membership.get_or_insert_with(Membership::default);
         membership.pattern = pattern;
@@ -1876,13 +1884,14 @@ impl Consumer {
         }
         self.with_listener(|l, c| l.on_partitions_revoked(c, partitions));
         self.run_async_commits();
-        let kept: Vec<TopicPartition> = self
-            .assignment
-            .iter()
-            .filter(|tp| !partitions.contains(tp))
-            .cloned()
-            .collect();
-        result.and(self.set_assignment(kept))
+        if self.membership.is_some() {
+            // Taken out directly: rebuilding the assignment would look up the kept
+            // partitions again, and fail on one of a deleted topic.
+            self.assignment.retain(|tp| !partitions.contains(tp));
+            self.states.retain(|tp, _| !partitions.contains(tp));
+            self.next_start = 0;
+        }
+        result
     }
 
     /// As [`subscribe`](Self::subscribe), with callbacks around rebalances.
