@@ -784,7 +784,14 @@ impl Coordinator {
                     generation: m.generation,
                     current: g.generation,
                 }),
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    // A member's commit keeps its session alive, as Kafka's coordinator
+                    // schedules the next heartbeat expiration at an offset commit.
+                    if let Some(member) = g.members.get_mut(m.member_id) {
+                        member.last_heartbeat_ms = member.last_heartbeat_ms.max(now);
+                    }
+                    Ok(())
+                }
             },
         };
         let empty_since_ms = if created { i64::MIN } else { g.empty_since_ms };
@@ -1319,6 +1326,21 @@ mod tests {
         drop(c.fence("g", None, 4).unwrap());
         let (_, kept, _) = c.describe("g").expect("the group lives on");
         assert!(kept >= generation, "{kept} < {generation}");
+    }
+
+    /// Kafka's `doCommitOffsets` (`completeAndScheduleNextHeartbeatExpiration`): a
+    /// member's commit counts as a heartbeat, so a member that commits while it processes
+    /// keeps its session.
+    #[test]
+    fn a_members_commit_keeps_its_session() {
+        let c = Coordinator::new(0);
+        let (a, generation, _) = joined(c.join("g", request(None), 0, &four).unwrap());
+        drop(c.fence("g", Some(me(&a, generation)), 9_000).unwrap());
+        c.heartbeat("g", me(&a, generation), 15_000, &four).unwrap();
+        assert!(matches!(
+            c.heartbeat("g", me(&a, generation), 25_001, &four),
+            Err(Error::UnknownMemberId)
+        ));
     }
 
     #[test]
