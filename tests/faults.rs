@@ -887,6 +887,20 @@ fn a_truncation_failing_part_way_loses_no_later_append() {
     }
 }
 
+/// A log in `root` over a fault-injecting storage, without background maintenance, with
+/// `more` settings.
+fn faulty_log_in(
+    root: &Path,
+    more: impl FnOnce(tarnlog::LogBuilder) -> tarnlog::LogBuilder,
+) -> (FaultStorage, Log) {
+    let fault = FaultStorage::new(Arc::new(OsStorage));
+    let builder = Log::builder()
+        .dir(root)
+        .storage(Arc::new(fault.clone()))
+        .background_maintenance(false);
+    (fault, more(builder).open().unwrap())
+}
+
 /// A topic deleted while a sync of its partition runs (here a slow one, started by
 /// `flush`): the deletion waits for it, so the sync never meets the files moving away,
 /// and the directory stays online for every other topic (it was poisoned: the sync's
@@ -894,13 +908,7 @@ fn a_truncation_failing_part_way_loses_no_later_append() {
 #[test]
 fn deleting_a_topic_during_its_sync_keeps_the_directory_online() {
     let root = scratch();
-    let fault = FaultStorage::new(Arc::new(OsStorage));
-    let log = Log::builder()
-        .dir(root.path())
-        .storage(Arc::new(fault.clone()))
-        .background_maintenance(false)
-        .open()
-        .unwrap();
+    let (fault, log) = faulty_log_in(root.path(), |builder| builder);
     let config = TopicConfig::default().fsync(FsyncPolicy::None);
     let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
     partition.append_values([vec![7u8; 1024]]).unwrap();
@@ -935,14 +943,7 @@ fn deleting_a_topic_during_its_sync_keeps_the_directory_online() {
 #[test]
 fn the_first_commit_racing_its_topics_deletion_does_not_reach_a_new_topic() {
     let root = scratch();
-    let fault = FaultStorage::new(Arc::new(OsStorage));
-    let log = Log::builder()
-        .dir(root.path())
-        .storage(Arc::new(fault.clone()))
-        .background_maintenance(false)
-        .offsets_topic_partitions(2)
-        .open()
-        .unwrap();
+    let (fault, log) = faulty_log_in(root.path(), |builder| builder.offsets_topic_partitions(2));
     let partition = log.create_topic("t", None).unwrap().partition(0).unwrap();
     partition.append_values(["a", "b"]).unwrap();
     let tp = tarnlog::TopicPartition::new("t", 0);
@@ -973,13 +974,7 @@ fn the_first_commit_racing_its_topics_deletion_does_not_reach_a_new_topic() {
 #[test]
 fn close_waits_for_an_administrative_call_in_progress() {
     let root = scratch();
-    let fault = FaultStorage::new(Arc::new(OsStorage));
-    let log = Log::builder()
-        .dir(root.path())
-        .storage(Arc::new(fault.clone()))
-        .background_maintenance(false)
-        .open()
-        .unwrap();
+    let (fault, log) = faulty_log_in(root.path(), |builder| builder);
     fault.slow_dir(root.path(), std::time::Duration::from_millis(200));
     let (created, finished_first) = std::thread::scope(|s| {
         let create = s.spawn(|| log.create_topic("t", None).map(|_| ()));
