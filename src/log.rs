@@ -2520,6 +2520,12 @@ impl Log {
             .map_or(Ok(()), |(_, e)| Err(e))
     }
 
+    /// `PartitionOffline` while `group`'s offsets partition has not been read (see
+    /// `OffsetStore::ensure_read`).
+    pub(crate) fn ensure_group_read(&self, group: &str) -> Result<()> {
+        self.inner.offsets.ensure_read(self, group)
+    }
+
     /// The group coordinator.
     pub(crate) fn coordinator(&self) -> &Coordinator {
         &self.inner.coordinator

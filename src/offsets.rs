@@ -584,6 +584,12 @@ impl OffsetStore {
         replay(&partition, p, &mut cache, &mut groups)?;
         let orphaned = orphans(log, &mut cache);
         self.cache.write().extend(cache);
+        // As at open, the coordinator takes the groups up (their generations go on from
+        // the stored ones; no member could join them before: see `ensure_read`).
+        let now = log.now_ms();
+        for (group, meta) in &groups {
+            log.coordinator().restore(group, meta, now);
+        }
         {
             let mut known = self.groups.write();
             for (group, meta) in groups {

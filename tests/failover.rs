@@ -3503,7 +3503,8 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
         let builder = Log::builder()
             .dirs(&dirs)
             .offsets_topic_partitions(1)
-            .offsets_topic_replication_factor(2);
+            .offsets_topic_replication_factor(2)
+            .group_initial_rebalance_delay_ms(0);
         match storage {
             Some(fault) => builder.storage(fault.shared()),
             None => builder,
@@ -3547,6 +3548,16 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     assert!(offline(&commit(&log, 2).unwrap_err()));
     assert!(offline(&log.delete_group("g").unwrap_err()));
     assert!(log.maintain().unwrap().expired_groups.is_empty());
+    // Nor does a member join the group meanwhile.
+    let mut member = log
+        .consumer(tarnlog::ConsumerConfig::default().group_id("g"))
+        .unwrap();
+    member.subscribe(["t"]).unwrap();
+    assert!(offline(
+        &member
+            .poll(std::time::Duration::from_millis(10))
+            .unwrap_err()
+    ));
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     // Back with its leader, the partition is replayed: the offsets are there again.
     fault.heal_dir(&dirs[leader]);
@@ -3554,6 +3565,17 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
     let committed = log.committed_offset("g", &tp).unwrap().map(|c| c.offset);
     assert_eq!(committed, Some(2));
     commit(&log, 1).unwrap();
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        for record in member.poll(std::time::Duration::from_millis(10)).unwrap() {
+            read.push(record.offset);
+        }
+        if !read.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(read, [1], "from the committed offset");
+    drop(member);
     log.close().unwrap();
 }
 

@@ -2009,6 +2009,9 @@ impl Consumer {
             let Some(membership) = self.membership.clone() else {
                 return Ok(false);
             };
+            // No member joins a group whose offsets (and stored generation) are not read
+            // yet, as Kafka's coordinator answers a group it is still loading.
+            self.log.ensure_group_read(&group)?;
             self.log.persist_group(&group)?;
             // As Kafka's client: cooperative only when every assignor it offers is.
             let cooperative =

@@ -873,6 +873,10 @@ impl Coordinator {
     /// (its members were in the process that wrote it). A group that had members became
     /// empty now, a generation later, as in Kafka when their sessions expire.
     pub(crate) fn restore(&self, group: &str, meta: &GroupMeta, now: i64) {
+        if self.groups.lock().contains_key(group) {
+            // Known already (a late replay of its offsets partition finds it in use).
+            return;
+        }
         let mut g = Group::new();
         g.generation = meta.generation.max(0);
         g.empty_since_ms = meta.state_timestamp;
