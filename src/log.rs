@@ -1959,9 +1959,11 @@ impl Log {
             .read()
             .first()
             .and_then(|r| r.first().copied());
+        // Kafka's `createNewPartitionsAssignment`: from the first online directory at or
+        // after partition 0's preferred leader (`indexWhere(_ >= leader)`), else the first.
         let start = online
             .iter()
-            .position(|&d| Some(d) == first_leader)
+            .position(|&d| first_leader.is_some_and(|leader| d >= leader))
             .unwrap_or(0) as u32;
         let placement: Vec<Vec<u32>> = crate::placement::assign(
             total - current,

@@ -3652,3 +3652,30 @@ fn a_fault_at_any_call_of_create_topic_leaves_no_half_made_topic() {
     }
     assert!(failed > 0);
 }
+
+/// `add_partitions` while the directory of partition 0's preferred leader is offline:
+/// Kafka's `createNewPartitionsAssignment` starts the placement at the first online
+/// directory at or after it (`indexWhere(_ >= leader)`), not at the first online one.
+#[test]
+fn new_partitions_start_after_an_offline_first_leader_as_kafka() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let (log, fault) = common::faulty_log(&dirs);
+    // A topic whose partition 0 is led from directory 1 (the log rotates placements).
+    let name = (0..3)
+        .map(|i| format!("t{i}"))
+        .find(|name| {
+            log.create_topic(name, TopicConfig::default()).unwrap();
+            log.describe_topic(name).unwrap().partitions[0].leader == Some(1)
+        })
+        .expect("some topic starts in directory 1");
+    fault.fail_dir(&dirs[1], FaultKind::Eio);
+    let partition = log.topic(&name).unwrap().partition(0).unwrap();
+    assert!(partition.append_values(["x"]).is_err());
+    assert!(!log.dir_status()[1].online);
+    log.add_partitions(&name, 2).unwrap();
+    // Online directories [0, 2]; Kafka's start index is that of 2 (the first >= 1), and
+    // partition 1 goes to online[(1 + 1) % 2] = directory 0.
+    let described = log.describe_topic(&name).unwrap();
+    assert_eq!(described.partitions[1].replicas, [0]);
+}
