@@ -3885,20 +3885,26 @@ mod tests {
         }
     }
 
+    /// A log over directories `d0` and `d1` of a fresh root, on fault-injecting storage.
+    fn two_faulty_dirs() -> (tempfile::TempDir, FaultStorage, Log) {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let log = Log::builder()
+            .dirs([root.path().join("d0"), root.path().join("d1")])
+            .storage(fault.shared())
+            .open()
+            .unwrap();
+        (root, fault, log)
+    }
+
     /// Checkpoints written while `restore_dir` runs (the background thread's, a flush's)
     /// keep the entries of the replicas it has not yet put back: without them a crash then
     /// would reopen those replicas with no recovery point (damage below it read as a torn
     /// tail and cut) and no log start (deleted records back).
     #[test]
     fn checkpoints_during_a_restore_keep_the_replicas_not_yet_restored() {
-        let root = tempfile::tempdir().unwrap();
+        let (root, fault, log) = two_faulty_dirs();
         let dirs = [root.path().join("d0"), root.path().join("d1")];
-        let fault = FaultStorage::new(OsStorage::shared());
-        let log = Log::builder()
-            .dirs(&dirs)
-            .storage(fault.shared())
-            .open()
-            .unwrap();
         let mut in_d1 = Vec::new();
         for name in ["a", "b"] {
             let topic = log
@@ -3952,14 +3958,8 @@ mod tests {
     /// offline, and the next open restores it.
     #[test]
     fn a_restore_stops_its_copies_when_the_log_closes() {
-        let root = tempfile::tempdir().unwrap();
+        let (root, fault, log) = two_faulty_dirs();
         let dirs = [root.path().join("d0"), root.path().join("d1")];
-        let fault = FaultStorage::new(OsStorage::shared());
-        let log = Log::builder()
-            .dirs(&dirs)
-            .storage(fault.shared())
-            .open()
-            .unwrap();
         let config = TopicConfig::default().partitions(2).replication_factor(2);
         let topic = log.create_topic("t", config).unwrap();
         fault.fail_dir(&dirs[1], FaultKind::Eio);
