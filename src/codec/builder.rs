@@ -239,6 +239,7 @@ impl BatchBuilder {
         // Reserved once, then appended piece by piece: no zero-fill of bytes about to be
         // written, and each append's capacity check is a branch that always passes.
         self.buf.reserve(total);
+        self.prefetch_ahead(start + total);
         // Length, attributes (unused in v2), the two deltas and the key's length.
         let mut prefix = Prefix::new();
         prefix.varint(body as i32);
@@ -273,11 +274,43 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Fetches for writing the buffer's cache lines from `from` to a few records past it
+    /// (within its capacity), so that the next pushes' stores do not wait for them: a
+    /// producer's pooled buffer was last read by its sender thread, on another core
+    /// (measured: a send's first atomic operation after its `push` waited there for a fifth
+    /// of the sending thread's time).
+    #[inline]
+    fn prefetch_after(&self, from: usize) {
+        const LINE: usize = 64;
+        const AHEAD: usize = 256;
+        let base = self.buf.as_ptr();
+        let end = (from + AHEAD).min(self.buf.capacity());
+        let mut at = from & !(LINE - 1);
+        while at < end {
+            crate::storage::mmap::prefetch_write(base.wrapping_add(at));
+            at += LINE;
+        }
+    }
+
+    /// [`prefetch_after`](Self::prefetch_after) for a push that ended at `end`: only the
+    /// two lines entering the window (the earlier pushes fetched the rest), since on a
+    /// buffer that stays in this core's cache each hint still costs a little.
+    #[inline]
+    fn prefetch_ahead(&self, end: usize) {
+        let base = self.buf.as_ptr();
+        for at in [end + 128, end + 192] {
+            if at < self.buf.capacity() {
+                crate::storage::mmap::prefetch_write(base.wrapping_add(at));
+            }
+        }
+    }
+
     /// Starts a batch whose first record has `timestamp`: the header placeholder.
     #[cold]
     fn start(&mut self, timestamp: i64) {
         self.buf.clear();
         self.buf.reserve(self.capacity.max(RECORD_BATCH_OVERHEAD));
+        self.prefetch_after(0);
         self.buf.resize(RECORD_BATCH_OVERHEAD, 0);
         self.base_timestamp = timestamp;
     }

@@ -37,7 +37,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 pub use partitioner::{
     Partitioner, RoundRobinPartitioner, murmur2, partition_for_key, to_positive,
@@ -836,6 +836,13 @@ struct CachedTopic {
     appends_without_sync: bool,
 }
 
+/// Whether a cached topic is still the topic as it is. Deleted is checked apart: a topic
+/// fetched just as it was deleted may carry the count its deletion left, which never moves
+/// again.
+fn cache_current(cached: &CachedTopic) -> bool {
+    cached.topic.changes() == cached.changes && !cached.topic.is_deleted()
+}
+
 /// A hasher for the producer's lookups on every send (topic ids and partitions, topic
 /// names): one multiply per 8 bytes, as `FxHash` does. The keys are the application's own
 /// topics, not input from outside, so hash flooding is not a concern.
@@ -896,6 +903,9 @@ struct OpenBatch {
 struct State {
     /// Open batches by (cached topic id, partition).
     open: HashMap<(u32, u32), OpenBatch, BuildHasherDefault<IdHasher>>,
+    /// Topics looked up so far, by name. Under this lock rather than one of their own: a
+    /// send takes this lock anyway, and each lock taken costs a send more than the lookup.
+    topics: HashMap<String, Arc<CachedTopic>, BuildHasherDefault<IdHasher>>,
     /// Batches closed for records, in the order they closed: sent before any open batch.
     closed_batches: VecDeque<OpenBatch>,
     /// Batches the sender took and has not finished.
@@ -939,8 +949,6 @@ struct Shared {
     work: Condvar,
     /// Wakes senders blocked for buffer memory, and flushes.
     space: Condvar,
-    /// Topics looked up so far, by name.
-    topics: RwLock<HashMap<String, Arc<CachedTopic>, BuildHasherDefault<IdHasher>>>,
     next_topic_id: AtomicU32,
     /// Mirrors `State::closed`, for checks without the lock.
     closed: AtomicBool,
@@ -1114,7 +1122,6 @@ impl Producer {
             }),
             work: Condvar::new(),
             space: Condvar::new(),
-            topics: RwLock::new(HashMap::default()),
             next_topic_id: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             forced: AtomicBool::new(false),
@@ -1170,9 +1177,17 @@ impl Producer {
         record: &ProducerRecord,
         callback: Option<Callback>,
     ) -> Result<SendFuture> {
-        let placed = self.place(record, &mut None)?;
         let shared = self.shared();
+        let mut now = None;
         let mut state = shared.state.lock();
+        let placed = if let Some(placed) = self.place_locked(&state, record, &mut now) {
+            placed?
+        } else {
+            drop(state);
+            let placed = self.place(record, &mut now)?;
+            state = shared.state.lock();
+            placed
+        };
         if callback.is_none()
             && let Some(start) = self.direct_start(&mut state, &placed)
         {
@@ -1267,14 +1282,25 @@ impl Producer {
         // One clock reading stamps every record of the call that has no timestamp.
         let mut now = None;
         let records: Vec<ProducerRecord> = records.into_iter().collect();
-        let placed: Vec<Placed> = records
-            .iter()
-            .map(|record| self.place(record, &mut now))
-            .collect::<Result<_>>()?;
         let shared = self.shared();
-        let mut futures = Vec::with_capacity(placed.len());
         // One lock for the call, lent to the sender when a batch is ready for it.
         let mut state = shared.state.lock();
+        let placed: Vec<Placed> = if let Some(placed) = records
+            .iter()
+            .map(|record| self.place_locked(&state, record, &mut now))
+            .collect::<Option<Result<_>>>()
+        {
+            placed?
+        } else {
+            drop(state);
+            let placed = records
+                .iter()
+                .map(|record| self.place(record, &mut now))
+                .collect::<Result<_>>()?;
+            state = shared.state.lock();
+            placed
+        };
+        let mut futures = Vec::with_capacity(placed.len());
         for (i, (placed, record)) in placed.iter().zip(&records).enumerate() {
             let (future, wake) = self.enqueue(&mut state, placed, record, &mut None)?;
             futures.push(future);
@@ -1417,6 +1443,36 @@ impl Producer {
         }
     }
 
+    /// [`place`](Self::place) under the accumulator's lock, for a send that needs nothing
+    /// beyond it: `None` (the caller unlocks and places the record with `place`) when the
+    /// topic is not cached or its entry is behind, when a custom partitioner must be asked
+    /// (the application's code, never run under the lock), or when an explicit partition
+    /// is beyond the cached count (`place` looks the topic up again).
+    fn place_locked(
+        &self,
+        state: &State,
+        record: &ProducerRecord,
+        now: &mut Option<i64>,
+    ) -> Option<Result<Placed>> {
+        if self.shared().config.partitioner.is_some() {
+            return None;
+        }
+        let topic = state.topics.get(record.topic.as_str())?;
+        if !cache_current(topic)
+            || record
+                .partition
+                .is_some_and(|p| p as usize >= topic.partitions.len())
+        {
+            return None;
+        }
+        match self.place_in(Arc::clone(topic), record, now) {
+            Ok(Ok(placed)) => Some(Ok(placed)),
+            Err(error) => Some(Err(error)),
+            // Only for a partition beyond the cached count, excluded above.
+            Ok(Err(_)) => None,
+        }
+    }
+
     /// [`place`](Self::place) with the topic as cached: the inner error is a partition
     /// that the live topic has but the cached one lacks.
     fn place_in(
@@ -1517,14 +1573,9 @@ impl Producer {
     /// ones are behind.
     fn cached_topic(&self, name: &str, refresh: bool) -> Result<Arc<CachedTopic>> {
         let shared = self.shared();
-        // Deleted is checked apart: a topic fetched just as it was deleted may carry the
-        // count its deletion left, which never moves again.
-        let current = |cached: &CachedTopic| {
-            cached.topic.changes() == cached.changes && !cached.topic.is_deleted()
-        };
         if !refresh
-            && let Some(cached) = shared.topics.read().get(name)
-            && current(cached)
+            && let Some(cached) = shared.state.lock().topics.get(name)
+            && cache_current(cached)
         {
             return Ok(Arc::clone(cached));
         }
@@ -1533,17 +1584,30 @@ impl Producer {
         let partitions = (0..topic.partitions())
             .map(|p| topic.partition(p))
             .collect::<Result<Vec<_>>>()?;
-        let mut topics = shared.topics.write();
+        let mut state = shared.state.lock();
+        let topics = &mut state.topics;
         // Deleted topics leave the cache: their partitions hold their segments' mappings,
         // whose files (unlinked) would keep their disk space for the producer's lifetime.
-        topics.retain(|_, cached| !cached.topic.is_deleted());
+        // Dropped after the lock: unmapping takes a while.
+        let deleted: Vec<String> = topics
+            .iter()
+            .filter(|(_, cached)| cached.topic.is_deleted())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut gone: Vec<Arc<CachedTopic>> = deleted
+            .iter()
+            .filter_map(|name| topics.remove(name))
+            .collect();
         // Another thread may have cached it meanwhile: one entry per live topic, so that a
         // partition never has two open batches.
         if let Some(cached) = topics.get(name)
-            && current(cached)
+            && cache_current(cached)
             && cached.partitions.len() >= partitions.len()
         {
-            return Ok(Arc::clone(cached));
+            let cached = Arc::clone(cached);
+            drop(state);
+            drop(gone);
+            return Ok(cached);
         }
         // The same topic (grown, or its config altered) keeps its id: its partitions' open
         // batches stay the same ones. Another incarnation under the name gets a new one.
@@ -1565,7 +1629,9 @@ impl Producer {
             partitions,
             changes,
         });
-        topics.insert(name.to_owned(), Arc::clone(&cached));
+        gone.extend(topics.insert(name.to_owned(), Arc::clone(&cached)));
+        drop(state);
+        drop(gone);
         Ok(cached)
     }
 
@@ -2646,7 +2712,8 @@ mod tests {
             .unwrap();
         // The cache as it is in that moment: the change count current, a partition short.
         {
-            let mut topics = producer.shared().topics.write();
+            let mut guard = producer.shared().state.lock();
+            let topics = &mut guard.topics;
             let cached = topics.get("t").unwrap();
             let stale = Arc::new(CachedTopic {
                 id: cached.id,
