@@ -1282,25 +1282,31 @@ impl Producer {
         // One clock reading stamps every record of the call that has no timestamp.
         let mut now = None;
         let records: Vec<ProducerRecord> = records.into_iter().collect();
+        // Placed before the lock (which the sender needs meanwhile), each topic of the call
+        // looked up once.
+        let mut topics: Vec<Arc<CachedTopic>> = Vec::new();
+        let placed: Vec<Placed> = records
+            .iter()
+            .map(|record| {
+                let topic = if let Some(topic) = topics.iter().find(|t| *t.name == *record.topic) {
+                    Arc::clone(topic)
+                } else {
+                    let topic = self.cached_topic(&record.topic, false)?;
+                    topics.push(Arc::clone(&topic));
+                    topic
+                };
+                match self.place_in(topic, record, &mut now)? {
+                    Ok(placed) => Ok(placed),
+                    // A partition beyond the cached count: looked up again.
+                    Err(_) => self.place(record, &mut now),
+                }
+            })
+            .collect::<Result<_>>()?;
+        drop(topics);
         let shared = self.shared();
+        let mut futures = Vec::with_capacity(placed.len());
         // One lock for the call, lent to the sender when a batch is ready for it.
         let mut state = shared.state.lock();
-        let placed: Vec<Placed> = if let Some(placed) = records
-            .iter()
-            .map(|record| self.place_locked(&state, record, &mut now))
-            .collect::<Option<Result<_>>>()
-        {
-            placed?
-        } else {
-            drop(state);
-            let placed = records
-                .iter()
-                .map(|record| self.place(record, &mut now))
-                .collect::<Result<_>>()?;
-            state = shared.state.lock();
-            placed
-        };
-        let mut futures = Vec::with_capacity(placed.len());
         for (i, (placed, record)) in placed.iter().zip(&records).enumerate() {
             let (future, wake) = self.enqueue(&mut state, placed, record, &mut None)?;
             futures.push(future);
