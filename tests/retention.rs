@@ -736,3 +736,54 @@ fn segments_without_timestamps_expire_from_their_last_write() {
     assert_eq!(partition.log_start_offset(), 15);
     assert_eq!(partition.log_end_offset(), 15);
 }
+
+/// A truncation inside the batch that holds a log start `delete_records` left mid-batch
+/// cuts the whole batch, the start with it: the log restarts empty at its start (Kafka's
+/// `truncateFullyAndStartAt`), so the start never passes the end, and the records
+/// appended next are readable from it, after a reopen too. The same when the truncation
+/// offset lies below the start.
+#[test]
+fn a_truncation_inside_the_batch_holding_the_log_start_restarts_the_log_at_it() {
+    for (start, offset) in [(1, 2), (2, 1)] {
+        let root = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let log = open(root.path(), &clock);
+        let partition = log
+            .create_topic("t", TopicConfig::default())
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        triple(&partition, 0);
+        partition.delete_records(start).unwrap();
+        partition.truncate_to(offset).unwrap();
+        let at = start.min(offset);
+        assert_eq!(
+            (partition.log_start_offset(), partition.log_end_offset()),
+            (at, at),
+            "start {start}, truncated to {offset}"
+        );
+        triple(&partition, 10);
+        let values = |partition: &Partition| -> Vec<(u64, u8)> {
+            partition
+                .read(partition.log_start_offset(), 1 << 20)
+                .unwrap()
+                .records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.offset as u64, r.value.unwrap()[0])
+                })
+                .collect()
+        };
+        let expected = vec![(at, 10), (at + 1, 11), (at + 2, 12)];
+        assert_eq!(values(&partition), expected);
+        log.close().unwrap();
+        let log = open(root.path(), &clock);
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(
+            (partition.log_start_offset(), partition.log_end_offset()),
+            (at, at + 3)
+        );
+        assert_eq!(values(&partition), expected);
+        log.close().unwrap();
+    }
+}

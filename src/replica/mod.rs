@@ -848,18 +848,28 @@ impl ReplicaLog {
         // down to it first too.
         let cut = self.batch_start(offset)?;
         self.lower_cleaner_point(cut)?;
+        // The log start after the cut is Kafka's `min(logStartOffset, target)`. A cut
+        // below it (a start inside the batch holding `offset`, where `delete_records` may
+        // leave it) keeps nothing readable, and would leave the start above the end, the
+        // offsets in between handed out again below it: the log restarts empty at that
+        // start instead, as Kafka's `truncateFullyAndStartAt` (Kafka's cuts fall between
+        // batches, so its start never passes its end).
+        let start = self.log_start_offset().min(offset);
+        let restart_at = (cut < start).then_some(start);
         // Below the first segment the truncation restarts the log (see `restart_floor`).
         let first = self.segments.read().keys().next().copied();
-        let lowest = if first.is_some_and(|first| offset < first) {
+        let lowest = if restart_at.is_some() || first.is_some_and(|first| offset < first) {
             self.restart_floor(cut)
         } else {
             cut
         };
         let mut floor = self.floor.lock();
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        let truncated = load::truncate(self, &mut w, offset, now, || {
-            self.lower_floor(&mut floor, lowest)
-        });
+        let before_cut = || self.lower_floor(&mut floor, lowest);
+        let truncated = match restart_at {
+            Some(start) => load::restart(self, &mut w, start, now, before_cut),
+            None => load::truncate(self, &mut w, offset, now, before_cut),
+        };
         // After the segments changed: a cleaning that reads the new count sees them too.
         let count = self.truncations.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some(epoch) = epoch {
@@ -868,7 +878,13 @@ impl ReplicaLog {
         truncated?;
         floor.covered_from(count);
         drop(floor);
-        self.trim_epochs(w.next_offset)?;
+        // An empty log holds no epoch (as `restart_at`).
+        let kept_epochs = if restart_at.is_some() {
+            0
+        } else {
+            w.next_offset
+        };
+        self.trim_epochs(kept_epochs)?;
         self.lower_cleaner_point(w.next_offset)
     }
 
