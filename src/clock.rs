@@ -21,11 +21,13 @@ impl Clock for SystemClock {
     /// `CLOCK_REALTIME`, read directly: a third cheaper than through `SystemTime` (a
     /// `Duration` and its checked conversions), which counts on a producer's every send.
     #[cfg(unix)]
+    // `tv_nsec` is an `i32` on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
     fn now_ms(&self) -> i64 {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-        now.tv_sec
+        i64::from(now.tv_sec)
             .saturating_mul(1000)
-            .saturating_add(now.tv_nsec / 1_000_000)
+            .saturating_add(i64::from(now.tv_nsec) / 1_000_000)
             .max(0)
     }
 

@@ -1295,10 +1295,15 @@ impl Producer {
                     topics.push(Arc::clone(&topic));
                     topic
                 };
-                match self.place_in(topic, record, &mut now)? {
-                    Ok(placed) => Ok(placed),
-                    // A partition beyond the cached count: looked up again.
-                    Err(_) => self.place(record, &mut now),
+                if let Ok(placed) = self.place_in(topic, record, &mut now)? {
+                    Ok(placed)
+                } else {
+                    // A partition beyond the cached count: looked up again, for the
+                    // call's later records too.
+                    let placed = self.place(record, &mut now)?;
+                    topics.retain(|t| *t.name != *record.topic);
+                    topics.push(Arc::clone(&placed.topic));
+                    Ok(placed)
                 }
             })
             .collect::<Result<_>>()?;
@@ -1585,12 +1590,26 @@ impl Producer {
         {
             return Ok(Arc::clone(cached));
         }
-        let topic = shared.log.topic_for_write(name)?;
-        let changes = topic.changes();
-        let partitions = (0..topic.partitions())
-            .map(|p| topic.partition(p))
-            .collect::<Result<Vec<_>>>()?;
-        let mut state = shared.state.lock();
+        // A topic deleted between its lookup and the lock is looked up again: cached, its
+        // entry would give the name's next incarnation a second id on the next lookup, and
+        // that incarnation's partitions two open batches each.
+        let mut tries = 0;
+        let (topic, changes, partitions, mut state) = loop {
+            let topic = shared.log.topic_for_write(name)?;
+            let changes = topic.changes();
+            let partitions = (0..topic.partitions())
+                .map(|p| topic.partition(p))
+                .collect::<Result<Vec<_>>>()?;
+            let state = shared.state.lock();
+            if !topic.is_deleted() {
+                break (topic, changes, partitions, state);
+            }
+            drop(state);
+            tries += 1;
+            if tries == 3 {
+                return Err(Error::UnknownTopic { topic: name.into() });
+            }
+        };
         let topics = &mut state.topics;
         // Deleted topics leave the cache: their partitions hold their segments' mappings,
         // whose files (unlinked) would keep their disk space for the producer's lifetime.
@@ -2716,23 +2735,7 @@ mod tests {
             .unwrap()
             .wait()
             .unwrap();
-        // The cache as it is in that moment: the change count current, a partition short.
-        {
-            let mut guard = producer.shared().state.lock();
-            let topics = &mut guard.topics;
-            let cached = topics.get("t").unwrap();
-            let stale = Arc::new(CachedTopic {
-                id: cached.id,
-                name: Arc::clone(&cached.name),
-                topic: cached.topic.clone(),
-                partitions: cached.partitions[..1].to_vec(),
-                max_batch_bytes: cached.max_batch_bytes,
-                compacts: cached.compacts,
-                changes: cached.changes,
-                appends_without_sync: cached.appends_without_sync,
-            });
-            topics.insert("t".into(), stale);
-        }
+        cache_one_partition_short(&producer);
         let metadata = producer
             .send(ProducerRecord::new("t").partition(1).value("b"))
             .unwrap()
@@ -2747,6 +2750,53 @@ mod tests {
             matches!(error, Error::UnknownPartition { partitions: 2, .. }),
             "{error:?}"
         );
+        producer.close().unwrap();
+    }
+
+    /// Makes the producer's cached topic `t` as it is while partitions are added: the change
+    /// count current, a partition short.
+    fn cache_one_partition_short(producer: &Producer) {
+        let mut guard = producer.shared().state.lock();
+        let topics = &mut guard.topics;
+        let cached = topics.get("t").unwrap();
+        let stale = Arc::new(CachedTopic {
+            id: cached.id,
+            name: Arc::clone(&cached.name),
+            topic: cached.topic.clone(),
+            partitions: cached.partitions[..cached.partitions.len() - 1].to_vec(),
+            max_batch_bytes: cached.max_batch_bytes,
+            compacts: cached.compacts,
+            changes: cached.changes,
+            appends_without_sync: cached.appends_without_sync,
+        });
+        topics.insert("t".into(), stale);
+    }
+
+    /// In a `send_batch` call, a record that made the producer look its topic up again
+    /// (an explicit partition beyond the cached count) leaves the later records of the call
+    /// partitioned over the count looked up, not the cached one.
+    #[test]
+    fn a_send_batch_partitions_after_a_lookup_by_the_count_looked_up() {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t").partition(0).value("a"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        cache_one_partition_short(&producer);
+        let records = std::iter::once(ProducerRecord::new("t").partition(1).value("b"))
+            .chain((0..32).map(|k| ProducerRecord::new("t").key(format!("key-{k}")).value("c")));
+        let partitions: std::collections::BTreeSet<u32> = producer
+            .send_batch(records)
+            .unwrap()
+            .into_iter()
+            .skip(1)
+            .map(|future| future.wait().unwrap().partition)
+            .collect();
+        assert_eq!(partitions, [0, 1].into());
         producer.close().unwrap();
     }
 

@@ -848,14 +848,7 @@ impl ReplicaLog {
         // down to it first too.
         let cut = self.batch_start(offset)?;
         self.lower_cleaner_point(cut)?;
-        // The log start after the cut is Kafka's `min(logStartOffset, target)`. A cut
-        // below it (a start inside the batch holding `offset`, where `delete_records` may
-        // leave it) keeps nothing readable, and would leave the start above the end, the
-        // offsets in between handed out again below it: the log restarts empty at that
-        // start instead, as Kafka's `truncateFullyAndStartAt` (Kafka's cuts fall between
-        // batches, so its start never passes its end).
-        let start = self.log_start_offset().min(offset);
-        let restart_at = (cut < start).then_some(start);
+        let restart_at = self.restart_instead(cut, offset);
         // Below the first segment the truncation restarts the log (see `restart_floor`).
         let first = self.segments.read().keys().next().copied();
         let lowest = if restart_at.is_some() || first.is_some_and(|first| offset < first) {
@@ -893,7 +886,27 @@ impl ReplicaLog {
     /// held off.
     pub(crate) fn check_truncation(&self, offset: u64) -> Result<()> {
         self.dir.check()?;
+        if self
+            .restart_instead(self.batch_start(offset)?, offset)
+            .is_some()
+        {
+            // Nothing is kept, so nothing kept needs to be whole.
+            return Ok(());
+        }
         load::check_truncation(self, offset)
+    }
+
+    /// Where a truncation to `offset` whose cut falls at `cut` (the start of the batch
+    /// holding `offset`) restarts the log instead, if it does. The log start after a cut
+    /// is Kafka's `min(logStartOffset, target)`. A cut below it (a start inside the batch
+    /// holding `offset`, where `delete_records` may leave it) keeps nothing readable, and
+    /// would leave the start above the end, the offsets in between handed out again below
+    /// it: the log restarts empty at that start instead, as Kafka's
+    /// `truncateFullyAndStartAt` (Kafka's cuts fall between batches, so its start never
+    /// passes its end).
+    fn restart_instead(&self, cut: u64, offset: u64) -> Option<u64> {
+        let start = self.log_start_offset().min(offset);
+        (cut < start).then_some(start)
     }
 
     /// The base offset of the batch holding `offset` (`offset` itself when none does).
