@@ -2773,6 +2773,14 @@ impl Log {
             let _meta = self.inner.meta_lock.lock();
             self.inner.dirs.write()[index] = Arc::clone(&dir);
             self.inner.meta_slots.lock()[index] = Arc::default();
+            // The directory's own `meta` is from before it went offline and may name its
+            // replicas in sync: the current one goes there before any of them changes, so
+            // that a crash during the copies never reopens one as in sync (with the other
+            // directories lost it would lead, at whatever start and end the copy left).
+            let mut meta = self.inner.state.read().meta.clone();
+            meta.generation += 1;
+            self.inner.write_meta(&meta)?;
+            self.inner.state.write().meta = meta;
         }
         // Every replica goes in its slot first (an offline partition it may lead takes
         // appends again at once), then the copies run, partition by partition.
@@ -2806,14 +2814,16 @@ impl Log {
                 dir: dir.path().to_path_buf(),
             });
         }
-        {
-            let _meta = self.inner.meta_lock.lock();
-            let mut meta = self.inner.state.read().meta.clone();
-            meta.generation += 1;
-            self.inner.write_meta(&meta)?;
-            self.inner.state.write().meta = meta;
-        }
-        self.write_checkpoints()
+        // The restored replicas' checkpoints first: this `meta` is the first in their
+        // directory to name them in sync, and a crash after it must not reopen one at an
+        // older log start (see `persist_leadership`).
+        self.write_checkpoints()?;
+        let _meta = self.inner.meta_lock.lock();
+        let mut meta = self.inner.state.read().meta.clone();
+        meta.generation += 1;
+        self.inner.write_meta(&meta)?;
+        self.inner.state.write().meta = meta;
+        Ok(())
     }
 
     /// Loads every replica placed in directory `index` from `dir` (opened again), without
@@ -3230,6 +3240,24 @@ impl Inner {
         partition: usize,
         leadership: &Leadership,
     ) -> Result<()> {
+        // A replica joining the in-sync set may have moved its log start (a follower
+        // restarted at its leader's start, or cut below its own): the start is checkpointed
+        // first, so that a crash after `meta` names it in sync never reopens it at an older
+        // start (records `delete_records` removed shown again once it leads, or the
+        // leader's raised to it at the open). Before the `meta` lock, which no checkpoint
+        // write waits for.
+        let joins = {
+            let state = self.state.read();
+            state
+                .meta
+                .topics
+                .get(topic)
+                .and_then(|t| t.leadership.get(partition))
+                .is_some_and(|current| leadership.isr.iter().any(|d| !current.isr.contains(d)))
+        };
+        if joins {
+            self.write_checkpoints()?;
+        }
         let _meta = self.meta_lock.lock();
         if self.dirs().iter().all(|d| d.is_poisoned()) {
             // Nowhere to record it, and nothing can be acknowledged until a directory is

@@ -787,3 +787,85 @@ fn a_truncation_inside_the_batch_holding_the_log_start_restarts_the_log_at_it() 
         log.close().unwrap();
     }
 }
+
+/// A follower brought back by `restore_dir` restarts at the batch holding its leader's log
+/// start (left inside it by `delete_records`) and takes that start. Whichever storage call
+/// of the restore the disks stop at (every call from there on fails, a crash image), a
+/// reopen that makes the follower the leader never shows the records below that start
+/// again: `meta` never names it in sync before its log start is checkpointed.
+#[test]
+fn a_follower_named_in_sync_by_a_restore_has_its_log_start_checkpointed() {
+    use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+    let open = |dirs: &[std::path::PathBuf], fault: &FaultStorage| {
+        Log::builder()
+            .dirs(dirs)
+            .storage(fault.shared())
+            .background_maintenance(false)
+            .open()
+            .unwrap()
+    };
+    let run = |fail_at: Option<u64>| {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = [root.path().join("a"), root.path().join("b")];
+        let fault = FaultStorage::new(OsStorage::shared());
+        let log = open(&dirs, &fault);
+        let config = TopicConfig::default().replication_factor(2);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        triple(&partition, 0);
+        let leader = log.describe_topic("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        let follower = 1 - leader;
+        fault.fail_dir(&dirs[follower], FaultKind::Eio);
+        triple(&partition, 3);
+        triple(&partition, 6);
+        assert_eq!(partition.delete_records(7).unwrap(), 7);
+        fault.heal_dir(&dirs[follower]);
+        let before = fault.ops();
+        if let Some(k) = fail_at {
+            fault.fail_at(before + k, FaultKind::Eio, true);
+        }
+        let restored = log.restore_dir(&dirs[follower]);
+        let calls = fault.ops() - before;
+        if fail_at.is_none() {
+            restored.as_ref().unwrap();
+        }
+        drop(partition);
+        log.simulate_crash();
+
+        let fault = FaultStorage::new(OsStorage::shared());
+        fault.fail_dir(&dirs[leader], FaultKind::Eio);
+        let log = open(&dirs, &fault);
+        let described = log.describe_topic("t").unwrap().partitions[0].clone();
+        let partition = log.topic("t").unwrap().partition(0).unwrap();
+        // (A follower that never caught up leads on its own stale `meta` when the leader's
+        // is unreadable: the one picture the log has then.)
+        if described.leader == Some(follower) && partition.log_end_offset() == 9 {
+            assert_eq!(
+                partition.log_start_offset(),
+                7,
+                "stopped at call {fail_at:?} of {calls}"
+            );
+            assert!(
+                matches!(
+                    partition.read(6, 1 << 20),
+                    Err(Error::OffsetOutOfRange { earliest: 7, .. })
+                ),
+                "stopped at call {fail_at:?}"
+            );
+        } else {
+            assert!(
+                fail_at.is_some(),
+                "the restored follower leads: {described:?}"
+            );
+        }
+        drop(partition);
+        log.simulate_crash();
+        calls
+    };
+    let calls = run(None);
+    assert!(calls > 3, "the restore made {calls} counted calls");
+    for k in 1..=calls {
+        run(Some(k));
+    }
+}
