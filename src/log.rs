@@ -1688,7 +1688,8 @@ impl Log {
     /// retention, `segment_bytes` and `segment_ms` (from the next roll on; an empty active
     /// segment is made again at the new size), the fsync policy (from the next append),
     /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
-    /// election), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
+    /// election; turned on, it elects a leader at once for a partition offline waiting for
+    /// its last in-sync replica, as Kafka's controller does), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
     /// the cleanup policy with the compaction settings (from the next cleaner pass; a topic
     /// that turns compacted refuses records without a key from then on).
     /// Producers see a lowered `max_message_bytes` from the first send that starts after

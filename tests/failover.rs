@@ -298,6 +298,52 @@ fn offline_until_the_last_in_sync_replica_returns() {
     assert_replicas_identical(&dirs, "t", 1);
 }
 
+/// A partition offline waiting for its last in-sync replica gets a leader as soon as
+/// `unclean_leader_election` is turned on (Kafka's controller runs an unclean election
+/// for leaderless partitions when the setting is enabled): the out-of-sync replica leads
+/// in a new epoch with what it holds, and the old leader, back later, is cut back to it.
+#[test]
+fn turning_unclean_election_on_elects_a_leader_for_an_offline_partition() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let (log, fault) = common::faulty_log(&dirs);
+    let topic = log
+        .create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let partition = topic.partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let before = log.describe_topic("t").unwrap().partitions[0].clone();
+    let leader = before.leader.unwrap();
+    let follower = 1 - leader;
+    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
+    partition.append_values(["b"]).unwrap();
+    fault.fail_dir(&dirs[leader], FaultKind::Eio);
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let offline = |e: &Error| matches!(e, Error::PartitionOffline { partition: 0, .. });
+    assert!(offline(&partition.append_values(["c"]).unwrap_err()));
+
+    log.alter_topic_config(
+        "t",
+        TopicConfig::default()
+            .replication_factor(2)
+            .unclean_leader_election(true),
+    )
+    .unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(follower), "{described:?}");
+    assert!(described.leader_epoch > before.leader_epoch);
+    partition.append_values(["c"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "c"]);
+
+    fault.heal_dir(&dirs[leader]);
+    log.restore_dir(&dirs[leader]).unwrap();
+    assert_fully_replicated(&log);
+    assert_eq!(values(&log, "t", 0), ["a", "c"]);
+    log.close().unwrap();
+    assert_replicas_identical(&dirs, "t", 1);
+}
+
 /// With `unclean_leader_election`, the out-of-sync replica leads when it returns first and
 /// the records only the old leader had are lost; when the old leader returns its divergent
 /// tail is cut where the new leader's history parts from it (KIP-101) — at runtime and

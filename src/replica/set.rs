@@ -1149,6 +1149,23 @@ impl ReplicaSet {
                 self.failed(&replica, &error);
             }
         }
+        if config.unclean_leader_election
+            && self.is_replicated()
+            && self.leader.load(Ordering::Acquire) == NO_LEADER
+        {
+            // Offline, waiting for its last in-sync replica: turned on, the setting elects
+            // one of the others now (Kafka's controller runs an unclean election for
+            // leaderless partitions when it is enabled), not at a restore or reopen. Without
+            // one present the set keeps waiting. `alter_topic_config` has already recorded
+            // the setting; a directory that fails to record the election goes offline as
+            // at any `meta` write.
+            let waited = self
+                .in_sync
+                .iter()
+                .position(|s| s.load(Ordering::Acquire))
+                .unwrap_or(NO_LEADER);
+            let _ = self.fail_over(waited);
+        }
         // A lowered `min_insync_replicas` may let the high watermark past records held
         // back under the old one: they show now, not at the next append.
         if self.is_replicated()
