@@ -248,6 +248,25 @@ fn under_min_isr_the_high_watermark_waits() {
     assert_replicas_identical(&dirs, "t", 1);
 }
 
+/// A log over two fault-injecting `dirs` with topic `t` (replication factor 2) holding
+/// "a" on both replicas, then the follower's directory full (`NoSpace`): the log, its
+/// faults, partition 0 and its leader's directory index.
+fn replicated_with_a_failed_follower(
+    dirs: &[PathBuf],
+) -> (Log, FaultStorage, tarnlog::Partition, usize) {
+    let (log, fault) = common::faulty_log(dirs);
+    let topic = log
+        .create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let partition = topic.partition(0).unwrap();
+    partition.append_values(["a"]).unwrap();
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[1 - leader], FaultKind::NoSpace);
+    (log, fault, partition, leader)
+}
+
 /// Follower fails (the ISR shrinks to the leader), then the leader fails: no in-sync
 /// replica is left, so the partition is offline — appends and reads say so — and restoring
 /// the out-of-sync follower does not bring it back (no unclean election). Restoring the
@@ -257,17 +276,8 @@ fn under_min_isr_the_high_watermark_waits() {
 fn offline_until_the_last_in_sync_replica_returns() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let topic = log
-        .create_topic("t", TopicConfig::default().replication_factor(2))
-        .unwrap();
-    let partition = topic.partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
+    let (log, fault, partition, leader) = replicated_with_a_failed_follower(&dirs);
     let follower = 1 - leader;
-    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
     partition.append_values(["b"]).unwrap();
     assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
     fault.fail_dir(&dirs[leader], FaultKind::Eio);
@@ -306,16 +316,9 @@ fn offline_until_the_last_in_sync_replica_returns() {
 fn turning_unclean_election_on_elects_a_leader_for_an_offline_partition() {
     let root = common::scratch("tarnlog-failover-");
     let dirs = dirs(root.path(), 2);
-    let (log, fault) = common::faulty_log(&dirs);
-    let topic = log
-        .create_topic("t", TopicConfig::default().replication_factor(2))
-        .unwrap();
-    let partition = topic.partition(0).unwrap();
-    partition.append_values(["a"]).unwrap();
+    let (log, fault, partition, leader) = replicated_with_a_failed_follower(&dirs);
     let before = log.describe_topic("t").unwrap().partitions[0].clone();
-    let leader = before.leader.unwrap();
     let follower = 1 - leader;
-    fault.fail_dir(&dirs[follower], FaultKind::NoSpace);
     partition.append_values(["b"]).unwrap();
     fault.fail_dir(&dirs[leader], FaultKind::Eio);
     fault.heal_dir(&dirs[follower]);
