@@ -83,7 +83,9 @@ pub enum Error {
         /// The codec named by attribute bits 0–2.
         codec: &'static str,
     },
-    /// An fsync failed earlier in this directory; it refuses every write until reopened.
+    /// An fsync failed earlier in this directory; it refuses every write until reopened
+    /// (or restored with `Log::restore_dir`). From an append whose leader's directory
+    /// failed this way, the batch's outcome is unknown (see `Partition::append`).
     #[error("storage directory {} is poisoned after a failed fsync; reopen the log", dir.display())]
     Poisoned {
         /// The poisoned storage directory.

@@ -3641,6 +3641,10 @@ impl Partition {
     /// On a replicated topic it returns once every in-sync replica holds the batch (Kafka's
     /// `acks=all`): `NotEnoughReplicas` when fewer than `min_insync_replicas` are in sync
     /// (nothing written), `NotEnoughReplicasAfterAppend` when too few were left after it.
+    /// An `Io` or `Poisoned` from a leader whose directory failed once the batch was in its
+    /// log leaves the outcome unknown, as a Kafka producer's timeout does: under
+    /// `unclean_leader_election` the replica elected in its place may hold the batch (and
+    /// show it), so that an application that sends it again may write it twice.
     pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
         self.append_then(batch, true, |_| {})
     }
