@@ -1689,9 +1689,10 @@ impl Log {
     /// segment is made again at the new size), the fsync policy (from the next append),
     /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
     /// election; turned on, it elects a leader at once for a partition offline waiting for
-    /// its last in-sync replica, as Kafka's controller does), `max_message_bytes`, `timestamp_type` and `index_interval_bytes`, and
-    /// the cleanup policy with the compaction settings (from the next cleaner pass; a topic
-    /// that turns compacted refuses records without a key from then on).
+    /// its last in-sync replica, as Kafka's controller does), `max_message_bytes`,
+    /// `timestamp_type` and `index_interval_bytes`, and the cleanup policy with the
+    /// compaction settings (from the next cleaner pass; a topic that turns compacted
+    /// refuses records without a key from then on).
     /// Producers see a lowered `max_message_bytes` from the first send that starts after
     /// this returns: the batch they have open closes before it would pass the new limit,
     /// and later batches keep to it. A batch already past it, already handed to the
@@ -2780,7 +2781,8 @@ impl Log {
             // directories lost it would lead, at whatever start and end the copy left).
             let mut meta = self.inner.state.read().meta.clone();
             meta.generation += 1;
-            self.inner.write_meta(&meta)?;
+            // Failed, the directory is offline again, so that a retry starts over.
+            self.inner.write_meta(&meta).inspect_err(|_| dir.poison())?;
             self.inner.state.write().meta = meta;
         }
         // Every replica goes in its slot first (an offline partition it may lead takes
