@@ -392,6 +392,32 @@ fn triple(partition: &Partition, first: u8) {
     partition.append(builder.finish().unwrap()).unwrap();
 }
 
+/// Topic `t` in `log` (over `dirs`, replication factor 2) with batches 0..=2, 3..=5 and
+/// 6..=8, the last two written while the follower's directory was failed, then the log
+/// start moved to 7, inside the last batch: partition 0 and its leader's directory index
+/// (the follower's directory still failed).
+fn start_inside_a_batch_the_follower_missed(
+    log: &Log,
+    fault: &tarnlog::storage::FaultStorage,
+    dirs: &[std::path::PathBuf],
+) -> (Partition, usize) {
+    let config = TopicConfig::default().replication_factor(2);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    triple(&partition, 0);
+    let leader = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    fault.fail_dir(&dirs[1 - leader], tarnlog::storage::FaultKind::Eio);
+    triple(&partition, 3);
+    triple(&partition, 6);
+    assert_eq!(
+        partition.delete_records(7).unwrap(),
+        7,
+        "inside the batch 6..=8"
+    );
+    (partition, leader)
+}
+
 /// A follower back after the leader moved its log start inside a batch, beyond everything
 /// the follower holds: it starts afresh at that batch (Kafka's follower on
 /// `UnexpectedAppendOffset`), takes the leader's log start, and rejoins the ISR; the
@@ -401,21 +427,8 @@ fn follower_behind_the_log_start_restarts_at_the_batch() {
     let root = tempfile::tempdir().unwrap();
     let dirs = [root.path().join("a"), root.path().join("b")];
     let (log, fault) = common::faulty_log(&dirs);
-    let config = TopicConfig::default().replication_factor(2);
-    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-    triple(&partition, 0);
-    let leader = log.describe_topic("t").unwrap().partitions[0]
-        .leader
-        .unwrap();
+    let (partition, leader) = start_inside_a_batch_the_follower_missed(&log, &fault, &dirs);
     let follower = 1 - leader;
-    fault.fail_dir(&dirs[follower], tarnlog::storage::FaultKind::Eio);
-    triple(&partition, 3);
-    triple(&partition, 6);
-    assert_eq!(
-        partition.delete_records(7).unwrap(),
-        7,
-        "inside the batch 6..=8"
-    );
 
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
@@ -809,17 +822,8 @@ fn a_follower_named_in_sync_by_a_restore_has_its_log_start_checkpointed() {
         let dirs = [root.path().join("a"), root.path().join("b")];
         let fault = FaultStorage::new(OsStorage::shared());
         let log = open(&dirs, &fault);
-        let config = TopicConfig::default().replication_factor(2);
-        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
-        triple(&partition, 0);
-        let leader = log.describe_topic("t").unwrap().partitions[0]
-            .leader
-            .unwrap();
+        let (partition, leader) = start_inside_a_batch_the_follower_missed(&log, &fault, &dirs);
         let follower = 1 - leader;
-        fault.fail_dir(&dirs[follower], FaultKind::Eio);
-        triple(&partition, 3);
-        triple(&partition, 6);
-        assert_eq!(partition.delete_records(7).unwrap(), 7);
         fault.heal_dir(&dirs[follower]);
         let before = fault.ops();
         if let Some(k) = fail_at {

@@ -2726,16 +2726,7 @@ mod tests {
     /// topic up again instead of indexing past the cached partitions.
     #[test]
     fn a_partition_added_after_the_topic_was_cached_is_looked_up_again() {
-        let log = Log::temp().unwrap();
-        log.create_topic("t", TopicConfig::default().partitions(2))
-            .unwrap();
-        let producer = log.producer(ProducerConfig::default()).unwrap();
-        producer
-            .send(ProducerRecord::new("t").partition(0).value("a"))
-            .unwrap()
-            .wait()
-            .unwrap();
-        cache_one_partition_short(&producer);
+        let (_log, producer) = producer_with_t_cached_a_partition_short();
         let metadata = producer
             .send(ProducerRecord::new("t").partition(1).value("b"))
             .unwrap()
@@ -2751,6 +2742,22 @@ mod tests {
             "{error:?}"
         );
         producer.close().unwrap();
+    }
+
+    /// A log with topic `t` (two partitions) and a producer that sent to it, its cached
+    /// topic then made as it is while partitions are added (`cache_one_partition_short`).
+    fn producer_with_t_cached_a_partition_short() -> (Log, Producer) {
+        let log = Log::temp().unwrap();
+        log.create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        let producer = log.producer(ProducerConfig::default()).unwrap();
+        producer
+            .send(ProducerRecord::new("t").partition(0).value("a"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        cache_one_partition_short(&producer);
+        (log, producer)
     }
 
     /// Makes the producer's cached topic `t` as it is while partitions are added: the change
@@ -2777,16 +2784,7 @@ mod tests {
     /// partitioned over the count looked up, not the cached one.
     #[test]
     fn a_send_batch_partitions_after_a_lookup_by_the_count_looked_up() {
-        let log = Log::temp().unwrap();
-        log.create_topic("t", TopicConfig::default().partitions(2))
-            .unwrap();
-        let producer = log.producer(ProducerConfig::default()).unwrap();
-        producer
-            .send(ProducerRecord::new("t").partition(0).value("a"))
-            .unwrap()
-            .wait()
-            .unwrap();
-        cache_one_partition_short(&producer);
+        let (_log, producer) = producer_with_t_cached_a_partition_short();
         let records = std::iter::once(ProducerRecord::new("t").partition(1).value("b"))
             .chain((0..32).map(|k| ProducerRecord::new("t").key(format!("key-{k}")).value("c")));
         let partitions: std::collections::BTreeSet<u32> = producer
