@@ -3728,3 +3728,158 @@ fn new_partitions_start_after_an_offline_first_leader_as_kafka() {
     let described = log.describe_topic(&name).unwrap();
     assert_eq!(described.partitions[1].replicas, [0]);
 }
+
+/// The value of the visible record at `offset` of `partition` (`None` when no visible record
+/// has that offset).
+fn value_at(partition: &tarnlog::Partition, offset: u64) -> tarnlog::Result<Option<String>> {
+    let read = partition.read(offset, 1 << 20)?;
+    for record in read.records() {
+        let record = record?;
+        if record.offset as u64 == offset {
+            return Ok(record
+                .value
+                .map(|v| String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// One run of the sweep below. Topic `t` (replication factor 2 over three directories, the
+/// third holding only `meta`; unclean election allowed; an index entry at every batch after
+/// a segment's first; every batch synced) gets `a b c d` on both replicas. The follower's
+/// disk hangs, so `e` leaves it out of the in-sync set holding `a b c d e`; the partition is
+/// cut to 2 while that disk hangs: the leader holds `a b`, and the follower, busy, keeps its
+/// five records (it is cut only at a step after its disk answers). Then `y` is appended
+/// (`acks=All`) with the `k`-th storage call from there failing once (`Eio`).
+///
+/// Whatever the outcome, `y` acknowledged at an offset must be the record read there.
+/// Returns whether the fault was met, and whether it was met by a write after which the
+/// follower leads holding only its own five records: the leader's directory failed with `y`
+/// in its log (an index entry written after the batch was visible) and the divergent
+/// follower won the unclean election.
+fn append_past_a_divergent_follower_with_call_k_failing(k: u64) -> (bool, bool) {
+    use std::time::{Duration, Instant};
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .replica_lag_time_max_ms(200)
+        // No background allocation: the calls counted after the plan are the append's.
+        .prefault(false)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .unclean_leader_election(true)
+        .index_interval_bytes(0)
+        .fsync(tarnlog::FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for value in ["a", "b", "c", "d"] {
+        partition.append_values([value]).unwrap();
+    }
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    let leader = described.leader.unwrap();
+    let follower = *described.replicas.iter().find(|&&r| r != leader).unwrap();
+    // Only syncs there hang (writes go through); `heal_dir` releases them.
+    fault.slow_dir(&dirs[follower], Duration::from_secs(3600));
+    let (appended, met) = std::thread::scope(|s| {
+        // In the scope's closure: a failed assertion heals the disk before the scope waits
+        // for its threads.
+        let _heal = HealOnDrop(&fault, &dirs[follower]);
+        // The follower's sync hangs: it leaves the in-sync set after the lag time.
+        partition.append_values(["e"]).unwrap();
+        assert_eq!(log.describe_topic("t").unwrap().partitions[0].isr, [leader]);
+        // The cut shows at once; the truncation then waits for the hung disk's checkpoint,
+        // outside the order lock.
+        let truncated = s.spawn(|| partition.truncate_to(2));
+        let started = Instant::now();
+        while partition.log_end_offset() != 2 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(partition.log_end_offset(), 2, "the cut did not show");
+        // Until the truncation's own calls are over (no call for 100 ms).
+        let mut calls = fault.ops();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = fault.ops();
+            if now == calls || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            calls = now;
+        }
+        assert!(
+            replica_size(&log, "t", 0, follower) > replica_size(&log, "t", 0, leader),
+            "the follower was cut: it must still hold `c d e` past the leader's end"
+        );
+        let at = fault.ops() + k;
+        fault.fail_at(at, FaultKind::Eio, false);
+        let appended = s.spawn(|| partition.append_values(["y"]));
+        // Until the append answers, or the follower leads (a log end of 5 or more: the
+        // leader holds 3 with `y`); its disk's speed decides nothing after that. A failover
+        // may wait for the hung disk (a checkpoint written as the new leader joins the
+        // in-sync set), so the disk is healed then.
+        let started = Instant::now();
+        while !appended.is_finished()
+            && partition.log_end_offset() < 5
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // No fault for the calls from here on (the truncation's, released by the heal).
+        fault.heal();
+        fault.heal_dir(&dirs[follower]);
+        let appended = appended.join().unwrap();
+        drop(truncated.join().unwrap());
+        let met = fault
+            .op_log()
+            .iter()
+            .find(|&&(n, _)| n == at)
+            .map(|&(_, kind)| kind)
+            .filter(|_| fault.injected() > 0);
+        (appended, met)
+    });
+    let now = log.describe_topic("t").unwrap().partitions[0].clone();
+    if let Ok(info) = &appended {
+        let found = value_at(&partition, info.base_offset);
+        assert!(
+            matches!(&found, Ok(Some(v)) if v == "y"),
+            "call {k} failed ({met:?}): `y` acknowledged at offset {} which holds {found:?} \
+             (leader was {leader}, follower {follower}; now {now:?})",
+            info.base_offset
+        );
+    }
+    let reached = met == Some(OpKind::Write)
+        && now.leader == Some(follower)
+        && partition.log_end_offset() == 5;
+    drop(partition);
+    drop(log);
+    (met.is_some(), reached)
+}
+
+/// A leader whose directory fails after a batch is in its log (here its index entry's
+/// write fails) while its only follower is out of sync, on a hung disk, holding a longer,
+/// divergent tail it could not be cut back from: with unclean election the follower leads,
+/// and the append must not be acknowledged at an offset where the new leader holds another
+/// record (before, `ReplicaSet::write` accepted the batch whenever the new leader's log
+/// reached past it, in sync or not). Each storage call of the append fails in turn.
+#[test]
+fn a_batch_in_a_failed_leaders_log_is_not_acknowledged_by_a_divergent_new_leader() {
+    let mut reached = 0;
+    let mut k = 1;
+    loop {
+        let (met, divergent) = append_past_a_divergent_follower_with_call_k_failing(k);
+        if !met {
+            break;
+        }
+        reached += usize::from(divergent);
+        k += 1;
+        assert!(k < 40, "the fault is still met at call {k}");
+    }
+    assert!(k > 3, "the append made only {} storage calls", k - 1);
+    assert!(
+        reached > 0,
+        "no fault met the leader with `y` in its log and then elected the divergent follower"
+    );
+}

@@ -684,11 +684,23 @@ impl ReplicaSet {
             if in_log {
                 self.copy_to_followers(&leader, true)?;
             }
+            // The replicas in sync now hold the batch; another may hold other records at
+            // its offsets (a divergent tail no cut has reached yet).
+            let held: Vec<bool> = self
+                .in_sync
+                .iter()
+                .map(|in_sync| in_sync.load(Ordering::Acquire))
+                .collect();
             let old = self.leader.load(Ordering::Acquire);
             self.fail_over(old)?;
             if let Some(info) = appended_info.filter(|_| in_log) {
                 let new_leader = self.ensure_leader().map_err(|_| error)?;
-                if new_leader.log_end_offset() > info.last_offset {
+                let index = self.leader.load(Ordering::Acquire);
+                // Only a follower that held it makes the batch count: one elected
+                // uncleanly may reach past it with other batches.
+                if held.get(index).copied().unwrap_or(false)
+                    && new_leader.log_end_offset() > info.last_offset
+                {
                     self.advance_high_watermark(&new_leader);
                     return Ok(Written {
                         info,
