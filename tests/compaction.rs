@@ -189,6 +189,33 @@ fn min_compaction_lag_holds_records_back() {
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 1);
 }
 
+/// Kafka's `min.cleanable.dirty.ratio` (`LogCleanerManager`): a log is cleaned once its
+/// dirty bytes are more than that share of its cleanable bytes, and not before.
+#[test]
+fn a_log_is_cleaned_once_its_dirty_share_passes_the_ratio() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(root.path(), &ManualClock::new(NOW));
+    let partition = topic(&log, compacted().min_cleanable_dirty_ratio(0.5));
+    // Distinct keys: a cleaning keeps every record, so the clean part stays as large.
+    fill(&partition, 100, 100);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 1, "all dirty");
+    // A quarter as much again: about a fifth of the log is dirty.
+    fill(&partition, 25, 100);
+    assert_eq!(
+        log.maintain().unwrap().partitions_cleaned,
+        0,
+        "a fifth dirty"
+    );
+    // Twice as much as is clean: about two thirds dirty.
+    fill(&partition, 200, 100);
+    assert_eq!(
+        log.maintain().unwrap().partitions_cleaned,
+        1,
+        "two thirds dirty"
+    );
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 0, "clean again");
+}
+
 #[test]
 fn max_compaction_lag_forces_a_cleaning() {
     let root = tempfile::tempdir().unwrap();
