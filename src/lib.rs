@@ -288,6 +288,26 @@ pub mod testing {
         }
     }
 
+    /// Fuzz oracle for `config_parse`: arbitrary text as a directory's `meta` body and as a
+    /// topic config's words. Nothing panics; a `meta` that decodes names only valid topics
+    /// with valid configs and encodes back to itself; config words that parse write words
+    /// that parse to the same config.
+    ///
+    /// # Panics
+    /// When the oracle finds a violation.
+    pub fn fuzz_config_parse(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        crate::metadata::check_meta_text(text);
+        if let Ok(config) = crate::TopicConfig::from_words(text.split(' ')) {
+            let words = config.to_words();
+            let again =
+                crate::TopicConfig::from_words(words.split(' ')).expect("written words parse");
+            assert_eq!(again.to_words(), words, "config words round trip");
+        }
+    }
+
     /// Fuzz oracle for `index_lookup`: a sealed segment of valid batches with arbitrary
     /// bytes as its offset and time indexes. Offset lookups through an index that passes
     /// the open's sanity check find the batch a scan finds or report `Corruption`;

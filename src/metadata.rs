@@ -250,6 +250,9 @@ impl Meta {
                         .and_then(|w| w.parse().ok())
                         .ok_or_else(|| bad("meta generation"))?;
                 }
+                // Once, and before the lines checked against its count.
+                Some("dirs") if this.is_some() => return Err(bad("meta dirs")),
+                Some("lineage" | "topic") if this.is_none() => return Err(bad("meta dirs")),
                 Some("dirs") => {
                     let numbers: Vec<&str> = words.collect();
                     let [count, "this", index] = numbers[..] else {
@@ -313,7 +316,12 @@ fn decode_topic<'a>(
     mut words: impl Iterator<Item = &'a str>,
     dir_count: u32,
 ) -> std::result::Result<(String, TopicMeta), &'static str> {
-    let name = words.next().ok_or("meta topic")?.to_owned();
+    // A name the log would refuse (a path separator, `..`) never names a directory.
+    let name = words
+        .next()
+        .filter(|name| validate_topic_name(name).is_ok())
+        .ok_or("meta topic")?
+        .to_owned();
     let placement = words
         .next()
         .and_then(|w| w.strip_prefix("placement="))
@@ -368,6 +376,24 @@ fn decode_topic<'a>(
             leadership,
         },
     ))
+}
+
+/// The `config_parse` fuzz oracle's part for `meta` text: never panics; a body that
+/// decodes names only valid topics with valid configs, and encodes back to itself.
+///
+/// # Panics
+/// When the oracle finds a violation.
+pub(crate) fn check_meta_text(text: &str) {
+    let Ok((meta, this)) = Meta::decode(text, Path::new("meta")) else {
+        return;
+    };
+    for (name, topic) in &meta.topics {
+        assert!(validate_topic_name(name).is_ok(), "topic name {name:?}");
+        assert!(topic.config.validate().is_ok(), "config of {name:?}");
+    }
+    let again =
+        Meta::decode(&meta.encode(this), Path::new("meta")).expect("an encoded meta decodes");
+    assert_eq!(again, (meta, this), "meta round trip");
 }
 
 /// Writes `meta` into directory number `this`.
@@ -461,7 +487,12 @@ pub(crate) fn read_checkpoint(
         let partition = partition
             .parse()
             .map_err(|_| bad(format!("line {line:?}")))?;
-        let offset = offset.parse().map_err(|_| bad(format!("line {line:?}")))?;
+        // No Kafka offset is past `i64::MAX` (batches carry them signed).
+        let offset = offset
+            .parse::<u64>()
+            .ok()
+            .filter(|&offset| i64::try_from(offset).is_ok())
+            .ok_or_else(|| bad(format!("line {line:?}")))?;
         entries.insert(TopicPartition::new(topic, partition), offset);
     }
     if entries.len() != count {
@@ -809,6 +840,73 @@ mod tests {
                     Err(Error::Corruption { .. })
                 ),
                 "{state}"
+            );
+        }
+    }
+
+    /// A second `dirs` line, or a replica list or lineage before the first, is corruption:
+    /// they are checked against its count (found by the `config_parse` fuzzer; the log
+    /// indexed its directories with a later, smaller count).
+    #[test]
+    fn replica_lists_and_lineage_come_after_one_dirs_line() {
+        let topic = format!(
+            "topic t placement=2 {}",
+            TopicConfig::default().partitions(1).to_words()
+        );
+        for body in [
+            format!("generation 1\ndirs 3 this 0\n{topic}\ndirs 1 this 0\n"),
+            format!("generation 1\n{topic}\ndirs 3 this 0\n"),
+            "generation 7\nlineage 4\ndirs 2 this 1\n".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    Meta::decode(&body, Path::new("meta")),
+                    Err(Error::Corruption {
+                        what: "meta dirs",
+                        ..
+                    })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    /// The `config_parse` fuzz seeds are accepted, so that the fuzzer starts from bodies
+    /// that reach every line kind.
+    #[test]
+    fn the_config_parse_seeds_decode() {
+        for seed in [
+            include_str!("../fuzz/corpus/config_parse/seed-meta"),
+            include_str!("../fuzz/corpus/config_parse/seed-meta-short"),
+        ] {
+            let (meta, _) = Meta::decode(seed, Path::new("meta")).unwrap();
+            assert_eq!(meta.topics.len(), 1);
+        }
+        let words = include_str!("../fuzz/corpus/config_parse/seed-words");
+        assert_eq!(
+            TopicConfig::from_words(words.split(' '))
+                .unwrap()
+                .partitions,
+            3
+        );
+    }
+
+    /// A topic line whose name the log would refuse (a path, `..`) is corruption: it would
+    /// name a directory outside the storage directory.
+    #[test]
+    fn topic_names_the_log_refuses_are_corruption() {
+        let config = TopicConfig::default().partitions(1);
+        for name in ["../x", "a/b", "..", ""] {
+            let body = format!(
+                "generation 1\ndirs 1 this 0\ntopic {name} placement=0 {}\n",
+                config.to_words()
+            );
+            assert!(
+                matches!(
+                    Meta::decode(&body, Path::new("meta")),
+                    Err(Error::Corruption { .. })
+                ),
+                "{name}"
             );
         }
     }

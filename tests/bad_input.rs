@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 
 use tarnlog::codec::{
     ATTRIBUTES_OFFSET, BASE_SEQUENCE_OFFSET, CRC_OFFSET, LAST_OFFSET_DELTA_OFFSET, LENGTH_OFFSET,
-    MAGIC_OFFSET, PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD, RECORDS_COUNT_OFFSET, compute_crc,
-    set_base_offset, set_log_append_time,
+    MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET, PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD,
+    RECORDS_COUNT_OFFSET, compute_crc, set_base_offset, set_log_append_time,
 };
 use tarnlog::{BatchBuilder, Error, FsyncPolicy, Log, Partition, Result, TopicConfig};
 
@@ -180,6 +180,32 @@ fn patched(batch: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
     let crc = compute_crc(&b);
     b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// A batch whose `maxTimestamp` is far below the next one's (here one no client sends)
+/// still lets the next one roll the segment by time: the wait between them saturates
+/// instead of wrapping around to a negative, which never rolled (and, with overflow
+/// checks, panicked).
+#[test]
+fn far_apart_batch_timestamps_roll_the_segment() {
+    let root = tempfile::tempdir().unwrap();
+    let log = Log::open(root.path()).unwrap();
+    let p = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let one = |timestamp: i64| {
+        let mut builder = BatchBuilder::new();
+        builder.push(timestamp, None, Some(b"v"), &[]);
+        builder.finish_vec().unwrap()
+    };
+    let first = patched(&one(0), MAX_TIMESTAMP_OFFSET, &(-2i64).to_be_bytes());
+    p.append(&first).unwrap();
+    p.append(&one(i64::MAX)).unwrap();
+    assert_eq!(p.segment_count(), 2, "a week and more apart: rolled");
+    assert_eq!(p.log_end_offset(), 2);
+    log.close().unwrap();
 }
 
 fn attributes(batch: &[u8], value: i16) -> Vec<u8> {

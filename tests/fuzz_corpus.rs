@@ -6,8 +6,8 @@ use std::path::Path;
 
 use tarnlog::BatchBuilder;
 use tarnlog::testing::{
-    fuzz_decode_batch, fuzz_index_lookup, fuzz_offsets_record, fuzz_recover_segment,
-    fuzz_topic_name,
+    fuzz_config_parse, fuzz_decode_batch, fuzz_index_lookup, fuzz_offsets_record,
+    fuzz_recover_segment, fuzz_topic_name,
 };
 
 fn replay(target: &str, oracle: fn(&[u8])) -> usize {
@@ -155,6 +155,13 @@ fn index_lookup_corpus_replays() {
 fn offsets_record_corpus_replays() {
     let n = replay("offsets_record", fuzz_offsets_record);
     assert!(n > 0, "the offsets_record corpus is empty");
+}
+
+// Every stored config_parse input passes the oracle (what decodes is valid and round-trips).
+#[test]
+fn config_parse_corpus_replays() {
+    let n = replay("config_parse", fuzz_config_parse);
+    assert!(n > 0, "the config_parse corpus is empty");
 }
 
 // Every stored topic_name input passes the oracle (accepted exactly under Kafka's rule).

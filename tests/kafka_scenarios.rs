@@ -140,19 +140,9 @@ fn time_entries(path: &Path) -> Vec<(i64, u32)> {
         .collect()
 }
 
-/// Writes a framed checkpoint file the way tarnlog does (`storage/atomic.rs`): what Kafka's
-/// tests do when they open a log "with recovery point N".
+/// Opens the log "with recovery point N", as Kafka's tests do.
 fn write_recovery_point(root: &Path, offset: u64) {
-    let body = format!("0\n1\n{TOPIC} 0 {offset}\n");
-    let mut bytes = b"TNLCKPT\0".to_vec();
-    bytes.extend(1u32.to_be_bytes());
-    bytes.extend((body.len() as u32).to_be_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&bytes[8..16]);
-    crc.update(body.as_bytes());
-    bytes.extend(crc.finalize().to_be_bytes());
-    bytes.extend(body.as_bytes());
-    fs::write(root.join("recovery-point-offset-checkpoint"), bytes).unwrap();
+    common::write_checkpoint(root, "recovery-point-offset-checkpoint", offset);
 }
 
 /// The recovery point recorded for the partition, as text.

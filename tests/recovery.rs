@@ -22,7 +22,7 @@ use tarnlog::{BatchBuilder, Error, Location, Log, LogRead, Partition, TopicConfi
 // ------------------------------------------------------------------------------------------
 
 mod common;
-use common::{Rng, TOPIC, create, reopen, seed};
+use common::{Rng, TOPIC, create, reopen, seed, write_checkpoint};
 
 /// One record as the tests expect to read it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -910,6 +910,66 @@ fn damage_below_recovery_point_fails_open() {
     }
 }
 
+// An active segment's offset index that passes the open's checks (ordered, inside the
+// segment, its last entry true) but holds more entries than `segment_index_bytes` allows
+// (damage) is rebuilt at a clean open: the segment reopens for appends with its index
+// mapped at that size, and writing the entries past it panicked.
+#[test]
+fn an_active_index_longer_than_its_capacity_is_rebuilt() {
+    let dir = tempdir();
+    let root = dir.path();
+    // Room for 3 offset entries: one before every batch but the first.
+    let config = config().segment_index_bytes(24).index_interval_bytes(0);
+    let (log, p) = create(root, config);
+    p.append_values([[1u8; 20], [2; 20], [3; 20]]).unwrap();
+    p.append_values([[4u8; 20]]).unwrap();
+    close(log, p);
+    let index = seg(root, 0, "index");
+    let kept = fs::read(&index).unwrap();
+    assert_eq!(kept.len(), 8, "one entry, for the second batch");
+    // Three earlier entries, in order and inside the segment, then the true one.
+    let mut forged = Vec::new();
+    for relative in 0..3u32 {
+        forged.extend_from_slice(&relative.to_be_bytes());
+        forged.extend_from_slice(&1u32.to_be_bytes());
+    }
+    forged.extend_from_slice(&kept);
+    fs::write(&index, forged).unwrap();
+    let (log, p) = reopen(root);
+    assert_eq!(p.log_end_offset(), 4);
+    assert_eq!(read_all(&p).unwrap().len(), 4);
+    p.append_values([[5u8; 20]]).unwrap();
+    close(log, p);
+    let (log, p) = reopen(root);
+    assert_eq!(read_all(&p).unwrap().len(), 5);
+    close(log, p);
+}
+
+// A checkpointed offset no Kafka offset can be (past `i64::MAX`) makes the checkpoint
+// unreadable: taken as the log start, it restarted the partition empty there, deleting
+// every record, and the next append's offsets overflowed.
+#[test]
+fn a_checkpointed_offset_past_the_largest_offset_is_refused() {
+    for bogus in [1u64 << 63, u64::MAX] {
+        let dir = tempdir();
+        let root = dir.path();
+        let (log, p) = create(root, config());
+        p.append_values([[1u8; 50]]).unwrap();
+        p.append_values([[2u8; 50]]).unwrap();
+        close(log, p);
+        write_checkpoint(root, "log-start-offset-checkpoint", bogus);
+        let (log, p) = reopen(root);
+        assert_eq!(p.log_start_offset(), 0, "{bogus}");
+        assert_eq!(
+            read_all(&p).unwrap().len(),
+            2,
+            "{bogus}: records were deleted"
+        );
+        assert_eq!(p.append_values([[3u8; 50]]).unwrap().base_offset, 2);
+        close(log, p);
+    }
+}
+
 // Synced data that is missing altogether (the active segment ends, or turns to zeros,
 // before the recovery point): open must fail with `Corruption` rather than silently end the
 // log below the recovery point and hand the lost offsets out again.
@@ -917,7 +977,7 @@ fn damage_below_recovery_point_fails_open() {
 fn synced_tail_missing_below_recovery_point_fails_open() {
     let mut rng = Rng(seed("synced_tail_missing_below_recovery_point_fails_open"));
     let mut failures = Vec::new();
-    for zeroed in [false, true] {
+    for (zeroed, clean) in [(false, false), (true, false), (false, true), (true, true)] {
         let dir = tempdir();
         let root = dir.path();
         let specs = gen_specs(&mut rng, 20, 1_000);
@@ -925,7 +985,13 @@ fn synced_tail_missing_below_recovery_point_fails_open() {
         append(&p, &specs, &mut Vec::new());
         log.flush().unwrap();
         let end = p.log_end_offset();
-        crash(log, p);
+        // A clean close checkpoints the log end as the recovery point; the open then
+        // trusts the indexes and scans only the tail, and must still see the loss.
+        if clean {
+            close(log, p);
+        } else {
+            crash(log, p);
+        }
         let path = seg(root, 0, "log");
         let last = *spans(&fs::read(&path).unwrap()).last().unwrap();
         if zeroed {
@@ -938,9 +1004,10 @@ fn synced_tail_missing_below_recovery_point_fails_open() {
             Ok(log) => {
                 let p = log.topic(TOPIC).unwrap().partition(0).unwrap();
                 failures.push(format!(
-                    "last batch {}: open succeeded with log end {} below the recovery point \
-                     {end}, report {:?}",
+                    "last batch {} after {} stop: open succeeded with log end {} below the \
+                     recovery point {end}, report {:?}",
                     if zeroed { "zeroed" } else { "cut off" },
+                    if clean { "a clean" } else { "an unclean" },
                     p.log_end_offset(),
                     report(&log)
                 ));

@@ -797,7 +797,7 @@ fn open_trusted_sealed(
     }
     // The indexes are rebuilt from the log; a roll cut short may have left both them (at
     // their allocated length) and the log (zeros after its data) untrimmed.
-    trim_zero_tail(dir, &log_path, base, next_base)?;
+    trim_zero_tail(dir, path, base, next_base)?;
     let outcome = strict_scan(dir, path, base, &options.config)?;
     report.rebuilt_indexes.push(index_path.clone());
     report.rebuilt_indexes.push(time_path.clone());
@@ -811,24 +811,13 @@ fn open_trusted_sealed(
 
 /// Cuts a sealed segment's log file after its data when only zeros follow whole batches
 /// that end exactly at `next_base` (see `sealed_end`); anything else is left for the scan
-/// to judge. Reads the file only when its last byte is zero.
-fn trim_zero_tail(dir: &StorageDir, log_path: &Path, base: u64, next_base: u64) -> Result<()> {
-    let file = dir
-        .storage()
-        .open(log_path, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", log_path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", log_path, e))? as usize;
-    let mut bytes = vec![0; len];
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut bytes[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read", log_path, e)),
-        }
-    }
-    bytes.truncate(filled);
+/// to judge. Maps the file rather than reading it into memory (its length is whatever the
+/// disk says: a damaged or sparse file may claim far more than any segment holds), and
+/// looks past its last byte only when that is zero.
+fn trim_zero_tail(dir: &StorageDir, path: &Path, base: u64, next_base: u64) -> Result<()> {
+    let log_path = path.join(file_name(base, "log"));
+    let map = map_log(dir, path, base)?;
+    let bytes = map.slice(0, map.published());
     if bytes.last() != Some(&0) {
         return Ok(());
     }
@@ -848,9 +837,14 @@ fn trim_zero_tail(dir: &StorageDir, log_path: &Path, base: u64, next_base: u64) 
     if bytes[position..].iter().any(|&b| b != 0) {
         return Ok(());
     }
+    drop(map);
+    let file = dir
+        .storage()
+        .open(&log_path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", &log_path, e))?;
     file.set_len(position as u64)
-        .map_err(|e| Error::io("truncate", log_path, e))?;
-    dir.sync("fsync", log_path, || file.sync_all())
+        .map_err(|e| Error::io("truncate", &log_path, e))?;
+    dir.sync("fsync", &log_path, || file.sync_all())
 }
 
 /// A trusted sealed segment must end at whole batches and must not reach into the next
@@ -964,6 +958,16 @@ fn open_trusted_active(
         bytes.len() as u64,
         max_relative,
     );
+    // One holding more entries than its file may (damage) is rebuilt: the segment reopens
+    // for appends with its indexes mapped at that size, and would be written past it.
+    let within = |index: Option<Index>, kind: IndexKind| {
+        let capacity = options.config.segment_index_bytes as usize / kind.entry_size();
+        index.filter(|index| index.entries() <= capacity)
+    };
+    let (index, time_index) = (
+        within(index, IndexKind::Offset),
+        within(time_index, IndexKind::Time),
+    );
     let tail = match (&index, &time_index) {
         (Some(index), Some(time_index)) => {
             tail_scan(bytes, base, index, time_index, &options.config)
@@ -999,6 +1003,25 @@ fn open_trusted_active(
             },
             what: "segment tail",
             detail: "non-zero bytes after the last valid batch of a cleanly closed segment".into(),
+        });
+    }
+    // The close checkpointed the log end as the recovery point: a log ending below it lost
+    // synced records since (its tail cut or zeroed), whose offsets must not be handed out
+    // again. Checked before the segment is opened for appends, which would cut its tail.
+    if let Some(point) = options
+        .recovery_point
+        .filter(|&point| outcome.next_offset < point)
+    {
+        return Err(Error::Corruption {
+            location: Location::File {
+                path: path.join(file_name(base, "log")),
+                position: outcome.valid_len as u64,
+            },
+            what: "segment tail",
+            detail: format!(
+                "a cleanly closed log ends at offset {} below its recovery point {point}",
+                outcome.next_offset
+            ),
         });
     }
     active_from_scan(options, path, base, outcome, now)

@@ -573,10 +573,11 @@ impl ReplicaLog {
         if current == 0 {
             return false;
         }
+        // Saturating: timestamps come from the batches (and from disk), unbounded.
         let waited = if w.first_batch_timestamp == NO_TIMESTAMP {
-            now - w.created_ms
+            now.saturating_sub(w.created_ms)
         } else {
-            max_timestamp - w.first_batch_timestamp
+            max_timestamp.saturating_sub(w.first_batch_timestamp)
         };
         let config = self.config();
         let mut segment_ms = config.segment_ms.min(i64::MAX as u64) as i64;

@@ -36,6 +36,21 @@ pub fn reopen(root: &Path) -> (Log, Partition) {
     (log, p)
 }
 
+/// Writes a checkpoint file `name` in `root` holding `offset` for partition 0 of `TOPIC`,
+/// framed as tarnlog frames it (`storage/atomic.rs`).
+pub fn write_checkpoint(root: &Path, name: &str, offset: u64) {
+    let body = format!("0\n1\n{TOPIC} 0 {offset}\n");
+    let mut bytes = b"TNLCKPT\0".to_vec();
+    bytes.extend(1u32.to_be_bytes());
+    bytes.extend((body.len() as u32).to_be_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[8..16]);
+    crc.update(body.as_bytes());
+    bytes.extend(crc.finalize().to_be_bytes());
+    bytes.extend(body.as_bytes());
+    std::fs::write(root.join(name), bytes).unwrap();
+}
+
 /// The seed of a randomized test: `TARNLOG_SEED` or the time. Printed, so a failure replays.
 pub fn seed(test: &str) -> u64 {
     let seed = std::env::var("TARNLOG_SEED")
