@@ -2539,6 +2539,7 @@ impl Log {
     /// come with the coordinator of issue 4).
     pub fn list_groups(&self) -> Vec<String> {
         let mut groups = self.inner.offsets.groups();
+        self.inner.coordinator.expire(None, self.now_ms());
         groups.extend(self.inner.coordinator.active_groups());
         groups.sort();
         groups.dedup();
@@ -2555,6 +2556,7 @@ impl Log {
         self.check_open()?;
         crate::offsets::check_group_id(group)?;
         let committed = self.inner.offsets.group_offsets(self, group)?;
+        self.inner.coordinator.expire(Some(group), self.now_ms());
         let active = self.inner.coordinator.describe(group);
         let (state, generation, members) = match active {
             Some((state, generation, members)) => (state, Some(generation), members),

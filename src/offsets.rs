@@ -991,7 +991,8 @@ impl OffsetStore {
     }
 
     /// Removes (with tombstones) the offsets of groups that have had no member and no commit
-    /// for `retention_ms` (Kafka's `offsets.retention.minutes` for empty groups, KIP-211):
+    /// for `retention_ms` (Kafka's `offsets.retention.minutes` for empty groups, KIP-211),
+    /// and a Stable group's offsets of topics it no longer subscribes to (KIP-496):
     /// the clock starts at the group's last commit or when it last became empty here,
     /// whichever is later. Each group is checked again under `commit_lock` and fenced, so a
     /// commit arriving meanwhile keeps its offsets and a member that joined before the
@@ -1011,8 +1012,9 @@ impl OffsetStore {
                 continue;
             }
             let _serial = self.commit_lock.lock();
-            // Members: their offsets stay.
+            // Members: their offsets stay, but those of topics none of them subscribes to.
             let Ok(mut fence) = coordinator.fence(&group, None, now) else {
+                self.expire_unsubscribed(log, coordinator, &group, retention_ms, now)?;
                 continue;
             };
             let last_commit = self
@@ -1033,6 +1035,41 @@ impl OffsetStore {
             }
         }
         Ok(expired)
+    }
+
+    /// KIP-496 (Kafka's `removeExpiredOffsets` for a Stable consumer group): the offsets
+    /// of topics none of `group`'s members subscribes to expire each a retention period
+    /// after its own commit; the subscribed topics' stay. The caller holds `commit_lock`.
+    fn expire_unsubscribed(
+        &self,
+        log: &Log,
+        coordinator: &Coordinator,
+        group: &str,
+        retention_ms: i64,
+        now: i64,
+    ) -> Result<()> {
+        let Some(subscribed) = coordinator.stable_subscriptions(group) else {
+            return Ok(());
+        };
+        let stale: Vec<TopicPartition> = self
+            .cache
+            .read()
+            .get(group)
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .filter(|(tp, committed)| {
+                        !subscribed.contains(&tp.topic)
+                            && now.saturating_sub(committed.commit_timestamp) >= retention_ms
+                    })
+                    .map(|(tp, _)| tp.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.tombstone(log, group, &stale)
     }
 
     /// The groups with committed offsets, sorted.

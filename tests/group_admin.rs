@@ -189,6 +189,73 @@ fn offsets_of_idle_groups_expire_after_the_retention() {
     assert_eq!(log.list_groups(), ["new"], "expiry survives a restart");
 }
 
+/// KIP-496 (Kafka's `removeExpiredOffsets`): in a Stable group, the offsets of topics no
+/// member subscribes to any more expire a retention period after their commit; those of
+/// subscribed topics stay as long as the group has members.
+#[test]
+fn offsets_of_topics_a_stable_group_left_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::builder()
+        .dir(dir.path())
+        .clock(clock.clone())
+        .offsets_topic_partitions(2)
+        .group_initial_rebalance_delay_ms(0)
+        .open()
+        .unwrap();
+    for topic in ["t", "u"] {
+        log.create_topic(topic, TopicConfig::default()).unwrap();
+    }
+    let forever = u64::MAX / 4_000_000;
+    let mut member = log
+        .consumer(
+            ConsumerConfig::default()
+                .group_id("g")
+                .auto_offset_reset(AutoOffsetReset::Earliest)
+                .enable_auto_commit(false)
+                .session_timeout_ms(forever)
+                .max_poll_interval_ms(forever),
+        )
+        .unwrap();
+    let assigned = |member: &mut tarnlog::Consumer, topic: &str| {
+        for _ in 0..200 {
+            if member.assignment() == [tp(topic, 0)] {
+                return;
+            }
+            member.poll(Duration::from_millis(10)).unwrap();
+        }
+        panic!("{topic}-0 never assigned");
+    };
+    member.subscribe(["t"]).unwrap();
+    assigned(&mut member, "t");
+    member
+        .commit_sync_offsets([(tp("t", 0), OffsetAndMetadata::new(0))])
+        .unwrap();
+    member.subscribe(["u"]).unwrap();
+    assigned(&mut member, "u");
+    clock.advance(DAY_MS);
+    member
+        .commit_sync_offsets([(tp("u", 0), OffsetAndMetadata::new(0))])
+        .unwrap();
+    clock.advance(6 * DAY_MS - 1);
+    member.poll(Duration::from_millis(20)).unwrap();
+    log.maintain().unwrap();
+    assert!(
+        log.committed_offset("g", &tp("t", 0)).unwrap().is_some(),
+        "not yet"
+    );
+    clock.advance(1);
+    member.poll(Duration::from_millis(20)).unwrap();
+    log.maintain().unwrap();
+    assert_eq!(log.committed_offset("g", &tp("t", 0)).unwrap(), None);
+    // The subscribed topic's offset stays, however old, while the group has members.
+    clock.advance(30 * DAY_MS);
+    member.poll(Duration::from_millis(20)).unwrap();
+    log.maintain().unwrap();
+    assert!(log.committed_offset("g", &tp("u", 0)).unwrap().is_some());
+    member.close().unwrap();
+}
+
 #[test]
 fn offsets_retention_is_validated() {
     let dir = tempfile::tempdir().unwrap();

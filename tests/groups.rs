@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tarnlog::{
-    AutoOffsetReset, Consumer, ConsumerConfig, Error, GroupState, Log, ManualClock,
-    RebalanceListener, ResetTo, RoundRobinAssignor, TopicConfig, TopicPartition,
+    Assignor, AutoOffsetReset, Consumer, ConsumerConfig, Error, GroupState, Log, ManualClock,
+    RangeAssignor, RebalanceListener, ResetTo, RoundRobinAssignor, TopicConfig, TopicPartition,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -387,6 +387,58 @@ fn the_leaders_assignor_is_used_when_all_members_have_it() {
     assert_eq!((px.len(), py.len()), (3, 3));
     let topics_x: BTreeSet<&str> = px.iter().map(|tp| tp.topic.as_str()).collect();
     assert_eq!(topics_x.len(), 2, "round robin mixes topics: {px:?}");
+}
+
+/// Kafka's session timer removes a member whose session ended: `describe_group` shows the
+/// group without it (Empty), as `delete_group` already treated it.
+#[test]
+fn views_of_a_group_drop_members_whose_session_ended() {
+    let (_dir, log, clock) = jobs_log(2);
+    let mut a = member(&log, "g", &["jobs"]);
+    settle(&mut [&mut a]);
+    let described = log.describe_group("g").unwrap();
+    assert_eq!(described.state, GroupState::Stable);
+    assert_eq!(described.members.len(), 1);
+    clock.advance(10_001);
+    let described = log.describe_group("g").unwrap();
+    assert_eq!(described.state, GroupState::Empty, "{described:?}");
+    assert!(described.members.is_empty(), "{described:?}");
+    log.delete_group("g").unwrap();
+    drop(a);
+}
+
+/// Kafka's `selectProtocol`: each member votes for its own most preferred assignor among
+/// those all support, and the most votes win, whoever leads.
+#[test]
+fn the_assignor_most_members_prefer_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    for topic in ["a", "b"] {
+        log.create_topic(topic, TopicConfig::default().partitions(2))
+            .unwrap();
+    }
+    let prefer = |first: Arc<dyn Assignor>, second: Arc<dyn Assignor>| {
+        config("g").partition_assignment_strategy(vec![first, second])
+    };
+    let range_first = || prefer(Arc::new(RangeAssignor), Arc::new(RoundRobinAssignor));
+    let round_robin_first = || prefer(Arc::new(RoundRobinAssignor), Arc::new(RangeAssignor));
+    // x is alone at first, and leads from then on.
+    let mut x = log.consumer(range_first()).unwrap();
+    x.subscribe(["a", "b"]).unwrap();
+    settle(&mut [&mut x]);
+    let mut y = log.consumer(round_robin_first()).unwrap();
+    y.subscribe(["a", "b"]).unwrap();
+    let mut z = log.consumer(round_robin_first()).unwrap();
+    z.subscribe(["a", "b"]).unwrap();
+    settle(&mut [&mut x, &mut y, &mut z]);
+    // Round robin (two votes to one) deals a0 a1 b0 b1 to all three; range, the leader's
+    // choice, would give each topic's two partitions to two members and the third none.
+    let mut sizes: Vec<usize> = [&x, &y, &z]
+        .iter()
+        .map(|c| partitions_of(c).len())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 1, 2]);
 }
 
 #[test]

@@ -100,9 +100,10 @@ pub struct ConsumerConfig {
     /// second consumer joining under it takes the place, and the first then fails with
     /// `FencedInstanceId`. 1 to 249 of `[a-zA-Z0-9._-]`.
     pub group_instance_id: Option<String>,
-    /// Assignors in preference order (`partition.assignment.strategy`); the group uses the
-    /// leader's first one that every member has (a consumer with none in common with the
-    /// group is refused with `InconsistentGroupProtocol`). Default range, then
+    /// Assignors in preference order (`partition.assignment.strategy`); of those every
+    /// member has, each member votes for its first and the group uses the most voted (a
+    /// tie: the leader's order), as Kafka's `selectProtocol` (a consumer with none in
+    /// common with the group is refused with `InconsistentGroupProtocol`). Default range, then
     /// cooperative-sticky. As in Kafka, a consumer rebalances incrementally (keeping the
     /// partitions that do not move) only when every assignor it lists is cooperative, e.g.
     /// `vec![Arc::new(CooperativeStickyAssignor)]`; otherwise it gives up all its

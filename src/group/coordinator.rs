@@ -17,7 +17,7 @@
 //! not in the group, or is in another generation, gets `UnknownMemberId` /
 //! `IllegalGeneration` and its commits are refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -374,18 +374,28 @@ impl Group {
         true
     }
 
-    /// The leader's most preferred assignor that every member supports (Kafka picks the
-    /// protocol all members vote for; `join` admits no member without one in common).
+    /// Kafka's `selectProtocol`: of the assignors every member supports, each member votes
+    /// for its own most preferred, and the one with the most votes is used; a tie goes to
+    /// the leader's preference (Kafka leaves it to a hash map's order). `join` admits no
+    /// member without one in common.
     fn choose_assignor(&self, leader: &str) -> Arc<dyn Assignor> {
+        let everyone = |a: &Arc<dyn Assignor>| {
+            self.members
+                .values()
+                .all(|m| m.assignors.iter().any(|b| b.name() == a.name()))
+        };
+        let mut votes: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for member in self.members.values() {
+            if let Some(choice) = member.assignors.iter().find(|a| everyone(a)) {
+                *votes.entry(choice.name()).or_default() += 1;
+            }
+        }
+        let most = votes.values().copied().max().unwrap_or(0);
         let leader = &self.members[leader];
         leader
             .assignors
             .iter()
-            .find(|a| {
-                self.members
-                    .values()
-                    .all(|m| m.assignors.iter().any(|b| b.name() == a.name()))
-            })
+            .find(|a| most > 0 && votes.get(a.name()) == Some(&most))
             .or_else(|| leader.assignors.first())
             .cloned()
             .unwrap_or_else(|| Arc::new(crate::group::assignor::RangeAssignor))
@@ -817,6 +827,19 @@ impl Coordinator {
         self.changed.wait_until(&mut groups, until);
     }
 
+    /// Removes the members of `group` (of every group, with `None`) whose session ended by
+    /// `now`, as Kafka's session timers would have, so that views show what Kafka's would.
+    pub(crate) fn expire(&self, group: Option<&str>, now: i64) {
+        let mut groups = self.groups.lock();
+        for (name, g) in groups
+            .iter_mut()
+            .filter(|(name, _)| group.is_none_or(|group| group == name.as_str()))
+        {
+            g.expire(now, self.initial_delay_ms);
+            self.collect(name, g, now);
+        }
+    }
+
     /// A group's state, generation and members (`None` for a group this process does not
     /// know).
     pub(crate) fn describe(&self, group: &str) -> Option<(GroupState, i32, Vec<MemberView>)> {
@@ -885,6 +908,19 @@ impl Coordinator {
         }
         self.collect(group, &mut g, now);
         self.groups.lock().insert(group.to_owned(), g);
+    }
+
+    /// The topics `group`'s members subscribe to while it is Stable (Kafka's
+    /// `subscribedTopics`); `None` in any other state or for a group unknown here.
+    pub(crate) fn stable_subscriptions(&self, group: &str) -> Option<BTreeSet<String>> {
+        let groups = self.groups.lock();
+        let g = groups.get(group)?;
+        (g.state == GroupState::Stable && !g.members.is_empty()).then(|| {
+            g.members
+                .values()
+                .flat_map(|m| m.topics.iter().cloned())
+                .collect()
+        })
     }
 
     /// Groups that have members, sorted.
