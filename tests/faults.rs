@@ -993,3 +993,51 @@ fn close_waits_for_an_administrative_call_in_progress() {
     assert_eq!(log.topics().contains(&"t".to_string()), created.is_ok());
     log.close().unwrap();
 }
+
+/// A sync must not count a sealed segment synced when it could not open its files to
+/// fsync them (no file descriptors left, an I/O error): only a file removed meanwhile (a
+/// truncation) needs nothing. Segment 0 here was sealed by a roll under `None`, so its
+/// last batches, trimmed length and indexes were never fsynced; a flush that answered Ok
+/// moved the recovery point past records a power loss could take. Once the files open
+/// again, the next flush syncs them.
+#[test]
+fn a_sync_that_cannot_open_a_sealed_segment_fails() {
+    let root = tempfile::tempdir().unwrap();
+    let fs = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dir(root.path())
+        .storage(fs.shared())
+        .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .segment_bytes(4096)
+        .fsync(FsyncPolicy::None);
+    let p = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    p.append_values([&[b'a'; 100][..]]).unwrap();
+    p.flush().unwrap();
+    while p.segment_count() < 2 {
+        p.append_values([&[b'b'; 1000][..]]).unwrap();
+    }
+    let synced = |fs: &FaultStorage| {
+        fs.op_log()
+            .iter()
+            .filter(|(_, kind)| *kind == OpKind::Sync)
+            .count()
+    };
+    fs.fail_read_at(fs.reads() + 1, FaultKind::Eio, true);
+    let before = synced(&fs);
+    assert!(
+        p.flush().is_err(),
+        "segment 0 could not be opened to be synced"
+    );
+    fs.heal();
+    let failed = synced(&fs) - before;
+    p.flush().unwrap();
+    // Segment 0's three files, the active log and the directory.
+    assert!(
+        synced(&fs) - before - failed >= 5,
+        "segment 0 synced on the next flush"
+    );
+    log.simulate_crash();
+}

@@ -145,8 +145,9 @@ impl ReplicaLog {
         // before the recovery point passes them (see `Epochs`).
         self.persist_epochs()?;
         // Taken after `upto` was read: every segment sealed unsynced below it is here (one
-        // sealed since then is synced too, harmlessly). A failure below poisons the
-        // directory, so none is lost to a later sync.
+        // sealed since then is synced too, harmlessly). A failed fsync below poisons the
+        // directory; a file that could not be opened puts them back for the next sync: so
+        // none is lost to a later sync.
         let rolled = std::mem::take(&mut *self.sealed_unsynced.lock());
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         // Sealed segments holding offsets at or above `synced_to` may never have been synced
@@ -164,7 +165,10 @@ impl ReplicaLog {
                     segment.index.path(),
                     segment.time_index.path(),
                 ] {
-                    self.sync_path(path)?;
+                    if let Err(error) = self.sync_path(path) {
+                        self.sealed_unsynced.lock().extend(rolled.iter().copied());
+                        return Err(error);
+                    }
                 }
                 new_entries = true;
             }
@@ -178,14 +182,17 @@ impl ReplicaLog {
     }
 
     /// fsyncs a file by path (one of a sealed segment, which keeps no descriptor). A file
-    /// removed meanwhile (truncation) needs nothing.
+    /// removed meanwhile (truncation) needs nothing; any other failure to open it (no file
+    /// descriptors left, an I/O error) fails the sync, which must not count it synced.
     fn sync_path(&self, path: &std::path::Path) -> Result<()> {
-        let Ok(file) = self
+        let file = match self
             .dir
             .storage()
             .open(path, crate::storage::OpenMode::Read)
-        else {
-            return Ok(());
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("open", path, e)),
         };
         self.dir.sync("fsync", path, || file.sync_all())
     }
