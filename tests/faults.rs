@@ -1041,3 +1041,80 @@ fn a_sync_that_cannot_open_a_sealed_segment_fails() {
     );
     log.simulate_crash();
 }
+
+/// `alter_topic_config` of `segment_bytes` makes a partition's empty active segment again
+/// at the new size, truncating its files, which the old segment's mappings still cover. A
+/// failure at any storage call of it (a full disk, an I/O error) must not leave the
+/// partition taking appends into an index or log whose file was cut under its mapping (the
+/// next index entry was a store into an unbacked page: SIGBUS): the directory goes offline
+/// instead, and the log reopens whole.
+#[test]
+fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
+    let config = |segment_bytes: u64| {
+        TopicConfig::default()
+            .segment_bytes(segment_bytes)
+            .index_interval_bytes(0)
+            .fsync(FsyncPolicy::None)
+    };
+    let open = |root: &Path, fs: &FaultStorage| {
+        Log::builder()
+            .dir(root)
+            .storage(fs.shared())
+            .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+            .open()
+            .unwrap()
+    };
+    let calls = {
+        let root = tempfile::tempdir().unwrap();
+        let fs = FaultStorage::new(OsStorage::shared());
+        let log = open(root.path(), &fs);
+        log.create_topic("t", config(1 << 20)).unwrap();
+        let before = fs.ops();
+        log.alter_topic_config("t", config(2 << 20)).unwrap();
+        let calls = fs.ops() - before;
+        log.simulate_crash();
+        calls
+    };
+    assert!(calls > 4, "the meta write, then the segment's files");
+    for k in 1..=calls {
+        for kind in [FaultKind::NoSpace, FaultKind::Eio] {
+            let root = tempfile::tempdir().unwrap();
+            let fs = FaultStorage::new(OsStorage::shared());
+            let log = open(root.path(), &fs);
+            let partition = log
+                .create_topic("t", config(1 << 20))
+                .unwrap()
+                .partition(0)
+                .unwrap();
+            fs.fail_at(fs.ops() + k, kind, false);
+            let altered = log.alter_topic_config("t", config(2 << 20));
+            fs.heal();
+            if partition.append_values([&b"first"[..]]).is_ok() {
+                for name in [
+                    "00000000000000000000.index",
+                    "00000000000000000000.timeindex",
+                ] {
+                    let path = partition.path().join(name);
+                    let len = std::fs::metadata(&path).map_or(1, |m| m.len());
+                    assert!(
+                        len > 0,
+                        "call {k} ({kind:?}), alter answered {altered:?}: {name} is empty under \
+                         the mapping of a partition that takes appends"
+                    );
+                }
+                for i in 0..4 {
+                    partition
+                        .append_values([format!("v{i}").as_bytes()])
+                        .unwrap();
+                }
+            }
+            let written = partition.log_end_offset();
+            log.simulate_crash();
+            let log = Log::open(root.path()).unwrap();
+            let partition = log.topic("t").unwrap().partition(0).unwrap();
+            assert_eq!(partition.log_end_offset(), written, "call {k} ({kind:?})");
+            partition.append_values([&b"after"[..]]).unwrap();
+            log.close().unwrap();
+        }
+    }
+}

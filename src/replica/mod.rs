@@ -219,12 +219,17 @@ impl ReplicaLog {
     fn remake_empty_active(&self, w: &mut Writer, at_least: usize) -> Result<()> {
         self.dir.check()?;
         let base = w.active.base_offset;
-        let fresh = Arc::new(Segment::create(
-            &self.dir,
-            &self.path,
-            base,
-            self.sizes_for(at_least),
-        )?);
+        let fresh = match Segment::create(&self.dir, &self.path, base, self.sizes_for(at_least)) {
+            Ok(segment) => Arc::new(segment),
+            Err(error) => {
+                // Creating truncates the old segment's files, which its mappings still
+                // cover (allocated as they were): a store through them would fault. The
+                // directory goes offline, so no append reaches that segment again; the
+                // next open finds at most an empty segment at this base.
+                self.dir.poison();
+                return Err(error);
+            }
+        };
         self.segments.write().insert(base, Arc::clone(&fresh));
         w.active = fresh;
         w.requested_ahead = 0;
