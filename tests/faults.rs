@@ -1118,3 +1118,62 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
         }
     }
 }
+
+/// A full disk met while an append's index entry needs the index file to grow (past its
+/// first 64 KiB here) fails the append before its batch goes in: the log end is unchanged
+/// (the entry's room is allocated first). It used to fail after the batch was published,
+/// so the caller saw an error for a batch in the log and a retry wrote it twice.
+#[test]
+fn a_full_disk_while_an_index_grows_leaves_the_log_end() {
+    // Offset-index entries are 8 bytes, one for every batch after the first: entry 8193
+    // is the first past 64 KiB.
+    const GROWS_AT: usize = 8193;
+    let setup = |root: &Path, fs: &FaultStorage| {
+        let log = Log::builder()
+            .dir(root)
+            .storage(fs.shared())
+            .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+            .open()
+            .unwrap();
+        let config = TopicConfig::default()
+            .segment_bytes(64 << 20)
+            .index_interval_bytes(0)
+            .fsync(FsyncPolicy::None);
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        for i in 0..GROWS_AT {
+            partition.append_values([format!("{i}")]).unwrap();
+        }
+        (log, partition)
+    };
+    // The append's allocations: where a real disk reports ENOSPC (stores into allocated
+    // pages of a mapping cannot fail for want of space).
+    let allocations: Vec<u64> = {
+        let root = tempfile::tempdir().unwrap();
+        let fs = FaultStorage::new(OsStorage::shared());
+        let (log, partition) = setup(root.path(), &fs);
+        let before = fs.ops();
+        partition.append_values(["grows"]).unwrap();
+        log.simulate_crash();
+        fs.op_log()
+            .into_iter()
+            .filter(|&(n, kind)| n > before && kind == OpKind::Resize)
+            .map(|(n, _)| n - before)
+            .collect()
+    };
+    assert!(!allocations.is_empty(), "the append grows the index");
+    for k in allocations {
+        let root = tempfile::tempdir().unwrap();
+        let fs = FaultStorage::new(OsStorage::shared());
+        let (log, partition) = setup(root.path(), &fs);
+        let end = partition.log_end_offset();
+        fs.fail_at(fs.ops() + k, FaultKind::NoSpace, false);
+        let appended = partition.append_values(["grows"]);
+        fs.heal();
+        match appended {
+            Ok(info) => assert_eq!(info.base_offset, end, "call {k}"),
+            Err(error) => assert_eq!(partition.log_end_offset(), end, "call {k}: {error}"),
+        }
+        partition.append_values(["after"]).unwrap();
+        log.simulate_crash();
+    }
+}

@@ -494,6 +494,9 @@ impl ReplicaLog {
         if end > w.active.allocated() {
             w.active.allocate_to(end, chunk)?;
         }
+        // Index entries are pushed after the batch is in the log: their room is taken now.
+        w.active.index.reserve_entry()?;
+        w.active.time_index.reserve_entry()?;
         self.grow_ahead(&mut w, end, chunk);
         let base_offset = w.next_offset;
         let epoch = match stamp {

@@ -211,16 +211,36 @@ impl Index {
         if new_end > self.map.capacity() {
             unreachable!("push to a full index");
         }
+        self.allocate_for(file.as_ref(), new_end)?;
+        file.write_mapped(&self.map, end, entry)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.map.publish(new_end);
+        Ok(())
+    }
+
+    /// Allocates room for one more entry (when the index has room for it), so that the
+    /// push after a batch is written cannot fail for want of disk space: a full disk
+    /// answers before the batch goes in, with the log end unchanged.
+    pub(crate) fn reserve_entry(&self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let new_end = self.map.published() + self.kind.entry_size();
+        if new_end > self.map.capacity() {
+            return Ok(());
+        }
+        self.allocate_for(file.as_ref(), new_end)
+    }
+
+    /// Grows the file (a chunk at a time) to hold `end` bytes of entries.
+    fn allocate_for(&self, file: &dyn StorageFile, end: usize) -> Result<()> {
         let allocated = self.allocated.load(Ordering::Relaxed);
-        if new_end > allocated {
-            let grown = chunk_len(new_end, self.map.capacity()).max(allocated);
+        if end > allocated {
+            let grown = chunk_len(end, self.map.capacity()).max(allocated);
             file.allocate(grown as u64)
                 .map_err(|e| Error::io("allocate", &self.path, e))?;
             self.allocated.store(grown, Ordering::Relaxed);
         }
-        file.write_mapped(&self.map, end, entry)
-            .map_err(|e| Error::io("write", &self.path, e))?;
-        self.map.publish(new_end);
         Ok(())
     }
 
