@@ -651,14 +651,16 @@ impl ReplicaLog {
             self.sync_segment_files(&old)?;
             self.dir.sync_dir(&self.path)?;
             self.note_synced(old.base_offset, new_base);
-        } else {
-            // The next sync syncs it (see `sync_active`).
-            self.sealed_unsynced.lock().insert(old.base_offset);
         }
         {
             let mut segments = self.segments.write();
             segments.insert(old.base_offset, sealed);
             segments.insert(new_base, Arc::clone(&fresh));
+        }
+        if !durable {
+            // The next sync syncs it (see `sync_active`). Queued after the map shows it
+            // sealed: a sync that takes the queue then finds it there, not still active.
+            self.sealed_unsynced.lock().insert(old.base_offset);
         }
         w.active = fresh;
         w.requested_ahead = 0;
