@@ -3692,10 +3692,20 @@ impl Partition {
         let appended = self.topic.log.appended();
         // A replicated partition's readers are woken again when its high watermark moves
         // (the replica set's visible hook).
-        self.set.append(batch, acks_all, |info| {
+        let result = self.set.append(batch, acks_all, |info| {
             appended.notify();
             on_appended(info);
-        })
+        });
+        match result {
+            // The topic was deleted while the append ran (its replicas retired under it):
+            // the deletion is the answer, not a closed log.
+            Err(Error::Closed) if self.is_deleted() && self.topic.log.check_open().is_ok() => {
+                Err(Error::UnknownTopic {
+                    topic: self.topic.state.name.clone(),
+                })
+            }
+            other => other,
+        }
     }
 
     /// Returns once every offset below `offset` (at most the log end) is durable,

@@ -227,3 +227,35 @@ fn reads_racing_truncations_never_report_damage() {
     });
     log.close().unwrap();
 }
+
+/// An append racing its topic's deletion answers `UnknownTopic` (Kafka's
+/// `UNKNOWN_TOPIC_OR_PARTITION`), as `Partition::append` documents, not `Closed`: one that
+/// passed the deleted check just before `delete_topic` reached the writer after the
+/// deletion closed it, though the log was open. Many rounds: the window is narrow.
+#[test]
+fn an_append_racing_its_topics_deletion_answers_unknown_topic() {
+    for round in 0..100 {
+        let log = Log::temp().unwrap();
+        let partition = log.create_topic("t", None).unwrap().partition(0).unwrap();
+        let failure = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                for i in 0..1_000_000u64 {
+                    if let Err(error) = partition.append_values([i.to_be_bytes()]) {
+                        return Some(error);
+                    }
+                }
+                None
+            });
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            log.delete_topic("t").unwrap();
+            writer.join().unwrap()
+        });
+        if let Some(error) = failure {
+            assert!(
+                matches!(error, Error::UnknownTopic { .. }),
+                "round {round}: {error:?}"
+            );
+        }
+        log.close().unwrap();
+    }
+}
