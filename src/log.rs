@@ -1089,20 +1089,26 @@ fn is_listable_dir(dir: &StorageDir, path: &Path) -> Result<bool> {
     }
 }
 
-/// Removes partition directories of directory `index` that its own `meta` (`own`, older)
-/// placed there and the current `meta` no longer does: replicas of topics deleted while the
-/// directory was offline. Without that evidence nothing is removed (an orphan of a creation
-/// that crashed before its `meta`, or a `meta` that may be stale, is left alone); set-aside
-/// `.damaged` copies and anything that is not a partition directory stay.
+/// Removes partition directories of directory `index` that the current `meta` does not
+/// place there and that either its own `meta` (`own`, older) placed there (replicas of
+/// topics deleted while the directory was offline) or belong to a topic the current one
+/// names as being deleted (a deletion cut short). Without that evidence nothing is removed
+/// (an orphan of a creation that crashed before its `meta` is left alone); set-aside
+/// `.damaged` copies and anything that is not a partition directory stay. The caller
+/// checked that every directory's `meta` was readable (else the one in hand may be older
+/// than one that places them).
 fn remove_stray_partitions(
     dir: &StorageDir,
     index: usize,
     current: &Meta,
     own: Option<&Meta>,
 ) -> Result<()> {
-    let Some(own) = own.filter(|own| own.generation < current.generation) else {
+    let own = own.filter(|own| own.generation < current.generation);
+    let deleted =
+        |topic: &str| current.deleting.contains(topic) && !current.topics.contains_key(topic);
+    if own.is_none() && current.deleting.is_empty() {
         return Ok(());
-    };
+    }
     let placed = |meta: &Meta, topic: &str, partition: usize| {
         meta.topics
             .get(topic)
@@ -1121,8 +1127,9 @@ fn remove_stray_partitions(
             continue;
         };
         let path = dir.path().join(name);
+        let stray = own.is_some_and(|own| placed(own, topic, number)) || deleted(topic);
         if number.to_string() != partition
-            || !placed(own, topic, number)
+            || !stray
             || placed(current, topic, number)
             || !is_listable_dir(dir, &path)?
         {
@@ -1162,7 +1169,9 @@ fn tidy_dir(
     // Strays only when every directory opened with a readable `meta`: otherwise the
     // `meta` in hand may be older than one that places them.
     let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
-    let own = own.filter(|_| every_meta_readable);
+    if !every_meta_readable {
+        return Ok(());
+    }
     remove_stray_partitions(dir, index, meta, own.as_ref())
 }
 
@@ -2103,6 +2112,8 @@ impl Log {
         let mut meta = self.inner.state.read().meta.clone();
         meta.generation += 1;
         meta.topics.insert(name.to_owned(), state.meta.clone());
+        // An earlier deletion's leftovers, if any, went with `ReplicaLog::create`.
+        meta.deleting.remove(name);
         if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
             return Err(error);
@@ -2283,6 +2294,8 @@ impl Log {
         if offsets {
             meta.forgotten.insert(name.to_owned());
         }
+        // Until its directories are gone: a deletion cut short is finished by the open.
+        meta.deleting.insert(name.to_owned());
         self.write_meta(&meta)?;
         state.deleted.store(true, Ordering::Release);
         state.changes.fetch_add(1, Ordering::Release);
@@ -2332,6 +2345,13 @@ impl Log {
             storage
                 .remove_dir_all(&doomed)
                 .map_err(|e| Error::io("remove", &doomed, e))?;
+        }
+        // Done (an offline directory's replicas go when it returns, as strays): the next
+        // `meta` written need not name it. Not if the name was taken again meanwhile.
+        let _meta = self.inner.meta_lock.lock();
+        let mut guard = self.inner.state.write();
+        if !guard.meta.topics.contains_key(name) {
+            guard.meta.deleting.remove(name);
         }
         Ok(())
     }

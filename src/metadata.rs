@@ -121,6 +121,10 @@ pub(crate) struct Meta {
     /// Deleted topics whose committed offsets may still be in `__consumer_offsets` without
     /// their tombstones: no topic of these names is created until they are written.
     pub forgotten: std::collections::BTreeSet<String>,
+    /// Deleted topics whose partition directories may still be on disk (a deletion cut
+    /// short by a crash or an error after this `meta` was written): the open removes
+    /// them. Dropped by the next write once the deletion finished.
+    pub deleting: std::collections::BTreeSet<String>,
 }
 
 /// A `meta` generation offered to a directory, and the run that offered it.
@@ -226,6 +230,9 @@ impl Meta {
         for name in &self.forgotten {
             let _ = writeln!(out, "forgotten {name}");
         }
+        for name in &self.deleting {
+            let _ = writeln!(out, "deleting {name}");
+        }
         out
     }
 
@@ -283,15 +290,20 @@ impl Meta {
                     let (name, topic) = decode_topic(words, meta.dir_count).map_err(bad)?;
                     meta.topics.insert(name, topic);
                 }
-                Some("forgotten") => {
+                Some(kind @ ("forgotten" | "deleting")) => {
+                    let (what, names) = if kind == "forgotten" {
+                        ("meta forgotten topic", &mut meta.forgotten)
+                    } else {
+                        ("meta deleting topic", &mut meta.deleting)
+                    };
                     let name = words
                         .next()
                         .filter(|name| validate_topic_name(name).is_ok())
-                        .ok_or_else(|| bad("meta forgotten topic"))?;
+                        .ok_or_else(|| bad(what))?;
                     if words.next().is_some() {
-                        return Err(bad("meta forgotten topic"));
+                        return Err(bad(what));
                     }
-                    meta.forgotten.insert(name.to_owned());
+                    names.insert(name.to_owned());
                 }
                 _ if line.is_empty() => {}
                 _ => return Err(bad("meta line")),
@@ -632,6 +644,7 @@ mod tests {
         };
         meta.forgotten.insert("gone".into());
         meta.forgotten.insert("gone.too".into());
+        meta.deleting.insert("going".into());
         meta.topics.insert(
             "t".into(),
             TopicMeta {

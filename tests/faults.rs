@@ -1177,3 +1177,59 @@ fn a_full_disk_while_an_index_grows_leaves_the_log_end() {
         log.simulate_crash();
     }
 }
+
+/// `delete_topic` cut short at any storage call (a crash: from that call on nothing
+/// reaches the disk) is all or nothing after the reopen: the topic is there with its
+/// records, or it is gone with its partition directories. `meta` written without the
+/// topic names it as being deleted, and the open finishes the removal; before, the
+/// directories stayed for good (the open removes only what a directory's older `meta`
+/// placed), holding data the application had deleted.
+#[test]
+fn a_topic_deletion_cut_short_is_all_or_nothing_after_a_reopen() {
+    for k in 1..=60u64 {
+        let root = tempfile::tempdir().unwrap();
+        let fs = FaultStorage::new(OsStorage::shared());
+        let log = Log::builder()
+            .dir(root.path())
+            .storage(fs.shared())
+            .background_maintenance(false)
+            .open()
+            .unwrap();
+        let topic = log
+            .create_topic("t", TopicConfig::default().partitions(2))
+            .unwrap();
+        topic
+            .partition(0)
+            .unwrap()
+            .append_values(["a", "b"])
+            .unwrap();
+        drop(topic);
+        log.flush().unwrap();
+        fs.fail_at(fs.ops() + k, FaultKind::Eio, true);
+        let deleted = log.delete_topic("t");
+        let injected = fs.injected() > 0;
+        log.simulate_crash();
+        let log = Log::open(root.path()).unwrap();
+        let left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("t-"))
+            .collect();
+        if log.topics().iter().any(|name| name == "t") {
+            let p = log.topic("t").unwrap().partition(0).unwrap();
+            assert_eq!(p.log_end_offset(), 2, "k={k}");
+        } else {
+            assert!(
+                left.is_empty(),
+                "k={k}: `t` is gone ({deleted:?}), {left:?} stayed"
+            );
+            // The name is free again, and its new partitions start empty.
+            let topic = log.create_topic("t", None).unwrap();
+            assert_eq!(topic.partition(0).unwrap().log_end_offset(), 0, "k={k}");
+        }
+        log.close().unwrap();
+        if !injected {
+            break;
+        }
+    }
+}
