@@ -297,8 +297,9 @@ impl LogBuilder {
             .map(|d| canonical_dir(d))
             .collect::<Result<_>>()?;
         check_dirs(&canonical)?;
+        let existed: Vec<bool> = self.dirs.iter().map(|d| self.storage.exists(d)).collect();
         let (dirs, offline) = self.open_dirs()?;
-        let (meta, lineage) = load_meta(&dirs)?;
+        let (meta, lineage) = load_meta(&dirs).inspect_err(|_| self.undo_created(&existed))?;
         let prefaulter = self.start_prefaulter()?;
         let mut report = RecoveryReport {
             offline_dirs: offline,
@@ -466,6 +467,17 @@ impl LogBuilder {
     /// Opens (and locks) every storage directory. With several, one that cannot be opened
     /// is offline — returned with its error — and the others carry on; a lock held elsewhere
     /// is never skipped, and at least one directory must open.
+    /// After a refused open: removes the directories it created (`existed` false; their
+    /// lock file and marker only), so that the refusal leaves no trace. Their locks were
+    /// taken by `open_dirs`; flock locks do not keep a directory from being removed.
+    fn undo_created(&self, existed: &[bool]) {
+        for (path, existed) in self.dirs.iter().zip(existed) {
+            if !existed {
+                let _ = self.storage.remove_dir_all(path);
+            }
+        }
+    }
+
     fn open_dirs(&self) -> Result<(Vec<Arc<StorageDir>>, Vec<OfflineDir>)> {
         let mut dirs = Vec::with_capacity(self.dirs.len());
         let mut offline = Vec::new();

@@ -208,6 +208,46 @@ fn far_apart_batch_timestamps_roll_the_segment() {
     log.close().unwrap();
 }
 
+/// An open refused for its directory list (one added, or the order changed) creates
+/// nothing: the directories are checked against the recorded layout after they are
+/// opened, and one the open created (its lock file and marker) went unremoved.
+#[test]
+fn an_open_refused_for_its_directory_list_creates_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, extra) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("extra"),
+    );
+    let log = Log::builder().dirs([&a, &b]).open().unwrap();
+    log.create_topic("t", None).unwrap();
+    log.close().unwrap();
+    let before = files(root.path());
+    for dirs in [vec![&a, &b, &extra], vec![&extra, &a, &b]] {
+        let error = Log::builder().dirs(dirs).open().unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidConfig { field: "dirs", .. }),
+            "{error}"
+        );
+        assert!(
+            !extra.exists(),
+            "a refused open created {}",
+            extra.display()
+        );
+    }
+    assert_eq!(
+        files(root.path()),
+        before,
+        "a refused open changed the disk"
+    );
+    Log::builder()
+        .dirs([&a, &b])
+        .open()
+        .unwrap()
+        .close()
+        .unwrap();
+}
+
 fn attributes(batch: &[u8], value: i16) -> Vec<u8> {
     patched(batch, ATTRIBUTES_OFFSET, &value.to_be_bytes())
 }
