@@ -208,8 +208,8 @@ impl LogBuilder {
 
     /// How long the committed offsets of a group without members are kept after its last
     /// commit or after it became empty (Kafka's `offsets.retention.minutes`), and those of
-    /// topics a Stable group no longer subscribes to after their commit (KIP-496). Default 10080
-    /// (7 days); allowed 1..=1000000000. Expiry runs every 10 minutes of commits and at
+    /// topics a Stable group no longer subscribes to after their commit (KIP-496). Default
+    /// 10080 (7 days); allowed 1..=1000000000. Expiry runs every 10 minutes of commits and at
     /// [`Log::maintain`].
     #[must_use]
     pub fn offsets_retention_minutes(mut self, minutes: u64) -> Self {
@@ -464,9 +464,6 @@ impl LogBuilder {
         )
     }
 
-    /// Opens (and locks) every storage directory. With several, one that cannot be opened
-    /// is offline — returned with its error — and the others carry on; a lock held elsewhere
-    /// is never skipped, and at least one directory must open.
     /// After a refused open: removes the directories it created (`existed` false; their
     /// lock file and marker only), so that the refusal leaves no trace. Their locks were
     /// taken by `open_dirs`; flock locks do not keep a directory from being removed.
@@ -478,6 +475,9 @@ impl LogBuilder {
         }
     }
 
+    /// Opens (and locks) every storage directory. With several, one that cannot be opened
+    /// is offline — returned with its error — and the others carry on; a lock held elsewhere
+    /// is never skipped, and at least one directory must open.
     fn open_dirs(&self) -> Result<(Vec<Arc<StorageDir>>, Vec<OfflineDir>)> {
         let mut dirs = Vec::with_capacity(self.dirs.len());
         let mut offline = Vec::new();
@@ -1180,10 +1180,10 @@ fn tidy_dir(
     }
     // Strays only when every directory opened with a readable `meta`: otherwise the
     // `meta` in hand may be older than one that places them.
-    let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
     if !every_meta_readable {
         return Ok(());
     }
+    let own = metadata::read_meta(dir).ok().flatten().map(|(own, _)| own);
     remove_stray_partitions(dir, index, meta, own.as_ref())
 }
 

@@ -103,8 +103,8 @@ pub struct ConsumerConfig {
     /// Assignors in preference order (`partition.assignment.strategy`); of those every
     /// member has, each member votes for its first and the group uses the most voted (a
     /// tie: the leader's order), as Kafka's `selectProtocol` (a consumer with none in
-    /// common with the group is refused with `InconsistentGroupProtocol`). Default range, then
-    /// cooperative-sticky. As in Kafka, a consumer rebalances incrementally (keeping the
+    /// common with the group is refused with `InconsistentGroupProtocol`). Default range,
+    /// then cooperative-sticky. As in Kafka, a consumer rebalances incrementally (keeping the
     /// partitions that do not move) only when every assignor it lists is cooperative, e.g.
     /// `vec![Arc::new(CooperativeStickyAssignor)]`; otherwise it gives up all its
     /// partitions at each rebalance.
