@@ -299,7 +299,7 @@ impl LogBuilder {
         check_dirs(&canonical)?;
         let existed: Vec<bool> = self.dirs.iter().map(|d| self.storage.exists(d)).collect();
         let (dirs, offline) = self.open_dirs()?;
-        let (meta, lineage) = load_meta(&dirs).inspect_err(|_| self.undo_created(&existed))?;
+        let (mut meta, lineage) = load_meta(&dirs).inspect_err(|_| self.undo_created(&existed))?;
         let prefaulter = self.start_prefaulter()?;
         let mut report = RecoveryReport {
             offline_dirs: offline,
@@ -318,6 +318,7 @@ impl LogBuilder {
             set_options,
             &mut report,
         )?;
+        finish_deletions(&dirs, &mut meta);
         let meta_slots = (0..dirs.len()).map(|_| Arc::default()).collect();
         let inner = Arc::new(Inner {
             dir_count: dirs.len(),
@@ -468,8 +469,16 @@ impl LogBuilder {
     /// lock file and marker only), so that the refusal leaves no trace. Their locks were
     /// taken by `open_dirs`; flock locks do not keep a directory from being removed.
     fn undo_created(&self, existed: &[bool]) {
+        let own = |name: &String| name == "LOCK" || name == crate::storage::SYNC_OK;
         for (path, existed) in self.dirs.iter().zip(existed) {
-            if !existed {
+            // Only a directory holding nothing but what the open put there (`exists` may
+            // have failed on one that was there).
+            let created = !existed
+                && self
+                    .storage
+                    .list_dir(path)
+                    .is_ok_and(|names| names.iter().all(own));
+            if created {
                 let _ = self.storage.remove_dir_all(path);
             }
         }
@@ -688,6 +697,17 @@ struct RestoringGuard<'a>(&'a Inner);
 impl Drop for RestoringGuard<'_> {
     fn drop(&mut self) {
         self.0.restoring.lock().clear();
+    }
+}
+
+/// After the open tidied every directory: when each was online with a readable `meta`,
+/// deletions cut short are finished, and the next `meta` written need not name them.
+fn finish_deletions(dirs: &[Arc<StorageDir>], meta: &mut Meta) {
+    if dirs
+        .iter()
+        .all(|d| !d.is_poisoned() && metadata::read_meta(d).is_ok())
+    {
+        meta.deleting.clear();
     }
 }
 

@@ -1233,3 +1233,32 @@ fn a_topic_deletion_cut_short_is_all_or_nothing_after_a_reopen() {
         }
     }
 }
+
+/// `deleting` lines do not pile up in `meta`: once a deletion's directories are gone, the
+/// next `meta` written drops its name, in the same run or after the open that finished a
+/// deletion a crash cut short.
+#[test]
+fn finished_deletions_leave_meta() {
+    let root = tempfile::tempdir().unwrap();
+    let names = |root: &Path| {
+        let bytes = std::fs::read(root.join("meta")).unwrap();
+        String::from_utf8_lossy(&bytes[20..])
+            .lines()
+            .filter_map(|line| line.strip_prefix("deleting ").map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let log = Log::open(root.path()).unwrap();
+    log.create_topic("gone", None).unwrap();
+    log.delete_topic("gone").unwrap();
+    assert_eq!(names(root.path()), ["gone"], "written with the deletion");
+    log.create_topic("other", None).unwrap();
+    assert!(names(root.path()).is_empty(), "dropped by the next write");
+    log.create_topic("cut", None).unwrap();
+    log.delete_topic("cut").unwrap();
+    log.simulate_crash();
+    assert_eq!(names(root.path()), ["cut"]);
+    let log = Log::open(root.path()).unwrap();
+    log.create_topic("later", None).unwrap();
+    assert!(names(root.path()).is_empty(), "dropped after the open");
+    log.close().unwrap();
+}
