@@ -994,6 +994,16 @@ fn close_waits_for_an_administrative_call_in_progress() {
     log.close().unwrap();
 }
 
+/// A log in `root` over `fs`, on a manual clock.
+fn manual_clock_log(root: &Path, fs: &FaultStorage) -> Log {
+    Log::builder()
+        .dir(root)
+        .storage(fs.shared())
+        .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+        .open()
+        .unwrap()
+}
+
 /// A sync must not count a sealed segment synced when it could not open its files to
 /// fsync them (no file descriptors left, an I/O error): only a file removed meanwhile (a
 /// truncation) needs nothing. Segment 0 here was sealed by a roll under `None`, so its
@@ -1004,12 +1014,7 @@ fn close_waits_for_an_administrative_call_in_progress() {
 fn a_sync_that_cannot_open_a_sealed_segment_fails() {
     let root = tempfile::tempdir().unwrap();
     let fs = FaultStorage::new(OsStorage::shared());
-    let log = Log::builder()
-        .dir(root.path())
-        .storage(fs.shared())
-        .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
-        .open()
-        .unwrap();
+    let log = manual_clock_log(root.path(), &fs);
     let config = TopicConfig::default()
         .segment_bytes(4096)
         .fsync(FsyncPolicy::None);
@@ -1056,18 +1061,10 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
             .index_interval_bytes(0)
             .fsync(FsyncPolicy::None)
     };
-    let open = |root: &Path, fs: &FaultStorage| {
-        Log::builder()
-            .dir(root)
-            .storage(fs.shared())
-            .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
-            .open()
-            .unwrap()
-    };
     let calls = {
         let root = tempfile::tempdir().unwrap();
         let fs = FaultStorage::new(OsStorage::shared());
-        let log = open(root.path(), &fs);
+        let log = manual_clock_log(root.path(), &fs);
         log.create_topic("t", config(1 << 20)).unwrap();
         let before = fs.ops();
         log.alter_topic_config("t", config(2 << 20)).unwrap();
@@ -1080,7 +1077,7 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
         for kind in [FaultKind::NoSpace, FaultKind::Eio] {
             let root = tempfile::tempdir().unwrap();
             let fs = FaultStorage::new(OsStorage::shared());
-            let log = open(root.path(), &fs);
+            let log = manual_clock_log(root.path(), &fs);
             let partition = log
                 .create_topic("t", config(1 << 20))
                 .unwrap()
@@ -1129,12 +1126,7 @@ fn a_full_disk_while_an_index_grows_leaves_the_log_end() {
     // is the first past 64 KiB.
     const GROWS_AT: usize = 8193;
     let setup = |root: &Path, fs: &FaultStorage| {
-        let log = Log::builder()
-            .dir(root)
-            .storage(fs.shared())
-            .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
-            .open()
-            .unwrap();
+        let log = manual_clock_log(root, fs);
         let config = TopicConfig::default()
             .segment_bytes(64 << 20)
             .index_interval_bytes(0)
