@@ -1728,7 +1728,9 @@ impl Log {
     /// topic) and returns the previous one. The new config is validated as at creation,
     /// written to `meta` in every online directory, and then applied to every replica:
     /// retention, `segment_bytes` and `segment_ms` (from the next roll on; an empty active
-    /// segment is made again at the new size), the fsync policy (from the next append),
+    /// segment is made again at the new size, or, when that fails, a full disk say, stays
+    /// at its old size as a non-empty one does; with several directories the failing one
+    /// goes offline, as at an append), the fsync policy (from the next append),
     /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
     /// election; turned on, it elects a leader at once for a partition offline waiting for
     /// its last in-sync replica, as Kafka's controller does), `max_message_bytes`,

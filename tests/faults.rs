@@ -1048,20 +1048,22 @@ fn a_sync_that_cannot_open_a_sealed_segment_fails() {
 }
 
 /// `alter_topic_config` of `segment_bytes` makes a partition's empty active segment again
-/// at the new size, truncating its files, which the old segment's mappings still cover. A
-/// failure at any storage call of it (a full disk, an I/O error) must not leave the
-/// partition taking appends into an index or log whose file was cut under its mapping (the
-/// next index entry was a store into an unbacked page: SIGBUS): the directory goes offline
-/// instead, and the log reopens whole.
+/// at the new size, in new files renamed over the old ones (cutting the old files, which
+/// the old segment's mappings still cover, made the next index entry a store into an
+/// unbacked page: SIGBUS). A failure at any storage call of it (a full disk, an I/O error)
+/// before the renames leaves the old segment active and whole: the partition keeps taking
+/// appends (with one directory, nothing goes offline) and the new size applies from the
+/// next segment. Only a failure between the renames (some files new, some old) takes the
+/// directory offline. Either way the log reopens whole.
 #[test]
-fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
+fn a_failed_resize_of_the_empty_active_segment_leaves_the_old_one_whole() {
     let config = |segment_bytes: u64| {
         TopicConfig::default()
             .segment_bytes(segment_bytes)
             .index_interval_bytes(0)
             .fsync(FsyncPolicy::None)
     };
-    let calls = {
+    let (calls, meta_written, remake_renames) = {
         let root = tempfile::tempdir().unwrap();
         let fs = FaultStorage::new(OsStorage::shared());
         let log = manual_clock_log(root.path(), &fs);
@@ -1069,10 +1071,27 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
         let before = fs.ops();
         log.alter_topic_config("t", config(2 << 20)).unwrap();
         let calls = fs.ops() - before;
+        // The segment's three renames are the call's last ones (`meta` is renamed first).
+        let renames: Vec<u64> = fs
+            .op_log()
+            .into_iter()
+            .filter(|&(n, kind)| n > before && kind == OpKind::Rename)
+            .map(|(n, _)| n - before)
+            .collect();
+        assert!(
+            renames.len() >= 4,
+            "meta and the segment's three files: {renames:?}"
+        );
+        // `meta`'s rename is followed by the directory's sync.
+        let meta_synced = renames[renames.len() - 4] + 1;
+        assert_eq!(
+            fs.op_log()[(before + meta_synced - 1) as usize].1,
+            OpKind::Sync
+        );
         log.simulate_crash();
-        calls
+        (calls, meta_synced, renames[renames.len() - 3..].to_vec())
     };
-    assert!(calls > 4, "the meta write, then the segment's files");
+    let mut kept = 0;
     for k in 1..=calls {
         for kind in [FaultKind::NoSpace, FaultKind::Eio] {
             let root = tempfile::tempdir().unwrap();
@@ -1083,10 +1102,26 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
                 .unwrap()
                 .partition(0)
                 .unwrap();
-            fs.fail_at(fs.ops() + k, kind, false);
+            let start = fs.ops();
+            fs.fail_at(start + k, kind, false);
             let altered = log.alter_topic_config("t", config(2 << 20));
             fs.heal();
-            if partition.append_values([&b"first"[..]]).is_ok() {
+            let appended = partition.append_values([&b"first"[..]]);
+            if k > meta_written {
+                // The config change itself was recorded before the segment was made again.
+                assert!(altered.is_ok(), "call {k} ({kind:?}): {altered:?}");
+                let between_renames = remake_renames[1..].contains(&k);
+                assert_eq!(
+                    appended.is_ok(),
+                    !between_renames,
+                    "call {k} ({kind:?}): only a failure between the renames takes the \
+                     directory offline, but the append answered {appended:?}"
+                );
+                if k <= remake_renames[0] {
+                    kept += 1;
+                }
+            }
+            if appended.is_ok() {
                 for name in [
                     "00000000000000000000.index",
                     "00000000000000000000.timeindex",
@@ -1110,10 +1145,20 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_no_unbacked_mapping() {
             let log = Log::open(root.path()).unwrap();
             let partition = log.topic("t").unwrap().partition(0).unwrap();
             assert_eq!(partition.log_end_offset(), written, "call {k} ({kind:?})");
+            let leftovers: Vec<_> = std::fs::read_dir(partition.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| Path::new(n).extension().is_some_and(|e| e == "tmp"))
+                .collect();
+            assert!(leftovers.is_empty(), "call {k} ({kind:?}): {leftovers:?}");
             partition.append_values([&b"after"[..]]).unwrap();
             log.close().unwrap();
         }
     }
+    assert!(
+        kept >= 2 * 7,
+        "the files' resizes and writes, then the first rename"
+    );
 }
 
 /// A full disk met while an append's index entry needs the index file to grow (past its

@@ -157,7 +157,9 @@ impl ReplicaLog {
     /// Replaces the config (`alter_topic_config`): appends, rolls, syncs and retention use
     /// the new values from their next decision on. A non-empty active segment keeps its
     /// mapping, so a larger `segment_bytes` applies from the next segment; an empty one is
-    /// made again at the new size.
+    /// made again at the new size. When that fails (a full disk, say) the empty segment
+    /// stays active at its old size, as a non-empty one would, and the error is returned
+    /// (the new config is in place either way).
     pub(crate) fn set_config(&self, config: TopicConfig) -> Result<()> {
         let mut w = self.writer.lock();
         let resize =
@@ -214,22 +216,20 @@ impl ReplicaLog {
     }
 
     /// Makes the empty active segment again at the current `segment_bytes` (at least
-    /// `at_least` bytes). Nothing was published in it, so no reader holds its bytes; a
-    /// prefault still running on the old mapping gets `EFAULT`, not `SIGBUS`.
+    /// `at_least` bytes), in new files renamed over the old ones, which stay whole under the
+    /// old segment's mappings (a prefault still running there finds its pages backed). A
+    /// failure before the renames leaves the old segment active and whole, for the caller
+    /// to go on with; one between them takes the directory offline
+    /// ([`Segment::create_replacing`]).
     fn remake_empty_active(&self, w: &mut Writer, at_least: usize) -> Result<()> {
         self.dir.check()?;
         let base = w.active.base_offset;
-        let fresh = match Segment::create(&self.dir, &self.path, base, self.sizes_for(at_least)) {
-            Ok(segment) => Arc::new(segment),
-            Err(error) => {
-                // Creating truncates the old segment's files, which its mappings still
-                // cover (allocated as they were): a store through them would fault. The
-                // directory goes offline, so no append reaches that segment again; the
-                // next open finds at most an empty segment at this base.
-                self.dir.poison();
-                return Err(error);
-            }
-        };
+        let fresh = Arc::new(Segment::create_replacing(
+            &self.dir,
+            &self.path,
+            base,
+            self.sizes_for(at_least),
+        )?);
         self.segments.write().insert(base, Arc::clone(&fresh));
         w.active = fresh;
         w.requested_ahead = 0;

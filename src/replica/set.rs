@@ -1149,7 +1149,8 @@ impl ReplicaSet {
 
     /// Applies a changed topic config (`alter_topic_config`) to the set and every present
     /// replica, in step with appends. A replica that fails (re-making its empty active
-    /// segment) is handled as at an append: its directory goes offline.
+    /// segment) is handled as at an append: with several directories its directory goes
+    /// offline; with one the segment stays active at its old size.
     pub(crate) fn set_config(&self, config: &TopicConfig) {
         let _order = self.order.lock();
         self.min_insync_replicas

@@ -186,6 +186,11 @@ impl Index {
         &self.path
     }
 
+    /// Records the path the file was renamed to.
+    pub(crate) fn renamed(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Entries published so far.
     pub(crate) fn entries(&self) -> usize {
         self.map.published() / self.kind.entry_size()

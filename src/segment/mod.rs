@@ -105,6 +105,60 @@ impl Segment {
         Self::active(base_offset, log_path, file, 0, index, time_index, sizes)
     }
 
+    /// Makes a new, empty, active segment at `base_offset` in place of the empty one there
+    /// (other sizes). The new files are built under `.tmp` names and renamed over the old
+    /// ones: the old segment's mappings stay backed (a file renamed over lives on while
+    /// mapped, where one cut to length 0 would turn a store through them into SIGBUS). On a
+    /// failure before the first rename nothing changed (the `.tmp` files are removed, or
+    /// the next open removes them). One after it leaves the old segment writing into files
+    /// no longer in the directory: the directory goes offline.
+    pub(crate) fn create_replacing(
+        dir: &StorageDir,
+        partition_dir: &Path,
+        base_offset: u64,
+        sizes: SegmentSizes,
+    ) -> Result<Segment> {
+        let storage = dir.storage();
+        let finals = Self::paths(partition_dir, base_offset);
+        let temps = finals.clone().map(|path| {
+            let mut name = path.into_os_string();
+            name.push(".tmp");
+            PathBuf::from(name)
+        });
+        let remove_temps = || {
+            for temp in &temps {
+                if storage.exists(temp) {
+                    let _ = storage.remove_file(temp);
+                }
+            }
+        };
+        let [log_temp, index_temp, time_temp] = temps.clone();
+        let made = (|| {
+            let file = storage
+                .open(&log_temp, OpenMode::Truncate)
+                .map_err(|e| Error::io("create", &log_temp, e))?;
+            let index = Index::create(dir, index_temp, IndexKind::Offset, sizes.index_bytes)?;
+            let time_index = Index::create(dir, time_temp, IndexKind::Time, sizes.index_bytes)?;
+            Self::active(base_offset, log_temp, file, 0, index, time_index, sizes)
+        })();
+        let mut segment = made.inspect_err(|_| remove_temps())?;
+        for (i, (temp, path)) in temps.iter().zip(&finals).enumerate() {
+            if let Err(e) = storage.rename(temp, path) {
+                if i == 0 {
+                    remove_temps();
+                } else {
+                    dir.poison();
+                }
+                return Err(Error::io("rename", temp, e));
+            }
+        }
+        let [log_path, index_path, time_path] = finals;
+        segment.log_path = log_path;
+        segment.index.renamed(index_path);
+        segment.time_index.renamed(time_path);
+        Ok(segment)
+    }
+
     /// Opens the log of an active segment whose first `valid_len` bytes are valid, with
     /// its indexes rewritten from `offset_entries` / `time_entries`.
     pub(crate) fn reopen_active(
