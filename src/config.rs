@@ -134,6 +134,15 @@ pub struct TopicConfig {
     pub max_message_bytes: u64,
     /// Whose timestamp a record keeps (`message.timestamp.type`). Default `CreateTime`.
     pub timestamp_type: TimestampType,
+    /// Under `CreateTime`, an append refuses a record whose timestamp is more than this
+    /// many ms before the log's clock (`message.timestamp.before.max.ms`, KIP-937), with
+    /// [`Error::InvalidTimestamp`]. Default 2^63-1 (no limit); allowed 0..=2^63-1.
+    pub timestamp_before_max_ms: i64,
+    /// Under `CreateTime`, an append refuses a record whose timestamp is more than this
+    /// many ms after the log's clock (`message.timestamp.after.max.ms`). Default 2^63-1
+    /// (no limit, as Kafka before 4.0, whose default `linger_ms` of 0 tarnlog keeps too;
+    /// Kafka 4.0 lowered it to one hour); allowed 0..=2^63-1.
+    pub timestamp_after_max_ms: i64,
     /// When appends are synced (`flush.messages` / `flush.ms`, and group commit).
     /// Default `None`.
     pub fsync: FsyncPolicy,
@@ -184,6 +193,8 @@ impl Default for TopicConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
             fsync: FsyncPolicy::None,
             replication_factor: 1,
             min_insync_replicas: 1,
@@ -240,6 +251,14 @@ impl TopicConfig {
     setter!(
         /// Sets `timestamp_type`.
         timestamp_type: TimestampType
+    );
+    setter!(
+        /// Sets `timestamp_before_max_ms`.
+        timestamp_before_max_ms: i64
+    );
+    setter!(
+        /// Sets `timestamp_after_max_ms`.
+        timestamp_after_max_ms: i64
     );
     setter!(
         /// Sets `fsync`.
@@ -313,6 +332,8 @@ impl TopicConfig {
         )?;
         signed_range("retention_ms", self.retention_ms)?;
         signed_range("retention_bytes", self.retention_bytes)?;
+        at_least("timestamp_before_max_ms", self.timestamp_before_max_ms, 0)?;
+        at_least("timestamp_after_max_ms", self.timestamp_after_max_ms, 0)?;
         at_least("delete_retention_ms", self.delete_retention_ms, 0)?;
         at_least("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)?;
         at_least("max_compaction_lag_ms", self.max_compaction_lag_ms, 1)?;
@@ -328,6 +349,20 @@ impl TopicConfig {
             FsyncPolicy::IntervalMs(m) => range("fsync.interval_ms", m, 1, i64::MAX as u64),
             FsyncPolicy::None | FsyncPolicy::EveryBatch => Ok(()),
         }
+    }
+
+    /// The limits `timestamp_before_max_ms` and `timestamp_after_max_ms` put on an
+    /// appended record's timestamp; `None` when they cannot refuse one (`LogAppendTime`,
+    /// or neither limited), so that appends need not read the records for them.
+    pub(crate) fn timestamp_limits(&self) -> Option<TimestampLimits> {
+        let unlimited =
+            self.timestamp_before_max_ms == i64::MAX && self.timestamp_after_max_ms == i64::MAX;
+        (self.timestamp_type == TimestampType::CreateTime && !unlimited).then_some(
+            TimestampLimits {
+                before_max_ms: self.timestamp_before_max_ms,
+                after_max_ms: self.timestamp_after_max_ms,
+            },
+        )
     }
 
     /// The config as `key=value` words, the form kept in the `meta` file.
@@ -346,7 +381,8 @@ impl TopicConfig {
         let _ = write!(
             out,
             "partitions={} segment_bytes={} segment_ms={} segment_index_bytes={} \
-             index_interval_bytes={} max_message_bytes={} timestamp_type={ts} fsync={fsync} \
+             index_interval_bytes={} max_message_bytes={} timestamp_type={ts} \
+             timestamp_before_max_ms={} timestamp_after_max_ms={} fsync={fsync} \
              replication_factor={} min_insync_replicas={} unclean_leader_election={} \
              retention_ms={} retention_bytes={} cleanup_policy={} delete_retention_ms={} \
              min_compaction_lag_ms={} max_compaction_lag_ms={} min_cleanable_dirty_ratio={}",
@@ -356,6 +392,8 @@ impl TopicConfig {
             self.segment_index_bytes,
             self.index_interval_bytes,
             self.max_message_bytes,
+            self.timestamp_before_max_ms,
+            self.timestamp_after_max_ms,
             self.replication_factor,
             self.min_insync_replicas,
             self.unclean_leader_election,
@@ -391,6 +429,12 @@ impl TopicConfig {
                         "LogAppendTime" => TimestampType::LogAppendTime,
                         _ => return Err(word.to_owned()),
                     }
+                }
+                "timestamp_before_max_ms" => {
+                    config.timestamp_before_max_ms = value.parse().map_err(|_| word.to_owned())?;
+                }
+                "timestamp_after_max_ms" => {
+                    config.timestamp_after_max_ms = value.parse().map_err(|_| word.to_owned())?;
                 }
                 "fsync" => config.fsync = parse_fsync(value).ok_or_else(|| word.to_owned())?,
                 "replication_factor" => {
@@ -434,6 +478,33 @@ impl TopicConfig {
             }
         }
         Ok(config)
+    }
+}
+
+/// A topic's `timestamp_before_max_ms` and `timestamp_after_max_ms` (see
+/// [`TopicConfig::timestamp_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimestampLimits {
+    before_max_ms: i64,
+    after_max_ms: i64,
+}
+
+impl TimestampLimits {
+    /// Kafka's `LogValidator.validateTimestamp` for the record at `index` of a batch
+    /// appended when the clock read `now`: a record without a timestamp (-1) passes.
+    pub(crate) fn check(self, timestamp: i64, now: i64, index: usize) -> Result<()> {
+        let earliest = now.saturating_sub(self.before_max_ms);
+        let latest = now.saturating_add(self.after_max_ms);
+        if timestamp == crate::codec::NO_TIMESTAMP || (earliest..=latest).contains(&timestamp) {
+            Ok(())
+        } else {
+            Err(Error::InvalidTimestamp {
+                timestamp,
+                index,
+                earliest,
+                latest,
+            })
+        }
     }
 }
 

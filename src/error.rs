@@ -210,6 +210,26 @@ pub enum Error {
         /// The rule broken.
         reason: String,
     },
+    /// A record's `CreateTime` timestamp lies further from the log's clock than its topic's
+    /// `timestamp_before_max_ms` / `timestamp_after_max_ms` allow (Kafka's
+    /// `InvalidTimestampException`); nothing of its batch is written.
+    #[error(
+        "timestamp {timestamp} (record {index} of its batch) is out of range: \
+         the timestamp should be within [{earliest}, {latest}]"
+    )]
+    InvalidTimestamp {
+        /// The record's timestamp.
+        timestamp: i64,
+        /// The record's position in its batch (0 for the first; 0 too when a producer's
+        /// `send` refused the record before it joined a batch).
+        index: usize,
+        /// The earliest timestamp allowed: the clock at the append less
+        /// `timestamp_before_max_ms`.
+        earliest: i64,
+        /// The latest timestamp allowed: the clock at the append plus
+        /// `timestamp_after_max_ms`.
+        latest: i64,
+    },
     /// The handle's `Log` was closed.
     #[error("the log is closed")]
     Closed,
@@ -442,6 +462,17 @@ impl Error {
             },
             Error::InvalidRecord { reason } => Error::InvalidRecord {
                 reason: reason.clone(),
+            },
+            Error::InvalidTimestamp {
+                timestamp,
+                index,
+                earliest,
+                latest,
+            } => Error::InvalidTimestamp {
+                timestamp: *timestamp,
+                index: *index,
+                earliest: *earliest,
+                latest: *latest,
             },
             Error::Closed => Error::Closed,
             Error::Wakeup => Error::Wakeup,

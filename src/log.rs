@@ -3695,7 +3695,10 @@ impl Partition {
     /// # Errors
     /// `RecordTooLarge` (over `max_message_bytes` or `segment_bytes`), `Corruption` (the
     /// bytes are not a valid batch), `UnsupportedCompression`, `InvalidRecord` (a rule a
-    /// Kafka leader enforces), `Io` (e.g. a full disk: nothing is appended), `Poisoned`.
+    /// Kafka leader enforces), `InvalidTimestamp` (a record's `CreateTime` outside the
+    /// topic's `timestamp_before_max_ms` / `timestamp_after_max_ms` around the log's clock:
+    /// nothing of the batch is appended), `Io` (e.g. a full disk: nothing is appended),
+    /// `Poisoned`.
     ///
     /// On a replicated topic it returns once every in-sync replica holds the batch (Kafka's
     /// `acks=all`): `NotEnoughReplicas` when fewer than `min_insync_replicas` are in sync

@@ -44,7 +44,7 @@ pub use partitioner::{
 };
 
 use crate::codec::{self, BatchBuilder, BatchHeader, RECORD_BATCH_OVERHEAD};
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, TimestampLimits};
 use crate::describe::PartitionDescription;
 use crate::error::{Error, Result};
 use crate::log::{Log, Partition, Topic};
@@ -749,7 +749,9 @@ impl SendFuture {
     /// # Errors
     /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`,
     /// `NotEnoughReplicasAfterAppend`, `UnknownTopic` (deleted meanwhile), or a batch the
-    /// log refused (`InvalidRecord`; `RecordTooLarge` for a record alone over a
+    /// log refused (`InvalidRecord`; `InvalidTimestamp` for a record that passed the
+    /// topic's `timestamp_before_max_ms` at `send` but not by the time its batch was
+    /// appended; `RecordTooLarge` for a record alone over a
     /// `max_message_bytes` or `segment_bytes` lowered since it was sent: a larger batch
     /// is split, see [`Log::alter_topic_config`]); after its retries,
     /// `NotEnoughReplicas`, `PartitionOffline` or a full disk's `Io`, or `Timeout` once
@@ -829,6 +831,8 @@ struct CachedTopic {
     max_batch_bytes: usize,
     /// The topic is compacted: it takes only records with a key.
     compacts: bool,
+    /// The limits its timestamp settings put on a record's `CreateTime`, if any.
+    timestamp_limits: Option<TimestampLimits>,
     /// [`Topic::changes`] read before the rest: the entry is current while it is equal.
     changes: u64,
     /// The topic's fsync policy is `None`: an append never waits for a sync, so a send may
@@ -1160,7 +1164,10 @@ impl Producer {
     /// Nothing is sent when `send` fails: `UnknownTopic` (unless the log auto-creates
     /// topics), `InternalTopic`, `UnknownPartition` (explicit or from a custom
     /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
-    /// `max_message_bytes` or `buffer_memory`), `Timeout` (no buffer memory within
+    /// `max_message_bytes` or `buffer_memory`), `InvalidRecord` (a negative timestamp, a
+    /// record without a key for a compacted topic), `InvalidTimestamp` (a timestamp the
+    /// record carries outside the topic's `timestamp_before_max_ms` /
+    /// `timestamp_after_max_ms`), `Timeout` (no buffer memory within
     /// `max_block_ms`), `IllegalState` (no buffer memory for a send in a waker, on a
     /// producer's sender thread, which must not block), `Closed`.
     // The record is taken (as Kafka's `send` does) so that callers hand over its buffers;
@@ -1566,7 +1573,14 @@ impl Producer {
                     reason: format!("invalid timestamp {t}: timestamps may not be negative"),
                 });
             }
-            Some(t) => t,
+            Some(t) => {
+                if let Some(limits) = topic.timestamp_limits {
+                    // The log checks again at the append, where a record that passed here
+                    // may have grown too old meanwhile (it then fails with its batch).
+                    limits.check(t, *now.get_or_insert_with(|| shared.log.now_ms()), 0)?;
+                }
+                t
+            }
             None => *now.get_or_insert_with(|| shared.log.now_ms()),
         };
         Ok(Ok(Placed {
@@ -1649,6 +1663,7 @@ impl Producer {
             max_batch_bytes: (topic.config().max_message_bytes as usize)
                 .min(topic.config().segment_bytes as usize),
             compacts: topic.config().cleanup_policy.compacts(),
+            timestamp_limits: topic.config().timestamp_limits(),
             appends_without_sync: topic.config().fsync == FsyncPolicy::None,
             topic,
             partitions,
@@ -2773,6 +2788,7 @@ mod tests {
             partitions: cached.partitions[..cached.partitions.len() - 1].to_vec(),
             max_batch_bytes: cached.max_batch_bytes,
             compacts: cached.compacts,
+            timestamp_limits: cached.timestamp_limits,
             changes: cached.changes,
             appends_without_sync: cached.appends_without_sync,
         });

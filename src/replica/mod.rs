@@ -266,8 +266,8 @@ impl ReplicaLog {
         batch: &[u8],
         on_appended: impl FnOnce(&AppendInfo),
     ) -> Result<AppendInfo> {
-        let header = self.validate_client_batch(batch)?;
         let now = self.clock.now_ms();
+        let header = self.validate_client_batch(batch, now)?;
         let (info, index_result) = self.append_validated(batch, &header, now, Stamp::Leader)?;
         // The batch is in the log and visible even when an index entry failed.
         on_appended(&info);
@@ -390,16 +390,24 @@ impl ReplicaLog {
         self.high_watermark.fetch_max(offset, Ordering::AcqRel);
     }
 
-    /// Kafka's leader-side checks of a client batch (`LogValidator`).
-    fn validate_client_batch(&self, batch: &[u8]) -> Result<BatchHeader> {
-        let max = self.config().max_message_bytes as usize;
+    /// Kafka's leader-side checks of a client batch (`LogValidator`), `now` being the
+    /// clock at the append (for the topic's timestamp limits).
+    fn validate_client_batch(&self, batch: &[u8], now: i64) -> Result<BatchHeader> {
+        let (max, segment_bytes, compacts, timestamp_limits) = {
+            let config = self.config.read();
+            (
+                config.max_message_bytes as usize,
+                config.segment_bytes as usize,
+                config.cleanup_policy.compacts(),
+                config.timestamp_limits(),
+            )
+        };
         if batch.len() > max {
             return Err(Error::RecordTooLarge {
                 size: batch.len(),
                 max,
             });
         }
-        let segment_bytes = self.config().segment_bytes as usize;
         if batch.len() > segment_bytes {
             return Err(Error::RecordTooLarge {
                 size: batch.len(),
@@ -434,11 +442,15 @@ impl ReplicaLog {
         if header.producer_id >= 0 && header.base_sequence < 0 {
             return invalid("an idempotent batch needs a base sequence");
         }
-        if self.config.read().cleanup_policy.compacts() {
-            for record in codec::records(batch, &header) {
-                if record?.key.is_none() {
+        if compacts || timestamp_limits.is_some() {
+            for (index, record) in codec::records(batch, &header).enumerate() {
+                let record = record?;
+                if compacts && record.key.is_none() {
                     // Kafka's `LogValidator`: the cleaner could never keep it.
                     return invalid("a compacted topic cannot accept a record without a key");
+                }
+                if let Some(limits) = timestamp_limits {
+                    limits.check(record.timestamp, now, index)?;
                 }
             }
         }

@@ -1,0 +1,252 @@
+//! A topic's `timestamp_before_max_ms` / `timestamp_after_max_ms` (Kafka's
+//! `message.timestamp.before.max.ms` / `after.max.ms`, KIP-937): a `CreateTime` record
+//! further from the log's clock is refused with `InvalidTimestamp` and nothing of its
+//! batch is written. Ported from Kafka's `LogValidatorTest`
+//! (`testInvalidCreateTimeNonCompressedV2`, `testRecordWithPastTimestampIsRejected`,
+//! `testRecordWithFutureTimestampIsRejected`, `testInvalidTimestampExceptionHasBatchIndex`).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use tarnlog::{
+    BatchBuilder, Error, Log, ManualClock, Partition, ProducerConfig, ProducerRecord,
+    TimestampType, TopicConfig,
+};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn log_at(root: &std::path::Path) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let log = Log::builder()
+        .dir(root)
+        .clock(Arc::clone(&clock) as Arc<dyn tarnlog::Clock>)
+        .open()
+        .unwrap();
+    (log, clock)
+}
+
+fn limited(before: i64, after: i64) -> TopicConfig {
+    TopicConfig::default()
+        .timestamp_before_max_ms(before)
+        .timestamp_after_max_ms(after)
+}
+
+/// A batch of one record per timestamp.
+fn batch(timestamps: &[i64]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for (i, &ts) in timestamps.iter().enumerate() {
+        builder.push(ts, None, Some(format!("v{i}").as_bytes()), &[]);
+    }
+    builder.finish_vec().unwrap()
+}
+
+fn timestamps(partition: &Partition) -> Vec<i64> {
+    let read = partition.read(0, 1 << 20).unwrap();
+    let mut out = Vec::new();
+    for batch in read.batches() {
+        for record in batch.unwrap().records() {
+            out.push(record.unwrap().timestamp);
+        }
+    }
+    out
+}
+
+/// `testInvalidCreateTimeNonCompressedV2`: with both limits at one second, records a
+/// second and a millisecond away either way are refused; the bounds themselves pass.
+#[test]
+fn create_time_outside_the_limits_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    let p = log
+        .create_topic("t", limited(1000, 1000))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    for ts in [NOW - 1001, NOW + 1001] {
+        let err = p.append(&batch(&[NOW, ts])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidTimestamp { timestamp, index: 1, earliest, latest }
+                    if timestamp == ts && earliest == NOW - 1000 && latest == NOW + 1000
+            ),
+            "{err:?}"
+        );
+        assert_eq!(p.log_end_offset(), 0, "nothing of the batch is written");
+    }
+    p.append(&batch(&[NOW - 1000, NOW + 1000, NOW])).unwrap();
+    assert_eq!(timestamps(&p), [NOW - 1000, NOW + 1000, NOW]);
+}
+
+/// `testRecordWithPastTimestampIsRejected` / `testRecordWithFutureTimestampIsRejected`:
+/// each limit alone, five minutes, the other unlimited.
+#[test]
+fn each_limit_works_alone() {
+    const FIVE_MIN: i64 = 5 * 60 * 1000;
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    let past = log
+        .create_topic("past", limited(FIVE_MIN, i64::MAX))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    assert!(matches!(
+        past.append(&batch(&[NOW - FIVE_MIN - 1])),
+        Err(Error::InvalidTimestamp { .. })
+    ));
+    past.append(&batch(&[NOW + 100 * FIVE_MIN])).unwrap();
+    let future = log
+        .create_topic("future", limited(i64::MAX, FIVE_MIN))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    assert!(matches!(
+        future.append(&batch(&[NOW + FIVE_MIN + 1])),
+        Err(Error::InvalidTimestamp { .. })
+    ));
+    future.append(&batch(&[0, NOW - 100 * FIVE_MIN])).unwrap();
+    assert_eq!(past.log_end_offset(), 1);
+    assert_eq!(future.log_end_offset(), 2);
+}
+
+/// `testInvalidTimestampExceptionHasBatchIndex`: the error names the first bad record's
+/// position in its batch; a record without a timestamp (-1) is never refused (Kafka checks
+/// only records that carry one).
+#[test]
+fn the_error_names_the_record_and_records_without_a_timestamp_pass() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    let p = log
+        .create_topic("t", limited(0, 0))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let err = p.append(&batch(&[NOW, -1, NOW - 1, NOW + 1])).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidTimestamp { index: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("record 2"), "{err}");
+    p.append(&batch(&[NOW, -1])).unwrap();
+    assert_eq!(timestamps(&p), [NOW, -1]);
+}
+
+/// Under `LogAppendTime` the log stamps its own time: the limits do not apply (Kafka
+/// checks only `CreateTime` topics).
+#[test]
+fn log_append_time_topics_ignore_the_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    let p = log
+        .create_topic(
+            "t",
+            limited(0, 0).timestamp_type(TimestampType::LogAppendTime),
+        )
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    p.append(&batch(&[12, NOW + 1_000_000])).unwrap();
+    assert_eq!(timestamps(&p), [NOW, NOW]);
+}
+
+/// The limits follow the log's clock, change live with `alter_topic_config`, persist
+/// across a reopen, and refuse negative values without changing anything.
+#[test]
+fn limits_change_live_persist_and_refuse_bad_values() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let (log, clock) = log_at(root.path());
+        let p = log
+            .create_topic("t", TopicConfig::default())
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        p.append(&batch(&[0])).unwrap();
+        log.alter_topic_config("t", limited(60_000, 0)).unwrap();
+        assert!(matches!(
+            p.append(&batch(&[0])),
+            Err(Error::InvalidTimestamp { .. })
+        ));
+        p.append(&batch(&[NOW - 60_000])).unwrap();
+        clock.advance(1);
+        assert!(matches!(
+            p.append(&batch(&[NOW - 60_000])),
+            Err(Error::InvalidTimestamp { .. })
+        ));
+        for bad in [limited(-1, 0), limited(0, -1)] {
+            let err = log.alter_topic_config("t", bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+            assert!(
+                matches!(
+                    log.create_topic("u", limited(-1, -1)),
+                    Err(Error::InvalidConfig { .. })
+                ),
+                "refused at creation too"
+            );
+        }
+        assert_eq!(log.topic("t").unwrap().config().timestamp_after_max_ms, 0);
+        assert!(log.topic("u").is_err());
+        log.close().unwrap();
+    }
+    let (log, _clock) = log_at(root.path());
+    let config = log.topic("t").unwrap().config();
+    assert_eq!(
+        (
+            config.timestamp_before_max_ms,
+            config.timestamp_after_max_ms
+        ),
+        (60_000, 0)
+    );
+    let p = log.topic("t").unwrap().partition(0).unwrap();
+    assert!(matches!(
+        p.append(&batch(&[NOW + 1])),
+        Err(Error::InvalidTimestamp { .. })
+    ));
+    assert_eq!(p.log_end_offset(), 2);
+}
+
+/// A producer refuses a record whose own timestamp is outside the limits at `send`, alone
+/// (its batch-mates are appended); records stamped by the producer's clock always pass.
+/// A record that passed at `send` but grew too old before its batch was appended fails
+/// at the append, with its batch.
+#[test]
+fn a_producer_refuses_out_of_range_timestamps_at_send() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, clock) = log_at(root.path());
+    let p = log
+        .create_topic("t", limited(1000, 1000))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().linger_ms(60_000))
+        .unwrap();
+    let first = producer
+        .send(ProducerRecord::new("t").value("a").timestamp(NOW - 1000))
+        .unwrap();
+    let err = producer
+        .send(ProducerRecord::new("t").value("b").timestamp(NOW - 1001))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidTimestamp { timestamp, .. } if timestamp == NOW - 1001),
+        "{err:?}"
+    );
+    let stamped = producer.send(ProducerRecord::new("t").value("c")).unwrap();
+    producer.flush().unwrap();
+    assert_eq!(first.wait().unwrap().offset, Some(0));
+    assert_eq!(stamped.wait().unwrap().offset, Some(1));
+    assert_eq!(timestamps(&p), [NOW - 1000, NOW]);
+
+    let late = producer
+        .send(ProducerRecord::new("t").value("d").timestamp(NOW - 1000))
+        .unwrap();
+    let mate = producer.send(ProducerRecord::new("t").value("e")).unwrap();
+    clock.advance(1);
+    producer.flush().unwrap();
+    for future in [late, mate] {
+        let err = future.wait().unwrap_err();
+        assert!(matches!(err, Error::InvalidTimestamp { .. }), "{err:?}");
+    }
+    assert_eq!(p.log_end_offset(), 2);
+    producer.close().unwrap();
+}
