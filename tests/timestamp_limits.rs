@@ -31,6 +31,14 @@ fn limited(before: i64, after: i64) -> TopicConfig {
         .timestamp_after_max_ms(after)
 }
 
+/// Partition 0 of a new topic.
+fn partition(log: &Log, name: &str, config: TopicConfig) -> Partition {
+    log.create_topic(name, config)
+        .unwrap()
+        .partition(0)
+        .unwrap()
+}
+
 /// A batch of one record per timestamp.
 fn batch(timestamps: &[i64]) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
@@ -57,11 +65,7 @@ fn timestamps(partition: &Partition) -> Vec<i64> {
 fn create_time_outside_the_limits_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (log, _clock) = log_at(root.path());
-    let p = log
-        .create_topic("t", limited(1000, 1000))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let p = partition(&log, "t", limited(1000, 1000));
     for ts in [NOW - 1001, NOW + 1001] {
         let err = p.append(&batch(&[NOW, ts])).unwrap_err();
         assert!(
@@ -85,21 +89,13 @@ fn each_limit_works_alone() {
     const FIVE_MIN: i64 = 5 * 60 * 1000;
     let root = tempfile::tempdir().unwrap();
     let (log, _clock) = log_at(root.path());
-    let past = log
-        .create_topic("past", limited(FIVE_MIN, i64::MAX))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let past = partition(&log, "past", limited(FIVE_MIN, i64::MAX));
     assert!(matches!(
         past.append(&batch(&[NOW - FIVE_MIN - 1])),
         Err(Error::InvalidTimestamp { .. })
     ));
     past.append(&batch(&[NOW + 100 * FIVE_MIN])).unwrap();
-    let future = log
-        .create_topic("future", limited(i64::MAX, FIVE_MIN))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let future = partition(&log, "future", limited(i64::MAX, FIVE_MIN));
     assert!(matches!(
         future.append(&batch(&[NOW + FIVE_MIN + 1])),
         Err(Error::InvalidTimestamp { .. })
@@ -116,11 +112,7 @@ fn each_limit_works_alone() {
 fn the_error_names_the_record_and_records_without_a_timestamp_pass() {
     let root = tempfile::tempdir().unwrap();
     let (log, _clock) = log_at(root.path());
-    let p = log
-        .create_topic("t", limited(0, 0))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let p = partition(&log, "t", limited(0, 0));
     let err = p.append(&batch(&[NOW, -1, NOW - 1, NOW + 1])).unwrap_err();
     assert!(
         matches!(err, Error::InvalidTimestamp { index: 2, .. }),
@@ -137,14 +129,11 @@ fn the_error_names_the_record_and_records_without_a_timestamp_pass() {
 fn log_append_time_topics_ignore_the_limits() {
     let root = tempfile::tempdir().unwrap();
     let (log, _clock) = log_at(root.path());
-    let p = log
-        .create_topic(
-            "t",
-            limited(0, 0).timestamp_type(TimestampType::LogAppendTime),
-        )
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let p = partition(
+        &log,
+        "t",
+        limited(0, 0).timestamp_type(TimestampType::LogAppendTime),
+    );
     p.append(&batch(&[12, NOW + 1_000_000])).unwrap();
     assert_eq!(timestamps(&p), [NOW, NOW]);
 }
@@ -156,11 +145,7 @@ fn limits_change_live_persist_and_refuse_bad_values() {
     let root = tempfile::tempdir().unwrap();
     {
         let (log, clock) = log_at(root.path());
-        let p = log
-            .create_topic("t", TopicConfig::default())
-            .unwrap()
-            .partition(0)
-            .unwrap();
+        let p = partition(&log, "t", TopicConfig::default());
         p.append(&batch(&[0])).unwrap();
         log.alter_topic_config("t", limited(60_000, 0)).unwrap();
         assert!(matches!(
@@ -213,11 +198,7 @@ fn limits_change_live_persist_and_refuse_bad_values() {
 fn a_producer_refuses_out_of_range_timestamps_at_send() {
     let root = tempfile::tempdir().unwrap();
     let (log, clock) = log_at(root.path());
-    let p = log
-        .create_topic("t", limited(1000, 1000))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let p = partition(&log, "t", limited(1000, 1000));
     let producer = log
         .producer(ProducerConfig::default().linger_ms(60_000))
         .unwrap();
