@@ -1161,6 +1161,64 @@ fn a_failed_resize_of_the_empty_active_segment_leaves_the_old_one_whole() {
     );
 }
 
+/// Two fsyncs through one open file at once could let a failed writeback, which Linux
+/// reports once per open file (to whichever looks first), answer the other `Ok` for the
+/// lost bytes, and acknowledge them before the first had poisoned the directory: the
+/// group-commit syncer's `fdatasync` of the active segment and a roll's (or a close's)
+/// fsync of the same segment must never overlap. Syncs are slowed to widen the window;
+/// four threads append, rolling small segments all the time, with one replica and with
+/// two (followers sync on their own threads).
+#[test]
+fn no_two_syncs_run_through_one_file_at_once() {
+    for replicas in [1, 2] {
+        syncs_through_one_file(replicas);
+    }
+}
+
+fn syncs_through_one_file(replicas: u32) {
+    let root = tempfile::tempdir().unwrap();
+    let fs = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs((0..replicas).map(|d| root.path().join(format!("d{d}"))))
+        .storage(fs.shared())
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .segment_bytes(2048)
+        .replication_factor(replicas)
+        .fsync(FsyncPolicy::EveryBatch);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    fs.slow_dir(root.path(), std::time::Duration::from_millis(2));
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let partition = &partition;
+            s.spawn(move || {
+                for i in 0..40 {
+                    partition
+                        .append_values([format!("{t}-{i}-{}", "x".repeat(200))])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let segments = std::fs::read_dir(partition.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(
+        segments > 20,
+        "the appends rolled often: {segments} segments"
+    );
+    log.close().unwrap();
+    assert_eq!(fs.overlapping_syncs(), 1, "{replicas} replicas");
+}
+
 /// A full disk met while an append's index entry needs the index file to grow (past its
 /// first 64 KiB here) fails the append before its batch goes in: the log end is unchanged
 /// (the entry's room is allocated first). It used to fail after the batch was published,

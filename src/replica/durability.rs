@@ -173,8 +173,9 @@ impl ReplicaLog {
                 new_entries = true;
             }
         }
-        self.dir
-            .sync("fdatasync", active.log_path(), || active.sync_log())?;
+        active.sync_one_at_a_time(&self.dir, "fdatasync", active.log_path(), || {
+            active.sync_log()
+        })?;
         if new_entries {
             self.dir.sync_dir(&self.path)?;
         }
@@ -263,12 +264,12 @@ impl ReplicaLog {
     /// fsyncs a segment's log and index files (data and metadata: used before sealing).
     pub(super) fn sync_segment_files(&self, segment: &Segment) -> Result<()> {
         if let Some(file) = segment.log_file() {
-            self.dir
-                .sync("fsync", segment.log_path(), || file.sync_all())?;
+            segment
+                .sync_one_at_a_time(&self.dir, "fsync", segment.log_path(), || file.sync_all())?;
         }
         for index in [&segment.index, &segment.time_index] {
             if let Some(file) = index.file() {
-                self.dir.sync("fsync", index.path(), || file.sync_all())?;
+                segment.sync_one_at_a_time(&self.dir, "fsync", index.path(), || file.sync_all())?;
             }
         }
         Ok(())

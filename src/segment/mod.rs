@@ -69,6 +69,9 @@ pub(crate) struct Segment {
     length_synced: AtomicUsize,
     /// Serialises growth with sealing: `true` once the files were trimmed.
     sealed: Mutex<bool>,
+    /// Held across an fsync through one of the segment's descriptors and the poisoning of
+    /// the directory when it fails (see [`Segment::sync_one_at_a_time`]).
+    syncing: Mutex<()>,
     /// When the segment was last written, in ms since the Unix epoch (Kafka's
     /// `lastModified`): the clock at its last append, or the file's modification time
     /// when opened; `NO_TIMESTAMP` when neither is known.
@@ -232,6 +235,7 @@ impl Segment {
             allocated: AtomicUsize::new(valid_len),
             length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(false),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -263,6 +267,7 @@ impl Segment {
             allocated: AtomicUsize::new(len as usize),
             length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
+            syncing: Mutex::new(()),
             last_modified: AtomicI64::new(modified_ms(file.as_ref())),
         })
     }
@@ -291,6 +296,24 @@ impl Segment {
         file.sync_all()?;
         self.length_synced.fetch_max(allocated, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Runs `sync`, an fsync through one of the segment's open descriptors, with `dir`'s
+    /// poisoning on failure ([`StorageDir::sync`]), never beside another such sync of the
+    /// segment. Linux reports a failed writeback once per open file: of two fsyncs through
+    /// one descriptor at once (the group-commit syncer's and a roll's or a close's), one
+    /// may see the error and the other answer `Ok` for the lost bytes, and acknowledge
+    /// them before the first has poisoned the directory. One at a time, the second
+    /// finds the directory poisoned (`StorageDir::sync` checks first).
+    pub(crate) fn sync_one_at_a_time(
+        &self,
+        dir: &StorageDir,
+        op: &'static str,
+        path: &Path,
+        sync: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<()> {
+        let _one = self.syncing.lock();
+        dir.sync(op, path, sync)
     }
 
     /// When the segment was last written (ms since the Unix epoch; `NO_TIMESTAMP` when
@@ -437,6 +460,7 @@ impl Segment {
             allocated: AtomicUsize::new(len),
             length_synced: AtomicUsize::new(0),
             sealed: Mutex::new(true),
+            syncing: Mutex::new(()),
             last_modified: AtomicI64::new(self.last_modified()),
         })
     }

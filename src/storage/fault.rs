@@ -90,6 +90,8 @@ struct Shared {
     slow_dirs: Mutex<Vec<(PathBuf, std::time::Duration)>>,
     /// The page cache as the model sees it, by file.
     pages: Mutex<PageCache>,
+    /// The most syncs seen running at once through one open file.
+    overlapping_syncs: AtomicU64,
 }
 
 /// Byte ranges `[start, end)` of each file, by path.
@@ -224,8 +226,17 @@ impl FaultStorage {
                 failed_dirs: Mutex::new(Vec::new()),
                 slow_dirs: Mutex::new(Vec::new()),
                 pages: Mutex::default(),
+                overlapping_syncs: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The most fsyncs (`sync_data`, `sync_all`) seen running at the same time through one
+    /// open file. Linux reports a failed writeback once per open file, to whichever of
+    /// those syncs looks first: the others answer success for the lost bytes. The log
+    /// never runs two at once through one file.
+    pub fn overlapping_syncs(&self) -> u64 {
+        self.shared.overlapping_syncs.load(Ordering::SeqCst)
     }
 
     /// Fails the call numbered `at` (counting from 1, over all counted calls since creation),
@@ -443,6 +454,8 @@ struct FaultFile {
     inner: Arc<dyn StorageFile>,
     shared: Arc<Shared>,
     path: PathBuf,
+    /// Syncs running through this file now.
+    syncing: AtomicU64,
 }
 
 impl Storage for FaultStorage {
@@ -466,6 +479,7 @@ impl Storage for FaultStorage {
             inner,
             shared: Arc::clone(&self.shared),
             path: path.to_path_buf(),
+            syncing: AtomicU64::new(0),
         }))
     }
 
@@ -621,6 +635,10 @@ impl FaultFile {
 
     /// A counted sync, and what it does to the file's dirty bytes.
     fn sync(&self, call: impl FnOnce(&dyn StorageFile) -> io::Result<()>) -> io::Result<()> {
+        let running = self.syncing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared
+            .overlapping_syncs
+            .fetch_max(running, Ordering::SeqCst);
         let result = match self.shared.tick(OpKind::Sync, &self.path) {
             None => call(self.inner.as_ref()),
             Some(fault) => Err(error(fault)),
@@ -634,6 +652,7 @@ impl FaultFile {
                 pages.lose_under(&dir);
             }
         }
+        self.syncing.fetch_sub(1, Ordering::SeqCst);
         result
     }
 }
