@@ -1201,16 +1201,7 @@ fn syncs_through_one_file(replicas: u32) {
             });
         }
     });
-    let segments = std::fs::read_dir(partition.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count();
+    let segments = common::log_files(&partition.path());
     assert!(
         segments > 20,
         "the appends rolled often: {segments} segments"
