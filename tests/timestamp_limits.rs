@@ -4,10 +4,13 @@
 //! batch is written. Ported from Kafka's `LogValidatorTest`
 //! (`testInvalidCreateTimeNonCompressedV2`, `testRecordWithPastTimestampIsRejected`,
 //! `testRecordWithFutureTimestampIsRejected`, `testInvalidTimestampExceptionHasBatchIndex`).
+//! Also the leader's `maxTimestamp` of a `CreateTime` batch: its records' largest, whatever
+//! the client's header said (`testCreateTimeNonCompressedV2`'s `maxTimestampMs`).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
+use tarnlog::codec::{CRC_OFFSET, MAX_TIMESTAMP_OFFSET, compute_crc, verify_crc};
 use tarnlog::{
     BatchBuilder, Error, Log, ManualClock, Partition, ProducerConfig, ProducerRecord,
     TimestampType, TopicConfig,
@@ -41,9 +44,14 @@ fn partition(log: &Log, name: &str, config: TopicConfig) -> Partition {
 
 /// A batch of one record per timestamp.
 fn batch(timestamps: &[i64]) -> Vec<u8> {
+    batch_with_headers(timestamps, &[])
+}
+
+/// A batch of one record per timestamp, each with `headers`.
+fn batch_with_headers(timestamps: &[i64], headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for (i, &ts) in timestamps.iter().enumerate() {
-        builder.push(ts, None, Some(format!("v{i}").as_bytes()), &[]);
+        builder.push(ts, None, Some(format!("v{i}").as_bytes()), headers);
     }
     builder.finish_vec().unwrap()
 }
@@ -230,4 +238,60 @@ fn a_producer_refuses_out_of_range_timestamps_at_send() {
     }
     assert_eq!(p.log_end_offset(), 2);
     producer.close().unwrap();
+}
+
+/// A client batch whose header names another `maxTimestamp` than its records' largest
+/// (higher or lower, CRC made valid again) is stored with the records' largest, its CRC
+/// recomputed: the time index and `offset_for_time` go by it. A batch whose header is
+/// right is stored byte for byte (but for the offset and epoch outside the CRC).
+#[test]
+fn the_stored_max_timestamp_is_the_records_largest() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    let p = partition(&log, "t", TopicConfig::default().index_interval_bytes(0));
+    let records = [NOW - 3000, NOW - 1000, NOW - 2000];
+    // With a record header too: the append checks such records on its slower path.
+    let header: &[(&str, Option<&[u8]>)] = &[("h", Some(b"x"))];
+    for (claimed, headers) in [
+        (NOW - 5000, &[][..]),
+        (NOW + 5000, &[][..]),
+        (NOW - 1000, &[][..]),
+        (NOW - 5000, header),
+        (NOW + 5000, header),
+    ] {
+        let mut bytes = batch_with_headers(&records, headers);
+        bytes[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&claimed.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let info = p.append(&bytes).unwrap();
+        assert_eq!(info.max_timestamp, NOW - 1000, "claimed {claimed}");
+        let read = p.read(info.base_offset, 1 << 20).unwrap();
+        let stored = read.batches().next().unwrap().unwrap();
+        assert_eq!(
+            stored.header().max_timestamp,
+            NOW - 1000,
+            "claimed {claimed}"
+        );
+        verify_crc(stored.bytes()).unwrap();
+        // Beyond the offset and epoch (outside the CRC), only the max timestamp and the
+        // CRC may differ from what the client sent, and only when the first was wrong.
+        let mut expected = bytes.clone();
+        expected[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&(NOW - 1000).to_be_bytes());
+        let crc = compute_crc(&expected);
+        expected[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            stored.bytes()[CRC_OFFSET..],
+            expected[CRC_OFFSET..],
+            "claimed {claimed}"
+        );
+        if claimed == NOW - 1000 {
+            assert_eq!(expected, bytes);
+        }
+    }
+    // Lookups by time go by the records' largest: the first batch holds NOW - 1000.
+    let found = p.offset_for_time(NOW - 1000).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (1, NOW - 1000));
+    assert!(p.offset_for_time(NOW - 999).unwrap().is_none());
 }

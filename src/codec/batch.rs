@@ -281,6 +281,11 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     put(batch, BASE_OFFSET_OFFSET, &base_offset.to_be_bytes());
 }
 
+/// The `maxTimestamp` field of a batch at least a header long.
+pub(crate) fn max_timestamp_of(batch: &[u8]) -> i64 {
+    i64::from_be_bytes(field(batch, MAX_TIMESTAMP_OFFSET))
+}
+
 /// Sets `partitionLeaderEpoch` in place. It is outside the CRC, so the CRC stays valid.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     debug_assert!(batch.len() >= RECORD_BATCH_OVERHEAD, "not a whole batch");
@@ -330,17 +335,34 @@ pub(crate) fn check_uncompressed(header: &BatchHeader) -> Result<()> {
 /// offset deltas strictly increasing within `0..=last_offset_delta`, header keys UTF-8, no
 /// trailing bytes. Returns the header. Allocates nothing unless it fails.
 pub fn validate_batch(batch: &[u8], max_batch_size: usize) -> Result<BatchHeader> {
+    validate_batch_timestamps(batch, max_batch_size).map(|(header, _)| header)
+}
+
+/// [`validate_batch`], with the largest timestamp of the records (`i64::MIN` without
+/// records; a `LogAppendTime` batch's are all its `maxTimestamp`): Kafka's leader sets a
+/// `CreateTime` batch's `maxTimestamp` to it.
+pub(crate) fn validate_batch_timestamps(
+    batch: &[u8],
+    max_batch_size: usize,
+) -> Result<(BatchHeader, i64)> {
     let header = BatchHeader::parse(batch, max_batch_size)?;
     check_whole(&header, batch)?;
     verify_crc(batch)?;
     check_uncompressed(&header)?;
-    if crate::codec::record::framing_is_valid(&batch[..header.size()], &header) {
-        return Ok(header);
+    let create_time = header.timestamp_type() == TimestampType::CreateTime;
+    if let Some(delta) = crate::codec::record::fast_framing(&batch[..header.size()], &header) {
+        let max = match delta {
+            i64::MIN => i64::MIN,
+            _ if !create_time => header.max_timestamp,
+            _ => header.base_timestamp.wrapping_add(delta),
+        };
+        return Ok((header, max));
     }
+    let mut max = i64::MIN;
     for record in records(batch, &header) {
-        record?;
+        max = max.max(record?.timestamp);
     }
-    Ok(header)
+    Ok((header, max))
 }
 
 /// A whole batch held as `Bytes` (zero-copy from wherever it came from).

@@ -20,6 +20,7 @@ pub use batch::{
     Batch, BatchHeader, compute_crc, peek_batch_size, set_base_offset, set_log_append_time,
     set_partition_leader_epoch, validate_batch, verify_crc,
 };
+pub(crate) use batch::{max_timestamp_of, validate_batch_timestamps};
 pub use builder::BatchBuilder;
 pub(crate) use crc::{crc32c, crc32c_parts};
 pub use record::{Header, HeaderIter, HeadersView, Record, RecordIter, RecordView, records};

@@ -681,52 +681,42 @@ impl Record {
     }
 }
 
-/// Fast check of every record's framing, building no views: true when the records of an
-/// uncompressed batch are exactly as [`RecordIter`] would accept them. Any doubt answers
-/// false, and the caller then runs the iterator for the exact error. Used on the append
-/// path, where nearly every batch is valid.
-pub(crate) fn framing_is_valid(buf: &[u8], header: &BatchHeader) -> bool {
+/// Fast check of every record's framing, building no views: when the records of an
+/// uncompressed batch are exactly as [`RecordIter`] would accept them, the largest of their
+/// timestamp deltas (`i64::MIN` without records). Any doubt answers `None`, and the caller
+/// then runs the iterator for the exact error. Used on the append path, where nearly every
+/// batch is valid.
+pub(crate) fn fast_framing(buf: &[u8], header: &BatchHeader) -> Option<i64> {
     // The read fast path's decoding (`fast_record`), without building views: lengths and
     // the offset delta as halved zig-zag values of at most two bytes.
     let mut pos = RECORD_BATCH_OVERHEAD;
     let mut prev_delta = -1i64;
+    let mut max_timestamp_delta = i64::MIN;
     for _ in 0..header.records_count.max(0) {
-        let Some((len, body)) = small_length(buf, pos) else {
-            return false;
-        };
-        let Some(end) = body.checked_add(len).filter(|&e| e <= buf.len()) else {
-            return false;
-        };
+        let (len, body) = small_length(buf, pos)?;
+        let end = body.checked_add(len).filter(|&e| e <= buf.len())?;
         let record = &buf[..end];
         // Attributes byte, then the timestamp delta (any varlong the slow path would take).
-        let after_ts = match small_varint(record, body + 1) {
-            Some((_, p)) => p,
-            None => match read_varlong(record, body + 1) {
-                Ok((_, p)) => p,
-                Err(_) => return false,
-            },
+        let (timestamp_delta, after_ts) = match small_varint(record, body + 1) {
+            Some(read) => read,
+            None => read_varlong(record, body + 1).ok()?,
         };
-        let Some((delta, p)) = small_length(record, after_ts) else {
-            return false;
-        };
+        max_timestamp_delta = max_timestamp_delta.max(timestamp_delta);
+        let (delta, p) = small_length(record, after_ts)?;
         let delta = delta as i64;
         if delta <= prev_delta || delta > i64::from(header.last_offset_delta) {
-            return false;
+            return None;
         }
         prev_delta = delta;
-        let Some((_, p)) = small_nullable(record, p) else {
-            return false;
-        };
-        let Some((_, p)) = small_nullable(record, p) else {
-            return false;
-        };
+        let (_, p) = small_nullable(record, p)?;
+        let (_, p) = small_nullable(record, p)?;
         // Headers are rare on the hot path: leave any to the full iterator.
         if record.get(p) != Some(&0) || p + 1 != end {
-            return false;
+            return None;
         }
         pos = end;
     }
-    pos == buf.len()
+    (pos == buf.len()).then_some(max_timestamp_delta)
 }
 
 /// A nullable byte string with a short length varint, inside `record`; `None` when unsure.

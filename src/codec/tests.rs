@@ -325,12 +325,20 @@ fn the_fast_path_agrees_on_every_two_byte_encoding() {
         let mut full = records(&b, &header);
         let full: Vec<_> = std::iter::from_fn(|| full.next_full()).map(shown).collect();
         assert_eq!(fast, full, "record area {area:02x?}");
-        // The append path's framing check accepts only what the full reader accepts.
-        if crate::codec::record::framing_is_valid(&b[..header.size()], &header) {
+        // The append path's framing check accepts only what the full reader accepts, and
+        // finds the same largest timestamp.
+        if let Some(delta) = crate::codec::record::fast_framing(&b[..header.size()], &header) {
             let mut all = records(&b, &header);
+            let read: Vec<_> = std::iter::from_fn(|| all.next_full()).collect();
             assert!(
-                std::iter::from_fn(|| all.next_full()).all(|r| r.is_ok()),
+                read.iter().all(Result::is_ok),
                 "framing check accepted record area {area:02x?}"
+            );
+            let max = read.into_iter().map(|r| r.unwrap().timestamp).max();
+            assert_eq!(
+                max,
+                Some(header.base_timestamp.wrapping_add(delta)),
+                "record area {area:02x?}"
             );
         }
     };

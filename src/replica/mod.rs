@@ -414,7 +414,7 @@ impl ReplicaLog {
                 max: segment_bytes,
             });
         }
-        let header = codec::validate_batch(batch, max)?;
+        let (mut header, records_max_timestamp) = codec::validate_batch_timestamps(batch, max)?;
         let invalid = |reason: &str| {
             Err(Error::InvalidRecord {
                 reason: reason.to_owned(),
@@ -454,6 +454,10 @@ impl ReplicaLog {
                 }
             }
         }
+        // Kafka's `LogValidator` sets a `CreateTime` batch's `maxTimestamp` to its records'
+        // largest, whatever the client wrote there (the time index, rolls and retention go
+        // by it); `append_validated` writes it into the stored header.
+        header.max_timestamp = records_max_timestamp;
         Ok(header)
     }
 
@@ -516,7 +520,15 @@ impl ReplicaLog {
             Stamp::Copy | Stamp::CopyStartingSegment => header.partition_leader_epoch,
         };
         self.assign_epoch(epoch, base_offset);
-        let head = patched_header(batch, base_offset, epoch, log_append_time);
+        // The leader's `maxTimestamp`: the append time, or the records' largest when the
+        // client's header said otherwise (a copy keeps the leader's bytes).
+        let new_max_timestamp = match log_append_time {
+            Some(time) => Some((time, TimestampType::LogAppendTime)),
+            None => (stamp == Stamp::Leader
+                && header.max_timestamp != codec::max_timestamp_of(batch))
+            .then_some((header.max_timestamp, TimestampType::CreateTime)),
+        };
+        let head = patched_header(batch, base_offset, epoch, new_max_timestamp);
         let body = &batch[RECORD_BATCH_OVERHEAD..];
         if self.writes_through() {
             w.active.write_through(position, &head, body)?;
@@ -1121,21 +1133,23 @@ fn patched_header(
     batch: &[u8],
     base_offset: u64,
     epoch: i32,
-    log_append_time: Option<i64>,
+    max_timestamp: Option<(i64, TimestampType)>,
 ) -> [u8; RECORD_BATCH_OVERHEAD] {
     let mut head = [0u8; RECORD_BATCH_OVERHEAD];
     head.copy_from_slice(&batch[..RECORD_BATCH_OVERHEAD]);
     codec::set_base_offset(&mut head, base_offset as i64);
     codec::set_partition_leader_epoch(&mut head, epoch);
-    if let Some(time) = log_append_time {
+    if let Some((time, timestamp_type)) = max_timestamp {
         // Attributes and maxTimestamp are covered by the CRC: recompute it over the new
         // header tail and the unchanged records.
-        let attributes = i16::from_be_bytes([
-            head[codec::ATTRIBUTES_OFFSET],
-            head[codec::ATTRIBUTES_OFFSET + 1],
-        ]) | 0x08;
-        head[codec::ATTRIBUTES_OFFSET..LAST_OFFSET_DELTA_OFFSET]
-            .copy_from_slice(&attributes.to_be_bytes());
+        if timestamp_type == TimestampType::LogAppendTime {
+            let attributes = i16::from_be_bytes([
+                head[codec::ATTRIBUTES_OFFSET],
+                head[codec::ATTRIBUTES_OFFSET + 1],
+            ]) | 0x08;
+            head[codec::ATTRIBUTES_OFFSET..LAST_OFFSET_DELTA_OFFSET]
+                .copy_from_slice(&attributes.to_be_bytes());
+        }
         head[codec::MAX_TIMESTAMP_OFFSET..codec::PRODUCER_ID_OFFSET]
             .copy_from_slice(&time.to_be_bytes());
         let crc = codec::crc32c_parts(&[
