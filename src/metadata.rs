@@ -896,11 +896,10 @@ mod tests {
             assert_eq!(meta.topics.len(), 1);
         }
         let words = include_str!("../fuzz/corpus/config_parse/seed-words");
+        let config = TopicConfig::from_words(words.split(' ')).unwrap();
         assert_eq!(
-            TopicConfig::from_words(words.split(' '))
-                .unwrap()
-                .partitions,
-            3
+            (config.partitions, config.timestamp_before_max_ms),
+            (3, 3_600_000)
         );
     }
 
