@@ -140,8 +140,8 @@ pub struct TopicConfig {
     pub timestamp_before_max_ms: i64,
     /// Under `CreateTime`, an append refuses a record whose timestamp is more than this
     /// many ms after the log's clock (`message.timestamp.after.max.ms`). Default 2^63-1
-    /// (no limit, as Kafka before 4.0, whose default `linger_ms` of 0 tarnlog keeps too;
-    /// Kafka 4.0 lowered it to one hour); allowed 0..=2^63-1.
+    /// (no limit, Kafka's default before 4.0, whose other defaults tarnlog keeps too, such
+    /// as `linger_ms` 0; Kafka 4.0 lowered this one to an hour); allowed 0..=2^63-1.
     pub timestamp_after_max_ms: i64,
     /// When appends are synced (`flush.messages` / `flush.ms`, and group commit).
     /// Default `None`.

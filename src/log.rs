@@ -1730,7 +1730,9 @@ impl Log {
     /// retention, `segment_bytes` and `segment_ms` (from the next roll on; an empty active
     /// segment is made again at the new size, or, when that fails, a full disk say, stays
     /// at its old size as a non-empty one does; with several directories the failing one
-    /// goes offline, as at an append), the fsync policy (from the next append),
+    /// goes offline, as at an append, and so does any directory where the failure came
+    /// between the renames of the new files over the old; the call answers `Ok` in every
+    /// case, the change being recorded), the fsync policy (from the next append),
     /// `min_insync_replicas` and `unclean_leader_election` (from the next append or
     /// election; turned on, it elects a leader at once for a partition offline waiting for
     /// its last in-sync replica, as Kafka's controller does), `max_message_bytes`,

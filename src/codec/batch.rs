@@ -13,9 +13,9 @@ use crate::codec::{
     ATTRIBUTES_OFFSET, BASE_OFFSET_OFFSET, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET,
     COMPRESSION_MASK, CONTROL_MASK, CRC_OFFSET, Compression, DELETE_HORIZON_MASK,
     HEADER_SIZE_UP_TO_MAGIC, LAST_OFFSET_DELTA_OFFSET, LENGTH_OFFSET, LOG_OVERHEAD, MAGIC_OFFSET,
-    MAGIC_V2, MAX_TIMESTAMP_OFFSET, PARTITION_LEADER_EPOCH_OFFSET, PRODUCER_EPOCH_OFFSET,
-    PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD, RECORDS_COUNT_OFFSET, TIMESTAMP_TYPE_MASK,
-    TRANSACTIONAL_MASK, TimestampType, UNUSED_ATTRIBUTES_MASK, corruption,
+    MAGIC_V2, MAX_TIMESTAMP_OFFSET, NO_TIMESTAMP, PARTITION_LEADER_EPOCH_OFFSET,
+    PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, RECORD_BATCH_OVERHEAD, RECORDS_COUNT_OFFSET,
+    TIMESTAMP_TYPE_MASK, TRANSACTIONAL_MASK, TimestampType, UNUSED_ATTRIBUTES_MASK, corruption,
 };
 use crate::error::{Error, Result};
 
@@ -338,9 +338,10 @@ pub fn validate_batch(batch: &[u8], max_batch_size: usize) -> Result<BatchHeader
     validate_batch_timestamps(batch, max_batch_size).map(|(header, _)| header)
 }
 
-/// [`validate_batch`], with the largest timestamp of the records (`i64::MIN` without
-/// records; a `LogAppendTime` batch's are all its `maxTimestamp`): Kafka's leader sets a
-/// `CreateTime` batch's `maxTimestamp` to it.
+/// [`validate_batch`], with the largest timestamp of the records, at least
+/// `NO_TIMESTAMP` (-1), as Kafka's leader computes a `CreateTime` batch's `maxTimestamp`
+/// (`LogValidator` starts from -1); for a `LogAppendTime` batch, whose records all read
+/// its `maxTimestamp`, that.
 pub(crate) fn validate_batch_timestamps(
     batch: &[u8],
     max_batch_size: usize,
@@ -350,19 +351,28 @@ pub(crate) fn validate_batch_timestamps(
     verify_crc(batch)?;
     check_uncompressed(&header)?;
     let create_time = header.timestamp_type() == TimestampType::CreateTime;
-    if let Some(delta) = crate::codec::record::fast_framing(&batch[..header.size()], &header) {
-        let max = match delta {
-            i64::MIN => i64::MIN,
-            _ if !create_time => header.max_timestamp,
-            _ => header.base_timestamp.wrapping_add(delta),
-        };
-        return Ok((header, max));
+    if let Some(max) = crate::codec::record::fast_framing(&batch[..header.size()], &header) {
+        return Ok((
+            header,
+            if create_time {
+                max
+            } else {
+                header.max_timestamp
+            },
+        ));
     }
-    let mut max = i64::MIN;
+    let mut max = NO_TIMESTAMP;
     for record in records(batch, &header) {
         max = max.max(record?.timestamp);
     }
-    Ok((header, max))
+    Ok((
+        header,
+        if create_time {
+            max
+        } else {
+            header.max_timestamp
+        },
+    ))
 }
 
 /// A whole batch held as `Bytes` (zero-copy from wherever it came from).

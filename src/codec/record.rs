@@ -11,7 +11,9 @@ use bytes::Bytes;
 
 use crate::codec::batch::check_uncompressed;
 use crate::codec::varint::{VarintError, read_varint, read_varlong};
-use crate::codec::{BatchHeader, LENGTH_OFFSET, RECORD_BATCH_OVERHEAD, TimestampType, corruption};
+use crate::codec::{
+    BatchHeader, LENGTH_OFFSET, NO_TIMESTAMP, RECORD_BATCH_OVERHEAD, TimestampType, corruption,
+};
 use crate::error::{Error, Result};
 
 /// A failed read; the error itself is in [`Reader::error`]. Zero-sized so that the readers'
@@ -683,7 +685,8 @@ impl Record {
 
 /// Fast check of every record's framing, building no views: when the records of an
 /// uncompressed batch are exactly as [`RecordIter`] would accept them, the largest of their
-/// timestamp deltas (`i64::MIN` without records). Any doubt answers `None`, and the caller
+/// `CreateTime` timestamps (`baseTimestamp + timestampDelta`), at least `NO_TIMESTAMP`
+/// (-1): Kafka's `LogValidator` starts from it. Any doubt answers `None`, and the caller
 /// then runs the iterator for the exact error. Used on the append path, where nearly every
 /// batch is valid.
 pub(crate) fn fast_framing(buf: &[u8], header: &BatchHeader) -> Option<i64> {
@@ -691,7 +694,7 @@ pub(crate) fn fast_framing(buf: &[u8], header: &BatchHeader) -> Option<i64> {
     // the offset delta as halved zig-zag values of at most two bytes.
     let mut pos = RECORD_BATCH_OVERHEAD;
     let mut prev_delta = -1i64;
-    let mut max_timestamp_delta = i64::MIN;
+    let mut max_timestamp = NO_TIMESTAMP;
     for _ in 0..header.records_count.max(0) {
         let (len, body) = small_length(buf, pos)?;
         let end = body.checked_add(len).filter(|&e| e <= buf.len())?;
@@ -701,7 +704,7 @@ pub(crate) fn fast_framing(buf: &[u8], header: &BatchHeader) -> Option<i64> {
             Some(read) => read,
             None => read_varlong(record, body + 1).ok()?,
         };
-        max_timestamp_delta = max_timestamp_delta.max(timestamp_delta);
+        max_timestamp = max_timestamp.max(header.base_timestamp.wrapping_add(timestamp_delta));
         let (delta, p) = small_length(record, after_ts)?;
         let delta = delta as i64;
         if delta <= prev_delta || delta > i64::from(header.last_offset_delta) {
@@ -716,7 +719,7 @@ pub(crate) fn fast_framing(buf: &[u8], header: &BatchHeader) -> Option<i64> {
         }
         pos = end;
     }
-    (pos == buf.len()).then_some(max_timestamp_delta)
+    (pos == buf.len()).then_some(max_timestamp)
 }
 
 /// A nullable byte string with a short length varint, inside `record`; `None` when unsure.

@@ -749,9 +749,10 @@ impl SendFuture {
     /// # Errors
     /// The error that failed the record's batch: `Io`, `Poisoned`, `Closed`,
     /// `NotEnoughReplicasAfterAppend`, `UnknownTopic` (deleted meanwhile), or a batch the
-    /// log refused (`InvalidRecord`; `InvalidTimestamp` for a record that passed the
-    /// topic's `timestamp_before_max_ms` at `send` but not by the time its batch was
-    /// appended; `RecordTooLarge` for a record alone over a
+    /// log refused (`InvalidRecord`; `InvalidTimestamp` when a record of the batch, this
+    /// one or another, was outside the topic's timestamp limits by the time the batch was
+    /// appended: grown older than `timestamp_before_max_ms` since its `send`, or the limits
+    /// were lowered meanwhile; `RecordTooLarge` for a record alone over a
     /// `max_message_bytes` or `segment_bytes` lowered since it was sent: a larger batch
     /// is split, see [`Log::alter_topic_config`]); after its retries,
     /// `NotEnoughReplicas`, `PartitionOffline` or a full disk's `Io`, or `Timeout` once

@@ -159,7 +159,8 @@ impl ReplicaLog {
     /// mapping, so a larger `segment_bytes` applies from the next segment; an empty one is
     /// made again at the new size. When that fails (a full disk, say) the empty segment
     /// stays active at its old size, as a non-empty one would, and the error is returned
-    /// (the new config is in place either way).
+    /// (the new config is in place either way); a failure between the new files' renames
+    /// takes the directory offline ([`Segment::create_replacing`]).
     pub(crate) fn set_config(&self, config: TopicConfig) -> Result<()> {
         let mut w = self.writer.lock();
         let resize =

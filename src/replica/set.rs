@@ -1150,7 +1150,8 @@ impl ReplicaSet {
     /// Applies a changed topic config (`alter_topic_config`) to the set and every present
     /// replica, in step with appends. A replica that fails (re-making its empty active
     /// segment) is handled as at an append: with several directories its directory goes
-    /// offline; with one the segment stays active at its old size.
+    /// offline; with one the segment stays active at its old size (unless the failure came
+    /// between the new files' renames, which takes the directory offline in any case).
     pub(crate) fn set_config(&self, config: &TopicConfig) {
         let _order = self.order.lock();
         self.min_insync_replicas
