@@ -292,3 +292,38 @@ fn the_stored_max_timestamp_is_the_records_largest() {
     assert_eq!((found.offset, found.timestamp), (1, NOW - 1000));
     assert!(p.offset_for_time(NOW - 999).unwrap().is_none());
 }
+
+/// A record refused at `send` for its timestamp (negative, or outside the topic's limits)
+/// does not move a stateful partitioner: Kafka refuses it before asking.
+#[test]
+fn a_refused_record_leaves_the_partitioner_where_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let (log, _clock) = log_at(root.path());
+    log.create_topic("t", limited(1000, 1000).partitions(3))
+        .unwrap();
+    let producer = log
+        .producer(
+            ProducerConfig::default()
+                .partitioner(Arc::new(tarnlog::RoundRobinPartitioner::default())),
+        )
+        .unwrap();
+    for timestamp in [-5, NOW - 1001, NOW + 1001, NOW + 5000] {
+        assert!(
+            producer
+                .send(ProducerRecord::new("t").value("x").timestamp(timestamp))
+                .is_err()
+        );
+    }
+    let partitions: Vec<u32> = (0..2)
+        .map(|_| {
+            producer
+                .send(ProducerRecord::new("t").value("y"))
+                .unwrap()
+                .wait()
+                .unwrap()
+                .partition
+        })
+        .collect();
+    assert_eq!(partitions, [0, 1]);
+    producer.close().unwrap();
+}

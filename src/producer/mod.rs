@@ -1543,6 +1543,24 @@ impl Producer {
                 });
             }
         }
+        // Every check comes before the partition is chosen: a refused record must not move
+        // a stateful partitioner (a custom one, counting its calls).
+        let timestamp = match record.timestamp {
+            Some(t) if t < 0 => {
+                return Err(Error::InvalidRecord {
+                    reason: format!("invalid timestamp {t}: timestamps may not be negative"),
+                });
+            }
+            Some(t) => {
+                if let Some(limits) = topic.timestamp_limits {
+                    // The log checks again at the append, where a record that passed here
+                    // may have grown too old meanwhile (it then fails with its batch).
+                    limits.check(t, *now.get_or_insert_with(|| shared.log.now_ms()), 0)?;
+                }
+                t
+            }
+            None => *now.get_or_insert_with(|| shared.log.now_ms()),
+        };
         let partition = match (record.partition, &shared.config.partitioner, &record.key) {
             (Some(p), _, _) => Some(p),
             (None, Some(custom), key) => Some(custom.partition(
@@ -1568,22 +1586,6 @@ impl Producer {
                 partitions,
             }));
         }
-        let timestamp = match record.timestamp {
-            Some(t) if t < 0 => {
-                return Err(Error::InvalidRecord {
-                    reason: format!("invalid timestamp {t}: timestamps may not be negative"),
-                });
-            }
-            Some(t) => {
-                if let Some(limits) = topic.timestamp_limits {
-                    // The log checks again at the append, where a record that passed here
-                    // may have grown too old meanwhile (it then fails with its batch).
-                    limits.check(t, *now.get_or_insert_with(|| shared.log.now_ms()), 0)?;
-                }
-                t
-            }
-            None => *now.get_or_insert_with(|| shared.log.now_ms()),
-        };
         Ok(Ok(Placed {
             topic,
             partition,
