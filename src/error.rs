@@ -342,6 +342,13 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An argument a call cannot take (Kafka's `IllegalArgumentException`), such as a
+    /// negative target time for `offsets_for_times`.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
     /// Clients may not write to an internal topic such as `__consumer_offsets`.
     #[error("topic {topic:?} is internal; clients cannot write to it")]
     InternalTopic {
@@ -473,6 +480,9 @@ impl Error {
                 index: *index,
                 earliest: *earliest,
                 latest: *latest,
+            },
+            Error::InvalidArgument { reason } => Error::InvalidArgument {
+                reason: reason.clone(),
             },
             Error::Closed => Error::Closed,
             Error::Wakeup => Error::Wakeup,

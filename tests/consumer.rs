@@ -609,6 +609,15 @@ fn seek_positions_and_offset_queries() {
         .offsets_for_times(&[(t0.clone(), T0 + 1_000)])
         .unwrap();
     assert_eq!(none[&t0], None);
+    // Kafka's consumer refuses a negative target time (`IllegalArgumentException`); -1..-3
+    // are not the `ListOffsets` markers here.
+    for negative in [-1, -2, -3] {
+        let refused = consumer.offsets_for_times(&[(t0.clone(), T0), (t0.clone(), negative)]);
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument { reason }) if reason.contains("negative")),
+            "{refused:?}"
+        );
+    }
     assert_eq!(
         consumer
             .beginning_offsets(std::slice::from_ref(&t0))

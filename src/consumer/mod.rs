@@ -1377,14 +1377,23 @@ impl Consumer {
     /// not be assigned.
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Corruption`; `Closed`; `Wakeup` when a wake-up
-    /// is pending.
+    /// `InvalidArgument` for a negative target time (as Kafka's consumer refuses it; nothing
+    /// is looked up); `UnknownTopic` / `UnknownPartition`; `Corruption`; `Closed`; `Wakeup`
+    /// when a wake-up is pending.
     pub fn offsets_for_times(
         &self,
         query: &[(TopicPartition, i64)],
     ) -> Result<HashMap<TopicPartition, Option<TimestampOffset>>> {
         self.check_open()?;
         self.check_wakeup()?;
+        if let Some((tp, timestamp)) = query.iter().find(|(_, timestamp)| *timestamp < 0) {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "the target time for partition {tp} is {timestamp}: the target time \
+                     cannot be negative"
+                ),
+            });
+        }
         let mut out = HashMap::new();
         for (tp, timestamp) in query {
             let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
