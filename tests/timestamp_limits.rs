@@ -5,7 +5,8 @@
 //! (`testInvalidCreateTimeNonCompressedV2`, `testRecordWithPastTimestampIsRejected`,
 //! `testRecordWithFutureTimestampIsRejected`, `testInvalidTimestampExceptionHasBatchIndex`).
 //! Also the leader's `maxTimestamp` of a `CreateTime` batch: its records' largest, whatever
-//! the client's header said (`testCreateTimeNonCompressedV2`'s `maxTimestampMs`).
+//! the client's header said (`testCreateTimeNonCompressedV2`'s `maxTimestampMs`), and
+//! `LogAppendTime` stamps in offset order.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -326,4 +327,71 @@ fn a_refused_record_leaves_the_partitioner_where_it_was() {
         .collect();
     assert_eq!(partitions, [0, 1]);
     producer.close().unwrap();
+}
+
+/// A clock counting up by one a read, that holds the first read made on a thread named
+/// `stalled` until released: that thread has its time but has not appended yet.
+#[derive(Debug, Default)]
+struct StallingClock {
+    reads: std::sync::atomic::AtomicI64,
+    stalled: std::sync::atomic::AtomicBool,
+    released: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl tarnlog::Clock for StallingClock {
+    fn now_ms(&self) -> i64 {
+        use std::sync::atomic::Ordering;
+        let now = NOW + self.reads.fetch_add(1, Ordering::SeqCst);
+        if std::thread::current().name() == Some("stalled")
+            && !self.stalled.swap(true, Ordering::SeqCst)
+        {
+            let mut released = self.released.lock().unwrap();
+            while !*released {
+                released = self.wake.wait(released).unwrap();
+            }
+        }
+        now
+    }
+}
+
+/// `LogAppendTime` stamps follow offset order: the time is read under the partition's
+/// writer lock, as Kafka reads it under its log's lock. Here an appender reads the clock,
+/// another appends meanwhile, then the first goes on: read before the lock, its earlier
+/// time would land after the other's later one.
+#[test]
+fn append_times_follow_offset_order() {
+    use std::sync::atomic::Ordering;
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(StallingClock::default());
+    let log = Log::builder()
+        .dir(root.path())
+        .clock(Arc::clone(&clock) as Arc<dyn tarnlog::Clock>)
+        .open()
+        .unwrap();
+    let p = partition(
+        &log,
+        "t",
+        TopicConfig::default().timestamp_type(TimestampType::LogAppendTime),
+    );
+    let stalled = {
+        let p = p.clone();
+        std::thread::Builder::new()
+            .name("stalled".into())
+            .spawn(move || p.append(&batch(&[NOW])).unwrap())
+            .unwrap()
+    };
+    while !clock.stalled.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let first = p.append(&batch(&[NOW])).unwrap();
+    *clock.released.lock().unwrap() = true;
+    clock.wake.notify_all();
+    let second = stalled.join().unwrap();
+    assert_eq!((first.base_offset, second.base_offset), (0, 1));
+    let stamped = timestamps(&p);
+    assert!(
+        stamped[0] <= stamped[1],
+        "append times {stamped:?} fall in offset order"
+    );
 }

@@ -471,14 +471,17 @@ impl ReplicaLog {
         now: i64,
         stamp: Stamp,
     ) -> Result<(AppendInfo, Result<()>)> {
-        let log_append_time = (stamp == Stamp::Leader
-            && self.config().timestamp_type == TimestampType::LogAppendTime)
-            .then_some(now);
-        let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
+        let log_append = stamp == Stamp::Leader
+            && self.config.read().timestamp_type == TimestampType::LogAppendTime;
         let mut w = self.writer.lock();
         if w.closed {
             return Err(Error::Closed);
         }
+        // The append time is read under the writer lock, as Kafka's under its log's lock:
+        // read before it, two appenders could stamp times that fall in offset order.
+        let now = if log_append { self.clock.now_ms() } else { now };
+        let log_append_time = log_append.then_some(now);
+        let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);
         self.dir.check()?;
         if stamp != Stamp::Leader && u64::try_from(header.base_offset) != Ok(w.next_offset) {
             return Err(Error::InvalidRecord {
