@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -92,6 +92,8 @@ struct Shared {
     pages: Mutex<PageCache>,
     /// The most syncs seen running at once through one open file.
     overlapping_syncs: AtomicU64,
+    /// The files opened through the wrapper, to follow renames.
+    open_files: Mutex<Vec<Weak<FaultFile>>>,
 }
 
 /// Byte ranges `[start, end)` of each file, by path.
@@ -115,6 +117,16 @@ fn add_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
 }
 
 /// Removes `[start, end)` from `ranges`.
+/// Where a path `rest` below a renamed `to` lands (`to` itself for an empty `rest`, with
+/// no trailing separator).
+fn moved_to(to: &Path, rest: &Path) -> PathBuf {
+    if rest.as_os_str().is_empty() {
+        to.to_path_buf()
+    } else {
+        to.join(rest)
+    }
+}
+
 fn remove_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     let mut kept = Vec::with_capacity(ranges.len());
     for &(s, e) in ranges.iter() {
@@ -192,7 +204,7 @@ impl PageCache {
                 .collect();
             for old in moved {
                 if let (Some(r), Ok(rest)) = (ranges.remove(&old), old.strip_prefix(from)) {
-                    ranges.insert(to.join(rest), r);
+                    ranges.insert(moved_to(to, rest), r);
                 }
             }
         }
@@ -227,6 +239,7 @@ impl FaultStorage {
                 slow_dirs: Mutex::new(Vec::new()),
                 pages: Mutex::default(),
                 overlapping_syncs: AtomicU64::new(0),
+                open_files: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -453,7 +466,8 @@ fn error(fault: FaultKind) -> io::Error {
 struct FaultFile {
     inner: Arc<dyn StorageFile>,
     shared: Arc<Shared>,
-    path: PathBuf,
+    /// Where the file is now: a rename moves open files too.
+    path: Mutex<PathBuf>,
     /// Syncs running through this file now.
     syncing: AtomicU64,
 }
@@ -475,12 +489,16 @@ impl Storage for FaultStorage {
             // A new (or emptied) file: nothing of an earlier one under the name is in it.
             self.shared.pages.lock().forget(path);
         }
-        Ok(Arc::new(FaultFile {
+        let file = Arc::new(FaultFile {
             inner,
             shared: Arc::clone(&self.shared),
-            path: path.to_path_buf(),
+            path: Mutex::new(path.to_path_buf()),
             syncing: AtomicU64::new(0),
-        }))
+        });
+        let mut open = self.shared.open_files.lock();
+        open.retain(|f| f.strong_count() > 0);
+        open.push(Arc::downgrade(&file));
+        Ok(file)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -497,6 +515,19 @@ impl Storage for FaultStorage {
         self.shared.check(OpKind::Rename, from)?;
         self.shared.inner.rename(from, to)?;
         self.shared.pages.lock().renamed(from, to);
+        // Open files move with their names (writes through them go on under the new one).
+        for file in self
+            .shared
+            .open_files
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+        {
+            let mut path = file.path.lock();
+            if let Ok(rest) = path.strip_prefix(from) {
+                *path = moved_to(to, rest);
+            }
+        }
         Ok(())
     }
 
@@ -527,22 +558,22 @@ impl Storage for FaultStorage {
 
 impl StorageFile for FaultFile {
     fn len(&self) -> io::Result<u64> {
-        self.shared.check_read(&self.path)?;
+        self.shared.check_read(&self.path())?;
         self.inner.len()
     }
 
     fn modified(&self) -> io::Result<Option<std::time::SystemTime>> {
-        self.shared.check_read(&self.path)?;
+        self.shared.check_read(&self.path())?;
         self.inner.modified()
     }
 
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
-        self.shared.check_read(&self.path)?;
+        self.shared.check_read(&self.path())?;
         self.inner.read_at(buf, position)
     }
 
     fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize> {
-        let written = match self.shared.tick(OpKind::Write, &self.path) {
+        let written = match self.shared.tick(OpKind::Write, &self.path()) {
             None => self.inner.write_at(buf, position)?,
             Some(FaultKind::ShortWrite) if buf.len() > 1 => {
                 let half = buf.len() / 2;
@@ -555,7 +586,7 @@ impl StorageFile for FaultFile {
     }
 
     fn write_vectored_at(&self, bufs: &[io::IoSlice<'_>], position: u64) -> io::Result<usize> {
-        match self.shared.tick(OpKind::Write, &self.path) {
+        match self.shared.tick(OpKind::Write, &self.path()) {
             None => {
                 let written = self.inner.write_vectored_at(bufs, position)?;
                 self.written(position, written);
@@ -575,14 +606,14 @@ impl StorageFile for FaultFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.shared.check(OpKind::Resize, &self.path)?;
+        self.shared.check(OpKind::Resize, &self.path())?;
         self.inner.set_len(len)?;
-        self.shared.pages.lock().cut(&self.path, len);
+        self.shared.pages.lock().cut(&self.path(), len);
         Ok(())
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        self.shared.check(OpKind::Resize, &self.path)?;
+        self.shared.check(OpKind::Resize, &self.path())?;
         self.inner.allocate(len)
     }
 
@@ -595,18 +626,18 @@ impl StorageFile for FaultFile {
     }
 
     fn map_writable(&self, capacity: usize, published: usize) -> io::Result<MappedFile> {
-        self.shared.check_read(&self.path)?;
-        self.shared.check_dir(&self.path)?;
+        self.shared.check_read(&self.path())?;
+        self.shared.check_dir(&self.path())?;
         self.inner.map_writable(capacity, published)
     }
 
     fn map_read_only(&self, len: usize) -> io::Result<MappedFile> {
-        self.shared.check_read(&self.path)?;
+        self.shared.check_read(&self.path())?;
         self.inner.map_read_only(len)
     }
 
     fn write_mapped(&self, map: &MappedFile, position: usize, data: &[u8]) -> io::Result<()> {
-        match self.shared.tick(OpKind::Write, &self.path) {
+        match self.shared.tick(OpKind::Write, &self.path()) {
             None => {
                 self.inner.write_mapped(map, position, data)?;
                 self.written(position as u64, data.len());
@@ -625,12 +656,16 @@ impl StorageFile for FaultFile {
 }
 
 impl FaultFile {
+    fn path(&self) -> PathBuf {
+        self.path.lock().clone()
+    }
+
     /// `len` bytes at `position` reached the page cache.
     fn written(&self, position: u64, len: usize) {
         self.shared
             .pages
             .lock()
-            .written(&self.path, position, position + len as u64);
+            .written(&self.path(), position, position + len as u64);
     }
 
     /// A counted sync, and what it does to the file's dirty bytes.
@@ -639,15 +674,15 @@ impl FaultFile {
         self.shared
             .overlapping_syncs
             .fetch_max(running, Ordering::SeqCst);
-        let result = match self.shared.tick(OpKind::Sync, &self.path) {
+        let result = match self.shared.tick(OpKind::Sync, &self.path()) {
             None => call(self.inner.as_ref()),
             Some(fault) => Err(error(fault)),
         };
         // An interrupted call did nothing; any other failure leaves the pages clean.
         if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::Interrupted) {
             let mut pages = self.shared.pages.lock();
-            pages.synced(&self.path, result.is_ok());
-            if let Some(dir) = self.shared.failed_writeback_dir(&self.path) {
+            pages.synced(&self.path(), result.is_ok());
+            if let Some(dir) = self.shared.failed_writeback_dir(&self.path()) {
                 // The disk's writeback fails for every file there, synced or not.
                 pages.lose_under(&dir);
             }
@@ -698,6 +733,24 @@ mod tests {
         assert_eq!(fault.lost_writes(), [(path.clone(), 9, 10)]);
         fault.remove_file(&path).unwrap();
         assert_eq!(fault.lost_writes(), []);
+    }
+
+    /// A file renamed while open is written and synced under its new name: what a failed
+    /// sync loses is reported there, and a new file under the old name forgets nothing of
+    /// it.
+    #[test]
+    fn an_open_file_follows_its_rename() {
+        let root = tempfile::tempdir().unwrap();
+        let fault = FaultStorage::new(OsStorage::shared());
+        let (temp, path) = (root.path().join("f.tmp"), root.path().join("f"));
+        let file = fault.open(&temp, OpenMode::Create).unwrap();
+        file.write_at(b"before", 0).unwrap();
+        fault.rename(&temp, &path).unwrap();
+        file.write_at(b"after", 6).unwrap();
+        drop(fault.open(&temp, OpenMode::Truncate).unwrap());
+        fault.fail_at(fault.ops() + 1, FaultKind::Eio, false);
+        assert!(file.sync_data().is_err());
+        assert_eq!(fault.lost_writes(), [(path.clone(), 0, 6), (path, 6, 11)]);
     }
 
     /// `FailedWriteback` fails only the syncs of a directory.
