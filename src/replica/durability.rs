@@ -43,14 +43,15 @@ impl ReplicaLog {
 
     /// Counts `records` appended at `now` against the fsync policy; whether a sync is due.
     pub(crate) fn sync_due(&self, records: u64, now: i64) -> bool {
-        if self.config().fsync == FsyncPolicy::None {
+        let fsync = self.fsync_policy();
+        if fsync == FsyncPolicy::None {
             // Nothing to count: `flush`/`close` sync whatever is there.
             return false;
         }
         let mut state = self.sync.lock();
         state.unsynced_records += records;
         let oldest = *state.oldest_unsynced_ms.get_or_insert(now);
-        match self.config().fsync {
+        match fsync {
             FsyncPolicy::None => false,
             FsyncPolicy::EveryBatch => true,
             FsyncPolicy::EveryRecords(n) => state.unsynced_records >= n,
@@ -90,7 +91,7 @@ impl ReplicaLog {
     /// (`EveryBatch`, or a sync every record).
     pub(crate) fn syncs_every_batch(&self) -> bool {
         matches!(
-            self.config().fsync,
+            self.fsync_policy(),
             FsyncPolicy::EveryBatch | FsyncPolicy::EveryRecords(0 | 1)
         )
     }
@@ -283,7 +284,7 @@ impl ReplicaLog {
     /// Under `IntervalMs`, syncs when the oldest unsynced append is old enough
     /// (called by the log's background thread).
     pub(crate) fn flush_if_due(&self, now: i64) -> Result<()> {
-        let FsyncPolicy::IntervalMs(interval) = self.config().fsync else {
+        let FsyncPolicy::IntervalMs(interval) = self.fsync_policy() else {
             return Ok(());
         };
         let due = self

@@ -154,6 +154,12 @@ impl ReplicaLog {
         self.config.read().clone()
     }
 
+    /// The topic's fsync policy as it is now (the append path's reads of the config take
+    /// the fields they need, not a copy of all of it).
+    pub(crate) fn fsync_policy(&self) -> FsyncPolicy {
+        self.config.read().fsync
+    }
+
     /// Replaces the config (`alter_topic_config`): appends, rolls, syncs and retention use
     /// the new values from their next decision on. A non-empty active segment keeps its
     /// mapping, so a larger `segment_bytes` applies from the next segment; an empty one is
@@ -239,8 +245,8 @@ impl ReplicaLog {
 
     fn sizes(&self) -> SegmentSizes {
         SegmentSizes {
-            segment_bytes: self.config().segment_bytes,
-            index_bytes: self.config().segment_index_bytes,
+            segment_bytes: self.config.read().segment_bytes,
+            index_bytes: self.config.read().segment_index_bytes,
         }
     }
 
@@ -355,7 +361,7 @@ impl ReplicaLog {
         for batch in read.batches() {
             let appended = batch.and_then(|batch| {
                 let bytes = batch.bytes();
-                let max = (self.config().max_message_bytes as usize).max(bytes.len());
+                let max = (self.config.read().max_message_bytes as usize).max(bytes.len());
                 let header = codec::validate_batch(bytes, max)?;
                 let (info, index_result) = self.append_validated(bytes, &header, now, stamp)?;
                 stamp = Stamp::Copy;
@@ -615,12 +621,19 @@ impl ReplicaLog {
         } else {
             max_timestamp.saturating_sub(w.first_batch_timestamp)
         };
-        let config = self.config();
-        let mut segment_ms = config.segment_ms.min(i64::MAX as u64) as i64;
-        if config.cleanup_policy.compacts() {
+        let (segment_ms, compacts, max_compaction_lag_ms) = {
+            let config = self.config.read();
+            (
+                config.segment_ms.min(i64::MAX as u64) as i64,
+                config.cleanup_policy.compacts(),
+                config.max_compaction_lag_ms,
+            )
+        };
+        let mut segment_ms = segment_ms;
+        if compacts {
             // Kafka's `maxSegmentMs`: the active segment is never cleaned, so it rolls in
             // time for `max_compaction_lag_ms`.
-            segment_ms = segment_ms.min(config.max_compaction_lag_ms);
+            segment_ms = segment_ms.min(max_compaction_lag_ms);
         }
         waited > segment_ms || self.must_roll(w, header, size)
     }
@@ -636,7 +649,8 @@ impl ReplicaLog {
         }
         let last = w.next_offset + header.last_offset_delta as u64;
         // The mapping's capacity is the `segment_bytes` the segment was made with.
-        current + size > (self.config().segment_bytes as usize).min(active.capacity())
+        let segment_bytes = self.config.read().segment_bytes as usize;
+        current + size > segment_bytes.min(active.capacity())
             || active.index.entries() >= active.index.max_entries()
             || active.time_index.entries() + 1 >= active.time_index.max_entries()
             || last - active.base_offset > i32::MAX as u64
@@ -652,7 +666,7 @@ impl ReplicaLog {
     /// [`roll`](Self::roll) that syncs the sealed segment now only with `sync` (and a
     /// policy other than `None`); else the next sync does (see `sync_active`).
     fn roll_synced(&self, w: &mut Writer, now: i64, at_least: usize, sync: bool) -> Result<()> {
-        let durable = sync && self.config().fsync != FsyncPolicy::None;
+        let durable = sync && self.fsync_policy() != FsyncPolicy::None;
         if durable {
             // The epochs of the batches the recovery point is about to pass, before anything
             // changes: a failure leaves the log as it was.
@@ -692,7 +706,7 @@ impl ReplicaLog {
         }
         w.active = fresh;
         w.requested_ahead = 0;
-        w.index_state = IndexState::new(self.config().index_interval_bytes);
+        w.index_state = IndexState::new(self.config.read().index_interval_bytes);
         w.first_batch_timestamp = NO_TIMESTAMP;
         w.created_ms = now;
         if let Some(prefaulter) = &self.prefaulter {
@@ -721,7 +735,7 @@ impl ReplicaLog {
     /// I/O. Without frequent syncs the mapping is faster (no system call per append).
     fn writes_through(&self) -> bool {
         matches!(
-            self.config().fsync,
+            self.fsync_policy(),
             FsyncPolicy::EveryBatch | FsyncPolicy::EveryRecords(_)
         )
     }

@@ -1027,7 +1027,7 @@ impl ReplicaSet {
             let end = replica.log_end_offset();
             let level = end == leader.log_end_offset();
             let unsynced =
-                replica.config().fsync != FsyncPolicy::None && !replica.synced_through(end);
+                replica.fsync_policy() != FsyncPolicy::None && !replica.synced_through(end);
             if (records > 0 && replica.sync_due_now(records)) || (level && unsynced) {
                 if let Err(error) = MutexGuard::unlocked(order, || replica.sync_to(end)) {
                     Self::dir_failed(replica, &error);
