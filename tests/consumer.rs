@@ -719,6 +719,32 @@ fn the_blocking_iterator_yields_records_as_they_come() {
     assert_eq!(got, [0, 1, 2]);
 }
 
+/// An error ends the blocking iterator once handed out (a loop going on past it would
+/// spin: nothing can change while the iterator holds the consumer); a new iterator goes on
+/// once the application dealt with it.
+#[test]
+fn an_error_ends_the_blocking_iterator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    fill(&log, "t", 0, &["1", "2"]);
+    let mut consumer = log
+        .consumer(ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::None))
+        .unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let mut iter = consumer.iter();
+    let first = iter.next();
+    assert!(
+        matches!(first, Some(Err(Error::NoOffsetForPartition { .. }))),
+        "{first:?}"
+    );
+    assert!(iter.next().is_none());
+    drop(iter);
+    consumer.seek_to_beginning(&[]).unwrap();
+    let got: Vec<u64> = consumer.iter().take(2).map(|r| r.unwrap().offset).collect();
+    assert_eq!(got, [0, 1]);
+}
+
 const VALUE: [u8; 200] = [7; 200];
 
 /// A log in `root` with topic `t` holding one record of `value` in partition 0.

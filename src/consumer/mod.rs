@@ -952,15 +952,19 @@ impl Consumer {
 
     /// A blocking iterator over records for simple loops, forever; stop by breaking out of
     /// the loop, or from another thread with [`ConsumerWakeup::wakeup`], which ends it
-    /// (once it has handed out what it holds). It polls whenever it has handed out every
-    /// record of the last poll (so
-    /// auto-commit, which runs in `poll`, never covers a record the loop has not taken),
-    /// and when it is dropped the positions go back to the first record not taken: after a
-    /// break, the next `poll`, `iter` or commit goes on from there.
+    /// (once it has handed out what it holds). A `poll` error is handed out once and ends
+    /// it too: while the iterator holds the consumer nothing can change what most errors
+    /// name (no `seek` past damage, no `assign`), so a loop that went on past them would
+    /// spin on the same error; handle it, then call `iter` again. It polls whenever it has
+    /// handed out every record of the last poll (so auto-commit, which runs in `poll`,
+    /// never covers a record the loop has not taken), and when it is dropped the positions
+    /// go back to the first record not taken: after a break, the next `poll`, `iter` or
+    /// commit goes on from there.
     pub fn iter(&mut self) -> Iter<'_> {
         Iter {
             consumer: self,
             buffer: VecDeque::new(),
+            ended: false,
         }
     }
 
@@ -2284,6 +2288,8 @@ impl Consumer {
 pub struct Iter<'a> {
     consumer: &'a mut Consumer,
     buffer: VecDeque<ConsumerRecord>,
+    /// An error or a wake-up ended it.
+    ended: bool,
 }
 
 impl Iterator for Iter<'_> {
@@ -2294,11 +2300,20 @@ impl Iterator for Iter<'_> {
             if let Some(record) = self.buffer.pop_front() {
                 return Some(Ok(record));
             }
+            if self.ended {
+                return None;
+            }
             match self.consumer.poll(Duration::from_secs(1)) {
                 Ok(records) => self.buffer.extend(records),
                 // The way to stop a loop over it from another thread.
-                Err(Error::Wakeup) => return None,
-                Err(error) => return Some(Err(error)),
+                Err(Error::Wakeup) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(error) => {
+                    self.ended = true;
+                    return Some(Err(error));
+                }
             }
         }
     }
