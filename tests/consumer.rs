@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -717,6 +717,59 @@ fn the_blocking_iterator_yields_records_as_they_come() {
     consumer.assign([tp("t", 0)]).unwrap();
     let got: Vec<u64> = consumer.iter().take(3).map(|r| r.unwrap().offset).collect();
     assert_eq!(got, [0, 1, 2]);
+}
+
+/// Kafka's KIP-74: only the first partition of a fetch that reads anything returns a first
+/// batch over `max_partition_fetch_bytes` whole; a later partition whose first batch is
+/// over it returns nothing in that fetch and goes first in the next (never starved by a
+/// busy partition before it).
+#[test]
+fn only_a_fetchs_first_partition_returns_a_batch_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let big = vec![7u8; 1500];
+    for p in 0..2 {
+        let partition = log.topic("t").unwrap().partition(p).unwrap();
+        partition.append_values([&big[..], &big[..]]).unwrap();
+    }
+    let mut consumer = log
+        .consumer(earliest(None).max_partition_fetch_bytes(1024))
+        .unwrap();
+    consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
+    let partitions =
+        |records: &[ConsumerRecord]| -> Vec<u32> { records.iter().map(|r| r.partition).collect() };
+    let first = poll(&mut consumer);
+    let second = poll(&mut consumer);
+    assert_eq!(
+        (partitions(&first), partitions(&second)),
+        (vec![0, 0], vec![1, 1]),
+        "one oversized batch a fetch"
+    );
+    // Partitions with small records around one whose batch is over the limit: the big
+    // batch leads the next fetch, however many small records the others still have.
+    log.create_topic("u", TopicConfig::default().partitions(3))
+        .unwrap();
+    for p in [0, 2] {
+        let partition = log.topic("u").unwrap().partition(p).unwrap();
+        for _ in 0..200 {
+            partition.append_values([&b"small"[..]]).unwrap();
+        }
+    }
+    let partition = log.topic("u").unwrap().partition(1).unwrap();
+    partition.append_values([&big[..], &big[..]]).unwrap();
+    consumer
+        .assign([tp("u", 0), tp("u", 1), tp("u", 2)])
+        .unwrap();
+    let third = poll(&mut consumer);
+    assert_eq!(
+        partitions(&third).into_iter().collect::<BTreeSet<_>>(),
+        [0, 2].into(),
+        "the big batch waits"
+    );
+    let fourth = poll(&mut consumer);
+    assert_eq!(partitions(&fourth)[..2], [1, 1], "and leads the next fetch");
 }
 
 /// An error ends the blocking iterator once handed out (a loop going on past it would

@@ -65,10 +65,15 @@ pub struct ConsumerConfig {
     pub auto_commit_interval_ms: u64,
     /// Most records one `poll` returns. Default 500.
     pub max_poll_records: usize,
-    /// About the most bytes one `poll` reads over all partitions (a first batch larger than
-    /// it is still returned). Default 52428800.
+    /// About the most bytes one `poll` reads over all partitions. As in Kafka (KIP-74), the
+    /// first partition of a fetch that has records returns its first batch whole even when
+    /// it is larger than this or `max_partition_fetch_bytes`, so that the consumer always
+    /// makes progress; the partitions after it stay within the limits (one whose first
+    /// batch is over them returns nothing, and goes first in the next fetch). Default
+    /// 52428800.
     pub fetch_max_bytes: usize,
-    /// About the most bytes one `poll` reads from one partition. Default 1048576.
+    /// About the most bytes one `poll` reads from one partition (see `fetch_max_bytes` for
+    /// a first batch larger than it). Default 1048576.
     pub max_partition_fetch_bytes: usize,
     /// Least bytes of records a `poll` waits for (`fetch.min.bytes`). Default 1: a poll
     /// returns as soon as there is anything. With more, a poll that finds fewer bytes
@@ -428,6 +433,9 @@ enum Fetched {
     /// read that met the change was dropped. Fetched again at once: it happens once per
     /// change of leader.
     Revalidated,
+    /// Nothing read: the first batch at the position is over the limits, and another
+    /// partition of the pass read first.
+    TooLarge,
 }
 
 /// A reset asked for by `seek_to_beginning`/`seek_to_end`, resolved at the next use.
@@ -982,6 +990,12 @@ impl Consumer {
         let mut failed: Option<(usize, Error)> = None;
         let mut moved = false;
         let mut advanced = false;
+        // Kafka's `minOneMessage` (KIP-74): until a partition of the pass has read bytes,
+        // a first batch larger than the limits is taken whole; after that, not.
+        let mut first_read = true;
+        // The first partition that read nothing for that: the next pass starts there (as
+        // Kafka's consumer moves partitions that returned records to the end of its order).
+        let mut too_large = None;
         let policy = self.config.auto_offset_reset;
         for step in 0..n {
             if out.len() >= max_records || bytes_left == 0 {
@@ -1007,15 +1021,19 @@ impl Consumer {
             let before = out.len();
             let position = state.position;
             let mut read = false;
-            match self.fetch_partition(&tp, bytes_left, max_records, &mut out) {
+            match self.fetch_partition(&tp, bytes_left, first_read, max_records, &mut out) {
                 Ok(Fetched::Read(bytes)) => {
                     bytes_left = bytes_left.saturating_sub(bytes);
+                    first_read &= bytes == 0;
                     read = true;
                 }
                 Ok(Fetched::Reset) => moved = true,
                 // Not counted as a reset: the one refetch a `poll` allows for those may
                 // be spent already, and nothing would wake it (a failover appends nothing).
                 Ok(Fetched::Revalidated) => advanced = true,
+                Ok(Fetched::TooLarge) => {
+                    too_large.get_or_insert(index);
+                }
                 // Damage stays in the way, as in Kafka (whose fetcher throws at the damaged
                 // partition's turn, every poll, until it is sought past or paused).
                 Err(error) if error.is_corruption() && out.is_empty() => return Err(error),
@@ -1039,7 +1057,9 @@ impl Consumer {
                 advanced = true;
             }
         }
-        if let Some(index) = last_with_records {
+        if let Some(index) = too_large {
+            self.next_start = index;
+        } else if let Some(index) = last_with_records {
             self.next_start = (index + 1) % n;
         }
         if let Some((index, error)) = failed {
@@ -1052,11 +1072,14 @@ impl Consumer {
         Ok((out, moved, advanced))
     }
 
-    /// Reads records of `tp` into `out`.
+    /// Reads records of `tp` into `out`: at most `bytes_left` and `max_partition_fetch_bytes`
+    /// of the log, but for a first batch over them, which is read whole when `first_read`
+    /// (no partition of the pass read anything yet) and left for a later pass otherwise.
     fn fetch_partition(
         &mut self,
         tp: &TopicPartition,
         bytes_left: usize,
+        first_read: bool,
         max_records: usize,
         out: &mut PollBuilder,
     ) -> Result<Fetched> {
@@ -1117,6 +1140,10 @@ impl Consumer {
                 return Ok(Fetched::Revalidated);
             }
             bytes = read.bytes().len();
+            if bytes > limit && !first_read {
+                // A read always holds its first batch: alone over the limit here.
+                return Ok(Fetched::TooLarge);
+            }
             for batch in read.batches().check_crcs(check_crcs) {
                 match batch {
                     Ok(batch) => state.buffered.push_back((batch, None)),
