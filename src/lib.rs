@@ -149,6 +149,18 @@ pub mod testing {
             read_all,
             "validate_batch and the readers disagree"
         );
+        // The largest timestamp the append stores as a `CreateTime` batch's `maxTimestamp`
+        // (from -1, as Kafka's `LogValidator`), on whichever path found it.
+        if let Ok((_, max)) = crate::codec::validate_batch_timestamps(data, 1 << 20) {
+            let expected = if header.timestamp_type() == crate::TimestampType::CreateTime {
+                fast.iter()
+                    .filter_map(|r| r.as_ref().ok().map(|r| r.timestamp))
+                    .fold(crate::codec::NO_TIMESTAMP, i64::max)
+            } else {
+                header.max_timestamp
+            };
+            assert_eq!(max, expected, "the largest timestamp");
+        }
     }
 
     /// The oracle of [`fuzz_decode_batch`] for one input.
