@@ -160,6 +160,12 @@ fn a_pending_wakeup_fails_the_next_commit_or_offset_query_once() {
     wakeup.wakeup();
     assert!(woken(consumer.position(&t0).map(drop)));
     wakeup.wakeup();
+    // A query refused for its argument (as Kafka's `IllegalArgumentException`, thrown
+    // first) leaves the wake-up for the next.
+    assert!(matches!(
+        consumer.offsets_for_times(&[(t0.clone(), -1)]),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(woken(
         consumer.offsets_for_times(&[(t0.clone(), T0)]).map(drop)
     ));
@@ -770,6 +776,34 @@ fn only_a_fetchs_first_partition_returns_a_batch_over_the_limit() {
     );
     let fourth = poll(&mut consumer);
     assert_eq!(partitions(&fourth)[..2], [1, 1], "and leads the next fetch");
+}
+
+/// `fetch_min_bytes` counts a partition's readable bytes up to `max_partition_fetch_bytes`,
+/// as Kafka's `DelayedFetch` does, an oversized first batch too: it alone does not end the
+/// wait.
+#[test]
+fn an_oversized_batch_counts_up_to_the_partition_limit_for_fetch_min_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _clock) = open(dir.path());
+    log.create_topic("t", None).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    partition.append_values([vec![7u8; 2500]]).unwrap();
+    let mut consumer = log
+        .consumer(
+            earliest(None)
+                .max_partition_fetch_bytes(1000)
+                .fetch_min_bytes(2000)
+                .fetch_max_wait_ms(300),
+        )
+        .unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let start = Instant::now();
+    assert_eq!(consumer.poll(Duration::from_secs(60)).unwrap().count(), 1);
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "returned after {:?}",
+        start.elapsed()
+    );
 }
 
 /// An error ends the blocking iterator once handed out (a loop going on past it would
@@ -1520,6 +1554,18 @@ fn a_failing_partition_does_not_stop_the_others() {
     }
     assert_eq!(values(&got), ["x", "y"]);
     assert!(errors > 0, "the failing partition is reported");
+    // Its offsets are not known either (Kafka's `ListOffsets` finds no leader): an error,
+    // not 0.
+    for offsets in [
+        consumer.beginning_offsets(&[tp("t", 1), tp("t", 0)]),
+        consumer.end_offsets(&[tp("t", 0)]),
+    ] {
+        assert!(
+            matches!(offsets, Err(Error::PartitionOffline { partition: 0, .. })),
+            "{offsets:?}"
+        );
+    }
+    assert_eq!(consumer.end_offsets(&[tp("t", 1)]).unwrap()[&tp("t", 1)], 2);
 }
 
 /// An async commit queued before its topic was deleted and created again under the name

@@ -295,7 +295,8 @@ fn the_stored_max_timestamp_is_the_records_largest() {
 }
 
 /// A record refused at `send` for its timestamp (negative, or outside the topic's limits)
-/// does not move a stateful partitioner: Kafka refuses it before asking.
+/// does not move a stateful partitioner (Kafka refuses a negative one before asking; its
+/// broker checks the limits).
 #[test]
 fn a_refused_record_leaves_the_partitioner_where_it_was() {
     let root = tempfile::tempdir().unwrap();

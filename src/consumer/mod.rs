@@ -66,11 +66,11 @@ pub struct ConsumerConfig {
     /// Most records one `poll` returns. Default 500.
     pub max_poll_records: usize,
     /// About the most bytes one `poll` reads over all partitions. As in Kafka (KIP-74), the
-    /// first partition of a fetch that has records returns its first batch whole even when
+    /// first partition of a fetch that reads anything takes its first batch whole even when
     /// it is larger than this or `max_partition_fetch_bytes`, so that the consumer always
     /// makes progress; the partitions after it stay within the limits (one whose first
-    /// batch is over them returns nothing, and goes first in the next fetch). Default
-    /// 52428800.
+    /// batch is over them reads nothing, and the first such goes first in the next fetch).
+    /// Default 52428800.
     pub fetch_max_bytes: usize,
     /// About the most bytes one `poll` reads from one partition (see `fetch_max_bytes` for
     /// a first batch larger than it). Default 1048576.
@@ -948,7 +948,13 @@ impl Consumer {
                 .partition
                 .read(position, self.config.max_partition_fetch_bytes)
             {
-                Ok(read) => total += read.bytes().len(),
+                // A first batch over the limit counts only up to it, as in Kafka's count.
+                Ok(read) => {
+                    total += read
+                        .bytes()
+                        .len()
+                        .min(self.config.max_partition_fetch_bytes);
+                }
                 Err(_) => return cap,
             }
             if total >= cap {
@@ -1064,7 +1070,7 @@ impl Consumer {
         }
         if let Some((index, error)) = failed {
             if out.is_empty() {
-                self.next_start = (index + 1) % n;
+                self.next_start = too_large.unwrap_or((index + 1) % n);
                 return Err(error);
             }
             self.deferred = Some(error);
@@ -1416,7 +1422,7 @@ impl Consumer {
         query: &[(TopicPartition, i64)],
     ) -> Result<HashMap<TopicPartition, Option<TimestampOffset>>> {
         self.check_open()?;
-        self.check_wakeup()?;
+        // Before the wake-up check: refused, the call leaves a pending wake-up for the next.
         if let Some((tp, timestamp)) = query.iter().find(|(_, timestamp)| *timestamp < 0) {
             return Err(Error::InvalidArgument {
                 reason: format!(
@@ -1425,6 +1431,7 @@ impl Consumer {
                 ),
             });
         }
+        self.check_wakeup()?;
         let mut out = HashMap::new();
         for (tp, timestamp) in query {
             let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
@@ -1488,7 +1495,8 @@ impl Consumer {
     /// The log start offset of each partition.
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Closed`; `Wakeup` when a wake-up is pending.
+    /// `UnknownTopic` / `UnknownPartition`; `PartitionOffline` (no leader to ask); `Closed`;
+    /// `Wakeup` when a wake-up is pending.
     pub fn beginning_offsets(
         &self,
         partitions: &[TopicPartition],
@@ -1500,7 +1508,8 @@ impl Consumer {
     /// (Kafka's `endOffsets` under `read_uncommitted`).
     ///
     /// # Errors
-    /// `UnknownTopic` / `UnknownPartition`; `Closed`; `Wakeup` when a wake-up is pending.
+    /// `UnknownTopic` / `UnknownPartition`; `PartitionOffline` (no leader to ask); `Closed`;
+    /// `Wakeup` when a wake-up is pending.
     pub fn end_offsets(
         &self,
         partitions: &[TopicPartition],
@@ -1519,6 +1528,14 @@ impl Consumer {
             .iter()
             .map(|tp| {
                 let partition = self.log.topic(&tp.topic)?.partition(tp.partition)?;
+                // Kafka's `ListOffsets` needs the leader; an offline partition's figures
+                // (from a replica out of sync, or 0 without one) are no answer.
+                if !partition.is_led() {
+                    return Err(Error::PartitionOffline {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                    });
+                }
                 Ok((tp.clone(), offset(&partition)))
             })
             .collect()

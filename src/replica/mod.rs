@@ -477,14 +477,14 @@ impl ReplicaLog {
         now: i64,
         stamp: Stamp,
     ) -> Result<(AppendInfo, Result<()>)> {
-        let log_append = stamp == Stamp::Leader
-            && self.config.read().timestamp_type == TimestampType::LogAppendTime;
         let mut w = self.writer.lock();
         if w.closed {
             return Err(Error::Closed);
         }
+        let log_append = stamp == Stamp::Leader
+            && self.config.read().timestamp_type == TimestampType::LogAppendTime;
         // The append time is read under the writer lock, as Kafka's under its log's lock:
-        // read before it, two appenders could stamp times that fall in offset order.
+        // read before it, two appenders could stamp times out of offset order.
         let now = if log_append { self.clock.now_ms() } else { now };
         let log_append_time = log_append.then_some(now);
         let max_timestamp = log_append_time.unwrap_or(header.max_timestamp);

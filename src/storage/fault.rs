@@ -116,7 +116,6 @@ fn add_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     }
 }
 
-/// Removes `[start, end)` from `ranges`.
 /// Where a path `rest` below a renamed `to` lands (`to` itself for an empty `rest`, with
 /// no trailing separator).
 fn moved_to(to: &Path, rest: &Path) -> PathBuf {
@@ -127,6 +126,7 @@ fn moved_to(to: &Path, rest: &Path) -> PathBuf {
     }
 }
 
+/// Removes `[start, end)` from `ranges`.
 fn remove_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     let mut kept = Vec::with_capacity(ranges.len());
     for &(s, e) in ranges.iter() {
@@ -515,7 +515,8 @@ impl Storage for FaultStorage {
         self.shared.check(OpKind::Rename, from)?;
         self.shared.inner.rename(from, to)?;
         self.shared.pages.lock().renamed(from, to);
-        // Open files move with their names (writes through them go on under the new one).
+        // Open files move with their names (writes through them go on under the new one);
+        // one the rename replaced keeps its directory but no name a file can have.
         for file in self
             .shared
             .open_files
@@ -524,7 +525,11 @@ impl Storage for FaultStorage {
             .filter_map(Weak::upgrade)
         {
             let mut path = file.path.lock();
-            if let Ok(rest) = path.strip_prefix(from) {
+            if *path == to {
+                let mut replaced = path.clone().into_os_string();
+                replaced.push("\0replaced");
+                *path = PathBuf::from(replaced);
+            } else if let Ok(rest) = path.strip_prefix(from) {
                 *path = moved_to(to, rest);
             }
         }
@@ -748,9 +753,22 @@ mod tests {
         fault.rename(&temp, &path).unwrap();
         file.write_at(b"after", 6).unwrap();
         drop(fault.open(&temp, OpenMode::Truncate).unwrap());
+        // A file renamed over while open is no longer the one under the name.
+        let other = root.path().join("g");
+        let replaced = fault.open(&other, OpenMode::Create).unwrap();
+        fault.rename(&temp, &other).unwrap();
+        replaced.write_at(b"gone", 0).unwrap();
         fault.fail_at(fault.ops() + 1, FaultKind::Eio, false);
         assert!(file.sync_data().is_err());
         assert_eq!(fault.lost_writes(), [(path.clone(), 0, 6), (path, 6, 11)]);
+        // What the replaced file loses is not the new file's under the name.
+        fault.fail_at(fault.ops() + 1, FaultKind::Eio, false);
+        assert!(replaced.sync_data().is_err());
+        assert!(
+            fault.lost_writes().iter().all(|(p, _, _)| *p != other),
+            "{:?}",
+            fault.lost_writes()
+        );
     }
 
     /// `FailedWriteback` fails only the syncs of a directory.
