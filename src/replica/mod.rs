@@ -244,9 +244,11 @@ impl ReplicaLog {
     }
 
     fn sizes(&self) -> SegmentSizes {
+        // One read guard: two at once could deadlock behind a waiting writer.
+        let config = self.config.read();
         SegmentSizes {
-            segment_bytes: self.config.read().segment_bytes,
-            index_bytes: self.config.read().segment_index_bytes,
+            segment_bytes: config.segment_bytes,
+            index_bytes: config.segment_index_bytes,
         }
     }
 
