@@ -207,7 +207,8 @@ impl LogBuilder {
     }
 
     /// How long the committed offsets of a group without members are kept after its last
-    /// commit or after it became empty (Kafka's `offsets.retention.minutes`), and those of
+    /// commit or after it became empty (Kafka's `offsets.retention.minutes`), those of a
+    /// group never joined (a standalone consumer's) each after its own commit, and those of
     /// topics a Stable group no longer subscribes to after their commit (KIP-496). Default
     /// 10080 (7 days); allowed 1..=1000000000. Expiry runs every 10 minutes of commits and at
     /// [`Log::maintain`].

@@ -1017,6 +1017,21 @@ impl OffsetStore {
                 self.expire_unsubscribed(log, coordinator, &group, retention_ms, now)?;
                 continue;
             };
+            if !self.groups.read().contains_key(&group) {
+                // A group never joined (a standalone consumer's offsets only; Kafka's group
+                // without a protocol type): each offset expires a retention after its own
+                // commit, and the group with the last of them.
+                let (stale, total) = self.stale_offsets(&group, |_| true, retention_ms, now);
+                if !stale.is_empty() && stale.len() == total {
+                    if self.delete_group_locked(log, &group)? {
+                        fence.forget();
+                        expired.push(group);
+                    }
+                } else if !stale.is_empty() {
+                    self.tombstone(log, &group, &stale)?;
+                }
+                continue;
+            }
             let last_commit = self
                 .cache
                 .read()
@@ -1051,25 +1066,42 @@ impl OffsetStore {
         let Some(subscribed) = coordinator.stable_subscriptions(group) else {
             return Ok(());
         };
-        let stale: Vec<TopicPartition> = self
-            .cache
-            .read()
-            .get(group)
-            .map(|offsets| {
-                offsets
-                    .iter()
-                    .filter(|(tp, committed)| {
-                        !subscribed.contains(&tp.topic)
-                            && now.saturating_sub(committed.commit_timestamp) >= retention_ms
-                    })
-                    .map(|(tp, _)| tp.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (stale, _) = self.stale_offsets(
+            group,
+            |tp| !subscribed.contains(&tp.topic),
+            retention_ms,
+            now,
+        );
         if stale.is_empty() {
             return Ok(());
         }
         self.tombstone(log, group, &stale)
+    }
+
+    /// `group`'s offsets that `eligible` takes and whose commit is a retention old, with
+    /// the count of all its offsets.
+    fn stale_offsets(
+        &self,
+        group: &str,
+        eligible: impl Fn(&TopicPartition) -> bool,
+        retention_ms: i64,
+        now: i64,
+    ) -> (Vec<TopicPartition>, usize) {
+        self.cache
+            .read()
+            .get(group)
+            .map(|offsets| {
+                let stale = offsets
+                    .iter()
+                    .filter(|(tp, committed)| {
+                        eligible(tp)
+                            && now.saturating_sub(committed.commit_timestamp) >= retention_ms
+                    })
+                    .map(|(tp, _)| tp.clone())
+                    .collect();
+                (stale, offsets.len())
+            })
+            .unwrap_or_default()
     }
 
     /// The groups with committed offsets, sorted.

@@ -145,6 +145,52 @@ fn deleted_groups_are_gone_also_after_a_restart() {
 
 const DAY_MS: i64 = 24 * 3_600_000;
 
+/// A group never joined (a standalone consumer's commits; Kafka's group without a protocol
+/// type): each offset expires a retention after its own commit (Kafka's
+/// `removeExpiredOffsets`), the group with the last of them.
+#[test]
+fn a_simple_groups_offsets_expire_each_after_its_own_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = setup(dir.path());
+    let (tp0, tp1) = (tp("t", 0), tp("t", 1));
+    log.commit_offsets("simple", &[(tp0.clone(), OffsetAndMetadata::new(1))])
+        .unwrap();
+    clock.advance(3 * DAY_MS);
+    log.commit_offsets("simple", &[(tp1.clone(), OffsetAndMetadata::new(2))])
+        .unwrap();
+    clock.advance(4 * DAY_MS - 1);
+    assert!(log.maintain().unwrap().expired_groups.is_empty());
+    assert!(log.committed_offset("simple", &tp0).unwrap().is_some());
+    clock.advance(1);
+    assert!(log.maintain().unwrap().expired_groups.is_empty());
+    assert_eq!(
+        log.committed_offset("simple", &tp0).unwrap(),
+        None,
+        "its own week"
+    );
+    assert_eq!(
+        log.committed_offset("simple", &tp1)
+            .unwrap()
+            .unwrap()
+            .offset,
+        2
+    );
+    assert_eq!(log.list_groups(), ["simple"]);
+    clock.advance(3 * DAY_MS);
+    assert_eq!(log.maintain().unwrap().expired_groups, ["simple"]);
+    assert!(log.list_groups().is_empty());
+    // Gone from the offsets topic too: a reopen finds neither.
+    log.close().unwrap();
+    let log = Log::builder()
+        .dir(dir.path())
+        .clock(clock.clone())
+        .offsets_topic_partitions(2)
+        .open()
+        .unwrap();
+    assert_eq!(log.committed_offset("simple", &tp0).unwrap(), None);
+    assert_eq!(log.committed_offset("simple", &tp1).unwrap(), None);
+}
+
 /// Kafka's `offsets.retention.minutes` (KIP-211): a group without members loses its
 /// offsets a retention period after its last commit or after it became empty; a group with
 /// members keeps them.
