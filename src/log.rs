@@ -702,13 +702,15 @@ impl Drop for RestoringGuard<'_> {
 }
 
 /// After the open tidied every directory: when each was online with a readable `meta`,
-/// deletions cut short are finished, and the next `meta` written need not name them.
+/// deletions and creations cut short are finished, and the next `meta` written need not
+/// name them.
 fn finish_deletions(dirs: &[Arc<StorageDir>], meta: &mut Meta) {
     if dirs
         .iter()
         .all(|d| !d.is_poisoned() && metadata::read_meta(d).is_ok())
     {
         meta.deleting.clear();
+        meta.creating.clear();
     }
 }
 
@@ -1124,12 +1126,13 @@ fn is_listable_dir(dir: &StorageDir, path: &Path) -> Result<bool> {
 
 /// Removes partition directories of directory `index` that the current `meta` does not
 /// place there and that either its own `meta` (`own`, older) placed there (replicas of
-/// topics deleted while the directory was offline) or belong to a topic the current one
-/// names as being deleted (a deletion cut short). Without that evidence nothing is removed
-/// (an orphan of a creation that crashed before its `meta` is left alone); set-aside
-/// `.damaged` copies and anything that is not a partition directory stay. The caller
-/// checked that every directory's `meta` was readable (else the one in hand may be older
-/// than one that places them).
+/// topics deleted while the directory was offline), or belong to a topic the current one
+/// names as being deleted (a deletion cut short) or created (a creation or an
+/// `add_partitions` cut short before the `meta` placing the new partitions, or a deleted
+/// name's leftovers). Without that evidence nothing is removed; set-aside `.damaged`
+/// copies and anything that is not a partition directory stay. The caller checked that
+/// every directory's `meta` was readable (else the one in hand may be older than one that
+/// places them).
 fn remove_stray_partitions(
     dir: &StorageDir,
     index: usize,
@@ -1137,9 +1140,11 @@ fn remove_stray_partitions(
     own: Option<&Meta>,
 ) -> Result<()> {
     let own = own.filter(|own| own.generation < current.generation);
-    let deleted =
-        |topic: &str| current.deleting.contains(topic) && !current.topics.contains_key(topic);
-    if own.is_none() && current.deleting.is_empty() {
+    let unfinished = |topic: &str| {
+        current.creating.contains(topic)
+            || (current.deleting.contains(topic) && !current.topics.contains_key(topic))
+    };
+    if own.is_none() && current.deleting.is_empty() && current.creating.is_empty() {
         return Ok(());
     }
     let placed = |meta: &Meta, topic: &str, partition: usize| {
@@ -1160,7 +1165,7 @@ fn remove_stray_partitions(
             continue;
         };
         let path = dir.path().join(name);
-        let stray = own.is_some_and(|own| placed(own, topic, number)) || deleted(topic);
+        let stray = own.is_some_and(|own| placed(own, topic, number)) || unfinished(topic);
         if number.to_string() != partition
             || !stray
             || placed(current, topic, number)
@@ -2024,6 +2029,7 @@ impl Log {
         .into_iter()
         .map(|replicas| replicas.into_iter().map(|i| online[i as usize]).collect())
         .collect();
+        let marked = self.mark_creating(name)?;
         let NewSets {
             sets,
             created,
@@ -2040,6 +2046,9 @@ impl Log {
             recorded.config = config.clone();
             recorded.placement.extend(placement.iter().cloned());
             recorded.leadership.extend(leadership);
+        }
+        if !marked {
+            meta.creating.remove(name);
         }
         if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
@@ -2061,6 +2070,24 @@ impl Log {
             log: self.clone(),
             state,
         })
+    }
+
+    /// Writes `meta` naming topic `name` as being created, before its new partition
+    /// directories are made: if the `meta` placing them is never written (a crash, an
+    /// error whose cleanup failed too), the open removes them. True when `meta` named it
+    /// already (an earlier creation's leftovers may be on disk: the mark stays until the
+    /// open removed them).
+    fn mark_creating(&self, name: &str) -> Result<bool> {
+        let _meta = self.inner.meta_lock.lock();
+        let mut meta = self.inner.state.read().meta.clone();
+        if meta.creating.contains(name) {
+            return Ok(true);
+        }
+        meta.generation += 1;
+        meta.creating.insert(name.to_owned());
+        self.write_meta(&meta)?;
+        self.inner.state.write().meta = meta;
+        Ok(false)
     }
 
     fn create_any_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
@@ -2125,6 +2152,7 @@ impl Log {
         if is_offsets {
             with_an_online_replica(&mut placement, &online);
         }
+        let marked = self.mark_creating(name)?;
         let NewSets {
             sets,
             created,
@@ -2149,8 +2177,12 @@ impl Log {
         let mut meta = self.inner.state.read().meta.clone();
         meta.generation += 1;
         meta.topics.insert(name.to_owned(), state.meta.clone());
-        // An earlier deletion's leftovers, if any, went with `ReplicaLog::create`.
-        meta.deleting.remove(name);
+        // An earlier deletion's leftovers where the new placement puts a replica went with
+        // `ReplicaLog::create`; those elsewhere (a deletion cut short, in this run) are the
+        // open's to remove: the name stays among those being created until then.
+        if !meta.deleting.remove(name) && !marked {
+            meta.creating.remove(name);
+        }
         if let Err(error) = self.write_meta(&meta) {
             Self::remove_partition_dirs(&created);
             return Err(error);

@@ -125,6 +125,13 @@ pub(crate) struct Meta {
     /// short by a crash or an error after this `meta` was written): the open removes
     /// them. Dropped by the next write once the deletion finished.
     pub deleting: std::collections::BTreeSet<String>,
+    /// Topics getting new partition directories (`create_topic`, `add_partitions`), written
+    /// before the directories are made: those that the `meta` placing them never reached
+    /// (a crash or an error in between) are removed by the open, as are the leftovers of a
+    /// deletion cut short when the name was created again before they went (the name moves
+    /// here from `deleting`). Dropped by the write that places the new partitions, or (for
+    /// such leftovers) after the open that removed them.
+    pub creating: std::collections::BTreeSet<String>,
 }
 
 /// A `meta` generation offered to a directory, and the run that offered it.
@@ -233,6 +240,9 @@ impl Meta {
         for name in &self.deleting {
             let _ = writeln!(out, "deleting {name}");
         }
+        for name in &self.creating {
+            let _ = writeln!(out, "creating {name}");
+        }
         out
     }
 
@@ -290,11 +300,11 @@ impl Meta {
                     let (name, topic) = decode_topic(words, meta.dir_count).map_err(bad)?;
                     meta.topics.insert(name, topic);
                 }
-                Some(kind @ ("forgotten" | "deleting")) => {
-                    let (what, names) = if kind == "forgotten" {
-                        ("meta forgotten topic", &mut meta.forgotten)
-                    } else {
-                        ("meta deleting topic", &mut meta.deleting)
+                Some(kind @ ("forgotten" | "deleting" | "creating")) => {
+                    let (what, names) = match kind {
+                        "forgotten" => ("meta forgotten topic", &mut meta.forgotten),
+                        "deleting" => ("meta deleting topic", &mut meta.deleting),
+                        _ => ("meta creating topic", &mut meta.creating),
                     };
                     let name = words
                         .next()
@@ -645,6 +655,7 @@ mod tests {
         meta.forgotten.insert("gone".into());
         meta.forgotten.insert("gone.too".into());
         meta.deleting.insert("going".into());
+        meta.creating.insert("coming".into());
         meta.topics.insert(
             "t".into(),
             TopicMeta {
