@@ -1,6 +1,6 @@
 //! Workers: a queue of jobs drained by a group of worker threads. Each worker is a consumer
 //! in group "workers" (the group shares the topic's partitions out); one worker is killed
-//! midway — it just stops, without leaving — and once its session times out the others take
+//! midway — it just stops, without leaving — and once its poll interval passes the others take
 //! over its partitions from its last commit. No job is lost; a job the dead worker handled
 //! but had not committed may run twice (at-least-once).
 //!
@@ -26,7 +26,8 @@ fn worker(log: &Log) -> tarnlog::Result<Consumer> {
             .auto_offset_reset(AutoOffsetReset::Earliest)
             .enable_auto_commit(false)
             .max_poll_records(50)
-            // Short, so the example does not wait long for the dead worker's session.
+            // Short, so the example does not wait long for the dead worker to be dropped
+            // from the group (its poll timer runs out, as with Kafka's heartbeat thread).
             .session_timeout_ms(1_500)
             .max_poll_interval_ms(1_500),
     )?;

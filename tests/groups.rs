@@ -274,9 +274,10 @@ fn subscribing_to_nothing_leaves_the_group() {
     assert!(matches!(a.poll(SHORT), Err(Error::NoAssignment)));
 }
 
-/// `GroupCoordinatorTest.testSessionTimeout` through consumers: a member that stops polling
-/// is removed after its session timeout; the survivor takes everything, and the stale
-/// member learns it lost its partitions, with its commits refused.
+/// A member that stops polling leaves once `max_poll_interval_ms` passed (Kafka's heartbeat
+/// thread sends `LeaveGroup` when the poll timer runs out; until then it keeps the session
+/// alive); the survivor takes everything, and the stale member learns it lost its
+/// partitions, with its commits refused.
 #[test]
 fn a_silent_member_is_removed_and_its_commits_refused() {
     let (_dir, log, clock) = jobs_log(4);
@@ -286,8 +287,8 @@ fn a_silent_member_is_removed_and_its_commits_refused() {
     a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
     let mut b = member(&log, "g", &["jobs"]);
     settle(&mut [&mut a, &mut b]);
-    // Only b polls while the clock passes a's session timeout.
-    for _ in 0..4 {
+    // Only b polls while the clock passes a's poll interval (30 s).
+    for _ in 0..8 {
         clock.advance(4_000);
         b.poll(SHORT).unwrap();
     }
@@ -389,17 +390,80 @@ fn the_leaders_assignor_is_used_when_all_members_have_it() {
     assert_eq!(topics_x.len(), 2, "round robin mixes topics: {px:?}");
 }
 
-/// Kafka's session timer removes a member whose session ended: `describe_group` shows the
-/// group without it (Empty), as `delete_group` already treated it.
+/// KIP-62: a member busy with its records for longer than `session_timeout_ms` (but within
+/// `max_poll_interval_ms`) stays in the group, as Kafka's background heartbeat thread keeps
+/// its session alive: no rebalance, its partitions and commits its own. Past the poll
+/// interval it leaves.
 #[test]
-fn views_of_a_group_drop_members_whose_session_ended() {
+fn a_member_busy_past_its_session_timeout_stays_until_its_poll_interval() {
+    let (_dir, log, clock) = jobs_log(4);
+    fill(&log, "jobs", 4, 2);
+    let mut a = log.consumer(config("g").enable_auto_commit(false)).unwrap();
+    a.subscribe(["jobs"]).unwrap();
+    let mut b = member(&log, "g", &["jobs"]);
+    let (generation, _) = settle(&mut [&mut a, &mut b]);
+    let held = partitions_of(&a);
+    // 28 s without a poll of a (session 10 s, poll interval 30 s); b polls meanwhile.
+    for _ in 0..7 {
+        clock.advance(4_000);
+        b.poll(SHORT).unwrap();
+    }
+    assert_eq!(log.describe_group("g").unwrap().members.len(), 2);
+    a.commit_sync().unwrap();
+    let (again, _) = settle(&mut [&mut a, &mut b]);
+    assert_eq!(again, generation, "no rebalance");
+    assert_eq!(partitions_of(&a), held);
+    // Now 32 s: a's poll timer runs out.
+    for _ in 0..8 {
+        clock.advance(4_000);
+        b.poll(SHORT).unwrap();
+    }
+    assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
+    assert!(matches!(a.commit_sync(), Err(Error::UnknownMemberId)));
+}
+
+/// A static member that stops polling does not leave when its poll timer runs out (KIP-345:
+/// static members never send `LeaveGroup`): its heartbeats stop, and its session ends
+/// `session_timeout_ms` later. A static member whose consumer closed stays a session
+/// timeout from the close.
+#[test]
+fn a_static_member_that_stops_polling_stays_a_session_timeout_past_its_poll_interval() {
+    let (_dir, log, clock) = jobs_log(2);
+    let mut a = log.consumer(config("g").group_instance_id("w1")).unwrap();
+    a.subscribe(["jobs"]).unwrap();
+    settle(&mut [&mut a]);
+    let members = |log: &Log| log.describe_group("g").unwrap().members.len();
+    clock.advance(39_000);
+    assert_eq!(
+        members(&log),
+        1,
+        "poll interval 30 s + session 10 s not passed"
+    );
+    clock.advance(1_001);
+    assert_eq!(members(&log), 0);
+    // Back: it rejoins (a new member); closed, it stays 10 s more.
+    settle(&mut [&mut a]);
+    assert_eq!(members(&log), 1);
+    clock.advance(25_000);
+    a.close().unwrap();
+    clock.advance(9_999);
+    assert_eq!(members(&log), 1, "within its session after the close");
+    clock.advance(2);
+    assert_eq!(members(&log), 0);
+}
+
+/// A member whose poll timer ran out has left (Kafka's heartbeat thread leaves then):
+/// `describe_group` shows the group without it (Empty), as `delete_group` already treated
+/// it.
+#[test]
+fn views_of_a_group_drop_members_whose_poll_timer_ran_out() {
     let (_dir, log, clock) = jobs_log(2);
     let mut a = member(&log, "g", &["jobs"]);
     settle(&mut [&mut a]);
     let described = log.describe_group("g").unwrap();
     assert_eq!(described.state, GroupState::Stable);
     assert_eq!(described.members.len(), 1);
-    clock.advance(10_001);
+    clock.advance(30_001);
     let described = log.describe_group("g").unwrap();
     assert_eq!(described.state, GroupState::Empty, "{described:?}");
     assert!(described.members.is_empty(), "{described:?}");
@@ -836,7 +900,7 @@ fn deleted_and_created_topics_rebalance_the_group() {
     assert_eq!(read, 4, "the new incarnation of topic a is read");
 }
 
-/// A cooperative member removed (session expired) while it was rejoining still holding
+/// A cooperative member removed (poll timer run out) while it was rejoining still holding
 /// partitions learns they are lost; it rejoins as a new member holding nothing.
 #[test]
 fn a_cooperative_member_removed_while_rejoining_loses_its_partitions() {
@@ -853,8 +917,8 @@ fn a_cooperative_member_removed_while_rejoining_loses_its_partitions() {
     a.poll(SHORT).unwrap();
     a.poll(SHORT).unwrap();
     assert_eq!(a.assignment().len(), 2);
-    // a goes silent past its session; b carries on and takes everything.
-    for _ in 0..3 {
+    // a goes silent past its poll interval; b carries on and takes everything.
+    for _ in 0..8 {
         clock.advance(4_000);
         b.poll(SHORT).unwrap();
     }
@@ -1258,7 +1322,7 @@ fn enforce_rebalance_during_the_members_own_join_adds_no_round() {
     );
 }
 
-/// A member removed (its session expired) before the poll that acts on its
+/// A member removed (its poll timer ran out) before the poll that acts on its
 /// `enforce_rebalance` learns it from the coordinator first: its listener hears that the
 /// partitions were lost, not revoked (they may be someone else's already).
 #[test]
@@ -1270,7 +1334,7 @@ fn enforce_rebalance_by_a_removed_member_reports_its_partitions_lost() {
     let mut b = member(&log, "g", &["jobs"]);
     loop_until_stable(&log, &mut [&mut a, &mut b]);
     events.0.lock().unwrap().clear();
-    clock.advance(10_001);
+    clock.advance(30_001);
     b.poll(SHORT).unwrap();
     a.enforce_rebalance().unwrap();
     a.poll(SHORT).unwrap();

@@ -93,11 +93,17 @@ pub struct ConsumerConfig {
     /// Kafka's consumer sends its next fetch. 0 returns what there is at once. Real time,
     /// as `poll`'s timeout.
     pub fetch_max_wait_ms: u64,
-    /// A subscribed member that does not `poll` for this long is removed from its group
-    /// (`poll` sends the heartbeats; there is no background thread). Default 45000.
+    /// How long a member's session outlives its last heartbeat. As Kafka's consumer
+    /// heartbeats from a background thread while it is open (KIP-62), so does this one (in
+    /// effect: the coordinator counts it alive), until `max_poll_interval_ms` passes
+    /// without a `poll`; the session timeout then matters for static members
+    /// (`group_instance_id`), which stay in the group this long after their consumer
+    /// closed or stopped polling. Default 45000.
     pub session_timeout_ms: u64,
-    /// Also the longest gap between polls before the member is removed, and how long a
-    /// rebalance waits for members to rejoin. Default 300000.
+    /// The longest gap between polls: a member that does not `poll` for this long leaves
+    /// its group (a static member stops heartbeating, and is removed `session_timeout_ms`
+    /// later), as Kafka's heartbeat thread makes it. Also how long a rebalance waits for
+    /// members to rejoin. Default 300000.
     pub max_poll_interval_ms: u64,
     /// Static membership (`group.instance.id`): a consumer that restarts under the same id
     /// within the session timeout gets its partitions back without a rebalance; closing it
@@ -827,8 +833,8 @@ impl Consumer {
         }
         self.maybe_auto_commit();
         let mut refetched = false;
-        // A member heartbeats while it waits (Kafka's heartbeat thread runs meanwhile), so
-        // that a long `poll` on quiet partitions does not outlive its session.
+        // A member heartbeats while it waits (a poll in progress is a poll: its timer does
+        // not run out however long the wait on quiet partitions).
         let beat = self.membership.as_ref().map(|_| {
             let session = self
                 .config
@@ -2119,11 +2125,10 @@ impl Consumer {
                 instance_id: self.config.group_instance_id.clone(),
                 topics: membership.topics.clone(),
                 assignors: self.config.partition_assignment_strategy.clone(),
-                session_timeout_ms: self
-                    .config
-                    .session_timeout_ms
-                    .min(self.config.max_poll_interval_ms),
+                session_timeout_ms: self.config.session_timeout_ms,
                 rebalance_timeout_ms: self.config.max_poll_interval_ms,
+                // Kafka's heartbeat thread, which runs while the consumer is open.
+                background_heartbeat: true,
                 owned: self.assignment.clone(),
                 generation: held_since,
                 force_rebalance: membership.enforce,
@@ -2305,7 +2310,12 @@ impl Consumer {
     fn leave_group(&mut self) -> Result<()> {
         let member_id = self.membership.as_mut().and_then(|m| m.member_id.take());
         if self.config.group_instance_id.is_some() {
-            // A static member keeps its place until its session expires (KIP-345).
+            // A static member keeps its place until its session expires (KIP-345): from
+            // now, as its heartbeats stop with the consumer.
+            if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {
+                let now = self.log.now_ms();
+                self.log.coordinator().stop_heartbeats(group, &id, now);
+            }
             return Ok(());
         }
         if let (Some(group), Some(id)) = (&self.config.group_id, member_id) {

@@ -8,9 +8,15 @@
 //! every member has rejoined (or the rebalance timeout removed the ones that did not), and the
 //! call that completes the round computes every member's assignment at once.
 //!
-//! Liveness is driven by the consumers' own calls: each `poll` heartbeats (there is no
-//! background heartbeat thread), so a member that does not poll within `session_timeout_ms`
-//! is removed. Time comes from the log's clock, so tests run on a `ManualClock`.
+//! Liveness follows Kafka's consumer (KIP-62): its background heartbeat thread keeps the
+//! session alive while the consumer is open, until `max_poll_interval_ms` (the rebalance
+//! timeout) passes without a `poll`; then a dynamic member leaves the group and a static
+//! one stops heartbeating, its session ending `session_timeout_ms` later, as it does after
+//! a static member's consumer closes. In one process there is no thread: a member joined
+//! by a consumer says so ([`JoinRequest::background_heartbeat`]) and the coordinator works
+//! out when those heartbeats stop from its last poll. A member without it (the coordinator's
+//! own tests, Kafka's broker tests) lives by its heartbeats alone. Time comes from the
+//! log's clock, so tests run on a `ManualClock`.
 //!
 //! Invariants: within a generation each partition has at most one owner (the assignors
 //! guarantee it and the assignment only changes when the generation does); a member that is
@@ -66,7 +72,12 @@ pub(crate) struct JoinRequest {
     /// Assignors in preference order.
     pub assignors: Vec<Arc<dyn Assignor>>,
     pub session_timeout_ms: u64,
+    /// Also the longest gap between polls of a member with a background heartbeat.
     pub rebalance_timeout_ms: u64,
+    /// The member's client heartbeats on its own while it is open (Kafka's consumer thread,
+    /// KIP-62) until `rebalance_timeout_ms` passes without a join or heartbeat from its
+    /// `poll`, or it [`stops heartbeating`](Coordinator::stop_heartbeats).
+    pub background_heartbeat: bool,
     /// Partitions the member still holds (cooperative rebalancing; empty when eager).
     pub owned: Vec<TopicPartition>,
     /// The generation in which it got `owned` (`None` when it holds nothing).
@@ -117,6 +128,11 @@ struct Member {
     session_timeout_ms: i64,
     rebalance_timeout_ms: i64,
     last_heartbeat_ms: i64,
+    /// The last join or heartbeat (with a background heartbeat, those come from `poll`).
+    last_poll_ms: i64,
+    /// Heartbeats on its own until its poll timer runs out (see the module docs); false
+    /// once its client closed.
+    background_heartbeat: bool,
     /// Joined the current round.
     joined: bool,
     /// Its assignment in the last generation.
@@ -126,6 +142,29 @@ struct Member {
     claimed_generation: Option<i32>,
     /// The generation of the last round completed with it.
     round: Option<i32>,
+}
+
+impl Member {
+    /// When its client's background heartbeats stop: its poll timer running out.
+    fn poll_timeout_ms(&self) -> i64 {
+        self.last_poll_ms.saturating_add(self.rebalance_timeout_ms)
+    }
+
+    /// The last moment it is a member. With a background heartbeat (KIP-62), a dynamic
+    /// member leaves when its poll timer runs out (Kafka's heartbeat thread sends
+    /// `LeaveGroup` then); a static one stops heartbeating and its session ends a session
+    /// timeout later. Otherwise, a session timeout after its last heartbeat.
+    fn session_end_ms(&self) -> i64 {
+        let last = if self.background_heartbeat {
+            if self.instance_id.is_none() {
+                return self.poll_timeout_ms();
+            }
+            self.poll_timeout_ms().max(self.last_heartbeat_ms)
+        } else {
+            self.last_heartbeat_ms
+        };
+        last.saturating_add(self.session_timeout_ms)
+    }
 }
 
 #[derive(Debug)]
@@ -253,8 +292,7 @@ impl Group {
     /// Removes members whose session expired; a removal starts a round.
     fn expire(&mut self, now: i64, initial_delay_ms: i64) {
         let before = self.members.len();
-        self.members
-            .retain(|_, m| now.saturating_sub(m.last_heartbeat_ms) <= m.session_timeout_ms);
+        self.members.retain(|_, m| now <= m.session_end_ms());
         if self.members.len() != before {
             self.after_removal(now, initial_delay_ms);
         }
@@ -406,6 +444,7 @@ impl Group {
     fn replace_static(&mut self, old: &str, id: &str, now: i64) {
         if let Some(mut member) = self.members.remove(old) {
             member.last_heartbeat_ms = now;
+            member.last_poll_ms = now;
             member.claimed.clone_from(&member.owned);
             member.claimed_generation = Some(self.generation);
             self.members.insert(id.to_owned(), member);
@@ -449,7 +488,9 @@ impl Group {
             member.cooperative = cooperative;
             member.session_timeout_ms = to_ms(request.session_timeout_ms);
             member.rebalance_timeout_ms = to_ms(request.rebalance_timeout_ms);
+            member.background_heartbeat = request.background_heartbeat;
             member.last_heartbeat_ms = now;
+            member.last_poll_ms = now;
             return changed;
         }
         // Kafka's `addMemberAndRebalance`: a new member of a group still in its first
@@ -467,6 +508,8 @@ impl Group {
                 session_timeout_ms: to_ms(request.session_timeout_ms),
                 rebalance_timeout_ms: to_ms(request.rebalance_timeout_ms),
                 last_heartbeat_ms: now,
+                last_poll_ms: now,
+                background_heartbeat: request.background_heartbeat,
                 joined: false,
                 owned: Vec::new(),
                 claimed,
@@ -739,6 +782,7 @@ impl Coordinator {
             return Err(Error::UnknownMemberId);
         };
         member.last_heartbeat_ms = now;
+        member.last_poll_ms = now;
         let result = if g.state == GroupState::PreparingRebalance {
             Err(Error::RebalanceInProgress)
         } else if generation != g.generation {
@@ -751,6 +795,23 @@ impl Coordinator {
         };
         self.collect(group, g, now);
         result
+    }
+
+    /// A static member's client closed (its consumer does not leave the group, KIP-345):
+    /// its background heartbeats stop now, or stopped already when its poll timer ran out,
+    /// and its session ends a session timeout later, unless a consumer under its instance
+    /// id takes its place first.
+    pub(crate) fn stop_heartbeats(&self, group: &str, member_id: &str, now: i64) {
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.get_mut(group)
+            && let Some(member) = g.members.get_mut(member_id)
+            && member.background_heartbeat
+        {
+            member.last_heartbeat_ms = member
+                .last_heartbeat_ms
+                .max(now.min(member.poll_timeout_ms()));
+            member.background_heartbeat = false;
+        }
     }
 
     /// Removes a member at once (close, or drop); the others rebalance.
@@ -952,6 +1013,7 @@ mod tests {
             assignors: vec![Arc::new(RangeAssignor)],
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 60_000,
+            background_heartbeat: false,
             force_rebalance: false,
         }
     }
@@ -1065,6 +1127,57 @@ mod tests {
         let (state, _, members) = c.describe("g").unwrap();
         assert_eq!(state, GroupState::Empty);
         assert!(members.is_empty(), "the group is empty");
+    }
+
+    /// KIP-62: a member whose client heartbeats in the background outlives its session
+    /// timeout without calls, until its poll timer (the rebalance timeout) runs out; then
+    /// a dynamic member is gone at once, a static one a session timeout later, or a
+    /// session timeout after `stop_heartbeats` (its consumer closed).
+    #[test]
+    fn background_heartbeats_last_until_the_poll_timer_runs_out() {
+        let c = Coordinator::new(0);
+        let live = |id: Option<&str>, instance: Option<&str>| JoinRequest {
+            background_heartbeat: true,
+            instance_id: instance.map(str::to_owned),
+            ..request(id)
+        };
+        let members = |at: i64| {
+            c.expire(Some("g"), at);
+            let mut ids: Vec<String> = c
+                .describe("g")
+                .unwrap()
+                .2
+                .into_iter()
+                .map(|m| m.member_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        // Session 10 s, rebalance timeout 60 s.
+        let (a, _, _) = joined(c.join("g", live(None, None), 0, &four).unwrap());
+        assert_eq!(
+            members(59_999),
+            std::slice::from_ref(&a),
+            "alive past its session"
+        );
+        assert!(
+            members(60_001).is_empty(),
+            "gone when its poll timer ran out"
+        );
+        let (s, _, _) = joined(c.join("g", live(None, Some("w1")), 100_000, &four).unwrap());
+        assert_eq!(
+            members(169_999),
+            std::slice::from_ref(&s),
+            "static: a session more"
+        );
+        assert!(members(170_001).is_empty());
+        let (t, _, _) = joined(c.join("g", live(None, Some("w2")), 200_000, &four).unwrap());
+        c.stop_heartbeats("g", &t, 205_000);
+        assert_eq!(members(214_999), std::slice::from_ref(&t));
+        assert!(
+            members(215_001).is_empty(),
+            "a session after its client closed"
+        );
     }
 
     /// `ConsumerCoordinatorTest.testCommitOffsetIllegalGeneration` and the commit rules: a
