@@ -1904,6 +1904,17 @@ fn a_tight_loop_of_sends_is_still_batched() {
     panic!("batches in each run: {counts:?}");
 }
 
+/// Sends "first" to `t`, which the call appends in this thread, then waits longer than that
+/// append took: the next send appends in this thread too.
+fn send_first_in_this_thread(producer: &Producer) {
+    let first = producer
+        .send(ProducerRecord::new("t").value("first"))
+        .unwrap();
+    assert!(first.is_done());
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 /// A send appending in the calling thread reports the append's failure through its
 /// future, as the sender does.
 #[test]
@@ -1916,14 +1927,8 @@ fn a_failed_append_in_the_calling_thread_fails_the_future() {
     let producer = log
         .producer(ProducerConfig::default().acks(Acks::Leader))
         .unwrap();
-    let first = producer
-        .send(ProducerRecord::new("t").value("first"))
-        .unwrap();
-    assert!(first.is_done());
-    first.wait().unwrap();
+    send_first_in_this_thread(&producer);
     faults.fail_dir(dir.path(), FaultKind::Eio);
-    // Longer after the first than its append took: this one appends in this thread too.
-    std::thread::sleep(Duration::from_millis(50));
     let failed = producer
         .send(ProducerRecord::new("t").value("second"))
         .unwrap();
@@ -1935,6 +1940,57 @@ fn a_failed_append_in_the_calling_thread_fails_the_future() {
     );
     faults.heal_dir(dir.path());
     assert_eq!(read_all(&log, "t", 0).len(), 1);
+}
+
+/// A send appending in the calling thread (`Acks::Leader`) answers as the sender does once
+/// its batch is in the log: with its offset, even when a storage call after it fails (the
+/// index entry's, say). Before, that error reached the future, and an application
+/// retrying on it wrote the record twice. A fault at each storage call of the send in
+/// turn: the answer always agrees with the log.
+#[test]
+fn a_send_in_the_calling_thread_answers_as_its_batch_landed() {
+    let mut landed_with_error = 0;
+    for k in 1..=60u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, faults) = log_with_faults(dir.path());
+        // An index entry for every batch.
+        log.create_topic("t", TopicConfig::default().index_interval_bytes(1))
+            .unwrap();
+        let producer = log
+            .producer(ProducerConfig::default().acks(Acks::Leader).retries(0))
+            .unwrap();
+        send_first_in_this_thread(&producer);
+        let ops = faults.ops();
+        faults.fail_at(ops + k, FaultKind::Eio, false);
+        let sent = producer
+            .send(ProducerRecord::new("t").value("second"))
+            .unwrap();
+        assert!(sent.is_done(), "k={k}: not appended in the calling thread");
+        let answer = sent.wait();
+        let injected = faults.injected() > 0;
+        faults.heal();
+        let values: Vec<String> = read_all(&log, "t", 0).iter().map(value_of).collect();
+        let landed = values.contains(&"second".to_owned());
+        match &answer {
+            Ok(metadata) => {
+                assert!(landed, "k={k}: acknowledged, not in the log");
+                assert_eq!(metadata.offset, Some(1), "k={k}");
+            }
+            Err(error) => assert!(!landed, "k={k}: in the log, answered {error:?}"),
+        }
+        if landed && injected {
+            landed_with_error += 1;
+        }
+        drop(producer);
+        drop(log);
+        if !injected {
+            break;
+        }
+    }
+    assert!(
+        landed_with_error > 0,
+        "no fault met a send whose batch landed"
+    );
 }
 
 /// A topic whose appends wait for an fsync keeps that wait on the sender thread: `send`

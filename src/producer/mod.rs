@@ -90,9 +90,11 @@ pub struct ProducerConfig {
     /// batch of its own: its future is complete when `send` returns, without the hand-off
     /// to the sender thread (a wake-up, on a busy machine up to a scheduler slice). `send`
     /// then takes as long as that append (microseconds; more when a segment rolls). Such a
-    /// future carries the append's error, if any, with every `acks` (with `Acks::None`
+    /// future answers as the sender's would: below `Acks::All`, with the record's offset
+    /// once its batch is in the log, even if a later step of the append fails (its index
+    /// entry's write, say); an error before that, with every `acks` (with `Acks::None`
     /// too; one that [`retries`](Self::retries) covers goes to the sender to be retried
-    /// instead), and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
+    /// instead); and on a `LogAppendTime` topic the log's timestamp. A caller sending back to
     /// back hands its records to the sender, which batches them; one that sends a few
     /// hundred thousand records a second with work between them gets batches of one, and
     /// `linger_ms = 1` batches them. Wakers and callbacks (which run on the sender thread)
@@ -122,8 +124,9 @@ pub struct ProducerConfig {
     /// sync than `min_insync_replicas`, as while a directory is offline or a replica is
     /// rebuilt), `PartitionOffline` (no replica can lead until a directory is restored)
     /// and a full disk. A batch whose append reached the log and then failed
-    /// (`NotEnoughReplicasAfterAppend`, a failed sync) is never sent twice: its error
-    /// reaches the futures. Retries keep a partition's order: its later batches wait
+    /// (`NotEnoughReplicasAfterAppend`, a failed sync) is never sent twice: with
+    /// `Acks::All` its error reaches the futures (below it they were answered when the
+    /// batch reached the log). Retries keep a partition's order: its later batches wait
     /// behind the one being retried. With [`Acks::None`] nothing is retried (the futures
     /// completed at `send`, as Kafka's `acks=0` never learns of failures).
     pub retries: u32,
@@ -1860,14 +1863,27 @@ impl Producer {
         );
         let acks = shared.config.acks;
         let mut in_log = false;
+        // Below `Acks::All` the answer is the append's, given once the batch is in the log
+        // (as the sender completes its futures then): an error after it (an index entry's
+        // write, say) does not make a record in the log look lost, which a retry would
+        // write twice.
+        let mut landed = None;
         let appended = match builder.finish() {
             Some(bytes) => {
-                topic.partitions[index as usize]
-                    .append_then(bytes, acks == Acks::All, |_| in_log = true)
+                topic.partitions[index as usize].append_then(bytes, acks == Acks::All, |info| {
+                    in_log = true;
+                    if acks != Acks::All {
+                        landed = Some(*info);
+                    }
+                })
             }
             None => Err(Error::InvalidRecord {
                 reason: "empty producer batch".into(),
             }),
+        };
+        let appended = match (appended, landed) {
+            (Err(_), Some(info)) => Ok(info),
+            (appended, _) => appended,
         };
         if let Err(error) = &appended
             && !in_log
