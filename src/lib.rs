@@ -59,6 +59,7 @@ mod log;
 mod metadata;
 mod notify;
 mod offsets;
+mod ops_model;
 mod placement;
 mod producer;
 mod read;
@@ -97,6 +98,7 @@ pub use types::{AppendInfo, TimestampOffset, TopicPartition};
 #[doc(hidden)]
 pub mod testing {
     //! Internals exposed for fuzz targets and tests; not part of the stable API.
+    pub use crate::ops_model::{MAX_OPS, fuzz_ops_model};
     pub use crate::segment::scan::{IndexState, ScanLimits, ScanOutcome, scan};
 
     /// Fuzz oracle for `decode_batch`: never panics; an accepted batch decodes fully, to

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use tarnlog::BatchBuilder;
 use tarnlog::testing::{
-    fuzz_config_parse, fuzz_decode_batch, fuzz_index_lookup, fuzz_offsets_record,
-    fuzz_recover_segment, fuzz_topic_name,
+    MAX_OPS, fuzz_config_parse, fuzz_decode_batch, fuzz_index_lookup, fuzz_offsets_record,
+    fuzz_ops_model, fuzz_recover_segment, fuzz_topic_name,
 };
 
 fn replay(target: &str, oracle: fn(&[u8])) -> usize {
@@ -31,6 +31,37 @@ fn decode_batch_corpus_replays() {
     let n = replay("decode_batch", fuzz_decode_batch);
     assert!(n > 0, "the decode_batch corpus is empty");
     println!("decode_batch: {n} corpus inputs replayed");
+}
+
+// Every stored ops_model input runs against the model without a disagreement.
+#[test]
+fn ops_model_corpus_replays() {
+    let n = replay("ops_model", fuzz_ops_model);
+    assert!(n > 0, "the ops_model corpus is empty");
+    println!("ops_model: {n} corpus inputs replayed");
+}
+
+// Pseudo-random operation sequences (a fixed xorshift seed; `TARNLOG_SOAK=1` runs 20 times
+// as many) through the ops_model oracle: coverage between fuzzing runs.
+#[test]
+fn ops_model_random_sequences() {
+    let runs = if std::env::var_os("TARNLOG_SOAK").is_some() {
+        2_000
+    } else {
+        100
+    };
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for _ in 0..runs {
+        let input: Vec<u8> = (0..MAX_OPS * 4)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        fuzz_ops_model(&input);
+    }
 }
 
 // Every stored recover_segment input passes the oracle (no panic, self-consistent prefix).
