@@ -2225,7 +2225,8 @@ impl Log {
 
     fn remove_partition_dirs(partitions: &[Arc<ReplicaLog>]) {
         for replica in partitions {
-            // Best effort: a leftover directory is removed when the name is created again.
+            // Best effort: `meta` names the topic as being created, so the next open
+            // removes a leftover directory.
             let _ = replica.dir().storage().remove_dir_all(replica.path());
         }
     }

@@ -452,6 +452,36 @@ fn a_static_member_that_stops_polling_stays_a_session_timeout_past_its_poll_inte
     assert_eq!(members(&log), 0);
 }
 
+/// A static member whose poll timer ran out is no member to its own client any more
+/// (Kafka's resets its generation then): its commit fails, its next poll hears its
+/// partitions lost and takes its own place back under its instance id, without a
+/// rebalance; closed past its poll timer (auto-commit on), its session ends a session
+/// timeout after the timer ran out, not after the close.
+#[test]
+fn a_static_member_past_its_poll_timer_rejoins_in_its_own_place() {
+    let (_dir, log, clock) = jobs_log(2);
+    fill(&log, "jobs", 2, 1);
+    let events = Recorder::default();
+    let mut a = log.consumer(config("g").group_instance_id("w1")).unwrap();
+    a.subscribe_with_listener(["jobs"], events.clone()).unwrap();
+    let (generation, _) = settle(&mut [&mut a]);
+    // Past the poll interval (30 s), within the session after it (10 s).
+    clock.advance(35_000);
+    assert!(matches!(a.commit_sync(), Err(Error::UnknownMemberId)));
+    let (again, _) = settle(&mut [&mut a]);
+    assert_eq!(again, generation, "its own place back, no rebalance");
+    assert!(events.0.lock().unwrap().contains(&"lost 2".to_owned()));
+    assert_eq!(a.assignment().len(), 2);
+    clock.advance(35_000);
+    // Its auto-commit is refused; the consumer closes all the same.
+    let _ = a.close();
+    let members = |log: &Log| log.describe_group("g").unwrap().members.len();
+    clock.advance(4_999);
+    assert_eq!(members(&log), 1, "within its session after its poll timer");
+    clock.advance(2);
+    assert_eq!(members(&log), 0, "the close did not lengthen its session");
+}
+
 /// A member whose poll timer ran out has left (Kafka's heartbeat thread leaves then):
 /// `describe_group` shows the group without it (Empty), as `delete_group` already treated
 /// it.
@@ -1145,12 +1175,12 @@ fn unsubscribing_from_a_subscription_changes_revocation_stays_unsubscribed() {
     }
 }
 
-/// A member waiting in a long `poll` on quiet partitions heartbeats meanwhile (Kafka's
-/// heartbeat thread does): it is still a member when another joins after its session
-/// timeout has passed, instead of being removed while it waits. The real clock, since the
-/// wait is timed by it.
+/// A member waiting in a long `poll` on quiet partitions is polling all the while: it is
+/// still a member when another joins after its poll interval (and session timeout) has
+/// passed, instead of being removed while it waits, and it takes part in the round. The
+/// real clock, since the wait is timed by it.
 #[test]
-fn a_member_waiting_in_a_long_poll_keeps_its_session() {
+fn a_member_waiting_in_a_long_poll_stays_in_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::builder()
         .dir(dir.path())
@@ -1163,7 +1193,7 @@ fn a_member_waiting_in_a_long_poll_keeps_its_session() {
     let session = ConsumerConfig::default()
         .group_id("g")
         .session_timeout_ms(1_500)
-        .max_poll_interval_ms(60_000);
+        .max_poll_interval_ms(1_500);
     let mut a = log.consumer(session.clone()).unwrap();
     a.subscribe(["jobs"]).unwrap();
     settle(&mut [&mut a]);

@@ -402,7 +402,8 @@ pub trait RebalanceListener: Send {
     /// After a rebalance, with the partitions now assigned.
     fn on_partitions_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]);
 
-    /// When the member found itself out of the group (its session expired): the partitions
+    /// When the member found itself out of the group (its poll timer ran out, or its
+    /// session expired): the partitions
     /// may already be someone else's, so committing is pointless. Kafka's default calls
     /// `on_partitions_revoked`; so does this one.
     fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
@@ -799,7 +800,8 @@ impl Consumer {
     /// Returns records after the positions of the assigned, unpaused partitions — at
     /// least one if any arrive before `timeout`, at most `max_poll_records` — and moves
     /// the positions past them. Runs due auto-commits and pending async commits first. A
-    /// subscribed consumer heartbeats while it waits (every third of its session), and a
+    /// subscribed consumer heartbeats while it waits (every third of its session timeout or
+    /// poll interval, whichever is shorter), and a
     /// rebalance found then completes within the call, as in Kafka.
     ///
     /// # Errors
@@ -2143,7 +2145,7 @@ impl Consumer {
             // The outcome is taken even when the group's new metadata could not be written
             // (it stays queued): the coordinator counts this member in its round, which a
             // consumer that forgot its member id would leave holding partitions until its
-            // session expired.
+            // poll timer ran out.
             let persisted = self.log.persist_group(&group);
             match joined {
                 Ok(JoinOutcome::Joined {

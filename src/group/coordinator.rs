@@ -3,7 +3,7 @@
 //!
 //! A group moves `Empty` → `PreparingRebalance` (members (re)join) → `Stable` (generation
 //! bumped, assignment computed by the leader's assignor) → `PreparingRebalance` again when a member
-//! joins, leaves, changes its subscription or misses its session timeout. In one process the
+//! joins, leaves, changes its subscription or its session ends (see liveness below). In one process the
 //! join and sync rounds collapse into one call: a member's `join` reports `Pending` until
 //! every member has rejoined (or the rebalance timeout removed the ones that did not), and the
 //! call that completes the round computes every member's assignment at once.
@@ -130,9 +130,8 @@ struct Member {
     last_heartbeat_ms: i64,
     /// The last join or heartbeat (with a background heartbeat, those come from `poll`).
     last_poll_ms: i64,
-    /// Heartbeats on its own until its poll timer runs out (see the module docs); false
-    /// once its client closed.
-    background_heartbeat: bool,
+    /// Who keeps its session alive.
+    heartbeats: Heartbeats,
     /// Joined the current round.
     joined: bool,
     /// Its assignment in the last generation.
@@ -142,6 +141,30 @@ struct Member {
     claimed_generation: Option<i32>,
     /// The generation of the last round completed with it.
     round: Option<i32>,
+}
+
+/// Who keeps a member's session alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heartbeats {
+    /// Its own calls (Kafka's broker view of any client).
+    Calls,
+    /// Its client's background thread, until its poll timer runs out (KIP-62).
+    Background,
+    /// Nobody any more: its client closed, or its poll timer ran out (a static member);
+    /// its session ends a session timeout after its last heartbeat, and a call under its
+    /// member id is refused (the client dropped that id).
+    Stopped,
+}
+
+impl Heartbeats {
+    /// As a join's [`background_heartbeat`](JoinRequest::background_heartbeat) says.
+    fn of(background: bool) -> Heartbeats {
+        if background {
+            Heartbeats::Background
+        } else {
+            Heartbeats::Calls
+        }
+    }
 }
 
 impl Member {
@@ -155,15 +178,32 @@ impl Member {
     /// `LeaveGroup` then); a static one stops heartbeating and its session ends a session
     /// timeout later. Otherwise, a session timeout after its last heartbeat.
     fn session_end_ms(&self) -> i64 {
-        let last = if self.background_heartbeat {
-            if self.instance_id.is_none() {
-                return self.poll_timeout_ms();
-            }
-            self.poll_timeout_ms().max(self.last_heartbeat_ms)
-        } else {
-            self.last_heartbeat_ms
+        let last = match self.heartbeats {
+            Heartbeats::Background if self.instance_id.is_none() => return self.poll_timeout_ms(),
+            Heartbeats::Background => self.poll_timeout_ms().max(self.last_heartbeat_ms),
+            Heartbeats::Calls | Heartbeats::Stopped => self.last_heartbeat_ms,
         };
         last.saturating_add(self.session_timeout_ms)
+    }
+
+    /// Its client no longer speaks for it at `now`: it stopped heartbeating, or its poll
+    /// timer ran out (which stops it: only a static member outlives that, a dynamic one
+    /// has left). Kafka's client resets its generation and member id then; its calls
+    /// under the old id are refused (`UnknownMemberId`), and it rejoins.
+    fn dropped_by_client(&mut self, now: i64) -> bool {
+        if self.heartbeats == Heartbeats::Background && now > self.poll_timeout_ms() {
+            self.stop_heartbeats(now);
+        }
+        self.heartbeats == Heartbeats::Stopped
+    }
+
+    /// Its client heartbeats no more from `now` (or from when its poll timer ran out, if
+    /// earlier): its session ends a session timeout after that.
+    fn stop_heartbeats(&mut self, now: i64) {
+        if self.heartbeats == Heartbeats::Background {
+            self.last_heartbeat_ms = self.last_heartbeat_ms.max(now.min(self.poll_timeout_ms()));
+            self.heartbeats = Heartbeats::Stopped;
+        }
     }
 }
 
@@ -488,7 +528,7 @@ impl Group {
             member.cooperative = cooperative;
             member.session_timeout_ms = to_ms(request.session_timeout_ms);
             member.rebalance_timeout_ms = to_ms(request.rebalance_timeout_ms);
-            member.background_heartbeat = request.background_heartbeat;
+            member.heartbeats = Heartbeats::of(request.background_heartbeat);
             member.last_heartbeat_ms = now;
             member.last_poll_ms = now;
             return changed;
@@ -509,7 +549,7 @@ impl Group {
                 rebalance_timeout_ms: to_ms(request.rebalance_timeout_ms),
                 last_heartbeat_ms: now,
                 last_poll_ms: now,
-                background_heartbeat: request.background_heartbeat,
+                heartbeats: Heartbeats::of(request.background_heartbeat),
                 joined: false,
                 owned: Vec::new(),
                 claimed,
@@ -781,6 +821,13 @@ impl Coordinator {
             self.collect(group, g, now);
             return Err(Error::UnknownMemberId);
         };
+        if member.dropped_by_client(now) {
+            // A static member whose poll timer ran out: its partitions are lost to it; it
+            // rejoins under its instance id, taking its own place back while its session
+            // lasts.
+            self.collect(group, g, now);
+            return Err(Error::UnknownMemberId);
+        }
         member.last_heartbeat_ms = now;
         member.last_poll_ms = now;
         let result = if g.state == GroupState::PreparingRebalance {
@@ -805,12 +852,8 @@ impl Coordinator {
         let mut groups = self.groups.lock();
         if let Some(g) = groups.get_mut(group)
             && let Some(member) = g.members.get_mut(member_id)
-            && member.background_heartbeat
         {
-            member.last_heartbeat_ms = member
-                .last_heartbeat_ms
-                .max(now.min(member.poll_timeout_ms()));
-            member.background_heartbeat = false;
+            member.stop_heartbeats(now);
         }
     }
 
@@ -851,6 +894,16 @@ impl Coordinator {
             Some(m) => match g.check_fenced(m.member_id, m.instance_id) {
                 Err(error) => Err(error),
                 Ok(()) if !g.members.contains_key(m.member_id) => Err(Error::UnknownMemberId),
+                // A static member whose poll timer ran out has no generation any more in
+                // Kafka's client (its commits fail there): refused, so that the commit
+                // does not lengthen its session either.
+                Ok(())
+                    if g.members
+                        .get_mut(m.member_id)
+                        .is_some_and(|member| member.dropped_by_client(now)) =>
+                {
+                    Err(Error::UnknownMemberId)
+                }
                 Ok(()) if m.generation != g.generation => Err(Error::IllegalGeneration {
                     generation: m.generation,
                     current: g.generation,
@@ -1154,29 +1207,46 @@ mod tests {
             ids
         };
         // Session 10 s, rebalance timeout 60 s.
-        let (a, _, _) = joined(c.join("g", live(None, None), 0, &four).unwrap());
+        let (dynamic, _, _) = joined(c.join("g", live(None, None), 0, &four).unwrap());
         assert_eq!(
             members(59_999),
-            std::slice::from_ref(&a),
+            std::slice::from_ref(&dynamic),
             "alive past its session"
         );
         assert!(
             members(60_001).is_empty(),
             "gone when its poll timer ran out"
         );
-        let (s, _, _) = joined(c.join("g", live(None, Some("w1")), 100_000, &four).unwrap());
+        let (fixed, _, _) = joined(c.join("g", live(None, Some("w1")), 100_000, &four).unwrap());
         assert_eq!(
             members(169_999),
-            std::slice::from_ref(&s),
+            std::slice::from_ref(&fixed),
             "static: a session more"
         );
         assert!(members(170_001).is_empty());
-        let (t, _, _) = joined(c.join("g", live(None, Some("w2")), 200_000, &four).unwrap());
-        c.stop_heartbeats("g", &t, 205_000);
-        assert_eq!(members(214_999), std::slice::from_ref(&t));
+        let (closed, _, _) = joined(c.join("g", live(None, Some("w2")), 200_000, &four).unwrap());
+        c.stop_heartbeats("g", &closed, 205_000);
+        assert_eq!(members(214_999), std::slice::from_ref(&closed));
         assert!(
             members(215_001).is_empty(),
             "a session after its client closed"
+        );
+        // A static member past its poll timer: its client dropped its member id, so a
+        // commit or a heartbeat under it is refused, and neither lengthens its session.
+        let (stalled, generation, _) =
+            joined(c.join("g", live(None, Some("w3")), 300_000, &four).unwrap());
+        assert!(matches!(
+            c.fence("g", Some(me(&stalled, generation)), 365_000),
+            Err(Error::UnknownMemberId)
+        ));
+        assert!(matches!(
+            c.heartbeat("g", me(&stalled, generation), 366_000, &four),
+            Err(Error::UnknownMemberId)
+        ));
+        assert_eq!(members(369_999), std::slice::from_ref(&stalled));
+        assert!(
+            members(370_001).is_empty(),
+            "a session after its poll timer"
         );
     }
 
