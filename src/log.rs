@@ -32,7 +32,7 @@ use crate::replica::{
     LoadOptions, PersistHook, Prefaulter, ReplicaLog, ReplicaSet, SetOptions, Slot, Standing,
     VisibleHook,
 };
-use crate::storage::{OsStorage, Storage, StorageDir};
+use crate::storage::{OpenMode, OsStorage, Storage, StorageDir};
 use crate::types::{AppendInfo, TimestampOffset, TopicPartition};
 
 /// Names reserved for Kafka's internal topics.
@@ -1127,9 +1127,10 @@ fn is_listable_dir(dir: &StorageDir, path: &Path) -> Result<bool> {
 /// Removes partition directories of directory `index` that the current `meta` does not
 /// place there and that either its own `meta` (`own`, older) placed there (replicas of
 /// topics deleted while the directory was offline), or belong to a topic the current one
-/// names as being deleted (a deletion cut short) or created (a creation or an
-/// `add_partitions` cut short before the `meta` placing the new partitions, or a deleted
-/// name's leftovers). Without that evidence nothing is removed; set-aside `.damaged`
+/// names as being deleted (a deletion cut short, the name perhaps created again since) or
+/// created (a creation or an `add_partitions` cut short before the `meta` placing the new
+/// partitions: such a directory holds no record, and one that does is set aside as
+/// `.stray` instead). Without that evidence nothing is removed; set-aside `.damaged`
 /// copies and anything that is not a partition directory stay. The caller checked that
 /// every directory's `meta` was readable (else the one in hand may be older than one that
 /// places them).
@@ -1140,10 +1141,6 @@ fn remove_stray_partitions(
     own: Option<&Meta>,
 ) -> Result<()> {
     let own = own.filter(|own| own.generation < current.generation);
-    let unfinished = |topic: &str| {
-        current.creating.contains(topic)
-            || (current.deleting.contains(topic) && !current.topics.contains_key(topic))
-    };
     if own.is_none() && current.deleting.is_empty() && current.creating.is_empty() {
         return Ok(());
     }
@@ -1165,12 +1162,30 @@ fn remove_stray_partitions(
             continue;
         };
         let path = dir.path().join(name);
-        let stray = own.is_some_and(|own| placed(own, topic, number)) || unfinished(topic);
+        // Evidence that the directory's data is unwanted: a deletion (an older `meta` of
+        // the directory placed it, or the topic is named as deleted, perhaps created again
+        // since).
+        let deleted =
+            own.is_some_and(|own| placed(own, topic, number)) || current.deleting.contains(topic);
+        let created = current.creating.contains(topic);
         if number.to_string() != partition
-            || !stray
+            || !(deleted || created)
             || placed(current, topic, number)
             || !is_listable_dir(dir, &path)?
         {
+            continue;
+        }
+        if !deleted && holds_records(dir, &path) {
+            // A creation cut short before its placing `meta` never took a record: records
+            // here mean that a `meta` placing them was lost (an unreadable copy replaced
+            // by an older one). Kept aside, not removed.
+            let aside = dir.path().join(aside_name(name, "stray"));
+            if !storage.exists(&aside) {
+                storage
+                    .rename(&path, &aside)
+                    .map_err(|e| Error::io("rename", &path, e))?;
+                dir.sync_dir(dir.path())?;
+            }
             continue;
         }
         let doomed = dir.path().join(aside_name(name, "delete"));
@@ -1183,6 +1198,31 @@ fn remove_stray_partitions(
             .map_err(|e| Error::io("remove", &doomed, e))?;
     }
     Ok(())
+}
+
+/// Whether a partition directory holds a record: a segment file whose first batch has a
+/// length (a new segment is all zeros). An error reading counts as yes.
+fn holds_records(dir: &StorageDir, path: &Path) -> bool {
+    let storage = dir.storage();
+    let Ok(names) = storage.list_dir(path) else {
+        return true;
+    };
+    names
+        .iter()
+        .filter(|name| Path::new(name).extension().is_some_and(|e| e == "log"))
+        .any(|name| {
+            let mut length = [0u8; 4];
+            storage
+                .open(&path.join(name), OpenMode::Read)
+                .and_then(|file| {
+                    if file.len()? < 12 {
+                        return Ok(false);
+                    }
+                    crate::storage::read_exact_at(file.as_ref(), &mut length, 8)?;
+                    Ok(length != [0; 4])
+                })
+                .unwrap_or(true)
+        })
 }
 
 /// Before directory `index`'s replicas load: removes its clean marker, what a deletion left,
@@ -2179,8 +2219,8 @@ impl Log {
         meta.topics.insert(name.to_owned(), state.meta.clone());
         // An earlier deletion's leftovers where the new placement puts a replica went with
         // `ReplicaLog::create`; those elsewhere (a deletion cut short, in this run) are the
-        // open's to remove: the name stays among those being created until then.
-        if !meta.deleting.remove(name) && !marked {
+        // open's to remove: the name stays among those being deleted until then.
+        if !marked {
             meta.creating.remove(name);
         }
         if let Err(error) = self.write_meta(&meta) {
@@ -4004,6 +4044,38 @@ mod tests {
             }
         }
         assert!(before.iter().any(|r| !r.contains(&4)), "nothing to move");
+    }
+
+    /// A topic named only as being created (`creating`) whose unplaced partition directory
+    /// holds records cannot be a creation cut short (it never took a record before its
+    /// placing `meta`): the `meta` placing it was lost, and the directory is set aside as
+    /// `.stray`, not removed. One without records is removed; one of a name being deleted
+    /// is removed with its records.
+    #[test]
+    fn unplaced_directories_of_a_creation_are_removed_only_when_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let log = Log::open(root.path()).unwrap();
+        for name in ["kept", "empty", "gone"] {
+            log.create_topic(name, None).unwrap();
+        }
+        for name in ["kept", "gone"] {
+            let p = log.topic(name).unwrap().partition(0).unwrap();
+            p.append_values(["acknowledged"]).unwrap();
+        }
+        log.close().unwrap();
+        let dir = StorageDir::open(crate::storage::OsStorage::shared(), root.path()).unwrap();
+        let (mut meta, _) = metadata::read_meta(&dir).unwrap().unwrap();
+        for name in ["kept", "empty", "gone"] {
+            meta.topics.remove(name);
+        }
+        meta.creating
+            .extend(["kept".to_owned(), "empty".to_owned()]);
+        meta.deleting.insert("gone".to_owned());
+        remove_stray_partitions(&dir, 0, &meta, None).unwrap();
+        let exists = |name: &str| root.path().join(name).exists();
+        assert!(!exists("kept-0") && exists("kept-0.stray"), "set aside");
+        assert!(!exists("empty-0") && !exists("empty-0.stray"), "removed");
+        assert!(!exists("gone-0") && !exists("gone-0.stray"), "removed");
     }
 
     /// Names set aside or doomed fit a file name (255 bytes) for the longest topic names,

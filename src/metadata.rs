@@ -127,10 +127,9 @@ pub(crate) struct Meta {
     pub deleting: std::collections::BTreeSet<String>,
     /// Topics getting new partition directories (`create_topic`, `add_partitions`), written
     /// before the directories are made: those that the `meta` placing them never reached
-    /// (a crash or an error in between) are removed by the open, as are the leftovers of a
-    /// deletion cut short when the name was created again before they went (the name moves
-    /// here from `deleting`). Dropped by the write that places the new partitions, or (for
-    /// such leftovers) after the open that removed them.
+    /// (a crash or an error in between) are removed by the open (set aside as `.stray` if
+    /// one holds records, which such a directory cannot). Dropped by the write that places
+    /// the new partitions, or after the open that removed them.
     pub creating: std::collections::BTreeSet<String>,
 }
 
