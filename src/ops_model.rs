@@ -268,18 +268,19 @@ fn delete_records(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
     "delete_records"
 }
 
-/// Truncation to an offset at or above the log start, where the batch holding it starts
-/// at or above the log start too: everything from that batch's base on goes.
+/// Truncation to an offset at or above the log start: everything from the base of the
+/// batch holding it on goes (the log then ends at its start if that batch began below).
 fn truncate(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
     let target = model.pick(pick);
     let Some(&base) = model.batches.iter().rev().find(|&&b| b <= target) else {
         return "no truncation";
     };
-    if target >= model.end() || base < model.start {
+    if target >= model.end() {
         return "no truncation";
     }
     p.truncate_to(target).expect("truncate");
-    model.records.truncate(base as usize);
+    // A batch that began below the log start goes whole, and the log ends at its start.
+    model.records.truncate(base.max(model.start) as usize);
     model.batches.retain(|&b| b < base);
     "truncate"
 }
