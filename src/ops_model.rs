@@ -7,7 +7,11 @@
 //! everything must come back).
 //!
 //! Each operation takes one tag byte and up to three parameter bytes (missing bytes read as
-//! 0); at most [`MAX_OPS`] operations run, so that one input stays quick.
+//! 0); at most [`MAX_OPS`] operations run, so that one input stays quick. An input whose
+//! length leaves three bytes over (`len % 4 == 3`) runs against a compacted topic instead:
+//! every record keyed, `delete_records` refused, no truncation, and the retention step
+//! runs the cleaner, after which the whole log must be the model's records in order with
+//! some left out, the latest of every key among them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::{Clock, ManualClock};
 use crate::codec::BatchBuilder;
-use crate::config::TopicConfig;
+use crate::config::{CleanupPolicy, TopicConfig};
 use crate::error::Error;
 use crate::log::{Log, Partition};
 use crate::offsets::OffsetAndMetadata;
@@ -46,6 +50,8 @@ struct Model {
     batches: Vec<u64>,
     start: u64,
     committed: BTreeMap<&'static str, u64>,
+    /// The topic is compacted: records may be missing from reads (never changed).
+    compacted: bool,
 }
 
 impl Model {
@@ -122,25 +128,42 @@ pub fn fuzz_ops_model(data: &[u8]) {
     let mut log = open(&scratch.0, &clock);
     // Small segments and index intervals: rolls, index entries and retention of whole
     // segments come within a few appends.
-    let config = TopicConfig::default()
+    let compacted = data.len() % 4 == 3;
+    let mut config = TopicConfig::default()
         .partitions(1)
         .segment_bytes(1024)
         .index_interval_bytes(64)
         .retention_ms(RETENTION_MS);
+    if compacted {
+        config = config
+            .cleanup_policy(CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0);
+    }
     log.create_topic(TOPIC, config)
         .expect("the topic is created");
-    let mut model = Model::default();
+    let mut model = Model {
+        compacted,
+        ..Model::default()
+    };
     let tp = TopicPartition::new(TOPIC, 0);
     for (step, op) in data.chunks(4).take(MAX_OPS).enumerate() {
         let byte = |i: usize| op.get(i).copied().unwrap_or(0);
         let pick = u16::from_le_bytes([byte(1), byte(2)]);
         let p = partition(&log);
         let what = match byte(0) % 10 {
-            0..=2 => append(&p, &mut model, &clock, byte(1), byte(2), byte(3)),
+            0..=2 => append(
+                &p,
+                &mut model,
+                &clock,
+                byte(1),
+                byte(2),
+                byte(3) | u8::from(compacted),
+            ),
             3 => read(&p, &model, pick, byte(3)),
             4 => delete_records(&p, &mut model, pick),
             5 => truncate(&p, &mut model, pick),
             6 => commit(&log, &tp, &mut model, byte(1), pick),
+            7 if compacted => compact(&log, &p, &model),
             7 => retain(&log, &p, &mut model, &clock, byte(1)),
             8 => {
                 p.flush().expect("flush");
@@ -227,19 +250,22 @@ fn read(p: &Partition, model: &Model, pick: u16, max: u8) -> &'static str {
                 if at < offset {
                     continue;
                 }
-                assert_eq!(at, next, "read {offset}: offsets in order");
-                let want = &model.records[at as usize];
-                assert_eq!(record.key.as_deref(), want.key.as_deref(), "key at {at}");
-                assert_eq!(
-                    record.value.as_deref(),
-                    Some(&want.value[..]),
-                    "value at {at}"
-                );
-                assert_eq!(record.timestamp, want.timestamp, "timestamp at {at}");
-                next += 1;
+                if model.compacted {
+                    assert!(
+                        at >= next && at < model.end(),
+                        "read {offset}: {at} after {next}"
+                    );
+                } else {
+                    assert_eq!(at, next, "read {offset}: offsets in order");
+                }
+                check_record(model, at, &record);
+                next = at + 1;
             }
-            // KIP-74: the first batch comes whole whatever `max_bytes` says.
-            assert_eq!(next > offset, offset < model.end(), "read {offset}: {next}");
+            // KIP-74: the first batch comes whole whatever `max_bytes` says (compaction may
+            // have left nothing from `offset` on).
+            if !model.compacted {
+                assert_eq!(next > offset, offset < model.end(), "read {offset}: {next}");
+            }
         }
         Err(Error::OffsetOutOfRange { .. }) => {
             assert!(
@@ -253,10 +279,18 @@ fn read(p: &Partition, model: &Model, pick: u16, max: u8) -> &'static str {
 }
 
 /// `delete_records` up to one past the end: the log start moves up to it (never back);
-/// past the high watermark it is refused and nothing changes.
+/// past the high watermark it is refused and nothing changes, and so on a compacted topic.
 fn delete_records(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
     let before = model.pick(pick);
-    match p.delete_records(before) {
+    let deleted = p.delete_records(before);
+    if model.compacted {
+        assert!(
+            matches!(deleted, Err(Error::PolicyViolation { .. })),
+            "delete_records on a compacted topic: {deleted:?}"
+        );
+        return "delete_records";
+    }
+    match deleted {
         Ok(start) => {
             assert!(before <= model.end(), "deleted before {before}");
             model.start = model.start.max(before);
@@ -271,6 +305,10 @@ fn delete_records(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
 /// Truncation to an offset at or above the log start: everything from the base of the
 /// batch holding it on goes (the log then ends at its start if that batch began below).
 fn truncate(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
+    if model.compacted {
+        // Batch boundaries after cleaning are the cleaner's.
+        return "no truncation";
+    }
     let target = model.pick(pick);
     let Some(&base) = model.batches.iter().rev().find(|&&b| b <= target) else {
         return "no truncation";
@@ -333,6 +371,56 @@ fn retain(
     );
     model.start = start;
     "retain"
+}
+
+/// Runs the cleaner, then reads the whole log: the model's records, in order, some left
+/// out, none changed, the latest of every key kept.
+fn compact(log: &Log, p: &Partition, model: &Model) -> &'static str {
+    log.maintain().expect("maintain");
+    let mut latest: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for (at, rec) in model.records.iter().enumerate().skip(model.start as usize) {
+        latest.insert(rec.key.as_deref().expect("keyed"), at as u64);
+    }
+    let mut offset = model.start;
+    let mut kept = std::collections::BTreeSet::new();
+    while offset < model.end() {
+        let read = p.read(offset, 1 << 20).expect("read after cleaning");
+        let before = offset;
+        for record in read.records() {
+            let record = record.expect("a cleaned record decodes");
+            let at = record.offset as u64;
+            if at < offset {
+                continue;
+            }
+            check_record(model, at, &record);
+            kept.insert(at);
+            offset = at + 1;
+        }
+        if offset == before {
+            // Nothing from `offset` on in that read (a cleaned batch may keep only records
+            // below it): look from the next offset.
+            offset += 1;
+        }
+    }
+    for (key, at) in latest {
+        assert!(
+            kept.contains(&at),
+            "the latest record of key {key:?} ({at}) was cleaned"
+        );
+    }
+    "compact"
+}
+
+/// The record read at `at` is the model's.
+fn check_record(model: &Model, at: u64, record: &crate::codec::Record) {
+    let want = &model.records[at as usize];
+    assert_eq!(record.key.as_deref(), want.key.as_deref(), "key at {at}");
+    assert_eq!(
+        record.value.as_deref(),
+        Some(&want.value[..]),
+        "value at {at}"
+    );
+    assert_eq!(record.timestamp, want.timestamp, "timestamp at {at}");
 }
 
 fn check_shape(p: &Partition, model: &Model, step: usize, what: &str) {
