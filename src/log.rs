@@ -1163,29 +1163,26 @@ fn remove_stray_partitions(
         };
         let path = dir.path().join(name);
         // Evidence that the directory's data is unwanted: a deletion (an older `meta` of
-        // the directory placed it, or the topic is named as deleted, perhaps created again
-        // since).
-        let deleted =
-            own.is_some_and(|own| placed(own, topic, number)) || current.deleting.contains(topic);
+        // the directory placed it, or the topic is named as deleted), or a creation.
+        let deleted_here = own.is_some_and(|own| placed(own, topic, number));
+        let deleting = current.deleting.contains(topic);
         let created = current.creating.contains(topic);
         if number.to_string() != partition
-            || !(deleted || created)
+            || !(deleted_here || deleting || created)
             || placed(current, topic, number)
             || !is_listable_dir(dir, &path)?
         {
             continue;
         }
-        if !deleted && holds_records(dir, &path) {
-            // A creation cut short before its placing `meta` never took a record: records
-            // here mean that a `meta` placing them was lost (an unreadable copy replaced
-            // by an older one). Kept aside, not removed.
-            let aside = dir.path().join(aside_name(name, "stray"));
-            if !storage.exists(&aside) {
-                storage
-                    .rename(&path, &aside)
-                    .map_err(|e| Error::io("rename", &path, e))?;
-                dir.sync_dir(dir.path())?;
-            }
+        // Its records are surely unwanted when a deletion is the evidence and the name is
+        // not live. Otherwise (a creation cut short never took a record; the leftovers of
+        // a deleted name created again may be told from the live topic's only by where
+        // they are) records mean that a `meta` placing them may have been lost (an
+        // unreadable copy replaced by an older one): set aside, not removed.
+        let sure = deleted_here || (deleting && !current.topics.contains_key(topic));
+        if !sure && holds_records(dir, &path) {
+            let tp = TopicPartition::new(topic, number as u32);
+            set_aside(dir, &tp, "stray")?;
             continue;
         }
         let doomed = dir.path().join(aside_name(name, "delete"));
@@ -1200,29 +1197,38 @@ fn remove_stray_partitions(
     Ok(())
 }
 
-/// Whether a partition directory holds a record: a segment file whose first batch has a
-/// length (a new segment is all zeros). An error reading counts as yes.
+/// Whether a partition directory holds a record, or an offset past 0: a segment whose base
+/// is not 0, or a log file (`.log`, or one of a cleaning or deletion in progress) whose
+/// first batch has a length (what a creation makes is one all-zero segment at 0). An error
+/// reading counts as yes.
 fn holds_records(dir: &StorageDir, path: &Path) -> bool {
     let storage = dir.storage();
     let Ok(names) = storage.list_dir(path) else {
         return true;
     };
-    names
-        .iter()
-        .filter(|name| Path::new(name).extension().is_some_and(|e| e == "log"))
-        .any(|name| {
-            let mut length = [0u8; 4];
-            storage
-                .open(&path.join(name), OpenMode::Read)
-                .and_then(|file| {
-                    if file.len()? < 12 {
-                        return Ok(false);
-                    }
-                    crate::storage::read_exact_at(file.as_ref(), &mut length, 8)?;
-                    Ok(length != [0; 4])
-                })
-                .unwrap_or(true)
-        })
+    let past_zero = names.iter().any(|name| {
+        name.split('.')
+            .next()
+            .and_then(|base| base.parse::<u64>().ok())
+            .is_some_and(|base| base > 0)
+    });
+    past_zero
+        || names
+            .iter()
+            .filter(|name| name.contains(".log"))
+            .any(|name| {
+                let mut length = [0u8; 4];
+                storage
+                    .open(&path.join(name), OpenMode::Read)
+                    .and_then(|file| {
+                        if file.len()? < 12 {
+                            return Ok(false);
+                        }
+                        crate::storage::read_exact_at(file.as_ref(), &mut length, 8)?;
+                        Ok(length != [0; 4])
+                    })
+                    .unwrap_or(true)
+            })
 }
 
 /// Before directory `index`'s replicas load: removes its clean marker, what a deletion left,
@@ -2404,8 +2410,9 @@ impl Log {
         if offsets {
             meta.forgotten.insert(name.to_owned());
         }
-        // Until its directories are gone: a deletion cut short is finished by the open.
-        meta.deleting.insert(name.to_owned());
+        // Until its directories are gone: a deletion cut short is finished by the open. Named
+        // already, an earlier deletion's leftovers may remain: the open removes them first.
+        let leftovers = !meta.deleting.insert(name.to_owned());
         self.write_meta(&meta)?;
         state.deleted.store(true, Ordering::Release);
         state.changes.fetch_add(1, Ordering::Release);
@@ -2457,10 +2464,11 @@ impl Log {
                 .map_err(|e| Error::io("remove", &doomed, e))?;
         }
         // Done (an offline directory's replicas go when it returns, as strays): the next
-        // `meta` written need not name it. Not if the name was taken again meanwhile.
+        // `meta` written need not name it, unless an earlier deletion's leftovers may
+        // remain.
         let _meta = self.inner.meta_lock.lock();
         let mut guard = self.inner.state.write();
-        if !guard.meta.topics.contains_key(name) {
+        if !leftovers && !guard.meta.topics.contains_key(name) {
             guard.meta.deleting.remove(name);
         }
         Ok(())
@@ -4046,36 +4054,62 @@ mod tests {
         assert!(before.iter().any(|r| !r.contains(&4)), "nothing to move");
     }
 
-    /// A topic named only as being created (`creating`) whose unplaced partition directory
-    /// holds records cannot be a creation cut short (it never took a record before its
-    /// placing `meta`): the `meta` placing it was lost, and the directory is set aside as
-    /// `.stray`, not removed. One without records is removed; one of a name being deleted
-    /// is removed with its records.
+    /// Unplaced partition directories named by `creating`, or by `deleting` while the name
+    /// is live: one holding records (or an offset past 0) may be one whose placing `meta` was
+    /// lost, and is set aside as `.stray` (numbered when the name is taken), not removed;
+    /// one without is removed. One of a name being deleted and not live goes, records and
+    /// all.
     #[test]
-    fn unplaced_directories_of_a_creation_are_removed_only_when_empty() {
+    fn unplaced_directories_holding_records_are_set_aside_unless_surely_deleted() {
         let root = tempfile::tempdir().unwrap();
         let log = Log::open(root.path()).unwrap();
-        for name in ["kept", "empty", "gone"] {
+        let names = ["kept", "empty", "gone", "live", "moved"];
+        for name in names {
             log.create_topic(name, None).unwrap();
         }
-        for name in ["kept", "gone"] {
+        for name in ["kept", "gone", "live"] {
             let p = log.topic(name).unwrap().partition(0).unwrap();
             p.append_values(["acknowledged"]).unwrap();
         }
         log.close().unwrap();
+        // An offset past 0 with no record left: a segment file at base 5.
+        let moved = root.path().join("moved-0");
+        for entry in std::fs::read_dir(&moved).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        std::fs::write(moved.join("00000000000000000005.log"), [0u8; 64]).unwrap();
+        std::fs::create_dir(root.path().join("kept-0.stray")).unwrap();
         let dir = StorageDir::open(crate::storage::OsStorage::shared(), root.path()).unwrap();
         let (mut meta, _) = metadata::read_meta(&dir).unwrap().unwrap();
-        for name in ["kept", "empty", "gone"] {
+        for name in names {
             meta.topics.remove(name);
         }
+        // `live` is live again, under another placement (its partition not here).
+        let mut elsewhere = log_meta_topic_elsewhere();
+        elsewhere.placement = vec![vec![1]];
+        meta.topics.insert("live".to_owned(), elsewhere);
         meta.creating
-            .extend(["kept".to_owned(), "empty".to_owned()]);
-        meta.deleting.insert("gone".to_owned());
+            .extend(["kept", "empty", "moved"].map(str::to_owned));
+        meta.deleting.extend(["gone", "live"].map(str::to_owned));
         remove_stray_partitions(&dir, 0, &meta, None).unwrap();
         let exists = |name: &str| root.path().join(name).exists();
-        assert!(!exists("kept-0") && exists("kept-0.stray"), "set aside");
+        assert!(
+            !exists("kept-0") && exists("kept-0.stray.1"),
+            "set aside, numbered"
+        );
         assert!(!exists("empty-0") && !exists("empty-0.stray"), "removed");
         assert!(!exists("gone-0") && !exists("gone-0.stray"), "removed");
+        assert!(!exists("live-0") && exists("live-0.stray"), "set aside");
+        assert!(!exists("moved-0") && exists("moved-0.stray"), "set aside");
+    }
+
+    /// A one-partition topic's `meta` entry.
+    fn log_meta_topic_elsewhere() -> TopicMeta {
+        TopicMeta {
+            config: TopicConfig::default(),
+            placement: vec![vec![0]],
+            leadership: vec![Leadership::initial(&[0])],
+        }
     }
 
     /// Names set aside or doomed fit a file name (255 bytes) for the longest topic names,

@@ -122,8 +122,10 @@ pub(crate) struct Meta {
     /// their tombstones: no topic of these names is created until they are written.
     pub forgotten: std::collections::BTreeSet<String>,
     /// Deleted topics whose partition directories may still be on disk (a deletion cut
-    /// short by a crash or an error after this `meta` was written): the open removes
-    /// them. Dropped by the next write once the deletion finished.
+    /// short by a crash or an error after this `meta` was written): the open removes the
+    /// name's directories that `meta` does not place (sets aside those holding records
+    /// while the name is live again). Dropped by the next write once the deletion
+    /// finished, or, when leftovers may remain, after the open that tidied them.
     pub deleting: std::collections::BTreeSet<String>,
     /// Topics getting new partition directories (`create_topic`, `add_partitions`), written
     /// before the directories are made: those that the `meta` placing them never reached

@@ -281,7 +281,11 @@ fn read(p: &Partition, model: &Model, pick: u16, max: u8) -> &'static str {
 /// `delete_records` up to one past the end: the log start moves up to it (never back);
 /// past the high watermark it is refused and nothing changes, and so on a compacted topic.
 fn delete_records(p: &Partition, model: &mut Model, pick: u16) -> &'static str {
-    let before = model.pick(pick);
+    let before = if pick & 0x8000 != 0 && model.start > 0 {
+        model.start - 1
+    } else {
+        model.pick(pick)
+    };
     let deleted = p.delete_records(before);
     if model.compacted {
         assert!(
@@ -369,6 +373,18 @@ fn retain(
             || p.segment_base_offsets().first() == Some(&start),
         "retention: start {start} is not a segment's base"
     );
+    // Kafka deletes every leading segment whose newest record is older than the cut-off:
+    // the first one left, unless it is the active one, holds a record at or past it.
+    if let [first, next, ..] = p.segment_base_offsets()[..] {
+        let newest = model.records[first as usize..next as usize]
+            .iter()
+            .map(|r| r.timestamp)
+            .max();
+        assert!(
+            newest.is_some_and(|t| t >= cutoff),
+            "retention kept the segment at {first} (newest {newest:?}, cut-off {cutoff})"
+        );
+    }
     model.start = start;
     "retain"
 }

@@ -729,6 +729,15 @@ impl Coordinator {
         if let Some(id) = &request.member_id {
             g.check_fenced(id, request.instance_id.as_deref())?;
         }
+        if let Some(id) = &request.member_id
+            && g.members
+                .get_mut(id)
+                .is_some_and(|member| member.dropped_by_client(now))
+        {
+            // A static member past its poll timer rejoining under its old id: Kafka's client
+            // dropped that id (and heard its partitions lost); it rejoins without one.
+            return Err(Error::UnknownMemberId);
+        }
         let known = request
             .member_id
             .as_ref()
@@ -1248,6 +1257,16 @@ mod tests {
             members(370_001).is_empty(),
             "a session after its poll timer"
         );
+        // Nor does it rejoin under that id: it rejoins without one, into its own place.
+        let (rejoining, generation, _) =
+            joined(c.join("g", live(None, Some("w4")), 400_000, &four).unwrap());
+        assert!(matches!(
+            c.join("g", live(Some(&rejoining), Some("w4")), 465_000, &four),
+            Err(Error::UnknownMemberId)
+        ));
+        let (back, again, _) = joined(c.join("g", live(None, Some("w4")), 466_000, &four).unwrap());
+        assert_ne!(back, rejoining);
+        assert_eq!(again, generation, "no rebalance");
     }
 
     /// `ConsumerCoordinatorTest.testCommitOffsetIllegalGeneration` and the commit rules: a
