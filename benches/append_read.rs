@@ -310,6 +310,18 @@ fn threaded_appends(
     start.elapsed()
 }
 
+/// Appends from `threads` threads for a second before a durable benchmark, so that its
+/// first samples find the disk as sustained syncing leaves it. Criterion's `--quick` mode
+/// has no warm-up and may stop after 0.1 s of samples: without this it timed bursts into
+/// an idle disk's write cache, which flattered the cheapest configuration (replication
+/// factor 1 by about a third against sustained runs).
+fn settle(partition: &tarnlog::Partition, threads: usize, per_batch: usize) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        threaded_appends(partition, threads, 20, per_batch);
+    }
+}
+
 /// Replication's cost: 64-record batches into a three-directory log (all on one disk) with
 /// replication factor 1, 2 and 3 (`acks=All`), without fsync (tmpfs, one thread) and with
 /// `EveryBatch` from 16 threads (a real disk: the replicas' fsyncs are shared by the
@@ -337,6 +349,9 @@ fn replication(c: &mut Criterion) {
                 .partition(0)
                 .unwrap();
             let threads = if durable { THREADS } else { 1 };
+            if durable {
+                settle(&partition, threads, PER_BATCH);
+            }
             group.throughput(Throughput::Elements((threads * PER_BATCH) as u64));
             group.bench_function(format!("{name}/replication_factor_{rf}"), |b| {
                 b.iter_custom(|iters| threaded_appends(&partition, threads, iters, PER_BATCH));
@@ -423,6 +438,7 @@ fn group_commit(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
+    settle(&partition, THREADS, PER_BATCH);
     group.throughput(Throughput::Elements((THREADS * PER_BATCH) as u64));
     group.bench_function("16_threads_x_64_records_every_batch", |b| {
         b.iter_custom(|iters| threaded_appends(&partition, THREADS, iters, PER_BATCH));
