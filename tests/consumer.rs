@@ -909,6 +909,17 @@ fn fetch_min_bytes_holds_polls_until_enough_bytes_or_fetch_max_wait() {
     assert_eq!(small.poll(Duration::from_secs(60)).unwrap().count(), 1);
     assert!(start.elapsed() >= Duration::from_millis(300));
     assert_eq!(small.poll(Duration::from_millis(20)).unwrap().count(), 1);
+    // A batch a poll finished on its last record holds nothing left to return: the next
+    // poll waits for the minimum (up to the wait, counted from the last return) as after
+    // any other.
+    let returned = Instant::now();
+    partition.append_values([&value[..]]).unwrap();
+    assert_eq!(small.poll(Duration::from_secs(60)).unwrap().count(), 1);
+    assert!(
+        returned.elapsed() >= Duration::from_millis(250),
+        "returned after {:?}",
+        returned.elapsed()
+    );
 }
 
 /// `fetch.max.wait.ms` runs across polls, as Kafka's fetch in flight does: polls shorter
@@ -1380,12 +1391,10 @@ fn a_damaged_offsets_record_is_reported_not_skipped() {
     );
 }
 
-/// An error met after records were read from another partition is raised by the next
-/// poll: the records are returned first, so none is skipped.
-#[test]
-fn records_read_before_an_error_are_returned_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _clock) = open(dir.path());
+/// A consumer of `t-0` (`a b`) and `t-1` (no position, no reset policy) whose poll returned
+/// `a b` and kept `t-1`'s `NoOffsetForPartition` for the next.
+fn a_poll_keeping_an_error(root: &Path) -> (Log, Consumer) {
+    let (log, _clock) = open(root);
     log.create_topic("t", TopicConfig::default().partitions(2))
         .unwrap();
     fill(&log, "t", 0, &["a", "b"]);
@@ -1394,14 +1403,60 @@ fn records_read_before_an_error_are_returned_first() {
         .unwrap();
     consumer.assign([tp("t", 0), tp("t", 1)]).unwrap();
     consumer.seek(&tp("t", 0), 0).unwrap();
-    // Partition 1 has no position and no reset policy.
     assert_eq!(values(&poll(&mut consumer)), ["a", "b"]);
+    (log, consumer)
+}
+
+/// An error met after records were read from another partition is raised by the next
+/// poll: the records are returned first, so none is skipped.
+#[test]
+fn records_read_before_an_error_are_returned_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut consumer) = a_poll_keeping_an_error(dir.path());
     let error = consumer.poll(Duration::ZERO).unwrap_err();
     assert!(
         matches!(error, Error::NoOffsetForPartition { partition: 1, .. }),
         "{error:?}"
     );
     assert_eq!(consumer.position(&tp("t", 0)).unwrap(), 2);
+}
+
+/// An error kept for the next poll is dropped once its partition is sought, paused or
+/// unassigned (as Kafka's fetcher drops a failed fetch then): the next poll goes on with
+/// what is readable instead of failing for a partition the application dealt with.
+#[test]
+fn a_kept_error_is_dropped_once_its_partition_is_sought_paused_or_unassigned() {
+    type Action = fn(&mut Consumer);
+    let actions: [(&str, Action); 5] = [
+        ("seek", |c| c.seek(&tp("t", 1), 0).unwrap()),
+        ("seek_to_beginning", |c| {
+            c.seek_to_beginning(&[tp("t", 1)]).unwrap();
+        }),
+        ("pause", |c| c.pause(&[tp("t", 1)]).unwrap()),
+        ("assign", |c| c.assign([tp("t", 0)]).unwrap()),
+        // Another partition's seek changes nothing: the error stands.
+        ("seek elsewhere", |c| c.seek(&tp("t", 0), 2).unwrap()),
+    ];
+    for (name, action) in actions {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut consumer) = a_poll_keeping_an_error(dir.path());
+        action(&mut consumer);
+        fill(&log, "t", 0, &["c"]);
+        let next = consumer.poll(Duration::ZERO);
+        if name == "seek elsewhere" {
+            assert!(
+                matches!(next, Err(Error::NoOffsetForPartition { partition: 1, .. })),
+                "{name}: {next:?}"
+            );
+        } else {
+            let next = next.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(
+                values(&next.into_iter().collect::<Vec<_>>()),
+                ["c"],
+                "{name}"
+            );
+        }
+    }
 }
 
 #[test]

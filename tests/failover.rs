@@ -3608,6 +3608,23 @@ fn an_offsets_partition_without_a_leader_does_not_fail_the_open() {
             .unwrap_err()
     ));
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    // A consumer of the group that seeks to the beginning or the end needs no committed
+    // offset: it reads on (Kafka resolves those seeks without the coordinator), where one
+    // resuming from its committed offset cannot.
+    let mut reader = log
+        .consumer(tarnlog::ConsumerConfig::default().group_id("g"))
+        .unwrap();
+    reader.assign([tp.clone()]).unwrap();
+    assert!(offline(&reader.position(&tp).unwrap_err()));
+    reader.seek_to_end(&[]).unwrap();
+    assert_eq!(reader.position(&tp).unwrap(), 2);
+    reader.seek_to_beginning(std::slice::from_ref(&tp)).unwrap();
+    let polled = reader.poll(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        polled.into_iter().map(|r| r.offset).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    drop(reader);
     // Back with its leader, the partition is replayed: the offsets are there again.
     fault.heal_dir(&dirs[leader]);
     log.restore_dir(&dirs[leader]).unwrap();

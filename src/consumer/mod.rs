@@ -49,6 +49,16 @@ pub enum AutoOffsetReset {
     None,
 }
 
+/// A partition's failure kept for the next `poll`: raised then only while it still
+/// applies — the partition assigned, not paused, at the position it failed at (a seek, a
+/// pause or a rebalance drops it, as Kafka's fetcher drops a failed fetch's buffer then).
+#[derive(Debug)]
+struct Deferred {
+    tp: TopicPartition,
+    position: Option<u64>,
+    error: Error,
+}
+
 /// Consumer settings, named and defaulted as Kafka's `ConsumerConfig`. Set fields directly
 /// or with the same-named builder methods.
 #[derive(Debug, Clone)]
@@ -575,8 +585,9 @@ pub struct Consumer {
     next_start: usize,
     last_auto_commit_ms: i64,
     pending_async: VecDeque<PendingCommit>,
-    /// An error met by a `poll` that had records to return first: the next `poll` raises it.
-    deferred: Option<Error>,
+    /// An error met by a `poll` that had records to return first: the next `poll` raises it,
+    /// unless its partition was sought, paused or unassigned since (see [`Deferred`]).
+    deferred: Option<Deferred>,
     /// The last auto-commit's failure, if it failed (auto-commit does not fail `poll`).
     auto_commit_error: Option<Error>,
     /// Set by `subscribe`: the group hands out the assignment.
@@ -814,7 +825,8 @@ impl Consumer {
     /// reads or commits; `Closed`. A damaged partition (`Corruption`) stays in the way, as
     /// in Kafka, until it is sought past or paused; one that cannot be read for another
     /// reason does not keep the others from being read: their records come first, and its
-    /// error with the next `poll`. A deleted topic's partitions are skipped. `Wakeup`
+    /// error with the next `poll` (not if that partition was sought, paused or unassigned
+    /// meanwhile). A deleted topic's partitions are skipped. `Wakeup`
     /// once after [`ConsumerWakeup::wakeup`] (Kafka's `WakeupException`).
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         self.check_open()?;
@@ -830,8 +842,10 @@ impl Consumer {
         } else if self.assignment.is_empty() {
             return Err(Error::NoAssignment);
         }
-        if let Some(error) = self.deferred.take() {
-            return Err(error);
+        if let Some(deferred) = self.deferred.take()
+            && self.still_applies(&deferred)
+        {
+            return Err(deferred.error);
         }
         self.maybe_auto_commit();
         let mut refetched = false;
@@ -947,9 +961,12 @@ impl Consumer {
             };
             // A position checked against a new leader's history may move (KIP-320): the
             // fetch reads from where it lands.
-            if !state.buffered.is_empty()
-                || !matches!(validate_position(state, &tp, position, policy), Ok(false))
-            {
+            // Batches a poll finished on their last record hold nothing more to return.
+            let unreturned = state
+                .buffered
+                .iter()
+                .any(|(b, _)| b.next_offset() as u64 > position);
+            if unreturned || !matches!(validate_position(state, &tp, position, policy), Ok(false)) {
                 return cap;
             }
             match state
@@ -1052,7 +1069,7 @@ impl Consumer {
                 // partition's turn, every poll, until it is sought past or paused).
                 Err(error) if error.is_corruption() && out.is_empty() => return Err(error),
                 Err(error) if error.is_corruption() => {
-                    self.deferred = Some(error);
+                    self.defer(&tp, error);
                     break;
                 }
                 // A partition that cannot be read now (offline, its directory failed, its
@@ -1081,9 +1098,30 @@ impl Consumer {
                 self.next_start = too_large.unwrap_or((index + 1) % n);
                 return Err(error);
             }
-            self.deferred = Some(error);
+            let tp = self.assignment[index].clone();
+            self.defer(&tp, error);
         }
         Ok((out, moved, advanced))
+    }
+
+    /// Keeps `error`, met reading `tp`, for the next `poll`.
+    fn defer(&mut self, tp: &TopicPartition, error: Error) {
+        let position = self.states.get(tp).and_then(|s| s.position);
+        self.deferred = Some(Deferred {
+            tp: tp.clone(),
+            position,
+            error,
+        });
+    }
+
+    /// Whether a kept failure still stands: its partition assigned, not paused, not sought
+    /// since (its position as it was then).
+    fn still_applies(&self, deferred: &Deferred) -> bool {
+        self.assignment.contains(&deferred.tp)
+            && self
+                .states
+                .get(&deferred.tp)
+                .is_some_and(|s| !s.paused && s.position == deferred.position)
     }
 
     /// Reads records of `tp` into `out`: at most `bytes_left` and `max_partition_fetch_bytes`
@@ -1126,6 +1164,14 @@ impl Consumer {
         if state.buffered.is_empty() {
             let read = match state.partition.read(position, limit) {
                 Ok(read) => read,
+                Err(Error::OffsetOutOfRange { .. })
+                    if state.validated_epoch != Some(state.partition.leader_epoch()) =>
+                {
+                    // The leader changed while the read ran (an election the read itself
+                    // may have started): the position is checked against the new leader's
+                    // history (KIP-320) before any reset, which would lose its epoch.
+                    return Ok(Fetched::Revalidated);
+                }
                 Err(Error::OffsetOutOfRange {
                     requested,
                     earliest,
@@ -1209,9 +1255,12 @@ impl Consumer {
         if let Some(position) = self.state(tp)?.position {
             return Ok(position);
         }
+        // A pending `seek_to_beginning`/`seek_to_end` needs no committed offset (nor the
+        // offsets topic being readable).
+        let pending_reset = self.state(tp)?.reset.is_some();
         let committed = match &self.config.group_id {
-            Some(group) => self.log.committed_offset(group, tp)?,
-            None => None,
+            Some(group) if !pending_reset => self.log.committed_offset(group, tp)?,
+            _ => None,
         };
         let reset = self.config.auto_offset_reset;
         let state = self.state(tp)?;
@@ -1254,6 +1303,7 @@ impl Consumer {
         state.reset = None;
         state.buffered.clear();
         self.fetch_wait_since = None;
+        self.forget_deferred(std::slice::from_ref(tp));
         Ok(())
     }
 
@@ -1355,6 +1405,7 @@ impl Consumer {
             state.buffered.clear();
         }
         self.fetch_wait_since = None;
+        self.forget_deferred(&all);
         Ok(())
     }
 
@@ -1405,7 +1456,22 @@ impl Consumer {
         for tp in partitions {
             self.state(tp)?.paused = paused;
         }
+        if paused {
+            self.forget_deferred(partitions);
+        }
         Ok(())
+    }
+
+    /// Drops a kept failure of one of `partitions` (sought or paused: Kafka's fetcher drops
+    /// what it buffered for them, a failed fetch included).
+    fn forget_deferred(&mut self, partitions: &[TopicPartition]) {
+        if self
+            .deferred
+            .as_ref()
+            .is_some_and(|d| partitions.contains(&d.tp))
+        {
+            self.deferred = None;
+        }
     }
 
     /// The paused partitions, in assignment order.
