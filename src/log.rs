@@ -1744,6 +1744,11 @@ impl Log {
         }
     }
 
+    /// Whether the log was closed (or dropped as by a crash).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
@@ -3796,8 +3801,9 @@ impl Partition {
     }
 
     /// As [`Partition::append`], calling `on_appended` once the batch is in the (leader's)
-    /// log, before waiting for the fsync policy and the followers (a producer's
-    /// `acks = Leader`). `min_insync_replicas` applies only with `acks_all`, as in Kafka.
+    /// log — on a replicated partition once it is also copied to the in-sync followers and
+    /// the partition's order lock is released — before waiting for the fsync policy (a
+    /// producer's `acks = Leader`). `min_insync_replicas` applies only with `acks_all`, as in Kafka.
     pub(crate) fn append_then(
         &self,
         batch: &[u8],

@@ -704,6 +704,22 @@ fn custom_and_round_robin_partitioners() {
         })
         .collect();
     assert_eq!(chosen, [0, 1, 2, 0, 1, 2]);
+    // A `send_batch` refused for one of its records sends none and asks the partitioner
+    // nothing: the round goes on where it was.
+    let too_large = ProducerRecord::new("t").value(vec![0u8; 2 << 20]);
+    let refused = round_robin.send_batch([ProducerRecord::new("t").value("v"), too_large]);
+    assert!(
+        matches!(refused, Err(Error::RecordTooLarge { .. })),
+        "{refused:?}"
+    );
+    let futures = round_robin
+        .send_batch((0..3).map(|_| ProducerRecord::new("t").value("v")))
+        .unwrap();
+    let chosen: Vec<u32> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().partition)
+        .collect();
+    assert_eq!(chosen, [0, 1, 2]);
 }
 
 #[test]
@@ -966,15 +982,52 @@ fn a_forced_close_fails_a_partitions_batches_in_order() {
     assert_eq!(*order.lock().unwrap(), ["first", "second"]);
 }
 
+/// Closing the log ends the batches waiting to be retried at once, with `Closed`: the
+/// producer's close does not wait out their backoff or delivery timeout.
 #[test]
-fn log_append_time_topics_report_the_append_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, clock) = log_with_clock(dir.path());
+fn closing_the_log_ends_batches_waiting_for_a_retry() {
+    use std::time::Instant;
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let (log, _fault, _dirs, _follower) = too_few_in_sync_on(root.path(), clock);
+    let config = ProducerConfig::default()
+        .acks(Acks::All)
+        .retry_backoff_ms(60_000)
+        .retry_backoff_max_ms(60_000);
+    let producer = log.producer(config).unwrap();
+    let future = producer
+        .send(ProducerRecord::new("t").partition(0).value("v"))
+        .unwrap();
+    // Refused (too few in sync): it waits a minute for its next try.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!future.is_done());
+    let started = Instant::now();
+    let _ = log.close();
+    let result = future.wait();
+    assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+    producer.close().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// [`log_with_clock`] with topic `t` stamped with the log's append time.
+fn log_append_time_topic_t(root: &Path) -> (Log, Arc<ManualClock>) {
+    let (log, clock) = log_with_clock(root);
     log.create_topic(
         "t",
         TopicConfig::default().timestamp_type(TimestampType::LogAppendTime),
     )
     .unwrap();
+    (log, clock)
+}
+
+#[test]
+fn log_append_time_topics_report_the_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_append_time_topic_t(dir.path());
     let producer = log.producer(ProducerConfig::default()).unwrap();
     clock.set(T0 + 5_000);
     let metadata = producer
@@ -994,6 +1047,35 @@ fn log_append_time_topics_report_the_append_time() {
         .wait()
         .unwrap();
     assert_eq!(metadata.timestamp, T0 + 5_000);
+}
+
+/// `send_with_callback` under `Acks::None` goes through the sender as every send with a
+/// callback does, never appended by the call: its callback hears what Kafka's `acks=0`
+/// reports (no offset, the record's own timestamp), not the append's outcome (the log's
+/// append time here), whatever else is pending.
+#[test]
+fn an_acks_none_callback_hears_no_more_than_acks_none_tells() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, clock) = log_append_time_topic_t(dir.path());
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::None))
+        .unwrap();
+    clock.set(T0 + 5_000);
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for i in 0..3 {
+        let heard = Arc::clone(&heard);
+        let record = ProducerRecord::new("t").value("v").timestamp(T0 + i);
+        producer
+            .send_with_callback(record, move |result| {
+                heard.lock().unwrap().push(result.unwrap());
+            })
+            .unwrap();
+        producer.flush().unwrap();
+    }
+    let heard = std::mem::take(&mut *heard.lock().unwrap());
+    let told: Vec<(Option<u64>, i64)> = heard.iter().map(|m| (m.offset, m.timestamp)).collect();
+    assert_eq!(told, [(None, T0), (None, T0 + 1), (None, T0 + 2)]);
+    assert_eq!(read_all(&log, "t", 0).len(), 3);
 }
 
 #[test]
@@ -2466,4 +2548,57 @@ fn close_timeout_fails_what_is_still_being_retried() {
         producer.send(to_t0("d")).map(|_| ()),
         Err(Error::Closed)
     ));
+}
+
+/// A callback may send to a topic its send creates (`auto_create_topics`) while another
+/// thread changes the config of the replicated partition the callback's record went to:
+/// `acks=Leader` answers once the partition's order lock is released, so the callback's
+/// topic creation (the admin lock) and the config change (the admin lock, then the order
+/// lock) do not wait for each other.
+#[test]
+fn a_callback_creating_a_topic_does_not_deadlock_with_a_config_change() {
+    use std::sync::mpsc;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let log = Log::builder()
+        .dirs(&dirs)
+        .auto_create_topics(true)
+        .open()
+        .unwrap();
+    log.create_topic("t", TopicConfig::default().replication_factor(2))
+        .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().acks(Acks::Leader))
+        .unwrap();
+    let (entered, wait_entered) = mpsc::channel::<()>();
+    let (done, wait_done) = mpsc::channel::<tarnlog::Result<()>>();
+    let callback = {
+        let producer = producer.clone();
+        move |result: tarnlog::Result<tarnlog::RecordMetadata>| {
+            result.unwrap();
+            entered.send(()).unwrap();
+            // Time for the other thread to take the admin lock and wait for the partition.
+            std::thread::sleep(Duration::from_millis(200));
+            let sent = producer.send(ProducerRecord::new("brand-new").value("x"));
+            done.send(sent.map(drop)).unwrap();
+        }
+    };
+    let record = ProducerRecord::new("t").partition(0).value("v");
+    producer.send_with_callback(record, callback).unwrap();
+    let alter = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            wait_entered.recv().unwrap();
+            let config = log.topic("t").unwrap().config().retention_ms(1234);
+            log.alter_topic_config("t", config).unwrap();
+        })
+    };
+    let sent = wait_done
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the callback's send never returned (deadlock)");
+    sent.unwrap();
+    alter.join().unwrap();
+    producer.flush().unwrap();
+    assert_eq!(log.topic("t").unwrap().config().retention_ms, 1234);
+    assert_eq!(read_all(&log, "brand-new", 0).len(), 1);
 }

@@ -59,8 +59,8 @@ pub enum Acks {
     /// itself is, see [`ProducerConfig::linger_ms`]). Lost with the process.
     None,
     /// `acks=1`: the future completes once the batch is in the leader's log (on a
-    /// replicated topic readers see it once the high watermark passes it, right after),
-    /// before the topic's fsync policy runs. Survives a crash of the process; may be lost
+    /// replicated topic, once it is also copied to the in-sync followers, unsynced, and the
+    /// high watermark passed it), before the topic's fsync policy runs. Survives a crash of the process; may be lost
     /// with power if the policy's fsync then fails or never ran, and, on a replicated
     /// topic, if the leader's directory fails before a follower has the batch (as in
     /// Kafka, where it is lost with the leader broker).
@@ -571,10 +571,20 @@ impl Completion {
                     .into_iter()
                     .map(|(first, outcome)| outcome.map(|outcome| (first, outcome)))
                     .collect::<Option<Vec<_>>>();
-                drop(state);
-                if let Some(parts) = parts {
+                let Some(parts) = parts else { return };
+                if self.whole.is_some() {
+                    // A part split again: its own whole hears of it.
+                    drop(state);
                     self.complete(Outcome::Split(parts));
+                    return;
                 }
+                // In the same hold of the lock as the parts' answers leave `parts`: a
+                // record answered by its part stays answered (`answer_of`).
+                state.outcome = Some(Outcome::Split(parts));
+                let callbacks = self.answered_callbacks(&mut state);
+                let wakers = std::mem::take(&mut state.wakers);
+                drop(state);
+                self.settle(callbacks, wakers);
                 return;
             }
             let callbacks = self.answered_callbacks(&mut state);
@@ -635,6 +645,11 @@ impl Completion {
             let callbacks = self.answered_callbacks(&mut state);
             (std::mem::take(&mut state.wakers), callbacks)
         };
+        self.settle(callbacks, wakers);
+    }
+
+    /// Runs what an outcome just set answered, then marks the completion finished.
+    fn settle(&self, callbacks: ReadyCallbacks, wakers: Vec<Waker>) {
         // Callbacks first, as Kafka fires a batch's callbacks before completing its future.
         run_callbacks(callbacks);
         self.wake(wakers);
@@ -962,16 +977,15 @@ struct Shared {
     closed: AtomicBool,
     /// A `close_timeout`'s time passed: the sender fails what is left with `Closed`.
     forced: AtomicBool,
-    /// The sender thread, once it runs: a `close` there (a waker's) does not wait for
-    /// sends appending in their own threads (which may wait for a partition lock the
-    /// sender holds while it runs wakers), nor for the sender itself.
+    /// The sender thread, once it runs: a `close` there (a waker's, which must not block)
+    /// does not wait for sends appending in their own threads, nor for the sender itself.
     sender_thread: OnceLock<ThreadId>,
 }
 
 thread_local! {
-    /// This thread is a producer's sender (any producer's): a waker it runs may send, to a
-    /// partition whose append lock the sender holds while it runs wakers (on a replicated
-    /// topic), so no send there appends in its own thread.
+    /// This thread is a producer's sender (any producer's): a waker it runs may send, and
+    /// no send there appends in its own thread (an append waits for the disk; a waker must
+    /// not block the sender).
     static ON_A_SENDER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -1166,7 +1180,8 @@ impl Producer {
     ///
     /// # Errors
     /// Nothing is sent when `send` fails: `UnknownTopic` (unless the log auto-creates
-    /// topics), `InternalTopic`, `UnknownPartition` (explicit or from a custom
+    /// topics; creating one can fail as [`Log::create_topic`] does: `InvalidTopicName`,
+    /// `Io`, `Poisoned`, `PartitionOffline`), `InternalTopic`, `UnknownPartition` (explicit or from a custom
     /// partitioner), `RecordTooLarge` (over `max_request_size`, the topic's
     /// `max_message_bytes` or `buffer_memory`), `InvalidRecord` (a negative timestamp, a
     /// record without a key for a compacted topic), `InvalidTimestamp` (a timestamp the
@@ -1178,15 +1193,17 @@ impl Producer {
     // it is read in place and dropped on return.
     #[allow(clippy::needless_pass_by_value)]
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
-        self.send_inner(&record, None)
+        self.send_inner(&record, None, true)
     }
 
-    /// [`send`](Self::send), with the record's callback when it has one (such a send is
-    /// never appended in the calling thread: its callback joins its batch's, in order).
+    /// [`send`](Self::send), with the record's callback when it has one. Only a send
+    /// `may_append_here` without a callback can be appended in the calling thread (a
+    /// callback joins its batch's, in order).
     fn send_inner(
         &self,
         record: &ProducerRecord,
         callback: Option<Callback>,
+        may_append_here: bool,
     ) -> Result<SendFuture> {
         let shared = self.shared();
         let mut now = None;
@@ -1200,6 +1217,7 @@ impl Producer {
             placed
         };
         if callback.is_none()
+            && may_append_here
             && let Some(start) = self.direct_start(&mut state, &placed)
         {
             return Ok(self.send_direct(state, &placed, record, start));
@@ -1222,12 +1240,11 @@ impl Producer {
     /// partition run in the order of the records' offsets, whichever threads sent them (as
     /// Kafka's), on the producer's sender thread (as Kafka runs them on its I/O thread), so
     /// they must be quick and must not block: no [`SendFuture::wait`] there (it fails with
-    /// `IllegalState`), no [`flush`](Self::flush) (refused too); a send is fine. As futures'
-    /// wakers, they may run while the sender holds the partition's lock (`Acks::Leader` on
-    /// a replicated topic), so they must not append to a partition directly
-    /// ([`Partition::append`](crate::Partition::append)), change a topic
-    /// ([`Log::alter_topic_config`], [`Log::delete_records`]) or close (or drop the last
-    /// clone of) another producer. Such a
+    /// `IllegalState`), no [`flush`](Self::flush) (refused too); a send is fine, to a
+    /// topic it creates too. As futures' wakers, they must not append to a partition
+    /// directly ([`Partition::append`](crate::Partition::append)) or change a topic
+    /// ([`Log::alter_topic_config`], [`Log::delete_records`]): each waits for the disk; nor
+    /// close (or drop the last clone of) another producer. Such a
     /// record always goes to the sender, never appended by the call itself (see
     /// [`ProducerConfig::linger_ms`]). With [`Acks::None`] the send is answered at once
     /// and the callback runs in the calling thread before the call returns. A callback
@@ -1271,12 +1288,13 @@ impl Producer {
         let callback: Callback = Box::new(callback);
         if self.config().acks == Acks::None {
             // Answered at once (Kafka's `acks=0` learns nothing more).
-            let result = self.send_inner(&record, None)?.wait();
+            // Through the sender as any send with a callback: answered at enqueueing.
+            let result = self.send_inner(&record, None, false)?.wait();
             run_callbacks(vec![(callback, result)]);
             return Ok(());
         }
         // The callback answers; its future is not needed.
-        drop(self.send_inner(&record, Some(callback))?);
+        drop(self.send_inner(&record, Some(callback), true)?);
         Ok(())
     }
 
@@ -1293,20 +1311,24 @@ impl Producer {
         // One clock reading stamps every record of the call that has no timestamp.
         let mut now = None;
         let records: Vec<ProducerRecord> = records.into_iter().collect();
+        // A custom partitioner (which may count its calls) is asked only once every record
+        // passed the checks: none is moved by a call that sends nothing.
+        if self.shared().config.partitioner.is_some() {
+            let mut topics: Vec<Arc<CachedTopic>> = Vec::new();
+            for record in &records {
+                let topic = self.topic_of_call(&mut topics, &record.topic)?;
+                // A partition beyond the cached count is left to the placing below.
+                let _ = self.place_in(topic, record, &mut now, false)?;
+            }
+        }
         // Placed before the lock (which the sender needs meanwhile), each topic of the call
         // looked up once.
         let mut topics: Vec<Arc<CachedTopic>> = Vec::new();
         let placed: Vec<Placed> = records
             .iter()
             .map(|record| {
-                let topic = if let Some(topic) = topics.iter().find(|t| *t.name == *record.topic) {
-                    Arc::clone(topic)
-                } else {
-                    let topic = self.cached_topic(&record.topic, false)?;
-                    topics.push(Arc::clone(&topic));
-                    topic
-                };
-                if let Ok(placed) = self.place_in(topic, record, &mut now)? {
+                let topic = self.topic_of_call(&mut topics, &record.topic)?;
+                if let Ok(placed) = self.place_in(topic, record, &mut now, true)? {
                     Ok(placed)
                 } else {
                     // A partition beyond the cached count: looked up again, for the
@@ -1333,6 +1355,21 @@ impl Producer {
             }
         }
         Ok(futures)
+    }
+
+    /// Topic `name` of a `send_batch` call: among those the call looked up already, else
+    /// looked up (and kept in `topics`).
+    fn topic_of_call(
+        &self,
+        topics: &mut Vec<Arc<CachedTopic>>,
+        name: &str,
+    ) -> Result<Arc<CachedTopic>> {
+        if let Some(topic) = topics.iter().find(|t| *t.name == *name) {
+            return Ok(Arc::clone(topic));
+        }
+        let topic = self.cached_topic(name, false)?;
+        topics.push(Arc::clone(&topic));
+        Ok(topic)
     }
 
     /// The partitions of `topic`, each with its leader, replicas, in-sync replicas and
@@ -1415,8 +1452,8 @@ impl Producer {
     /// by default) while their partition cannot take them; closing the log ends them at
     /// once (with `Closed`), and [`close_timeout`](Self::close_timeout) bounds the wait. From a waker or callback of this producer's records (on its sender thread)
     /// it returns without waiting. Wakers and callbacks must not block, so they must not close (or drop the last clone
-    /// of) another producer: that waits for the other's appends, which may wait for a
-    /// partition lock held while they run.
+    /// of) another producer: that waits for the other's sender, which may be running a
+    /// callback that closes this one (neither would end).
     ///
     /// # Errors
     /// None today; the `Result` leaves room for failures of a clean shutdown.
@@ -1457,11 +1494,11 @@ impl Producer {
     /// Checks a record and chooses its partition, without touching the accumulator. A
     /// record without a timestamp gets `now`, read from the clock if still `None`.
     fn place(&self, record: &ProducerRecord, now: &mut Option<i64>) -> Result<Placed> {
-        match self.place_in(self.cached_topic(&record.topic, false)?, record, now)? {
+        match self.place_in(self.cached_topic(&record.topic, false)?, record, now, true)? {
             Ok(placed) => Ok(placed),
             // Partitions were added just after the topic was cached: look it up again (a
             // custom partitioner is asked again too).
-            Err(_) => self.place_in(self.cached_topic(&record.topic, true)?, record, now)?,
+            Err(_) => self.place_in(self.cached_topic(&record.topic, true)?, record, now, true)?,
         }
     }
 
@@ -1487,7 +1524,7 @@ impl Producer {
         {
             return None;
         }
-        match self.place_in(Arc::clone(topic), record, now) {
+        match self.place_in(Arc::clone(topic), record, now, true) {
             Ok(Ok(placed)) => Some(Ok(placed)),
             Err(error) => Some(Err(error)),
             // Only for a partition beyond the cached count, excluded above.
@@ -1502,6 +1539,7 @@ impl Producer {
         topic: Arc<CachedTopic>,
         record: &ProducerRecord,
         now: &mut Option<i64>,
+        partition_it: bool,
     ) -> Result<Result<Placed>> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
@@ -1566,6 +1604,8 @@ impl Producer {
         };
         let partition = match (record.partition, &shared.config.partitioner, &record.key) {
             (Some(p), _, _) => Some(p),
+            // Only checked (see `send_batch`): a custom partitioner is not asked yet.
+            (None, Some(_), _) if !partition_it => None,
             (None, Some(custom), key) => Some(custom.partition(
                 &topic.name,
                 key.as_deref(),
@@ -1931,8 +1971,8 @@ impl Producer {
             } else if state.used + size > buffer_memory {
                 // A waker's send: on this producer's sender thread only this thread frees
                 // memory, so a wait would last `max_block_ms` for nothing (and hold up
-                // every send queued for memory); on another producer's, that producer's
-                // sender may need a partition lock this thread holds while wakers run.
+                // every send queued for memory); on another producer's, it would hold this
+                // sender, and every batch behind it, up to `max_block_ms`.
                 return Err(Error::IllegalState {
                     reason: "no buffer memory for a send on a producer's sender thread (in \
                              a waker), which must not block",
@@ -2037,6 +2077,10 @@ fn future_for(
 /// seen promptly.
 const LINGER_POLL: Duration = Duration::from_millis(10);
 
+/// Longest the sender sleeps while batches wait to be retried, so that a closed log ends
+/// them promptly.
+const CLOSE_POLL: Duration = Duration::from_millis(50);
+
 /// The sender thread: takes ready batches, appends them, completes their futures.
 ///
 /// It takes the accumulator's lock once a round: the round's settling of the batches it
@@ -2140,7 +2184,12 @@ fn sender_loop(shared: &Shared) {
                 let left = linger.saturating_sub(now.saturating_sub(created)).max(1);
                 Duration::from_millis(left.unsigned_abs()).min(LINGER_POLL)
             });
-            let retrying = retry.map(|due| due.saturating_duration_since(Instant::now()));
+            // Woken at least every `CLOSE_POLL` while batches are parked, to see the log
+            // closed (nothing wakes the sender then).
+            let retrying = retry.map(|due| {
+                due.saturating_duration_since(Instant::now())
+                    .min(CLOSE_POLL)
+            });
             match lingering.into_iter().chain(retrying).min() {
                 Some(wait) => {
                     shared.work.wait_for(&mut state, wait);
@@ -2270,7 +2319,8 @@ impl Sender<'_> {
                 self.finished(head.batch);
                 continue;
             }
-            if head.retry_at > now {
+            // After a close of the log the try fails at once, with `Closed`.
+            if head.retry_at > now && !self.shared.log.is_closed() {
                 break;
             }
             let deadline = head.deadline;
@@ -2337,16 +2387,23 @@ impl Sender<'_> {
     }
 
     /// When the sender must next look at its parked batches: the earliest retry or
-    /// deadline of a partition's first one.
+    /// deadline of a partition's first one; now once the log was closed.
     fn next_due(&self) -> Option<Instant> {
-        self.parked
+        let due = self
+            .parked
             .values()
             .filter_map(VecDeque::front)
             .map(|head| {
                 head.deadline
                     .map_or(head.retry_at, |d| d.min(head.retry_at))
             })
-            .min()
+            .min()?;
+        // A closed log fails each parked batch's next try with `Closed`: due now.
+        Some(if self.shared.log.is_closed() {
+            Instant::now()
+        } else {
+            due
+        })
     }
 
     /// Fails a batch with `Closed` (a forced close) without appending it.

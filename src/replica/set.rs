@@ -426,11 +426,13 @@ impl ReplicaSet {
         Ok(leader)
     }
 
-    /// Appends `batch` on the leader (calling `on_appended` once it is in the leader's log,
-    /// which is what `acks=Leader` waits for), copies it to every follower that is or can
-    /// be brought in sync and moves the high watermark — all under the partition's order
-    /// lock — then, outside it, waits for the fsync policy on the leader and on each
-    /// in-sync follower, so concurrent appenders share fsyncs (group commit). With
+    /// Appends `batch` on the leader, copies it to every follower that is or can be brought
+    /// in sync and moves the high watermark — all under the partition's order lock — then,
+    /// outside it, calls `on_appended` if the batch reached the leader's log (which is what
+    /// `acks=Leader` waits for; even when the append then fails; an append whose copies
+    /// change the in-sync set answers after `meta` recorded it) and waits for the fsync
+    /// policy on the leader and on each in-sync follower, so concurrent appenders share
+    /// fsyncs (group commit). With
     /// `acks_all`, fewer than `min_insync_replicas` in-sync replicas refuse the append
     /// before anything is written (`NotEnoughReplicas`), and too few after it answer
     /// `NotEnoughReplicasAfterAppend` (the batch stays, as in Kafka). A leader whose
@@ -452,7 +454,15 @@ impl ReplicaSet {
             }
             return appended;
         }
-        let written = self.write(batch, acks_all, on_appended)?;
+        // Called once the order lock is released: it answers a producer's futures, whose
+        // callbacks may send (a topic created then takes the admin lock, which
+        // `alter_topic_config` holds while it takes this lock) or ask for the leader.
+        let mut landed = None;
+        let written = self.write(batch, acks_all, &mut landed);
+        if let Some(info) = &landed {
+            on_appended(info);
+        }
+        let written = written?;
         let info = written.info;
         // The followers' syncs run on their directories' workers while this thread syncs
         // the leader: one fsync's time, not one per replica.
@@ -625,16 +635,15 @@ impl ReplicaSet {
     }
 
     /// The part of an append done under the order lock: the leader's write and the
-    /// followers' copies, none waiting for fsync.
+    /// followers' copies, none waiting for fsync. `landed` is set once the batch is in the
+    /// leader's log, whatever comes after.
     fn write(
         &self,
         batch: &[u8],
         acks_all: bool,
-        on_appended: impl FnOnce(&AppendInfo),
+        landed: &mut Option<AppendInfo>,
     ) -> Result<Written> {
         let _order = self.order.lock();
-        let mut on_appended = Some(on_appended);
-        let mut appended_info: Option<AppendInfo> = None;
         let mut failures = 0;
         loop {
             let leader = self.ensure_leader()?;
@@ -652,10 +661,7 @@ impl ReplicaSet {
             }
             let before = leader.log_end_offset();
             let appended = leader.append_unsynced(batch, |info| {
-                appended_info = Some(*info);
-                if let Some(callback) = on_appended.take() {
-                    callback(info);
-                }
+                *landed = Some(*info);
             });
             let in_log = leader.log_end_offset() > before;
             let error = match appended {
@@ -693,7 +699,7 @@ impl ReplicaSet {
                 .collect();
             let old = self.leader.load(Ordering::Acquire);
             self.fail_over(old)?;
-            if let Some(info) = appended_info.filter(|_| in_log) {
+            if let Some(info) = landed.filter(|_| in_log) {
                 let new_leader = self.ensure_leader().map_err(|_| error)?;
                 let index = self.leader.load(Ordering::Acquire);
                 // Only a follower that held it makes the batch count: one elected
