@@ -3519,12 +3519,15 @@ impl Inner {
             let mut start = BTreeMap::new();
             let mut high = BTreeMap::new();
             let mut covered = Vec::new();
+            let mut starts = Vec::new();
             for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
                 // Before the recovery point: a cut counted here has lowered it.
                 covered.push((replica, replica.truncation_count()));
                 recovery.insert(tp.clone(), replica.recovery_point());
-                start.insert(tp.clone(), replica.log_start_offset());
+                let log_start = replica.log_start_offset();
+                starts.push((replica, log_start));
+                start.insert(tp.clone(), log_start);
                 high.insert(tp, replica.high_watermark());
             }
             let write = |name, entries: &_| metadata::write_checkpoint(dir, name, entries, all);
@@ -3535,6 +3538,12 @@ impl Inner {
                     }
                 })
                 .and_then(|()| write(metadata::LOG_START, &start))
+                .inspect(|()| {
+                    // Segments wholly below these starts may now be unlinked.
+                    for (replica, log_start) in starts {
+                        replica.log_start_checkpointed(log_start);
+                    }
+                })
                 .and_then(|()| write(metadata::HIGH_WATERMARK, &high));
             match written {
                 // With several directories a failing one goes offline (its partitions fail

@@ -189,6 +189,25 @@ fn min_compaction_lag_holds_records_back() {
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 1);
 }
 
+/// Records without a timestamp are held back from their segment's last write (Kafka's
+/// `largestTimestamp` falls back to the file's modification time), not cleaned at once.
+#[test]
+fn min_compaction_lag_holds_records_without_timestamps_back_from_their_last_write() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open(root.path(), &clock);
+    let partition = topic(&log, compacted().min_compaction_lag_ms(HOUR));
+    for i in 0..100 {
+        let mut builder = BatchBuilder::new();
+        let (key, value) = (format!("k{}", i % 5), i.to_string());
+        builder.push(-1, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+        partition.append(builder.finish().unwrap()).unwrap();
+    }
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 0);
+    clock.advance(HOUR + 1);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 1);
+}
+
 /// Kafka's `min.cleanable.dirty.ratio` (`LogCleanerManager`): a log is cleaned once its
 /// dirty bytes are more than that share of its cleanable bytes, and not before.
 #[test]

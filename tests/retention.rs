@@ -873,3 +873,50 @@ fn a_follower_named_in_sync_by_a_restore_has_its_log_start_checkpointed() {
         run(Some(k));
     }
 }
+
+/// Retention in a log of several directories whose log-start checkpoint cannot be written
+/// in one of them (that directory then goes offline) unlinks nothing there: the files stay
+/// until a checkpoint holding the new start is on that disk, so a power loss cannot leave
+/// a stale start with its segments gone (a gap at the next open).
+#[test]
+fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
+    use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let clock = ManualClock::new(NOW);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = Log::builder()
+        .dirs(&dirs)
+        .storage(fault.shared())
+        .clock(std::sync::Arc::new(clock.clone()))
+        .background_maintenance(false)
+        .open()
+        .unwrap();
+    let config = TopicConfig::default()
+        .segment_bytes(5 * batch_size(b"test"))
+        .retention_ms(1_000);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for _ in 0..15 {
+        append(&partition, NOW, b"test");
+    }
+    let home = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let path = partition.path();
+    assert_eq!(segment_files(&path), 3);
+    // Only the log-start checkpoint's write fails there; unlinks would succeed.
+    fault.fail_dir(
+        dirs[home].join("log-start-offset-checkpoint.tmp"),
+        FaultKind::Eio,
+    );
+    clock.advance(10_000);
+    let report = log.maintain().unwrap();
+    assert!(!log.dir_status()[home].online, "the directory went offline");
+    // All three expired: the roll first made a new active segment.
+    assert_eq!(report.segments_deleted, 3, "{report:?}");
+    assert_eq!(
+        segment_files(&path),
+        4,
+        "unlinked before the start was checkpointed"
+    );
+}

@@ -181,9 +181,12 @@ impl ReplicaLog {
         let mut end = segments.last().map_or(first_dirty, |s| s.base_offset);
         for (i, segment) in segments.iter().enumerate() {
             let Some(next) = upper(i) else { break };
-            let too_new = config.min_compaction_lag_ms > 0
-                && next > first_dirty
-                && newest_timestamp(segment) > now.saturating_sub(config.min_compaction_lag_ms);
+            let too_new = config.min_compaction_lag_ms > 0 && next > first_dirty && {
+                // A segment whose newest record time is unknown stays (as retention keeps
+                // one).
+                let newest = newest_timestamp(segment);
+                newest == NO_TIMESTAMP || newest > now.saturating_sub(config.min_compaction_lag_ms)
+            };
             if next > high_watermark || too_new {
                 end = segment.base_offset;
                 break;
@@ -579,12 +582,19 @@ fn suffixed(dir: &std::path::Path, base: u64, suffix: &str) -> [PathBuf; 3] {
     ["log", "index", "timeindex"].map(|ext| dir.join(format!("{}.{suffix}", file_name(base, ext))))
 }
 
-/// The newest timestamp of a sealed segment (its last time-index entry).
+/// The newest timestamp of a sealed segment (its last time-index entry); for one whose
+/// records carry no timestamp, its last write (Kafka's `largestTimestamp`), as retention
+/// counts it.
 fn newest_timestamp(segment: &Segment) -> i64 {
-    segment
+    let newest = segment
         .time_index
         .last_time_entry()
-        .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp)
+        .map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
+    if newest < 0 {
+        segment.last_modified()
+    } else {
+        newest
+    }
 }
 
 /// Splits `cleaning` (consecutive segments) into groups that fit one segment: their log

@@ -106,7 +106,7 @@ impl ReplicaLog {
     /// least the lowest base (or `offset`, when lower).
     pub(super) fn restart_floor(&self, offset: u64) -> u64 {
         let first = self.segments.read().keys().next().copied();
-        let queued = self.unlinking.lock().iter().copied().min();
+        let queued = self.unlinking.lock().iter().map(|&(base, _)| base).min();
         [first, queued].into_iter().flatten().fold(offset, u64::min)
     }
 

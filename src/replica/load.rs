@@ -185,6 +185,7 @@ impl ReplicaLog {
             clock: options.clock,
             segments: RwLock::new(segments),
             unlinking: Mutex::new(Vec::new()),
+            start_checkpointed: AtomicU64::new(0),
             writer: Mutex::new(writer),
             log_end: AtomicU64::new(next),
             log_start: AtomicU64::new(log_start),
@@ -1104,7 +1105,7 @@ pub(super) fn restart(
     let dir = &log.dir;
     before_cut()?;
     let restarted = (|| {
-        let mut bases: Vec<u64> = log.unlinking.lock().drain(..).collect();
+        let mut bases: Vec<u64> = log.unlinking.lock().drain(..).map(|(b, _)| b).collect();
         bases.extend(log.segments.read().keys().copied());
         // Queued or not, no old file may stay to be taken for the new segment's (or
         // unlinked under it).
@@ -1134,8 +1135,12 @@ pub(super) fn truncate(
     // segment at one of their bases, which the queued unlink would then remove.
     let doomed: Vec<u64> = {
         let mut queued = log.unlinking.lock();
-        let (below, doomed) = queued.iter().partition(|&&base| base < offset);
-        *queued = below;
+        let doomed = queued
+            .iter()
+            .filter(|&&(base, _)| base >= offset)
+            .map(|&(base, _)| base)
+            .collect();
+        queued.retain(|&(base, _)| base < offset);
         doomed
     };
     delete_segments(dir, &log.path, &doomed)?;

@@ -74,9 +74,12 @@ pub(crate) struct ReplicaLog {
     config: RwLock<TopicConfig>,
     clock: Arc<dyn Clock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    /// Base offsets of segments retention took out of the map whose files are still to be
-    /// unlinked (after the log start is checkpointed; see `unlink_deleted`).
-    unlinking: Mutex<Vec<u64>>,
+    /// Segments retention took out of the map whose files are still to be unlinked: each
+    /// one's base offset and the log start that removed it, which must be checkpointed in
+    /// this replica's directory first (see `unlink_deleted`).
+    unlinking: Mutex<Vec<(u64, u64)>>,
+    /// The highest log start a checkpoint written to this replica's directory holds.
+    start_checkpointed: AtomicU64,
     writer: Mutex<Writer>,
     log_end: AtomicU64,
     log_start: AtomicU64,

@@ -146,11 +146,17 @@ impl ReplicaLog {
             deleted.segments += 1;
             deleted.bytes += segment.size() as u64;
         }
+        let start = self.log_start_offset();
         self.unlinking
             .lock()
-            .extend(removed.iter().map(|s| s.base_offset));
+            .extend(removed.iter().map(|s| (s.base_offset, start)));
         self.trim_epochs_to_start();
         deleted
+    }
+
+    /// A checkpoint holding log start `start` for this replica is on disk in its directory.
+    pub(crate) fn log_start_checkpointed(&self, start: u64) {
+        self.start_checkpointed.fetch_max(start, Ordering::AcqRel);
     }
 
     /// Whether segment files wait for `unlink_deleted`.
@@ -159,20 +165,30 @@ impl ReplicaLog {
     }
 
     /// Unlinks the files of the segments retention deleted, oldest first, and syncs the
-    /// directory. Called once the moved log start is checkpointed: a crash then leaves at
-    /// most files below the checkpointed start, which the open skips and the next pass
-    /// deletes, whatever order the unlinks reached the disk in. Files that could not be
-    /// unlinked stay queued for the next call.
+    /// directory: those whose removing log start a checkpoint in this replica's directory
+    /// holds (see [`ReplicaLog::log_start_checkpointed`]), so that a crash leaves at most
+    /// files below the checkpointed start, which the open skips and the next pass deletes,
+    /// whatever order the unlinks reached the disk in. Not those another deletion queued
+    /// after the checkpoint was written, nor any whose checkpoint failed (its directory
+    /// then went offline). Files that could not be unlinked stay queued for the next call.
     pub(crate) fn unlink_deleted(&self) -> Result<()> {
         // Under the writer lock: a topic being deleted (retired) keeps its files for the
         // deletion, which moves the whole directory.
         let w = self.writer.lock();
         let mut queued = self.unlinking.lock();
-        if queued.is_empty() || w.closed {
+        let checkpointed = self.start_checkpointed.load(Ordering::Acquire);
+        if w.closed
+            || queued
+                .first()
+                .is_none_or(|&(_, start)| start > checkpointed)
+        {
             return Ok(());
         }
         let storage = self.dir.storage();
-        while let Some(&base) = queued.first() {
+        while let Some(&(base, start)) = queued.first() {
+            if start > checkpointed {
+                break;
+            }
             for file in Segment::paths(&self.path, base) {
                 if storage.exists(&file) {
                     storage
