@@ -1870,15 +1870,23 @@ fn leader_and_follower(log: &Log, topic: &str) -> (usize, usize) {
     (leader, 1 - leader)
 }
 
-/// A log start raised by `delete_records` in a history that an unclean election then
-/// superseded is not copied onto the new history at a later open: the old replica is
-/// reconciled before its start counts, an empty one counts only if it was in sync, and an
-/// empty follower catches up from the leader's log start (else, in sync with its own
-/// higher start, it would count at the open after). `appended` are the new leader's
-/// batches; `crash` ends the first reopen with a crash instead of a close (the lowered
-/// start must be checkpointed before the follower counts as in sync).
-fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
-    let (_root, dirs, log, fault) = two_faulty_dirs();
+/// Topic `t` (replication factor 2, unclean election allowed) over two faulty
+/// directories: `a b` in sync, then the follower's directory failed, `x` appended and
+/// `delete_records(3)` on the leader alone, the leader's directory failed and the follower
+/// restored and elected uncleanly (empty at 2, with start 2). Returns the root, the
+/// directories, the log, the fault seam, the partition and the old leader's and the
+/// follower's directory indexes.
+#[allow(clippy::type_complexity)]
+fn unclean_lead_past_a_deletion() -> (
+    tempfile::TempDir,
+    Vec<PathBuf>,
+    Log,
+    FaultStorage,
+    tarnlog::Partition,
+    usize,
+    usize,
+) {
+    let (root, dirs, log, fault) = two_faulty_dirs();
     let config = TopicConfig::default()
         .replication_factor(2)
         .unclean_leader_election(true);
@@ -1892,6 +1900,18 @@ fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
     assert!(partition.append_values(["lost"]).is_err());
     fault.heal_dir(&dirs[follower]);
     log.restore_dir(&dirs[follower]).unwrap();
+    (root, dirs, log, fault, partition, leader, follower)
+}
+
+/// A log start raised by `delete_records` in a history that an unclean election then
+/// superseded is not copied onto the new history at a later open: the old replica is
+/// reconciled before its start counts, an empty one counts only if it was in sync, and an
+/// empty follower catches up from the leader's log start (else, in sync with its own
+/// higher start, it would count at the open after). `appended` are the new leader's
+/// batches; `crash` ends the first reopen with a crash instead of a close (the lowered
+/// start must be checkpointed before the follower counts as in sync).
+fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
+    let (_root, dirs, log, fault, partition, leader, follower) = unclean_lead_past_a_deletion();
     assert_eq!(
         log.describe_topic("t").unwrap().partitions[0].leader,
         Some(follower),
@@ -1913,6 +1933,75 @@ fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
             log.close().unwrap();
         }
     }
+}
+
+/// A leader restored into its offline partition takes no log start from a replica out of
+/// sync, whose history an unclean election superseded (a `delete_records` there): the
+/// records it appended and acknowledged since stay.
+#[test]
+fn a_restored_leader_takes_no_log_start_from_a_superseded_history() {
+    let (_root, dirs, log, fault, partition, _, follower) = unclean_lead_past_a_deletion();
+    partition.append_values(["c"]).unwrap();
+    partition.append_values(["d"]).unwrap();
+    assert_eq!(values(&log, "t", 0), ["c", "d"]);
+    // The new leader's directory fails in turn: offline, waiting for it; then it is back.
+    fault.fail_dir(&dirs[follower], FaultKind::Eio);
+    assert!(partition.append_values(["e"]).is_err());
+    fault.heal_dir(&dirs[follower]);
+    log.restore_dir(&dirs[follower]).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(follower), "{described:?}");
+    assert_eq!(
+        values(&log, "t", 0),
+        ["c", "d"],
+        "acknowledged records kept"
+    );
+    assert_eq!(partition.log_start_offset(), 2);
+}
+
+/// Turning unclean election on for a partition whose in-sync replicas' data is gone
+/// (their directories came back empty: replicas to rebuild, still the ones waited for)
+/// elects the replica holding the most, not an empty in-sync one: the data left survives.
+#[test]
+fn an_unclean_election_over_emptied_in_sync_replicas_picks_the_one_with_data() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 3);
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = open_over(&dirs, &fault);
+    let config = TopicConfig::default().replication_factor(3);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    partition.append_values(["a", "b"]).unwrap();
+    let keeper = log.describe_topic("t").unwrap().partitions[0]
+        .replicas
+        .iter()
+        .copied()
+        .find(|&d| Some(d) != log.describe_topic("t").unwrap().partitions[0].leader)
+        .unwrap();
+    // `keeper` leaves the in-sync set with `a b`; the others take `c`.
+    fault.fail_dir(&dirs[keeper], FaultKind::Eio);
+    partition.append_values(["c"]).unwrap();
+    drop(partition);
+    log.close().unwrap();
+    fault.heal_dir(&dirs[keeper]);
+    // The in-sync replicas' data is lost (their `meta` stays).
+    for (d, dir) in dirs.iter().enumerate() {
+        if d != keeper {
+            std::fs::remove_dir_all(dir.join("t-0")).unwrap();
+        }
+    }
+    let log = open_over(&dirs, &fault);
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, None, "{described:?}");
+    let config = log
+        .topic("t")
+        .unwrap()
+        .config()
+        .unclean_leader_election(true);
+    log.alter_topic_config("t", config).unwrap();
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert_eq!(described.leader, Some(keeper), "{described:?}");
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+    log.close().unwrap();
 }
 
 #[test]

@@ -124,6 +124,12 @@ impl ReplicaLog {
         &self.tp
     }
 
+    /// Whether the replica is being rebuilt (recreated empty; its `REBUILDING` marker on
+    /// disk): it holds nothing `meta` may say it holds.
+    pub(crate) fn is_rebuilding(&self) -> bool {
+        self.rebuilding.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Removes the `REBUILDING` marker, durably, once the replica has been level with its
     /// leader (its copies synced as an in-sync follower's are): from then on it is what
     /// `meta` records. A failure keeps the marker, and the replica stays one to rebuild.

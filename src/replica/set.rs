@@ -359,7 +359,11 @@ impl ReplicaSet {
     /// The epoch replica `i` takes when it becomes leader (see [`next_epoch`]).
     fn next_epoch(&self, i: usize) -> i32 {
         let dir = self.dirs.get(i).copied().unwrap_or(0);
-        next_epoch(self.epoch.load(Ordering::Acquire), dir, self.dir_count)
+        // Past the new leader's own latest epoch too (one that led alone in runs this set
+        // never heard of): a lower one would rewrite its epoch cache's history.
+        let own = self.replica(i).and_then(|r| r.latest_epoch()).unwrap_or(0);
+        let current = self.epoch.load(Ordering::Acquire).max(own);
+        next_epoch(current, dir, self.dir_count)
     }
 
     /// Kafka's bar for `acks=All` and the high watermark: `min(min_insync_replicas, RF)`.
@@ -882,8 +886,13 @@ impl ReplicaSet {
     fn fail_over(&self, old: usize) -> Result<()> {
         let replicas = self.replicas();
         let live = |i: usize| i != old && live(&replicas[i]);
-        let clean =
-            (0..replicas.len()).find(|&i| live(i) && self.in_sync[i].load(Ordering::Acquire));
+        // A replica being rebuilt (recreated empty) is no clean choice, even when kept as
+        // one to wait for: its data is gone.
+        let clean = (0..replicas.len()).find(|&i| {
+            live(i)
+                && self.in_sync[i].load(Ordering::Acquire)
+                && replicas[i].as_ref().is_some_and(|r| !r.is_rebuilding())
+        });
         let next = clean.or_else(|| {
             self.unclean
                 .load(Ordering::Acquire)
@@ -1065,10 +1074,20 @@ impl ReplicaSet {
     /// Makes replica `i` (restored into an offline partition) the leader in a new epoch,
     /// alone in sync: the other replicas present follow it afterwards, step by step.
     fn lead_from(&self, i: usize, replica: &Arc<ReplicaLog>) {
-        // The others' log starts (offline, but as they were) are floors for its own, which
-        // its directory's checkpoint may not hold yet (see `open`); offline ones cannot
-        // be reconciled, and their starts count as they were, capped at its end.
-        raise_to_highest_log_start(replica, self.present().iter());
+        // The log starts of the others in sync as recorded (offline, but as they were) are
+        // floors for its own, which its directory's checkpoint may not hold yet (see
+        // `open`); offline ones cannot be reconciled, and their starts count as they were,
+        // capped at its end. One out of sync may hold a history an unclean election
+        // superseded (a `delete_records` there): its start counts for nothing, as at an
+        // open (else records appended and acknowledged since would go below the start).
+        let in_sync: Vec<Arc<ReplicaLog>> = self
+            .replicas()
+            .into_iter()
+            .zip(&self.in_sync)
+            .filter(|(_, in_sync)| in_sync.load(Ordering::Acquire))
+            .filter_map(|(r, _)| r)
+            .collect();
+        raise_to_highest_log_start(replica, in_sync.iter());
         let epoch = self.next_epoch(i);
         self.epoch.store(epoch, Ordering::Release);
         replica.set_leader_epoch(epoch);
