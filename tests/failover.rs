@@ -3989,3 +3989,38 @@ fn a_batch_in_a_failed_leaders_log_is_not_acknowledged_by_a_divergent_new_leader
         "no fault met the leader with `y` in its log and then elected the divergent follower"
     );
 }
+
+/// A replica rebuilt from its leader at an open is synced before it counts as in sync (and
+/// its rebuilding marker goes), whatever the fsync policy asks of appends, as a replica
+/// rebuilt while the log runs is: a power loss must not leave an in-sync replica that
+/// holds less than `meta` says.
+#[test]
+fn a_replica_rebuilt_at_open_is_synced_before_it_counts_in_sync() {
+    let root = common::scratch("tarnlog-failover-");
+    let dirs = dirs(root.path(), 2);
+    let config = TopicConfig::default()
+        .replication_factor(2)
+        .fsync(tarnlog::FsyncPolicy::EveryRecords(1_000_000));
+    let follower = {
+        let log = Log::builder().dirs(&dirs).open().unwrap();
+        let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+        partition.append_values(["a", "b", "c"]).unwrap();
+        let (_, follower) = leader_and_follower(&log, "t");
+        log.close().unwrap();
+        follower
+    };
+    std::fs::remove_dir_all(dirs[follower].join("t-0")).unwrap();
+    let fault = FaultStorage::new(OsStorage::shared());
+    let log = open_over(&dirs, &fault);
+    let described = log.describe_topic("t").unwrap().partitions[0].clone();
+    assert!(described.isr.contains(&follower), "{described:?}");
+    assert!(!dirs[follower].join("t-0").join("rebuilding").exists());
+    // A sync that fails now shows what was never synced there.
+    fault.fail_dir(&dirs[follower], FaultKind::FailedWriteback);
+    let _ = log.flush();
+    let lost: Vec<_> = lost_segment_bytes(&fault)
+        .into_iter()
+        .filter(|(path, _, _)| path.starts_with(&dirs[follower]))
+        .collect();
+    assert!(lost.is_empty(), "the rebuilt copy was unsynced: {lost:?}");
+}

@@ -231,8 +231,7 @@ impl ReplicaSet {
             for (i, follower) in replicas.iter().enumerate() {
                 if let Some(follower) = follower.as_ref().filter(|_| i != l) {
                     let start = follower.log_start_offset();
-                    let level = follow(&leader, follower, usize::MAX, true, true).is_ok()
-                        && follower.log_end_offset() == leader.log_end_offset();
+                    let level = level_at_open(&leader, follower);
                     set.in_sync[i].store(level, Ordering::Release);
                     // Raised to the leader's, or lowered by a restart from it: either way
                     // the checkpoint must say so before the follower counts as in sync at
@@ -1477,6 +1476,26 @@ fn raise_to_highest_log_start<'a>(
     // directory offline like any other.
     let _ = leader.raise_log_start(start);
     leader.advance_high_watermark(leader.log_start_offset());
+    true
+}
+
+/// Brings `follower` level with `leader` at an open; whether it is. What it copied is
+/// synced before it counts as in sync (and its rebuilding mark goes), as a step of a
+/// running log syncs it (`rebuild_stepwise`); under `None` nothing is.
+fn level_at_open(leader: &ReplicaLog, follower: &ReplicaLog) -> bool {
+    let copied = follow(leader, follower, usize::MAX, true, true);
+    let end = follower.log_end_offset();
+    if copied.is_err() || end != leader.log_end_offset() {
+        return false;
+    }
+    if copied.is_ok_and(|records| records > 0)
+        && follower.fsync_policy() != FsyncPolicy::None
+        && !follower.synced_through(end)
+        && let Err(error) = follower.sync_to(end)
+    {
+        ReplicaSet::dir_failed(follower, &error);
+        return false;
+    }
     true
 }
 
