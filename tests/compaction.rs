@@ -235,16 +235,55 @@ fn a_log_is_cleaned_once_its_dirty_share_passes_the_ratio() {
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 0, "clean again");
 }
 
-#[test]
-fn max_compaction_lag_forces_a_cleaning() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(NOW);
-    let log = open(root.path(), &clock);
+/// A log with a compacted topic cleaned by `max_compaction_lag_ms` (an hour) rather than
+/// by its dirty share, holding 100 records of 50 keys, none cleaned yet.
+fn lagging_compaction(root: &Path, clock: &ManualClock) -> (Log, Partition) {
+    let log = open(root, clock);
     let config = compacted()
         .min_cleanable_dirty_ratio(0.99)
         .max_compaction_lag_ms(HOUR);
     let partition = topic(&log, config);
     fill(&partition, 100, 50);
+    (log, partition)
+}
+
+/// Kafka's `maxCompactionDelay`: the earliest first-batch timestamp among all the dirty
+/// segments counts, not only the oldest segment's (here stamped in the future).
+#[test]
+fn max_compaction_lag_counts_every_dirty_segments_first_batch() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let (log, partition) = lagging_compaction(root.path(), &clock);
+    // Records stamped in the future until the log rolls: the new active segment starts
+    // with one of them.
+    let mut i = 0;
+    let mut fill_until_roll = |timestamp: i64| {
+        let segments = partition.segment_count();
+        while partition.segment_count() == segments {
+            let mut builder = BatchBuilder::new();
+            let (key, value) = (format!("k{}", i % 50), i.to_string());
+            builder.push(timestamp, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+            partition.append(builder.finish().unwrap()).unwrap();
+            i += 1;
+        }
+    };
+    fill_until_roll(NOW + 10 * HOUR);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 1, "all dirty");
+    // The dirty segments: two that start in the future (each roll's last record starts
+    // the next segment), then one that starts now.
+    fill_until_roll(NOW + 10 * HOUR);
+    fill_until_roll(NOW);
+    fill_until_roll(NOW);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 0, "ratio low");
+    clock.set(NOW + HOUR + 1);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 1, "lag passed");
+}
+
+#[test]
+fn max_compaction_lag_forces_a_cleaning() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let (log, partition) = lagging_compaction(root.path(), &clock);
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 1, "all dirty");
     fill(&partition, 20, 50);
     assert_eq!(log.maintain().unwrap().partitions_cleaned, 0, "ratio low");

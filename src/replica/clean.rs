@@ -205,12 +205,19 @@ impl ReplicaLog {
             }
         }
         let dirty_ratio = share(dirty, clean + dirty);
-        let lag_due = oldest_dirty.is_some_and(|segment| {
-            let first = segment
-                .header_at(0)
-                .map_or(NO_TIMESTAMP, |h| h.max_timestamp);
-            first != NO_TIMESTAMP && first < now.saturating_sub(config.max_compaction_lag_ms)
-        });
+        // Kafka's `maxCompactionDelay`: the earliest first-batch timestamp (a positive one)
+        // among the dirty segments that are not active, past the lag.
+        let earliest_first = segments
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| upper(i).is_some_and(|next| next > first_dirty))
+            .filter_map(|(_, segment)| segment.header_at(0).ok())
+            .map(|header| header.max_timestamp)
+            .filter(|&timestamp| timestamp > 0)
+            .min();
+        let lag_due = oldest_dirty.is_some()
+            && earliest_first
+                .is_some_and(|first| first < now.saturating_sub(config.max_compaction_lag_ms));
         Cleanable {
             first_dirty,
             end,
