@@ -3523,10 +3523,11 @@ impl Inner {
             for replica in replicas.iter().filter(|r| Arc::ptr_eq(r.dir(), dir)) {
                 let tp = replica.topic_partition().clone();
                 // Before the recovery point: a cut counted here has lowered it.
-                covered.push((replica, replica.truncation_count()));
+                let truncations = replica.truncation_count();
+                covered.push((replica, truncations));
                 recovery.insert(tp.clone(), replica.recovery_point());
                 let log_start = replica.log_start_offset();
-                starts.push((replica, log_start));
+                starts.push((replica, log_start, truncations));
                 start.insert(tp.clone(), log_start);
                 high.insert(tp, replica.high_watermark());
             }
@@ -3540,8 +3541,8 @@ impl Inner {
                 .and_then(|()| write(metadata::LOG_START, &start))
                 .inspect(|()| {
                     // Segments wholly below these starts may now be unlinked.
-                    for (replica, log_start) in starts {
-                        replica.log_start_checkpointed(log_start);
+                    for (replica, log_start, truncations) in starts {
+                        replica.log_start_checkpointed(log_start, truncations);
                     }
                 })
                 .and_then(|()| write(metadata::HIGH_WATERMARK, &high));

@@ -1273,6 +1273,14 @@ fn finish_truncate(log: &ReplicaLog, w: &Writer, mut segments: BTreeMap<u64, Arc
     log.log_end.store(end, Ordering::Release);
     log.high_watermark.fetch_min(end, Ordering::AcqRel);
     log.recovery_point.fetch_min(end, Ordering::AcqRel);
+    // A log start the cut lowered: a checkpoint of a higher one covers no file removed
+    // from now on, and the files still queued wait for one of this start (they lie below
+    // it: they were below the old start, and the cut removed all at or above its offset).
+    let start = log.log_start.load(Ordering::Acquire);
+    log.start_checkpointed.fetch_min(start, Ordering::AcqRel);
+    for queued in log.unlinking.lock().iter_mut() {
+        queued.1 = queued.1.min(start);
+    }
     let mut sync = log.sync.lock();
     sync.synced_to = sync.synced_to.min(end);
 }

@@ -154,9 +154,13 @@ impl ReplicaLog {
         deleted
     }
 
-    /// A checkpoint holding log start `start` for this replica is on disk in its directory.
-    pub(crate) fn log_start_checkpointed(&self, start: u64) {
-        self.start_checkpointed.fetch_max(start, Ordering::AcqRel);
+    /// A checkpoint holding log start `start` for this replica, read when its truncation
+    /// count was `truncations`, is on disk in its directory. Not counted after a cut since
+    /// (which may have lowered the start below it).
+    pub(crate) fn log_start_checkpointed(&self, start: u64, truncations: u64) {
+        if self.truncation_count() == truncations {
+            self.start_checkpointed.fetch_max(start, Ordering::AcqRel);
+        }
     }
 
     /// Whether segment files wait for `unlink_deleted`.

@@ -885,12 +885,14 @@ impl ReplicaSet {
     fn fail_over(&self, old: usize) -> Result<()> {
         let replicas = self.replicas();
         let live = |i: usize| i != old && live(&replicas[i]);
-        // A replica being rebuilt (recreated empty) is no clean choice, even when kept as
-        // one to wait for: its data is gone.
+        // An offline partition's replica being rebuilt (recreated empty) is no clean
+        // choice, even when kept as one to wait for: its data is gone. (Under a leader one
+        // in sync is level and synced, its mark cleared at the next `meta` write.)
+        let offline = self.leader.load(Ordering::Acquire) == NO_LEADER;
         let clean = (0..replicas.len()).find(|&i| {
             live(i)
                 && self.in_sync[i].load(Ordering::Acquire)
-                && replicas[i].as_ref().is_some_and(|r| !r.is_rebuilding())
+                && !(offline && replicas[i].as_ref().is_some_and(|r| r.is_rebuilding()))
         });
         let next = clean.or_else(|| {
             self.unclean
@@ -1479,16 +1481,19 @@ fn raise_to_highest_log_start<'a>(
     true
 }
 
-/// Brings `follower` level with `leader` at an open; whether it is. What it copied is
-/// synced before it counts as in sync (and its rebuilding mark goes), as a step of a
-/// running log syncs it (`rebuild_stepwise`); under `None` nothing is.
+/// Brings `follower` level with `leader` at an open; whether it is. What it copied (or
+/// holds as a replica being rebuilt) is synced before it counts as in sync (and its
+/// rebuilding mark goes), as a step of a running log syncs it (`rebuild_stepwise`); under
+/// `None` nothing is.
 fn level_at_open(leader: &ReplicaLog, follower: &ReplicaLog) -> bool {
     let copied = follow(leader, follower, usize::MAX, true, true);
     let end = follower.log_end_offset();
     if copied.is_err() || end != leader.log_end_offset() {
         return false;
     }
-    if copied.is_ok_and(|records| records > 0)
+    // Also one being rebuilt that copied everything before a crash: its tail may be
+    // unsynced.
+    if (copied.is_ok_and(|records| records > 0) || follower.is_rebuilding())
         && follower.fsync_policy() != FsyncPolicy::None
         && !follower.synced_through(end)
         && let Err(error) = follower.sync_to(end)
