@@ -874,16 +874,14 @@ fn a_follower_named_in_sync_by_a_restore_has_its_log_start_checkpointed() {
     }
 }
 
-/// Retention in a log of several directories whose log-start checkpoint cannot be written
-/// in one of them (that directory then goes offline) unlinks nothing there: the files stay
-/// until a checkpoint holding the new start is on that disk, so a power loss cannot leave
-/// a stale start with its segments gone (a gap at the next open).
-#[test]
-fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
-    use tarnlog::storage::{FaultKind, FaultStorage, OsStorage};
-    let root = tempfile::tempdir().unwrap();
-    let dirs = [root.path().join("a"), root.path().join("b")];
-    let clock = ManualClock::new(NOW);
+/// A log over directories `a` and `b` of `root` through a fault seam, on `clock`, with no
+/// background maintenance.
+fn two_faulty_dirs(
+    root: &std::path::Path,
+    clock: &ManualClock,
+) -> ([std::path::PathBuf; 2], tarnlog::storage::FaultStorage, Log) {
+    use tarnlog::storage::{FaultStorage, OsStorage};
+    let dirs = [root.join("a"), root.join("b")];
     let fault = FaultStorage::new(OsStorage::shared());
     let log = Log::builder()
         .dirs(&dirs)
@@ -892,6 +890,26 @@ fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
         .background_maintenance(false)
         .open()
         .unwrap();
+    (dirs, fault, log)
+}
+
+/// Only the log-start checkpoint's writes fail in `dir` (unlinks there would succeed).
+fn fail_log_start_checkpoints(fault: &tarnlog::storage::FaultStorage, dir: &std::path::Path) {
+    fault.fail_dir(
+        dir.join("log-start-offset-checkpoint.tmp"),
+        tarnlog::storage::FaultKind::Eio,
+    );
+}
+
+/// Retention in a log of several directories whose log-start checkpoint cannot be written
+/// in one of them (that directory then goes offline) unlinks nothing there: the files stay
+/// until a checkpoint holding the new start is on that disk, so a power loss cannot leave
+/// a stale start with its segments gone (a gap at the next open).
+#[test]
+fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let (dirs, fault, log) = two_faulty_dirs(root.path(), &clock);
     let config = TopicConfig::default()
         .segment_bytes(5 * batch_size(b"test"))
         .retention_ms(1_000);
@@ -904,11 +922,7 @@ fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
         .unwrap();
     let path = partition.path();
     assert_eq!(segment_files(&path), 3);
-    // Only the log-start checkpoint's write fails there; unlinks would succeed.
-    fault.fail_dir(
-        dirs[home].join("log-start-offset-checkpoint.tmp"),
-        FaultKind::Eio,
-    );
+    fail_log_start_checkpoints(&fault, &dirs[home]);
     clock.advance(10_000);
     let report = log.maintain().unwrap();
     assert!(!log.dir_status()[home].online, "the directory went offline");
@@ -917,6 +931,50 @@ fn retention_unlinks_nothing_where_the_log_start_checkpoint_failed() {
     assert_eq!(
         segment_files(&path),
         4,
+        "unlinked before the start was checkpointed"
+    );
+}
+
+/// A cut below the log start (`truncate_to`) lowers what counts as checkpointed: a later
+/// deletion whose start the failed checkpoint of its directory never held unlinks nothing,
+/// though that start is below the one checkpointed before the cut.
+#[test]
+fn a_cut_below_the_log_start_lowers_what_counts_as_checkpointed() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, fault, log) = two_faulty_dirs(root.path(), &ManualClock::new(NOW));
+    let batch = batch_size(b"test");
+    let config = TopicConfig::default()
+        .segment_bytes(2 * batch)
+        .retention_ms(-1)
+        .retention_bytes(4 * batch as i64);
+    let partition = log.create_topic("t", config).unwrap().partition(0).unwrap();
+    for _ in 0..15 {
+        append(&partition, NOW, b"test");
+    }
+    assert_eq!(partition.delete_records(10).unwrap(), 10);
+    // Below the first segment: the log restarts at 7, its start lowered.
+    partition.truncate_to(7).unwrap();
+    assert_eq!(partition.log_start_offset(), 7);
+    for _ in 0..6 {
+        append(&partition, NOW, b"test");
+    }
+    let home = log.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let path = partition.path();
+    let before = segment_files(&path);
+    fail_log_start_checkpoints(&fault, &dirs[home]);
+    let report = log.maintain().unwrap();
+    assert!(report.segments_deleted > 0, "{report:?}");
+    assert!(
+        partition.log_start_offset() <= 10,
+        "{}",
+        partition.log_start_offset()
+    );
+    assert!(!log.dir_status()[home].online);
+    assert_eq!(
+        segment_files(&path),
+        before,
         "unlinked before the start was checkpointed"
     );
 }
