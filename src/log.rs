@@ -357,8 +357,11 @@ impl LogBuilder {
             offered: Mutex::new(lineage.offered),
             set_options,
         });
-        inner.adopt_leadership(lineage.forked.contains(&true))?;
+        // Log starts an open moved are checkpointed before `meta` names their replicas in
+        // sync (as `persist_leadership` orders them while the log runs): a crash between
+        // must not leave an in-sync replica with its old start on disk.
         inner.checkpoint_raised_log_starts();
+        inner.adopt_leadership(lineage.forked.contains(&true))?;
         let worker = Arc::clone(&inner);
         let tick = Duration::from_millis(self.background_tick_ms);
         let every = Intervals {

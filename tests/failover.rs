@@ -1877,7 +1877,9 @@ fn leader_and_follower(log: &Log, topic: &str) -> (usize, usize) {
 /// directories, the log, the fault seam, the partition and the old leader's and the
 /// follower's directory indexes.
 #[allow(clippy::type_complexity)]
-fn unclean_lead_past_a_deletion() -> (
+fn unclean_lead_past_a_deletion(
+    leader_only: &[&str],
+) -> (
     tempfile::TempDir,
     Vec<PathBuf>,
     Log,
@@ -1894,7 +1896,9 @@ fn unclean_lead_past_a_deletion() -> (
     partition.append_values(["a", "b"]).unwrap();
     let (leader, follower) = leader_and_follower(&log, "t");
     fault.fail_dir(&dirs[follower], FaultKind::Eio);
-    partition.append_values(["x"]).unwrap();
+    partition
+        .append_values(leader_only.iter().copied())
+        .unwrap();
     assert_eq!(partition.delete_records(3).unwrap(), 3);
     fault.fail_dir(&dirs[leader], FaultKind::Eio);
     assert!(partition.append_values(["lost"]).is_err());
@@ -1910,8 +1914,9 @@ fn unclean_lead_past_a_deletion() -> (
 /// higher start, it would count at the open after). `appended` are the new leader's
 /// batches; `crash` ends the first reopen with a crash instead of a close (the lowered
 /// start must be checkpointed before the follower counts as in sync).
-fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
-    let (_root, dirs, log, fault, partition, leader, follower) = unclean_lead_past_a_deletion();
+fn superseded_log_start_case(leader_only: &[&str], appended: &[&[&str]], crash: bool) {
+    let (_root, dirs, log, fault, partition, leader, follower) =
+        unclean_lead_past_a_deletion(leader_only);
     assert_eq!(
         log.describe_topic("t").unwrap().partitions[0].leader,
         Some(follower),
@@ -1940,7 +1945,7 @@ fn superseded_log_start_case(appended: &[&[&str]], crash: bool) {
 /// records it appended and acknowledged since stay.
 #[test]
 fn a_restored_leader_takes_no_log_start_from_a_superseded_history() {
-    let (_root, dirs, log, fault, partition, _, follower) = unclean_lead_past_a_deletion();
+    let (_root, dirs, log, fault, partition, _, follower) = unclean_lead_past_a_deletion(&["x"]);
     partition.append_values(["c"]).unwrap();
     partition.append_values(["d"]).unwrap();
     assert_eq!(values(&log, "t", 0), ["c", "d"]);
@@ -2004,24 +2009,33 @@ fn an_unclean_election_over_emptied_in_sync_replicas_picks_the_one_with_data() {
     log.close().unwrap();
 }
 
+/// The old leader keeps `y` above its start of 3: the open cuts it to 2 (lowering its
+/// start), and it joins the in-sync set; a crash right after that open must not find it
+/// in sync with its old start at the next one (that start would delete `c`).
+#[test]
+fn a_follower_whose_start_the_open_lowered_is_checkpointed_before_it_counts() {
+    superseded_log_start_case(&["x", "y"], &[&["c"], &["d"]], true);
+    superseded_log_start_case(&["x", "y"], &[&["c", "d"]], true);
+}
+
 #[test]
 fn a_log_start_from_a_superseded_history_deletes_nothing_new() {
     // One batch: the new leader's records start where the old one's start is.
-    superseded_log_start_case(&[&["c", "d"]], false);
+    superseded_log_start_case(&["x"], &[&["c", "d"]], false);
 }
 
 #[test]
 fn an_empty_replica_with_a_superseded_start_catches_up_from_the_leaders_start() {
     // One batch each: the old replica, empty at 3, would copy only "d".
-    superseded_log_start_case(&[&["c"], &["d"]], false);
-    superseded_log_start_case(&[&["c"], &["d"]], true);
+    superseded_log_start_case(&["x"], &[&["c"], &["d"]], false);
+    superseded_log_start_case(&["x"], &[&["c"], &["d"]], true);
 }
 
 #[test]
 fn an_empty_replica_at_the_leaders_end_with_a_superseded_start_is_not_level() {
     // The old replica is empty at 3, which is the new leader's end.
-    superseded_log_start_case(&[&["c"]], false);
-    superseded_log_start_case(&[&["c"]], true);
+    superseded_log_start_case(&["x"], &[&["c"]], false);
+    superseded_log_start_case(&["x"], &[&["c"]], true);
 }
 
 /// The last in-sync replica's directory failed at an fsync: after `restore_dir` it leads

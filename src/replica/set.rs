@@ -226,11 +226,16 @@ impl ReplicaSet {
         if let Some((l, leader)) = leader.and_then(|l| Some((l, Arc::clone(replicas[l].as_ref()?))))
         {
             leader.set_leader_epoch(epoch);
+            // Before any reconciliation: one that cuts a follower may lower its start.
+            let starts: Vec<Option<u64>> = replicas
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.log_start_offset()))
+                .collect();
             let floors = log_start_floors(&replicas, standing, &set.dirs, &recorded.isr);
             set.raised_log_start = raise_after_reconciling(&leader, floors);
             for (i, follower) in replicas.iter().enumerate() {
                 if let Some(follower) = follower.as_ref().filter(|_| i != l) {
-                    let start = follower.log_start_offset();
+                    let start = starts[i].unwrap_or_else(|| follower.log_start_offset());
                     let level = level_at_open(&leader, follower);
                     set.in_sync[i].store(level, Ordering::Release);
                     // Raised to the leader's, or lowered by a restart from it: either way
